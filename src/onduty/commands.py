@@ -1,0 +1,61 @@
+"""What the core asks the shell to do. Commands carry everything needed to act, and ids that
+are derived from the events that caused them, so a re-issued command is recognised."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class StartAction:
+    command_id: str
+    incident_id: str
+    action: str
+    target: str
+    params: dict[str, Any] = field(default_factory=dict)
+    timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class StartUndo:
+    command_id: str
+    of_command_id: str
+    incident_id: str
+    action: str
+    target: str
+    params: dict[str, Any] = field(default_factory=dict)
+    timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class ScheduleTimer:
+    """Feed a `Tick` back to the core at `due` (event time)."""
+
+    timer_id: str
+    due: datetime
+
+
+@dataclass(frozen=True)
+class Notify:
+    """Tell humans: an escalation, an approval request, or a suggestion to act."""
+
+    kind: str  # "escalation" | "approval" | "suggestion" | "resolved"
+    incident_id: str
+    channels: tuple[str, ...]
+    message: str
+    approval_id: str | None = None
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """Ask an actuator whether an action whose outcome was never recorded took effect."""
+
+    command_id: str
+    incident_id: str
+    action: str
+    target: str
+
+
+Command = StartAction | StartUndo | ScheduleTimer | Notify | CheckOutcome

@@ -1,0 +1,340 @@
+"""The onduty.yaml model: validated, with errors that name the field and the reason.
+
+The whole validated configuration travels into the log as a `PolicyActivated` event, named by
+the content hash of its canonical JSON; the core reads its configuration only from there, so a
+replay always runs against the configuration that was live at the time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import timedelta
+from enum import IntEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import cel
+import jinja2
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from onduty.events import to_json
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """'30s', '2m', '1h', '1d', '250ms' or a number of seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 2m or 1h")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return timedelta(seconds=float(value))
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    raise ValueError(f"expected a duration such as 30s, 2m or 1h, got {value!r}")
+
+
+def format_duration(value: timedelta) -> str:
+    seconds = value.total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+]
+
+
+class Autonomy(IntEnum):
+    """Progressive empowerment, least to most: record, propose, act after approval, act."""
+
+    OBSERVE = 0
+    SUGGEST = 1
+    APPROVE = 2
+    ACT = 3
+
+    @classmethod
+    def parse(cls, value: Any) -> Autonomy:
+        if isinstance(value, Autonomy):
+            return value
+        try:
+            return cls[str(value).upper()]
+        except KeyError:
+            raise ValueError(
+                f"unknown autonomy level {value!r}; expected one of observe, suggest, approve, act"
+            ) from None
+
+
+AutonomyLevel = Annotated[
+    Autonomy,
+    BeforeValidator(Autonomy.parse),
+    PlainSerializer(lambda level: level.name.lower(), return_type=str),
+]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Service(Model):
+    name: str = Field(min_length=1)
+    tier: Literal["critical", "high", "standard", "low"] = "standard"
+    region: str = ""
+    autonomy: AutonomyLevel = Autonomy.SUGGEST
+    instances: list[str] = Field(default_factory=list)
+
+    @field_validator("instances")
+    @classmethod
+    def _unique(cls, instances: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for name in instances:
+            if not name:
+                raise ValueError("an instance name cannot be empty")
+            if name in seen:
+                raise ValueError(f"instance {name!r} is listed twice")
+            seen.add(name)
+        return instances
+
+
+class Correlation(Model):
+    group_by: list[str] = Field(default_factory=lambda: ["service", "alertname"], min_length=1)
+    group_wait: Duration = timedelta(seconds=0)
+    flap_threshold: int = Field(default=4, ge=2)
+    flap_window: Duration = timedelta(minutes=15)
+
+
+def _check_condition(expression: str) -> str:
+    """A CEL condition must compile; the message keeps the compiler's position."""
+    try:
+        cel.compile(expression)
+    except (ValueError, RuntimeError) as error:
+        raise ValueError(f"not a valid CEL expression: {error}") from None
+    return expression
+
+
+def _check_template(text: str) -> str:
+    try:
+        _TEMPLATE_SYNTAX.parse(text)
+    except jinja2.TemplateSyntaxError as error:
+        raise ValueError(f"not a valid template (line {error.lineno}): {error.message}") from None
+    return text
+
+
+_TEMPLATE_SYNTAX = jinja2.Environment(autoescape=False)
+Condition = Annotated[str, Field(min_length=1), AfterValidator(_check_condition)]
+Template = Annotated[str, Field(min_length=1), AfterValidator(_check_template)]
+
+
+class Step(Model):
+    action: str = Field(min_length=1, pattern=r"^[a-z][a-z0-9_.-]*$")
+    target: Template
+    params: dict[str, Any] = Field(default_factory=dict)
+    timeout: Duration = timedelta(seconds=30)
+
+
+class Verify(Model):
+    signal_resolved_within: Duration = timedelta(minutes=5)
+
+
+class Runbook(Model):
+    name: str = Field(min_length=1)
+    when: Condition
+    do: list[Step] = Field(min_length=1)
+    verify: Verify = Field(default_factory=Verify)
+    undo: list[Step] = Field(default_factory=list)
+    priority: int = 0
+    autonomy: AutonomyLevel | None = None
+
+
+class RateLimit(Model):
+    action: str = "*"
+    max: int = Field(ge=0)
+    per: Duration
+    key: Literal["target", "service", "runbook"] = "target"
+
+
+class Concurrency(Model):
+    max: int | None = Field(default=None, ge=0)
+    max_fraction: float | None = Field(default=None, gt=0, le=1)
+    scope: Literal["service"] = "service"
+
+    @model_validator(mode="after")
+    def _one_limit(self) -> Concurrency:
+        if (self.max is None) == (self.max_fraction is None):
+            raise ValueError("give exactly one of max or max_fraction")
+        return self
+
+
+class Guardrail(Model):
+    name: str = Field(min_length=1)
+    rate: RateLimit | None = None
+    concurrent: Concurrency | None = None
+    when: Condition | None = None
+    effect: Literal["allow", "deny", "require_approval"] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Guardrail:
+        kinds = [k for k in ("rate", "concurrent") if getattr(self, k) is not None]
+        if self.effect is not None and not kinds:
+            kinds.append("when")
+        if len(kinds) != 1:
+            raise ValueError(
+                "a guardrail is exactly one of: rate, concurrent, or a `when` condition "
+                "with an `effect`"
+            )
+        if kinds == ["when"] and not self.when:
+            raise ValueError("a condition guardrail needs `when`")
+        return self
+
+
+class Approvals(Model):
+    timeout: Duration = timedelta(minutes=10)
+    on_timeout: Literal["deny"] = "deny"
+    notify: list[str] = Field(default_factory=lambda: ["on-call"])
+
+
+class Policy(Model):
+    guardrails: list[Guardrail] = Field(default_factory=list)
+    approvals: Approvals = Field(default_factory=Approvals)
+
+
+class Tier(Model):
+    notify: list[str] = Field(min_length=1)
+    wait: Duration = timedelta(minutes=5)
+
+
+class Escalation(Model):
+    default: list[Tier] = Field(default_factory=lambda: [Tier(notify=["on-call"])], min_length=1)
+
+
+class Config(Model):
+    store: str = "sqlite:///onduty.db"
+    bus: str = "memory"
+    snapshot_every: int = Field(default=1000, ge=1)
+    services: list[Service] = Field(default_factory=list)
+    correlation: Correlation = Field(default_factory=Correlation)
+    runbooks: list[Runbook] = Field(default_factory=list)
+    policy: Policy = Field(default_factory=Policy)
+    escalation: Escalation = Field(default_factory=Escalation)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        _unique_names("services", [s.name for s in self.services])
+        _unique_names("runbooks", [r.name for r in self.runbooks])
+        _unique_names("policy.guardrails", [g.name for g in self.policy.guardrails])
+        owners: dict[str, str] = {}
+        for index, service in enumerate(self.services):
+            for instance in service.instances:
+                if instance in owners:
+                    raise ValueError(
+                        f"services[{index}].instances: {instance!r} already belongs to "
+                        f"service {owners[instance]!r}"
+                    )
+                owners[instance] = service.name
+        return self
+
+    def policy_document(self) -> dict[str, Any]:
+        """What the core decides by: everything except where the shell keeps its data."""
+        return self.model_dump(mode="json", exclude={"store", "bus"})
+
+    @property
+    def version(self) -> str:
+        return policy_version(self.policy_document())
+
+
+def policy_version(document: dict[str, Any]) -> str:
+    return "sha256:" + hashlib.sha256(to_json(document)).hexdigest()[:16]
+
+
+def _unique_names(where: str, names: list[str]) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"{where}: the name {name!r} is used twice")
+        seen.add(name)
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; `problems` name each field and its reason."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part in {"function-after[_cross_checks()]"} or part.startswith("function-"):
+            continue
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "(top level)"
+
+
+def describe_validation_error(error: ValidationError) -> list[str]:
+    problems = []
+    for item in error.errors(include_url=False):
+        message = item["msg"].removeprefix("Value error, ")
+        where = _location(tuple(item["loc"]))
+        if item["type"] == "extra_forbidden":
+            message = "unknown field (check its spelling and indentation)"
+        elif item["type"] == "missing":
+            message = "required field is missing"
+        problems.append(f"{where}: {message}")
+    return problems
+
+
+def parse_config(document: Any, source: str = "<config>") -> Config:
+    """Validate a parsed document; raise ConfigError naming every bad field."""
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise ConfigError(source, ["(top level): expected a mapping of settings"])
+    try:
+        config = Config.model_validate(document)
+    except ValidationError as error:
+        raise ConfigError(source, describe_validation_error(error)) from None
+    return config
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML config file."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(source, [f"cannot read the file: {error.strerror or error}"]) from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
+        reason = getattr(error, "problem", None) or str(error)
+        raise ConfigError(source, [f"{where}: not valid YAML: {reason}"]) from None
+    return parse_config(document, source)

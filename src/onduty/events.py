@@ -1,0 +1,420 @@
+"""The event vocabulary: the envelope, every event type, canonical JSON and the chain hash.
+
+Every fact onduty knows is an `Event`. The envelope is generic (its `data` is the JSON form of
+a typed payload) so the log can store, hash and verify events without knowing their types, and
+old events stay readable: a payload is upcast from the version it was written with to the
+current one before it is validated.
+
+    hash = sha256(prev_hash + canonical_json(envelope without hash))
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal, TypeVar
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+GENESIS_HASH = "0" * 64
+
+
+class Origin(StrEnum):
+    """Who writes an event: the outside world (through the shell) or the core's decisions."""
+
+    INPUT = "input"
+    DECISION = "decision"
+
+
+class Event(BaseModel):
+    """The envelope. `seq`, `prev_hash` and `hash` are set by the log when it appends."""
+
+    model_config = ConfigDict(frozen=True)
+
+    seq: int = 0
+    id: str
+    type: str
+    v: int = 1
+    ts: datetime
+    stream: str
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    actor: str = "onduty"
+    data: dict[str, Any] = Field(default_factory=dict)
+    prev_hash: str = ""
+    hash: str = ""
+
+    @field_validator("ts")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("event time must carry a time zone (UTC)")
+        return value.astimezone(UTC)
+
+    @property
+    def origin(self) -> Origin:
+        spec = EVENT_TYPES.get(self.type)
+        return spec.origin if spec else Origin.INPUT
+
+
+def canonical_body(event: Event) -> bytes:
+    """Canonical JSON of the envelope without `hash`: sorted keys, no spaces, UTC 'Z' times."""
+    return orjson.dumps(
+        {
+            "seq": event.seq,
+            "id": event.id,
+            "type": event.type,
+            "v": event.v,
+            "ts": event.ts,
+            "stream": event.stream,
+            "correlation_id": event.correlation_id,
+            "causation_id": event.causation_id,
+            "actor": event.actor,
+            "data": event.data,
+            "prev_hash": event.prev_hash,
+        },
+        option=orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z,
+    )
+
+
+def chain_hash(prev_hash: str, body: bytes) -> str:
+    return hashlib.sha256(prev_hash.encode("ascii") + body).hexdigest()
+
+
+def seal(event: Event, seq: int, prev_hash: str) -> tuple[Event, bytes]:
+    """Place an event at `seq` after `prev_hash`; return it with its hash, and its body bytes."""
+    placed = event.model_copy(update={"seq": seq, "prev_hash": prev_hash, "hash": ""})
+    body = canonical_body(placed)
+    return placed.model_copy(update={"hash": chain_hash(prev_hash, body)}), body
+
+
+def event_from_body(body: bytes, hash_: str) -> Event:
+    """Rebuild an event from the bytes the log stored (the inverse of `canonical_body`)."""
+    fields = orjson.loads(body)
+    return Event(**fields, hash=hash_)
+
+
+def to_json(value: Any) -> bytes:
+    """Canonical JSON for anything the project hashes or compares (configs, decisions)."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z)
+
+
+# --------------------------------------------------------------------------- payloads
+
+
+class Payload(BaseModel):
+    """Base of every event payload. Unknown fields are kept, so newer writers never break
+    older readers, and new fields always have defaults, so older events stay readable."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+
+SignalStatus = Literal["firing", "resolved"]
+Verdict = Literal["allow", "deny", "require_approval"]
+
+
+class Signal(Payload):
+    """A normalized observation from any source: an alert, a probe result, a metric breach."""
+
+    source: str
+    fingerprint: str
+    status: SignalStatus
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    generator_url: str | None = None
+
+
+class SignalReceived(Signal):
+    pass
+
+
+class SignalRejected(Payload):
+    source: str
+    reason: str
+    field: str | None = None
+    raw: str = ""
+
+
+class IncidentOpened(Payload):
+    incident_id: str
+    group_key: dict[str, str]
+    service: str | None = None
+    title: str
+    fingerprint: str
+
+
+class IncidentUpdated(Payload):
+    incident_id: str
+    change: str
+    fingerprint: str | None = None
+    detail: str = ""
+
+
+class IncidentResolved(Payload):
+    incident_id: str
+    reason: str
+
+
+class ActionProposed(Payload):
+    command_id: str
+    incident_id: str
+    agent: str
+    runbook: str
+    step: int
+    action: str
+    target: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    timeout_s: float
+    rationale: str
+
+
+class RuleOutcome(Payload):
+    """One guardrail's opinion of a proposal, with the reason a human can read."""
+
+    rule: str
+    effect: Verdict
+    reason: str
+
+
+class PolicyEvaluated(Payload):
+    command_id: str
+    incident_id: str
+    verdict: Verdict
+    policy_version: str
+    rules: list[RuleOutcome]
+    reason: str
+
+
+class ApprovalRequested(Payload):
+    approval_id: str
+    command_id: str
+    incident_id: str
+    expires_at: datetime
+    notify: list[str] = Field(default_factory=list)
+    summary: str = ""
+
+
+class ApprovalGranted(Payload):
+    approval_id: str
+    comment: str = ""
+
+
+class ApprovalDenied(Payload):
+    approval_id: str
+    comment: str = ""
+
+
+class ApprovalExpired(Payload):
+    approval_id: str
+    command_id: str
+    default: Literal["deny"] = "deny"
+
+
+class ActionStarted(Payload):
+    command_id: str
+    incident_id: str
+    action: str
+    target: str
+    attempt: int = 1
+
+
+class ActionSucceeded(Payload):
+    command_id: str
+    output: str = ""
+
+
+class ActionFailed(Payload):
+    command_id: str
+    error: str
+
+
+class ActionOutcomeUnknown(Payload):
+    command_id: str
+    reason: str
+
+
+class VerificationPassed(Payload):
+    command_id: str
+    incident_id: str
+    check: str
+
+
+class VerificationFailed(Payload):
+    command_id: str
+    incident_id: str
+    reason: str
+
+
+class UndoStarted(Payload):
+    command_id: str
+    of_command_id: str
+    action: str
+    target: str
+
+
+class UndoFinished(Payload):
+    command_id: str
+    of_command_id: str
+    ok: bool
+    error: str = ""
+
+
+class Escalated(Payload):
+    incident_id: str
+    reason: str
+    tier: int = 0
+    notify: list[str] = Field(default_factory=list)
+    command_id: str | None = None
+
+
+class Acknowledged(Payload):
+    incident_id: str
+    comment: str = ""
+
+
+class PolicyActivated(Payload):
+    version: str
+    config: dict[str, Any]
+    source: str = ""
+
+
+class AutonomyChanged(Payload):
+    service: str
+    level: str
+    previous: str | None = None
+
+
+class Tick(Payload):
+    timer_id: str | None = None
+
+
+P = TypeVar("P", bound=Payload)
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    model: type[Payload]
+    version: int
+    origin: Origin
+
+
+_I, _D = Origin.INPUT, Origin.DECISION
+
+EVENT_TYPES: dict[str, EventSpec] = {
+    model.__name__: EventSpec(model, 1, origin)
+    for model, origin in [
+        (SignalReceived, _I),
+        (SignalRejected, _I),
+        (IncidentOpened, _D),
+        (IncidentUpdated, _D),
+        (IncidentResolved, _D),
+        (ActionProposed, _D),
+        (PolicyEvaluated, _D),
+        (ApprovalRequested, _D),
+        (ApprovalGranted, _I),
+        (ApprovalDenied, _I),
+        (ApprovalExpired, _D),
+        (ActionStarted, _I),
+        (ActionSucceeded, _I),
+        (ActionFailed, _I),
+        (ActionOutcomeUnknown, _I),
+        (VerificationPassed, _D),
+        (VerificationFailed, _D),
+        (UndoStarted, _I),
+        (UndoFinished, _I),
+        (Escalated, _D),
+        (Acknowledged, _I),
+        (PolicyActivated, _I),
+        (AutonomyChanged, _I),
+        (Tick, _I),
+    ]
+}
+
+# Upcasters lift a payload written at version v to v+1: {(type, v): function}. A schema change
+# that cannot be expressed as defaults on new fields adds one here and bumps the spec version.
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+
+class UnknownEventType(ValueError):
+    pass
+
+
+def upcast(type_: str, version: int, data: Mapping[str, Any]) -> dict[str, Any]:
+    spec = EVENT_TYPES.get(type_)
+    if spec is None:
+        raise UnknownEventType(f"unknown event type {type_!r}")
+    lifted = dict(data)
+    while version < spec.version:
+        lifted = UPCASTERS[(type_, version)](lifted)
+        version += 1
+    return lifted
+
+
+def payload(event: Event) -> Payload:
+    """The typed payload of an event, upcast to the current schema."""
+    spec = EVENT_TYPES.get(event.type)
+    if spec is None:
+        raise UnknownEventType(f"unknown event type {event.type!r}")
+    data = event.data if event.v == spec.version else upcast(event.type, event.v, event.data)
+    return spec.model.model_validate(data)
+
+
+def payload_as(event: Event, model: type[P]) -> P:
+    value = payload(event)
+    if not isinstance(value, model):
+        raise TypeError(f"event {event.id} is {event.type}, not {model.__name__}")
+    return value
+
+
+def make_event(
+    body: Payload,
+    *,
+    id: str,
+    ts: datetime,
+    stream: str,
+    actor: str = "onduty",
+    causation_id: str | None = None,
+    correlation_id: str | None = None,
+) -> Event:
+    """Wrap a payload in an envelope (not yet placed in a log)."""
+    type_ = type(body).__name__
+    spec = EVENT_TYPES[type_]
+    return Event(
+        id=id,
+        type=type_,
+        v=spec.version,
+        ts=ts,
+        stream=stream,
+        actor=actor,
+        causation_id=causation_id,
+        correlation_id=correlation_id,
+        data=body.model_dump(mode="json"),
+    )
+
+
+def json_schemas() -> dict[str, Any]:
+    """JSON Schema of the envelope and of every payload type, keyed by type name."""
+    return {
+        "envelope": Event.model_json_schema(),
+        "types": {
+            name: {
+                "version": spec.version,
+                "origin": spec.origin.value,
+                "schema": spec.model.model_json_schema(),
+            }
+            for name, spec in sorted(EVENT_TYPES.items())
+        },
+    }
+
+
+def parse_ts(value: str) -> datetime:
+    """Parse an ISO-8601 time; naive times are taken as UTC."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
