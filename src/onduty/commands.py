@@ -52,10 +52,7 @@ class Notify:
 class CheckOutcome:
     """Ask an actuator whether an action whose outcome was never recorded took effect."""
 
-    command_id: str
-    incident_id: str
-    action: str
-    target: str
+    start: StartAction
 
 
 Command = StartAction | StartUndo | ScheduleTimer | Notify | CheckOutcome

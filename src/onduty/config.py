@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
 from enum import IntEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -32,12 +33,22 @@ from pydantic import (
 from onduty.events import to_json
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_UNIT_MICROSECONDS = {
+    "ms": 1_000,
+    "s": 1_000_000,
+    "m": 60_000_000,
+    "h": 3_600_000_000,
+    "d": 86_400_000_000,
+    None: 1_000_000,
+}
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def parse_duration(value: Any) -> timedelta:
     """'30s', '2m', '1h', '1d', '250ms' or a number of seconds."""
     if isinstance(value, timedelta):
+        if value < timedelta(0):
+            raise ValueError("a duration cannot be negative")
         return value
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 30s, 2m or 1h")
@@ -48,16 +59,24 @@ def parse_duration(value: Any) -> timedelta:
     if isinstance(value, str):
         match = _DURATION.match(value)
         if match:
-            return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+            # Decimal arithmetic, so that every string format_duration writes reads back exactly.
+            micros = Decimal(match.group(1)) * _UNIT_MICROSECONDS[match.group(2)]
+            return timedelta(microseconds=int(micros.to_integral_value(ROUND_HALF_EVEN)))
     raise ValueError(f"expected a duration such as 30s, 2m or 1h, got {value!r}")
 
 
 def format_duration(value: timedelta) -> str:
-    seconds = value.total_seconds()
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
+    """The shortest exact spelling: '1d', '90m', '30s', '250ms', '1.5s'; parses back equal."""
+    micros = value // _MICROSECOND
+    for unit, size in (("d", 86_400_000_000), ("h", 3_600_000_000), ("m", 60_000_000)):
+        if micros >= size and micros % size == 0:
+            return f"{micros // size}{unit}"
+    if 0 < micros < 1_000_000 and micros % 1_000 == 0:
+        return f"{micros // 1_000}ms"
+    whole, fraction = divmod(micros, 1_000_000)
+    if fraction == 0:
+        return f"{whole}s"
+    return f"{whole}.{fraction:06d}".rstrip("0") + "s"
 
 
 Duration = Annotated[
@@ -241,18 +260,23 @@ class Config(Model):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
-        _unique_names("services", [s.name for s in self.services])
-        _unique_names("runbooks", [r.name for r in self.runbooks])
-        _unique_names("policy.guardrails", [g.name for g in self.policy.guardrails])
+        problems = [
+            *_unique_names("services", [s.name for s in self.services]),
+            *_unique_names("runbooks", [r.name for r in self.runbooks]),
+            *_unique_names("policy.guardrails", [g.name for g in self.policy.guardrails]),
+        ]
         owners: dict[str, str] = {}
         for index, service in enumerate(self.services):
-            for instance in service.instances:
+            for position, instance in enumerate(service.instances):
                 if instance in owners:
-                    raise ValueError(
-                        f"services[{index}].instances: {instance!r} already belongs to "
-                        f"service {owners[instance]!r}"
+                    problems.append(
+                        f"services[{index}].instances[{position}]: {instance!r} already belongs "
+                        f"to service {owners[instance]!r}"
                     )
-                owners[instance] = service.name
+                else:
+                    owners[instance] = service.name
+        if problems:
+            raise _FieldProblems(problems)
         return self
 
     def policy_document(self) -> dict[str, Any]:
@@ -268,12 +292,26 @@ def policy_version(document: dict[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(to_json(document)).hexdigest()[:16]
 
 
-def _unique_names(where: str, names: list[str]) -> None:
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            raise ValueError(f"{where}: the name {name!r} is used twice")
-        seen.add(name)
+def _unique_names(where: str, names: list[str]) -> list[str]:
+    first: dict[str, int] = {}
+    problems = []
+    for index, name in enumerate(names):
+        if name in first:
+            problems.append(
+                f"{where}[{index}].name: the name {name!r} is already used by "
+                f"{where}[{first[name]}]"
+            )
+        else:
+            first[name] = index
+    return problems
+
+
+class _FieldProblems(ValueError):
+    """Raised by a model validator that checks several fields: each problem names its path."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
 
 
 class ConfigError(ValueError):
@@ -298,8 +336,13 @@ def _location(loc: tuple[int | str, ...]) -> str:
 
 
 def describe_validation_error(error: ValidationError) -> list[str]:
-    problems = []
+    problems: list[str] = []
     for item in error.errors(include_url=False):
+        cause = item.get("ctx", {}).get("error")
+        if isinstance(cause, _FieldProblems):
+            prefix = _location(tuple(item["loc"])) + "." if item["loc"] else ""
+            problems.extend(prefix + problem for problem in cause.problems)
+            continue
         message = item["msg"].removeprefix("Value error, ")
         where = _location(tuple(item["loc"]))
         if item["type"] == "extra_forbidden":
@@ -330,6 +373,10 @@ def load_config(path: str | Path) -> Config:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(source, [f"cannot read the file: {error.strerror or error}"]) from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            source, [f"cannot read the file: not UTF-8 text (byte {error.start})"]
+        ) from None
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as error:

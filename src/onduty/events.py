@@ -306,34 +306,34 @@ class EventSpec:
 
 _I, _D = Origin.INPUT, Origin.DECISION
 
+_REGISTERED: list[tuple[type[Payload], Origin]] = [
+    (SignalReceived, _I),
+    (SignalRejected, _I),
+    (IncidentOpened, _D),
+    (IncidentUpdated, _D),
+    (IncidentResolved, _D),
+    (ActionProposed, _D),
+    (PolicyEvaluated, _D),
+    (ApprovalRequested, _D),
+    (ApprovalGranted, _I),
+    (ApprovalDenied, _I),
+    (ApprovalExpired, _D),
+    (ActionStarted, _I),
+    (ActionSucceeded, _I),
+    (ActionFailed, _I),
+    (ActionOutcomeUnknown, _I),
+    (VerificationPassed, _D),
+    (VerificationFailed, _D),
+    (UndoStarted, _I),
+    (UndoFinished, _I),
+    (Escalated, _D),
+    (Acknowledged, _I),
+    (PolicyActivated, _I),
+    (AutonomyChanged, _I),
+    (Tick, _I),
+]
 EVENT_TYPES: dict[str, EventSpec] = {
-    model.__name__: EventSpec(model, 1, origin)
-    for model, origin in [
-        (SignalReceived, _I),
-        (SignalRejected, _I),
-        (IncidentOpened, _D),
-        (IncidentUpdated, _D),
-        (IncidentResolved, _D),
-        (ActionProposed, _D),
-        (PolicyEvaluated, _D),
-        (ApprovalRequested, _D),
-        (ApprovalGranted, _I),
-        (ApprovalDenied, _I),
-        (ApprovalExpired, _D),
-        (ActionStarted, _I),
-        (ActionSucceeded, _I),
-        (ActionFailed, _I),
-        (ActionOutcomeUnknown, _I),
-        (VerificationPassed, _D),
-        (VerificationFailed, _D),
-        (UndoStarted, _I),
-        (UndoFinished, _I),
-        (Escalated, _D),
-        (Acknowledged, _I),
-        (PolicyActivated, _I),
-        (AutonomyChanged, _I),
-        (Tick, _I),
-    ]
+    model.__name__: EventSpec(model, 1, origin) for model, origin in _REGISTERED
 }
 
 # Upcasters lift a payload written at version v to v+1: {(type, v): function}. A schema change
@@ -385,7 +385,9 @@ def make_event(
 ) -> Event:
     """Wrap a payload in an envelope (not yet placed in a log)."""
     type_ = type(body).__name__
-    spec = EVENT_TYPES[type_]
+    spec = EVENT_TYPES.get(type_)
+    if spec is None or spec.model is not type(body):
+        raise UnknownEventType(f"{type_} is not a registered event type (see EVENT_TYPES)")
     return Event(
         id=id,
         type=type_,

@@ -1,0 +1,347 @@
+"""The `onduty` command."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from onduty.config import ConfigError, load_config
+from onduty.log import EventLog, open_log
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="onduty: an autonomous manager-on-duty. Every fact it acts on is a hash-chained event.",
+    pretty_exceptions_enable=False,
+)
+audit_app = typer.Typer(no_args_is_help=True, help="Check the log's integrity.")
+events_app = typer.Typer(no_args_is_help=True, help="Read the event log.")
+config_app = typer.Typer(no_args_is_help=True, help="Work with configuration files.")
+app.add_typer(audit_app, name="audit")
+app.add_typer(events_app, name="events")
+app.add_typer(config_app, name="config")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+StoreOption = Annotated[
+    str, typer.Option("--store", "-s", help="The event log: a SQLite file path or sqlite:///PATH.")
+]
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="An onduty.yaml configuration.")
+]
+
+
+class UsageProblem(Exception):
+    """A problem the user can fix; printed as one line, exit 2, never a traceback."""
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+def store_path(url: str) -> Path | None:
+    if url.startswith("sqlite:///"):
+        rest = url.removeprefix("sqlite:///")
+        return None if rest == ":memory:" else Path(rest)
+    return None if "://" in url else Path(url)
+
+
+@contextmanager
+def existing_log(url: str) -> Iterator[EventLog]:
+    """Open a log that must already exist (read commands never create an empty one)."""
+    path = store_path(url)
+    if path is not None and not path.exists():
+        raise UsageProblem(f"no event log at {path} (run `onduty demo` to make one)")
+    try:
+        log = open_log(url)
+    except ValueError as error:
+        raise UsageProblem(str(error)) from None
+    try:
+        yield log
+    finally:
+        log.close()
+
+
+def load_checked_config(path: Path) -> Any:
+    return load_config(path)
+
+
+# ---------------------------------------------------------------------------- config
+
+
+@config_app.command("check")
+def config_check(
+    file: Annotated[Path, typer.Argument(help="The configuration to validate.")],
+) -> None:
+    """Validate a configuration: exit 0 when valid, 2 with every problem named when not."""
+    config = load_checked_config(file)
+    out.print(
+        f"[green]valid[/]: {file} — {len(config.services)} services, {len(config.runbooks)} "
+        f"runbooks, {len(config.policy.guardrails)} guardrails; policy version {config.version}"
+    )
+
+
+# ---------------------------------------------------------------------------- audit
+
+
+@audit_app.command("verify")
+def audit_verify(store: StoreOption = "onduty.db") -> None:
+    """Check the hash chain: exit 0 intact, 1 broken (naming the first bad sequence number)."""
+    with existing_log(store) as log:
+        seq, _ = log.head()
+        with _progress("verifying", total=seq) as advance:
+            broken = log.verify(progress=lambda done, total: advance(done))
+    if broken is not None:
+        err.print(f"[bold red]chain broken[/] at seq {broken.seq}: {broken.reason}")
+        raise typer.Exit(1)
+    out.print(f"[green]chain intact[/]: {seq} events verified")
+
+
+# ---------------------------------------------------------------------------- replay
+
+
+@app.command()
+def replay(
+    store: StoreOption = "onduty.db",
+    config: ConfigOption = None,
+    limit: Annotated[int, typer.Option(help="Show at most this many differences.")] = 20,
+) -> None:
+    """Re-run the core over a log: exit 0 when every decision is reproduced, 1 when any differs.
+
+    With -c, a backtest: the decisions the new configuration would have made differently."""
+    from onduty.replay import replay as run_replay
+
+    candidate = load_checked_config(config) if config else None
+    with existing_log(store) as log:
+        total = log.head()[0]
+        with _progress("replaying", total=total) as advance:
+            events = _counting(log.read(), advance)
+            report = run_replay(events, config=candidate)
+    what = f"against {config}" if config else "with the recorded configuration"
+    if report.same:
+        out.print(
+            f"[green]same[/]: {report.inputs} inputs replayed {what}; all "
+            f"{report.decisions} recorded decisions reproduced exactly"
+        )
+        return
+    out.print(
+        f"[yellow]different[/]: {len(report.differences)} of {report.inputs} inputs lead to "
+        f"other decisions {what}"
+    )
+    table = Table("seq", "input", "recorded", "replayed", show_lines=True)
+    for difference in report.differences[:limit]:
+        table.add_row(
+            str(difference.seq),
+            difference.input_type,
+            "\n".join(difference.recorded) or "(nothing)",
+            "\n".join(difference.replayed) or "(nothing)",
+        )
+    out.print(table)
+    raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------- read models
+
+
+@app.command()
+def incidents(
+    store: StoreOption = "onduty.db",
+    status: Annotated[str, typer.Option(help="open, resolved or all")] = "all",
+) -> None:
+    """List incidents from the log."""
+    from onduty.readmodel import IncidentProjection
+
+    if status not in ("open", "resolved", "all"):
+        raise UsageProblem(f"--status must be open, resolved or all, not {status!r}")
+    with existing_log(store) as log:
+        projection = IncidentProjection().feed_all(log.read())
+    table = Table("incident", "opened", "service", "title", "status", "actions", "escalated")
+    for view in projection.ordered():
+        if status not in ("all", view.status):
+            continue
+        table.add_row(
+            view.incident_id,
+            view.opened_at.strftime("%Y-%m-%d %H:%M:%S"),
+            view.service or "-",
+            view.title,
+            view.status + (" (flapping)" if view.flapping else ""),
+            "\n".join(view.actions) or "-",
+            "yes" if view.escalated else "no",
+        )
+    out.print(table)
+
+
+@events_app.command("tail")
+def events_tail(
+    store: StoreOption = "onduty.db",
+    lines: Annotated[int, typer.Option("-n", "--lines", help="How many events to show.")] = 20,
+    type_: Annotated[
+        list[str] | None, typer.Option("--type", "-t", help="Only events of this type.")
+    ] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new events.")
+    ] = False,
+) -> None:
+    """Print the newest events of the log."""
+    from onduty.events import EVENT_TYPES
+    from onduty.replay import describe
+
+    for name in type_ or []:
+        if name not in EVENT_TYPES:
+            raise UsageProblem(
+                f"--type {name!r} is not an event type; known: {', '.join(EVENT_TYPES)}"
+            )
+    wanted = set(type_ or [])
+    with existing_log(store) as log:
+        head = log.head()[0]
+        matches = [e for e in log.read(after=max(0, head - lines * 50 if wanted else head - lines))]
+        shown = [e for e in matches if not wanted or e.type in wanted][-lines:]
+        for event in shown:
+            _print_event(event, describe)
+        last = head
+        while follow:
+            time.sleep(0.5)
+            for event in log.read(after=last):
+                last = event.seq
+                if not wanted or event.type in wanted:
+                    _print_event(event, describe)
+
+
+def _print_event(event: Any, describe: Callable[[Any], str]) -> None:
+    actor = f" by {event.actor}" if event.actor != "onduty" else ""
+    out.print(
+        f"[dim]{event.seq:>7}[/] {event.ts.strftime('%Y-%m-%d %H:%M:%S')} "
+        f"[cyan]{event.type}[/] [dim]{event.stream}[/]{actor}  {describe(event)}"
+    )
+
+
+# ---------------------------------------------------------------------------- demo and sim
+
+
+@app.command()
+def demo(
+    store: StoreOption = "onduty-demo.db",
+    seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue an interrupted demo in --store instead of starting over.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option(help="No live view; just the scorecard.")] = False,
+) -> None:
+    """Run the built-in scenario on a simulated fleet and print a scorecard."""
+    from onduty.sim.driver import run_scenario_command
+
+    code = run_scenario_command(
+        "demo", None, store, seed=seed, fresh=not resume, live=not quiet, console=out
+    )
+    raise typer.Exit(code)
+
+
+@app.command()
+def sim(
+    scenario: Annotated[str, typer.Argument(help="A scenario file, or a built-in name (demo).")],
+    config: ConfigOption = None,
+    store: StoreOption = "onduty-sim.db",
+    seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
+    fresh: Annotated[
+        bool, typer.Option(help="Start over even if --store holds an interrupted run.")
+    ] = False,
+    live: Annotated[bool, typer.Option(help="Show the live view while it runs.")] = False,
+) -> None:
+    """Run a scenario in virtual time; exit 1 if one of its expectations fails."""
+    from onduty.sim.driver import run_scenario_command
+
+    code = run_scenario_command(
+        scenario, config, store, seed=seed, fresh=fresh, live=live, console=out
+    )
+    raise typer.Exit(code)
+
+
+# ---------------------------------------------------------------------------- bench
+
+
+@app.command()
+def bench(
+    quick: Annotated[
+        bool, typer.Option(help="Small sizes: a smoke run, not a measurement.")
+    ] = False,
+    only: Annotated[
+        list[str] | None, typer.Option(help="Run only these workloads (module names).")
+    ] = None,
+) -> None:
+    """Run the benchmark workloads and print their figures (record them in BENCHMARKS.md)."""
+    root = _benchmarks_root()
+    sys.path.insert(0, str(root.parent))
+    names = only or [p.stem for p in sorted(root.glob("*.py")) if not p.stem.startswith("_")]
+    table = Table("workload", "figure", "peer", "ratio")
+    for name in names:
+        try:
+            module = importlib.import_module(f"benchmarks.{name}")
+        except ModuleNotFoundError:
+            raise UsageProblem(f"no benchmark workload named {name!r} in {root}") from None
+        out.print(f"[bold]{name}[/] …")
+        for row in module.run(quick=quick):
+            table.add_row(row["name"], row["figure"], row.get("peer", "-"), row.get("ratio", "-"))
+    out.print(table)
+
+
+def _benchmarks_root() -> Path:
+    for candidate in (
+        Path.cwd() / "benchmarks",
+        Path(__file__).resolve().parents[2] / "benchmarks",
+    ):
+        if candidate.is_dir():
+            return candidate
+    raise UsageProblem("the benchmarks folder was not found; run `onduty bench` from a checkout")
+
+
+# ---------------------------------------------------------------------------- plumbing
+
+
+@contextmanager
+def _progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
+    with Progress(
+        TextColumn(f"{label}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=total < 20000,
+    ) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda done: progress.update(task, completed=done)
+
+
+def _counting(events: Iterator[Any], advance: Callable[[int], None]) -> Iterator[Any]:
+    for count, event in enumerate(events, start=1):
+        if count % 10000 == 0:
+            advance(count)
+        yield event
+
+
+def main() -> None:
+    try:
+        app()
+    except ConfigError as error:
+        err.print(f"[bold red]invalid configuration[/] {error.source}:")
+        for problem in error.problems:
+            err.print(f"  - {problem}")
+        sys.exit(2)
+    except UsageProblem as error:
+        err.print(f"[bold red]error:[/] {error}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)

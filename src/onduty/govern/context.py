@@ -1,0 +1,27 @@
+"""The facts a verdict is computed from: the proposal, where it lands, and recent history."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from onduty.config import Autonomy
+from onduty.state import ActionRecord
+from onduty.think.proposal import Proposal
+
+
+@dataclass(frozen=True)
+class Facts:
+    proposal: Proposal
+    now: datetime
+    incident_service: str | None
+    target_service: str | None
+    target_known: bool
+    autonomy: Autonomy
+    approved_by: str | None
+    history: tuple[ActionRecord, ...]
+    in_flight_by_service: dict[str, int]
+    service_size: int
+    variables: dict[str, Any]
+    """The CEL variables: signal, incident, action, target, service, now."""

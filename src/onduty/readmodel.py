@@ -1,0 +1,92 @@
+"""Read models: what humans and tools look at, projected from the log (never from the core's
+private state), so they can be rebuilt at any time and agree with the audit trail."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from onduty.events import Event
+
+
+@dataclass
+class IncidentView:
+    incident_id: str
+    title: str
+    service: str | None
+    opened_at: datetime
+    status: str = "open"
+    resolved_at: datetime | None = None
+    resolution: str = ""
+    signals: int = 1
+    flapping: bool = False
+    escalations: list[str] = field(default_factory=list)
+    actions: list[str] = field(default_factory=list)
+    denied: list[str] = field(default_factory=list)
+    awaiting_approval: list[str] = field(default_factory=list)
+    timeline: list[Event] = field(default_factory=list)
+
+    @property
+    def escalated(self) -> bool:
+        return bool(self.escalations)
+
+
+class IncidentProjection:
+    """Incidents with their timelines; feed it events in log order."""
+
+    def __init__(self, keep_timeline: bool = False) -> None:
+        self.incidents: dict[str, IncidentView] = {}
+        self._keep_timeline = keep_timeline
+        self._command_incident: dict[str, str] = {}
+
+    def feed_all(self, events: Iterable[Event]) -> IncidentProjection:
+        for event in events:
+            self.feed(event)
+        return self
+
+    def feed(self, event: Event) -> None:
+        data = event.data
+        if event.type == "IncidentOpened":
+            self.incidents[data["incident_id"]] = IncidentView(
+                incident_id=data["incident_id"],
+                title=data["title"],
+                service=data.get("service"),
+                opened_at=event.ts,
+            )
+        incident_id = (
+            data.get("incident_id")
+            or self._command_incident.get(data.get("command_id", ""))
+            or self._command_incident.get(data.get("approval_id", ""))
+        )
+        view = self.incidents.get(incident_id or "")
+        if view is None:
+            return
+        for key in ("command_id", "approval_id"):
+            if key in data:
+                self._command_incident[data[key]] = view.incident_id
+        if self._keep_timeline:
+            view.timeline.append(event)
+        if event.type == "IncidentUpdated":
+            if data["change"] == "signal_added":
+                view.signals += 1
+            elif data["change"] == "flapping":
+                view.flapping = True
+        elif event.type == "IncidentResolved":
+            view.status, view.resolved_at, view.resolution = "resolved", event.ts, data["reason"]
+        elif event.type == "Escalated":
+            view.escalations.append(data["reason"])
+        elif event.type == "ActionStarted":
+            view.actions.append(f"{data['action']} {data['target']}")
+        elif event.type == "PolicyEvaluated" and data["verdict"] == "deny":
+            view.denied.append(data["reason"])
+        elif event.type == "ApprovalRequested":
+            view.awaiting_approval.append(data["approval_id"])
+        elif (
+            event.type in ("ApprovalGranted", "ApprovalDenied", "ApprovalExpired")
+            and data["approval_id"] in view.awaiting_approval
+        ):
+            view.awaiting_approval.remove(data["approval_id"])
+
+    def ordered(self) -> list[IncidentView]:
+        return sorted(self.incidents.values(), key=lambda view: view.opened_at)

@@ -1,0 +1,283 @@
+"""The shell: owns the clock, the log and the executor, and runs the core's loop.
+
+    input ─► Manager.handle ─► append [input, *decisions] durably ─► run the commands
+
+An input and the decisions it caused are appended in one batch, so the log never holds an input
+whose decisions are missing. The manager's state is changed before the append; if the append
+fails the runtime stops (fail-stop) and a restart rebuilds the state from the log.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from onduty.act import ActuatorRegistry, Executor
+from onduty.commands import (
+    CheckOutcome,
+    Command,
+    Notify,
+    ScheduleTimer,
+    StartAction,
+    StartUndo,
+)
+from onduty.config import Config
+from onduty.events import Event, Payload, PolicyActivated, Tick, make_event
+from onduty.log import EventLog, Snapshot
+from onduty.manager import Decision, Manager
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+@dataclass
+class VirtualClock:
+    """Time that moves only when told to: a simulated day runs in seconds."""
+
+    current: datetime
+
+    def now(self) -> datetime:
+        return self.current
+
+    def advance_to(self, moment: datetime) -> None:
+        self.current = max(self.current, moment)
+
+
+Notifier = Callable[[Notify], None]
+
+
+class RuntimeStopped(RuntimeError):
+    """The log refused an append; the in-memory state can no longer be trusted."""
+
+
+@dataclass
+class RecoveryReport:
+    snapshot_seq: int = 0
+    folded: int = 0
+    head_seq: int = 0
+    in_doubt: list[Command] = field(default_factory=list)
+
+
+def random_ids() -> Callable[[], str]:
+    return lambda: uuid.uuid4().hex
+
+
+def counter_ids(prefix: str, start: int) -> Callable[[], str]:
+    """Readable, reproducible ids for simulations: prefix-<n>."""
+    counter = itertools.count(start)
+    return lambda: f"{prefix}-{next(counter)}"
+
+
+class Runtime:
+    def __init__(
+        self,
+        log: EventLog,
+        manager: Manager,
+        clock: Clock,
+        actuators: ActuatorRegistry,
+        *,
+        notifier: Notifier | None = None,
+        snapshot_every: int = 1000,
+        new_id: Callable[[], str] | None = None,
+        on_event: Callable[[Event], None] | None = None,
+    ) -> None:
+        self.log = log
+        self.manager = manager
+        self.clock = clock
+        self.snapshot_every = snapshot_every
+        self._notifier = notifier
+        self._new_id = new_id or random_ids()
+        self._on_event = on_event
+        self._executor = Executor(actuators, self._record)
+        self._timers: dict[str, datetime] = {}
+        self._timer_heap: list[tuple[datetime, str]] = []
+        self._queue: deque[Command] = deque()
+        self._draining = False
+        self._stopped: BaseException | None = None
+        self._last_snapshot = 0
+
+    # ------------------------------------------------------------------ start-up
+
+    @classmethod
+    def open(
+        cls,
+        log: EventLog,
+        clock: Clock,
+        actuators: ActuatorRegistry,
+        *,
+        config: Config | None = None,
+        notifier: Notifier | None = None,
+        snapshot_every: int = 1000,
+        new_id: Callable[[], str] | None = None,
+        on_event: Callable[[Event], None] | None = None,
+    ) -> tuple[Runtime, RecoveryReport]:
+        """Rebuild the core from the latest snapshot plus the log's tail, then activate
+        `config` when it differs from the one in force, and settle what a crash left open."""
+        report = RecoveryReport()
+        snapshot = log.latest_snapshot()
+        manager = Manager.from_snapshot(snapshot.state) if snapshot else Manager()
+        report.snapshot_seq = snapshot.seq if snapshot else 0
+        for event in log.read(after=report.snapshot_seq):
+            manager.apply(event)
+            report.folded += 1
+        report.head_seq = log.head()[0]
+        runtime = cls(
+            log,
+            manager,
+            clock,
+            actuators,
+            notifier=notifier,
+            snapshot_every=snapshot_every,
+            new_id=new_id,
+            on_event=on_event,
+        )
+        runtime._last_snapshot = report.snapshot_seq
+        if config is not None and manager.state.policy_version != config.version:
+            runtime.submit(
+                PolicyActivated(version=config.version, config=config.policy_document()),
+                stream="policy",
+            )
+        for timer in manager.pending_timers():
+            runtime._arm(timer)
+        report.in_doubt = manager.in_doubt()
+        runtime._queue.extend(report.in_doubt)
+        runtime._drain()
+        return runtime, report
+
+    # ------------------------------------------------------------------ the loop
+
+    def submit(
+        self,
+        body: Payload,
+        *,
+        stream: str = "",
+        actor: str = "onduty",
+        ts: datetime | None = None,
+    ) -> Decision:
+        """Record an input from the outside world and act on what the core decides."""
+        if self._stopped is not None:
+            raise RuntimeStopped("the runtime stopped after a failed append") from self._stopped
+        event = make_event(
+            body,
+            id=self._new_id(),
+            ts=ts or self.clock.now(),
+            stream=stream or _default_stream(body),
+            actor=actor,
+        )
+        decision = self.manager.handle(event)
+        try:
+            placed = self.log.append([event, *decision.events])
+        except BaseException as error:
+            self._stopped = error
+            raise RuntimeStopped(f"could not append to the log: {error}") from error
+        if self._on_event is not None:
+            for item in placed:
+                self._on_event(item)
+        self._maybe_snapshot(placed[-1].seq)
+        self._queue.extend(decision.commands)
+        self._drain()
+        return decision
+
+    def fire_due_timers(self, now: datetime | None = None) -> int:
+        """Feed a Tick for every timer due by `now`; return how many fired."""
+        moment = now or self.clock.now()
+        fired = 0
+        while self._timer_heap and self._timer_heap[0][0] <= moment:
+            due, timer_id = heapq.heappop(self._timer_heap)
+            if self._timers.get(timer_id) != due:
+                continue  # re-armed for another time, or already fired
+            del self._timers[timer_id]
+            self.submit(Tick(timer_id=timer_id), stream="timers", ts=max(due, self.clock.now()))
+            fired += 1
+        return fired
+
+    def next_timer(self) -> datetime | None:
+        while (
+            self._timer_heap and self._timers.get(self._timer_heap[0][1]) != self._timer_heap[0][0]
+        ):
+            heapq.heappop(self._timer_heap)
+        return self._timer_heap[0][0] if self._timer_heap else None
+
+    def snapshot_now(self) -> None:
+        seq = self.log.head()[0]
+        if seq > self._last_snapshot:
+            self.log.save_snapshot(Snapshot(seq, self.manager.snapshot()))
+            self._last_snapshot = seq
+
+    # ------------------------------------------------------------------ commands
+
+    def _drain(self) -> None:
+        if self._draining:
+            return  # commands raised while running a command wait their turn
+        self._draining = True
+        try:
+            while self._queue:
+                self._run(self._queue.popleft())
+        finally:
+            self._draining = False
+
+    def _run(self, command: Command) -> None:
+        if isinstance(command, StartAction):
+            self._executor.start(command)
+        elif isinstance(command, StartUndo):
+            self._executor.undo(command)
+        elif isinstance(command, CheckOutcome):
+            self._executor.reconcile(command)
+        elif isinstance(command, ScheduleTimer):
+            self._arm(command)
+        elif isinstance(command, Notify) and self._notifier is not None:
+            self._notifier(command)
+
+    def _arm(self, timer: ScheduleTimer) -> None:
+        if self._timers.get(timer.timer_id) == timer.due:
+            return
+        self._timers[timer.timer_id] = timer.due
+        heapq.heappush(self._timer_heap, (timer.due, timer.timer_id))
+
+    def _record(self, body: Payload, stream: str) -> None:
+        self.submit(body, stream=stream)
+
+    def _maybe_snapshot(self, seq: int) -> None:
+        if seq - self._last_snapshot >= self.snapshot_every:
+            self.log.save_snapshot(Snapshot(seq, self.manager.snapshot()))
+            self._last_snapshot = seq
+
+
+def _default_stream(body: Payload) -> str:
+    fingerprint = getattr(body, "fingerprint", None)
+    if isinstance(fingerprint, str):
+        return f"signal:{fingerprint}"
+    return type(body).__name__
+
+
+def run_virtual(
+    runtime: Runtime,
+    clock: VirtualClock,
+    until: datetime,
+    steps: Iterable[datetime],
+    on_step: Callable[[datetime], None],
+) -> None:
+    """Advance virtual time through `steps`, firing every timer due on the way, in time order."""
+    for step in steps:
+        if step > until:
+            break
+        while (due := runtime.next_timer()) is not None and due <= step:
+            clock.advance_to(due)
+            runtime.fire_due_timers(due)
+        clock.advance_to(step)
+        on_step(step)
+    while (due := runtime.next_timer()) is not None and due <= until:
+        clock.advance_to(due)
+        runtime.fire_due_timers(due)

@@ -1,0 +1,126 @@
+"""The core's state: plain data, changed only by applying events, encodable as a snapshot.
+
+Everything here is derived from the log. Two managers that applied the same events hold equal
+states, which is what replay, recovery and snapshots rely on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import msgspec
+
+
+class ActionStatus(StrEnum):
+    PROPOSED = "proposed"
+    AWAITING_APPROVAL = "awaiting_approval"
+    ALLOWED = "allowed"
+    STARTED = "started"
+    VERIFYING = "verifying"
+    VERIFIED = "verified"
+    DENIED = "denied"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    VERIFY_FAILED = "verify_failed"
+
+
+IN_FLIGHT = frozenset({ActionStatus.ALLOWED, ActionStatus.STARTED, ActionStatus.VERIFYING})
+TERMINAL = frozenset(
+    {
+        ActionStatus.VERIFIED,
+        ActionStatus.DENIED,
+        ActionStatus.FAILED,
+        ActionStatus.UNKNOWN,
+        ActionStatus.VERIFY_FAILED,
+    }
+)
+
+
+@dataclass
+class SignalState:
+    fingerprint: str
+    status: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    source: str
+    incident_id: str
+
+
+@dataclass
+class Incident:
+    incident_id: str
+    group_key: dict[str, str]
+    service: str | None
+    title: str
+    opened_at: datetime
+    ready_at: datetime
+    fingerprints: list[str] = field(default_factory=list)
+    planned: bool = False
+    flapping: bool = False
+    escalated: bool = False
+    acknowledged: bool = False
+    runbook: str | None = None
+    commands: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ActionState:
+    command_id: str
+    incident_id: str
+    runbook: str
+    step: int
+    action: str
+    target: str
+    params: dict[str, Any]
+    timeout_s: float
+    service: str | None
+    status: ActionStatus = ActionStatus.PROPOSED
+    approval_id: str | None = None
+    verify_deadline: datetime | None = None
+    attempt: int = 0
+
+
+@dataclass
+class Approval:
+    approval_id: str
+    command_id: str
+    incident_id: str
+    expires_at: datetime
+
+
+@dataclass
+class ActionRecord:
+    """An allowed action, remembered for rate limits."""
+
+    at: datetime
+    action: str
+    target: str
+    service: str | None
+    runbook: str
+
+
+@dataclass
+class State:
+    policy: dict[str, Any] | None = None
+    policy_version: str = ""
+    autonomy_overrides: dict[str, str] = field(default_factory=dict)
+    signals: dict[str, SignalState] = field(default_factory=dict)
+    incidents: dict[str, Incident] = field(default_factory=dict)
+    open_by_key: dict[str, str] = field(default_factory=dict)
+    actions: dict[str, ActionState] = field(default_factory=dict)
+    approvals: dict[str, Approval] = field(default_factory=dict)
+    history: list[ActionRecord] = field(default_factory=list)
+    transitions: dict[str, list[datetime]] = field(default_factory=dict)
+    last_ts: datetime | None = None
+    applied: int = 0
+
+    def to_snapshot(self) -> dict[str, Any]:
+        encoded: dict[str, Any] = msgspec.to_builtins(self)
+        return encoded
+
+    @classmethod
+    def from_snapshot(cls, data: dict[str, Any]) -> State:
+        return msgspec.convert(data, cls, strict=False)

@@ -1,0 +1,83 @@
+"""Small builders for core tests: a config, and inputs with a virtual clock."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from onduty.config import Config, parse_config
+from onduty.events import Event, Payload, PolicyActivated, SignalReceived, make_event
+from onduty.manager import Decision, Manager
+
+T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+
+def config(**overrides: Any) -> Config:
+    document: dict[str, Any] = {
+        "services": [
+            {"name": "web", "autonomy": "act", "instances": ["web-1", "web-2", "web-3"]},
+            {"name": "db", "tier": "critical", "autonomy": "approve", "instances": ["db-1"]},
+            {"name": "batch", "autonomy": "suggest", "instances": ["batch-1"]},
+        ],
+        "correlation": {"group_by": ["service", "alertname", "instance"]},
+        "runbooks": [
+            {
+                "name": "restart-crashed-instance",
+                "when": 'signal.labels.alertname == "InstanceDown"',
+                "do": [{"action": "process.restart", "target": "{{ signal.labels.instance }}"}],
+                "verify": {"signal_resolved_within": "2m"},
+                "undo": [{"action": "traffic.drain", "target": "{{ signal.labels.instance }}"}],
+            }
+        ],
+        "policy": {
+            "guardrails": [
+                {
+                    "name": "restart-budget",
+                    "rate": {"action": "process.restart", "max": 2, "per": "1h"},
+                },
+                {"name": "one-at-a-time", "concurrent": {"max": 1, "scope": "service"}},
+            ],
+            "approvals": {"timeout": "10m"},
+        },
+    }
+    document.update(overrides)
+    return parse_config(document)
+
+
+class Driver:
+    """Feeds inputs to a manager the way the runtime would, and keeps the resulting log."""
+
+    def __init__(self, cfg: Config | None = None) -> None:
+        self.manager = Manager()
+        self.log: list[Event] = []
+        self._ids = itertools.count(1)
+        self.now = T0
+        cfg = cfg or config()
+        self.feed(PolicyActivated(version=cfg.version, config=cfg.policy_document()))
+
+    def feed(self, body: Payload, *, after: float = 0.0, actor: str = "onduty") -> Decision:
+        self.now += timedelta(seconds=after)
+        event = make_event(
+            body, id=f"in-{next(self._ids)}", ts=self.now, stream="test", actor=actor
+        )
+        decision = self.manager.handle(event)
+        self.log.append(event)
+        self.log.extend(decision.events)
+        return decision
+
+    def signal(
+        self, instance: str, status: str = "firing", alertname: str = "InstanceDown", **kw: float
+    ) -> Decision:
+        service = instance.rsplit("-", 1)[0]
+        labels = {"alertname": alertname, "instance": instance, "service": service}
+        return self.feed(
+            SignalReceived(
+                source="test", fingerprint=f"{alertname}:{instance}", status=status, labels=labels
+            ),
+            **kw,
+        )
+
+
+def types(decision: Decision) -> list[str]:
+    return [event.type for event in decision.events]

@@ -1,0 +1,250 @@
+"""The core's behaviour, driven by plain event lists and a virtual clock."""
+
+from __future__ import annotations
+
+from onduty.commands import CheckOutcome, Notify, ScheduleTimer, StartAction, StartUndo
+from onduty.events import (
+    ActionFailed,
+    ActionOutcomeUnknown,
+    ActionStarted,
+    ActionSucceeded,
+    ApprovalDenied,
+    ApprovalGranted,
+    AutonomyChanged,
+    Tick,
+)
+from onduty.manager import Manager
+from tests.core.helpers import Driver, config, types
+
+
+def start(driver: Driver, command: StartAction) -> None:
+    driver.feed(
+        ActionStarted(
+            command_id=command.command_id,
+            incident_id=command.incident_id,
+            action=command.action,
+            target=command.target,
+        )
+    )
+
+
+def only_start(decision_commands: tuple[object, ...]) -> StartAction:
+    starts = [c for c in decision_commands if isinstance(c, StartAction)]
+    assert len(starts) == 1, decision_commands
+    return starts[0]
+
+
+def test_a_firing_alert_opens_an_incident_and_acts_within_guardrails() -> None:
+    driver = Driver()
+    decision = driver.signal("web-1")
+    assert types(decision) == [
+        "IncidentOpened",
+        "IncidentUpdated",
+        "ActionProposed",
+        "PolicyEvaluated",
+    ]
+    command = only_start(decision.commands)
+    assert (command.action, command.target) == ("process.restart", "web-1")
+    verdict = decision.events[-1].data
+    assert verdict["verdict"] == "allow"
+    assert verdict["policy_version"] == config().version
+
+
+def test_the_same_alert_delivered_twice_counts_once() -> None:
+    driver = Driver()
+    driver.signal("web-1")
+    again = driver.signal("web-1", after=1)
+    assert again.events == () and again.commands == ()
+
+
+def test_verified_fix_resolves_the_incident() -> None:
+    driver = Driver()
+    command = only_start(driver.signal("web-1").commands)
+    start(driver, command)
+    succeeded = driver.feed(ActionSucceeded(command_id=command.command_id), after=5)
+    assert any(isinstance(c, ScheduleTimer) for c in succeeded.commands)
+    resolved = driver.signal("web-1", "resolved", after=30)
+    assert types(resolved) == ["IncidentUpdated", "VerificationPassed", "IncidentResolved"]
+    assert driver.manager.state.incidents == {}
+    assert driver.manager.state.actions == {}
+
+
+def test_a_fix_that_does_not_verify_is_undone_and_escalated() -> None:
+    driver = Driver()
+    command = only_start(driver.signal("web-1").commands)
+    start(driver, command)
+    driver.feed(ActionSucceeded(command_id=command.command_id), after=5)
+    early = driver.feed(Tick(), after=60)
+    assert early.events == ()
+    late = driver.feed(Tick(), after=61)
+    assert types(late) == ["VerificationFailed", "Escalated"]
+    undo = [c for c in late.commands if isinstance(c, StartUndo)]
+    assert [(u.action, u.target, u.of_command_id) for u in undo] == [
+        ("traffic.drain", "web-1", command.command_id)
+    ]
+    assert any(isinstance(c, Notify) and c.kind == "escalation" for c in late.commands)
+
+
+def test_a_failed_action_is_undone_and_escalated() -> None:
+    driver = Driver()
+    command = only_start(driver.signal("web-1").commands)
+    start(driver, command)
+    failed = driver.feed(ActionFailed(command_id=command.command_id, error="exit 1"))
+    assert types(failed) == ["Escalated"]
+    assert "action failed: exit 1" in failed.events[0].data["reason"]
+    assert any(isinstance(c, StartUndo) for c in failed.commands)
+
+
+def test_an_unknown_outcome_is_escalated_never_rerun() -> None:
+    driver = Driver()
+    command = only_start(driver.signal("web-1").commands)
+    start(driver, command)
+    unknown = driver.feed(ActionOutcomeUnknown(command_id=command.command_id, reason="crash"))
+    assert types(unknown) == ["Escalated"]
+    assert not any(isinstance(c, StartAction) for c in unknown.commands)
+
+
+def test_no_matching_runbook_escalates() -> None:
+    driver = Driver()
+    decision = driver.signal("web-1", alertname="HighLatency")
+    assert types(decision)[-1] == "Escalated"
+    assert "no runbook matches HighLatency" in decision.events[-1].data["reason"]
+
+
+def test_rate_limit_allows_the_nth_and_denies_the_next() -> None:
+    cfg = config(correlation={"group_by": ["instance"], "flap_threshold": 50})
+    driver = Driver(cfg)
+    for _ in range(2):
+        command = only_start(driver.signal("web-1", after=60).commands)
+        start(driver, command)
+        driver.feed(ActionSucceeded(command_id=command.command_id))
+        driver.signal("web-1", "resolved", after=10)
+    third = driver.signal("web-1", after=60)
+    verdict = [e for e in third.events if e.type == "PolicyEvaluated"][0].data
+    assert verdict["verdict"] == "deny"
+    assert verdict["reason"] == (
+        "restart-budget: 2 process.restart on web-1 in the last hour, limit 2"
+    )
+    assert types(third)[-1] == "Escalated"
+    assert not any(isinstance(c, StartAction) for c in third.commands)
+    # once the window has passed, the budget is back
+    later = driver.signal("web-1", "resolved", after=10)
+    assert later.events
+    again = driver.signal("web-1", after=3600)
+    assert any(isinstance(c, StartAction) for c in again.commands)
+
+
+def test_concurrency_limit_per_service() -> None:
+    driver = Driver()
+    only_start(driver.signal("web-1").commands)
+    second = driver.signal("web-2", after=1)
+    verdict = [e for e in second.events if e.type == "PolicyEvaluated"][0].data
+    assert verdict["verdict"] == "deny"
+    assert verdict["reason"].startswith("one-at-a-time: 1 action(s) in flight on web")
+
+
+def test_unknown_or_empty_target_means_do_nothing() -> None:
+    driver = Driver()
+    unknown = driver.signal("web-9")
+    verdict = [e for e in unknown.events if e.type == "PolicyEvaluated"][0].data
+    assert verdict["verdict"] == "deny"
+    assert "not in the inventory" in verdict["reason"]
+    cfg = config(
+        runbooks=[
+            {
+                "name": "restart",
+                "when": 'signal.labels.alertname == "InstanceDown"',
+                "do": [{"action": "process.restart", "target": "{{ signal.labels.pod }}"}],
+            }
+        ]
+    )
+    empty = Driver(cfg).signal("web-1")
+    verdict = [e for e in empty.events if e.type == "PolicyEvaluated"][0].data
+    assert verdict["verdict"] == "deny"
+    assert "no target" in verdict["reason"]
+    assert not any(isinstance(c, StartAction) for c in empty.commands)
+
+
+def test_approval_flow_grant() -> None:
+    driver = Driver()
+    decision = driver.signal("db-1")
+    assert types(decision)[-1] == "ApprovalRequested"
+    assert not any(isinstance(c, StartAction) for c in decision.commands)
+    approval_id = decision.events[-1].data["approval_id"]
+    granted = driver.feed(ApprovalGranted(approval_id=approval_id), after=90, actor="alice")
+    assert types(granted) == ["PolicyEvaluated"]
+    assert granted.events[0].data["reason"] == "autonomy: approved by alice"
+    only_start(granted.commands)
+    # a second answer to the same approval does nothing
+    assert driver.feed(ApprovalGranted(approval_id=approval_id), actor="bob").events == ()
+
+
+def test_approval_denied_escalates() -> None:
+    driver = Driver()
+    approval_id = driver.signal("db-1").events[-1].data["approval_id"]
+    denied = driver.feed(ApprovalDenied(approval_id=approval_id, comment="not now"), actor="bob")
+    assert types(denied) == ["Escalated"]
+    assert denied.events[0].data["reason"] == "approval denied by bob: not now"
+
+
+def test_unanswered_approval_expires_into_deny() -> None:
+    driver = Driver()
+    approval_id = driver.signal("db-1").events[-1].data["approval_id"]
+    assert driver.feed(Tick(), after=599).events == ()
+    expired = driver.feed(Tick(), after=1)
+    assert types(expired) == ["ApprovalExpired", "Escalated"]
+    late = driver.feed(ApprovalGranted(approval_id=approval_id), actor="alice")
+    assert late.events == () and late.commands == ()
+
+
+def test_autonomy_levels() -> None:
+    driver = Driver()
+    suggest = driver.signal("batch-1")
+    verdict = [e for e in suggest.events if e.type == "PolicyEvaluated"][0].data
+    assert verdict["verdict"] == "deny" and "suggest" in verdict["reason"]
+    driver.feed(AutonomyChanged(service="web", level="observe", previous="act"), actor="admin")
+    observed = driver.signal("web-2")
+    verdict = [e for e in observed.events if e.type == "PolicyEvaluated"][0].data
+    assert verdict["verdict"] == "deny" and "observe" in verdict["reason"]
+
+
+def test_group_wait_delays_planning_and_groups_signals() -> None:
+    cfg = config(correlation={"group_by": ["service", "alertname"], "group_wait": "30s"})
+    driver = Driver(cfg)
+    first = driver.signal("web-1")
+    assert types(first) == ["IncidentOpened"]
+    assert [c for c in first.commands if isinstance(c, ScheduleTimer)]
+    second = driver.signal("web-2", after=10)
+    assert types(second) == ["IncidentUpdated"]
+    assert second.events[0].data["change"] == "signal_added"
+    ready = driver.feed(Tick(), after=20)
+    assert "ActionProposed" in types(ready)
+
+
+def test_flapping_signal_pauses_actions() -> None:
+    cfg = config(
+        correlation={"group_by": ["service", "alertname", "instance"], "flap_threshold": 4}
+    )
+    driver = Driver(cfg)
+    command = only_start(driver.signal("web-1").commands)
+    start(driver, command)
+    driver.feed(ActionSucceeded(command_id=command.command_id))
+    driver.signal("web-1", "resolved", after=30)
+    driver.signal("web-1", after=30)
+    flapped = driver.signal("web-1", "resolved", after=30)
+    flapped = driver.signal("web-1", after=30)
+    assert "flapping" in [e.data.get("change") for e in flapped.events]
+    assert types(flapped)[-1] == "IncidentUpdated" or "Escalated" in types(flapped)
+    assert not any(isinstance(c, StartAction) for c in flapped.commands)
+
+
+def test_recovery_lists_actions_in_doubt() -> None:
+    driver = Driver()
+    allowed = only_start(driver.signal("web-1").commands)
+    folded = Manager()
+    for event in driver.log:
+        folded.apply(event)
+    assert folded.in_doubt() == [allowed]
+    start(driver, allowed)
+    folded.apply(driver.log[-1])
+    assert folded.in_doubt() == [CheckOutcome(allowed)]
