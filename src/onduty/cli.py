@@ -223,7 +223,9 @@ def _print_event(event: Any, describe: Callable[[Any], str]) -> None:
     actor = f" by {event.actor}" if event.actor != "onduty" else ""
     out.print(
         f"[dim]{event.seq:>7}[/] {event.ts.strftime('%Y-%m-%d %H:%M:%S')} "
-        f"[cyan]{event.type}[/] [dim]{event.stream}[/]{actor}  {describe(event)}"
+        f"[cyan]{event.type}[/] [dim]{event.stream}[/]{actor}  "
+        f"{describe(event).removeprefix(event.type).strip()}",
+        soft_wrap=True,
     )
 
 
@@ -238,12 +240,22 @@ def demo(
         bool, typer.Option(help="Continue an interrupted demo in --store instead of starting over.")
     ] = False,
     quiet: Annotated[bool, typer.Option(help="No live view; just the scorecard.")] = False,
+    pace: Annotated[
+        float, typer.Option(help="Real seconds the live view spreads the simulated day over.")
+    ] = 12.0,
 ) -> None:
     """Run the built-in scenario on a simulated fleet and print a scorecard."""
     from onduty.sim.driver import run_scenario_command
 
     code = run_scenario_command(
-        "demo", None, store, seed=seed, fresh=not resume, live=not quiet, console=out
+        "demo",
+        None,
+        store,
+        seed=seed,
+        fresh=not resume,
+        live=not quiet,
+        pace=0.0 if quiet else pace,
+        console=out,
     )
     raise typer.Exit(code)
 
@@ -258,12 +270,15 @@ def sim(
         bool, typer.Option(help="Start over even if --store holds an interrupted run.")
     ] = False,
     live: Annotated[bool, typer.Option(help="Show the live view while it runs.")] = False,
+    pace: Annotated[
+        float, typer.Option(help="With --live: real seconds to spread the scenario over.")
+    ] = 0.0,
 ) -> None:
     """Run a scenario in virtual time; exit 1 if one of its expectations fails."""
     from onduty.sim.driver import run_scenario_command
 
     code = run_scenario_command(
-        scenario, config, store, seed=seed, fresh=fresh, live=live, console=out
+        scenario, config, store, seed=seed, fresh=fresh, live=live, pace=pace, console=out
     )
     raise typer.Exit(code)
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from onduty.commands import CheckOutcome, Command, Notify, ScheduleTimer, StartAction, StartUndo
-from onduty.config import Autonomy, Config, Service
+from onduty.config import Autonomy, Config, Service, format_duration
 from onduty.events import (
     Acknowledged,
     ActionFailed,
@@ -478,7 +478,7 @@ class Manager:
         changes = len(self.state.transitions.get(fingerprint, []))
         if incident.flapping or changes < correlation.flap_threshold:
             return
-        window = correlation.flap_window
+        window = format_duration(correlation.flap_window)
         self._emit(
             IncidentUpdated(
                 incident_id=incident.incident_id,

@@ -1,0 +1,461 @@
+"""Run a scenario: the real runtime and core against the simulated world, in virtual time.
+
+The driver is the world's side of the loop: it advances the fleet, hands its alerts to the
+runtime, lets a simulated on-call human answer approvals and pages, and scores the result. A run
+interrupted at any point (even by SIGKILL) resumes from its log: the core is rebuilt from the
+log, the world is re-simulated up to the last recorded moment with the actions the log says
+took effect, and actions left in doubt are reconciled by command id, never run twice.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from rich import box
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, Progress, TextColumn
+from rich.table import Table
+from rich.text import Text
+
+from onduty.act import ActuatorRegistry
+from onduty.act.sim import SIM_ACTIONS, SimActuator
+from onduty.commands import Notify
+from onduty.config import Config, ConfigError, load_config
+from onduty.events import Acknowledged, ApprovalGranted, Event, Payload, SignalReceived
+from onduty.log import EventLog, open_log
+from onduty.readmodel import IncidentProjection
+from onduty.replay import describe
+from onduty.runtime import RecoveryReport, Runtime, VirtualClock, counter_ids, run_virtual
+from onduty.sim.scenario import Scenario, load_builtin_config, load_scenario
+from onduty.sim.scorecard import Scorecard, median, percentile, score
+from onduty.sim.world import AppliedRecord, World
+
+ON_CALL = "on-call (simulated)"
+
+
+class StoreMismatch(ValueError):
+    """The store holds a different run than the one asked for."""
+
+
+class SimOnCall:
+    """A human who approves what is asked and acknowledges pages, after a delay."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        self._approve_after = scenario.on_call.approve_after
+        self._ack_after = scenario.on_call.acknowledge_after
+        self._due: list[tuple[datetime, Payload]] = []
+        self._paged: set[str] = set()
+
+    def notify(self, command: Notify, now: datetime) -> None:
+        if command.kind == "approval" and command.approval_id and self._approve_after is not None:
+            self._due.append(
+                (now + self._approve_after, ApprovalGranted(approval_id=command.approval_id))
+            )
+        elif command.kind == "escalation" and command.incident_id not in self._paged:
+            self._paged.add(command.incident_id)
+            if self._ack_after is not None:
+                self._due.append(
+                    (now + self._ack_after, Acknowledged(incident_id=command.incident_id))
+                )
+
+    def resume_from(self, events: list[Event]) -> None:
+        """Pick up the requests and pages a crash left unanswered."""
+        answered = {
+            e.data["approval_id"]
+            for e in events
+            if e.type.startswith("Approval") and e.type != "ApprovalRequested"
+        }
+        acknowledged = {e.data["incident_id"] for e in events if e.type == "Acknowledged"}
+        for event in events:
+            if event.type == "ApprovalRequested" and event.data["approval_id"] not in answered:
+                self.notify(
+                    Notify(
+                        "approval", event.data["incident_id"], (), "", event.data["approval_id"]
+                    ),
+                    event.ts,
+                )
+            elif event.type == "Escalated":
+                incident = event.data["incident_id"]
+                if incident in acknowledged:
+                    self._paged.add(incident)
+                else:
+                    self.notify(Notify("escalation", incident, (), ""), event.ts)
+
+    def due(self, now: datetime) -> list[Payload]:
+        ready = sorted((item for item in self._due if item[0] <= now), key=lambda item: item[0])
+        self._due = [item for item in self._due if item[0] > now]
+        return [body for _, body in ready]
+
+
+@dataclass
+class RunResult:
+    scenario: Scenario
+    config: Config
+    world: World
+    scorecard: Scorecard
+    recovery: RecoveryReport
+    resumed: bool
+    elapsed_s: float
+    store: str
+    notable: list[Event] = field(default_factory=list)
+
+
+def _applied_actions(events: list[Event]) -> list[AppliedRecord]:
+    """Actions the log says reached the world: started, and with a recorded outcome."""
+    params: dict[str, dict[str, Any]] = {}
+    started: dict[str, Event] = {}
+    finished: set[str] = set()
+    for event in events:
+        data = event.data
+        if event.type == "ActionProposed":
+            params[data["command_id"]] = data.get("params", {})
+        elif event.type in ("ActionStarted", "UndoStarted"):
+            started[data["command_id"]] = event
+        elif event.type in ("ActionSucceeded", "ActionFailed", "UndoFinished"):
+            finished.add(data["command_id"])
+    return [
+        (event.ts, event.data["action"], event.data["target"], params.get(cid, {}), cid)
+        for cid, event in started.items()
+        if cid in finished
+    ]
+
+
+def _run_key(scenario: Scenario, config: Config) -> str:
+    return json.dumps({"scenario": scenario.name, "seed": scenario.seed, "policy": config.version})
+
+
+def remove_store(store: str) -> None:
+    path = Path(store.removeprefix("sqlite:///"))
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def run_scenario(
+    scenario: Scenario,
+    config: Config,
+    store: str,
+    *,
+    fresh: bool = True,
+    on_event: Callable[[Event], None] | None = None,
+    on_step: Callable[[datetime, World], None] | None = None,
+) -> RunResult:
+    began = time.perf_counter()
+    if fresh:
+        remove_store(store)
+    log = open_log(store)
+    try:
+        return _run(scenario, config, log, store, on_event, on_step, began)
+    finally:
+        log.close()
+
+
+def _run(
+    scenario: Scenario,
+    config: Config,
+    log: EventLog,
+    store: str,
+    on_event: Callable[[Event], None] | None,
+    on_step: Callable[[datetime, World], None] | None,
+    began: float,
+) -> RunResult:
+    key = _run_key(scenario, config)
+    head = log.head()[0]
+    if head and log.get_meta("sim.run") != key:
+        raise StoreMismatch(
+            f"{store} holds another run ({log.get_meta('sim.run') or 'not a simulation'}); "
+            "pass --fresh to start over, or use another --store"
+        )
+    log.set_meta("sim.run", key)
+    history = list(log.read()) if head else []
+    resumed = bool(history)
+    if resumed:
+        until = history[-1].ts
+        world = World.rebuild(config, scenario, _applied_actions(history), until)
+    else:
+        world = World(config, scenario)
+        until = world.start
+    clock = VirtualClock(until)
+    on_call = SimOnCall(scenario)
+    on_call.resume_from(history)
+    actuators = ActuatorRegistry()
+    sim_actuator = SimActuator(world, clock.now)
+    for action in SIM_ACTIONS:
+        actuators.register(action, sim_actuator)
+    runtime, recovery = Runtime.open(
+        log,
+        clock,
+        actuators,
+        config=config,
+        notifier=lambda command: on_call.notify(command, clock.now()),
+        snapshot_every=config.snapshot_every,
+        new_id=counter_ids("ev", head + 1),
+        on_event=on_event,
+    )
+
+    def step(moment: datetime) -> None:
+        for signal in world.advance(moment):
+            runtime.submit(
+                SignalReceived(**signal.model_dump()), stream=f"signal:{signal.fingerprint}"
+            )
+        for answer in on_call.due(moment):
+            runtime.submit(answer, actor=ON_CALL)
+        if on_step is not None:
+            on_step(moment, world)
+
+    run_virtual(runtime, clock, world.end, _steps(world, until), step)
+    runtime.snapshot_now()
+    card = score(log.read(), world.faults, world.actions, scenario)
+    return RunResult(
+        scenario=scenario,
+        config=config,
+        world=world,
+        scorecard=card,
+        recovery=recovery,
+        resumed=resumed,
+        elapsed_s=time.perf_counter() - began,
+        store=store,
+    )
+
+
+def _steps(world: World, after: datetime) -> Iterator[datetime]:
+    moment = world.start
+    while moment <= world.end:
+        if moment > after or (moment == world.start and after == world.start):
+            yield moment
+        moment += world.eval_interval
+
+
+# ---------------------------------------------------------------------------- presentation
+
+NOTABLE = {
+    "IncidentOpened": "red",
+    "ActionStarted": "cyan",
+    "PolicyEvaluated": "yellow",
+    "ApprovalRequested": "magenta",
+    "ApprovalGranted": "magenta",
+    "VerificationPassed": "green",
+    "VerificationFailed": "red",
+    "Escalated": "bold red",
+    "IncidentResolved": "green",
+}
+
+
+class LiveView:
+    """A live panel: virtual time, counters, and the latest notable events."""
+
+    def __init__(
+        self, console: Console, world_start: datetime, world_end: datetime, pace: float = 0.0
+    ) -> None:
+        self._console = console
+        self._pace = pace
+        self._began = time.perf_counter()
+        self._start, self._end = world_start, world_end
+        self._recent: list[Event] = []
+        self._counts: dict[str, int] = {}
+        self._progress = Progress(
+            TextColumn("[bold]simulated time[/] {task.description}"),
+            BarColumn(bar_width=40),
+            TextColumn("{task.percentage:>3.0f}%"),
+            console=console,
+        )
+        span = (world_end - world_start).total_seconds()
+        self._task = self._progress.add_task("", total=span)
+        self._live = Live(self._render(), console=console, refresh_per_second=10, transient=False)
+        self._last_draw = 0.0
+
+    def __enter__(self) -> LiveView:
+        self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._live.update(self._render())
+        self._live.__exit__(None, None, None)
+
+    def on_event(self, event: Event) -> None:
+        self._counts[event.type] = self._counts.get(event.type, 0) + 1
+        if event.type == "PolicyEvaluated" and event.data.get("verdict") == "allow":
+            return
+        if event.type in NOTABLE:
+            self._recent = [*self._recent[-11:], event]
+
+    def on_step(self, moment: datetime, world: World) -> None:
+        self._progress.update(
+            self._task,
+            completed=(moment - self._start).total_seconds(),
+            description=moment.strftime("%H:%M"),
+        )
+        if self._pace > 0:
+            # Spread the simulated span over `pace` real seconds so a person can follow it.
+            share = (moment - self._start) / (self._end - self._start)
+            behind = self._began + share * self._pace - time.perf_counter()
+            if behind > 0:
+                time.sleep(behind)
+        now = time.perf_counter()
+        if now - self._last_draw > 0.05:
+            self._last_draw = now
+            self._live.update(self._render())
+
+    def _render(self) -> Group:
+        counts = self._counts
+        summary = Text.assemble(
+            ("signals ", "dim"), str(counts.get("SignalReceived", 0)),
+            ("   incidents ", "dim"), str(counts.get("IncidentOpened", 0)),
+            ("   actions ", "dim"), str(counts.get("ActionStarted", 0)),
+            ("   escalations ", "dim"), str(counts.get("Escalated", 0)),
+            ("   events ", "dim"), str(sum(counts.values())),
+        )  # fmt: skip
+        feed = Table.grid(padding=(0, 1))
+        for event in self._recent:
+            feed.add_row(
+                Text(event.ts.strftime("%H:%M:%S"), style="dim"),
+                Text(event.type, style=NOTABLE[event.type]),
+                Text(describe(event).removeprefix(event.type).strip()[:90]),
+            )
+        return Group(self._progress, summary, feed)
+
+
+def _fmt(value: timedelta | None) -> str:
+    if value is None:
+        return "-"
+    seconds = int(value.total_seconds())
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def render_scorecard(result: RunResult, console: Console) -> None:
+    card = result.scorecard
+    console.print()
+    faults = Table(title="faults", title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("id", "kind", "target", "at", "detect", "outcome", "recover"):
+        faults.add_column(column, no_wrap=True)
+    for fault in card.faults:
+        record = fault.record
+        handled = (
+            " + ".join(
+                label
+                for label, flag in (
+                    ("[green]fixed[/]", fault.remediated),
+                    ("[yellow]escalated[/]", fault.escalated),
+                )
+                if flag
+            )
+            or "-"
+        )
+        faults.add_row(
+            record.id,
+            record.kind,
+            record.target,
+            record.injected_at.strftime("%H:%M"),
+            f"+{_fmt(fault.time_to_detect)}" if fault.detected_at else "[red]no[/]",
+            handled,
+            f"+{_fmt(fault.time_to_recover)}" if record.cleared_at else "[red]not yet[/]",
+        )
+    console.print(faults)
+
+    detect, recover = card.detect_times(), card.recover_times()
+    table = Table(
+        title=f"scorecard: {result.scenario.name}",
+        title_justify="left",
+        show_header=False,
+        box=box.SIMPLE,
+    )
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [
+        ("faults injected", str(card.injected)),
+        ("detected", str(card.detected)),
+        ("auto-remediated", str(card.auto_remediated)),
+        ("escalated to a human", str(card.escalated)),
+        ("actions taken", str(card.actions_taken)),
+        ("actions blocked by guardrails", str(card.guardrail_denials)),
+        ("approvals requested / granted", f"{card.approvals_requested} / {card.approved}"),
+        ("wrong actions (on a healthy target)", str(card.wrong_actions)),
+        ("incidents in the no-fault control period", str(card.control_incidents)),
+        (
+            "time to detect, median / p90",
+            f"{_fmt(median(detect))} / {_fmt(percentile(detect, 0.9))}",
+        ),
+        (
+            "time to recover, median / p90",
+            f"{_fmt(median(recover))} / {_fmt(percentile(recover, 0.9))}",
+        ),
+        ("events in the log", str(card.events)),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+    for expectation in card.expectations:
+        mark = "[green]ok[/]" if expectation.ok else "[bold red]FAILED[/]"
+        console.print(
+            f"  expect {expectation.name} {expectation.bound}: {expectation.actual}  {mark}"
+        )
+    recovered = (
+        f"; resumed from its log ({result.recovery.folded} events folded, "
+        f"{len(result.recovery.in_doubt)} actions reconciled)"
+        if result.resumed
+        else ""
+    )
+    console.print(
+        f"\n{result.scorecard.events} events in {result.store}, "
+        f"{result.elapsed_s:.1f}s of real time{recovered}"
+    )
+
+
+def run_scenario_command(
+    scenario_ref: str,
+    config_path: Path | None,
+    store: str,
+    *,
+    seed: int | None,
+    fresh: bool,
+    live: bool,
+    console: Console,
+    pace: float = 0.0,
+) -> int:
+    """The body of `onduty demo` and `onduty sim`: 0 when every expectation holds, else 1."""
+    scenario = load_scenario(scenario_ref)
+    if seed is not None:
+        scenario = scenario.model_copy(update={"seed": seed})
+    if config_path is not None:
+        config = load_config(config_path)
+    else:
+        try:
+            config = load_builtin_config(scenario.name)
+        except ConfigError:
+            raise ConfigError(
+                scenario_ref, [f"no built-in config for scenario {scenario.name!r}: pass -c FILE"]
+            ) from None
+    World(config, scenario)  # validates fault targets against the config before anything runs
+    if live:
+        view = LiveView(
+            console, scenario.start_at, scenario.start_at + scenario.duration, pace=pace
+        )
+        with view:
+            result = run_scenario(
+                scenario, config, store, fresh=fresh, on_event=view.on_event, on_step=view.on_step
+            )
+    else:
+        result = run_scenario(scenario, config, store, fresh=fresh)
+    render_scorecard(result, console)
+    open_incidents = [
+        view
+        for view in IncidentProjection().feed_all(_read_all(store)).ordered()
+        if view.status == "open"
+    ]
+    if open_incidents:
+        console.print(f"{len(open_incidents)} incident(s) still open at the end of the run")
+    return 0 if result.scorecard.passed else 1
+
+
+def _read_all(store: str) -> Iterator[Event]:
+    log = open_log(store)
+    try:
+        yield from log.read()
+    finally:
+        log.close()

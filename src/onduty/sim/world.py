@@ -1,0 +1,292 @@
+"""The simulated world: a fleet, its faults and its alerting, in virtual time.
+
+Nothing here reads a clock or sleeps. Time moves only when the caller says so (`advance`,
+`apply`), and in fixed evaluation steps of `eval_interval` from `start`: each step advances the
+health model, overlays the active faults and evaluates the alert rules. Faults are injected at
+their exact times and actions take effect at the time they are applied, in between steps. All
+randomness comes from one `random.Random(seed)`, drawn a fixed number of times per step, so the
+same seed and the same actions at the same times give the same signals, byte for byte, however
+finely the caller slices time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from onduty.config import Config, ConfigError
+from onduty.events import Signal
+from onduty.sim.alerts import AlertEvaluator
+from onduty.sim.faults import FAULT_KINDS, INSTANCE_KINDS, Fault, FaultRecord
+from onduty.sim.fleet import Fleet, FleetError
+from onduty.sim.scenario import Scenario, scenario_problems
+
+ACTIONS = ("deploy.rollback", "process.restart", "service.scale_out")
+AppliedRecord = tuple[datetime, str, str, Mapping[str, Any], str]
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """What an actuator reports: success with its output, or failure with the reason."""
+
+    ok: bool
+    output: str = ""
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class AppliedAction:
+    """An action that reached the fleet. `target_was_healthy` marks a wrong action: the
+    target was up and no active fault touched it when the action ran."""
+
+    command_id: str
+    action: str
+    target: str
+    at: datetime
+    target_was_healthy: bool
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("world time must carry a time zone (UTC)")
+    return value.astimezone(UTC)
+
+
+class World:
+    def __init__(self, config: Config, scenario: Scenario) -> None:
+        problems = scenario_problems(scenario)
+        if problems:
+            raise ConfigError(f"scenario {scenario.name}", problems)
+        self.config = config
+        self.scenario = scenario
+        self.start: datetime = scenario.start_at
+        self.end: datetime = self.start + scenario.duration
+        self.eval_interval: timedelta = scenario.eval_interval
+        self.resend_interval: timedelta = scenario.resend_interval
+        self.rng = random.Random(scenario.seed)
+        self.fleet = Fleet(config.services, self.rng)
+        self.evaluator = AlertEvaluator(resend_interval=self.resend_interval)
+        self.actions: list[AppliedAction] = []
+        self._plan = self._plan_faults()
+        self._planned = 0
+        self._injected: list[Fault] = []
+        self._results: dict[str, ActionResult] = {}
+        self._outbox: list[Signal] = []
+        self._now = self.start
+        self._next_eval = self.start
+
+    # ------------------------------------------------------------------ time
+
+    @property
+    def now(self) -> datetime:
+        return self._now
+
+    def advance(self, now: datetime) -> list[Signal]:
+        """Move the world to `now` and return the signals emitted on the way, oldest first.
+        `now` must not go backwards."""
+        self._move_to(now)
+        emitted, self._outbox = self._outbox, []
+        return emitted
+
+    # ------------------------------------------------------------------ actuators
+
+    def apply(
+        self,
+        action: str,
+        target: str,
+        params: Mapping[str, Any],
+        command_id: str,
+        now: datetime,
+    ) -> ActionResult:
+        """Run an action at `now`. A command id already applied returns its first result and
+        changes nothing. Signals that moving to `now` emits wait for the next `advance`."""
+        done = self._results.get(command_id)
+        if done is not None:
+            return done
+        self._move_to(now)
+        result = self._execute(action, target, command_id, self._now)
+        self._results[command_id] = result
+        return result
+
+    def check(self, command_id: str) -> ActionResult | None:
+        """The outcome of an earlier `apply` of this command id, None if it never ran."""
+        return self._results.get(command_id)
+
+    # ------------------------------------------------------------------ truth
+
+    @property
+    def faults(self) -> list[FaultRecord]:
+        """The faults injected so far, in injection order, with how each was healed."""
+        for fault in self._injected:
+            fault.refresh(self.fleet, self._now)
+        return [fault.record() for fault in self._injected]
+
+    @property
+    def wrong_actions(self) -> list[AppliedAction]:
+        return [applied for applied in self.actions if applied.target_was_healthy]
+
+    def healthy(self, target: str, now: datetime) -> bool:
+        """Whether an instance is up with no active fault touching it, or a service has no
+        active fault, at `now`. Raises KeyError for a target the fleet does not have."""
+        now = _utc(now)
+        instance = self.fleet.instances.get(target)
+        if instance is not None:
+            if not instance.is_up(now):
+                return False
+        elif target not in self.fleet.services:
+            raise KeyError(f"unknown target {target!r}")
+        return not any(
+            fault.affects(self.fleet, target) and fault.is_active(self.fleet, now)
+            for fault in self._injected
+        )
+
+    def firing(self) -> list[dict[str, str]]:
+        """Labels of the alerts firing as of the last evaluation."""
+        return self.evaluator.firing()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole state as plain data, to compare two worlds."""
+        return {
+            "now": self._now.isoformat(),
+            "next_eval": self._next_eval.isoformat(),
+            "planned": self._planned,
+            "fleet": self.fleet.snapshot(),
+            "faults": [
+                {
+                    **vars(record),
+                    "injected_at": record.injected_at.isoformat(),
+                    "cleared_at": record.cleared_at.isoformat() if record.cleared_at else None,
+                }
+                for record in self.faults
+            ],
+            "actions": [
+                {**vars(applied), "at": applied.at.isoformat()} for applied in self.actions
+            ],
+            "results": {key: vars(result) for key, result in self._results.items()},
+            "alerts": self.evaluator.snapshot(),
+            "rng": hashlib.sha256(repr(self.rng.getstate()).encode()).hexdigest()[:16],
+        }
+
+    # ------------------------------------------------------------------ recovery
+
+    @classmethod
+    def rebuild(
+        cls,
+        config: Config,
+        scenario: Scenario,
+        applied: Iterable[AppliedRecord],
+        until: datetime,
+    ) -> World:
+        """Re-simulate from the start to `until`, applying the recorded actions
+        (at, action, target, params, command_id) at their times; the signals emitted on the
+        way are discarded. Firing alerts are re-sent within `resend_interval` afterwards."""
+        world = cls(config, scenario)
+        until = _utc(until)
+        for at, action, target, params, command_id in applied:
+            if _utc(at) > until:
+                raise ValueError(f"action {command_id} at {at.isoformat()} is after `until`")
+            world.apply(action, target, params, command_id, at)
+        world._move_to(until)
+        world._outbox.clear()
+        return world
+
+    # ------------------------------------------------------------------ internals
+
+    def _plan_faults(self) -> list[Fault]:
+        problems: list[str] = []
+        plan: list[tuple[timedelta, int, Fault]] = []
+        for index, spec in enumerate(self.scenario.faults):
+            where = f"faults[{index}].target"
+            if spec.kind in INSTANCE_KINDS:
+                instance = self.fleet.instances.get(spec.target)
+                if instance is None:
+                    hint = (
+                        f"{spec.target!r} is a service; {spec.kind} needs one of its instances"
+                        if spec.target in self.fleet.services
+                        else f"no instance {spec.target!r} in the config"
+                    )
+                    problems.append(f"{where}: {hint}")
+                    continue
+                service = instance.service
+            else:
+                if spec.target not in self.fleet.services:
+                    hint = (
+                        f"{spec.target!r} is an instance; {spec.kind} needs a service"
+                        if spec.target in self.fleet.instances
+                        else f"no service {spec.target!r} in the config"
+                    )
+                    problems.append(f"{where}: {hint}")
+                    continue
+                service = spec.target
+            fault = FAULT_KINDS[spec.kind](
+                f"F{index + 1:02d}",
+                spec.target,
+                service,
+                self.start + spec.at,
+                duration=spec.duration,
+                period=spec.period,
+            )
+            plan.append((spec.at, index, fault))
+        if problems:
+            raise ConfigError(f"scenario {self.scenario.name}", problems)
+        return [fault for _, _, fault in sorted(plan, key=lambda item: (item[0], item[1]))]
+
+    def _move_to(self, now: datetime) -> None:
+        now = _utc(now)
+        if now < self._now:
+            raise ValueError(
+                f"time cannot go backwards: the world is at {self._now.isoformat()}, "
+                f"asked for {now.isoformat()}"
+            )
+        while True:
+            due = self._plan[self._planned] if self._planned < len(self._plan) else None
+            if due is not None and due.at <= now and due.at <= self._next_eval:
+                self._inject(due)
+            elif self._next_eval <= now:
+                self._step(self._next_eval)
+                self._next_eval += self.eval_interval
+            else:
+                break
+        self._now = now
+
+    def _inject(self, fault: Fault) -> None:
+        for earlier in self._injected:
+            earlier.refresh(self.fleet, fault.at)
+        fault.inject(self.fleet, fault.at)
+        self._injected.append(fault)
+        self._planned += 1
+
+    def _step(self, at: datetime) -> None:
+        self.fleet.advance(at)
+        for fault in self._injected:
+            fault.tick(self.fleet, at)
+        self._outbox.extend(self.evaluator.evaluate(self.fleet, at))
+
+    def _execute(self, action: str, target: str, command_id: str, now: datetime) -> ActionResult:
+        if action not in ACTIONS:
+            return ActionResult(
+                ok=False,
+                error=f"unknown action {action!r}; the simulated fleet supports "
+                + ", ".join(ACTIONS),
+            )
+        known = self.fleet.instances if action == "process.restart" else self.fleet.services
+        was_healthy = self.healthy(target, now) if target in known else False
+        try:
+            if action == "process.restart":
+                output = self.fleet.restart(target, command_id, now)
+            elif action == "deploy.rollback":
+                output = self.fleet.rollback(target, command_id, now)
+            else:
+                added = self.fleet.scale_out(target, now)
+                count = len(self.fleet.services[target].instances)
+                output = f"added {added.name} to {target} ({count} instances)"
+        except FleetError as error:
+            return ActionResult(ok=False, error=f"{action} {target}: {error}")
+        self.actions.append(AppliedAction(command_id, action, target, now, was_healthy))
+        for fault in self._injected:
+            fault.refresh(self.fleet, now)
+        return ActionResult(ok=True, output=output)

@@ -1,0 +1,177 @@
+"""Scenarios load from YAML or by built-in name, and every error names its field."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from onduty.config import Config, ConfigError, load_config
+from onduty.sim import (
+    DEFAULT_START,
+    Scenario,
+    World,
+    builtin_scenarios,
+    load_builtin_config,
+    load_scenario,
+    parse_scenario,
+    read_builtin,
+)
+
+ScenarioFactory = Callable[..., Scenario]
+BASE: dict[str, Any] = {"name": "t", "seed": 1, "duration": "6h"}
+
+
+def problems(document: dict[str, Any]) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_scenario(document, "s.yaml")
+    assert caught.value.source == "s.yaml"
+    return caught.value.problems
+
+
+def crash(at: str, **extra: Any) -> dict[str, Any]:
+    return {"at": at, "kind": "instance_crash", "target": "web-1", **extra}
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        ({"name": "t"}, "seed: required field is missing"),
+        ({**BASE, "duration": "soon"}, "duration: expected a duration"),
+        ({**BASE, "faults": [{**crash("1m"), "kind": "meteor"}]}, "faults[0].kind:"),
+        ({**BASE, "faults": [{"at": "1m", "kind": "bad_deploy"}]}, "faults[0].target: required"),
+        ({**BASE, "faults": [{**crash("1m"), "when": "x"}]}, "faults[0].when: unknown field"),
+        ({**BASE, "faults": [crash("1m", duration="5m")]}, "faults[0].duration: instance_crash"),
+        (
+            {
+                **BASE,
+                "faults": [
+                    {"at": "1m", "kind": "dependency_latency", "target": "web", "period": "1m"}
+                ],
+            },
+            "faults[0].period: only a flapping fault",
+        ),
+        ({**BASE, "faults": [crash("1m"), crash("7h")]}, "faults[1].at: 7h is not before"),
+        ({**BASE, "control": [{"from": "2h", "to": "1h"}]}, "control[0].to: must be after"),
+        ({**BASE, "control": [{"from": "5h", "to": "7h"}]}, "control[0].to: 7h is after"),
+        ({**BASE, "control": [{"from": "5h"}]}, "control[0].to: required field is missing"),
+        ({**BASE, "eval_interval": "0s"}, "eval_interval: must be longer than zero"),
+        ({**BASE, "expect": {"detected_min": -1}}, "expect.detected_min:"),
+        ({**BASE, "expect": {"detected": 3}}, "expect.detected: unknown field"),
+        ({**BASE, "on_call": {"approve_after": "later"}}, "on_call.approve_after:"),
+    ],
+)
+def test_validation_errors_name_the_field(document: dict[str, Any], expected: str) -> None:
+    found = problems(document)
+    assert any(expected in problem for problem in found), found
+
+
+def test_a_fault_inside_a_control_period_is_rejected() -> None:
+    found = problems({**BASE, "faults": [crash("5h10m")], "control": [{"from": "5h", "to": "6h"}]})
+    assert found == [
+        "faults[0].at: the instance_crash at 310m falls in the no-fault control period "
+        "control[0] (5h to 6h)"
+    ]
+
+
+def test_a_timed_fault_running_into_a_control_period_is_rejected() -> None:
+    latency = {"at": "4h50m", "kind": "dependency_latency", "target": "web", "duration": "20m"}
+    found = problems({**BASE, "faults": [latency], "control": [{"from": "5h", "to": "6h"}]})
+    assert len(found) == 1 and found[0].startswith("faults[0].at:")
+    assert "control[0]" in found[0]
+
+
+def test_compound_durations_and_defaults() -> None:
+    scenario = parse_scenario({**BASE, "faults": [crash("1h15m30s")]})
+    assert scenario.faults[0].at == timedelta(hours=1, minutes=15, seconds=30)
+    assert scenario.start_at == DEFAULT_START
+    assert scenario.eval_interval == timedelta(seconds=15)
+    assert scenario.resend_interval == timedelta(minutes=5)
+    assert scenario.on_call.approve_after == timedelta(minutes=2)
+    assert scenario.on_call.acknowledge_after == timedelta(minutes=5)
+    assert scenario.expect.detected_min is None
+
+
+def test_start_is_utc() -> None:
+    scenario = parse_scenario({**BASE, "start": "2026-03-01T10:00:00+02:00"})
+    assert scenario.start_at == datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+
+
+def test_world_checks_fault_targets_against_the_config(
+    small_config: Config, make_scenario: ScenarioFactory
+) -> None:
+    scenario = make_scenario(
+        [
+            {"at": "1m", "kind": "instance_crash", "target": "web-9"},
+            {"at": "1m", "kind": "instance_crash", "target": "web"},
+            {"at": "1m", "kind": "bad_deploy", "target": "web-1"},
+            {"at": "1m", "kind": "dependency_latency", "target": "db"},
+        ]
+    )
+    with pytest.raises(ConfigError) as caught:
+        World(small_config, scenario)
+    assert caught.value.problems == [
+        "faults[0].target: no instance 'web-9' in the config",
+        "faults[1].target: 'web' is a service; instance_crash needs one of its instances",
+        "faults[2].target: 'web-1' is an instance; bad_deploy needs a service",
+        "faults[3].target: no service 'db' in the config",
+    ]
+
+
+def test_load_from_a_file_and_report_bad_yaml(tmp_path: Path) -> None:
+    good = tmp_path / "s.yaml"
+    good.write_text("name: file\nseed: 3\nfaults:\n  - {at: 2m, kind: bad_deploy, target: web}\n")
+    assert load_scenario(good).faults[0].kind == "bad_deploy"
+    assert load_scenario(str(good)).name == "file"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_scenario(bad)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_scenario(tmp_path / "missing.yaml")
+
+
+def test_unknown_builtin_lists_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match="built-in scenarios: demo"):
+        load_scenario("nonesuch")
+
+
+def test_the_builtin_demo_ships_with_its_config() -> None:
+    assert "demo" in builtin_scenarios()
+    scenario = load_scenario("demo")
+    config = load_builtin_config("demo")
+    assert "restart-crashed-instance" in read_builtin("demo-config.yaml")
+    World(config, scenario)  # every target exists
+
+    services = {s.name: s for s in config.services}
+    assert services["checkout"].tier == "critical"
+    assert services["checkout"].autonomy.name == "APPROVE"
+    assert services["checkout"].instances == ["checkout-1", "checkout-2", "checkout-3"]
+    assert services["payments"].autonomy.name == "ACT"
+    assert services["search"].instances == [f"search-{n}" for n in range(1, 5)]
+    assert config.correlation.group_by == ["service", "alertname", "instance"]
+    assert config.correlation.group_wait == timedelta(seconds=30)
+    runbooks = {r.name: r for r in config.runbooks}
+    assert set(runbooks) == {
+        "restart-crashed-instance",
+        "rollback-bad-deploy",
+        "restart-leaking-instance",
+    }
+    assert not any("HighLatency" in r.when for r in config.runbooks)
+    assert config.policy.approvals.timeout == timedelta(minutes=10)
+    assert [t.notify for t in config.escalation.default] == [["sre-primary"], ["sre-lead"]]
+
+    kinds = [f.kind for f in scenario.faults]
+    assert len(kinds) >= 7
+    assert kinds.count("instance_crash") >= 3
+    assert {"bad_deploy", "memory_leak", "dependency_latency", "flapping"} <= set(kinds)
+    end = scenario.duration
+    assert any(c.end == end and c.end - c.start >= timedelta(hours=1) for c in scenario.control)
+
+
+def test_the_demo_config_file_is_a_valid_onduty_config() -> None:
+    path = Path(__file__).parents[2] / "src/onduty/sim/scenarios/demo-config.yaml"
+    assert load_config(path).version == load_builtin_config("demo").version
