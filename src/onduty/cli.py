@@ -271,7 +271,7 @@ def sim(
     ] = False,
     live: Annotated[bool, typer.Option(help="Show the live view while it runs.")] = False,
     pace: Annotated[
-        float, typer.Option(help="With --live: real seconds to spread the scenario over.")
+        float, typer.Option(help="Real seconds to spread the simulated span over (0: flat out).")
     ] = 0.0,
 ) -> None:
     """Run a scenario in virtual time; exit 1 if one of its expectations fails."""

@@ -120,7 +120,7 @@ def test_rate_limit_allows_the_nth_and_denies_the_next() -> None:
         driver.feed(ActionSucceeded(command_id=command.command_id))
         driver.signal("web-1", "resolved", after=10)
     third = driver.signal("web-1", after=60)
-    verdict = [e for e in third.events if e.type == "PolicyEvaluated"][0].data
+    verdict = next(e for e in third.events if e.type == "PolicyEvaluated").data
     assert verdict["verdict"] == "deny"
     assert verdict["reason"] == (
         "restart-budget: 2 process.restart on web-1 in the last hour, limit 2"
@@ -138,7 +138,7 @@ def test_concurrency_limit_per_service() -> None:
     driver = Driver()
     only_start(driver.signal("web-1").commands)
     second = driver.signal("web-2", after=1)
-    verdict = [e for e in second.events if e.type == "PolicyEvaluated"][0].data
+    verdict = next(e for e in second.events if e.type == "PolicyEvaluated").data
     assert verdict["verdict"] == "deny"
     assert verdict["reason"].startswith("one-at-a-time: 1 action(s) in flight on web")
 
@@ -146,7 +146,7 @@ def test_concurrency_limit_per_service() -> None:
 def test_unknown_or_empty_target_means_do_nothing() -> None:
     driver = Driver()
     unknown = driver.signal("web-9")
-    verdict = [e for e in unknown.events if e.type == "PolicyEvaluated"][0].data
+    verdict = next(e for e in unknown.events if e.type == "PolicyEvaluated").data
     assert verdict["verdict"] == "deny"
     assert "not in the inventory" in verdict["reason"]
     cfg = config(
@@ -159,7 +159,7 @@ def test_unknown_or_empty_target_means_do_nothing() -> None:
         ]
     )
     empty = Driver(cfg).signal("web-1")
-    verdict = [e for e in empty.events if e.type == "PolicyEvaluated"][0].data
+    verdict = next(e for e in empty.events if e.type == "PolicyEvaluated").data
     assert verdict["verdict"] == "deny"
     assert "no target" in verdict["reason"]
     assert not any(isinstance(c, StartAction) for c in empty.commands)
@@ -200,11 +200,11 @@ def test_unanswered_approval_expires_into_deny() -> None:
 def test_autonomy_levels() -> None:
     driver = Driver()
     suggest = driver.signal("batch-1")
-    verdict = [e for e in suggest.events if e.type == "PolicyEvaluated"][0].data
+    verdict = next(e for e in suggest.events if e.type == "PolicyEvaluated").data
     assert verdict["verdict"] == "deny" and "suggest" in verdict["reason"]
     driver.feed(AutonomyChanged(service="web", level="observe", previous="act"), actor="admin")
     observed = driver.signal("web-2")
-    verdict = [e for e in observed.events if e.type == "PolicyEvaluated"][0].data
+    verdict = next(e for e in observed.events if e.type == "PolicyEvaluated").data
     assert verdict["verdict"] == "deny" and "observe" in verdict["reason"]
 
 

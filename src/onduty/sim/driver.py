@@ -143,15 +143,18 @@ def run_scenario(
     store: str,
     *,
     fresh: bool = True,
+    pace: float = 0.0,
     on_event: Callable[[Event], None] | None = None,
     on_step: Callable[[datetime, World], None] | None = None,
 ) -> RunResult:
+    """Run (or resume) a scenario. `pace` > 0 spreads the simulated span over that many real
+    seconds, so a person can follow the live view."""
     began = time.perf_counter()
     if fresh:
         remove_store(store)
     log = open_log(store)
     try:
-        return _run(scenario, config, log, store, on_event, on_step, began)
+        return _run(scenario, config, log, store, on_event, on_step, began, pace)
     finally:
         log.close()
 
@@ -164,6 +167,7 @@ def _run(
     on_event: Callable[[Event], None] | None,
     on_step: Callable[[datetime, World], None] | None,
     began: float,
+    pace: float,
 ) -> RunResult:
     key = _run_key(scenario, config)
     head = log.head()[0]
@@ -206,6 +210,11 @@ def _run(
             )
         for answer in on_call.due(moment):
             runtime.submit(answer, actor=ON_CALL)
+        if pace > 0:
+            share = (moment - world.start) / (world.end - world.start)
+            behind = began + share * pace - time.perf_counter()
+            if behind > 0:
+                time.sleep(behind)
         if on_step is not None:
             on_step(moment, world)
 
@@ -250,12 +259,8 @@ NOTABLE = {
 class LiveView:
     """A live panel: virtual time, counters, and the latest notable events."""
 
-    def __init__(
-        self, console: Console, world_start: datetime, world_end: datetime, pace: float = 0.0
-    ) -> None:
+    def __init__(self, console: Console, world_start: datetime, world_end: datetime) -> None:
         self._console = console
-        self._pace = pace
-        self._began = time.perf_counter()
         self._start, self._end = world_start, world_end
         self._recent: list[Event] = []
         self._counts: dict[str, int] = {}
@@ -291,12 +296,6 @@ class LiveView:
             completed=(moment - self._start).total_seconds(),
             description=moment.strftime("%H:%M"),
         )
-        if self._pace > 0:
-            # Spread the simulated span over `pace` real seconds so a person can follow it.
-            share = (moment - self._start) / (self._end - self._start)
-            behind = self._began + share * self._pace - time.perf_counter()
-            if behind > 0:
-                time.sleep(behind)
         now = time.perf_counter()
         if now - self._last_draw > 0.05:
             self._last_draw = now
@@ -331,7 +330,7 @@ def _fmt(value: timedelta | None) -> str:
 def render_scorecard(result: RunResult, console: Console) -> None:
     card = result.scorecard
     console.print()
-    faults = Table(title="faults", title_justify="left", box=box.SIMPLE_HEAD)
+    faults = Table(title="faults", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for column in ("id", "kind", "target", "at", "detect", "outcome", "recover"):
         faults.add_column(column, no_wrap=True)
     for fault in card.faults:
@@ -433,15 +432,19 @@ def run_scenario_command(
             ) from None
     World(config, scenario)  # validates fault targets against the config before anything runs
     if live:
-        view = LiveView(
-            console, scenario.start_at, scenario.start_at + scenario.duration, pace=pace
-        )
+        view = LiveView(console, scenario.start_at, scenario.start_at + scenario.duration)
         with view:
             result = run_scenario(
-                scenario, config, store, fresh=fresh, on_event=view.on_event, on_step=view.on_step
+                scenario,
+                config,
+                store,
+                fresh=fresh,
+                pace=pace,
+                on_event=view.on_event,
+                on_step=view.on_step,
             )
     else:
-        result = run_scenario(scenario, config, store, fresh=fresh)
+        result = run_scenario(scenario, config, store, fresh=fresh, pace=pace)
     render_scorecard(result, console)
     open_incidents = [
         view
