@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import threading
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -107,6 +108,10 @@ class Runtime:
         self._draining = False
         self._stopped: BaseException | None = None
         self._last_snapshot = 0
+        # Inputs may arrive from several threads (ingest, timers); the core sees one at a time,
+        # in the order they are appended. Re-entrant: an executor's outcome is submitted from
+        # within the command loop of the input that started it.
+        self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ start-up
 
@@ -167,6 +172,10 @@ class Runtime:
         ts: datetime | None = None,
     ) -> Decision:
         """Record an input from the outside world and act on what the core decides."""
+        with self._lock:
+            return self._submit(body, stream=stream, actor=actor, ts=ts)
+
+    def _submit(self, body: Payload, *, stream: str, actor: str, ts: datetime | None) -> Decision:
         if self._stopped is not None:
             raise RuntimeStopped("the runtime stopped after a failed append") from self._stopped
         event = make_event(
@@ -192,18 +201,23 @@ class Runtime:
 
     def fire_due_timers(self, now: datetime | None = None) -> int:
         """Feed a Tick for every timer due by `now`; return how many fired."""
-        moment = now or self.clock.now()
-        fired = 0
-        while self._timer_heap and self._timer_heap[0][0] <= moment:
-            due, timer_id = heapq.heappop(self._timer_heap)
-            if self._timers.get(timer_id) != due:
-                continue  # re-armed for another time, or already fired
-            del self._timers[timer_id]
-            self.submit(Tick(timer_id=timer_id), stream="timers", ts=max(due, self.clock.now()))
-            fired += 1
-        return fired
+        with self._lock:
+            moment = now or self.clock.now()
+            fired = 0
+            while self._timer_heap and self._timer_heap[0][0] <= moment:
+                due, timer_id = heapq.heappop(self._timer_heap)
+                if self._timers.get(timer_id) != due:
+                    continue  # re-armed for another time, or already fired
+                del self._timers[timer_id]
+                self.submit(Tick(timer_id=timer_id), stream="timers", ts=max(due, self.clock.now()))
+                fired += 1
+            return fired
 
     def next_timer(self) -> datetime | None:
+        with self._lock:
+            return self._next_timer()
+
+    def _next_timer(self) -> datetime | None:
         while (
             self._timer_heap and self._timers.get(self._timer_heap[0][1]) != self._timer_heap[0][0]
         ):
@@ -281,3 +295,14 @@ def run_virtual(
     while (due := runtime.next_timer()) is not None and due <= until:
         clock.advance_to(due)
         runtime.fire_due_timers(due)
+
+
+def run_realtime(runtime: Runtime, stop: threading.Event, *, max_wait: float = 1.0) -> None:
+    """Fire the core's timers on the wall clock until `stop` is set."""
+    while not stop.is_set():
+        runtime.fire_due_timers()
+        due = runtime.next_timer()
+        wait = max_wait
+        if due is not None:
+            wait = min(max_wait, max(0.0, (due - runtime.clock.now()).total_seconds()))
+        stop.wait(wait)
