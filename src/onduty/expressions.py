@@ -20,6 +20,12 @@ class ExpressionError(ValueError):
     """A condition or template that cannot be evaluated against a given context."""
 
 
+def prepare(context: dict[str, Any]) -> Any:
+    """Convert a context to CEL values once; evaluating several conditions against the prepared
+    context is ~60x cheaper than handing each one the Python dict."""
+    return cel.Context(context)
+
+
 @dataclass(frozen=True)
 class Condition:
     """A compiled CEL boolean condition."""
@@ -34,11 +40,12 @@ class Condition:
         except (ValueError, RuntimeError) as error:
             raise ExpressionError(f"not a valid CEL expression: {error}") from None
 
-    def holds(self, context: dict[str, Any]) -> bool:
+    def holds(self, context: Any) -> bool:
         """True only when the condition evaluates to boolean true.
 
-        A condition that refers to something absent from the context (a label the signal does
-        not carry) does not hold: conditions never guess.
+        `context` is a dict of variables or a `prepare`d one. A condition that refers to
+        something absent from the context (a label the signal does not carry) does not hold:
+        conditions never guess.
         """
         try:
             result = self.program.execute(context)

@@ -45,6 +45,7 @@ from onduty.events import (
     payload,
     to_json,
 )
+from onduty.expressions import prepare
 from onduty.govern import Facts, Policy
 from onduty.state import (
     IN_FLIGHT,
@@ -119,7 +120,7 @@ class Manager:
             raise ValueError(f"{event.type} is a decision of the core, not an input")
         body = payload(event)
         prior = self._prior(body)
-        self.apply(event)
+        self._apply(body, event)
         self._cause, self._events, self._commands = event, [], []
         try:
             react = self._reactions.get(type(body))
@@ -131,7 +132,9 @@ class Manager:
 
     def apply(self, event: Event) -> None:
         """Fold one event (input or decision) into the state."""
-        body = payload(event)
+        self._apply(payload(event), event)
+
+    def _apply(self, body: Payload, event: Event) -> None:
         apply = self._appliers.get(type(body))
         if apply is not None:
             apply(self, body, event)
@@ -198,7 +201,7 @@ class Manager:
             causation_id=cause.id,
             correlation_id=stream,
         )
-        self.apply(event)
+        self._apply(body, event)  # the typed body is at hand: no need to validate it again
         self._events.append(event)
         return event
 
@@ -802,13 +805,19 @@ class Manager:
         for action in self.state.actions.values():
             if action.status in IN_FLIGHT and action.service is not None:
                 in_flight[action.service] = in_flight.get(action.service, 0) + 1
-        variables = dict(context)
-        variables["action"] = {
-            "name": proposal.action,
-            "runbook": proposal.runbook,
-            "params": proposal.params,
-        }
-        variables["target"] = {"name": proposal.target, "service": target_service or ""}
+        variables = None
+        if setup.policy.needs_variables:
+            variables = prepare(
+                {
+                    **context,
+                    "action": {
+                        "name": proposal.action,
+                        "runbook": proposal.runbook,
+                        "params": proposal.params,
+                    },
+                    "target": {"name": proposal.target, "service": target_service or ""},
+                }
+            )
         return Facts(
             proposal=proposal,
             now=self._now,

@@ -248,3 +248,30 @@ def test_recovery_lists_actions_in_doubt() -> None:
     start(driver, allowed)
     folded.apply(driver.log[-1])
     assert folded.in_doubt() == [CheckOutcome(allowed)]
+
+
+def test_condition_guardrail_with_an_effect() -> None:
+    cfg = config(
+        policy={
+            "guardrails": [
+                {
+                    "name": "high-tier-needs-human",
+                    "when": 'service.tier == "high" && action.name == "process.restart"',
+                    "effect": "require_approval",
+                },
+                {"name": "never-web-3", "when": 'target.name == "web-3"', "effect": "deny"},
+            ]
+        },
+        services=[
+            {"name": "web", "tier": "high", "autonomy": "act", "instances": ["web-1", "web-3"]}
+        ],
+    )
+    driver = Driver(cfg)
+    first = driver.signal("web-1")
+    verdict = next(e for e in first.events if e.type == "PolicyEvaluated").data
+    assert verdict["verdict"] == "require_approval"
+    assert [rule["rule"] for rule in verdict["rules"]] == ["autonomy", "high-tier-needs-human"]
+    third = driver.signal("web-3")
+    verdict = next(e for e in third.events if e.type == "PolicyEvaluated").data
+    assert verdict["verdict"] == "deny"
+    assert verdict["reason"] == 'never-web-3: `target.name == "web-3"` holds'

@@ -23,5 +23,6 @@ class Facts:
     history: tuple[ActionRecord, ...]
     in_flight_by_service: dict[str, int]
     service_size: int
-    variables: dict[str, Any]
-    """The CEL variables: signal, incident, action, target, service, now."""
+    variables: Any
+    """The CEL variables (signal, incident, action, target, service, now), prepared once per
+    verdict with `onduty.expressions.prepare`; None when no rule needs them."""

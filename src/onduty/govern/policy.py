@@ -35,6 +35,7 @@ class Policy:
                     )
                 )
         self.rules = tuple(rules)
+        self.needs_variables = any(isinstance(rule, ConditionRule) for rule in rules)
 
     def evaluate(self, facts: Facts, *, command_id: str, incident_id: str) -> PolicyEvaluated:
         outcomes: list[RuleOutcome] = []

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from onduty.config import Runbook, Step
-from onduty.expressions import Condition, ExpressionError, Template
+from onduty.expressions import Condition, ExpressionError, Template, prepare
 from onduty.think.proposal import Proposal
 
 
@@ -41,7 +41,8 @@ class RunbookAgent:
 
     def matching(self, context: dict[str, Any]) -> list[Runbook]:
         """Runbooks whose `when` holds, highest priority first, then in configuration order."""
-        found = [c.spec for c in self._runbooks if c.when.holds(context)]
+        prepared = prepare(context)
+        found = [c.spec for c in self._runbooks if c.when.holds(prepared)]
         return sorted(found, key=lambda runbook: -runbook.priority)
 
     def propose_step(self, runbook: str, step: int, context: dict[str, Any]) -> Proposal | None:

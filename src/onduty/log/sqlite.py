@@ -1,0 +1,460 @@
+"""The SQLite event log: one WAL-mode file, one writer thread, group commit.
+
+`append` hands its batch to the writer thread, which drains everything queued so far, places the
+batches one after the other at the head of the chain and commits them in ONE transaction, then
+wakes each caller. Readers page through their own connections, so `read` and `verify` never
+block the writer. One process writes a file at a time; others may read it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from contextlib import contextmanager
+from hashlib import sha256
+from typing import Any
+
+import orjson
+
+from onduty.events import GENESIS_HASH, Event, chain_hash, event_from_body
+from onduty.log.base import ChainBreak, Snapshot
+
+FORMAT = "onduty-eventlog/1"
+PAGE = 2_000  # rows fetched at a time by `read` and `verify`
+PROGRESS_EVERY = 10_000
+EARLY_BUILD = 64  # a batch this long is rebuilt as events while its commit is in flight
+MAX_LINGER_S = 0.002
+
+_OPT = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z
+_PLACED_FIELDS = frozenset({"seq", "prev_hash", "hash"})
+_SCHEMA = """
+CREATE TABLE events(seq INTEGER PRIMARY KEY, id TEXT NOT NULL, type TEXT NOT NULL,
+    stream TEXT NOT NULL, ts TEXT NOT NULL, body BLOB NOT NULL, hash TEXT NOT NULL);
+CREATE INDEX events_type ON events(type);
+CREATE INDEX events_stream ON events(stream);
+CREATE TABLE snapshots(seq INTEGER PRIMARY KEY, state BLOB);
+CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT);
+"""
+_INSERT = "INSERT INTO events(seq, id, type, stream, ts, body, hash) VALUES (?, ?, ?, ?, ?, ?, ?)"
+_SET_META = "INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2"
+
+_Row = tuple[int, str, str, str, str, bytes, str]
+
+
+def _placed(event: Event, seq: int, prev_hash: str, hash_: str) -> Event:
+    """Equal to `seal(event, seq, prev_hash)[0]` (fields set included), without the generic
+    overhead of `model_copy`: the event is already valid and only the placement changes."""
+    placed = object.__new__(type(event))
+    fields = event.__dict__.copy()
+    fields["seq"], fields["prev_hash"], fields["hash"] = seq, prev_hash, hash_
+    object.__setattr__(placed, "__dict__", fields)
+    object.__setattr__(placed, "__pydantic_fields_set__", event.model_fields_set | _PLACED_FIELDS)
+    object.__setattr__(placed, "__pydantic_extra__", event.__pydantic_extra__)
+    object.__setattr__(placed, "__pydantic_private__", event.__pydantic_private__)
+    return placed
+
+
+class _Request:
+    """One caller's batch on its way through the writer.
+
+    `sealed` (long batches only) is released once the batch has its place and its rows are
+    inserted, so the caller rebuilds the events while the commit is in flight; `durable` once
+    the commit is done or failed (then `error` is set); `future` serves `append_async`.
+    """
+
+    __slots__ = ("durable", "error", "events", "first", "future", "hashes", "prev", "sealed")
+
+    def __init__(self, events: list[Event], future: Future[None] | None = None) -> None:
+        self.events, self.future = events, future
+        self.durable = threading.Lock()
+        self.durable.acquire()
+        self.sealed: threading.Lock | None = None
+        if future is None and len(events) >= EARLY_BUILD:
+            self.sealed = threading.Lock()
+            self.sealed.acquire()
+        self.first, self.prev = 0, ""
+        self.hashes: list[str] = []
+        self.error: BaseException | None = None
+
+    def seal(self, seq: int, prev: str, rows: list[_Row]) -> tuple[int, str]:
+        """Place the batch after (`seq`, `prev`) and add its rows; return the new head.
+
+        The body is built exactly as `canonical_body` builds it (the tests hold it to `seal`).
+        """
+        self.first, self.prev, self.hashes = seq + 1, prev, []
+        dumps, add_hash, add_row = orjson.dumps, self.hashes.append, rows.append
+        for e in self.events:
+            seq += 1
+            body = dumps(
+                {
+                    "seq": seq,
+                    "id": e.id,
+                    "type": e.type,
+                    "v": e.v,
+                    "ts": e.ts,
+                    "stream": e.stream,
+                    "correlation_id": e.correlation_id,
+                    "causation_id": e.causation_id,
+                    "actor": e.actor,
+                    "data": e.data,
+                    "prev_hash": prev,
+                },
+                option=_OPT,
+            )
+            prev = sha256(prev.encode() + body).hexdigest()
+            add_hash(prev)
+            ts = dumps(e.ts, option=_OPT)[1:-1].decode()
+            add_row((seq, e.id, e.type, e.stream, ts, body, prev))
+        return seq, prev
+
+    def placed(self) -> list[Event]:
+        prevs, first = [self.prev, *self.hashes], self.first
+        return [_placed(e, first + i, prevs[i], prevs[i + 1]) for i, e in enumerate(self.events)]
+
+    def release_sealed(self) -> None:
+        if self.sealed is not None:
+            self.sealed.release()
+            self.sealed = None
+
+    def finish(self, error: BaseException | None = None) -> None:
+        self.error = error
+        self.release_sealed()
+        self.durable.release()
+        if self.future is not None and error is None:
+            self.future.set_result(None)
+        elif self.future is not None and error is not None:
+            self.future.set_exception(error)
+
+
+class SQLiteEventLog:
+    """An `EventLog` in one SQLite file in WAL mode, or in memory (path ":memory:").
+
+    `synchronous="FULL"` (the default) syncs the write-ahead log at every commit: an appended
+    event survives a power loss. `"NORMAL"` syncs only at checkpoints: appended events survive
+    a crash of the process, but a power loss or OS crash can lose the last commits (the file
+    stays consistent and the chain intact). `snapshot_keep` is how many snapshots are kept.
+    """
+
+    def __init__(self, path: str, *, synchronous: str = "FULL", snapshot_keep: int = 3) -> None:
+        if synchronous.upper() not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
+        if snapshot_keep < 1:
+            raise ValueError("snapshot_keep must be at least 1")
+        self.path, self.snapshot_keep = path, snapshot_keep
+        self._memory = path == ":memory:"
+        if not self._memory and os.path.dirname(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            self._conn = self._connect()
+        except sqlite3.Error as exc:
+            raise ValueError(f"cannot open the event log {path}: {exc}") from exc
+        try:
+            self._conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._init_schema()
+            last = self._conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
+            row = last.fetchone()
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            raise ValueError(f"{path} is not an onduty event log: {exc}") from exc
+        self._head: tuple[int, str] = (row[0], row[1]) if row else (0, GENESIS_HASH)
+        self._conn_lock = threading.Lock()  # the writer connection, and all of ":memory:"
+        self._readers: list[sqlite3.Connection] = []  # idle reader connections
+        self._readers_lock = threading.Lock()
+        self._queue: list[_Request] = []
+        self._cond = threading.Condition(threading.Lock())
+        self._expect = 1  # wake the writer once this many requests are queued
+        self._closing = self._closed = False
+        self._writer = threading.Thread(target=self._run, name="onduty-log-writer", daemon=True)
+        self._writer.start()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout=10000")
+        return conn
+
+    def _init_schema(self) -> None:
+        tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master")}
+        if not tables:
+            self._conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
+            self._conn.execute(_SET_META, ("format", FORMAT))
+            return
+        found = None
+        if {"events", "snapshots", "meta"} <= tables:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+            found = row[0] if row else None
+        if found != FORMAT:
+            raise sqlite3.DatabaseError(f"format is {found!r}, not {FORMAT!r}")
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """A connection to read with: the only one of ":memory:", else an idle reader's."""
+        if self._closed:
+            raise RuntimeError(f"the event log {self.path} is closed")
+        if self._memory:
+            with self._conn_lock:
+                yield self._conn
+            return
+        with self._readers_lock:
+            conn = self._readers.pop() if self._readers else None
+        if conn is None:
+            conn = self._connect()
+            conn.execute("PRAGMA query_only=ON")
+        try:
+            yield conn
+        finally:
+            with self._readers_lock:
+                if self._closed:
+                    conn.close()
+                else:
+                    self._readers.append(conn)
+
+    # ------------------------------------------------------------------ appending
+
+    def append(self, batch: Sequence[Event]) -> list[Event]:
+        """Place `batch` at the head atomically; return the placed events once durable."""
+        events = list(batch)
+        if not events:
+            return []
+        request = _Request(events)
+        sealed, placed = request.sealed, None
+        self._submit(request)
+        if sealed is not None:
+            sealed.acquire()
+            placed = request.placed() if request.error is None else None
+        request.durable.acquire()
+        if request.error is not None:
+            raise request.error
+        return request.placed() if placed is None else placed
+
+    async def append_async(self, batch: Sequence[Event]) -> list[Event]:
+        """`append` for the event loop: awaits the same durability without blocking the loop."""
+        events = list(batch)
+        if not events:
+            return []
+        future: Future[None] = Future()
+        request = _Request(events, future)
+        self._submit(request)
+        await asyncio.wrap_future(future)
+        return request.placed()
+
+    def _submit(self, request: _Request) -> None:
+        with self._cond:
+            if self._closing:
+                raise RuntimeError(f"the event log {self.path} is closed")
+            self._queue.append(request)
+            if len(self._queue) >= self._expect:
+                self._cond.notify()
+
+    def _run(self) -> None:
+        """Commit whatever is queued, again and again, until closed and drained.
+
+        The callers a commit releases usually come straight back with their next batch. Until
+        that many requests are queued, the writer lingers (at most about as long as a commit
+        takes) so that they share the next commit, rather than forming two smaller groups that
+        take turns, each paying for its own sync.
+        """
+        expect, commit_s = 1, 0.0
+        while True:
+            with self._cond:
+                self._expect = expect
+                deadline = time.monotonic() + min(commit_s, MAX_LINGER_S)
+                while len(self._queue) < expect and not self._closing:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not self._cond.wait(left):
+                        break
+                self._expect = 1
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                group, self._queue = self._queue, []
+            started = time.perf_counter()
+            committed = self._commit(group)
+            commit_s = 0.8 * commit_s + 0.2 * (time.perf_counter() - started)
+            with self._cond:
+                expect = len(self._queue) + len(group)
+            for request in committed:
+                request.finish()
+
+    def _commit(self, group: list[_Request]) -> list[_Request]:
+        """Place the requests of `group` in turn and commit them in one transaction.
+
+        A failed request is finished here with its error; the committed ones are returned. If
+        the commit fails, every request of the group fails and the head stays where it was.
+        """
+        seq, prev = self._head
+        rows: list[_Row] = []
+        placed: list[_Request] = []
+        for request in group:
+            try:
+                seq, prev = request.seal(seq, prev, rows)
+            except Exception as exc:  # an event that cannot be serialized fails its batch only
+                seq, prev = request.first - 1, request.prev
+                del rows[seq - self._head[0] :]
+                request.finish(exc)
+            else:
+                placed.append(request)
+        try:
+            with self._conn_lock:
+                try:
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    self._conn.executemany(_INSERT, rows)
+                    for request in placed:
+                        request.release_sealed()
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                    raise
+        except BaseException as exc:
+            for request in placed:
+                request.finish(exc)
+            return []
+        self._head = (seq, prev)
+        return placed
+
+    # ------------------------------------------------------------------ reading
+
+    def head(self) -> tuple[int, str]:
+        """(last seq, its hash); (0, GENESIS_HASH) when empty."""
+        return self._head
+
+    def _rows(self, columns: str, after: int, limit: int | None) -> Iterator[tuple[Any, ...]]:
+        """The rows with seq > `after` in order (at most `limit`), a page at a time."""
+        while limit is None or limit > 0:
+            size = PAGE if limit is None else min(PAGE, limit)
+            with self._reading() as conn:
+                rows = conn.execute(
+                    f"SELECT seq, {columns} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (after, size),
+                ).fetchall()
+            yield from rows
+            if len(rows) < size:
+                return
+            after, limit = rows[-1][0], None if limit is None else limit - size
+
+    def read(self, after: int = 0, limit: int | None = None) -> Iterator[Event]:
+        """The events with seq > `after`, in order (at most `limit`), streamed page by page."""
+        for _seq, body, hash_ in self._rows("body, hash", after, limit):
+            yield event_from_body(body, hash_)
+
+    def verify(self, progress: Callable[[int, int], Any] | None = None) -> ChainBreak | None:
+        """Walk the whole chain; None when intact, else the first place where it breaks.
+
+        `progress(done, total)` is called every `PROGRESS_EVERY` rows and at the end.
+        """
+        with self._reading() as conn:
+            total = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+        expected, prev = 1, GENESIS_HASH
+        for seq, id_, type_, stream, body, hash_ in self._rows(
+            "id, type, stream, body, hash", 0, None
+        ):
+            if seq != expected:
+                return ChainBreak(expected, f"seq {expected} is missing (found {seq})")
+            reason = _check_row(seq, (id_, type_, stream), body, hash_, prev)
+            if reason is not None:
+                return ChainBreak(seq, reason)
+            if progress is not None and seq % PROGRESS_EVERY == 0:
+                progress(seq, total)
+            expected, prev = seq + 1, hash_
+        if progress is not None:
+            progress(expected - 1, total)
+        return None
+
+    # ------------------------------------------------------------------ snapshots, meta
+
+    def _write(self, *statements: tuple[str, tuple[Any, ...]]) -> None:
+        """Run `statements` on the writer connection in one transaction."""
+        if self._closed:
+            raise RuntimeError(f"the event log {self.path} is closed")
+        with self._conn_lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, args in statements:
+                    self._conn.execute(sql, args)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Store `snapshot` (its state as JSON), keeping only the newest `snapshot_keep`."""
+        self._write(
+            (
+                "INSERT OR REPLACE INTO snapshots VALUES (?, ?)",
+                (snapshot.seq, orjson.dumps(snapshot.state)),
+            ),
+            (
+                "DELETE FROM snapshots WHERE seq NOT IN"
+                " (SELECT seq FROM snapshots ORDER BY seq DESC LIMIT ?)",
+                (self.snapshot_keep,),
+            ),
+        )
+
+    def latest_snapshot(self) -> Snapshot | None:
+        with self._reading() as conn:
+            query = "SELECT seq, state FROM snapshots ORDER BY seq DESC LIMIT 1"
+            row = conn.execute(query).fetchone()
+        return Snapshot(row[0], orjson.loads(row[1])) if row else None
+
+    def get_meta(self, key: str) -> str | None:
+        with self._reading() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._write((_SET_META, (key, value)))
+
+    # ------------------------------------------------------------------ closing
+
+    def close(self) -> None:
+        """Commit what is queued, stop the writer and close every connection."""
+        with self._cond:
+            if self._closing:
+                return
+            self._closing = True
+            self._cond.notify()
+        self._writer.join()
+        with self._readers_lock:
+            self._closed = True
+            readers, self._readers = self._readers, []
+        for conn in readers:
+            conn.close()
+        with self._conn_lock:
+            self._conn.close()
+
+    def __enter__(self) -> SQLiteEventLog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _check_row(
+    seq: int, columns: tuple[str, str, str], body: bytes, hash_: str, prev: str
+) -> str | None:
+    """Why the row at `seq` does not continue the chain after `prev`, or None if it does."""
+    if not isinstance(body, bytes):
+        return f"body is a {type(body).__name__}, not a BLOB"
+    try:
+        fields = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return f"body does not parse: {exc}"
+    if not isinstance(fields, dict):
+        return "body is not a JSON object"
+    if fields.get("seq") != seq:
+        return f"body says seq {fields.get('seq')!r}, the row is seq {seq}"
+    if fields.get("prev_hash") != prev:
+        return "prev_hash is not the previous event's hash"
+    if chain_hash(prev, body) != hash_:
+        return "hash does not match the body"
+    for name, value in zip(("id", "type", "stream"), columns, strict=True):
+        if fields.get(name) != value:
+            return f"{name} column {value!r} does not match the body's {fields.get(name)!r}"
+    return None
