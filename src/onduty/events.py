@@ -127,7 +127,9 @@ class Payload(BaseModel):
     model_config = ConfigDict(frozen=True, extra="allow")
 
 
-SignalStatus = Literal["firing", "resolved"]
+# "acknowledged": a human took the alert at its source (PagerDuty's acknowledge); it pauses
+# escalation, and is neither a new firing nor a resolution.
+SignalStatus = Literal["firing", "resolved", "acknowledged"]
 Verdict = Literal["allow", "deny", "require_approval"]
 
 
@@ -142,6 +144,9 @@ class Signal(Payload):
     starts_at: datetime | None = None
     ends_at: datetime | None = None
     generator_url: str | None = None
+    delivery_id: str | None = None
+    """The identity of this exact notification at its source (CloudEvents `source` + `id`):
+    a redelivery is recognised and counted once."""
 
 
 class SignalReceived(Signal):

@@ -231,7 +231,7 @@ class Manager:
 
     def _apply_signal(self, body: SignalReceived, event: Event) -> None:
         known = self.state.signals.get(body.fingerprint)
-        if known is not None and known.status == body.status:
+        if body.status == "acknowledged" or (known is not None and known.status == body.status):
             return
         transitions = self.state.transitions.setdefault(body.fingerprint, [])
         transitions.append(event.ts)
@@ -280,6 +280,8 @@ class Manager:
                 self.state.signals[body.fingerprint].incident_id = incident.incident_id
         elif body.change == "flapping":
             incident.flapping = True
+        elif body.change == "acknowledged":
+            incident.acknowledged = True
         elif body.change == "planned":
             incident.planned = True
             incident.runbook = body.detail or None
@@ -412,6 +414,9 @@ class Manager:
     # ------------------------------------------------------------------ reactions
 
     def _on_signal(self, body: SignalReceived, prior: tuple[str, str] | None) -> None:
+        if body.status == "acknowledged":
+            self._on_acknowledged_at_source(body, prior)
+            return
         if prior is not None and prior[0] == body.status:
             return  # a repeat of what we already know: counts once
         if body.status == "resolved":
@@ -447,6 +452,22 @@ class Manager:
             self._plan(incident)
         elif not incident.planned:
             self._commands.append(ScheduleTimer(f"ready:{incident.incident_id}", incident.ready_at))
+
+    def _on_acknowledged_at_source(
+        self, body: SignalReceived, prior: tuple[str, str] | None
+    ) -> None:
+        incident = self.state.incidents.get(prior[1]) if prior is not None else None
+        if incident is None or incident.acknowledged:
+            return
+        self._emit(
+            IncidentUpdated(
+                incident_id=incident.incident_id,
+                change="acknowledged",
+                fingerprint=body.fingerprint,
+                detail=f"acknowledged at {body.source}",
+            ),
+            incident.incident_id,
+        )
 
     def _join_or_open(self, body: SignalReceived) -> Incident:
         setup = self._setup()

@@ -275,3 +275,16 @@ def test_condition_guardrail_with_an_effect() -> None:
     verdict = next(e for e in third.events if e.type == "PolicyEvaluated").data
     assert verdict["verdict"] == "deny"
     assert verdict["reason"] == 'never-web-3: `target.name == "web-3"` holds'
+
+
+def test_acknowledged_at_the_source_marks_the_incident_without_resolving_it() -> None:
+    driver = Driver()
+    opened = driver.signal("web-9", alertname="HighLatency")  # escalated: no runbook
+    incident_id = opened.events[0].data["incident_id"]
+    acked = driver.signal("web-9", "acknowledged", alertname="HighLatency", after=30)
+    assert types(acked) == ["IncidentUpdated"]
+    assert acked.events[0].data["change"] == "acknowledged"
+    assert driver.manager.state.incidents[incident_id].acknowledged
+    assert driver.signal("web-9", "acknowledged", alertname="HighLatency").events == ()
+    resolved = driver.signal("web-9", "resolved", alertname="HighLatency", after=30)
+    assert types(resolved)[-1] == "IncidentResolved"

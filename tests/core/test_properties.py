@@ -30,7 +30,7 @@ operation = st.one_of(
     st.tuples(
         st.just("signal"),
         st.sampled_from(INSTANCES),
-        st.sampled_from(["firing", "firing", "resolved"]),
+        st.sampled_from(["firing", "firing", "resolved", "acknowledged"]),
         st.sampled_from(ALERTS),
         st.integers(0, 400),
     ),
