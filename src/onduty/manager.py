@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from onduty.commands import CheckOutcome, Command, Notify, ScheduleTimer, StartAction, StartUndo
@@ -62,6 +62,9 @@ from onduty.think import Proposal, RunbookAgent, arbitrate
 
 # How long allowed actions are remembered for rate limits when no rule asks for longer.
 _MIN_HISTORY_SECONDS = 86400.0
+# How long a notification's delivery id is remembered to recognise a redelivery.
+_DELIVERY_MEMORY = timedelta(hours=24)
+_DELIVERY_SWEEP_AT = 10_000
 
 
 @dataclass(frozen=True)
@@ -215,6 +218,8 @@ class Manager:
     def _prior(self, body: Payload) -> Any:
         """What a reaction needs to know about the state before its input is applied."""
         if isinstance(body, SignalReceived):
+            if body.delivery_id is not None and body.delivery_id in self.state.deliveries:
+                return _REDELIVERED
             known = self.state.signals.get(body.fingerprint)
             return (known.status, known.incident_id) if known else None
         if isinstance(body, ApprovalGranted | ApprovalDenied):
@@ -230,6 +235,14 @@ class Manager:
         self.state.autonomy_overrides[body.service] = body.level
 
     def _apply_signal(self, body: SignalReceived, event: Event) -> None:
+        if body.delivery_id is not None:
+            deliveries = self.state.deliveries
+            if body.delivery_id in deliveries:
+                return  # the same notification again: it changes nothing
+            deliveries[body.delivery_id] = event.ts
+            if len(deliveries) >= _DELIVERY_SWEEP_AT:
+                horizon = event.ts - _DELIVERY_MEMORY
+                self.state.deliveries = {k: t for k, t in deliveries.items() if t > horizon}
         known = self.state.signals.get(body.fingerprint)
         if body.status == "acknowledged" or (known is not None and known.status == body.status):
             return
@@ -413,7 +426,10 @@ class Manager:
 
     # ------------------------------------------------------------------ reactions
 
-    def _on_signal(self, body: SignalReceived, prior: tuple[str, str] | None) -> None:
+    def _on_signal(self, body: SignalReceived, prior: tuple[str, str] | object | None) -> None:
+        if prior is _REDELIVERED:
+            return
+        assert prior is None or isinstance(prior, tuple)
         if body.status == "acknowledged":
             self._on_acknowledged_at_source(body, prior)
             return
@@ -921,6 +937,9 @@ class Manager:
 
     _appliers: dict[type[Payload], Callable[[Manager, Any, Event], None]] = {}
     _reactions: dict[type[Payload], Callable[[Manager, Any, Any], None]] = {}
+
+
+_REDELIVERED = object()
 
 
 def _key_text(group_key: dict[str, str]) -> str:

@@ -14,7 +14,7 @@ import itertools
 import threading
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
@@ -57,6 +57,16 @@ class VirtualClock:
 
 
 Notifier = Callable[[Notify], None]
+
+
+@dataclass(frozen=True)
+class Input:
+    """An input from the outside world, before it has an id and a place in the log."""
+
+    body: Payload
+    stream: str = ""
+    actor: str = "onduty"
+    ts: datetime | None = None
 
 
 class RuntimeStopped(RuntimeError):
@@ -176,18 +186,48 @@ class Runtime:
             return self._submit(body, stream=stream, actor=actor, ts=ts)
 
     def _submit(self, body: Payload, *, stream: str, actor: str, ts: datetime | None) -> Decision:
+        event = self._input_event(Input(body, stream, actor, ts))
+        self._check_running()
+        decision = self.manager.handle(event)
+        self._append_and_run([event, *decision.events], decision.commands)
+        return decision
+
+    def submit_many(self, inputs: Sequence[Input]) -> list[Event]:
+        """Handle inputs in order and append them, with their decisions, in one durable batch:
+        many signals arriving together cost one commit. Returns the placed input events."""
+        with self._lock:
+            self._check_running()
+            events: list[Event] = []
+            commands: list[Command] = []
+            positions: list[int] = []
+            for item in inputs:
+                event = self._input_event(item)
+                decision = self.manager.handle(event)
+                positions.append(len(events))
+                events.append(event)
+                events.extend(decision.events)
+                commands.extend(decision.commands)
+            placed = self._append_and_run(events, commands)
+            return [placed[position] for position in positions]
+
+    def _check_running(self) -> None:
         if self._stopped is not None:
             raise RuntimeStopped("the runtime stopped after a failed append") from self._stopped
-        event = make_event(
-            body,
+
+    def _input_event(self, item: Input) -> Event:
+        return make_event(
+            item.body,
             id=self._new_id(),
-            ts=ts or self.clock.now(),
-            stream=stream or _default_stream(body),
-            actor=actor,
+            ts=item.ts or self.clock.now(),
+            stream=item.stream or _default_stream(item.body),
+            actor=item.actor,
         )
-        decision = self.manager.handle(event)
+
+    def _append_and_run(self, events: list[Event], commands: Sequence[Command]) -> list[Event]:
+        if not events:
+            return []
         try:
-            placed = self.log.append([event, *decision.events])
+            placed = self.log.append(events)
         except BaseException as error:
             self._stopped = error
             raise RuntimeStopped(f"could not append to the log: {error}") from error
@@ -195,9 +235,9 @@ class Runtime:
             for item in placed:
                 self._on_event(item)
         self._maybe_snapshot(placed[-1].seq)
-        self._queue.extend(decision.commands)
+        self._queue.extend(commands)
         self._drain()
-        return decision
+        return placed
 
     def fire_due_timers(self, now: datetime | None = None) -> int:
         """Feed a Tick for every timer due by `now`; return how many fired."""

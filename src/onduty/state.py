@@ -114,6 +114,7 @@ class State:
     approvals: dict[str, Approval] = field(default_factory=dict)
     history: list[ActionRecord] = field(default_factory=list)
     transitions: dict[str, list[datetime]] = field(default_factory=dict)
+    deliveries: dict[str, datetime] = field(default_factory=dict)
     last_ts: datetime | None = None
     applied: int = 0
 

@@ -288,3 +288,22 @@ def test_acknowledged_at_the_source_marks_the_incident_without_resolving_it() ->
     assert driver.signal("web-9", "acknowledged", alertname="HighLatency").events == ()
     resolved = driver.signal("web-9", "resolved", alertname="HighLatency", after=30)
     assert types(resolved)[-1] == "IncidentResolved"
+
+
+def test_a_redelivered_notification_counts_once() -> None:
+    from onduty.events import SignalReceived
+
+    driver = Driver()
+    labels = {"alertname": "InstanceDown", "instance": "web-1", "service": "web"}
+
+    def delivery(status: str, delivery_id: str) -> SignalReceived:
+        return SignalReceived(
+            source="ce", fingerprint="fp-1", status=status, labels=labels, delivery_id=delivery_id
+        )
+
+    assert driver.feed(delivery("firing", "src/1")).events
+    resolved = driver.feed(delivery("resolved", "src/2"), after=10)
+    assert types(resolved)[0] == "IncidentUpdated"
+    # the first notification again, after the resolution: recognised, not a new firing
+    again = driver.feed(delivery("firing", "src/1"), after=10)
+    assert again.events == () and again.commands == ()
