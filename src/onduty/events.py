@@ -106,7 +106,8 @@ def event_from_body(body: bytes, hash_: str) -> Event:
     fields["hash"] = hash_
     event = object.__new__(Event)
     object.__setattr__(event, "__dict__", fields)
-    object.__setattr__(event, "__pydantic_fields_set__", _ENVELOPE_FIELDS)
+    # A mutable set of its own: `model_copy(update=...)` (and so `seal`) adds to it.
+    object.__setattr__(event, "__pydantic_fields_set__", set(_ENVELOPE_FIELDS))
     object.__setattr__(event, "__pydantic_extra__", None)
     object.__setattr__(event, "__pydantic_private__", None)
     return event

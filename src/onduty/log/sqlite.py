@@ -31,17 +31,22 @@ EARLY_BUILD = 64  # a batch this long is rebuilt as events while its commit is i
 MAX_LINGER_S = 0.002
 
 _OPT = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z
-_PLACED_FIELDS = frozenset({"seq", "prev_hash", "hash"})
-_SCHEMA = """
-CREATE TABLE events(seq INTEGER PRIMARY KEY, id TEXT NOT NULL, type TEXT NOT NULL,
+_PLACED = ("seq", "prev_hash", "hash")
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS events(seq INTEGER PRIMARY KEY, id TEXT NOT NULL, type TEXT NOT NULL,
     stream TEXT NOT NULL, ts TEXT NOT NULL, body BLOB NOT NULL, hash TEXT NOT NULL);
-CREATE INDEX events_type ON events(type);
-CREATE INDEX events_stream ON events(stream);
-CREATE TABLE snapshots(seq INTEGER PRIMARY KEY, state BLOB);
-CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT);
+CREATE INDEX IF NOT EXISTS events_type ON events(type);
+CREATE INDEX IF NOT EXISTS events_stream ON events(stream);
+CREATE TABLE IF NOT EXISTS snapshots(seq INTEGER PRIMARY KEY, state BLOB);
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
+INSERT OR IGNORE INTO meta(key, value) VALUES ('format', '{FORMAT}');
 """
 _INSERT = "INSERT INTO events(seq, id, type, stream, ts, body, hash) VALUES (?, ?, ?, ?, ?, ?, ?)"
 _SET_META = "INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2"
+_SAVE_SNAPSHOT = "INSERT OR REPLACE INTO snapshots(seq, state) VALUES (?, ?)"
+_PRUNE_SNAPSHOTS = (
+    "DELETE FROM snapshots WHERE seq NOT IN (SELECT seq FROM snapshots ORDER BY seq DESC LIMIT ?)"
+)
 
 _Row = tuple[int, str, str, str, str, bytes, str]
 
@@ -53,10 +58,16 @@ def _placed(event: Event, seq: int, prev_hash: str, hash_: str) -> Event:
     fields = event.__dict__.copy()
     fields["seq"], fields["prev_hash"], fields["hash"] = seq, prev_hash, hash_
     object.__setattr__(placed, "__dict__", fields)
-    object.__setattr__(placed, "__pydantic_fields_set__", event.model_fields_set | _PLACED_FIELDS)
+    object.__setattr__(placed, "__pydantic_fields_set__", {*event.model_fields_set, *_PLACED})
     object.__setattr__(placed, "__pydantic_extra__", event.__pydantic_extra__)
     object.__setattr__(placed, "__pydantic_private__", event.__pydantic_private__)
     return placed
+
+
+def _held_lock() -> threading.Lock:
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
 
 
 class _Request:
@@ -71,12 +82,9 @@ class _Request:
 
     def __init__(self, events: list[Event], future: Future[None] | None = None) -> None:
         self.events, self.future = events, future
-        self.durable = threading.Lock()
-        self.durable.acquire()
-        self.sealed: threading.Lock | None = None
-        if future is None and len(events) >= EARLY_BUILD:
-            self.sealed = threading.Lock()
-            self.sealed.acquire()
+        self.durable = _held_lock()
+        early = future is None and len(events) >= EARLY_BUILD
+        self.sealed: threading.Lock | None = _held_lock() if early else None
         self.first, self.prev = 0, ""
         self.hashes: list[str] = []
         self.error: BaseException | None = None
@@ -125,10 +133,11 @@ class _Request:
         self.error = error
         self.release_sealed()
         self.durable.release()
-        if self.future is not None and error is None:
-            self.future.set_result(None)
-        elif self.future is not None and error is not None:
-            self.future.set_exception(error)
+        if self.future is not None:
+            if error is None:
+                self.future.set_result(None)
+            else:
+                self.future.set_exception(error)
 
 
 class SQLiteEventLog:
@@ -179,11 +188,10 @@ class SQLiteEventLog:
         return conn
 
     def _init_schema(self) -> None:
-        tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master")}
-        if not tables:
+        """Create the tables in an empty database; refuse a database that is not a log."""
+        if self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
             self._conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
-            self._conn.execute(_SET_META, ("format", FORMAT))
-            return
+        tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master")}
         found = None
         if {"events", "snapshots", "meta"} <= tables:
             row = self._conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
@@ -238,6 +246,7 @@ class SQLiteEventLog:
         if not events:
             return []
         future: Future[None] = Future()
+        future.set_running_or_notify_cancel()  # cancelling the await cannot cancel the append
         request = _Request(events, future)
         self._submit(request)
         await asyncio.wrap_future(future)
@@ -385,16 +394,9 @@ class SQLiteEventLog:
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         """Store `snapshot` (its state as JSON), keeping only the newest `snapshot_keep`."""
+        state = orjson.dumps(snapshot.state)
         self._write(
-            (
-                "INSERT OR REPLACE INTO snapshots VALUES (?, ?)",
-                (snapshot.seq, orjson.dumps(snapshot.state)),
-            ),
-            (
-                "DELETE FROM snapshots WHERE seq NOT IN"
-                " (SELECT seq FROM snapshots ORDER BY seq DESC LIMIT ?)",
-                (self.snapshot_keep,),
-            ),
+            (_SAVE_SNAPSHOT, (snapshot.seq, state)), (_PRUNE_SNAPSHOTS, (self.snapshot_keep,))
         )
 
     def latest_snapshot(self) -> Snapshot | None:

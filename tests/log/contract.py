@@ -1,0 +1,186 @@
+"""What every `EventLog` backend promises, as a suite a backend's test class inherits.
+
+A backend's tests subclass `EventLogContract` and implement `make_log` (which must open the same
+log every time it is given the same folder) and `failing_commits`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from onduty.events import GENESIS_HASH, Event, SignalReceived, make_event, seal
+from onduty.log.base import EventLog, Snapshot
+
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+
+def signal(i: int, stream: str = "svc:api") -> Event:
+    """A small, distinct, unplaced event."""
+    body = SignalReceived(
+        source="prometheus",
+        fingerprint=f"fp-{i % 7}",
+        status="firing",
+        labels={"alertname": "HighLatency", "service": stream.rsplit(":", 1)[-1], "n": str(i)},
+    )
+    return make_event(body, id=f"ev-{i:06d}", ts=T0 + timedelta(seconds=i), stream=stream)
+
+
+def signals(start: int, count: int) -> list[Event]:
+    return [signal(i) for i in range(start, start + count)]
+
+
+def sealed_chain(events: list[Event], seq: int = 0, prev: str = GENESIS_HASH) -> list[Event]:
+    """What the log must return for `events` appended after (`seq`, `prev`)."""
+    out = []
+    for event in events:
+        seq += 1
+        placed, _ = seal(event, seq, prev)
+        out.append(placed)
+        prev = placed.hash
+    return out
+
+
+class EventLogContract:
+    """The behaviour every backend must show. Collected only through a subclass."""
+
+    commit_error: type[BaseException] = Exception  # what a failed commit raises
+
+    def make_log(self, tmp_path: Path) -> EventLog:
+        raise NotImplementedError
+
+    def failing_commits(self, log: EventLog, tmp_path: Path) -> AbstractContextManager[None]:
+        """A context in which every commit of `log` fails."""
+        raise NotImplementedError
+
+    @pytest.fixture
+    def log(self, tmp_path: Path) -> Iterator[EventLog]:
+        log = self.make_log(tmp_path)
+        yield log
+        log.close()
+
+    def test_empty_log(self, log: EventLog) -> None:
+        assert log.head() == (0, GENESIS_HASH)
+        assert list(log.read()) == []
+        assert log.verify() is None
+        assert log.latest_snapshot() is None
+        assert log.get_meta("anything") is None
+
+    def test_empty_batch_appends_nothing(self, log: EventLog) -> None:
+        assert log.append([]) == []
+        assert log.head() == (0, GENESIS_HASH)
+
+    def test_append_assigns_contiguous_seqs_and_chained_hashes(self, log: EventLog) -> None:
+        first = log.append(signals(0, 3))
+        second = log.append(signals(3, 1))
+        third = log.append(signals(4, 5))
+        placed = first + second + third
+        assert [e.seq for e in placed] == list(range(1, 10))
+        assert placed == sealed_chain(signals(0, 9))
+        assert placed[0].prev_hash == GENESIS_HASH
+        for before, after in itertools.pairwise(placed):
+            assert after.prev_hash == before.hash
+        assert list(log.read()) == placed
+        assert log.verify() is None
+
+    def test_head_is_the_last_event(self, log: EventLog) -> None:
+        placed = log.append(signals(0, 4))
+        assert log.head() == (4, placed[-1].hash)
+
+    def test_read_after_and_limit(self, log: EventLog) -> None:
+        placed = log.append(signals(0, 10))
+        assert list(log.read(after=4)) == placed[4:]
+        assert list(log.read(after=4, limit=3)) == placed[4:7]
+        assert list(log.read(limit=0)) == []
+        assert list(log.read(after=10)) == []
+        assert list(log.read(after=99)) == []
+
+    def test_appended_events_are_durable(self, log: EventLog, tmp_path: Path) -> None:
+        placed = log.append(signals(0, 5))
+        other = self.make_log(tmp_path)  # a second handle on the same storage
+        try:
+            assert list(other.read()) == placed
+            assert other.head() == log.head()
+        finally:
+            other.close()
+
+    def test_reopening_resumes_the_chain(self, log: EventLog, tmp_path: Path) -> None:
+        before = log.append(signals(0, 3))
+        log.close()
+        reopened = self.make_log(tmp_path)
+        try:
+            assert reopened.head() == (3, before[-1].hash)
+            after = reopened.append(signals(3, 2))
+            assert after == sealed_chain(signals(3, 2), 3, before[-1].hash)
+            assert list(reopened.read()) == before + after
+            assert reopened.verify() is None
+        finally:
+            reopened.close()
+
+    def test_concurrent_appends_keep_batches_contiguous(self, log: EventLog) -> None:
+        threads, rounds = 8, 12
+        results: list[list[list[Event]]] = [[] for _ in range(threads)]
+        errors: list[BaseException] = []
+
+        def work(t: int) -> None:
+            try:
+                for r in range(rounds):
+                    size = 1 + (t + r) % 4
+                    start = 10_000 * t + 100 * r
+                    results[t].append(log.append(signals(start, size)))
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        assert errors == []
+        batches = [batch for per_thread in results for batch in per_thread]
+        for batch in batches:
+            seqs = [e.seq for e in batch]
+            assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+        total = sum(len(b) for b in batches)
+        assert total == sum(1 + (t + r) % 4 for t in range(threads) for r in range(rounds))
+        assert sorted(e.seq for b in batches for e in b) == list(range(1, total + 1))
+        stored = list(log.read())
+        assert stored == sorted((e for b in batches for e in b), key=lambda e: e.seq)
+        assert log.head() == (total, stored[-1].hash)
+        assert log.verify() is None
+
+    def test_failed_commit_does_not_advance_the_head(self, log: EventLog, tmp_path: Path) -> None:
+        placed = log.append(signals(0, 2))
+        with self.failing_commits(log, tmp_path):
+            with pytest.raises(self.commit_error):
+                log.append(signals(2, 3))
+            assert log.head() == (2, placed[-1].hash)
+        assert list(log.read()) == placed
+        after = log.append(signals(5, 1))
+        assert after == sealed_chain(signals(5, 1), 2, placed[-1].hash)
+        assert log.verify() is None
+
+    def test_snapshots_keep_the_newest(self, log: EventLog) -> None:
+        for seq in (10, 20, 30, 40, 50):
+            log.save_snapshot(Snapshot(seq, {"seq": seq, "open": [f"inc-{seq}"]}))
+        assert log.latest_snapshot() == Snapshot(50, {"seq": 50, "open": ["inc-50"]})
+
+    def test_meta_roundtrip(self, log: EventLog) -> None:
+        assert log.get_meta("policy") is None
+        log.set_meta("policy", "v1")
+        assert log.get_meta("policy") == "v1"
+        log.set_meta("policy", "v2")
+        assert log.get_meta("policy") == "v2"
+        assert log.get_meta("other") is None
+
+    def test_verify_reports_progress(self, log: EventLog) -> None:
+        log.append(signals(0, 5))
+        calls: list[tuple[int, int]] = []
+        assert log.verify(progress=lambda done, total: calls.append((done, total))) is None
+        assert calls[-1] == (5, 5)

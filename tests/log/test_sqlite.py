@@ -1,0 +1,527 @@
+"""The SQLite backend: the shared contract, then tampering, files, group commit and more."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from onduty.events import GENESIS_HASH, Event, canonical_body, chain_hash, seal
+from onduty.log import open_log
+from onduty.log import sqlite as sqlite_log
+from onduty.log.base import ChainBreak, EventLog, Snapshot
+from onduty.log.sqlite import SQLiteEventLog
+from tests.log.contract import EventLogContract, sealed_chain, signal, signals
+
+Tamper = Callable[[sqlite3.Connection], object]
+
+
+def log_path(folder: Path) -> Path:
+    return folder / "events.db"
+
+
+class TestSQLiteEventLog(EventLogContract):
+    commit_error = sqlite3.Error
+
+    def make_log(self, tmp_path: Path) -> EventLog:
+        return SQLiteEventLog(str(log_path(tmp_path)))
+
+    @contextmanager
+    def failing_commits(self, log: EventLog, tmp_path: Path) -> Iterator[None]:
+        with raw(log_path(tmp_path)) as db:
+            db.execute(
+                "CREATE TRIGGER fail_inserts BEFORE INSERT ON events"
+                " BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+            )
+        try:
+            yield
+        finally:
+            with raw(log_path(tmp_path)) as db:
+                db.execute("DROP TRIGGER fail_inserts")
+
+
+@contextmanager
+def raw(path: Path) -> Iterator[sqlite3.Connection]:
+    """A plain sqlite3 connection in autocommit mode, as someone tampering with the file."""
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+def build(path: Path, count: int) -> list[Event]:
+    with SQLiteEventLog(str(path)) as log:
+        return log.append(signals(0, count))
+
+
+def verify_after(path: Path, tamper: Tamper) -> ChainBreak | None:
+    with raw(path) as db:
+        tamper(db)
+    with SQLiteEventLog(str(path)) as log:
+        return log.verify()
+
+
+def row(db: sqlite3.Connection, seq: int) -> tuple[Any, ...]:
+    found = db.execute("SELECT id, type, stream, ts, body, hash FROM events WHERE seq = ?", (seq,))
+    return tuple(found.fetchone())
+
+
+def put(db: sqlite3.Connection, seq: int, values: tuple[Any, ...]) -> None:
+    db.execute(
+        "UPDATE events SET id = ?, type = ?, stream = ?, ts = ?, body = ?, hash = ? WHERE seq = ?",
+        (*values, seq),
+    )
+
+
+def shift_up(db: sqlite3.Connection, start: int) -> None:
+    """Renumber every row from `start` on one up, leaving `start` free."""
+    db.execute("UPDATE events SET seq = -(seq + 1) WHERE seq >= ?", (start,))
+    db.execute("UPDATE events SET seq = -seq WHERE seq < 0")
+
+
+def insert(db: sqlite3.Connection, seq: int, event: Event, body: bytes, hash_: str) -> None:
+    db.execute(
+        "INSERT INTO events(seq, id, type, stream, ts, body, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (seq, event.id, event.type, event.stream, "2024-05-01T00:00:00Z", body, hash_),
+    )
+
+
+# --------------------------------------------------------------------------- tampering
+
+
+@settings(max_examples=50, deadline=None)
+@given(data=st.data(), count=st.integers(1, 12), flip=st.integers(1, 255))
+def test_one_changed_byte_is_found_at_its_seq(data: st.DataObject, count: int, flip: int) -> None:
+    seq = data.draw(st.integers(1, count), label="seq")
+    with tempfile.TemporaryDirectory() as folder:
+        path = log_path(Path(folder))
+        build(path, count)
+
+        def change_one_byte(db: sqlite3.Connection) -> None:
+            body = bytearray(row(db, seq)[4])
+            body[data.draw(st.integers(0, len(body) - 1), label="byte")] ^= flip
+            db.execute("UPDATE events SET body = ? WHERE seq = ?", (bytes(body), seq))
+
+        broken = verify_after(path, change_one_byte)
+    assert broken is not None
+    assert broken.seq == seq
+
+
+def test_deleted_row_is_reported_missing(tmp_path: Path) -> None:
+    path = log_path(tmp_path)
+    build(path, 8)
+    broken = verify_after(path, lambda db: db.execute("DELETE FROM events WHERE seq = 5"))
+    assert broken == ChainBreak(5, "seq 5 is missing (found 6)")
+
+
+def test_deleted_first_row_is_reported_missing(tmp_path: Path) -> None:
+    path = log_path(tmp_path)
+    build(path, 3)
+    broken = verify_after(path, lambda db: db.execute("DELETE FROM events WHERE seq = 1"))
+    assert broken == ChainBreak(1, "seq 1 is missing (found 2)")
+
+
+def test_swapped_rows_report_the_lower_seq(tmp_path: Path) -> None:
+    path = log_path(tmp_path)
+    build(path, 8)
+
+    def swap(db: sqlite3.Connection) -> None:
+        third, sixth = row(db, 3), row(db, 6)
+        put(db, 3, sixth)
+        put(db, 6, third)
+
+    broken = verify_after(path, swap)
+    assert broken is not None
+    assert broken.seq == 3
+
+
+def test_row_inserted_at_the_end_with_a_made_up_hash(tmp_path: Path) -> None:
+    path = log_path(tmp_path)
+    placed = build(path, 5)
+    extra, _ = seal(signal(99), 6, placed[-1].hash)
+
+    def append_row(db: sqlite3.Connection) -> None:
+        insert(db, 6, extra, canonical_body(extra.model_copy(update={"hash": ""})), "f" * 64)
+
+    broken = verify_after(path, append_row)
+    assert broken == ChainBreak(6, "hash does not match the body")
+
+
+def test_row_inserted_in_the_middle_with_renumbering(tmp_path: Path) -> None:
+    path = log_path(tmp_path)
+    placed = build(path, 6)
+    forged, body = seal(signal(99), 4, placed[2].hash)
+
+    def insert_fake(db: sqlite3.Connection) -> None:
+        shift_up(db, 4)
+        insert(db, 4, forged, body, "0" * 64)
+
+    broken = verify_after(path, insert_fake)
+    assert broken is not None
+    assert broken.seq == 4
+
+
+def test_well_forged_insert_breaks_at_the_next_row(tmp_path: Path) -> None:
+    path = log_path(tmp_path)
+    placed = build(path, 6)
+    forged, body = seal(signal(99), 4, placed[2].hash)  # a correct hash for its place
+
+    def insert_forged(db: sqlite3.Connection) -> None:
+        shift_up(db, 4)
+        insert(db, 4, forged, body, forged.hash)
+
+    broken = verify_after(path, insert_forged)
+    assert broken is not None
+    assert broken.seq == 5
+    assert "seq 4" in broken.reason
+
+
+def test_changed_column_is_found(tmp_path: Path) -> None:
+    path = log_path(tmp_path)
+    build(path, 4)
+    broken = verify_after(
+        path, lambda db: db.execute("UPDATE events SET stream = 'x' WHERE seq = 2")
+    )
+    assert broken is not None
+    assert broken.seq == 2
+    assert "stream" in broken.reason
+
+
+# --------------------------------------------------------------------------- placement
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.text(max_size=8)
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+events = st.builds(
+    Event,
+    id=st.text(min_size=1, max_size=12),
+    type=st.sampled_from(["SignalReceived", "Tick", "IncidentOpened"]),
+    v=st.integers(1, 3),
+    ts=st.datetimes(
+        min_value=datetime(1990, 1, 1),
+        timezones=st.sampled_from([UTC, timezone(timedelta(hours=-7))]),
+    ),
+    stream=st.text(min_size=1, max_size=12),
+    correlation_id=st.none() | st.text(max_size=6),
+    causation_id=st.none() | st.text(max_size=6),
+    actor=st.text(max_size=8),
+    data=st.dictionaries(st.text(max_size=6), json_values, max_size=4),
+)
+
+
+@settings(max_examples=50, deadline=None)
+@given(batches=st.lists(st.lists(events, min_size=1, max_size=4), min_size=1, max_size=3))
+def test_placement_is_exactly_seal(batches: list[list[Event]]) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = log_path(Path(folder))
+        with SQLiteEventLog(str(path), synchronous="NORMAL") as log:
+            placed = [e for batch in batches for e in log.append(batch)]
+            expected = sealed_chain([e for batch in batches for e in batch])
+            assert placed == expected
+            assert [e.model_fields_set for e in placed] == [e.model_fields_set for e in expected]
+            assert list(log.read()) == expected
+            assert log.verify() is None
+        with raw(path) as db:
+            stored = db.execute("SELECT id, type, stream, body, hash FROM events ORDER BY seq")
+            for event, (id_, type_, stream, body, hash_) in zip(expected, stored, strict=True):
+                assert body == canonical_body(event.model_copy(update={"hash": ""}))
+                assert hash_ == event.hash == chain_hash(event.prev_hash, body)
+                assert (id_, type_, stream) == (event.id, event.type, event.stream)
+
+
+def test_events_read_back_can_be_appended_again(tmp_path: Path) -> None:
+    with SQLiteEventLog(str(tmp_path / "first.db")) as first:
+        first.append(signals(0, 3))
+        read_back = list(first.read())
+    with SQLiteEventLog(str(tmp_path / "second.db")) as second:
+        before = second.append(signals(10, 1))[-1]
+        placed = second.append(read_back)
+        assert placed == sealed_chain(read_back, 1, before.hash)
+        assert placed[0].model_copy(update={"actor": "someone"}).actor == "someone"
+        assert second.verify() is None
+
+
+def test_unserializable_event_fails_only_its_own_batch(tmp_path: Path) -> None:
+    bad = signal(50).model_copy(update={"data": {"labels": {1, 2}}})
+    with SQLiteEventLog(str(log_path(tmp_path))) as log:
+        placed = log.append(signals(0, 2))
+        with pytest.raises(TypeError):
+            log.append([signal(2), bad])
+        assert log.head() == (2, placed[-1].hash)
+        later = log.append([signal(3)])
+        assert later == sealed_chain([signal(3)], 2, placed[-1].hash)
+        assert log.verify() is None
+
+
+def wait_until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 5
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)
+
+
+class Held(threading.Event):
+    """Set once the writer has taken the group it is held in; `groups` are the sizes of the
+    groups it commits from then on."""
+
+    groups: list[int]
+
+
+@contextmanager
+def held_writer(log: SQLiteEventLog) -> Iterator[Held]:
+    """Hold the writer inside its next commit until the context ends, so that the requests
+    made meanwhile queue up together."""
+    taken, gate = Held(), threading.Event()
+    taken.groups = []
+    commit = log._commit
+
+    def held(group: list[Any]) -> list[Any]:
+        taken.groups.append(len(group))
+        taken.set()
+        gate.wait()
+        return commit(group)
+
+    log._commit = held  # type: ignore[method-assign]
+    try:
+        yield taken
+    finally:
+        gate.set()
+
+
+def test_group_shares_one_commit_and_isolates_a_bad_batch(tmp_path: Path) -> None:
+    log = SQLiteEventLog(str(log_path(tmp_path)))
+    bad = signal(50).model_copy(update={"data": {"labels": {1, 2}}})
+    results: dict[str, Any] = {}
+
+    def call(name: str, batch: list[Event]) -> None:
+        try:
+            results[name] = log.append(batch)
+        except Exception as exc:
+            results[name] = exc
+
+    batches = {"a": signals(1, 3), "bad": [signal(4), bad], "b": signals(6, 2)}
+    callers = [threading.Thread(target=call, args=item) for item in batches.items()]
+    with held_writer(log) as taken:
+        first = threading.Thread(target=call, args=("first", [signal(0)]))
+        first.start()
+        taken.wait()
+        for caller in callers:
+            caller.start()
+        wait_until(lambda: len(log._queue) == 3)
+    for thread in [first, *callers]:
+        thread.join()
+    assert taken.groups == [1, 3]  # the three queued requests shared one transaction
+    assert isinstance(results["bad"], TypeError)
+    assert [e.seq for e in results["first"]] == [1]
+    for name in ("a", "b"):
+        seqs = [e.seq for e in results[name]]
+        assert seqs == list(range(seqs[0], seqs[0] + len(batches[name])))
+    assert sorted(e.seq for name in ("a", "b") for e in results[name]) == [2, 3, 4, 5, 6]
+    assert log.verify() is None
+    log.close()
+
+
+def test_failed_group_commit_fails_every_caller(tmp_path: Path) -> None:
+    suite = TestSQLiteEventLog()
+    log = suite.make_log(tmp_path)
+    placed = log.append(signals(0, 1))
+    errors: list[BaseException] = []
+
+    def call(i: int) -> None:
+        try:
+            log.append(signals(10 * i, 2))
+        except sqlite3.Error as exc:
+            errors.append(exc)
+
+    with suite.failing_commits(log, tmp_path):
+        callers = [threading.Thread(target=call, args=(i,)) for i in range(1, 9)]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join()
+        assert len(errors) == 8
+        assert log.head() == (1, placed[0].hash)
+    assert log.append(signals(100, 1))[0].seq == 2
+    log.close()
+
+
+def test_close_commits_what_is_queued(tmp_path: Path) -> None:
+    path = str(log_path(tmp_path))
+    log = SQLiteEventLog(path)
+    results: list[list[Event]] = []
+    callers = [
+        threading.Thread(target=lambda i=i: results.append(log.append([signal(i)])))
+        for i in range(4)
+    ]
+    with held_writer(log) as taken:
+        callers[0].start()
+        taken.wait()
+        for caller in callers[1:]:
+            caller.start()
+        wait_until(lambda: len(log._queue) == 3)
+        closer = threading.Thread(target=log.close)
+        closer.start()
+        wait_until(lambda: log._closing)
+    closer.join()
+    for caller in callers:
+        caller.join()
+    assert sorted(batch[0].seq for batch in results) == [1, 2, 3, 4]
+    with pytest.raises(RuntimeError, match="closed"):
+        log.append([signal(9)])
+    log.close()  # closing twice is fine
+    with SQLiteEventLog(path) as reopened:
+        assert reopened.head()[0] == 4
+        assert reopened.verify() is None
+
+
+def test_append_async(tmp_path: Path) -> None:
+    async def main(log: SQLiteEventLog) -> list[list[Event]]:
+        return list(await asyncio.gather(*(log.append_async(signals(10 * i, 3)) for i in range(5))))
+
+    with SQLiteEventLog(str(log_path(tmp_path))) as log:
+        batches = asyncio.run(main(log))
+        assert asyncio.run(log.append_async([])) == []
+        for batch in batches:
+            assert [e.seq for e in batch] == list(range(batch[0].seq, batch[0].seq + 3))
+        assert sorted(e.seq for batch in batches for e in batch) == list(range(1, 16))
+        assert list(log.read()) == sorted((e for b in batches for e in b), key=lambda e: e.seq)
+        assert log.verify() is None
+
+
+def test_cancelled_append_async_still_appends(tmp_path: Path) -> None:
+    async def main(log: SQLiteEventLog) -> None:
+        with held_writer(log) as taken:
+            blocker = asyncio.ensure_future(log.append_async([signal(0)]))
+            await asyncio.to_thread(taken.wait)
+            task = asyncio.ensure_future(log.append_async(signals(1, 2)))
+            await asyncio.sleep(0.01)
+            task.cancel()
+        await blocker
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    with SQLiteEventLog(str(log_path(tmp_path))) as log:
+        asyncio.run(main(log))
+        wait_until(lambda: log.head()[0] == 3)  # the cancelled batch was queued: it commits
+        assert log.append([signal(3)])[0].seq == 4
+        assert log.verify() is None
+
+
+def test_long_batches_and_paged_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_log, "PAGE", 7)
+    monkeypatch.setattr(sqlite_log, "PROGRESS_EVERY", 40)
+    with SQLiteEventLog(str(log_path(tmp_path))) as log:
+        placed = log.append(signals(0, 100)) + log.append(signals(100, 3))
+        assert placed == sealed_chain(signals(0, 103))
+        assert list(log.read()) == placed
+        assert list(log.read(after=5, limit=16)) == placed[5:21]
+        assert list(log.read(after=95, limit=50)) == placed[95:]
+        calls: list[tuple[int, int]] = []
+        assert log.verify(lambda done, total: calls.append((done, total))) is None
+        assert calls == [(40, 103), (80, 103), (103, 103)]
+
+
+# --------------------------------------------------------------------------- files
+
+
+def test_file_is_in_wal_mode_with_the_expected_tables(tmp_path: Path) -> None:
+    path = log_path(tmp_path)
+    build(path, 2)
+    with raw(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert tables == {"events", "snapshots", "meta"}
+        indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert {"events_type", "events_stream"} <= indexes
+
+
+def test_parent_folders_are_created(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "events.db"
+    with SQLiteEventLog(str(path)) as log:
+        log.append([signal(0)])
+    assert path.exists()
+
+
+def test_a_text_file_is_not_a_log(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("these are not the events you are looking for\n" * 20)
+    with pytest.raises(ValueError, match=r"notes\.txt"):
+        SQLiteEventLog(str(path))
+
+
+def test_another_sqlite_database_is_not_a_log(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    with raw(path) as db:
+        db.execute("CREATE TABLE things(x)")
+    with pytest.raises(ValueError, match=r"other\.db is not an onduty event log"):
+        SQLiteEventLog(str(path))
+
+
+def test_bad_arguments(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="synchronous"):
+        SQLiteEventLog(str(log_path(tmp_path)), synchronous="OFF")
+    with pytest.raises(ValueError, match="snapshot_keep"):
+        SQLiteEventLog(str(log_path(tmp_path)), snapshot_keep=0)
+
+
+def test_snapshots_are_pruned(tmp_path: Path) -> None:
+    path = log_path(tmp_path)
+    with SQLiteEventLog(str(path), snapshot_keep=2) as log:
+        for seq in (5, 1, 9, 7):
+            log.save_snapshot(Snapshot(seq, {"seq": seq}))
+        assert log.latest_snapshot() == Snapshot(9, {"seq": 9})
+    with raw(path) as db:
+        kept = [r[0] for r in db.execute("SELECT seq FROM snapshots ORDER BY seq")]
+        assert kept == [7, 9]
+        assert orjson.loads(db.execute("SELECT state FROM snapshots WHERE seq = 9").fetchone()[0])
+
+
+def test_in_memory_log() -> None:
+    with SQLiteEventLog(":memory:", synchronous="NORMAL") as log:
+        placed = log.append(signals(0, 4))
+        threads = [
+            threading.Thread(target=log.append, args=(signals(10 * i, 2),)) for i in range(1, 5)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert list(log.read(limit=4)) == placed
+        assert log.head()[0] == 12
+        assert log.verify() is None
+        log.save_snapshot(Snapshot(12, {"ok": True}))
+        assert log.latest_snapshot() == Snapshot(12, {"ok": True})
+        log.set_meta("k", "v")
+        assert log.get_meta("k") == "v"
+
+
+def test_open_log_urls(tmp_path: Path) -> None:
+    log = open_log(f"sqlite:///{tmp_path}/by-url.db")
+    try:
+        assert isinstance(log, SQLiteEventLog)
+        assert log.head() == (0, GENESIS_HASH)
+    finally:
+        log.close()
+    assert (tmp_path / "by-url.db").exists()
