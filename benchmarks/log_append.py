@@ -32,6 +32,7 @@ from itertools import count
 from pathlib import Path
 from typing import Any
 
+from benchmarks._workload import per_second, row
 from onduty.events import Event, SignalReceived, canonical_body, make_event, seal
 from onduty.log.sqlite import SQLiteEventLog
 
@@ -157,13 +158,14 @@ def _best(runs: int, measure: Callable[[Path], float], folder: Path) -> float:
 
 
 def _row(name: str, value: float, peer: str, peer_value: float) -> dict[str, Any]:
-    return {
-        "name": name,
-        "events_per_s": round(value),
-        "peer": peer,
-        "peer_events_per_s": round(peer_value),
-        "ratio": round(value / peer_value, 2),
-    }
+    return row(
+        name,
+        per_second(value),
+        value,
+        "events/s",
+        f"{peer}: {per_second(peer_value)}",
+        value / peer_value,
+    )
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
@@ -214,14 +216,6 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     return results
 
 
-def main() -> None:
-    for result in run(quick="--quick" in sys.argv[1:]):
-        print(
-            f"{result['name']:<36} {result['events_per_s']:>9,} ev/s   "
-            f"{result['peer']:<44} {result['peer_events_per_s']:>9,} ev/s   "
-            f"ratio {result['ratio']:.2f}"
-        )
-
-
 if __name__ == "__main__":
-    main()
+    for result in run(quick="--quick" in sys.argv[1:]):
+        print(result["name"], result["figure"], result["peer"], result["ratio"])
