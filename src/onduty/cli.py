@@ -283,6 +283,59 @@ def sim(
     raise typer.Exit(code)
 
 
+# ---------------------------------------------------------------------------- serve
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    store: Annotated[
+        str | None, typer.Option("--store", "-s", help="The event log (default: the config's).")
+    ] = None,
+    max_body: Annotated[int, typer.Option(help="Largest request body accepted, in bytes.")] = 1
+    << 20,
+    max_pending: Annotated[
+        int, typer.Option(help="Inputs queued for the core before ingest answers 429.")
+    ] = 20_000,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run the manager with its HTTP API. SIGTERM stops accepting, drains, flushes, exits 0."""
+    import uvicorn
+
+    from onduty.api import build_app
+    from onduty.api.server import DrainingServer
+    from onduty.config import Config
+    from onduty.obs import configure_logging
+    from onduty.service import Service
+
+    if host not in LOOPBACK and not host.startswith("127."):
+        raise UsageProblem(
+            f"refusing to listen on {host}: no access tokens are configured, so onduty only "
+            "listens on loopback (127.0.0.1 or ::1)"
+        )
+    settings = load_checked_config(config) if config else Config()
+    service = Service(settings, store or settings.store, max_body=max_body, max_pending=max_pending)
+    configure_logging(log_level)
+    server = DrainingServer(
+        uvicorn.Config(
+            build_app(service),
+            host=host,
+            port=port,
+            log_level=log_level,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=30,
+        )
+    )
+    server.run()
+    if not server.started:
+        raise typer.Exit(1)
+
+
 # ---------------------------------------------------------------------------- bench
 
 

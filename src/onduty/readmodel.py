@@ -32,11 +32,22 @@ class IncidentView:
         return bool(self.escalations)
 
 
+@dataclass
+class PendingApproval:
+    approval_id: str
+    incident_id: str
+    command_id: str
+    summary: str
+    requested_at: datetime
+    expires_at: datetime
+
+
 class IncidentProjection:
     """Incidents with their timelines; feed it events in log order."""
 
     def __init__(self, keep_timeline: bool = False) -> None:
         self.incidents: dict[str, IncidentView] = {}
+        self.approvals: dict[str, PendingApproval] = {}
         self._keep_timeline = keep_timeline
         self._command_incident: dict[str, str] = {}
 
@@ -74,6 +85,9 @@ class IncidentProjection:
                 view.flapping = True
         elif event.type == "IncidentResolved":
             view.status, view.resolved_at, view.resolution = "resolved", event.ts, data["reason"]
+            for approval_id in view.awaiting_approval:  # moot: the core forgets them too
+                self.approvals.pop(approval_id, None)
+            view.awaiting_approval.clear()
         elif event.type == "Escalated":
             view.escalations.append(data["reason"])
         elif event.type == "ActionStarted":
@@ -82,11 +96,20 @@ class IncidentProjection:
             view.denied.append(data["reason"])
         elif event.type == "ApprovalRequested":
             view.awaiting_approval.append(data["approval_id"])
+            self.approvals[data["approval_id"]] = PendingApproval(
+                approval_id=data["approval_id"],
+                incident_id=view.incident_id,
+                command_id=data["command_id"],
+                summary=data.get("summary", ""),
+                requested_at=event.ts,
+                expires_at=datetime.fromisoformat(data["expires_at"]),
+            )
         elif (
             event.type in ("ApprovalGranted", "ApprovalDenied", "ApprovalExpired")
             and data["approval_id"] in view.awaiting_approval
         ):
             view.awaiting_approval.remove(data["approval_id"])
+            self.approvals.pop(data["approval_id"], None)
 
     def ordered(self) -> list[IncidentView]:
         return sorted(self.incidents.values(), key=lambda view: view.opened_at)

@@ -1,0 +1,174 @@
+"""The ingest hot path: raw Starlette endpoints, a lean parse, and 202 only once durable.
+
+Per request: check the content type (415) and size (413), parse the body with the wire format's
+parser, hand the signals to the core loop (429 when its queue is full, 503 while draining), and
+answer 202 after the log has committed them. A body that is JSON but cannot become a signal is
+answered 4xx *and* kept as a `SignalRejected` event (truncated, secrets redacted): nothing an
+operator sent is silently dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from onduty.events import Signal, SignalReceived, SignalRejected
+from onduty.loop import CoreLoop, Draining
+from onduty.obs import Metrics
+from onduty.runtime import Input
+from onduty.sense import IngestError
+
+RAW_KEEP = 4096
+SECRET_KEYS = ("routing_key", "token", "password", "secret", "authorization", "api_key")
+RETRY_AFTER = "1"
+
+Parser = Callable[..., list[Signal]]
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    parse: Parser
+    content_types: tuple[str, ...]
+
+
+class JSONBody(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def error(status: int, reason: str, field: str | None = None, **headers: str) -> Response:
+    return JSONBody({"error": reason, "field": field}, status_code=status, headers=headers or None)
+
+
+def media_type(request: Request) -> str | None:
+    value = request.headers.get("content-type")
+    if value is None:
+        return None
+    kind, _, params = value.partition(";")
+    charset = params.strip().lower()
+    if charset.startswith("charset=") and charset.removeprefix("charset=").strip('"') not in (
+        "utf-8",
+        "utf8",
+    ):
+        return "unsupported charset"
+    return kind.strip().lower()
+
+
+async def read_limited(request: Request, limit: int) -> bytes | None:
+    """The body, or None when it is larger than `limit` (read no further than that)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def redact(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            key: "[redacted]"
+            if any(secret in str(key).lower() for secret in SECRET_KEYS)
+            else redact(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(item) for item in value]
+    return value
+
+
+def kept_raw(body: bytes) -> str:
+    """What a rejected body is remembered as: its JSON with secrets redacted, truncated."""
+    try:
+        text = orjson.dumps(redact(orjson.loads(body))).decode()
+    except orjson.JSONDecodeError:
+        text = body.decode("utf-8", errors="replace")
+    return text if len(text) <= RAW_KEEP else text[:RAW_KEEP] + "…[truncated]"
+
+
+class Ingest:
+    """The ingest endpoints of one service."""
+
+    def __init__(self, loop: Callable[[], CoreLoop | None], metrics: Metrics, *, max_body: int):
+        self._loop = loop  # looked up per request: the loop starts with the app's lifespan
+        self._metrics = metrics
+        self._max_body = max_body
+
+    def endpoint(self, fmt: Format) -> Callable[[Request], Any]:
+        async def receive(request: Request) -> Response:
+            started = time.perf_counter()
+            response = await self._receive(fmt, request)
+            if response.status_code == 202:
+                self._metrics.ingest_seconds.labels(fmt.name).observe(time.perf_counter() - started)
+            else:
+                self._metrics.rejected.labels(fmt.name, str(response.status_code)).inc()
+            return response
+
+        return receive
+
+    async def _receive(self, fmt: Format, request: Request) -> Response:
+        kind = media_type(request)
+        if kind not in fmt.content_types:
+            expected = " or ".join(fmt.content_types)
+            return error(415, f"Content-Type must be {expected}, got {kind or 'none'}")
+        body = await read_limited(request, self._max_body)
+        if body is None:
+            return error(413, f"the body is larger than the limit of {self._max_body} bytes")
+        try:
+            signals = fmt.parse(body, received_at=datetime.now(UTC), content_type=kind)
+        except IngestError as problem:
+            if problem.status == 422:
+                rejected = SignalRejected(
+                    source=fmt.name, reason=problem.reason, field=problem.field, raw=kept_raw(body)
+                )
+                await self.durable([Input(rejected, stream=f"rejected:{fmt.name}")])
+            return error(problem.status, problem.reason, problem.field)
+        inputs = [
+            Input(
+                SignalReceived.model_validate(dict(signal)), stream=f"signal:{signal.fingerprint}"
+            )
+            for signal in signals
+        ]
+        outcome = await self.durable(inputs)
+        if outcome is not None:
+            return outcome
+        self._metrics.signals.labels(fmt.name).inc(len(inputs))
+        return JSONBody({"accepted": len(inputs)}, status_code=202)
+
+    async def durable(self, inputs: Sequence[Input]) -> Response | None:
+        """Hand inputs to the core; None once durable, else the response to give instead."""
+        loop = self._loop()
+        if not inputs:
+            return None
+        if loop is None:
+            return error(503, "onduty is starting; retry", **{"Retry-After": RETRY_AFTER})
+        try:
+            future = loop.offer(inputs)
+        except Draining:
+            return error(503, "onduty is shutting down; retry", **{"Retry-After": RETRY_AFTER})
+        if future is None:
+            return error(
+                429, "the ingest queue is full; retry shortly", **{"Retry-After": RETRY_AFTER}
+            )
+        self._metrics.pending.set(loop.pending)
+        try:
+            await asyncio.wrap_future(future)
+        except Exception:
+            return error(503, "the event log is unavailable", **{"Retry-After": RETRY_AFTER})
+        return None
