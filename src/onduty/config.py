@@ -30,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from onduty.correlate.inhibition import InhibitRule
 from onduty.events import to_json
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -142,6 +143,10 @@ class Correlation(Model):
     group_wait: Duration = timedelta(seconds=0)
     flap_threshold: int = Field(default=4, ge=2)
     flap_window: Duration = timedelta(minutes=15)
+    # A firing signal not heard of for this long counts as resolved (for sources that never
+    # send a resolution); None: wait for the source to say so.
+    resolve_timeout: Duration | None = None
+    inhibit_rules: list[InhibitRule] = Field(default_factory=list)
 
 
 def _check_condition(expression: str) -> str:

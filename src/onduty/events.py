@@ -314,6 +314,24 @@ class Tick(Payload):
     timer_id: str | None = None
 
 
+class SilenceCreated(Payload):
+    """Mute matching signals from `starts_at` (inclusive) to `ends_at` (exclusive): they are
+    recorded but never acted on. A maintenance window is a silence of kind "maintenance"."""
+
+    silence_id: str
+    matchers: list[str]
+    starts_at: datetime
+    ends_at: datetime
+    comment: str
+    kind: Literal["silence", "maintenance"] = "silence"
+
+
+class SilenceExpired(Payload):
+    """End a silence now (at the event's time)."""
+
+    silence_id: str
+
+
 P = TypeVar("P", bound=Payload)
 
 
@@ -351,6 +369,8 @@ _REGISTERED: list[tuple[type[Payload], Origin]] = [
     (PolicyActivated, _I),
     (AutonomyChanged, _I),
     (Tick, _I),
+    (SilenceCreated, _I),
+    (SilenceExpired, _I),
 ]
 EVENT_TYPES: dict[str, EventSpec] = {
     model.__name__: EventSpec(model, 1, origin) for model, origin in _REGISTERED

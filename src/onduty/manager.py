@@ -16,6 +16,7 @@ from typing import Any
 
 from onduty.commands import CheckOutcome, Command, Notify, ScheduleTimer, StartAction, StartUndo
 from onduty.config import Autonomy, Config, Service, format_duration
+from onduty.correlate.correlator import Correlator
 from onduty.events import (
     Acknowledged,
     ActionFailed,
@@ -38,6 +39,8 @@ from onduty.events import (
     PolicyActivated,
     PolicyEvaluated,
     SignalReceived,
+    SilenceCreated,
+    SilenceExpired,
     Tick,
     VerificationFailed,
     VerificationPassed,
@@ -105,6 +108,7 @@ class Manager:
         self.state = state if state is not None else State()
         self._override = config_override
         self._configured: _Configured | None = None
+        self._correlator: Correlator | None = None
         if self.state.policy is not None:
             self._activate(self.state.policy)
         self._cause: Event | None = None
@@ -147,14 +151,26 @@ class Manager:
     def pending_timers(self) -> list[ScheduleTimer]:
         """Every deadline the core is waiting for; the shell re-arms these after a restart."""
         timers: list[ScheduleTimer] = []
-        window = self._configured.config.correlation.flap_window if self._configured else None
+        if self._configured is None:
+            return timers
+        now = self.state.last_ts
+        muted = False
         for incident in self.state.incidents.values():
+            muted = muted or bool(incident.muted)
             if not incident.planned:
                 timers.append(ScheduleTimer(f"ready:{incident.incident_id}", incident.ready_at))
-            elif incident.flapping and window is not None:
-                last = self._last_transition(incident)
-                if last is not None:
-                    timers.append(ScheduleTimer(f"calm:{incident.incident_id}", last + window))
+            elif incident.flapping and (calm := self._calm_at(incident)) is not None:
+                timers.append(ScheduleTimer(f"calm:{incident.incident_id}", calm))
+        change = self._correlation().next_silence_change(now) if muted and now else None
+        if change is not None:
+            timers.append(ScheduleTimer("silences", change))
+        timeout = self._configured.config.correlation.resolve_timeout
+        if timeout is not None:
+            for signal in self.state.signals.values():
+                if signal.status == "firing" and signal.last_seen is not None:
+                    timers.append(
+                        ScheduleTimer(f"stale:{signal.fingerprint}", signal.last_seen + timeout)
+                    )
         for action in self.state.actions.values():
             if action.status is ActionStatus.VERIFYING and action.verify_deadline is not None:
                 timers.append(ScheduleTimer(f"verify:{action.command_id}", action.verify_deadline))
@@ -186,10 +202,15 @@ class Manager:
     def _activate(self, document: dict[str, Any]) -> None:
         config = self._override or Config.model_validate(document)
         self._configured = _Configured(config)
+        self._correlator = Correlator(self.state, config.correlation)
 
     def _setup(self) -> _Configured:
         assert self._configured is not None, "no policy is active"
         return self._configured
+
+    def _correlation(self) -> Correlator:
+        assert self._correlator is not None, "no policy is active"
+        return self._correlator
 
     # ------------------------------------------------------------------ emitting
 
@@ -244,13 +265,15 @@ class Manager:
                 horizon = event.ts - _DELIVERY_MEMORY
                 self.state.deliveries = {k: t for k, t in deliveries.items() if t > horizon}
         known = self.state.signals.get(body.fingerprint)
+        if known is not None and body.status == "firing":
+            known.last_seen = event.ts  # a re-send keeps a firing signal alive
         if body.status == "acknowledged" or (known is not None and known.status == body.status):
             return
-        transitions = self.state.transitions.setdefault(body.fingerprint, [])
-        transitions.append(event.ts)
-        if self._configured is not None:
-            horizon = event.ts - self._configured.config.correlation.flap_window
-            transitions[:] = [ts for ts in transitions if ts > horizon]
+        correlator = self._correlator
+        if correlator is not None:
+            correlator.flaps.record(body.fingerprint, event.ts)
+        else:
+            self.state.transitions.setdefault(body.fingerprint, []).append(event.ts)
         if known is None:
             if body.status == "firing":
                 self.state.signals[body.fingerprint] = SignalState(
@@ -260,12 +283,34 @@ class Manager:
                     dict(body.annotations),
                     body.source,
                     "",
+                    last_seen=event.ts,
                 )
+                if correlator is not None:
+                    correlator.firing(body.fingerprint, body.labels)
             return
         known.status = body.status
         known.labels, known.annotations = dict(body.labels), dict(body.annotations)
+        if correlator is not None:
+            if body.status == "firing":
+                correlator.firing(body.fingerprint, body.labels)
+            else:
+                correlator.not_firing(body.fingerprint)
         if body.status == "resolved" and known.incident_id not in self.state.incidents:
             del self.state.signals[body.fingerprint]
+
+    def _apply_silence(self, body: SilenceCreated | SilenceExpired, event: Event) -> None:
+        if self._correlator is None:
+            return  # no policy yet: nothing can be muted, and there is nothing to mute
+        if isinstance(body, SilenceCreated):
+            data = body.model_dump(mode="json")
+            data["created_by"] = event.actor
+            self._correlator.add_silence(data)
+        else:
+            self._correlator.expire_silence(body.silence_id, event.ts)
+
+    def _apply_tick(self, body: Tick, event: Event) -> None:
+        if self._correlator is not None:
+            self._correlator.prune(event.ts)
 
     def _apply_opened(self, body: IncidentOpened, event: Event) -> None:
         wait = self._setup().config.correlation.group_wait
@@ -293,6 +338,16 @@ class Manager:
                 self.state.signals[body.fingerprint].incident_id = incident.incident_id
         elif body.change == "flapping":
             incident.flapping = True
+        elif body.change == "muted":
+            incident.muted = body.detail
+        elif body.change == "unmuted":
+            incident.muted = ""
+        elif body.change == "signal_timed_out" and body.fingerprint:
+            signal = self.state.signals.get(body.fingerprint)
+            if signal is not None:
+                signal.status = "resolved"
+                if self._correlator is not None:
+                    self._correlator.not_firing(body.fingerprint)
         elif body.change == "acknowledged":
             incident.acknowledged = True
         elif body.change == "planned":
@@ -308,6 +363,8 @@ class Manager:
             signal = self.state.signals.get(fingerprint)
             if signal is not None and signal.incident_id == incident.incident_id:
                 del self.state.signals[fingerprint]
+                if self._correlator is not None:
+                    self._correlator.not_firing(fingerprint)
         for approval_id in [
             a.approval_id
             for a in self.state.approvals.values()
@@ -433,6 +490,9 @@ class Manager:
         if body.status == "acknowledged":
             self._on_acknowledged_at_source(body, prior)
             return
+        timeout = self._setup().config.correlation.resolve_timeout
+        if timeout is not None and body.status == "firing":
+            self._commands.append(ScheduleTimer(f"stale:{body.fingerprint}", self._now + timeout))
         if prior is not None and prior[0] == body.status:
             return  # a repeat of what we already know: counts once
         if body.status == "resolved":
@@ -450,6 +510,7 @@ class Manager:
                     incident.incident_id,
                 )
                 self._maybe_resolve(incident)
+            self._recheck_muted()  # an inhibiting alert may just have resolved
             return
         incident = self.state.incidents.get(prior[1]) if prior is not None else None
         if incident is not None:
@@ -515,7 +576,7 @@ class Manager:
 
     def _check_flapping(self, incident: Incident, fingerprint: str) -> None:
         correlation = self._setup().config.correlation
-        changes = len(self.state.transitions.get(fingerprint, []))
+        changes = self._correlation().flaps.count(fingerprint, self._now)
         if incident.flapping or changes < correlation.flap_threshold:
             return
         window = format_duration(correlation.flap_window)
@@ -533,7 +594,76 @@ class Manager:
             f"flapping: {changes} state changes within {window}; automatic actions paused",
         )
 
+    def _muted(self, incident: Incident) -> bool:
+        """Whether every firing signal of the incident is silenced or inhibited; the change is
+        recorded either way, so the timeline says why nothing happened (or now does)."""
+        correlator = self._correlation()
+        reasons = [
+            correlator.mute_reason(fp, signal.labels, self._now)
+            for fp in incident.fingerprints
+            if (signal := self.state.signals.get(fp)) is not None and signal.status == "firing"
+        ]
+        reason = reasons[0] if reasons and all(reasons) else None
+        if reason and reason != incident.muted:
+            self._emit(
+                IncidentUpdated(incident_id=incident.incident_id, change="muted", detail=reason),
+                incident.incident_id,
+            )
+        elif not reason and incident.muted:
+            self._emit(
+                IncidentUpdated(incident_id=incident.incident_id, change="unmuted"),
+                incident.incident_id,
+            )
+        if reason:
+            change = correlator.next_silence_change(self._now)
+            if change is not None:
+                self._commands.append(ScheduleTimer("silences", change))
+        return reason is not None
+
+    def _recheck_muted(self) -> None:
+        for incident in list(self.state.incidents.values()):
+            if incident.muted and not incident.planned and incident.ready_at <= self._now:
+                self._plan(incident)
+
+    def _time_out_silent_signals(self) -> None:
+        """Sources that never send a resolution: a firing signal not heard of for
+        `resolve_timeout` counts as resolved."""
+        timeout = self._setup().config.correlation.resolve_timeout
+        if timeout is None:
+            return
+        stale = [
+            signal
+            for signal in self.state.signals.values()
+            if signal.status == "firing"
+            and signal.last_seen is not None
+            and signal.last_seen + timeout <= self._now
+        ]
+        for signal in stale:
+            incident = self.state.incidents.get(signal.incident_id)
+            if incident is None:
+                continue
+            self._emit(
+                IncidentUpdated(
+                    incident_id=incident.incident_id,
+                    change="signal_timed_out",
+                    fingerprint=signal.fingerprint,
+                    detail=f"not heard of for {format_duration(timeout)}",
+                ),
+                incident.incident_id,
+            )
+            self._maybe_resolve(incident)
+
+    def _on_silence(self, body: SilenceCreated | SilenceExpired, prior: None) -> None:
+        if isinstance(body, SilenceExpired):
+            self._recheck_muted()
+        else:
+            change = self._correlation().next_silence_change(self._now)
+            if change is not None:
+                self._commands.append(ScheduleTimer("silences", change))
+
     def _plan(self, incident: Incident) -> None:
+        if self._muted(incident):
+            return  # recorded, never acted on; re-examined when silences or sources change
         setup = self._setup()
         context = self._context(incident)
         runbooks = [] if incident.flapping else setup.agent.matching(context)
@@ -701,7 +831,6 @@ class Manager:
 
     def _on_tick(self, body: Tick, prior: None) -> None:
         now = self._now
-        window = self._setup().config.correlation.flap_window
         for approval in [a for a in self.state.approvals.values() if a.expires_at <= now]:
             incident = self.state.incidents.get(approval.incident_id)
             self._emit(
@@ -737,13 +866,12 @@ class Manager:
                 "verification window",
                 command_id=action.command_id,
             )
+        self._time_out_silent_signals()
         for incident in list(self.state.incidents.values()):
             if not incident.planned and incident.ready_at <= now:
                 self._plan(incident)
             elif incident.flapping and self._all_resolved(incident):
-                last = self._last_transition(incident)
-                if last is not None and last + window <= now:
-                    self._maybe_resolve(incident)
+                self._maybe_resolve(incident)
 
     # ------------------------------------------------------------------ helpers
 
@@ -753,11 +881,10 @@ class Manager:
         actions = [self.state.actions[c] for c in incident.commands if c in self.state.actions]
         if any(a.status in (ActionStatus.ALLOWED, ActionStatus.STARTED) for a in actions):
             return  # wait for the action's outcome before closing
-        if incident.flapping:
-            last = self._last_transition(incident)
-            window = self._setup().config.correlation.flap_window
-            if last is not None and last + window > self._now:
-                return  # a flapping incident stays open until it has been calm for a window
+        if incident.flapping and not self._correlation().flaps.is_calm(
+            incident.fingerprints, self._now
+        ):
+            return  # a flapping incident stays open until it has been calm for a window
         reason = "all signals resolved"
         for action in actions:
             if action.status is ActionStatus.VERIFYING:
@@ -927,9 +1054,9 @@ class Manager:
             for fp in incident.fingerprints
         )
 
-    def _last_transition(self, incident: Incident) -> datetime | None:
-        times = [t for fp in incident.fingerprints for t in self.state.transitions.get(fp, [])]
-        return max(times) if times else None
+    def _calm_at(self, incident: Incident) -> datetime | None:
+        """When a flapping incident's signals will have been calm for a whole window."""
+        return self._correlation().flaps.calm_at(incident.fingerprints)
 
     def _incident_of(self, command_id: str) -> str | None:
         action = self.state.actions.get(command_id)
@@ -960,6 +1087,9 @@ Manager._appliers = {
     PolicyActivated: Manager._apply_policy,
     AutonomyChanged: Manager._apply_autonomy,
     SignalReceived: Manager._apply_signal,
+    SilenceCreated: Manager._apply_silence,
+    SilenceExpired: Manager._apply_silence,
+    Tick: Manager._apply_tick,
     IncidentOpened: Manager._apply_opened,
     IncidentUpdated: Manager._apply_updated,
     IncidentResolved: Manager._apply_resolved,
@@ -987,4 +1117,6 @@ Manager._reactions = {
     ActionFailed: Manager._on_failed,
     ActionOutcomeUnknown: Manager._on_failed,
     Tick: Manager._on_tick,
+    SilenceCreated: Manager._on_silence,
+    SilenceExpired: Manager._on_silence,
 }

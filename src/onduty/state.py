@@ -47,6 +47,7 @@ class SignalState:
     annotations: dict[str, str]
     source: str
     incident_id: str
+    last_seen: datetime | None = None
 
 
 @dataclass
@@ -62,6 +63,7 @@ class Incident:
     flapping: bool = False
     escalated: bool = False
     acknowledged: bool = False
+    muted: str = ""
     runbook: str | None = None
     commands: list[str] = field(default_factory=list)
 
@@ -115,6 +117,7 @@ class State:
     history: list[ActionRecord] = field(default_factory=list)
     transitions: dict[str, list[datetime]] = field(default_factory=dict)
     deliveries: dict[str, datetime] = field(default_factory=dict)
+    silences: dict[str, dict[str, Any]] = field(default_factory=dict)
     last_ts: datetime | None = None
     applied: int = 0
 

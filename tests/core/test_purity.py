@@ -15,6 +15,7 @@ CORE = [
     SOURCE / "commands.py",
     *sorted((SOURCE / "think").glob("*.py")),
     *sorted((SOURCE / "govern").glob("*.py")),
+    *sorted((SOURCE / "correlate").glob("*.py")),
 ]
 BANNED_MODULES = {
     "time",
@@ -52,6 +53,7 @@ ALLOWED_PROJECT = {
     "onduty.manager",
     "onduty.think",
     "onduty.govern",
+    "onduty.correlate",
 }
 
 
