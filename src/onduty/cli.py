@@ -336,6 +336,106 @@ def serve(
         raise typer.Exit(1)
 
 
+# ---------------------------------------------------------------------------- talking to serve
+
+silence_app = typer.Typer(
+    no_args_is_help=True, help="Silences and maintenance windows on a running onduty."
+)
+app.add_typer(silence_app, name="silence")
+UrlOption = Annotated[
+    str, typer.Option("--url", envvar="ONDUTY_URL", help="Where `onduty serve` listens.")
+]
+
+
+def _call(method: str, url: str, path: str, body: Any = None) -> Any:
+    import httpx
+
+    try:
+        response = httpx.request(method, url.rstrip("/") + path, json=body, timeout=10)
+    except httpx.TransportError as error:
+        raise UsageProblem(f"cannot reach onduty at {url}: {error}") from None
+    if response.status_code >= 400:
+        try:
+            detail = response.json()
+            reason = detail.get("error") or detail.get("detail") or detail
+        except ValueError:
+            reason = response.text
+        raise UsageProblem(f"{response.status_code}: {reason}")
+    return response.json()
+
+
+@silence_app.command("add")
+def silence_add(
+    matchers: Annotated[
+        list[str],
+        typer.Argument(help='Label matchers, e.g. service="checkout" alertname=~"Disk.*"'),
+    ],
+    comment: Annotated[str, typer.Option("--comment", "-m", help="Why (required).")],
+    duration: Annotated[str, typer.Option(help="How long, e.g. 2h.")] = "1h",
+    maintenance: Annotated[bool, typer.Option(help="A maintenance window.")] = False,
+    by: Annotated[str, typer.Option(help="Who creates it.")] = "cli",
+    url: UrlOption = "http://127.0.0.1:8765",
+) -> None:
+    """Mute matching signals for a while: recorded, never acted on."""
+    created = _call(
+        "POST",
+        url,
+        "/api/v1/silences",
+        {
+            "matchers": matchers,
+            "comment": comment,
+            "duration": duration,
+            "kind": "maintenance" if maintenance else "silence",
+            "created_by": by,
+        },
+    )
+    out.print(f"[green]created[/] {created['id']} until {created['ends_at']}")
+
+
+@silence_app.command("list")
+def silence_list(
+    state: Annotated[str, typer.Option(help="active, pending, expired or all")] = "active",
+    url: UrlOption = "http://127.0.0.1:8765",
+) -> None:
+    """List silences."""
+    table = Table("silence", "kind", "matchers", "until", "by", "comment", "state")
+    for item in _call("GET", url, f"/api/v1/silences?state={state}"):
+        table.add_row(
+            item["id"], item["kind"], ", ".join(item["matchers"]), item["ends_at"],
+            item["created_by"], item["comment"], item["state"],
+        )  # fmt: skip
+    out.print(table)
+
+
+@silence_app.command("expire")
+def silence_expire(silence_id: str, url: UrlOption = "http://127.0.0.1:8765") -> None:
+    """End a silence now."""
+    _call("DELETE", url, f"/api/v1/silences/{silence_id}")
+    out.print(f"[green]expired[/] {silence_id}")
+
+
+@app.command()
+def approve(
+    approval_id: str,
+    comment: Annotated[str, typer.Option("--comment", "-m")] = "",
+    url: UrlOption = "http://127.0.0.1:8765",
+) -> None:
+    """Approve a pending action."""
+    _call("POST", url, f"/api/v1/approvals/{approval_id}/approve", {"comment": comment})
+    out.print(f"[green]approved[/] {approval_id}")
+
+
+@app.command()
+def deny(
+    approval_id: str,
+    comment: Annotated[str, typer.Option("--comment", "-m")] = "",
+    url: UrlOption = "http://127.0.0.1:8765",
+) -> None:
+    """Deny a pending action (the incident goes to a human)."""
+    _call("POST", url, f"/api/v1/approvals/{approval_id}/deny", {"comment": comment})
+    out.print(f"[yellow]denied[/] {approval_id}")
+
+
 # ---------------------------------------------------------------------------- bench
 
 

@@ -253,9 +253,23 @@ class Escalation(Model):
     default: list[Tier] = Field(default_factory=lambda: [Tier(notify=["on-call"])], min_length=1)
 
 
+def _check_sources(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pollers (HTTP probes, Prometheus queries) are validated by the sense layer's models."""
+    from onduty.sense.pollers import parse_sources
+
+    try:
+        parse_sources(raw)
+    except ValidationError as error:
+        raise ValueError("; ".join(describe_validation_error(error))) from None
+    return raw
+
+
 class Config(Model):
     store: str = "sqlite:///onduty.db"
     bus: str = "memory"
+    sources: Annotated[list[dict[str, Any]], AfterValidator(_check_sources)] = Field(
+        default_factory=list
+    )
     snapshot_every: int = Field(default=1000, ge=1)
     services: list[Service] = Field(default_factory=list)
     correlation: Correlation = Field(default_factory=Correlation)
@@ -285,8 +299,9 @@ class Config(Model):
         return self
 
     def policy_document(self) -> dict[str, Any]:
-        """What the core decides by: everything except where the shell keeps its data."""
-        return self.model_dump(mode="json", exclude={"store", "bus"})
+        """What the core decides by: everything except the shell's own settings (where the log
+        lives, the bus, the pollers that feed it)."""
+        return self.model_dump(mode="json", exclude={"store", "bus", "sources"})
 
     @property
     def version(self) -> str:

@@ -13,7 +13,7 @@ from onduty.events import Event
 from onduty.log import EventLog, open_log
 from onduty.loop import CoreLoop
 from onduty.obs import Metrics
-from onduty.readmodel import IncidentProjection
+from onduty.readmodel import IncidentProjection, SilenceProjection
 from onduty.runtime import RecoveryReport, Runtime, SystemClock
 
 logger = logging.getLogger("onduty")
@@ -26,11 +26,13 @@ class ReadModels:
     incidents: IncidentProjection = field(
         default_factory=lambda: IncidentProjection(keep_timeline=True)
     )
+    silences: SilenceProjection = field(default_factory=SilenceProjection)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def feed(self, event: Event) -> None:
         with self.lock:
             self.incidents.feed(event)
+            self.silences.feed(event)
 
 
 class Service:

@@ -3,23 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 from starlette.requests import Request
 from starlette.responses import Response
 
 from onduty.api.ingest import Format, Ingest, JSONBody, error
-from onduty.events import ApprovalDenied, ApprovalGranted, Event, Payload
+from onduty.config import Duration
+from onduty.correlate.matchers import MatcherList
+from onduty.events import (
+    ApprovalDenied,
+    ApprovalGranted,
+    Event,
+    Payload,
+    SignalReceived,
+    SilenceCreated,
+    SilenceExpired,
+)
 from onduty.readmodel import IncidentView
 from onduty.runtime import Input
 from onduty.sense import FORMATS
-from onduty.service import Service
+from onduty.service import Service, logger
 
 API = "/api/v1"
 JSON = ("application/json",)
@@ -34,8 +46,37 @@ INGEST_ROUTES = {
 }
 
 
+def _pagerduty_acknowledgement(body: bytes, signals: list[Any]) -> dict[str, Any]:
+    """What PagerDuty's Events API answers, so existing clients keep working."""
+    dedup_key = signals[0].fingerprint.removeprefix("pd:") if signals else None
+    return {"status": "success", "message": "Event processed", "dedup_key": dedup_key}
+
+
+ACKNOWLEDGE = {"pagerduty": _pagerduty_acknowledgement}
+
+
 class Answer(BaseModel):
     comment: str = Field(default="", max_length=2000)
+
+
+class NewSilence(BaseModel):
+    """A silence or maintenance window: `ends_at`, or a `duration` from `starts_at` (now)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    matchers: MatcherList
+    comment: str = Field(min_length=1, max_length=2000)
+    created_by: str = Field(default="api", min_length=1, max_length=200)
+    kind: Literal["silence", "maintenance"] = "silence"
+    starts_at: AwareDatetime | None = None
+    ends_at: AwareDatetime | None = None
+    duration: Duration | None = None
+
+    @model_validator(mode="after")
+    def _one_end(self) -> NewSilence:
+        if (self.ends_at is None) == (self.duration is None):
+            raise ValueError("give exactly one of ends_at or duration")
+        return self
 
 
 def _event_json(event: Event) -> dict[str, Any]:
@@ -67,10 +108,14 @@ def build_app(service: Service) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service.start()
+        stop_polling = asyncio.Event()
+        polling = asyncio.create_task(poll(service, ingest, stop_polling))
         try:
             yield
         finally:
             # uvicorn stops accepting and lets in-flight requests finish before this runs
+            stop_polling.set()
+            await polling
             await asyncio.to_thread(service.stop)
 
     app = FastAPI(
@@ -82,7 +127,7 @@ def build_app(service: Service) -> FastAPI:
     )
     ingest = Ingest(lambda: service.loop, service.metrics, max_body=service.max_body)
     for name, (path, content_types) in INGEST_ROUTES.items():
-        fmt = Format(name, FORMATS[name], content_types)
+        fmt = Format(name, FORMATS[name], content_types, ACKNOWLEDGE.get(name))
         app.add_route(API + path, ingest.endpoint(fmt), methods=["POST"], name=f"ingest-{name}")
 
     @app.get(f"{API}/incidents")
@@ -138,6 +183,59 @@ def build_app(service: Service) -> FastAPI:
         comment = body.comment if body else ""
         return await answer(approval_id, ApprovalDenied(approval_id=approval_id, comment=comment))
 
+    @app.post(f"{API}/silences")
+    async def create_silence(body: NewSilence) -> Response:
+        starts = body.starts_at or datetime.now(UTC)
+        ends = body.ends_at or starts + (body.duration or timedelta(0))
+        if ends <= starts:
+            return error(422, "the silence must end after it starts", "ends_at")
+        silence_id = f"sil-{uuid.uuid4().hex[:12]}"
+        created = SilenceCreated(
+            silence_id=silence_id,
+            matchers=body.matchers.to_strings(),
+            starts_at=starts,
+            ends_at=ends,
+            comment=body.comment,
+            kind=body.kind,
+        )
+        outcome = await ingest.durable([Input(created, stream="silences", actor=body.created_by)])
+        return outcome or JSONBody(
+            {"id": silence_id, "starts_at": starts.isoformat(), "ends_at": ends.isoformat()},
+            status_code=202,
+        )
+
+    @app.get(f"{API}/silences")
+    def silences(
+        state: Annotated[str, Query(pattern="^(active|pending|expired|all)$")] = "all",
+    ) -> list[dict[str, Any]]:
+        now = datetime.now(UTC)
+        with service.read.lock:
+            views = list(service.read.silences.silences.values())
+        return [
+            {
+                "id": view.silence_id,
+                "matchers": view.matchers,
+                "starts_at": view.starts_at.isoformat(),
+                "ends_at": view.ends_at.isoformat(),
+                "created_by": view.created_by,
+                "comment": view.comment,
+                "kind": view.kind,
+                "state": view.state(now),
+            }
+            for view in sorted(views, key=lambda v: v.starts_at)
+            if state in ("all", view.state(now))
+        ]
+
+    @app.delete(f"{API}/silences/{{silence_id}}")
+    async def expire_silence(silence_id: str) -> Response:
+        with service.read.lock:
+            view = service.read.silences.silences.get(silence_id)
+        if view is None or view.state(datetime.now(UTC)) == "expired":
+            return error(404, f"no active or pending silence {silence_id}", "silence_id")
+        expired = SilenceExpired(silence_id=silence_id)
+        outcome = await ingest.durable([Input(expired, stream="silences", actor="api")])
+        return outcome or JSONBody({"id": silence_id, "expired": True}, status_code=202)
+
     @app.get(f"{API}/events")
     def events(
         after: Annotated[int, Query(ge=0)] = 0,
@@ -186,3 +284,30 @@ def build_app(service: Service) -> FastAPI:
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+async def poll(service: Service, ingest: Ingest, stop: asyncio.Event) -> None:
+    """Run the configured pollers until `stop`; their signals go through the same durable path
+    as pushed ones."""
+    if not service.config.sources:
+        return
+    import httpx
+
+    from onduty.sense.pollers import build_source, parse_sources, run_pollers
+
+    def failed(name: str, problem: Exception) -> None:
+        logger.warning("source %s: %s", name, problem)
+
+    async def submit(signal: Any) -> None:
+        body = SignalReceived.model_validate(dict(signal))
+        refused = await ingest.durable([Input(body, stream=f"signal:{signal.fingerprint}")])
+        if refused is not None:
+            logger.warning(
+                "a polled signal was refused (%s); it will be re-sent", refused.status_code
+            )
+
+    async with httpx.AsyncClient() as client:
+        sources = [build_source(spec, client) for spec in parse_sources(service.config.sources)]
+        await run_pollers(
+            sources, submit, clock=lambda: datetime.now(UTC), stop=stop, on_error=failed
+        )

@@ -38,6 +38,8 @@ class Format:
     name: str
     parse: Parser
     content_types: tuple[str, ...]
+    # For senders that expect their own acknowledgement (PagerDuty clients read `dedup_key`).
+    acknowledge: Callable[[bytes, list[Signal]], dict[str, Any]] | None = None
 
 
 class JSONBody(Response):
@@ -149,7 +151,10 @@ class Ingest:
         if outcome is not None:
             return outcome
         self._metrics.signals.labels(fmt.name).inc(len(inputs))
-        return JSONBody({"accepted": len(inputs)}, status_code=202)
+        body_out = {"accepted": len(inputs)}
+        if fmt.acknowledge is not None:
+            body_out.update(fmt.acknowledge(body, signals))
+        return JSONBody(body_out, status_code=202)
 
     async def durable(self, inputs: Sequence[Input]) -> Response | None:
         """Hand inputs to the core; None once durable, else the response to give instead."""
