@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from enum import IntEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import cel
 import jinja2
 import yaml
+from cronsim import CronSim, CronSimError
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -211,32 +213,126 @@ class Concurrency(Model):
         return self
 
 
+class BlastRadius(Model):
+    """At most `max` (or `max_fraction` of a service's instances) affected at once, counting
+    instances already unhealthy (a firing signal) and those acted on within `window`, like a
+    PodDisruptionBudget. An action on the whole service affects all its instances."""
+
+    action: str = "*"
+    max: int | None = Field(default=None, ge=0)
+    max_fraction: float | None = Field(default=None, gt=0, le=1)
+    window: Duration = timedelta(minutes=10)
+    count_unhealthy: bool = True
+
+    @model_validator(mode="after")
+    def _one_limit(self) -> BlastRadius:
+        if (self.max is None) == (self.max_fraction is None):
+            raise ValueError("give exactly one of max or max_fraction")
+        return self
+
+
+class OutageBrake(Model):
+    """When more than `max_fraction` of the services (or instances) are alerting at once,
+    autonomous actions pause and incidents go to humans: no fixing in the middle of an outage."""
+
+    max_fraction: float = Field(gt=0, le=1)
+    of: Literal["services", "instances"] = "services"
+
+
+class FreezeRange(Model):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    start: datetime = Field(alias="from")
+    end: datetime = Field(alias="to")
+
+
+class Freeze(Model):
+    """No autonomous actions during fixed ranges, or from each `cron` occurrence for
+    `duration`, in `timezone` (cron is read in local time, so DST is handled)."""
+
+    ranges: list[FreezeRange] = Field(default_factory=list)
+    cron: str | None = None
+    duration: Duration | None = None
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name)") from None
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                CronSim(value, datetime(2026, 1, 1, tzinfo=UTC))
+            except CronSimError as error:
+                raise ValueError(f"not a valid cron expression: {error}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> Freeze:
+        if (self.cron is None) != (self.duration is None):
+            raise ValueError("a recurring freeze needs both cron and duration")
+        if self.cron is None and not self.ranges:
+            raise ValueError("give ranges, or cron with duration")
+        for index, span in enumerate(self.ranges):
+            if span.start.tzinfo is None or span.end.tzinfo is None:
+                raise ValueError(f"ranges[{index}]: times need a UTC offset")
+            if span.end <= span.start:
+                raise ValueError(f"ranges[{index}]: `to` must be after `from`")
+        return self
+
+
+GUARDRAIL_KINDS = ("rate", "concurrent", "blast", "outage", "freeze")
+
+
 class Guardrail(Model):
+    """One rule. A kind (rate, concurrent, blast, outage, freeze) with an optional `when` that
+    narrows where it applies, or a bare `when` condition with an `effect`."""
+
     name: str = Field(min_length=1)
     rate: RateLimit | None = None
     concurrent: Concurrency | None = None
+    blast: BlastRadius | None = None
+    outage: OutageBrake | None = None
+    freeze: Freeze | None = None
     when: Condition | None = None
     effect: Literal["allow", "deny", "require_approval"] | None = None
 
+    @property
+    def kind(self) -> str:
+        return next((k for k in GUARDRAIL_KINDS if getattr(self, k) is not None), "condition")
+
     @model_validator(mode="after")
     def _one_kind(self) -> Guardrail:
-        kinds = [k for k in ("rate", "concurrent") if getattr(self, k) is not None]
-        if self.effect is not None and not kinds:
-            kinds.append("when")
-        if len(kinds) != 1:
-            raise ValueError(
-                "a guardrail is exactly one of: rate, concurrent, or a `when` condition "
-                "with an `effect`"
-            )
-        if kinds == ["when"] and not self.when:
+        kinds = [k for k in GUARDRAIL_KINDS if getattr(self, k) is not None]
+        if not kinds and self.effect is not None and self.when is None:
             raise ValueError("a condition guardrail needs `when`")
+        if len(kinds) > 1 or (not kinds and (self.when is None or self.effect is None)):
+            raise ValueError(
+                "a guardrail is exactly one of: rate, concurrent, blast, outage, freeze, or a "
+                "`when` condition with an `effect`"
+            )
+        if kinds and self.effect is not None:
+            raise ValueError(f"`effect` is for condition guardrails; a {kinds[0]} rule denies")
         return self
 
 
 class Approvals(Model):
     timeout: Duration = timedelta(minutes=10)
-    on_timeout: Literal["deny"] = "deny"
+    # What an unanswered request becomes: deny (the safe default) or escalate to the next tier
+    # while still denying the action.
+    on_timeout: Literal["deny", "escalate"] = "deny"
     notify: list[str] = Field(default_factory=lambda: ["on-call"])
+    required: int = Field(default=1, ge=1, le=5)
+    """Distinct people who must approve (2: the two-person rule)."""
+    roles: list[str] = Field(default_factory=list)
+    """Roles allowed to approve; empty: anyone who may answer approvals."""
 
 
 class Policy(Model):

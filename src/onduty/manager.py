@@ -50,6 +50,7 @@ from onduty.events import (
 )
 from onduty.expressions import prepare
 from onduty.govern import Facts, Policy
+from onduty.govern.facts import gather
 from onduty.state import (
     IN_FLIGHT,
     TERMINAL,
@@ -961,16 +962,9 @@ class Manager:
         approved_by: str | None,
     ) -> Facts:
         setup = self._setup()
-        target_service = setup.owner.get(proposal.target)
-        service = setup.services.get(incident.service or "") or (
-            setup.services.get(target_service or "")
-        )
-        in_flight: dict[str, int] = {}
-        for action in self.state.actions.values():
-            if action.status in IN_FLIGHT and action.service is not None:
-                in_flight[action.service] = in_flight.get(action.service, 0) + 1
         variables = None
         if setup.policy.needs_variables:
+            target_service = setup.owner.get(proposal.target, "")
             variables = prepare(
                 {
                     **context,
@@ -979,21 +973,22 @@ class Manager:
                         "runbook": proposal.runbook,
                         "params": proposal.params,
                     },
-                    "target": {"name": proposal.target, "service": target_service or ""},
+                    "target": {"name": proposal.target, "service": target_service},
                 }
             )
-        return Facts(
+        service = setup.services.get(incident.service or "") or setup.services.get(
+            setup.owner.get(proposal.target, "")
+        )
+        return gather(
+            self.state,
             proposal=proposal,
-            now=self._now,
             incident_service=incident.service,
-            target_service=target_service,
-            target_known=target_service is not None,
+            services=setup.services,
+            owner=setup.owner,
             autonomy=self._autonomy(service, proposal.runbook),
             approved_by=approved_by,
-            history=tuple(self.state.history),
-            in_flight_by_service=in_flight,
-            service_size=len(service.instances) if service else 0,
             variables=variables,
+            now=self._now,
         )
 
     def _autonomy(self, service: Service | None, runbook_name: str) -> Autonomy:

@@ -23,6 +23,15 @@ class Facts:
     history: tuple[ActionRecord, ...]
     in_flight_by_service: dict[str, int]
     service_size: int
-    variables: Any
+    service_instances: tuple[str, ...] = ()
+    in_flight_targets: frozenset[str] = frozenset()
+    """Targets of actions in flight on the incident's service."""
+    unhealthy: frozenset[str] = frozenset()
+    """Instances of the incident's service with a firing signal."""
+    alerting_services: int = 0
+    total_services: int = 0
+    alerting_instances: int = 0
+    total_instances: int = 0
+    variables: Any = None
     """The CEL variables (signal, incident, action, target, service, now), prepared once per
     verdict with `onduty.expressions.prepare`; None when no rule needs them."""

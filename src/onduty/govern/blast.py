@@ -1,0 +1,67 @@
+"""Blast radius: how much of a service may be affected at once, like a PodDisruptionBudget.
+
+Affected = instances already unhealthy (a firing signal), instances being acted on, and
+instances acted on within the window. An action on an instance that is already affected adds
+nothing; an action on a new one must keep the total within the limit; an action on the whole
+service affects every instance."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from onduty.config import BlastRadius
+from onduty.events import RuleOutcome
+from onduty.govern.base import outcome, window_text
+from onduty.govern.context import Facts
+
+
+@dataclass(frozen=True)
+class BlastRadiusRule:
+    name: str
+    limit: BlastRadius
+
+    def allowed(self, facts: Facts) -> int:
+        if self.limit.max is not None:
+            return self.limit.max
+        return math.floor((self.limit.max_fraction or 0.0) * len(facts.service_instances))
+
+    def affected(self, facts: Facts) -> set[str]:
+        instances = set(facts.service_instances)
+        since = facts.now - self.limit.window
+        touched: set[str] = set(facts.in_flight_targets)
+        touched.update(
+            record.target
+            for record in facts.history
+            if record.at > since and record.service == facts.incident_service
+        )
+        affected = {target for target in touched if target in instances}
+        if any(target not in instances for target in touched):
+            affected = set(instances)  # an action on the whole service touched every instance
+        if self.limit.count_unhealthy:
+            affected |= facts.unhealthy
+        return affected
+
+    def check(self, facts: Facts) -> RuleOutcome | None:
+        proposal = facts.proposal
+        if self.limit.action not in ("*", proposal.action) or not facts.service_instances:
+            return None
+        instances = set(facts.service_instances)
+        adds = {proposal.target} if proposal.target in instances else instances
+        affected = self.affected(facts)
+        new = adds - affected
+        if not new:
+            return None  # everything it touches is already affected: no extra disruption
+        allowed = self.allowed(facts)
+        total = len(affected | adds)
+        if total <= allowed:
+            return None
+        service = facts.incident_service or "the service"
+        return outcome(
+            self.name,
+            "deny",
+            f"{self.name}: {proposal.action} on {proposal.target} would make {total} of "
+            f"{len(instances)} {service} instances affected within "
+            f"{window_text(self.limit.window.total_seconds())} "
+            f"({len(affected)} already down or acted on), limit {allowed}",
+        )

@@ -1,0 +1,68 @@
+"""Gathering the facts of a verdict from the core's state: where the proposal lands, what is
+already in flight or unhealthy, and how much of the fleet is alerting."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from onduty.config import Autonomy, Service
+from onduty.govern.context import Facts
+from onduty.state import IN_FLIGHT, State
+from onduty.think.proposal import Proposal
+
+
+def gather(
+    state: State,
+    *,
+    proposal: Proposal,
+    incident_service: str | None,
+    services: Mapping[str, Service],
+    owner: Mapping[str, str],
+    autonomy: Autonomy,
+    approved_by: str | None,
+    variables: Any,
+    now: datetime,
+) -> Facts:
+    target_service = owner.get(proposal.target)
+    service = services.get(incident_service or "") or services.get(target_service or "")
+    in_flight: dict[str, int] = {}
+    in_flight_targets: set[str] = set()
+    for action in state.actions.values():
+        if action.status in IN_FLIGHT and action.service is not None:
+            in_flight[action.service] = in_flight.get(action.service, 0) + 1
+            if action.service == incident_service:
+                in_flight_targets.add(action.target)
+    alerting_services: set[str] = set()
+    alerting_instances: set[str] = set()
+    for signal in state.signals.values():
+        if signal.status != "firing":
+            continue
+        instance = signal.labels.get("instance", "")
+        where = signal.labels.get("service") or owner.get(instance)
+        if where:
+            alerting_services.add(where)
+        if instance in owner and instance not in services:
+            alerting_instances.add(instance)
+    instances = tuple(service.instances) if service else ()
+    return Facts(
+        proposal=proposal,
+        now=now,
+        incident_service=incident_service,
+        target_service=target_service,
+        target_known=target_service is not None,
+        autonomy=autonomy,
+        approved_by=approved_by,
+        history=tuple(state.history),
+        in_flight_by_service=in_flight,
+        service_size=len(instances),
+        service_instances=instances,
+        in_flight_targets=frozenset(in_flight_targets),
+        unhealthy=frozenset(i for i in alerting_instances if i in set(instances)),
+        alerting_services=len(alerting_services & set(services)),
+        total_services=len(services),
+        alerting_instances=len(alerting_instances),
+        total_instances=sum(len(s.instances) for s in services.values()),
+        variables=variables,
+    )

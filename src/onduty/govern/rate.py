@@ -1,0 +1,49 @@
+"""Rate limits: at most N matching actions per key in a sliding window."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from onduty.config import RateLimit
+from onduty.events import RuleOutcome
+from onduty.govern.base import outcome, window_text
+from onduty.govern.context import Facts
+
+
+@dataclass(frozen=True)
+class RateLimitRule:
+    """At most `max` matching actions per key in a sliding window."""
+
+    name: str
+    limit: RateLimit
+
+    def check(self, facts: Facts) -> RuleOutcome | None:
+        proposal = facts.proposal
+        if self.limit.action not in ("*", proposal.action):
+            return None
+        key = self._key(proposal.target, facts.incident_service, proposal.runbook)
+        since = facts.now - self.limit.per
+        count = sum(
+            1
+            for record in facts.history
+            if record.at > since
+            and self.limit.action in ("*", record.action)
+            and self._key(record.target, record.service, record.runbook) == key
+        )
+        window = window_text(self.limit.per.total_seconds())
+        what = proposal.action if self.limit.action != "*" else "actions"
+        if count >= self.limit.max:
+            return outcome(
+                self.name,
+                "deny",
+                f"{self.name}: {count} {what} on {key} in the last {window}, "
+                f"limit {self.limit.max}",
+            )
+        return None
+
+    def _key(self, target: str, service: str | None, runbook: str) -> str:
+        if self.limit.key == "service":
+            return service or ""
+        if self.limit.key == "runbook":
+            return runbook
+        return target
