@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -16,46 +17,128 @@ from onduty.events import (
     ApprovalDenied,
     ApprovalGranted,
     AutonomyChanged,
+    SignalReceived,
+    SilenceCreated,
+    SilenceExpired,
     Tick,
 )
 from onduty.manager import Manager
 from onduty.replay import replay
 from onduty.state import IN_FLIGHT
-from tests.core.helpers import Driver
+from tests.core.helpers import Driver, config
 
 INSTANCES = ["web-1", "web-2", "web-3", "db-1", "batch-1", "ghost-1"]
 ALERTS = ["InstanceDown", "HighLatency"]
+REGIONS = {"web-1": "eu", "web-2": "us", "web-3": "eu", "db-1": "us", "batch-1": "eu"}
+SILENCE_MATCHERS = [
+    ['service="web"'],
+    ['instance="web-1"'],
+    ['service="db"', 'alertname!="HighLatency"'],
+    ['instance!~"web-.*"', 'severity="warning"'],
+    ['alertname=~"Instance.*"', 'region="eu"'],
+]
+# Silences, maintenance windows, inhibition by a regional outage, and signals that time out.
+CORRELATED = config(
+    correlation={
+        "group_by": ["service", "alertname", "instance"],
+        "group_wait": "0s",
+        "resolve_timeout": "5m",
+        "inhibit_rules": [
+            {
+                "source_matchers": ['alertname="RegionDown"'],
+                "target_matchers": ['severity=~"warning|critical"'],
+                "equal": ["region"],
+            }
+        ],
+    }
+)
 
-operation = st.one_of(
-    st.tuples(
-        st.just("signal"),
-        st.sampled_from(INSTANCES),
-        st.sampled_from(["firing", "firing", "resolved", "acknowledged"]),
-        st.sampled_from(ALERTS),
-        st.integers(0, 400),
-    ),
-    st.tuples(st.just("tick"), st.integers(1, 900)),
-    st.tuples(
-        st.just("outcome"), st.sampled_from(["started", "ok", "fail", "unknown"]), st.integers(0, 5)
-    ),
-    st.tuples(st.just("answer"), st.sampled_from(["grant", "deny"]), st.integers(0, 3)),
-    st.tuples(
-        st.just("autonomy"),
-        st.sampled_from(["web", "db"]),
-        st.sampled_from(["observe", "suggest", "approve", "act"]),
-    ),
+signal = st.tuples(
+    st.just("signal"),
+    st.sampled_from(INSTANCES),
+    st.sampled_from(["firing", "firing", "resolved", "acknowledged"]),
+    st.sampled_from(ALERTS),
+    st.integers(0, 400),
+)
+tick = st.tuples(st.just("tick"), st.integers(1, 900))
+outcome = st.tuples(
+    st.just("outcome"), st.sampled_from(["started", "ok", "fail", "unknown"]), st.integers(0, 5)
+)
+answer = st.tuples(st.just("answer"), st.sampled_from(["grant", "deny"]), st.integers(0, 3))
+autonomy = st.tuples(
+    st.just("autonomy"),
+    st.sampled_from(["web", "db"]),
+    st.sampled_from(["observe", "suggest", "approve", "act"]),
+)
+operation = st.one_of(signal, tick, outcome, answer, autonomy)
+
+new_silence = st.tuples(
+    st.just("silence"),
+    st.integers(0, len(SILENCE_MATCHERS) - 1),
+    st.sampled_from([0, -300, 1, 120, 600]),  # starts this many seconds from now
+    st.sampled_from([1800, 60, 600, 3600, 1]),  # and lasts this long
+    st.sampled_from(["silence", "maintenance"]),
+)
+expire = st.tuples(st.just("expire"), st.integers(0, 4))  # 4: an id nobody created
+region = st.tuples(
+    st.just("region"),
+    st.sampled_from(["eu", "us"]),
+    st.sampled_from(["firing", "firing", "resolved"]),
+    st.integers(0, 400),
+)
+# Weighted towards what correlation reacts to: signals, outages, silences and time.
+correlated_operation = st.one_of(
+    signal, signal, signal, region, region, new_silence, new_silence, expire, tick, outcome, answer
 )
 
 
-def run(operations: list[tuple[Any, ...]]) -> Driver:
+def _signal(instance: str, status: Any, alertname: str) -> SignalReceived:
+    """A signal of an instance; those with a known region say so, and are warnings."""
+    labels = {"alertname": alertname, "instance": instance, "service": instance.rsplit("-", 1)[0]}
+    if instance in REGIONS:
+        labels |= {"region": REGIONS[instance], "severity": "warning"}
+    return SignalReceived(
+        source="test", fingerprint=f"{alertname}:{instance}", status=status, labels=labels
+    )
+
+
+def run(operations: list[tuple[Any, ...]], cfg: Any = None) -> Driver:
     """Play operations the way the world would answer the core's commands."""
-    driver = Driver()
+    driver = Driver(cfg)
     starts: list[StartAction] = []
     approvals: list[str] = []
+    silences: list[str] = []
     for op in operations:
         if op[0] == "signal":
             _, instance, status, alert, after = op
-            decision = driver.signal(instance, status, alertname=alert, after=after)
+            decision = driver.feed(_signal(instance, status, alert), after=after)
+        elif op[0] == "silence":
+            _, which, offset, length, kind = op
+            starts_at = driver.now + timedelta(seconds=offset)
+            silence_id = f"sil-{len(silences) + 1}"
+            silences.append(silence_id)
+            created = SilenceCreated(
+                silence_id=silence_id,
+                matchers=SILENCE_MATCHERS[which],
+                starts_at=starts_at,
+                ends_at=starts_at + timedelta(seconds=length),
+                comment="planned work",
+                kind=kind,
+            )
+            decision = driver.feed(created, after=1, actor="alice")
+        elif op[0] == "expire":
+            known = silences and op[1] < 4
+            silence_id = silences[op[1] % len(silences)] if known else "sil-unknown"
+            decision = driver.feed(SilenceExpired(silence_id=silence_id), after=1, actor="bob")
+        elif op[0] == "region":
+            _, region, status, after = op
+            labels = {"alertname": "RegionDown", "region": region, "severity": "critical"}
+            decision = driver.feed(
+                SignalReceived(
+                    source="test", fingerprint=f"RegionDown:{region}", status=status, labels=labels
+                ),
+                after=after,
+            )
         elif op[0] == "tick":
             decision = driver.feed(Tick(), after=op[1])
         elif op[0] == "outcome" and starts:
@@ -95,25 +178,24 @@ def run(operations: list[tuple[Any, ...]]) -> Driver:
 
 
 histories = st.lists(operation, min_size=1, max_size=60)
+# Silences made up front too, so that some alerts arrive while one is in force.
+correlated_histories = st.builds(
+    list.__add__,
+    st.lists(new_silence, max_size=2),
+    st.lists(correlated_operation, min_size=8, max_size=60),
+)
 quick = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-@quick
-@given(histories)
-def test_replay_reproduces_the_live_run(operations: list[tuple[Any, ...]]) -> None:
-    driver = run(operations)
+def _replays_exactly(driver: Driver) -> None:
     report = replay(driver.log)
     assert report.differences == []
     assert report.manager is not None
     assert report.manager.snapshot() == driver.manager.snapshot()
+    assert report.manager.pending_timers() == driver.manager.pending_timers()
 
 
-@quick
-@given(histories, st.integers(0, 10_000))
-def test_folding_from_any_snapshot_equals_the_live_state(
-    operations: list[tuple[Any, ...]], cut: int
-) -> None:
-    driver = run(operations)
+def _folds_from_a_snapshot(driver: Driver, cut: int) -> None:
     cut %= len(driver.log) + 1
     first = Manager()
     for event in driver.log[:cut]:
@@ -123,6 +205,55 @@ def test_folding_from_any_snapshot_equals_the_live_state(
         resumed.apply(event)
     assert resumed.snapshot() == driver.manager.snapshot()
     assert resumed.pending_timers() == driver.manager.pending_timers()
+
+
+@quick
+@given(histories)
+def test_replay_reproduces_the_live_run(operations: list[tuple[Any, ...]]) -> None:
+    _replays_exactly(run(operations))
+
+
+@quick
+@given(correlated_histories)
+def test_replay_reproduces_a_run_with_silences_inhibition_and_timeouts(
+    operations: list[tuple[Any, ...]],
+) -> None:
+    _replays_exactly(run(operations, CORRELATED))
+
+
+@quick
+@given(histories, st.integers(0, 10_000))
+def test_folding_from_any_snapshot_equals_the_live_state(
+    operations: list[tuple[Any, ...]], cut: int
+) -> None:
+    _folds_from_a_snapshot(run(operations), cut)
+
+
+@quick
+@given(correlated_histories, st.integers(0, 10_000))
+def test_folding_from_any_snapshot_equals_the_live_state_with_correlation(
+    operations: list[tuple[Any, ...]], cut: int
+) -> None:
+    _folds_from_a_snapshot(run(operations, CORRELATED), cut)
+
+
+@quick
+@given(correlated_histories)
+def test_a_muted_incident_is_never_acted_on(operations: list[tuple[Any, ...]]) -> None:
+    """Between `muted` and `unmuted` an incident gets no proposal, and nothing starts."""
+    driver = run(operations, CORRELATED)
+    muted: dict[str, str] = {}
+    for event in driver.log:
+        incident_id = str(event.data.get("incident_id", ""))
+        if event.type == "IncidentUpdated" and event.data["change"] == "muted":
+            assert event.data["detail"], "a muted incident says why"
+            muted[incident_id] = event.data["detail"]
+        elif event.type == "IncidentUpdated" and event.data["change"] == "unmuted":
+            assert muted.pop(incident_id, None) is not None, "unmuted without being muted"
+        elif event.type in ("ActionProposed", "ActionStarted", "ApprovalRequested"):
+            assert incident_id not in muted, (event.type, muted.get(incident_id))
+        elif event.type == "IncidentResolved":
+            muted.pop(incident_id, None)
 
 
 @quick

@@ -16,6 +16,7 @@ CORE = [
     *sorted((SOURCE / "think").glob("*.py")),
     *sorted((SOURCE / "govern").glob("*.py")),
     *sorted((SOURCE / "correlate").glob("*.py")),
+    *sorted((SOURCE / "lifecycle").glob("*.py")),
 ]
 BANNED_MODULES = {
     "time",
@@ -54,6 +55,7 @@ ALLOWED_PROJECT = {
     "onduty.think",
     "onduty.govern",
     "onduty.correlate",
+    "onduty.lifecycle",
 }
 
 

@@ -1,0 +1,415 @@
+"""Incidents into actions: planning with the runbook agent, governing each proposal, approvals,
+the action's outcome, verification, undo."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from onduty.commands import Notify, ScheduleTimer, StartAction, StartUndo
+from onduty.events import (
+    ActionFailed,
+    ActionOutcomeUnknown,
+    ActionProposed,
+    ActionStarted,
+    ActionSucceeded,
+    ApprovalDenied,
+    ApprovalExpired,
+    ApprovalGranted,
+    ApprovalRequested,
+    Event,
+    IncidentUpdated,
+    PolicyEvaluated,
+    VerificationFailed,
+    VerificationPassed,
+)
+from onduty.expressions import prepare
+from onduty.govern import Facts
+from onduty.govern.facts import gather
+from onduty.lifecycle.base import CoreBase, derive_id
+from onduty.state import (
+    IN_FLIGHT,
+    TERMINAL,
+    ActionRecord,
+    ActionState,
+    ActionStatus,
+    Approval,
+    Incident,
+)
+from onduty.think import Proposal, arbitrate
+
+
+class ActionLifecycle(CoreBase):
+    def _apply_proposed(self, body: ActionProposed, event: Event) -> None:
+        incident = self.state.incidents.get(body.incident_id)
+        self.state.actions[body.command_id] = ActionState(
+            command_id=body.command_id,
+            incident_id=body.incident_id,
+            runbook=body.runbook,
+            step=body.step,
+            action=body.action,
+            target=body.target,
+            params=dict(body.params),
+            timeout_s=body.timeout_s,
+            service=incident.service if incident else None,
+        )
+        if incident is not None:
+            incident.commands.append(body.command_id)
+
+    def _apply_evaluated(self, body: PolicyEvaluated, event: Event) -> None:
+        action = self.state.actions.get(body.command_id)
+        if action is None:
+            return
+        if body.verdict == "allow":
+            action.status = ActionStatus.ALLOWED
+            history = self.state.history
+            history.append(
+                ActionRecord(event.ts, action.action, action.target, action.service, action.runbook)
+            )
+            horizon = self._setup().history_seconds
+            while history and (event.ts - history[0].at).total_seconds() > horizon:
+                history.pop(0)
+        elif body.verdict == "deny":
+            self._finish(action, ActionStatus.DENIED)
+        else:
+            action.status = ActionStatus.AWAITING_APPROVAL
+
+    def _apply_approval_requested(self, body: ApprovalRequested, event: Event) -> None:
+        self.state.approvals[body.approval_id] = Approval(
+            body.approval_id, body.command_id, body.incident_id, body.expires_at
+        )
+        action = self.state.actions.get(body.command_id)
+        if action is not None:
+            action.approval_id = body.approval_id
+
+    def _apply_approval_answer(self, body: ApprovalGranted | ApprovalDenied, event: Event) -> None:
+        approval = self.state.approvals.pop(body.approval_id, None)
+        if approval is not None and isinstance(body, ApprovalDenied):
+            action = self.state.actions.get(approval.command_id)
+            if action is not None:
+                self._finish(action, ActionStatus.DENIED)
+
+    def _apply_approval_expired(self, body: ApprovalExpired, event: Event) -> None:
+        self.state.approvals.pop(body.approval_id, None)
+        action = self.state.actions.get(body.command_id)
+        if action is not None:
+            self._finish(action, ActionStatus.DENIED)
+
+    def _apply_started(self, body: ActionStarted, event: Event) -> None:
+        action = self.state.actions.get(body.command_id)
+        if action is not None and action.status is ActionStatus.ALLOWED:
+            action.status = ActionStatus.STARTED
+            action.attempt = body.attempt
+
+    def _apply_succeeded(self, body: ActionSucceeded, event: Event) -> None:
+        action = self.state.actions.get(body.command_id)
+        if action is None or action.status not in (ActionStatus.STARTED, ActionStatus.ALLOWED):
+            return
+        runbook = self._setup().agent.runbook(action.runbook)
+        if runbook is not None and action.step + 1 < len(runbook.do):
+            self._finish(action, ActionStatus.VERIFIED)
+            return
+        window = runbook.verify.signal_resolved_within if runbook else None
+        action.status = ActionStatus.VERIFYING
+        action.verify_deadline = event.ts + window if window is not None else event.ts
+
+    def _apply_failed(self, body: ActionFailed | ActionOutcomeUnknown, event: Event) -> None:
+        action = self.state.actions.get(body.command_id)
+        if action is None or action.status in TERMINAL:
+            return
+        failed = isinstance(body, ActionFailed)
+        self._finish(action, ActionStatus.FAILED if failed else ActionStatus.UNKNOWN)
+
+    def _apply_verification(
+        self, body: VerificationPassed | VerificationFailed, event: Event
+    ) -> None:
+        action = self.state.actions.get(body.command_id)
+        if action is not None:
+            passed = isinstance(body, VerificationPassed)
+            self._finish(action, ActionStatus.VERIFIED if passed else ActionStatus.VERIFY_FAILED)
+
+    def _finish(self, action: ActionState, status: ActionStatus) -> None:
+        action.status = status
+        if action.incident_id not in self.state.incidents:
+            self.state.actions.pop(action.command_id, None)
+
+    def _plan(self, incident: Incident) -> None:
+        if self._muted(incident):
+            return  # recorded, never acted on; re-examined when silences or sources change
+        setup = self._setup()
+        context = self._context(incident)
+        runbooks = [] if incident.flapping else setup.agent.matching(context)
+        self._emit(
+            IncidentUpdated(
+                incident_id=incident.incident_id,
+                change="planned",
+                detail=runbooks[0].name if runbooks else "",
+            ),
+            incident.incident_id,
+        )
+        if incident.flapping:
+            return  # already escalated when flapping was detected
+        if not runbooks:
+            alert = context["signal"]["labels"].get("alertname", "this alert")
+            self._escalate(incident, f"no runbook matches {alert}")
+            return
+        proposals = [
+            proposal
+            for runbook in runbooks
+            if (proposal := setup.agent.propose_step(runbook.name, 0, context)) is not None
+        ]
+        winner, _losers = arbitrate(proposals, self._busy_targets())
+        if winner is None:
+            self._escalate(
+                incident, "every proposed action targets something already being acted on"
+            )
+            return
+        self._propose(incident, winner, context)
+
+    def _propose(self, incident: Incident, proposal: Proposal, context: dict[str, Any]) -> None:
+        command_id = derive_id("cmd", incident.incident_id, proposal.runbook, str(proposal.step))
+        self._emit(
+            ActionProposed(
+                command_id=command_id,
+                incident_id=incident.incident_id,
+                agent=proposal.agent,
+                runbook=proposal.runbook,
+                step=proposal.step,
+                action=proposal.action,
+                target=proposal.target,
+                params=proposal.params,
+                timeout_s=proposal.timeout_s,
+                rationale=proposal.rationale,
+            ),
+            incident.incident_id,
+        )
+        self._govern(incident, self.state.actions[command_id], context, approved_by=None)
+
+    def _govern(
+        self,
+        incident: Incident,
+        action: ActionState,
+        context: dict[str, Any],
+        approved_by: str | None,
+    ) -> None:
+        setup = self._setup()
+        proposal = Proposal(
+            agent="runbook",
+            runbook=action.runbook,
+            step=action.step,
+            action=action.action,
+            target=action.target,
+            rationale="",
+            params=action.params,
+            timeout_s=action.timeout_s,
+        )
+        facts = self._facts(incident, proposal, context, approved_by)
+        verdict = setup.policy.evaluate(
+            facts, command_id=action.command_id, incident_id=incident.incident_id
+        )
+        self._emit(verdict, incident.incident_id)
+        if verdict.verdict == "allow":
+            self._commands.append(self._start_command(action))
+        elif verdict.verdict == "require_approval":
+            self._request_approval(incident, action, verdict)
+        else:
+            self._escalate(
+                incident,
+                f"action {action.action} on {action.target or '?'} not taken: {verdict.reason}",
+                command_id=action.command_id,
+            )
+
+    def _request_approval(
+        self, incident: Incident, action: ActionState, verdict: PolicyEvaluated
+    ) -> None:
+        approvals = self._setup().config.policy.approvals
+        approval_id = derive_id("apr", action.command_id)
+        summary = f"{action.action} on {action.target} for {incident.title} ({verdict.reason})"
+        self._emit(
+            ApprovalRequested(
+                approval_id=approval_id,
+                command_id=action.command_id,
+                incident_id=incident.incident_id,
+                expires_at=self._now + approvals.timeout,
+                notify=list(approvals.notify),
+                summary=summary,
+            ),
+            incident.incident_id,
+        )
+        self._commands.append(
+            Notify("approval", incident.incident_id, tuple(approvals.notify), summary, approval_id)
+        )
+        self._commands.append(
+            ScheduleTimer(f"approval:{approval_id}", self._now + approvals.timeout)
+        )
+
+    def _on_approval_granted(self, body: ApprovalGranted, prior: Approval | None) -> None:
+        if prior is None:
+            return  # unknown, already answered, expired or moot: nothing to do
+        action = self.state.actions.get(prior.command_id)
+        incident = self.state.incidents.get(prior.incident_id)
+        if action is None or incident is None:
+            return
+        assert self._cause is not None
+        self._govern(incident, action, self._context(incident), approved_by=self._cause.actor)
+
+    def _on_approval_denied(self, body: ApprovalDenied, prior: Approval | None) -> None:
+        if prior is None:
+            return
+        incident = self.state.incidents.get(prior.incident_id)
+        if incident is not None:
+            assert self._cause is not None
+            note = f": {body.comment}" if body.comment else ""
+            self._escalate(
+                incident,
+                f"approval denied by {self._cause.actor}{note}",
+                command_id=prior.command_id,
+            )
+
+    def _on_succeeded(self, body: ActionSucceeded, prior: None) -> None:
+        action = self.state.actions.get(body.command_id)
+        if action is None:
+            return
+        incident = self.state.incidents.get(action.incident_id)
+        if incident is None:
+            return
+        if action.status is ActionStatus.VERIFIED:  # an earlier step of a longer runbook
+            proposal = self._setup().agent.propose_step(
+                action.runbook, action.step + 1, self._context(incident)
+            )
+            if proposal is not None:
+                self._propose(incident, proposal, self._context(incident))
+            return
+        if action.status is ActionStatus.VERIFYING and action.verify_deadline is not None:
+            if self._all_resolved(incident):
+                self._maybe_resolve(incident)
+            else:
+                self._commands.append(
+                    ScheduleTimer(f"verify:{action.command_id}", action.verify_deadline)
+                )
+
+    def _on_failed(self, body: ActionFailed | ActionOutcomeUnknown, prior: None) -> None:
+        incident_id = self._incident_of(body.command_id)
+        incident = self.state.incidents.get(incident_id) if incident_id else None
+        if incident is None:
+            return
+        if isinstance(body, ActionFailed):
+            self._undo(incident, body.command_id)
+            reason = f"action failed: {body.error}"
+        else:
+            reason = f"action outcome unknown, not re-run: {body.reason}"
+        self._escalate(incident, reason, command_id=body.command_id)
+        self._maybe_resolve(incident)
+
+    def _undo(self, incident: Incident, command_id: str) -> None:
+        action = self.state.actions.get(command_id)
+        if action is None:
+            return
+        for index, step in enumerate(
+            self._setup().agent.undo_steps(action.runbook, self._context(incident))
+        ):
+            if not step.target or step.target not in self._setup().owner:
+                continue  # an unknown target means do nothing, for undo too
+            self._commands.append(
+                StartUndo(
+                    command_id=derive_id("undo", command_id, str(index)),
+                    of_command_id=command_id,
+                    incident_id=incident.incident_id,
+                    action=step.action,
+                    target=step.target,
+                    params=step.params,
+                    timeout_s=step.timeout_s,
+                )
+            )
+
+    def _facts(
+        self,
+        incident: Incident,
+        proposal: Proposal,
+        context: dict[str, Any],
+        approved_by: str | None,
+    ) -> Facts:
+        setup = self._setup()
+        variables = None
+        if setup.policy.needs_variables:
+            target_service = setup.owner.get(proposal.target, "")
+            variables = prepare(
+                {
+                    **context,
+                    "action": {
+                        "name": proposal.action,
+                        "runbook": proposal.runbook,
+                        "params": proposal.params,
+                    },
+                    "target": {"name": proposal.target, "service": target_service},
+                }
+            )
+        service = setup.services.get(incident.service or "") or setup.services.get(
+            setup.owner.get(proposal.target, "")
+        )
+        return gather(
+            self.state,
+            proposal=proposal,
+            incident_service=incident.service,
+            services=setup.services,
+            owner=setup.owner,
+            autonomy=self._autonomy(service, proposal.runbook),
+            approved_by=approved_by,
+            variables=variables,
+            now=self._now,
+        )
+
+    def _busy_targets(self) -> frozenset[str]:
+        return frozenset(a.target for a in self.state.actions.values() if a.status in IN_FLIGHT)
+
+    def _incident_of(self, command_id: str) -> str | None:
+        action = self.state.actions.get(command_id)
+        return action.incident_id if action else None
+
+    def _start_command(self, action: ActionState) -> StartAction:
+        return StartAction(
+            command_id=action.command_id,
+            incident_id=action.incident_id,
+            action=action.action,
+            target=action.target,
+            params=action.params,
+            timeout_s=action.timeout_s,
+        )
+
+    def _tick_actions(self) -> None:
+        """Deadlines of approvals and verifications."""
+        now = self._now
+        for approval in [a for a in self.state.approvals.values() if a.expires_at <= now]:
+            incident = self.state.incidents.get(approval.incident_id)
+            self._emit(
+                ApprovalExpired(approval_id=approval.approval_id, command_id=approval.command_id),
+                approval.incident_id,
+            )
+            if incident is not None:
+                self._escalate(
+                    incident,
+                    "nobody answered the approval in time; the safe default is deny",
+                    command_id=approval.command_id,
+                )
+        for action in [
+            a for a in self.state.actions.values() if a.status is ActionStatus.VERIFYING
+        ]:
+            if action.verify_deadline is None or action.verify_deadline > now:
+                continue
+            incident = self.state.incidents.get(action.incident_id)
+            if incident is None:
+                continue
+            self._emit(
+                VerificationFailed(
+                    command_id=action.command_id,
+                    incident_id=incident.incident_id,
+                    reason="the incident's signals did not resolve within the verification window",
+                ),
+                incident.incident_id,
+            )
+            self._undo(incident, action.command_id)
+            self._escalate(
+                incident,
+                f"{action.action} on {action.target} did not fix it: still firing after the "
+                "verification window",
+                command_id=action.command_id,
+            )

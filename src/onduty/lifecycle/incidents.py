@@ -1,0 +1,430 @@
+"""Signals into incidents: deduplication, grouping, flapping, muting (silences, maintenance,
+inhibition), timeouts and resolution."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from onduty.commands import ScheduleTimer
+from onduty.config import format_duration
+from onduty.events import (
+    Acknowledged,
+    Escalated,
+    Event,
+    IncidentOpened,
+    IncidentResolved,
+    IncidentUpdated,
+    SignalReceived,
+    SilenceCreated,
+    SilenceExpired,
+    Tick,
+    VerificationPassed,
+    to_json,
+)
+from onduty.lifecycle.base import CoreBase, derive_id
+from onduty.state import (
+    TERMINAL,
+    ActionStatus,
+    Incident,
+    SignalState,
+)
+
+# How long a notification's delivery id is remembered to recognise a redelivery.
+_DELIVERY_MEMORY = timedelta(hours=24)
+_DELIVERY_SWEEP_AT = 10_000
+
+
+class IncidentLifecycle(CoreBase):
+    def _apply_signal(self, body: SignalReceived, event: Event) -> None:
+        if body.delivery_id is not None:
+            deliveries = self.state.deliveries
+            if body.delivery_id in deliveries:
+                return  # the same notification again: it changes nothing
+            deliveries[body.delivery_id] = event.ts
+            if len(deliveries) >= _DELIVERY_SWEEP_AT:
+                horizon = event.ts - _DELIVERY_MEMORY
+                self.state.deliveries = {k: t for k, t in deliveries.items() if t > horizon}
+        known = self.state.signals.get(body.fingerprint)
+        if known is not None and body.status == "firing":
+            known.last_seen = event.ts  # a re-send keeps a firing signal alive
+        if body.status == "acknowledged" or (known is not None and known.status == body.status):
+            return
+        correlator = self._correlator
+        if correlator is not None:
+            correlator.flaps.record(body.fingerprint, event.ts)
+        else:
+            self.state.transitions.setdefault(body.fingerprint, []).append(event.ts)
+        if known is None:
+            if body.status == "firing":
+                self.state.signals[body.fingerprint] = SignalState(
+                    body.fingerprint,
+                    body.status,
+                    dict(body.labels),
+                    dict(body.annotations),
+                    body.source,
+                    "",
+                    last_seen=event.ts,
+                )
+                if correlator is not None:
+                    correlator.firing(body.fingerprint, body.labels)
+            return
+        known.status = body.status
+        known.labels, known.annotations = dict(body.labels), dict(body.annotations)
+        if correlator is not None:
+            if body.status == "firing":
+                correlator.firing(body.fingerprint, body.labels)
+            else:
+                correlator.not_firing(body.fingerprint)
+        if body.status == "resolved" and known.incident_id not in self.state.incidents:
+            del self.state.signals[body.fingerprint]
+
+    def _apply_silence(self, body: SilenceCreated | SilenceExpired, event: Event) -> None:
+        if self._correlator is None:
+            return  # no policy yet: nothing can be muted, and there is nothing to mute
+        if isinstance(body, SilenceCreated):
+            data = body.model_dump(mode="json")
+            data["created_by"] = event.actor
+            self._correlator.add_silence(data)
+        else:
+            self._correlator.expire_silence(body.silence_id, event.ts)
+
+    def _apply_tick(self, body: Tick, event: Event) -> None:
+        if self._correlator is not None:
+            self._correlator.prune(event.ts)
+
+    def _apply_opened(self, body: IncidentOpened, event: Event) -> None:
+        wait = self._setup().config.correlation.group_wait
+        incident = Incident(
+            incident_id=body.incident_id,
+            group_key=dict(body.group_key),
+            service=body.service,
+            title=body.title,
+            opened_at=event.ts,
+            ready_at=event.ts + wait,
+            fingerprints=[body.fingerprint],
+        )
+        self.state.incidents[body.incident_id] = incident
+        self.state.open_by_key[_key_text(body.group_key)] = body.incident_id
+        if body.fingerprint in self.state.signals:
+            self.state.signals[body.fingerprint].incident_id = body.incident_id
+
+    def _apply_updated(self, body: IncidentUpdated, event: Event) -> None:
+        incident = self.state.incidents.get(body.incident_id)
+        if incident is None:
+            return
+        if body.change == "signal_added" and body.fingerprint:
+            incident.fingerprints.append(body.fingerprint)
+            if body.fingerprint in self.state.signals:
+                self.state.signals[body.fingerprint].incident_id = incident.incident_id
+        elif body.change == "flapping":
+            incident.flapping = True
+        elif body.change == "muted":
+            incident.muted = body.detail
+        elif body.change == "unmuted":
+            incident.muted = ""
+        elif body.change == "signal_timed_out" and body.fingerprint:
+            signal = self.state.signals.get(body.fingerprint)
+            if signal is not None:
+                signal.status = "resolved"
+                if self._correlator is not None:
+                    self._correlator.not_firing(body.fingerprint)
+        elif body.change == "acknowledged":
+            incident.acknowledged = True
+        elif body.change == "planned":
+            incident.planned = True
+            incident.runbook = body.detail or None
+
+    def _apply_resolved(self, body: IncidentResolved, event: Event) -> None:
+        incident = self.state.incidents.pop(body.incident_id, None)
+        if incident is None:
+            return
+        self.state.open_by_key.pop(_key_text(incident.group_key), None)
+        for fingerprint in incident.fingerprints:
+            signal = self.state.signals.get(fingerprint)
+            if signal is not None and signal.incident_id == incident.incident_id:
+                del self.state.signals[fingerprint]
+                if self._correlator is not None:
+                    self._correlator.not_firing(fingerprint)
+        for approval_id in [
+            a.approval_id
+            for a in self.state.approvals.values()
+            if a.incident_id == incident.incident_id
+        ]:
+            del self.state.approvals[approval_id]
+        for command_id in incident.commands:
+            action = self.state.actions.get(command_id)
+            if action is not None and (
+                action.status in TERMINAL or action.status is ActionStatus.AWAITING_APPROVAL
+            ):
+                del self.state.actions[command_id]
+
+    def _apply_escalated(self, body: Escalated, event: Event) -> None:
+        incident = self.state.incidents.get(body.incident_id)
+        if incident is not None:
+            incident.escalated = True
+
+    def _apply_acknowledged(self, body: Acknowledged, event: Event) -> None:
+        incident = self.state.incidents.get(body.incident_id)
+        if incident is not None:
+            incident.acknowledged = True
+
+    def _on_signal(self, body: SignalReceived, prior: tuple[str, str] | object | None) -> None:
+        if prior is _REDELIVERED:
+            return
+        assert prior is None or isinstance(prior, tuple)
+        if body.status == "acknowledged":
+            self._on_acknowledged_at_source(body, prior)
+            return
+        timeout = self._setup().config.correlation.resolve_timeout
+        if timeout is not None and body.status == "firing":
+            self._commands.append(ScheduleTimer(f"stale:{body.fingerprint}", self._now + timeout))
+        if prior is not None and prior[0] == body.status:
+            return  # a repeat of what we already know: counts once
+        if body.status == "resolved":
+            if prior is None:
+                return  # resolved, and never seen firing (or its incident is gone)
+            incident = self.state.incidents.get(prior[1])
+            if incident is not None:
+                self._emit(
+                    IncidentUpdated(
+                        incident_id=incident.incident_id,
+                        change="signal_resolved",
+                        fingerprint=body.fingerprint,
+                        detail=body.labels.get("alertname", ""),
+                    ),
+                    incident.incident_id,
+                )
+                self._maybe_resolve(incident)
+            self._recheck_muted()  # an inhibiting alert may just have resolved
+            return
+        incident = self.state.incidents.get(prior[1]) if prior is not None else None
+        if incident is not None:
+            self._emit(
+                IncidentUpdated(
+                    incident_id=incident.incident_id,
+                    change="signal_refired",
+                    fingerprint=body.fingerprint,
+                ),
+                incident.incident_id,
+            )
+        else:
+            incident = self._join_or_open(body)
+        self._check_flapping(incident, body.fingerprint)
+        if not incident.planned and incident.ready_at <= self._now:
+            self._plan(incident)
+        elif not incident.planned:
+            self._commands.append(ScheduleTimer(f"ready:{incident.incident_id}", incident.ready_at))
+
+    def _on_acknowledged_at_source(
+        self, body: SignalReceived, prior: tuple[str, str] | None
+    ) -> None:
+        incident = self.state.incidents.get(prior[1]) if prior is not None else None
+        if incident is None or incident.acknowledged:
+            return
+        self._emit(
+            IncidentUpdated(
+                incident_id=incident.incident_id,
+                change="acknowledged",
+                fingerprint=body.fingerprint,
+                detail=f"acknowledged at {body.source}",
+            ),
+            incident.incident_id,
+        )
+
+    def _join_or_open(self, body: SignalReceived) -> Incident:
+        setup = self._setup()
+        group_key = {
+            label: body.labels.get(label, "") for label in setup.config.correlation.group_by
+        }
+        existing = self.state.open_by_key.get(_key_text(group_key))
+        if existing is not None:
+            self._emit(
+                IncidentUpdated(
+                    incident_id=existing, change="signal_added", fingerprint=body.fingerprint
+                ),
+                existing,
+            )
+            return self.state.incidents[existing]
+        assert self._cause is not None
+        incident_id = derive_id("inc", self._cause.id, body.fingerprint)
+        self._emit(
+            IncidentOpened(
+                incident_id=incident_id,
+                group_key=group_key,
+                service=self._service_of(body.labels),
+                title=_title(body),
+                fingerprint=body.fingerprint,
+            ),
+            incident_id,
+        )
+        return self.state.incidents[incident_id]
+
+    def _check_flapping(self, incident: Incident, fingerprint: str) -> None:
+        correlation = self._setup().config.correlation
+        changes = self._correlation().flaps.count(fingerprint, self._now)
+        if incident.flapping or changes < correlation.flap_threshold:
+            return
+        window = format_duration(correlation.flap_window)
+        self._emit(
+            IncidentUpdated(
+                incident_id=incident.incident_id,
+                change="flapping",
+                fingerprint=fingerprint,
+                detail=f"{changes} state changes within {window}",
+            ),
+            incident.incident_id,
+        )
+        if self._mute_reason(incident) is not None:
+            return  # a silence or maintenance window means nobody is to be paged for it
+        self._escalate(
+            incident,
+            f"flapping: {changes} state changes within {window}; automatic actions paused",
+        )
+
+    def _mute_reason(self, incident: Incident) -> str | None:
+        """Why the incident must not be acted on: every firing signal of it is muted."""
+        correlator = self._correlation()
+        reasons = [
+            correlator.mute_reason(fp, signal.labels, self._now)
+            for fp in incident.fingerprints
+            if (signal := self.state.signals.get(fp)) is not None and signal.status == "firing"
+        ]
+        return reasons[0] if reasons and all(reasons) else None
+
+    def _muted(self, incident: Incident) -> bool:
+        """Whether every firing signal of the incident is silenced or inhibited; the change is
+        recorded either way, so the timeline says why nothing happened (or now does)."""
+        correlator = self._correlation()
+        reason = self._mute_reason(incident)
+        if reason and reason != incident.muted:
+            self._emit(
+                IncidentUpdated(incident_id=incident.incident_id, change="muted", detail=reason),
+                incident.incident_id,
+            )
+        elif not reason and incident.muted:
+            self._emit(
+                IncidentUpdated(incident_id=incident.incident_id, change="unmuted"),
+                incident.incident_id,
+            )
+        if reason:
+            change = correlator.next_silence_change(self._now)
+            if change is not None:
+                self._commands.append(ScheduleTimer("silences", change))
+        return reason is not None
+
+    def _recheck_muted(self) -> None:
+        for incident in list(self.state.incidents.values()):
+            if incident.muted and not incident.planned and incident.ready_at <= self._now:
+                self._plan(incident)
+
+    def _time_out_silent_signals(self) -> None:
+        """Sources that never send a resolution: a firing signal not heard of for
+        `resolve_timeout` counts as resolved."""
+        timeout = self._setup().config.correlation.resolve_timeout
+        if timeout is None:
+            return
+        stale = [
+            signal
+            for signal in self.state.signals.values()
+            if signal.status == "firing"
+            and signal.last_seen is not None
+            and signal.last_seen + timeout <= self._now
+        ]
+        for signal in stale:
+            incident = self.state.incidents.get(signal.incident_id)
+            if incident is None:
+                continue
+            self._emit(
+                IncidentUpdated(
+                    incident_id=incident.incident_id,
+                    change="signal_timed_out",
+                    fingerprint=signal.fingerprint,
+                    detail=f"not heard of for {format_duration(timeout)}",
+                ),
+                incident.incident_id,
+            )
+            self._maybe_resolve(incident)
+
+    def _on_silence(self, body: SilenceCreated | SilenceExpired, prior: None) -> None:
+        if isinstance(body, SilenceExpired):
+            self._recheck_muted()
+        else:
+            change = self._correlation().next_silence_change(self._now)
+            if change is not None:
+                self._commands.append(ScheduleTimer("silences", change))
+
+    def _maybe_resolve(self, incident: Incident) -> None:
+        if incident.incident_id not in self.state.incidents or not self._all_resolved(incident):
+            return
+        actions = [self.state.actions[c] for c in incident.commands if c in self.state.actions]
+        if any(a.status in (ActionStatus.ALLOWED, ActionStatus.STARTED) for a in actions):
+            return  # wait for the action's outcome before closing
+        if incident.flapping and not self._correlation().flaps.is_calm(
+            incident.fingerprints, self._now
+        ):
+            # A flapping incident stays open until it has been calm for a whole window.
+            calm = self._calm_at(incident)
+            if calm is not None:
+                self._commands.append(ScheduleTimer(f"calm:{incident.incident_id}", calm))
+            return
+        reason = "all signals resolved"
+        for action in actions:
+            if action.status is ActionStatus.VERIFYING:
+                self._emit(
+                    VerificationPassed(
+                        command_id=action.command_id,
+                        incident_id=incident.incident_id,
+                        check="signals resolved within the verification window",
+                    ),
+                    incident.incident_id,
+                )
+                reason = f"resolved after {action.action} on {action.target}, verified"
+        self._emit(
+            IncidentResolved(incident_id=incident.incident_id, reason=reason), incident.incident_id
+        )
+
+    def _calm_at(self, incident: Incident) -> datetime | None:
+        """When a flapping incident's signals will have been calm for a whole window."""
+        return self._correlation().flaps.calm_at(incident.fingerprints)
+
+    def _all_resolved(self, incident: Incident) -> bool:
+        return all(
+            (signal := self.state.signals.get(fp)) is None or signal.status == "resolved"
+            for fp in incident.fingerprints
+        )
+
+    def _service_of(self, labels: dict[str, str]) -> str | None:
+        owner = self._setup().owner
+        if labels.get("service"):
+            return labels["service"]
+        for label in ("instance", "job"):
+            if labels.get(label) in owner:
+                return owner[labels[label]]
+        return None
+
+    def _tick_incidents(self) -> None:
+        """Silent signals, incidents ready to plan (or re-examine), flapping calm-downs."""
+        now = self._now
+        self._time_out_silent_signals()
+        for incident in list(self.state.incidents.values()):
+            if not incident.planned and incident.ready_at <= now:
+                self._plan(incident)
+            elif incident.flapping and self._all_resolved(incident):
+                self._maybe_resolve(incident)
+
+
+_REDELIVERED = object()
+
+
+def _key_text(group_key: dict[str, str]) -> str:
+    return to_json(group_key).decode()
+
+
+def _title(signal: SignalReceived) -> str:
+    labels = signal.labels
+    summary = signal.annotations.get("summary")
+    if summary:
+        return summary
+    what = labels.get("alertname", "signal")
+    where = labels.get("instance") or labels.get("service") or labels.get("job") or ""
+    return f"{what} on {where}" if where else what
