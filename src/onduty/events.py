@@ -218,16 +218,24 @@ class ApprovalRequested(Payload):
     expires_at: datetime
     notify: list[str] = Field(default_factory=list)
     summary: str = ""
+    required: int = 1
+    """How many distinct people must approve (2: the two-person rule)."""
+    round: int = 0
+    """0 for the first request; 1 when an unanswered request went to the next tier."""
 
 
 class ApprovalGranted(Payload):
+    """An approval by the event's actor, acting in `role` (as established by the shell)."""
+
     approval_id: str
     comment: str = ""
+    role: str | None = None
 
 
 class ApprovalDenied(Payload):
     approval_id: str
     comment: str = ""
+    role: str | None = None
 
 
 class ApprovalExpired(Payload):

@@ -9,6 +9,7 @@ reproduces the state exactly and re-handling the log's inputs reproduces every d
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from onduty.commands import CheckOutcome, Command, ScheduleTimer
@@ -171,7 +172,8 @@ class Manager(IncidentLifecycle, ActionLifecycle):
             known = self.state.signals.get(body.fingerprint)
             return (known.status, known.incident_id) if known else None
         if isinstance(body, ApprovalGranted | ApprovalDenied):
-            return self.state.approvals.get(body.approval_id)
+            approval = self.state.approvals.get(body.approval_id)
+            return replace(approval, approvers=list(approval.approvers)) if approval else None
         return None
 
     def _apply_policy(self, body: PolicyActivated, event: Event) -> None:

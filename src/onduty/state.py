@@ -91,6 +91,9 @@ class Approval:
     command_id: str
     incident_id: str
     expires_at: datetime
+    required: int = 1
+    round: int = 0
+    approvers: list[str] = field(default_factory=list)
 
 
 @dataclass

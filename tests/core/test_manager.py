@@ -307,3 +307,54 @@ def test_a_redelivered_notification_counts_once() -> None:
     # the first notification again, after the resolution: recognised, not a new firing
     again = driver.feed(delivery("firing", "src/1"), after=10)
     assert again.events == () and again.commands == ()
+
+
+def two_person_config(**approvals: object) -> object:
+    return config(
+        policy={"approvals": {"timeout": "10m", "required": 2, "roles": ["approver"], **approvals}},
+        escalation={"default": [{"notify": ["sre-primary"]}, {"notify": ["sre-lead"]}]},
+    )
+
+
+def test_two_person_rule_needs_two_distinct_approvers() -> None:
+    driver = Driver(two_person_config())  # type: ignore[arg-type]
+    approval_id = driver.signal("db-1").events[-1].data["approval_id"]
+    first = driver.feed(
+        ApprovalGranted(approval_id=approval_id, role="approver"), after=30, actor="alice"
+    )
+    assert [e.data["change"] for e in first.events] == ["approval_partial"]
+    assert first.events[0].data["detail"] == "1 of 2 approvals: alice"
+    assert not any(isinstance(c, StartAction) for c in first.commands)
+    repeat = driver.feed(ApprovalGranted(approval_id=approval_id, role="approver"), actor="alice")
+    assert [e.data["change"] for e in repeat.events] == ["approval_repeated"]
+    second = driver.feed(
+        ApprovalGranted(approval_id=approval_id, role="approver"), after=30, actor="bob"
+    )
+    assert types(second) == ["PolicyEvaluated"]
+    assert second.events[0].data["reason"] == "autonomy: approved by alice and bob"
+    only_start(second.commands)
+
+
+def test_an_approver_without_the_role_is_recorded_not_obeyed() -> None:
+    driver = Driver(two_person_config(required=1))  # type: ignore[arg-type]
+    approval_id = driver.signal("db-1").events[-1].data["approval_id"]
+    refused = driver.feed(ApprovalGranted(approval_id=approval_id, role="viewer"), actor="eve")
+    assert [e.data["change"] for e in refused.events] == ["approval_refused"]
+    assert "eve (role viewer) may not answer approvals" in refused.events[0].data["detail"]
+    denied = driver.feed(ApprovalDenied(approval_id=approval_id, role="viewer"), actor="eve")
+    assert [e.data["change"] for e in denied.events] == ["approval_refused"]
+    granted = driver.feed(ApprovalGranted(approval_id=approval_id, role="approver"), actor="amy")
+    only_start(granted.commands)
+
+
+def test_an_unanswered_approval_can_go_to_the_next_tier_before_it_is_denied() -> None:
+    driver = Driver(two_person_config(required=1, on_timeout="escalate"))  # type: ignore[arg-type]
+    approval_id = driver.signal("db-1").events[-1].data["approval_id"]
+    moved = driver.feed(Tick(), after=600)
+    assert types(moved) == ["Escalated", "ApprovalRequested"]
+    assert moved.events[0].data["tier"] == 1
+    assert moved.events[0].data["notify"] == ["sre-lead"]
+    assert moved.events[1].data["approval_id"] == approval_id
+    assert any(isinstance(c, Notify) and c.channels == ("sre-lead",) for c in moved.commands)
+    expired = driver.feed(Tick(), after=600)
+    assert types(expired) == ["ApprovalExpired", "Escalated"]

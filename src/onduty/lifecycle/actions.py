@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from onduty.commands import Notify, ScheduleTimer, StartAction, StartUndo
+from onduty.config import format_duration
 from onduty.events import (
     ActionFailed,
     ActionOutcomeUnknown,
@@ -74,19 +75,41 @@ class ActionLifecycle(CoreBase):
             action.status = ActionStatus.AWAITING_APPROVAL
 
     def _apply_approval_requested(self, body: ApprovalRequested, event: Event) -> None:
+        existing = self.state.approvals.get(body.approval_id)
+        if existing is not None:  # asked again, of the next tier: same approval, new deadline
+            existing.expires_at, existing.round = body.expires_at, body.round
+            return
         self.state.approvals[body.approval_id] = Approval(
-            body.approval_id, body.command_id, body.incident_id, body.expires_at
+            body.approval_id,
+            body.command_id,
+            body.incident_id,
+            body.expires_at,
+            required=body.required,
+            round=body.round,
         )
         action = self.state.actions.get(body.command_id)
         if action is not None:
             action.approval_id = body.approval_id
 
     def _apply_approval_answer(self, body: ApprovalGranted | ApprovalDenied, event: Event) -> None:
-        approval = self.state.approvals.pop(body.approval_id, None)
-        if approval is not None and isinstance(body, ApprovalDenied):
+        approval = self.state.approvals.get(body.approval_id)
+        if approval is None or not self._may_answer(body.role):
+            return
+        if isinstance(body, ApprovalDenied):
+            del self.state.approvals[body.approval_id]
             action = self.state.actions.get(approval.command_id)
             if action is not None:
                 self._finish(action, ActionStatus.DENIED)
+            return
+        if event.actor in approval.approvers:
+            return
+        approval.approvers.append(event.actor)
+        if len(approval.approvers) >= approval.required:
+            del self.state.approvals[body.approval_id]
+
+    def _may_answer(self, role: str | None) -> bool:
+        roles = self._setup().config.policy.approvals.roles if self._configured else []
+        return not roles or role in roles
 
     def _apply_approval_expired(self, body: ApprovalExpired, event: Event) -> None:
         self.state.approvals.pop(body.approval_id, None)
@@ -224,23 +247,36 @@ class ActionLifecycle(CoreBase):
         approvals = self._setup().config.policy.approvals
         approval_id = derive_id("apr", action.command_id)
         summary = f"{action.action} on {action.target} for {incident.title} ({verdict.reason})"
+        self._ask(incident, action.command_id, approval_id, summary, approvals.notify, round_=0)
+
+    def _ask(
+        self,
+        incident: Incident,
+        command_id: str,
+        approval_id: str,
+        summary: str,
+        notify: list[str],
+        round_: int,
+    ) -> None:
+        approvals = self._setup().config.policy.approvals
+        expires = self._now + approvals.timeout
         self._emit(
             ApprovalRequested(
                 approval_id=approval_id,
-                command_id=action.command_id,
+                command_id=command_id,
                 incident_id=incident.incident_id,
-                expires_at=self._now + approvals.timeout,
-                notify=list(approvals.notify),
+                expires_at=expires,
+                notify=list(notify),
                 summary=summary,
+                required=approvals.required,
+                round=round_,
             ),
             incident.incident_id,
         )
         self._commands.append(
-            Notify("approval", incident.incident_id, tuple(approvals.notify), summary, approval_id)
+            Notify("approval", incident.incident_id, tuple(notify), summary, approval_id)
         )
-        self._commands.append(
-            ScheduleTimer(f"approval:{approval_id}", self._now + approvals.timeout)
-        )
+        self._commands.append(ScheduleTimer(f"approval:{approval_id}", expires))
 
     def _on_approval_granted(self, body: ApprovalGranted, prior: Approval | None) -> None:
         if prior is None:
@@ -250,7 +286,45 @@ class ActionLifecycle(CoreBase):
         if action is None or incident is None:
             return
         assert self._cause is not None
-        self._govern(incident, action, self._context(incident), approved_by=self._cause.actor)
+        actor = self._cause.actor
+        if self._refused(incident, body.role):
+            return
+        if actor in prior.approvers:
+            self._note(
+                incident,
+                "approval_repeated",
+                f"{actor} already approved; {prior.required} different people must approve",
+            )
+            return
+        approvers = [*prior.approvers, actor]
+        if len(approvers) < prior.required:
+            self._note(
+                incident,
+                "approval_partial",
+                f"{len(approvers)} of {prior.required} approvals: {', '.join(approvers)}",
+            )
+            return
+        self._govern(incident, action, self._context(incident), approved_by=" and ".join(approvers))
+
+    def _refused(self, incident: Incident, role: str | None) -> bool:
+        """An answer from someone whose role may not answer approvals is recorded, not obeyed."""
+        if self._may_answer(role):
+            return False
+        assert self._cause is not None
+        roles = ", ".join(self._setup().config.policy.approvals.roles)
+        self._note(
+            incident,
+            "approval_refused",
+            f"{self._cause.actor} (role {role or 'none'}) may not answer approvals; "
+            f"allowed roles: {roles}",
+        )
+        return True
+
+    def _note(self, incident: Incident, change: str, detail: str) -> None:
+        self._emit(
+            IncidentUpdated(incident_id=incident.incident_id, change=change, detail=detail),
+            incident.incident_id,
+        )
 
     def _on_approval_denied(self, body: ApprovalDenied, prior: Approval | None) -> None:
         if prior is None:
@@ -258,6 +332,8 @@ class ActionLifecycle(CoreBase):
         incident = self.state.incidents.get(prior.incident_id)
         if incident is not None:
             assert self._cause is not None
+            if self._refused(incident, body.role):
+                return
             note = f": {body.comment}" if body.comment else ""
             self._escalate(
                 incident,
@@ -378,8 +454,32 @@ class ActionLifecycle(CoreBase):
     def _tick_actions(self) -> None:
         """Deadlines of approvals and verifications."""
         now = self._now
+        approvals = self._setup().config.policy.approvals
+        tiers = self._setup().config.escalation.default
         for approval in [a for a in self.state.approvals.values() if a.expires_at <= now]:
             incident = self.state.incidents.get(approval.incident_id)
+            if (
+                incident is not None
+                and approvals.on_timeout == "escalate"
+                and approval.round + 1 < len(tiers)
+            ):
+                tier = tiers[approval.round + 1]
+                self._escalate(
+                    incident,
+                    f"approval not answered within {format_duration(approvals.timeout)}; "
+                    f"asking {', '.join(tier.notify)}",
+                    command_id=approval.command_id,
+                    tier=approval.round + 1,
+                )
+                self._ask(
+                    incident,
+                    approval.command_id,
+                    approval.approval_id,
+                    f"{incident.title}: approval not answered in time",
+                    tier.notify,
+                    round_=approval.round + 1,
+                )
+                continue
             self._emit(
                 ApprovalExpired(approval_id=approval.approval_id, command_id=approval.command_id),
                 approval.incident_id,

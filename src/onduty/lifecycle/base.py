@@ -119,14 +119,17 @@ class CoreBase:
         assert self._cause is not None
         return self._cause.ts
 
-    def _escalate(self, incident: Incident, reason: str, command_id: str | None = None) -> None:
-        tier = self._setup().config.escalation.default[0]
+    def _escalate(
+        self, incident: Incident, reason: str, command_id: str | None = None, tier: int = 0
+    ) -> None:
+        tiers = self._setup().config.escalation.default
+        level = tiers[min(tier, len(tiers) - 1)]
         self._emit(
             Escalated(
                 incident_id=incident.incident_id,
                 reason=reason,
-                tier=0,
-                notify=list(tier.notify),
+                tier=tier,
+                notify=list(level.notify),
                 command_id=command_id,
             ),
             incident.incident_id,
@@ -135,7 +138,7 @@ class CoreBase:
             Notify(
                 "escalation",
                 incident.incident_id,
-                tuple(tier.notify),
+                tuple(level.notify),
                 f"{incident.title}: {reason}",
             )
         )
