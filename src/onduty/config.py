@@ -215,14 +215,18 @@ class Concurrency(Model):
 
 class BlastRadius(Model):
     """At most `max` (or `max_fraction` of a service's instances) affected at once, counting
-    instances already unhealthy (a firing signal) and those acted on within `window`, like a
-    PodDisruptionBudget. An action on the whole service affects all its instances."""
+    instances already down and those acted on within `window`, like a PodDisruptionBudget's
+    `minAvailable`. An action on the whole service affects all its instances."""
 
     action: str = "*"
     max: int | None = Field(default=None, ge=0)
     max_fraction: float | None = Field(default=None, gt=0, le=1)
     window: Duration = timedelta(minutes=10)
-    count_unhealthy: bool = True
+    # Instances with one of these alerts firing are already down: they count as affected, and
+    # acting on them adds no disruption.
+    down_alerts: list[str] = Field(
+        default_factory=lambda: ["InstanceDown", "TargetDown", "ProbeFailed"]
+    )
 
     @model_validator(mode="after")
     def _one_limit(self) -> BlastRadius:

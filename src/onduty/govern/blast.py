@@ -1,6 +1,6 @@
 """Blast radius: how much of a service may be affected at once, like a PodDisruptionBudget.
 
-Affected = instances already unhealthy (a firing signal), instances being acted on, and
+Affected = instances already down (one of `down_alerts` firing), instances being acted on, and
 instances acted on within the window. An action on an instance that is already affected adds
 nothing; an action on a new one must keep the total within the limit; an action on the whole
 service affects every instance."""
@@ -38,8 +38,8 @@ class BlastRadiusRule:
         affected = {target for target in touched if target in instances}
         if any(target not in instances for target in touched):
             affected = set(instances)  # an action on the whole service touched every instance
-        if self.limit.count_unhealthy:
-            affected |= facts.unhealthy
+        down = set(self.limit.down_alerts)
+        affected |= {i for i, names in facts.firing_by_instance.items() if names & down}
         return affected
 
     def check(self, facts: Facts) -> RuleOutcome | None:

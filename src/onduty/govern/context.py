@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -26,8 +26,8 @@ class Facts:
     service_instances: tuple[str, ...] = ()
     in_flight_targets: frozenset[str] = frozenset()
     """Targets of actions in flight on the incident's service."""
-    unhealthy: frozenset[str] = frozenset()
-    """Instances of the incident's service with a firing signal."""
+    firing_by_instance: dict[str, frozenset[str]] = field(default_factory=dict)
+    """For each instance of the incident's service with firing signals, their alert names."""
     alerting_services: int = 0
     total_services: int = 0
     alerting_instances: int = 0

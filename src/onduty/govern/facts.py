@@ -34,8 +34,10 @@ def gather(
             in_flight[action.service] = in_flight.get(action.service, 0) + 1
             if action.service == incident_service:
                 in_flight_targets.add(action.target)
+    instances = tuple(service.instances) if service else ()
     alerting_services: set[str] = set()
     alerting_instances: set[str] = set()
+    firing: dict[str, set[str]] = {}
     for signal in state.signals.values():
         if signal.status != "firing":
             continue
@@ -45,7 +47,8 @@ def gather(
             alerting_services.add(where)
         if instance in owner and instance not in services:
             alerting_instances.add(instance)
-    instances = tuple(service.instances) if service else ()
+            if instance in instances:
+                firing.setdefault(instance, set()).add(signal.labels.get("alertname", ""))
     return Facts(
         proposal=proposal,
         now=now,
@@ -59,7 +62,7 @@ def gather(
         service_size=len(instances),
         service_instances=instances,
         in_flight_targets=frozenset(in_flight_targets),
-        unhealthy=frozenset(i for i in alerting_instances if i in set(instances)),
+        firing_by_instance={i: frozenset(names) for i, names in firing.items()},
         alerting_services=len(alerting_services & set(services)),
         total_services=len(services),
         alerting_instances=len(alerting_instances),

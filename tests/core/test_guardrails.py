@@ -1,0 +1,190 @@
+"""Blast radius, outage brake and freeze windows, through the core (the policy's table tests
+live with `onduty policy test`)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from onduty.commands import StartAction
+from onduty.config import Config
+from onduty.events import ActionStarted, ActionSucceeded, SignalReceived
+from tests.core.helpers import T0, Driver, config
+
+SERVICES = [
+    {"name": "web", "autonomy": "act", "instances": ["web-1", "web-2", "web-3", "web-4"]},
+    {"name": "api", "autonomy": "act", "instances": ["api-1", "api-2"]},
+    {"name": "db", "autonomy": "act", "instances": ["db-1"]},
+]
+RUNBOOKS = [
+    {
+        "name": "restart",
+        "when": 'signal.labels.alertname in ["InstanceDown", "HighMemoryUsage"]',
+        "do": [{"action": "process.restart", "target": "{{ signal.labels.instance }}"}],
+        "verify": {"signal_resolved_within": "2m"},
+    }
+]
+
+
+def policy(*guardrails: dict[str, Any]) -> Config:
+    return config(
+        services=SERVICES,
+        runbooks=RUNBOOKS,
+        correlation={"group_by": ["instance", "alertname"], "flap_threshold": 100},
+        policy={"guardrails": list(guardrails)},
+    )
+
+
+def alert(driver: Driver, instance: str, name: str = "HighMemoryUsage", **kw: Any) -> Any:
+    service = instance.rsplit("-", 1)[0]
+    labels = {"alertname": name, "instance": instance, "service": service}
+    return driver.feed(
+        SignalReceived(
+            source="test", fingerprint=f"{name}:{instance}", status=kw.pop("status", "firing"),
+            labels=labels,
+        ),
+        **kw,
+    )  # fmt: skip
+
+
+def verdict(decision: Any) -> dict[str, Any]:
+    found = [e.data for e in decision.events if e.type == "PolicyEvaluated"]
+    assert found, [e.type for e in decision.events]
+    return found[-1]
+
+
+BLAST = {"name": "web-capacity", "blast": {"max": 1, "window": "10m"}}
+
+
+def finish(driver: Driver, decision: Any) -> None:
+    """The action ran and fixed it: started, succeeded, the alert resolved (verified)."""
+    (command,) = [c for c in decision.commands if isinstance(c, StartAction)]
+    driver.feed(
+        ActionStarted(
+            command_id=command.command_id, incident_id=command.incident_id,
+            action=command.action, target=command.target,
+        )
+    )  # fmt: skip
+    driver.feed(ActionSucceeded(command_id=command.command_id))
+    alert(driver, command.target, status="resolved")
+
+
+def test_blast_radius_counts_what_was_acted_on_within_the_window() -> None:
+    driver = Driver(policy(BLAST))
+    first = alert(driver, "web-1")
+    assert verdict(first)["verdict"] == "allow"
+    finish(driver, first)
+    second = verdict(alert(driver, "web-2", after=60))
+    assert second["verdict"] == "deny"
+    assert second["reason"] == (
+        "web-capacity: process.restart on web-2 would make 2 of 4 web instances affected "
+        "within 10m (1 already down or acted on), limit 1"
+    )
+    # nine minutes later web-1 is still inside the window; ten minutes after it, it is not
+    assert verdict(alert(driver, "web-3", after=480))["verdict"] == "deny"
+    assert verdict(alert(driver, "web-4", after=60))["verdict"] == "allow"
+
+
+def test_blast_radius_counts_instances_already_down() -> None:
+    driver = Driver(policy(BLAST))
+    alert(driver, "web-1", "InstanceDown")  # web-1 is down (and its restart is allowed)
+    leaking = verdict(alert(driver, "web-2", after=1200))  # long after web-1's restart
+    assert leaking["verdict"] == "deny", "web-1 is still down: web-2 would be a second"
+    # restarting an instance that is already down adds no disruption
+    assert verdict(alert(driver, "web-3", "InstanceDown", after=10))["verdict"] == "allow"
+
+
+def test_a_scoped_rule_applies_only_where_its_condition_holds() -> None:
+    scoped = {**BLAST, "when": 'service.name == "api"'}
+    driver = Driver(policy(scoped))
+    alert(driver, "web-1")
+    assert verdict(alert(driver, "web-2", after=60))["verdict"] == "allow"
+
+
+def test_the_outage_brake_stops_automation_when_much_of_the_fleet_alerts() -> None:
+    brake = {"name": "outage-brake", "outage": {"max_fraction": 0.5, "of": "services"}}
+    driver = Driver(policy(brake))
+    assert verdict(alert(driver, "web-1"))["verdict"] == "allow"
+    alert(driver, "api-1", "HighLatency", after=10)  # no runbook: escalated, but alerting
+    third = alert(driver, "db-1", after=10)
+    assert verdict(third)["verdict"] == "deny"
+    assert verdict(third)["reason"] == (
+        "outage-brake: 3 of 3 services are alerting (more than 50%): automation pauses "
+        "during an outage"
+    )
+    assert [e.type for e in third.events][-1] == "Escalated"
+
+
+def test_freeze_ranges_and_recurring_freezes_in_local_time() -> None:
+    start = T0 + timedelta(minutes=30)
+    freeze = {
+        "name": "release-freeze",
+        "freeze": {
+            "ranges": [{"from": start.isoformat(), "to": (start + timedelta(hours=1)).isoformat()}]
+        },
+    }
+    driver = Driver(policy(freeze))
+    assert verdict(alert(driver, "web-1", after=29 * 60 + 59))["verdict"] == "allow"
+    frozen = verdict(alert(driver, "web-2", after=1))
+    assert frozen["verdict"] == "deny" and "release-freeze: changes are frozen" in frozen["reason"]
+    assert verdict(alert(driver, "web-3", after=3599))["verdict"] == "deny"
+    assert verdict(alert(driver, "web-4", after=1))["verdict"] == "allow"  # the end is exclusive
+
+    weekly = {
+        "name": "friday-evening",
+        "freeze": {"cron": "0 18 * * 5", "duration": "2h", "timezone": "Europe/Berlin"},
+    }
+    # T0 is Monday 2026-01-05 09:00Z; Friday 2026-01-09 18:00 in Berlin is 17:00Z (winter)
+    driver = Driver(policy(weekly))
+    before = T0 + timedelta(days=4, hours=7, minutes=59)
+    assert (
+        verdict(alert(driver, "web-1", after=(before - T0).total_seconds()))["verdict"] == "allow"
+    )
+    assert verdict(alert(driver, "web-2", after=60))["verdict"] == "deny"
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["web-1", "web-2", "web-3", "web-4"]),
+            st.integers(0, 400),
+            st.sampled_from(["firing", "resolved", "ok", "start"]),
+        ),
+        min_size=1,
+        max_size=50,
+    )
+)
+def test_blast_radius_is_never_exceeded(ops: list[tuple[str, int, str]]) -> None:
+    """Under random interleavings of proposals across a service, never more than the limit
+    of distinct instances is acted on within the window."""
+    limit, window = 2, timedelta(minutes=10)
+    driver = Driver(policy({"name": "cap", "blast": {"max": limit, "window": "10m"}}))
+    starts: list[StartAction] = []
+    allowed: list[tuple[Any, str]] = []
+    for instance, after, kind in ops:
+        if kind in ("firing", "resolved"):
+            decision = alert(driver, instance, status=kind, after=after)
+        elif starts:
+            command = starts.pop(0)
+            body: Any = (
+                ActionStarted(
+                    command_id=command.command_id, incident_id=command.incident_id,
+                    action=command.action, target=command.target,
+                )
+                if kind == "start"
+                else ActionSucceeded(command_id=command.command_id)
+            )  # fmt: skip
+            decision = driver.feed(body, after=after)
+        else:
+            continue
+        starts.extend(c for c in decision.commands if isinstance(c, StartAction))
+        for event in decision.events:
+            if event.type == "PolicyEvaluated" and event.data["verdict"] == "allow":
+                target = driver.manager.state.actions[event.data["command_id"]].target
+                allowed.append((event.ts, target))
+                recent = {t for at, t in allowed if event.ts - at < window}
+                assert len(recent) <= limit, recent
