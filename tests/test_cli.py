@@ -178,7 +178,7 @@ def test_backtest_with_a_stricter_policy_lists_the_changed_decisions(
     assert result.returncode == 1
     flat = " ".join(result.stdout.split())
     assert "different" in flat
-    assert "restart-budget: 1 process.restart on search-4" in flat
+    assert "restart-budget: 1 process.restart on search-2" in flat
 
 
 def test_read_models(demo_log: Path) -> None:

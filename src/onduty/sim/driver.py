@@ -26,72 +26,20 @@ from rich.text import Text
 
 from onduty.act import ActuatorRegistry
 from onduty.act.sim import SIM_ACTIONS, SimActuator
-from onduty.commands import Notify
 from onduty.config import Config, ConfigError, load_config
-from onduty.events import Acknowledged, ApprovalGranted, Event, Payload, SignalReceived
+from onduty.events import Event, SignalReceived
 from onduty.log import EventLog, open_log
 from onduty.readmodel import IncidentProjection
 from onduty.replay import describe
 from onduty.runtime import RecoveryReport, Runtime, VirtualClock, counter_ids, run_virtual
+from onduty.sim.oncall import HumanFix, OnCall
 from onduty.sim.scenario import Scenario, load_builtin_config, load_scenario
 from onduty.sim.scorecard import Scorecard, median, percentile, score
 from onduty.sim.world import AppliedRecord, World
 
-ON_CALL = "on-call (simulated)"
-
 
 class StoreMismatch(ValueError):
     """The store holds a different run than the one asked for."""
-
-
-class SimOnCall:
-    """A human who approves what is asked and acknowledges pages, after a delay."""
-
-    def __init__(self, scenario: Scenario) -> None:
-        self._approve_after = scenario.on_call.approve_after
-        self._ack_after = scenario.on_call.acknowledge_after
-        self._due: list[tuple[datetime, Payload]] = []
-        self._paged: set[str] = set()
-
-    def notify(self, command: Notify, now: datetime) -> None:
-        if command.kind == "approval" and command.approval_id and self._approve_after is not None:
-            self._due.append(
-                (now + self._approve_after, ApprovalGranted(approval_id=command.approval_id))
-            )
-        elif command.kind == "escalation" and command.incident_id not in self._paged:
-            self._paged.add(command.incident_id)
-            if self._ack_after is not None:
-                self._due.append(
-                    (now + self._ack_after, Acknowledged(incident_id=command.incident_id))
-                )
-
-    def resume_from(self, events: list[Event]) -> None:
-        """Pick up the requests and pages a crash left unanswered."""
-        answered = {
-            e.data["approval_id"]
-            for e in events
-            if e.type.startswith("Approval") and e.type != "ApprovalRequested"
-        }
-        acknowledged = {e.data["incident_id"] for e in events if e.type == "Acknowledged"}
-        for event in events:
-            if event.type == "ApprovalRequested" and event.data["approval_id"] not in answered:
-                self.notify(
-                    Notify(
-                        "approval", event.data["incident_id"], (), "", event.data["approval_id"]
-                    ),
-                    event.ts,
-                )
-            elif event.type == "Escalated":
-                incident = event.data["incident_id"]
-                if incident in acknowledged:
-                    self._paged.add(incident)
-                else:
-                    self.notify(Notify("escalation", incident, (), ""), event.ts)
-
-    def due(self, now: datetime) -> list[Payload]:
-        ready = sorted((item for item in self._due if item[0] <= now), key=lambda item: item[0])
-        self._due = [item for item in self._due if item[0] > now]
-        return [body for _, body in ready]
 
 
 @dataclass
@@ -107,7 +55,7 @@ class RunResult:
     notable: list[Event] = field(default_factory=list)
 
 
-def _applied_actions(events: list[Event]) -> list[AppliedRecord]:
+def _applied_actions(events: list[Event], humans: list[HumanFix]) -> list[AppliedRecord]:
     """Actions the log says reached the world: started, and with a recorded outcome."""
     params: dict[str, dict[str, Any]] = {}
     started: dict[str, Event] = {}
@@ -120,11 +68,13 @@ def _applied_actions(events: list[Event]) -> list[AppliedRecord]:
             started[data["command_id"]] = event
         elif event.type in ("ActionSucceeded", "ActionFailed", "UndoFinished"):
             finished.add(data["command_id"])
-    return [
+    applied: list[AppliedRecord] = [
         (event.ts, event.data["action"], event.data["target"], params.get(cid, {}), cid)
         for cid, event in started.items()
         if cid in finished
     ]
+    applied += [(fix.at, fix.action, fix.target, {}, fix.command_id) for fix in humans]
+    return sorted(applied, key=lambda record: record[0])
 
 
 def _run_key(scenario: Scenario, config: Config) -> str:
@@ -179,15 +129,23 @@ def _run(
     log.set_meta("sim.run", key)
     history = list(log.read()) if head else []
     resumed = bool(history)
+    on_call = OnCall(scenario, scenario.start_at, scenario.eval_interval)
+    for event in history:
+        on_call.feed(event)
     if resumed:
         until = history[-1].ts
-        world = World.rebuild(config, scenario, _applied_actions(history), until)
+        past_fixes = on_call.fixes_until(until)
+        world = World.rebuild(config, scenario, _applied_actions(history, past_fixes), until)
     else:
         world = World(config, scenario)
         until = world.start
     clock = VirtualClock(until)
-    on_call = SimOnCall(scenario)
-    on_call.resume_from(history)
+
+    def observe(event: Event) -> None:
+        on_call.feed(event)
+        if on_event is not None:
+            on_event(event)
+
     actuators = ActuatorRegistry()
     sim_actuator = SimActuator(world, clock.now)
     for action in SIM_ACTIONS:
@@ -197,10 +155,10 @@ def _run(
         clock,
         actuators,
         config=config,
-        notifier=lambda command: on_call.notify(command, clock.now()),
+        notifier=None,
         snapshot_every=config.snapshot_every,
         new_id=counter_ids("ev", head + 1),
-        on_event=on_event,
+        on_event=observe,
     )
 
     def step(moment: datetime) -> None:
@@ -208,8 +166,11 @@ def _run(
             runtime.submit(
                 SignalReceived(**signal.model_dump()), stream=f"signal:{signal.fingerprint}"
             )
-        for answer in on_call.due(moment):
-            runtime.submit(answer, actor=ON_CALL)
+        answers, fixes = on_call.due(moment)
+        for answer, person in answers:
+            runtime.submit(answer, actor=person)
+        for fix in fixes:
+            world.apply(fix.action, fix.target, {}, fix.command_id, moment)
         if pace > 0:
             share = (moment - world.start) / (world.end - world.start)
             behind = began + share * pace - time.perf_counter()
@@ -332,7 +293,7 @@ def render_scorecard(result: RunResult, console: Console) -> None:
     console.print()
     faults = Table(title="faults", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for column in ("id", "kind", "target", "at", "detect", "outcome", "recover"):
-        faults.add_column(column, no_wrap=True)
+        faults.add_column(column, no_wrap=column != "outcome")
     for fault in card.faults:
         record = fault.record
         handled = (
@@ -341,6 +302,7 @@ def render_scorecard(result: RunResult, console: Console) -> None:
                 for label, flag in (
                     ("[green]fixed[/]", fault.remediated),
                     ("[yellow]escalated[/]", fault.escalated),
+                    ("fixed by a human", fault.fixed_by_human),
                 )
                 if flag
             )
@@ -371,9 +333,11 @@ def render_scorecard(result: RunResult, console: Console) -> None:
         ("detected", str(card.detected)),
         ("auto-remediated", str(card.auto_remediated)),
         ("escalated to a human", str(card.escalated)),
+        ("fixed by a human after escalation", str(card.human_fixed)),
         ("actions taken", str(card.actions_taken)),
         ("actions blocked by guardrails", str(card.guardrail_denials)),
         ("approvals requested / granted", f"{card.approvals_requested} / {card.approved}"),
+        ("actions approved by two people", str(card.two_person_approvals)),
         ("wrong actions (on a healthy target)", str(card.wrong_actions)),
         ("incidents in the no-fault control period", str(card.control_incidents)),
         (
@@ -389,6 +353,9 @@ def render_scorecard(result: RunResult, console: Console) -> None:
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
+    if card.denied_by:
+        blocked = ", ".join(f"{rule} ({n})" for rule, n in sorted(card.denied_by.items()))
+        console.print(f"  actions blocked by: {blocked}\n")
     for expectation in card.expectations:
         mark = "[green]ok[/]" if expectation.ok else "[bold red]FAILED[/]"
         console.print(

@@ -102,6 +102,11 @@ class OnCall(Model):
 
     approve_after: Duration | None = timedelta(minutes=2)
     acknowledge_after: Duration | None = timedelta(minutes=5)
+    # A paged human fixes what onduty handed over (restart, roll back) this long after the page.
+    fix_after: Duration | None = timedelta(minutes=20)
+    # Who answers approvals, in order (two of them for a two-person rule), and in which role.
+    approvers: list[str] = Field(default_factory=lambda: ["alice", "bob"], min_length=1)
+    role: str = "approver"
 
 
 class Expect(Model):
@@ -114,6 +119,9 @@ class Expect(Model):
     approved_min: int | None = Field(default=None, ge=0)
     guardrail_denials_min: int | None = Field(default=None, ge=0)
     control_incidents_max: int | None = Field(default=None, ge=0)
+    denied_by: list[str] = Field(default_factory=list)
+    """Guardrails that must have denied at least one action."""
+    human_fixed_min: int | None = Field(default=None, ge=0)
 
 
 class Scenario(Model):

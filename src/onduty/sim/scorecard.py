@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 from onduty.events import Event
 from onduty.sim.faults import SELF, FaultRecord
+from onduty.sim.oncall import HUMAN
 from onduty.sim.scenario import Scenario
 from onduty.sim.world import AppliedAction
 
@@ -31,7 +32,13 @@ class FaultScore:
 
     @property
     def remediated(self) -> bool:
-        return self.record.cleared_by not in (None, SELF)
+        """Healed by one of onduty's own actions."""
+        cleared_by = self.record.cleared_by
+        return cleared_by not in (None, SELF) and not str(cleared_by).startswith(HUMAN)
+
+    @property
+    def fixed_by_human(self) -> bool:
+        return str(self.record.cleared_by).startswith(HUMAN)
 
     @property
     def time_to_detect(self) -> timedelta | None:
@@ -63,6 +70,8 @@ class Scorecard:
     incidents: int
     escalations: int
     events: int
+    denied_by: dict[str, int] = field(default_factory=dict)
+    two_person_approvals: int = 0
     expectations: list[Expectation] = field(default_factory=list)
 
     @property
@@ -80,6 +89,10 @@ class Scorecard:
     @property
     def escalated(self) -> int:
         return sum(1 for f in self.faults if f.escalated)
+
+    @property
+    def human_fixed(self) -> int:
+        return sum(1 for f in self.faults if f.fixed_by_human)
 
     @property
     def passed(self) -> bool:
@@ -118,6 +131,8 @@ def score(
     escalated_incidents: set[str] = set()
     counts = {"ActionStarted": 0, "ApprovalRequested": 0, "ApprovalGranted": 0, "Escalated": 0}
     denials = 0
+    denied_by: dict[str, int] = {}
+    grants: dict[str, set[str]] = {}
     total = 0
     for event in events:
         total += 1
@@ -130,6 +145,11 @@ def score(
             escalated_incidents.add(data["incident_id"])
         elif event.type == "PolicyEvaluated" and data["verdict"] == "deny":
             denials += 1
+            for rule in data["rules"]:
+                if rule["effect"] == "deny":
+                    denied_by[rule["rule"]] = denied_by.get(rule["rule"], 0) + 1
+        elif event.type == "ApprovalGranted":
+            grants.setdefault(data["approval_id"], set()).add(event.actor)
         if event.type in counts:
             counts[event.type] += 1
 
@@ -151,11 +171,17 @@ def score(
         guardrail_denials=denials,
         approvals_requested=counts["ApprovalRequested"],
         approved=counts["ApprovalGranted"],
-        wrong_actions=sum(1 for action in applied if action.target_was_healthy),
+        wrong_actions=sum(
+            1
+            for action in applied
+            if action.target_was_healthy and not action.command_id.startswith(HUMAN)
+        ),
         control_incidents=sum(1 for at, _, _ in opened if any(a <= at < b for a, b in control)),
         incidents=len(opened),
         escalations=counts["Escalated"],
         events=total,
+        denied_by=denied_by,
+        two_person_approvals=sum(1 for people in grants.values() if len(people) >= 2),
     )
     card.expectations = _expectations(card, scenario)
     return card
@@ -178,6 +204,7 @@ def _expectations(card: Scorecard, scenario: Scenario) -> list[Expectation]:
         ("escalated", card.escalated, expect.escalated_min),
         ("approved", card.approved, expect.approved_min),
         ("guardrail denials", card.guardrail_denials, expect.guardrail_denials_min),
+        ("fixed by a human after escalation", card.human_fixed, expect.human_fixed_min),
     ):
         if minimum is not None:
             checks.append(Expectation(name, f">= {minimum}", actual, actual >= minimum))
@@ -187,4 +214,7 @@ def _expectations(card: Scorecard, scenario: Scenario) -> list[Expectation]:
     ):
         if maximum is not None:
             checks.append(Expectation(name, f"<= {maximum}", actual, actual <= maximum))
+    for rule in expect.denied_by:
+        count = card.denied_by.get(rule, 0)
+        checks.append(Expectation(f"denied by {rule}", ">= 1", count, count >= 1))
     return checks

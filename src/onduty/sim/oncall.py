@@ -1,0 +1,120 @@
+"""The simulated on-call humans: they approve what is asked, acknowledge pages, and — some time
+after being paged — fix what onduty handed them, directly in the fleet.
+
+They read the log, like a person reading the pager and the console: every appended event is fed
+to `feed`, and `due(now)` says what they do at an evaluation step. Because their behaviour is a
+function of the log, a resumed run can tell which human fixes had already happened (`fixes_until`)
+and re-simulate the fleet with them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from onduty.events import Acknowledged, ApprovalGranted, Event, Payload
+from onduty.sim.scenario import Scenario
+
+HUMAN = "human"
+# What a human does for an alert onduty escalated: the obvious fix, when there is one.
+FIXES = {
+    "InstanceDown": ("process.restart", "instance"),
+    "HighMemoryUsage": ("process.restart", "instance"),
+    "HighErrorRate": ("deploy.rollback", "service"),
+}
+
+
+@dataclass(frozen=True)
+class HumanFix:
+    at: datetime
+    action: str
+    target: str
+    command_id: str
+
+
+@dataclass
+class _Page:
+    incident_id: str
+    ack_at: datetime | None
+    fix_at: datetime | None
+
+
+@dataclass
+class OnCall:
+    scenario: Scenario
+    start: datetime
+    step: timedelta
+    _labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    _incident_labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    _grants: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    _pages: dict[str, _Page] = field(default_factory=dict)
+    _resolved: dict[str, datetime] = field(default_factory=dict)
+
+    def _align(self, moment: datetime) -> datetime:
+        """The first evaluation step at or after `moment`: humans act between steps."""
+        steps = -(-(moment - self.start) // self.step)
+        return self.start + steps * self.step
+
+    def feed(self, event: Event) -> None:
+        data = event.data
+        people = self.scenario.on_call
+        if event.type == "SignalReceived":
+            self._labels[data["fingerprint"]] = data.get("labels", {})
+        elif event.type == "IncidentOpened":
+            self._incident_labels[data["incident_id"]] = self._labels.get(data["fingerprint"], {})
+        elif event.type == "ApprovalRequested" and people.approve_after is not None:
+            for index, person in enumerate(people.approvers[: data.get("required", 1)]):
+                key = (data["approval_id"], person)
+                if key not in self._grants:
+                    delay = people.approve_after * (index + 1)
+                    self._grants[key] = self._align(event.ts + delay)
+        elif event.type in ("ApprovalGranted", "ApprovalDenied"):
+            self._grants.pop((data["approval_id"], event.actor), None)
+        elif event.type == "ApprovalExpired":
+            for key in [k for k in self._grants if k[0] == data["approval_id"]]:
+                del self._grants[key]
+        elif event.type == "Escalated" and data["incident_id"] not in self._pages:
+            ack, fix = people.acknowledge_after, people.fix_after
+            self._pages[data["incident_id"]] = _Page(
+                data["incident_id"],
+                self._align(event.ts + ack) if ack is not None else None,
+                self._align(event.ts + fix) if fix is not None else None,
+            )
+        elif event.type == "Acknowledged" and data["incident_id"] in self._pages:
+            self._pages[data["incident_id"]].ack_at = None
+        elif event.type == "IncidentResolved":
+            self._resolved.setdefault(data["incident_id"], event.ts)
+
+    def due(self, now: datetime) -> tuple[list[tuple[Payload, str]], list[HumanFix]]:
+        """What the humans do at `now`: inputs for onduty (with their actor), and fixes they
+        make in the fleet themselves."""
+        inputs: list[tuple[Payload, str]] = []
+        role = self.scenario.on_call.role
+        for (approval_id, person), at in sorted(self._grants.items(), key=lambda kv: kv[1]):
+            if at <= now:
+                del self._grants[(approval_id, person)]
+                inputs.append((ApprovalGranted(approval_id=approval_id, role=role), person))
+        for page in self._pages.values():
+            if page.ack_at is not None and page.ack_at <= now:
+                page.ack_at = None
+                resolved = self._resolved.get(page.incident_id)
+                if resolved is None or resolved > now:
+                    person = self.scenario.on_call.approvers[0]
+                    inputs.append((Acknowledged(incident_id=page.incident_id), person))
+        return inputs, self.fixes_until(now)
+
+    def fixes_until(self, now: datetime) -> list[HumanFix]:
+        """The fixes humans make by `now` (each once), in time order."""
+        fixes: list[HumanFix] = []
+        for page in sorted(self._pages.values(), key=lambda p: (p.fix_at or now, p.incident_id)):
+            if page.fix_at is None or page.fix_at > now:
+                continue
+            at, page.fix_at = page.fix_at, None
+            resolved = self._resolved.get(page.incident_id)
+            if resolved is not None and resolved <= at:
+                continue  # it went away by itself, or onduty fixed it after all
+            labels = self._incident_labels.get(page.incident_id, {})
+            fix = FIXES.get(labels.get("alertname", ""))
+            if fix is not None and labels.get(fix[1]):
+                fixes.append(HumanFix(at, fix[0], labels[fix[1]], f"{HUMAN}-{page.incident_id}"))
+        return fixes
