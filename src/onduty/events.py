@@ -307,9 +307,28 @@ class Acknowledged(Payload):
 
 
 class PolicyActivated(Payload):
+    """A configuration takes a role: `active` (enforced), `shadow` (evaluated beside the active
+    one, never enforced), `canary` (enforced where `selector` holds), or `withdrawn` (the
+    candidate is dropped; `config` is then empty)."""
+
     version: str
     config: dict[str, Any]
     source: str = ""
+    role: Literal["active", "shadow", "canary", "withdrawn"] = "active"
+    selector: str | None = None
+
+
+class PolicyShadowDiverged(Payload):
+    """A candidate policy would have decided otherwise than the enforced one."""
+
+    command_id: str
+    incident_id: str
+    mode: Literal["shadow", "canary"]
+    enforced: Verdict
+    enforced_version: str
+    other: Verdict
+    other_version: str
+    other_reason: str
 
 
 class AutonomyChanged(Payload):
@@ -375,6 +394,7 @@ _REGISTERED: list[tuple[type[Payload], Origin]] = [
     (Escalated, _D),
     (Acknowledged, _I),
     (PolicyActivated, _I),
+    (PolicyShadowDiverged, _D),
     (AutonomyChanged, _I),
     (Tick, _I),
     (SilenceCreated, _I),

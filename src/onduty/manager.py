@@ -13,7 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from onduty.commands import CheckOutcome, Command, ScheduleTimer
-from onduty.config import Config
+from onduty.config import Config, policy_version
 from onduty.correlate.correlator import Correlator
 from onduty.events import (
     Acknowledged,
@@ -44,8 +44,9 @@ from onduty.events import (
     VerificationPassed,
     payload,
 )
+from onduty.expressions import Condition
 from onduty.lifecycle.actions import ActionLifecycle
-from onduty.lifecycle.base import Configured, Decision, derive_id
+from onduty.lifecycle.base import Candidate, Configured, Decision, derive_id
 from onduty.lifecycle.incidents import _REDELIVERED, IncidentLifecycle
 
 __all__ = ["Decision", "Manager", "derive_id"]
@@ -61,6 +62,8 @@ class Manager(IncidentLifecycle, ActionLifecycle):
         self._override = config_override
         self._configured: Configured | None = None
         self._correlator: Correlator | None = None
+        self._candidate: Candidate | None = None
+        self._load_candidate()
         if self.state.policy is not None:
             self._activate(self.state.policy)
         self._cause: Event | None = None
@@ -177,9 +180,35 @@ class Manager(IncidentLifecycle, ActionLifecycle):
         return None
 
     def _apply_policy(self, body: PolicyActivated, event: Event) -> None:
-        self.state.policy = body.config
-        self._activate(body.config)
-        self.state.policy_version = self._setup().config.version
+        state = self.state
+        if body.role == "active":
+            if state.policy is not None and state.policy != body.config:
+                state.previous_policy = state.policy
+            state.policy = body.config
+            self._activate(body.config)
+            state.policy_version = self._setup().config.version
+            if state.candidate is not None and policy_version(state.candidate) == body.version:
+                body = body.model_copy(update={"role": "withdrawn"})  # promoted: no candidate
+            else:
+                return
+        if body.role == "withdrawn":
+            state.candidate, state.candidate_role, state.candidate_selector = None, "", None
+        else:
+            state.candidate, state.candidate_role = body.config, body.role
+            state.candidate_selector = body.selector
+        self._load_candidate()
+
+    def _load_candidate(self) -> None:
+        state = self.state
+        if state.candidate is None:
+            self._candidate = None
+            return
+        selector = state.candidate_selector
+        self._candidate = Candidate(
+            Configured(Config.model_validate(state.candidate)),
+            state.candidate_role,
+            Condition.compile(selector) if selector else None,
+        )
 
     def _apply_autonomy(self, body: AutonomyChanged, event: Event) -> None:
         self.state.autonomy_overrides[body.service] = body.level

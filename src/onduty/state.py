@@ -111,6 +111,10 @@ class ActionRecord:
 class State:
     policy: dict[str, Any] | None = None
     policy_version: str = ""
+    previous_policy: dict[str, Any] | None = None
+    candidate: dict[str, Any] | None = None
+    candidate_role: str = ""
+    candidate_selector: str | None = None
     autonomy_overrides: dict[str, str] = field(default_factory=dict)
     signals: dict[str, SignalState] = field(default_factory=dict)
     incidents: dict[str, Incident] = field(default_factory=dict)

@@ -188,3 +188,60 @@ def test_blast_radius_is_never_exceeded(ops: list[tuple[str, int, str]]) -> None
                 allowed.append((event.ts, target))
                 recent = {t for at, t in allowed if event.ts - at < window}
                 assert len(recent) <= limit, recent
+
+
+def budget(max_: int) -> dict[str, Any]:
+    return {"name": "budget", "rate": {"action": "process.restart", "max": max_, "per": "1h"}}
+
+
+def candidate_event(cfg: Config, role: str, selector: str | None = None) -> Any:
+    from onduty.events import PolicyActivated
+
+    return PolicyActivated(
+        version=cfg.version, config=cfg.policy_document(), role=role, selector=selector
+    )
+
+
+def test_a_shadow_policy_is_evaluated_and_recorded_but_never_enforced() -> None:
+    driver = Driver(policy(budget(5)))
+    driver.feed(candidate_event(policy(budget(0)), "shadow"), actor="admin")
+    decision = alert(driver, "web-1")
+    enforced = verdict(decision)
+    assert enforced["verdict"] == "allow"
+    diverged = [e.data for e in decision.events if e.type == "PolicyShadowDiverged"]
+    assert diverged == [
+        {
+            "command_id": enforced["command_id"],
+            "incident_id": enforced["incident_id"],
+            "mode": "shadow",
+            "enforced": "allow",
+            "enforced_version": policy(budget(5)).version,
+            "other": "deny",
+            "other_version": policy(budget(0)).version,
+            "other_reason": "budget: 0 process.restart on web-1 in the last hour, limit 0",
+        }
+    ]
+    assert any(isinstance(c, StartAction) for c in decision.commands)
+
+
+def test_a_canary_policy_is_enforced_only_where_its_selector_holds() -> None:
+    driver = Driver(policy(budget(5)))
+    driver.feed(
+        candidate_event(policy(budget(0)), "canary", 'service.name == "api"'), actor="admin"
+    )
+    assert verdict(alert(driver, "web-1"))["verdict"] == "allow"
+    canary = alert(driver, "api-1", after=10)
+    assert verdict(canary)["verdict"] == "deny"
+    assert [e.data["mode"] for e in canary.events if e.type == "PolicyShadowDiverged"] == ["canary"]
+
+
+def test_promoting_the_candidate_makes_it_active_and_drops_it() -> None:
+    driver = Driver(policy(budget(5)))
+    strict = policy(budget(0))
+    driver.feed(candidate_event(strict, "shadow"), actor="admin")
+    driver.feed(candidate_event(strict, "active"), actor="admin")
+    decision = alert(driver, "web-1")
+    assert verdict(decision)["verdict"] == "deny"
+    assert not [e for e in decision.events if e.type == "PolicyShadowDiverged"]
+    assert driver.manager.state.candidate is None
+    assert driver.manager.state.previous_policy == policy(budget(5)).policy_document()

@@ -20,6 +20,7 @@ from onduty.events import (
     Event,
     IncidentUpdated,
     PolicyEvaluated,
+    PolicyShadowDiverged,
     VerificationFailed,
     VerificationPassed,
 )
@@ -226,10 +227,31 @@ class ActionLifecycle(CoreBase):
             timeout_s=action.timeout_s,
         )
         facts = self._facts(incident, proposal, context, approved_by)
-        verdict = setup.policy.evaluate(
-            facts, command_id=action.command_id, incident_id=incident.incident_id
-        )
+        ids = {"command_id": action.command_id, "incident_id": incident.incident_id}
+        verdict = setup.policy.evaluate(facts, **ids)
+        candidate = self._candidate
+        other: PolicyEvaluated | None = None
+        if candidate is not None:
+            other = candidate.configured.policy.evaluate(facts, **ids)
+            if candidate.role == "canary" and (
+                candidate.selector is None or candidate.selector.holds(prepare(context))
+            ):
+                verdict, other = other, verdict  # the canary decides here
         self._emit(verdict, incident.incident_id)
+        if candidate is not None and other is not None and other.verdict != verdict.verdict:
+            self._emit(
+                PolicyShadowDiverged(
+                    command_id=action.command_id,
+                    incident_id=incident.incident_id,
+                    mode="canary" if candidate.role == "canary" else "shadow",
+                    enforced=verdict.verdict,
+                    enforced_version=verdict.policy_version,
+                    other=other.verdict,
+                    other_version=other.policy_version,
+                    other_reason=other.reason,
+                ),
+                incident.incident_id,
+            )
         if verdict.verdict == "allow":
             self._commands.append(self._start_command(action))
         elif verdict.verdict == "require_approval":
@@ -406,7 +428,10 @@ class ActionLifecycle(CoreBase):
     ) -> Facts:
         setup = self._setup()
         variables = None
-        if setup.policy.needs_variables:
+        candidate = self._candidate
+        if setup.policy.needs_variables or (
+            candidate is not None and candidate.configured.policy.needs_variables
+        ):
             target_service = setup.owner.get(proposal.target, "")
             variables = prepare(
                 {

@@ -16,6 +16,7 @@ from onduty.events import (
     Payload,
     make_event,
 )
+from onduty.expressions import Condition
 from onduty.govern import Policy
 from onduty.state import (
     Incident,
@@ -61,6 +62,16 @@ class Configured:
         self.history_seconds = max([_MIN_HISTORY_SECONDS, *windows])
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """A policy evaluated beside the active one: in `shadow` never enforced, as a `canary`
+    enforced where its selector holds."""
+
+    configured: Configured
+    role: str
+    selector: Condition | None
+
+
 class CoreBase:
     """The machinery the lifecycles share. Subclasses react to inputs by emitting decision
     events (applied at once) and commands; they never touch the outside world."""
@@ -68,6 +79,7 @@ class CoreBase:
     state: State
     _configured: Configured | None
     _correlator: Correlator | None
+    _candidate: Candidate | None
     _cause: Event | None
     _events: list[Event]
     _commands: list[Command]
