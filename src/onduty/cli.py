@@ -17,6 +17,7 @@ from rich.table import Table
 
 from onduty.config import ConfigError, load_config
 from onduty.log import EventLog, open_log
+from onduty.policy_cli import policy_app
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -318,10 +319,17 @@ def serve(
             "listens on loopback (127.0.0.1 or ::1)"
         )
     settings = load_checked_config(config) if config else Config()
-    service = Service(settings, store or settings.store, max_body=max_body, max_pending=max_pending)
+    service = Service(
+        settings,
+        store or settings.store,
+        max_body=max_body,
+        max_pending=max_pending,
+        config_path=str(config) if config else None,
+    )
     configure_logging(log_level)
     server = DrainingServer(
-        uvicorn.Config(
+        on_hangup=service.reload,
+        config=uvicorn.Config(
             build_app(service),
             host=host,
             port=port,
@@ -329,7 +337,7 @@ def serve(
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=30,
-        )
+        ),
     )
     server.run()
     if not server.started:
@@ -434,6 +442,78 @@ def deny(
     """Deny a pending action (the incident goes to a human)."""
     _call("POST", url, f"/api/v1/approvals/{approval_id}/deny", {"comment": comment})
     out.print(f"[yellow]denied[/] {approval_id}")
+
+
+# ---------------------------------------------------------------------------- policy lifecycle
+
+app.add_typer(policy_app, name="policy")
+
+
+@policy_app.command("status")
+def policy_status(url: UrlOption = "http://127.0.0.1:8765") -> None:
+    """The enforced policy version, and any candidate beside it."""
+    status = _call("GET", url, "/api/v1/policy")
+    out.print(f"active: {status['version']} (from {status['source'] or '-'})")
+    candidate = status.get("candidate")
+    if candidate:
+        where = f" where `{candidate['selector']}`" if candidate.get("selector") else ""
+        out.print(f"candidate: {candidate['version']} as {candidate['mode']}{where}")
+
+
+@policy_app.command("reload")
+def policy_reload(url: UrlOption = "http://127.0.0.1:8765") -> None:
+    """Re-read the running server's configuration file (as SIGHUP does)."""
+    result = _call("POST", url, "/api/v1/policy/reload")
+    state = "activated" if result.get("changed") else "unchanged"
+    out.print(f"{state}: {result['version']}")
+
+
+def _candidate(file: Path, mode: str, selector: str | None, url: str) -> None:
+    config = load_checked_config(file)
+    result = _call(
+        "POST",
+        url,
+        "/api/v1/policy/candidate",
+        {
+            "config": config.model_dump(mode="json"),
+            "mode": mode,
+            "selector": selector,
+            "source": str(file),
+        },
+    )
+    out.print(f"[green]{mode}[/]: {result['version']} runs beside the active policy")
+
+
+@policy_app.command("shadow")
+def policy_shadow(file: Path, url: UrlOption = "http://127.0.0.1:8765") -> None:
+    """Run FILE's policy beside the active one, recording where it disagrees; never enforced."""
+    _candidate(file, "shadow", None, url)
+
+
+@policy_app.command("canary")
+def policy_canary(
+    file: Path,
+    selector: Annotated[
+        str, typer.Option(help='CEL over signal/incident/service, e.g. service.name == "search"')
+    ],
+    url: UrlOption = "http://127.0.0.1:8765",
+) -> None:
+    """Enforce FILE's policy where SELECTOR holds; the active one everywhere else."""
+    _candidate(file, "canary", selector, url)
+
+
+@policy_app.command("promote")
+def policy_promote(url: UrlOption = "http://127.0.0.1:8765") -> None:
+    """Make the candidate the active policy."""
+    result = _call("POST", url, "/api/v1/policy/promote")
+    out.print(f"[green]promoted[/]: {result['version']} is active")
+
+
+@policy_app.command("rollback")
+def policy_rollback(url: UrlOption = "http://127.0.0.1:8765") -> None:
+    """Drop the candidate; without one, go back to the previous active policy."""
+    result = _call("POST", url, "/api/v1/policy/rollback")
+    out.print(f"[yellow]rolled back[/]: {result['role']} {result['version']}")
 
 
 # ---------------------------------------------------------------------------- bench

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from onduty.events import Event
 
@@ -153,3 +154,41 @@ class SilenceProjection:
             view = self.silences.get(data["silence_id"])
             if view is not None and event.ts < view.ends_at:
                 view.ends_at = max(event.ts, view.starts_at)
+
+
+@dataclass
+class PolicyView:
+    """Which configuration is enforced, which candidate runs beside it, and the one before."""
+
+    version: str = ""
+    source: str = ""
+    document: dict[str, Any] | None = None
+    previous: dict[str, Any] | None = None
+    candidate_version: str = ""
+    candidate_role: str = ""
+    candidate_selector: str | None = None
+    candidate_document: dict[str, Any] | None = None
+
+    def feed(self, event: Event) -> None:
+        if event.type != "PolicyActivated":
+            return
+        data = event.data
+        role = data.get("role", "active")
+        if role == "active":
+            if self.document is not None and self.document != data["config"]:
+                self.previous = self.document
+            self.version, self.source, self.document = (
+                data["version"],
+                data["source"],
+                data["config"],
+            )
+            if self.candidate_version == data["version"]:
+                role = "withdrawn"
+            else:
+                return
+        if role == "withdrawn":
+            self.candidate_version, self.candidate_role = "", ""
+            self.candidate_selector, self.candidate_document = None, None
+        else:
+            self.candidate_version, self.candidate_role = data["version"], role
+            self.candidate_selector, self.candidate_document = data.get("selector"), data["config"]

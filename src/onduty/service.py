@@ -5,16 +5,17 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 from onduty.act import ActuatorRegistry
 from onduty.commands import Notify
-from onduty.config import Config
-from onduty.events import Event
+from onduty.config import Config, ConfigError, load_config
+from onduty.events import Event, PolicyActivated
 from onduty.log import EventLog, open_log
 from onduty.loop import CoreLoop
 from onduty.obs import Metrics
-from onduty.readmodel import IncidentProjection, SilenceProjection
-from onduty.runtime import RecoveryReport, Runtime, SystemClock
+from onduty.readmodel import IncidentProjection, PolicyView, SilenceProjection
+from onduty.runtime import Input, RecoveryReport, Runtime, SystemClock
 
 logger = logging.getLogger("onduty")
 
@@ -27,12 +28,14 @@ class ReadModels:
         default_factory=lambda: IncidentProjection(keep_timeline=True)
     )
     silences: SilenceProjection = field(default_factory=SilenceProjection)
+    policy: PolicyView = field(default_factory=PolicyView)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def feed(self, event: Event) -> None:
         with self.lock:
             self.incidents.feed(event)
             self.silences.feed(event)
+            self.policy.feed(event)
 
 
 class Service:
@@ -44,8 +47,10 @@ class Service:
         actuators: ActuatorRegistry | None = None,
         max_body: int = 1 << 20,
         max_pending: int = 20_000,
+        config_path: str | None = None,
     ) -> None:
         self.config = config
+        self.config_path = config_path
         self.store = store
         self.max_body = max_body
         self.max_pending = max_pending
@@ -94,6 +99,42 @@ class Service:
             self.log.close()
             self.log = None
         logger.info("stopped")
+
+    def reload(self) -> tuple[int, dict[str, Any]]:
+        """Re-read the configuration file and activate it when it changed. An invalid file never
+        activates: the running policy stays, and the problems are reported."""
+        if self.config_path is None:
+            return 409, {"error": "onduty was started without -c FILE: there is nothing to reload"}
+        try:
+            config = load_config(self.config_path)
+        except ConfigError as error:
+            logger.error("policy reload refused: %s", error)
+            return 422, {"error": "the configuration is invalid", "problems": error.problems}
+        if config.version == self.read.policy.version:
+            return 200, {"version": config.version, "changed": False}
+        return self.activate(config, role="active", source=self.config_path)
+
+    def activate(
+        self, config: Config, *, role: str, source: str, selector: str | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        loop = self.loop
+        if loop is None:
+            return 503, {"error": "onduty is starting"}
+        body = PolicyActivated(
+            version=config.version,
+            config={} if role == "withdrawn" else config.policy_document(),
+            source=source,
+            role=role,
+            selector=selector,
+        )
+        future = loop.offer([Input(body, stream="policy", actor="api")])
+        if future is None:
+            return 429, {"error": "the queue is full; retry shortly"}
+        future.result(timeout=30)
+        if role == "active":
+            self.config = config
+        logger.info("policy %s is now %s (from %s)", config.version, role, source)
+        return 202, {"version": config.version, "role": role, "changed": True}
 
     @property
     def ready(self) -> bool:

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from onduty.api.ingest import Format, Ingest, JSONBody, error
-from onduty.config import Duration
+from onduty.config import Config, ConfigError, Duration, parse_config
 from onduty.correlate.matchers import MatcherList
 from onduty.events import (
     ApprovalDenied,
@@ -28,6 +28,7 @@ from onduty.events import (
     SilenceCreated,
     SilenceExpired,
 )
+from onduty.expressions import Condition, ExpressionError
 from onduty.readmodel import IncidentView
 from onduty.runtime import Input
 from onduty.sense import FORMATS
@@ -57,6 +58,17 @@ ACKNOWLEDGE = {"pagerduty": _pagerduty_acknowledgement}
 
 class Answer(BaseModel):
     comment: str = Field(default="", max_length=2000)
+
+
+class Candidate(BaseModel):
+    """A candidate policy: the whole configuration document, how to run it, and where from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    config: dict[str, Any]
+    mode: Literal["shadow", "canary"] = "shadow"
+    selector: str | None = None
+    source: str = "api"
 
 
 class NewSilence(BaseModel):
@@ -235,6 +247,75 @@ def build_app(service: Service) -> FastAPI:
         expired = SilenceExpired(silence_id=silence_id)
         outcome = await ingest.durable([Input(expired, stream="silences", actor="api")])
         return outcome or JSONBody({"id": silence_id, "expired": True}, status_code=202)
+
+    async def policy_call(call: Any, *args: Any, **kwargs: Any) -> Response:
+        status, body = await asyncio.to_thread(call, *args, **kwargs)
+        return JSONBody(body, status_code=status)
+
+    @app.get(f"{API}/policy")
+    def policy() -> dict[str, Any]:
+        with service.read.lock:
+            view = service.read.policy
+            candidate = (
+                {
+                    "version": view.candidate_version,
+                    "mode": view.candidate_role,
+                    "selector": view.candidate_selector,
+                }
+                if view.candidate_version
+                else None
+            )
+            return {
+                "version": view.version,
+                "source": view.source,
+                "candidate": candidate,
+                "can_roll_back": candidate is not None or view.previous is not None,
+            }
+
+    @app.post(f"{API}/policy/reload")
+    async def policy_reload() -> Response:
+        return await policy_call(service.reload)
+
+    @app.post(f"{API}/policy/candidate")
+    async def policy_candidate(body: Candidate) -> Response:
+        try:
+            config = parse_config(body.config, body.source)
+            if body.selector:
+                Condition.compile(body.selector)
+        except ConfigError as problem:
+            return JSONBody(
+                {"error": "the configuration is invalid", "problems": problem.problems}, 422
+            )
+        except ExpressionError as problem:
+            return error(422, str(problem), "selector")
+        return await policy_call(
+            service.activate, config, role=body.mode, source=body.source, selector=body.selector
+        )
+
+    @app.post(f"{API}/policy/promote")
+    async def policy_promote() -> Response:
+        with service.read.lock:
+            document = service.read.policy.candidate_document
+        if document is None:
+            return error(409, "there is no candidate policy to promote")
+        config = parse_config(document, "candidate")
+        return await policy_call(service.activate, config, role="active", source="promoted")
+
+    @app.post(f"{API}/policy/rollback")
+    async def policy_rollback() -> Response:
+        """Drop the candidate; without one, go back to the previous active policy."""
+        with service.read.lock:
+            view = service.read.policy
+            candidate, previous = view.candidate_document, view.previous
+        if candidate is not None:
+            withdrawn = Config()
+            return await policy_call(
+                service.activate, withdrawn, role="withdrawn", source="rollback"
+            )
+        if previous is None:
+            return error(409, "there is no candidate and no previous policy to roll back to")
+        config = parse_config(previous, "previous")
+        return await policy_call(service.activate, config, role="active", source="rollback")
 
     @app.get(f"{API}/events")
     def events(
