@@ -370,7 +370,8 @@ class Config(Model):
     sources: Annotated[list[dict[str, Any]], AfterValidator(_check_sources)] = Field(
         default_factory=list
     )
-    snapshot_every: int = Field(default=1000, ge=1)
+    # Snapshots cost the core thread time; restart folds at most this many events after one.
+    snapshot_every: int = Field(default=10_000, ge=1)
     services: list[Service] = Field(default_factory=list)
     correlation: Correlation = Field(default_factory=Correlation)
     runbooks: list[Runbook] = Field(default_factory=list)

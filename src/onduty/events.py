@@ -104,6 +104,11 @@ def event_from_body(body: bytes, hash_: str) -> Event:
     fields = orjson.loads(body)
     fields["ts"] = datetime.fromisoformat(fields["ts"])
     fields["hash"] = hash_
+    return _trusted_event(fields)
+
+
+def _trusted_event(fields: dict[str, Any]) -> Event:
+    """An Event from fields known to be valid, without running validation again."""
     event = object.__new__(Event)
     object.__setattr__(event, "__dict__", fields)
     # A mutable set of its own: `model_copy(update=...)` (and so `seal`) adds to it.
@@ -456,16 +461,25 @@ def make_event(
     spec = EVENT_TYPES.get(type_)
     if spec is None or spec.model is not type(body):
         raise UnknownEventType(f"{type_} is not a registered event type (see EVENT_TYPES)")
-    return Event(
-        id=id,
-        type=type_,
-        v=spec.version,
-        ts=ts,
-        stream=stream,
-        actor=actor,
-        causation_id=causation_id,
-        correlation_id=correlation_id,
-        data=body.model_dump(mode="json"),
+    if ts.tzinfo is None:
+        Event(id=id, type=type_, ts=ts, stream=stream)  # raises the validation error
+    # Every field here is already typed and valid (the payload was validated when it was built),
+    # so the envelope is assembled without validating it again: this is the ingest hot path.
+    return _trusted_event(
+        {
+            "seq": 0,
+            "id": id,
+            "type": type_,
+            "v": spec.version,
+            "ts": ts if ts.tzinfo is UTC else ts.astimezone(UTC),
+            "stream": stream,
+            "correlation_id": correlation_id,
+            "causation_id": causation_id,
+            "actor": actor,
+            "data": body.model_dump(mode="json"),
+            "prev_hash": "",
+            "hash": "",
+        }
     )
 
 

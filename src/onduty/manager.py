@@ -76,11 +76,13 @@ class Manager(IncidentLifecycle, ActionLifecycle):
     def config(self) -> Config | None:
         return self._configured.config if self._configured else None
 
-    def handle(self, event: Event) -> Decision:
-        """Apply an input event and decide what follows from it."""
+    def handle(self, event: Event, body: Payload | None = None) -> Decision:
+        """Apply an input event and decide what follows from it. `body` is the event's typed
+        payload when the caller has it (it built the event from it), saving a validation."""
         if event.origin is not Origin.INPUT:
             raise ValueError(f"{event.type} is a decision of the core, not an input")
-        body = payload(event)
+        if body is None or type(body).__name__ != event.type:
+            body = payload(event)
         prior = self._prior(body)
         self._apply(body, event)
         self._cause, self._events, self._commands = event, [], []

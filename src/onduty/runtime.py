@@ -82,7 +82,8 @@ class RecoveryReport:
 
 
 def random_ids() -> Callable[[], str]:
-    return lambda: uuid.uuid4().hex
+    """Unique ids without a uuid per event: a random prefix for this process, then a counter."""
+    return counter_ids(uuid.uuid4().hex[:12], 1)
 
 
 def counter_ids(prefix: str, start: int) -> Callable[[], str]:
@@ -188,7 +189,7 @@ class Runtime:
     def _submit(self, body: Payload, *, stream: str, actor: str, ts: datetime | None) -> Decision:
         event = self._input_event(Input(body, stream, actor, ts))
         self._check_running()
-        decision = self.manager.handle(event)
+        decision = self.manager.handle(event, body)
         self._append_and_run([event, *decision.events], decision.commands)
         return decision
 
@@ -202,7 +203,7 @@ class Runtime:
             positions: list[int] = []
             for item in inputs:
                 event = self._input_event(item)
-                decision = self.manager.handle(event)
+                decision = self.manager.handle(event, item.body)
                 positions.append(len(events))
                 events.append(event)
                 events.extend(decision.events)

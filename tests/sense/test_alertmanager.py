@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from onduty.events import Signal
+from onduty.events import Signal, SignalReceived
 from onduty.sense import IngestError, parse_alertmanager
 from onduty.sense.alertmanager import parse
 
@@ -33,7 +33,7 @@ def test_golden_notification_gives_one_signal_per_alert_with_its_own_status() ->
         "severity": "critical",
     }
     assert _parse(ALERTMANAGER) == [
-        Signal(
+        SignalReceived(
             source="alertmanager",
             fingerprint="1a30ba71cca2921f",
             status="firing",
@@ -47,7 +47,7 @@ def test_golden_notification_gives_one_signal_per_alert_with_its_own_status() ->
             generator_url="http://prometheus:9090/graph?g0.expr=job%3Acheckout_5xx%3Aratio"
             "+%3E+0.05&g0.tab=1",
         ),
-        Signal(
+        SignalReceived(
             source="alertmanager",
             fingerprint="c6eadffa33fcdf37",
             status="resolved",
@@ -57,7 +57,7 @@ def test_golden_notification_gives_one_signal_per_alert_with_its_own_status() ->
             ends_at=datetime(2024, 5, 1, 11, 58, 41, 100000, tzinfo=UTC),
             generator_url="http://prometheus:9090/graph?g0.expr=job%3Acheckout_5xx%3Aratio",
         ),
-        Signal(
+        SignalReceived(
             source="alertmanager",
             fingerprint="bc97ff14869b13e3",
             status="firing",

@@ -6,13 +6,13 @@ from typing import Any
 
 import pytest
 
-from onduty.events import Signal
+from onduty.events import Signal, SignalReceived
 from onduty.sense import IngestError, parse_cloudevents
 from onduty.sense.cloudevents import BATCH, STRUCTURED
 
 from .payloads import CLOUDEVENT, CLOUDEVENT_BATCH, RECEIVED_AT, dump
 
-FIRING = Signal(
+FIRING = SignalReceived(
     source="//monitoring.example.com/rules/disk",
     fingerprint="",  # filled in below: a hash of the labels
     status="firing",
@@ -49,7 +49,7 @@ def test_golden_structured_event() -> None:
 def test_golden_batch() -> None:
     signals = _parse(CLOUDEVENT_BATCH, BATCH)
     assert signals[0] == _parse(CLOUDEVENT)[0]
-    assert signals[1] == Signal(
+    assert signals[1] == SignalReceived(
         source="//monitoring.example.com/rules/disk",
         fingerprint="disk-db-2",
         status="resolved",

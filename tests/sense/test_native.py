@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
-from onduty.events import Signal
+from onduty.events import Signal, SignalReceived
 from onduty.sense import IngestError, parse_native
 
 from .payloads import NATIVE, NATIVE_LIST, RECEIVED_AT, dump
 
-GOLDEN = Signal(
+GOLDEN = SignalReceived(
     source="probe",
     fingerprint="probe:checkout:http",
     status="firing",
@@ -42,14 +42,14 @@ def test_golden_single_signal() -> None:
 def test_golden_list() -> None:
     assert _parse(NATIVE_LIST) == [
         GOLDEN,
-        Signal(
+        SignalReceived(
             source="probe",
             fingerprint="probe:db:tcp",
             status="resolved",
             starts_at=datetime(2024, 5, 1, 11, tzinfo=UTC),
             ends_at=datetime(2024, 5, 1, 11, 30, tzinfo=UTC),
         ),
-        Signal(source="pager", fingerprint="pd:42", status="acknowledged"),
+        SignalReceived(source="pager", fingerprint="pd:42", status="acknowledged"),
     ]
 
 

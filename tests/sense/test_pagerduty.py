@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from onduty.events import Signal
+from onduty.events import Signal, SignalReceived
 from onduty.sense import IngestError, parse_pagerduty, parse_pagerduty_with_keys
 
 from .payloads import (
@@ -35,7 +35,7 @@ def test_golden_trigger() -> None:
     signals, keys = _parse(PAGERDUTY_TRIGGER)
     assert keys == ["checkout/high-error-rate"]
     assert signals == [
-        Signal(
+        SignalReceived(
             source="pagerduty",
             fingerprint="pd:checkout/high-error-rate",
             status="firing",
@@ -68,13 +68,13 @@ def test_golden_acknowledge_and_resolve_reach_the_triggers_fingerprint() -> None
     [ack], ack_keys = _parse(PAGERDUTY_ACKNOWLEDGE)
     [resolve], resolve_keys = _parse(PAGERDUTY_RESOLVE)
     assert ack_keys == resolve_keys == ["checkout/high-error-rate"]
-    assert ack == Signal(
+    assert ack == SignalReceived(
         source="pagerduty",
         fingerprint=trigger.fingerprint,
         status="acknowledged",
         labels={"alertname": "PagerDutyEvent"},
     )
-    assert resolve == Signal(
+    assert resolve == SignalReceived(
         source="pagerduty",
         fingerprint=trigger.fingerprint,
         status="resolved",

@@ -143,7 +143,10 @@ class Ingest:
             return error(problem.status, problem.reason, problem.field)
         inputs = [
             Input(
-                SignalReceived.model_validate(dict(signal)), stream=f"signal:{signal.fingerprint}"
+                signal  # the parsers build SignalReceived: no need to validate it twice
+                if isinstance(signal, SignalReceived)
+                else SignalReceived.model_validate(dict(signal)),
+                stream=f"signal:{signal.fingerprint}",
             )
             for signal in signals
         ]

@@ -21,7 +21,7 @@ from datetime import datetime
 
 import msgspec
 
-from onduty.events import Signal, SignalStatus
+from onduty.events import Signal, SignalReceived, SignalStatus
 from onduty.sense._wire import decode, fingerprint_of, utc
 from onduty.sense.errors import IngestError
 
@@ -92,7 +92,7 @@ def parse(body: bytes, *, received_at: datetime, content_type: str | None = None
         if status == "resolved" and ends_at is None:
             ends_at = received
         signals.append(
-            Signal(
+            SignalReceived(
                 source=SOURCE,
                 fingerprint=alert.fingerprint or fingerprint_of(alert.labels),
                 status=status,

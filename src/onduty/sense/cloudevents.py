@@ -29,7 +29,7 @@ from typing import Any
 
 import msgspec
 
-from onduty.events import Signal, SignalStatus
+from onduty.events import Signal, SignalReceived, SignalStatus
 from onduty.sense._wire import decode_any, fingerprint_of, utc
 from onduty.sense.errors import EMPTY, IngestError, from_msgspec, join
 
@@ -130,7 +130,7 @@ def _event(raw: Any, prefix: str, received: datetime) -> Signal:
     labels.setdefault("source", event.source)
     if event.subject:
         labels.setdefault("subject", event.subject)
-    return Signal(
+    return SignalReceived(
         source=event.source,
         fingerprint=fingerprint or fingerprint_of(labels),
         status=status,

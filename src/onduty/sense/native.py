@@ -14,7 +14,7 @@ from datetime import datetime
 
 import msgspec
 
-from onduty.events import Signal, SignalStatus
+from onduty.events import Signal, SignalReceived, SignalStatus
 from onduty.sense._wire import decode, utc
 from onduty.sense.errors import EMPTY, IngestError, join
 
@@ -49,7 +49,7 @@ def _signal(wire: WireSignal, prefix: str) -> Signal:
         raise IngestError.invalid(join(prefix, "fingerprint"), EMPTY)
     starts_at = wire.starts_at
     ends_at = wire.ends_at
-    return Signal(
+    return SignalReceived(
         source=wire.source,
         fingerprint=wire.fingerprint,
         status=status,

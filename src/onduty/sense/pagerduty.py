@@ -23,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from onduty.events import Signal, SignalStatus
+from onduty.events import Signal, SignalReceived, SignalStatus
 from onduty.sense._wire import decode, parse_time, stable_hash, utc
 from onduty.sense.errors import EMPTY, IngestError
 
@@ -176,7 +176,7 @@ def parse_with_keys(
         labels, annotations = _masked(labels, secret), _masked(annotations, secret)
         fingerprint = _mask(fingerprint, secret)
         generator_url = _mask(generator_url, secret) if generator_url else None
-    signal = Signal(
+    signal = SignalReceived(
         source=SOURCE,
         fingerprint=fingerprint,
         status=status,
