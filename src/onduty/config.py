@@ -192,6 +192,8 @@ class Runbook(Model):
     undo: list[Step] = Field(default_factory=list)
     priority: int = 0
     autonomy: AutonomyLevel | None = None
+    excludes: list[str] = Field(default_factory=list)
+    """Runbooks that must not act on the same target while this one does (and vice versa)."""
 
 
 class RateLimit(Model):

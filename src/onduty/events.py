@@ -199,6 +199,17 @@ class ActionProposed(Payload):
     rationale: str
 
 
+class ProposalRejected(Payload):
+    """A proposal that lost arbitration (another runbook won, or the target is busy)."""
+
+    incident_id: str
+    agent: str
+    runbook: str
+    action: str
+    target: str
+    reason: str
+
+
 class RuleOutcome(Payload):
     """One guardrail's opinion of a proposal, with the reason a human can read."""
 
@@ -400,6 +411,7 @@ _REGISTERED: list[tuple[type[Payload], Origin]] = [
     (Acknowledged, _I),
     (PolicyActivated, _I),
     (PolicyShadowDiverged, _D),
+    (ProposalRejected, _D),
     (AutonomyChanged, _I),
     (Tick, _I),
     (SilenceCreated, _I),

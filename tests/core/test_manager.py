@@ -358,3 +358,25 @@ def test_an_unanswered_approval_can_go_to_the_next_tier_before_it_is_denied() ->
     assert any(isinstance(c, Notify) and c.channels == ("sre-lead",) for c in moved.commands)
     expired = driver.feed(Tick(), after=600)
     assert types(expired) == ["ApprovalExpired", "Escalated"]
+
+
+def test_arbitration_records_the_losers_and_honours_exclusions() -> None:
+    restart = {
+        "name": "restart",
+        "when": 'signal.labels.alertname == "InstanceDown"',
+        "do": [{"action": "process.restart", "target": "{{ signal.labels.instance }}"}],
+    }
+    drain = {
+        "name": "drain",
+        "priority": 10,
+        "excludes": ["restart"],
+        "when": 'signal.labels.alertname == "InstanceDown"',
+        "do": [{"action": "traffic.drain", "target": "{{ signal.labels.instance }}"}],
+    }
+    driver = Driver(config(runbooks=[restart, drain]))
+    decision = driver.signal("web-1")
+    rejected = [e.data for e in decision.events if e.type == "ProposalRejected"]
+    assert [(r["runbook"], r["reason"]) for r in rejected] == [
+        ("restart", "excluded by runbook drain, which won")
+    ]
+    assert only_start(decision.commands).action == "traffic.drain"

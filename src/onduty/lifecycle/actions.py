@@ -21,6 +21,7 @@ from onduty.events import (
     IncidentUpdated,
     PolicyEvaluated,
     PolicyShadowDiverged,
+    ProposalRejected,
     VerificationFailed,
     VerificationPassed,
 )
@@ -181,11 +182,24 @@ class ActionLifecycle(CoreBase):
             for runbook in runbooks
             if (proposal := setup.agent.propose_step(runbook.name, 0, context)) is not None
         ]
-        winner, _losers = arbitrate(proposals, self._busy_targets())
-        if winner is None:
-            self._escalate(
-                incident, "every proposed action targets something already being acted on"
+        in_flight = {
+            a.target: a.runbook for a in self.state.actions.values() if a.status in IN_FLIGHT
+        }
+        winner, losers = arbitrate(proposals, in_flight, setup.excludes)
+        for loser, reason in losers:
+            self._emit(
+                ProposalRejected(
+                    incident_id=incident.incident_id,
+                    agent=loser.agent,
+                    runbook=loser.runbook,
+                    action=loser.action,
+                    target=loser.target,
+                    reason=reason,
+                ),
+                incident.incident_id,
             )
+        if winner is None:
+            self._escalate(incident, f"no proposal could go ahead: {losers[0][1]}")
             return
         self._propose(incident, winner, context)
 
@@ -458,9 +472,6 @@ class ActionLifecycle(CoreBase):
             variables=variables,
             now=self._now,
         )
-
-    def _busy_targets(self) -> frozenset[str]:
-        return frozenset(a.target for a in self.state.actions.values() if a.status in IN_FLIGHT)
 
     def _incident_of(self, command_id: str) -> str | None:
         action = self.state.actions.get(command_id)

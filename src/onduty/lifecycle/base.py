@@ -50,6 +50,7 @@ class Configured:
         self.config = config
         self.policy = Policy(config)
         self.agent = RunbookAgent(config.runbooks)
+        self.excludes = {r.name: frozenset(r.excludes) for r in config.runbooks if r.excludes}
         self.services: dict[str, Service] = {s.name: s for s in config.services}
         self.owner: dict[str, str] = {}
         for service in config.services:
