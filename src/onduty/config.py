@@ -341,9 +341,19 @@ class Approvals(Model):
     """Roles allowed to approve; empty: anyone who may answer approvals."""
 
 
+class Breaker(Model):
+    """Per action and target: after `failures` consecutive failures (or unknown outcomes) the
+    breaker opens and proposals escalate instead of acting; after `cooldown` one trial may go
+    ahead (half-open); a success closes it, a failure opens it again."""
+
+    failures: int = Field(default=3, ge=1)
+    cooldown: Duration = timedelta(minutes=15)
+
+
 class Policy(Model):
     guardrails: list[Guardrail] = Field(default_factory=list)
     approvals: Approvals = Field(default_factory=Approvals)
+    breaker: Breaker = Field(default_factory=Breaker)
 
 
 class Tier(Model):
@@ -366,10 +376,24 @@ def _check_sources(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return raw
 
 
+def _check_actuators(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Actuators are validated by the act layer's models (names the field and the reason)."""
+    from onduty.act.specs import ActuatorConfigError, parse_actuators
+
+    try:
+        parse_actuators(raw)
+    except ActuatorConfigError as error:
+        raise ValueError("; ".join(error.problems)) from None
+    return raw
+
+
 class Config(Model):
     store: str = "sqlite:///onduty.db"
     bus: str = "memory"
     sources: Annotated[list[dict[str, Any]], AfterValidator(_check_sources)] = Field(
+        default_factory=list
+    )
+    actuators: Annotated[list[dict[str, Any]], AfterValidator(_check_actuators)] = Field(
         default_factory=list
     )
     # Snapshots cost the core thread time; restart folds at most this many events after one.
@@ -404,7 +428,7 @@ class Config(Model):
     def policy_document(self) -> dict[str, Any]:
         """What the core decides by: everything except the shell's own settings (where the log
         lives, the bus, the pollers that feed it)."""
-        return self.model_dump(mode="json", exclude={"store", "bus", "sources"})
+        return self.model_dump(mode="json", exclude={"store", "bus", "sources", "actuators"})
 
     @property
     def version(self) -> str:

@@ -108,6 +108,14 @@ class ActionRecord:
 
 
 @dataclass
+class BreakerState:
+    """Consecutive failures of one action on one target, and when the breaker last opened."""
+
+    failures: int = 0
+    opened_at: datetime | None = None
+
+
+@dataclass
 class State:
     policy: dict[str, Any] | None = None
     policy_version: str = ""
@@ -125,6 +133,7 @@ class State:
     transitions: dict[str, list[datetime]] = field(default_factory=dict)
     deliveries: dict[str, datetime] = field(default_factory=dict)
     silences: dict[str, dict[str, Any]] = field(default_factory=dict)
+    breakers: dict[str, BreakerState] = field(default_factory=dict)
     last_ts: datetime | None = None
     applied: int = 0
 

@@ -245,3 +245,51 @@ def test_promoting_the_candidate_makes_it_active_and_drops_it() -> None:
     assert not [e for e in decision.events if e.type == "PolicyShadowDiverged"]
     assert driver.manager.state.candidate is None
     assert driver.manager.state.previous_policy == policy(budget(5)).policy_document()
+
+
+def test_the_circuit_breaker_opens_after_failures_and_lets_one_trial_through() -> None:
+    from onduty.events import ActionFailed
+
+    driver = Driver(
+        config(
+            services=SERVICES,
+            runbooks=RUNBOOKS,
+            correlation={"group_by": ["instance", "alertname"], "flap_threshold": 100},
+            policy={"breaker": {"failures": 2, "cooldown": "10m"}},
+        )
+    )
+
+    def attempt(after: float) -> Any:
+        decision = alert(driver, "web-1", after=after)
+        starts = [c for c in decision.commands if isinstance(c, StartAction)]
+        return decision, starts
+
+    def fail(command: StartAction) -> None:
+        driver.feed(
+            ActionStarted(
+                command_id=command.command_id, incident_id=command.incident_id,
+                action=command.action, target=command.target,
+            )
+        )  # fmt: skip
+        driver.feed(ActionFailed(command_id=command.command_id, error="exit 1"))
+        alert(driver, "web-1", status="resolved", after=1)
+
+    for _ in range(2):
+        _, starts = attempt(after=60)
+        fail(starts[0])
+    blocked, starts = attempt(after=60)
+    assert not starts
+    assert verdict(blocked)["reason"].startswith(
+        "breaker: open after 2 failures of process.restart on web-1"
+    )
+    alert(driver, "web-1", status="resolved", after=1)
+    trial, starts = attempt(after=600)  # the cool-down has passed: one trial
+    assert verdict(trial)["verdict"] == "allow" and starts
+    driver.feed(
+        ActionStarted(
+            command_id=starts[0].command_id, incident_id=starts[0].incident_id,
+            action=starts[0].action, target=starts[0].target,
+        )
+    )  # fmt: skip
+    driver.feed(ActionSucceeded(command_id=starts[0].command_id))
+    assert driver.manager.state.breakers == {}  # a success closes it

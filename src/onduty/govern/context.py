@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from onduty.config import Autonomy
-from onduty.state import ActionRecord
+from onduty.state import ActionRecord, BreakerState
 from onduty.think.proposal import Proposal
 
 
@@ -32,6 +32,8 @@ class Facts:
     total_services: int = 0
     alerting_instances: int = 0
     total_instances: int = 0
+    breaker: BreakerState | None = None
+    """The circuit breaker of this action on this target."""
     variables: Any = None
     """The CEL variables (signal, incident, action, target, service, now), prepared once per
     verdict with `onduty.expressions.prepare`; None when no rule needs them."""

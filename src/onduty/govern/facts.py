@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from onduty.config import Autonomy, Service
+from onduty.govern.breaker import breaker_key
 from onduty.govern.context import Facts
 from onduty.state import IN_FLIGHT, State
 from onduty.think.proposal import Proposal
@@ -67,5 +68,6 @@ def gather(
         total_services=len(services),
         alerting_instances=len(alerting_instances),
         total_instances=sum(len(s.instances) for s in services.values()),
+        breaker=state.breakers.get(breaker_key(proposal.action, proposal.target)),
         variables=variables,
     )

@@ -16,6 +16,7 @@ from onduty.expressions import Condition
 from onduty.govern.autonomy import AutonomyLevel
 from onduty.govern.base import Guardrail
 from onduty.govern.blast import BlastRadiusRule
+from onduty.govern.breaker import BreakerRule
 from onduty.govern.concurrency import ConcurrencyRule
 from onduty.govern.condition import ConditionRule
 from onduty.govern.context import Facts
@@ -65,7 +66,11 @@ def build_rule(spec: GuardrailSpec) -> Guardrail:
 class Policy:
     def __init__(self, config: Config) -> None:
         self.version = config.version
-        rules: list[Guardrail] = [KnownTarget(), AutonomyLevel()]
+        rules: list[Guardrail] = [
+            KnownTarget(),
+            AutonomyLevel(),
+            BreakerRule(config.policy.breaker),
+        ]
         rules.extend(build_rule(spec) for spec in config.policy.guardrails)
         self.rules = tuple(rules)
         self.needs_variables = any(isinstance(rule, ConditionRule | Scoped) for rule in rules)

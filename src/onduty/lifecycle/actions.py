@@ -27,6 +27,7 @@ from onduty.events import (
 )
 from onduty.expressions import prepare
 from onduty.govern import Facts
+from onduty.govern.breaker import breaker_key
 from onduty.govern.facts import gather
 from onduty.lifecycle.base import CoreBase, derive_id
 from onduty.state import (
@@ -36,6 +37,7 @@ from onduty.state import (
     ActionState,
     ActionStatus,
     Approval,
+    BreakerState,
     Incident,
 )
 from onduty.think import Proposal, arbitrate
@@ -133,6 +135,7 @@ class ActionLifecycle(CoreBase):
         if runbook is not None and action.step + 1 < len(runbook.do):
             self._finish(action, ActionStatus.VERIFIED)
             return
+        self.state.breakers.pop(breaker_key(action.action, action.target), None)
         window = runbook.verify.signal_resolved_within if runbook else None
         action.status = ActionStatus.VERIFYING
         action.verify_deadline = event.ts + window if window is not None else event.ts
@@ -143,6 +146,12 @@ class ActionLifecycle(CoreBase):
             return
         failed = isinstance(body, ActionFailed)
         self._finish(action, ActionStatus.FAILED if failed else ActionStatus.UNKNOWN)
+        breaker = self.state.breakers.setdefault(
+            breaker_key(action.action, action.target), BreakerState()
+        )
+        breaker.failures += 1
+        if breaker.failures >= self._setup().config.policy.breaker.failures:
+            breaker.opened_at = event.ts
 
     def _apply_verification(
         self, body: VerificationPassed | VerificationFailed, event: Event

@@ -1,0 +1,688 @@
+"""The `actuators:` section of the configuration: which actuator runs which actions, and how.
+
+Every actuator spec has a `kind` (which actuator), an `action` (an action name such as
+`process.restart`, or a family such as `process.*`) and a `timeout`. The built-in kinds:
+
+- `shell` (`ShellSpec`): a program from an allow list, run without a shell.
+- `http` (`HttpSpec`): one HTTP request.
+- `supervisor` (`SupervisorSpec`): restart, start or stop a program through supervisord's
+  XML-RPC interface.
+- `alertmanager.silence` (`AlertmanagerSilenceSpec`): create (and expire) a silence in a
+  Prometheus Alertmanager.
+
+Other kinds come from installed packages (the `onduty.actuators` entry-point group, see
+`onduty.act.plugins`); their specs are kept as `PluginSpec` and validated by their factory.
+
+Secrets are never written in the configuration (which is recorded in the event log): a value
+may reference `${ENV:NAME}` or `${FILE:/absolute/path}` instead, and the reference is resolved
+when the actuator is built. Resolved values live in `Secrets`, whose `repr` shows none of them
+and whose `redact` hides every one of them in a text.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Collection, Iterable, Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from onduty.act.templates import (
+    ACTION_VARIABLES,
+    CHECK_VARIABLES,
+    TemplateError,
+    check_template,
+    is_constant,
+    json_templates,
+)
+from onduty.config import Duration, format_duration
+from onduty.sense.pollers import SecretError
+
+__all__ = [
+    "ActuatorConfigError",
+    "ActuatorSpec",
+    "AlertmanagerSilenceSpec",
+    "AnyActuatorSpec",
+    "HttpSpec",
+    "OutcomeUnknown",
+    "PluginSpec",
+    "SecretError",
+    "Secrets",
+    "ShellSpec",
+    "SupervisorSpec",
+    "effective_timeout",
+    "format_seconds",
+    "parse_actuators",
+    "resolve_references",
+]
+
+ACTION_PATTERN = r"^[a-z][a-z0-9_-]*(?:\.[a-z0-9_-]+)*(?:\.\*)?$"
+"""An action name (`process.restart`) or a family of them (`process.*`)."""
+
+DEFAULT_TIMEOUT = timedelta(seconds=30)
+DEFAULT_MAX_OUTPUT = 64 * 1024
+
+
+class OutcomeUnknown(Exception):
+    """`check(command_id)` could not tell whether an earlier run took effect (the thing asked
+    was unreachable or gave an answer that means neither yes nor no). The executor records the
+    action's outcome as unknown and escalates; it must not run the action again."""
+
+
+class ActuatorConfigError(ValueError):
+    """An `actuators:` list that cannot be used; `problems` name each field and the reason,
+    e.g. `actuators[2].allow[0]: must be an absolute path`."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+def effective_timeout(spec_timeout: timedelta, command_timeout_s: float) -> float:
+    """The stricter of the spec's timeout and the command's own (a runbook step's), in
+    seconds."""
+    limit = spec_timeout.total_seconds()
+    if command_timeout_s > 0:
+        limit = min(limit, command_timeout_s)
+    return limit
+
+
+def format_seconds(seconds: float) -> str:
+    """A number of seconds as the configuration writes durations: `30s`, `500ms`, `2m`."""
+    return format_duration(timedelta(seconds=seconds))
+
+
+# --------------------------------------------------------------------------- secrets
+
+_REFERENCE = re.compile(r"\$\{([^}]*)\}")
+_ENV_REFERENCE = re.compile(r"^ENV:([A-Za-z_][A-Za-z0-9_]*)$")
+_FILE_REFERENCE = re.compile(r"^FILE:(/.*)$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_SENSITIVE_WORDS = ("authorization", "cookie", "token", "secret", "password", "key")
+
+
+def references(value: str, where: str) -> list[str]:
+    """The `${...}` references in a value, each checked to be `ENV:NAME` or `FILE:/path`."""
+    found = _REFERENCE.findall(value)
+    for reference in found:
+        if not (_ENV_REFERENCE.match(reference) or _FILE_REFERENCE.match(reference)):
+            raise ValueError(
+                f"{where}: unknown reference ${{{reference}}}; "
+                "expected ${ENV:NAME} or ${FILE:/absolute/path}"
+            )
+    return found
+
+
+class Secrets:
+    """Resolved secret values. `redact` replaces each of them with `[redacted]`; `repr`,
+    `str` and pickling reveal nothing."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Iterable[str] = ()) -> None:
+        self._values = tuple(sorted({v for v in values if v}, key=len, reverse=True))
+
+    def __bool__(self) -> bool:
+        return bool(self._values)
+
+    def __or__(self, other: Secrets) -> Secrets:
+        return Secrets((*self._values, *other._values))
+
+    @property
+    def longest(self) -> int:
+        """The length in UTF-8 bytes of the longest secret (0 when there is none)."""
+        return max((len(value.encode()) for value in self._values), default=0)
+
+    def redact(self, text: str) -> str:
+        for value in self._values:
+            if value in text:
+                text = text.replace(value, "[redacted]")
+        return text
+
+    def __repr__(self) -> str:
+        return f"Secrets({len(self._values)} values, redacted)"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:
+        raise TypeError("secrets cannot be pickled")
+
+
+class SecretValues:
+    """Named values with their references resolved. Only `as_dict` gives the values."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self._values = dict(values)
+
+    def as_dict(self) -> dict[str, str]:
+        return dict(self._values)
+
+    def names(self) -> list[str]:
+        return sorted(self._values)
+
+    def __repr__(self) -> str:
+        return f"SecretValues({self.names()!r}, values redacted)"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:
+        raise TypeError("resolved values hold secrets and cannot be pickled")
+
+
+def resolve_references(
+    values: Mapping[str, str], *, what: str, env: Mapping[str, str] | None = None
+) -> tuple[SecretValues, Secrets]:
+    """Replace every `${ENV:NAME}` and `${FILE:/path}` in `values`.
+
+    Returns the resolved values and the secrets among them (every substituted text, and every
+    whole value that held a reference). A file's trailing line break is dropped. Errors name
+    the entry and the reference, never a value."""
+    environment = os.environ if env is None else env
+    resolved: dict[str, str] = {}
+    secrets: list[str] = []
+    for name, template in values.items():
+
+        def substitute(match: re.Match[str], entry: str = name) -> str:
+            reference = match.group(1)
+            env_match = _ENV_REFERENCE.match(reference)
+            if env_match:
+                variable = env_match.group(1)
+                if variable not in environment:
+                    raise SecretError(
+                        f"{what} {entry!r}: environment variable {variable} is not set"
+                    )
+                secrets.append(environment[variable])
+                return environment[variable]
+            file_match = _FILE_REFERENCE.match(reference)
+            if file_match:
+                path = file_match.group(1)
+                try:
+                    text = Path(path).read_text(encoding="utf-8")
+                except OSError as error:
+                    raise SecretError(
+                        f"{what} {entry!r}: cannot read secret file {path}: "
+                        f"{error.strerror or type(error).__name__}"
+                    ) from None
+                except UnicodeDecodeError:
+                    raise SecretError(
+                        f"{what} {entry!r}: secret file {path} is not UTF-8 text"
+                    ) from None
+                value = text.removesuffix("\n").removesuffix("\r")
+                secrets.append(value)
+                return value
+            raise SecretError(f"{what} {entry!r}: unknown reference ${{{reference}}}")
+
+        value = _REFERENCE.sub(substitute, template)
+        if value != template:
+            secrets.append(value)
+        resolved[name] = value
+    return SecretValues(resolved), Secrets(secrets)
+
+
+# --------------------------------------------------------------------------- shared checks
+
+
+def _check_http_url(value: str, where: str = "") -> str:
+    """An http(s) URL with a host and no credentials; `where` prefixes the messages."""
+    prefix = f"{where}: " if where else ""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{prefix}expected an http:// or https:// URL, got {value!r}")
+    if not parts.hostname:
+        raise ValueError(f"{prefix}the URL {value!r} has no host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(
+            f"{prefix}credentials in the URL would be recorded and shown; use the "
+            "spec's header or password fields with ${ENV:NAME} or ${FILE:/path}"
+        )
+    try:
+        _ = parts.port
+    except ValueError as error:
+        raise ValueError(f"{prefix}the URL {value!r} has an invalid port: {error}") from None
+    if "${" in value:
+        raise ValueError(f"{prefix}a URL cannot reference secrets (it is recorded and shown)")
+    return value
+
+
+_LITERAL_AUTHORITY = re.compile(r"^(https?)://([^/?#{}]+)(?=$|[/?#])")
+
+
+def _check_url_template(value: str, variables: frozenset[str]) -> str:
+    """A URL template whose scheme and host are literal: values go into the path and query."""
+    try:
+        check_template(value, variables=variables, where="template")
+    except TemplateError as error:
+        raise ValueError(str(error).removeprefix("template: ")) from None
+    match = _LITERAL_AUTHORITY.match(value)
+    if match is None:
+        raise ValueError(
+            "the scheme and host must be written out (http://host:port/...); "
+            "templates may fill in the path and the query only"
+        )
+    _check_http_url(match.group(0))
+    if "#" in value:
+        raise ValueError("a URL template cannot have a fragment")
+    return value
+
+
+def _check_headers(headers: dict[str, str]) -> dict[str, str]:
+    for name, value in headers.items():
+        if not _HEADER_NAME.match(name):
+            raise ValueError(f"{name!r} is not a valid HTTP header name")
+        if "\r" in value or "\n" in value or "\x00" in value:
+            raise ValueError(f"header {name!r}: a value cannot contain line breaks or NUL")
+        found = references(value, f"header {name!r}")
+        if any(word in name.lower() for word in _SENSITIVE_WORDS) and not found:
+            raise ValueError(
+                f"header {name!r} carries a credential: reference it as ${{ENV:NAME}} or "
+                "${FILE:/path} instead of writing it in the configuration"
+            )
+    return headers
+
+
+def _template(value: str, variables: frozenset[str], where: str) -> str:
+    try:
+        return check_template(value, variables=variables, where=where)
+    except TemplateError as error:
+        raise ValueError(str(error)) from None
+
+
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
+def _status_list(value: Any) -> Any:
+    return [value] if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+# --------------------------------------------------------------------------- models
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    action: str = Field(pattern=ACTION_PATTERN)
+    timeout: Duration = DEFAULT_TIMEOUT
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive_timeout(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("the timeout must be positive")
+        return value
+
+
+class ShellSpec(_Spec):
+    """Run a program (never a shell). `argv` holds templates, one argument each; the rendered
+    `argv[0]` must be one of `allow` (absolute paths), else the run is refused.
+
+    The program gets a clean environment: `PATH=/usr/sbin:/usr/bin:/sbin:/bin`,
+    `LANG=C.UTF-8` and the variables of `env` (whose values may reference secrets). Its output
+    (stdout and stderr) is kept up to `max_output` bytes, with every secret redacted.
+    `check_argv`, run with the command id (`{{ command_id }}`), tells whether an earlier run
+    took effect: exit 0 yes, 1 no, anything else unknown."""
+
+    kind: Literal["shell"]
+    argv: list[str] = Field(min_length=1)
+    allow: list[str] = Field(min_length=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+    max_output: int = Field(default=DEFAULT_MAX_OUTPUT, ge=1024, le=16 * 1024 * 1024)
+    idempotent: bool = False
+    check_argv: list[str] | None = Field(default=None, min_length=1)
+
+    @field_validator("argv")
+    @classmethod
+    def _argv(cls, argv: list[str]) -> list[str]:
+        for index, item in enumerate(argv):
+            _template(item, ACTION_VARIABLES, f"argv[{index}]")
+        return argv
+
+    @field_validator("check_argv")
+    @classmethod
+    def _check_argv(cls, argv: list[str] | None) -> list[str] | None:
+        for index, item in enumerate(argv or []):
+            _template(item, CHECK_VARIABLES, f"check_argv[{index}]")
+        return argv
+
+    @field_validator("allow")
+    @classmethod
+    def _allow(cls, allow: list[str]) -> list[str]:
+        for path in allow:
+            if not path.startswith("/") or "\x00" in path:
+                raise ValueError(f"{path!r} must be an absolute path")
+            if os.path.normpath(path) != path:
+                raise ValueError(f"{path!r} must be a normalised path (no '..', '.' or '//')")
+        return allow
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, env: dict[str, str]) -> dict[str, str]:
+        for name, value in env.items():
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid environment variable name")
+            if "\x00" in value:
+                raise ValueError(f"env {name!r}: a value cannot contain a NUL byte")
+            references(value, f"env {name!r}")
+        return env
+
+    @field_validator("cwd")
+    @classmethod
+    def _cwd(cls, cwd: str | None) -> str | None:
+        if cwd is not None and not cwd.startswith("/"):
+            raise ValueError(f"{cwd!r} must be an absolute path")
+        return cwd
+
+    @model_validator(mode="after")
+    def _programs_allowed(self) -> ShellSpec:
+        for field, argv in (("argv", self.argv), ("check_argv", self.check_argv)):
+            if argv and is_constant(argv[0]) and argv[0] not in self.allow:
+                raise ValueError(
+                    f"{field}[0]: {argv[0]!r} is not in `allow` ({', '.join(self.allow)})"
+                )
+        return self
+
+
+class HttpSpec(_Spec):
+    """One HTTP request. `url` is a template whose scheme and host are written out; every
+    value substituted into it is percent-encoded. `body` is a JSON structure whose string
+    leaves are templates (sent as JSON). `headers` may reference secrets. `check_url`, fetched
+    with GET and the command id, tells whether an earlier run took effect: 200 yes, 404 no."""
+
+    kind: Literal["http"]
+    method: Annotated[Literal["GET", "POST", "PUT", "PATCH", "DELETE"], BeforeValidator(_upper)] = (
+        "POST"
+    )
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: JsonValue = None
+    expect_status: Annotated[list[int], BeforeValidator(_status_list)] = Field(
+        default_factory=lambda: [200, 201, 202, 204], min_length=1
+    )
+    idempotent: bool = False
+    """Defaults to true for GET, PUT and DELETE."""
+    check_url: str | None = None
+    max_output: int = Field(default=DEFAULT_MAX_OUTPUT, ge=1024, le=16 * 1024 * 1024)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_idempotent(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "idempotent" not in data:
+            method = data.get("method", "POST")
+            safe = isinstance(method, str) and method.upper() in ("GET", "PUT", "DELETE")
+            return {**data, "idempotent": safe}
+        return data
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _check_url_template(value, ACTION_VARIABLES)
+
+    @field_validator("check_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_url_template(value, CHECK_VARIABLES)
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_headers(value)
+
+    @field_validator("body")
+    @classmethod
+    def _body(cls, value: JsonValue) -> JsonValue:
+        for where, template in json_templates(value):
+            _template(template, ACTION_VARIABLES, where)
+        return value
+
+    @field_validator("expect_status")
+    @classmethod
+    def _statuses(cls, codes: list[int]) -> list[int]:
+        for code in codes:
+            if not 100 <= code <= 599:
+                raise ValueError(f"{code} is not an HTTP status code (100-599)")
+        return codes
+
+
+SUPERVISOR_OPERATIONS = ("restart", "start", "stop")
+_PROGRAM = re.compile(r"^[^\s:]+(?::[^\s:]+)?$")
+
+
+class SupervisorSpec(_Spec):
+    """supervisord's XML-RPC interface: `url` is `http://host:port/RPC2` (an
+    `inet_http_server`) or `unix:///path/to/supervisor.sock` (a `unix_http_server`).
+    The operation is the last part of the action name: `restart`, `start` or `stop`
+    (`process.*` covers all three). `program` renders the program name (`name` or
+    `group:name`) from the target."""
+
+    kind: Literal["supervisor"]
+    action: str = Field(default="process.*", pattern=ACTION_PATTERN)
+    url: str
+    username: str | None = None
+    password: str | None = None
+    """A reference (`${ENV:NAME}` or `${FILE:/path}`), never the password itself."""
+    program: str = "{{ target }}"
+
+    @field_validator("action")
+    @classmethod
+    def _operation(cls, action: str) -> str:
+        operation = action.rsplit(".", 1)[-1]
+        if operation != "*" and operation not in SUPERVISOR_OPERATIONS:
+            raise ValueError(
+                f"the supervisor actuator restarts, starts or stops: the action must end in "
+                f".restart, .start, .stop or .* (got {action!r})"
+            )
+        return action
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value.startswith("unix://"):
+            path = value.removeprefix("unix://")
+            if not path.startswith("/"):
+                raise ValueError(f"expected unix:///absolute/path/to/supervisor.sock: {value!r}")
+            return value
+        return _check_http_url(value)
+
+    @field_validator("username")
+    @classmethod
+    def _username(cls, value: str | None) -> str | None:
+        if value is not None:
+            references(value, "username")
+        return value
+
+    @field_validator("password")
+    @classmethod
+    def _password(cls, value: str | None) -> str | None:
+        if value is not None and not references(value, "password"):
+            raise ValueError(
+                "the password would be recorded in the event log: reference it as "
+                "${ENV:NAME} or ${FILE:/path}"
+            )
+        return value
+
+    @field_validator("program")
+    @classmethod
+    def _program(cls, value: str) -> str:
+        return _template(value, ACTION_VARIABLES, "program")
+
+    @model_validator(mode="after")
+    def _credentials(self) -> SupervisorSpec:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("give both username and password, or neither")
+        return self
+
+    @property
+    def idempotent(self) -> bool:
+        return self.action.rsplit(".", 1)[-1] in ("start", "stop")
+
+
+class AlertmanagerSilenceSpec(_Spec):
+    """Silences in a Prometheus Alertmanager (`url` is its base URL).
+
+    The operation is the last part of the action name. `expire` (e.g. `alertmanager.expire`)
+    expires the silence `params.expire` (a silence id); any other creates a silence from
+    `params.matchers` (`name="value"`, `name!="value"`, `name=~"regex"`, `name!~"regex"`; the
+    values are templates, rendered after the matcher is parsed, and escaped in a regex),
+    `params.duration` (default `default_duration`, at most `max_duration`) and
+    `params.comment`. An undo (`StartUndo`) expires the silence its action created.
+
+    Each silence's comment carries `onduty_command_id=<command id>`, so a second run finds
+    the silence instead of creating another one, and `check(command_id)` finds it too."""
+
+    kind: Literal["alertmanager.silence"]
+    action: str = Field(default="alertmanager.*", pattern=ACTION_PATTERN)
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    default_duration: Duration = timedelta(hours=1)
+    max_duration: Duration = timedelta(hours=24)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        _check_http_url(value)
+        parts = urlsplit(value)
+        if parts.query or parts.fragment:
+            raise ValueError("the Alertmanager URL is a base URL: no query string or fragment")
+        return value.rstrip("/")
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_headers(value)
+
+    @model_validator(mode="after")
+    def _durations(self) -> AlertmanagerSilenceSpec:
+        if self.default_duration <= timedelta(0) or self.max_duration <= timedelta(0):
+            raise ValueError("silence durations must be positive")
+        if self.default_duration > self.max_duration:
+            raise ValueError("default_duration cannot be longer than max_duration")
+        return self
+
+
+ActuatorSpec = Annotated[
+    ShellSpec | HttpSpec | SupervisorSpec | AlertmanagerSilenceSpec,
+    Field(discriminator="kind"),
+]
+BuiltinSpec = ShellSpec | HttpSpec | SupervisorSpec | AlertmanagerSilenceSpec
+BUILTIN_KIND_NAMES = ("shell", "http", "supervisor", "alertmanager.silence")
+
+
+class PluginSpec(BaseModel):
+    """An actuator of a kind an installed package provides; its own factory validates the
+    rest of its fields (kept as extra fields)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    kind: str = Field(min_length=1)
+    action: str = Field(pattern=ACTION_PATTERN)
+    timeout: Duration = DEFAULT_TIMEOUT
+
+    def options(self) -> dict[str, Any]:
+        """The spec as its factory receives it (the fields as written)."""
+        return self.model_dump(mode="json")
+
+
+AnyActuatorSpec = BuiltinSpec | PluginSpec
+
+_SPEC: TypeAdapter[BuiltinSpec] = TypeAdapter(ActuatorSpec)
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part.startswith("function-"):
+            continue
+        else:
+            text += f".{part}"
+    return text
+
+
+def _describe(error: ValidationError, prefix: str, *, skip_tag: bool) -> list[str]:
+    problems = []
+    for item in error.errors(include_url=False):
+        loc = tuple(item["loc"])
+        if skip_tag and loc and loc[0] in BUILTIN_KIND_NAMES:
+            loc = loc[1:]
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown field (check its spelling and indentation)"
+        elif item["type"] == "missing":
+            message = "required field is missing"
+        problems.append(f"{prefix}{_location(loc)}: {message}")
+    return problems
+
+
+def parse_actuators(
+    raw: Any, *, plugin_kinds: Collection[str] | None = None
+) -> list[AnyActuatorSpec]:
+    """Validate an `actuators:` list.
+
+    Built-in kinds become their models; a kind from `plugin_kinds` (by default the installed
+    `onduty.actuators` entry points) becomes a `PluginSpec`. Raises `ActuatorConfigError`
+    naming every bad field (`actuators[1].allow[0]: ...`). Two specs for the same action are an
+    error: which one runs would be ambiguous."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ActuatorConfigError(["actuators: expected a list of actuator specs"])
+    if plugin_kinds is None:
+        from onduty.act.plugins import entry_point_kinds
+
+        plugin_kinds = entry_point_kinds()
+    specs: list[AnyActuatorSpec] = []
+    problems: list[str] = []
+    actions: dict[str, int] = {}
+    for index, item in enumerate(raw):
+        prefix = f"actuators[{index}]"
+        if not isinstance(item, Mapping):
+            problems.append(f"{prefix}: expected a mapping with a `kind`")
+            continue
+        kind = item.get("kind")
+        spec: AnyActuatorSpec
+        try:
+            if kind in BUILTIN_KIND_NAMES:
+                spec = _SPEC.validate_python(dict(item))
+            elif isinstance(kind, str) and kind in plugin_kinds:
+                spec = PluginSpec.model_validate(dict(item))
+            else:
+                known = sorted({*BUILTIN_KIND_NAMES, *plugin_kinds})
+                problems.append(
+                    f"{prefix}.kind: "
+                    + ("required field is missing" if kind is None else f"unknown kind {kind!r}")
+                    + f" (expected one of {', '.join(known)})"
+                )
+                continue
+        except ValidationError as error:
+            problems.extend(_describe(error, prefix, skip_tag=kind in BUILTIN_KIND_NAMES))
+            continue
+        if spec.action in actions:
+            problems.append(
+                f"{prefix}.action: {spec.action!r} is already handled by "
+                f"actuators[{actions[spec.action]}]"
+            )
+        else:
+            actions[spec.action] = index
+        specs.append(spec)
+    if problems:
+        raise ActuatorConfigError(problems)
+    return specs
