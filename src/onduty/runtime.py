@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from onduty.act import ActuatorRegistry, Executor
+from onduty.act.executor import Spawn, inline
 from onduty.commands import (
     CheckOutcome,
     Command,
@@ -104,6 +105,8 @@ class Runtime:
         snapshot_every: int = 1000,
         new_id: Callable[[], str] | None = None,
         on_event: Callable[[Event], None] | None = None,
+        spawn: Spawn = inline,
+        attempts: int = 1,
     ) -> None:
         self.log = log
         self.manager = manager
@@ -112,7 +115,7 @@ class Runtime:
         self._notifier = notifier
         self._new_id = new_id or random_ids()
         self._on_event = on_event
-        self._executor = Executor(actuators, self._record)
+        self._executor = Executor(actuators, self._record, spawn=spawn, attempts=attempts)
         self._timers: dict[str, datetime] = {}
         self._timer_heap: list[tuple[datetime, str]] = []
         self._queue: deque[Command] = deque()
@@ -138,6 +141,8 @@ class Runtime:
         snapshot_every: int = 1000,
         new_id: Callable[[], str] | None = None,
         on_event: Callable[[Event], None] | None = None,
+        spawn: Spawn = inline,
+        attempts: int = 1,
     ) -> tuple[Runtime, RecoveryReport]:
         """Rebuild the core from the latest snapshot plus the log's tail, then activate
         `config` when it differs from the one in force, and settle what a crash left open."""
@@ -158,6 +163,8 @@ class Runtime:
             snapshot_every=snapshot_every,
             new_id=new_id,
             on_event=on_event,
+            spawn=spawn,
+            attempts=attempts,
         )
         runtime._last_snapshot = report.snapshot_seq
         if config is not None and manager.state.policy_version != config.version:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from onduty.act import ActuatorRegistry
+from onduty.act.executor import WorkerPool
+from onduty.act.plugins import build_registry
 from onduty.commands import Notify
 from onduty.config import Config, ConfigError, load_config
 from onduty.events import Event, PolicyActivated
@@ -56,7 +58,8 @@ class Service:
         self.max_pending = max_pending
         self.metrics = Metrics()
         self.read = ReadModels()
-        self._actuators = actuators or ActuatorRegistry()
+        self._actuators = actuators
+        self._workers = WorkerPool()
         self.log: EventLog | None = None
         self.runtime: Runtime | None = None
         self.loop: CoreLoop | None = None
@@ -67,14 +70,17 @@ class Service:
         self.log = log
         for event in log.read():
             self.read.feed(event)
+        actuators = self._actuators or build_registry(self.config.actuators)
         runtime, self.recovery = Runtime.open(
             log,
             SystemClock(),
-            self._actuators,
+            actuators,
             config=self.config,
             notifier=self._notify,
             snapshot_every=self.config.snapshot_every,
             on_event=self._on_event,
+            spawn=self._workers,
+            attempts=3,
         )
         self.runtime = runtime
         self.metrics.log_head.set(log.head()[0])
@@ -93,6 +99,7 @@ class Service:
         """Drain queued inputs, snapshot, and close the log."""
         if self.loop is not None:
             self.loop.stop()
+        self._workers.close(wait=True)  # actions in flight finish and record their outcomes
         if self.runtime is not None and self.loop is not None and self.loop.failure is None:
             self.runtime.snapshot_now()
         if self.log is not None:

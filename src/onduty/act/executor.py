@@ -1,12 +1,21 @@
 """The executor: `ActionStarted` is durable before an actuator is called, every outcome is
 recorded, and an action whose outcome is in doubt after a crash is checked, never blindly re-run.
+
+Where actuators run is a strategy: `inline` (in the caller's thread — simulations in virtual
+time, where an action takes no real time) or a `WorkerPool` (threads, with a concurrency limit
+per actuator — `onduty serve`, where an action may take seconds and the core must keep going).
+Idempotent actuators are retried with exponential backoff; others run exactly once.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
-from onduty.act.base import ActuatorRegistry, Outcome
+from tenacity import RetryError, Retrying, retry_if_result, stop_after_attempt, wait_exponential
+
+from onduty.act.base import Actuator, ActuatorRegistry, Outcome
 from onduty.commands import CheckOutcome, StartAction, StartUndo
 from onduty.events import (
     ActionFailed,
@@ -21,11 +30,54 @@ from onduty.events import (
 Record = Callable[[Payload, str], None]
 """Append an input event to the log (durably) and let the core react: (payload, stream)."""
 
+Spawn = Callable[[Actuator, Callable[[], None]], None]
+"""Run a piece of work for an actuator: now, or on a worker."""
+
+
+def inline(actuator: Actuator, work: Callable[[], None]) -> None:
+    work()
+
+
+class WorkerPool:
+    """Actuator calls on worker threads, at most `per_actuator` at once for any one actuator."""
+
+    def __init__(self, workers: int = 32, per_actuator: int = 4) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="onduty-act")
+        self._per_actuator = per_actuator
+        self._limits: dict[int, threading.Semaphore] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, actuator: Actuator, work: Callable[[], None]) -> None:
+        with self._lock:
+            limit = self._limits.setdefault(
+                id(actuator), threading.BoundedSemaphore(self._per_actuator)
+            )
+
+        def bounded() -> None:
+            with limit:
+                work()
+
+        self._pool.submit(bounded)
+
+    def close(self, wait: bool = True) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=False)
+
 
 class Executor:
-    def __init__(self, actuators: ActuatorRegistry, record: Record) -> None:
+    def __init__(
+        self,
+        actuators: ActuatorRegistry,
+        record: Record,
+        *,
+        spawn: Spawn = inline,
+        attempts: int = 1,
+        backoff_s: float = 0.5,
+    ) -> None:
         self._actuators = actuators
         self._record = record
+        self._spawn = spawn
+        self._attempts = attempts
+        self._backoff_s = backoff_s
 
     def start(self, command: StartAction) -> None:
         actuator = self._actuators.find(command.action)
@@ -49,38 +101,35 @@ class Executor:
             ),
             stream,
         )
-        self._report(command, self._run(command))
+        self._spawn(actuator, lambda: self._report(command, self._run(actuator, command)))
 
     def reconcile(self, command: CheckOutcome) -> None:
         """Settle an action that was started before a crash but has no recorded outcome."""
         start = command.start
         actuator = self._actuators.find(start.action)
-        stream = start.incident_id
         if actuator is None:
-            self._record(
-                ActionOutcomeUnknown(
-                    command_id=start.command_id,
-                    reason=f"no actuator for {start.action!r} to check the outcome with",
-                ),
-                stream,
-            )
+            self._unknown(start, f"no actuator for {start.action!r} to check the outcome with")
             return
+        self._spawn(actuator, lambda: self._settle(actuator, start))
+
+    def _settle(self, actuator: Actuator, start: StartAction) -> None:
         if actuator.can_check:
-            outcome = actuator.check(start.command_id)
+            try:
+                outcome = actuator.check(start.command_id)
+            except Exception as error:  # the checked system could not say: unknown
+                self._unknown(start, f"checking the outcome failed: {error}")
+                return
             if outcome is None:
                 # It never took effect: running it now is its first run, not a repeat.
-                outcome = self._run(start)
+                outcome = self._run(actuator, start)
             self._report(start, outcome)
         elif actuator.idempotent:
-            self._report(start, self._run(start))
+            self._report(start, self._run(actuator, start))
         else:
-            self._record(
-                ActionOutcomeUnknown(
-                    command_id=start.command_id,
-                    reason="the process stopped while the action ran; it is not idempotent and "
-                    "its outcome cannot be checked, so it is not run again",
-                ),
-                stream,
+            self._unknown(
+                start,
+                "the process stopped while the action ran; it is not idempotent and its "
+                "outcome cannot be checked, so it is not run again",
             )
 
     def undo(self, command: StartUndo) -> None:
@@ -95,29 +144,52 @@ class Executor:
             stream,
         )
         actuator = self._actuators.find(command.action)
-        outcome = (
-            self._run(command)
-            if actuator is not None
-            else Outcome(False, error=f"no actuator is configured for action {command.action!r}")
-        )
-        self._record(
-            UndoFinished(
-                command_id=command.command_id,
-                of_command_id=command.of_command_id,
-                ok=outcome.ok,
-                error=outcome.error,
-            ),
-            stream,
-        )
 
-    def _run(self, command: StartAction | StartUndo) -> Outcome:
-        actuator = self._actuators.find(command.action)
+        def finish(outcome: Outcome) -> None:
+            self._record(
+                UndoFinished(
+                    command_id=command.command_id,
+                    of_command_id=command.of_command_id,
+                    ok=outcome.ok,
+                    error=outcome.error,
+                ),
+                stream,
+            )
+
         if actuator is None:
-            return Outcome(False, error=f"no actuator is configured for action {command.action!r}")
+            finish(Outcome(False, error=f"no actuator is configured for action {command.action!r}"))
+            return
+        self._spawn(actuator, lambda: finish(self._run(actuator, command)))
+
+    def _run(self, actuator: Actuator, command: StartAction | StartUndo) -> Outcome:
+        """Run once, or — for an idempotent actuator — retry failures with backoff."""
+        attempts = self._attempts if actuator.idempotent else 1
+        if attempts <= 1:
+            return self._once(actuator, command)
+        retrying = Retrying(
+            stop=stop_after_attempt(attempts),
+            wait=wait_exponential(multiplier=self._backoff_s, max=10 * self._backoff_s),
+            retry=retry_if_result(lambda outcome: not outcome.ok),
+            reraise=False,
+        )
+        try:
+            outcome: Outcome = retrying(self._once, actuator, command)
+        except RetryError as error:
+            last = error.last_attempt.result()
+            return Outcome(False, last.output, f"{last.error} (after {attempts} attempts)")
+        return outcome
+
+    @staticmethod
+    def _once(actuator: Actuator, command: StartAction | StartUndo) -> Outcome:
         try:
             return actuator.run(command)
         except Exception as error:  # an actuator bug must become a recorded failure, not a crash
             return Outcome(False, error=f"{type(error).__name__}: {error}")
+
+    def _unknown(self, start: StartAction, reason: str) -> None:
+        self._record(
+            ActionOutcomeUnknown(command_id=start.command_id, reason=reason), start.incident_id
+        )
 
     def _report(self, command: StartAction, outcome: Outcome) -> None:
         if outcome.ok:
