@@ -23,7 +23,7 @@ from onduty.policytest import CaseError, load_cases, run_cases
 
 policy_app = typer.Typer(
     no_args_is_help=True,
-    help="Check a policy's guardrails and run its table tests.",
+    help="Policies: check and table-test a file; manage the one a server enforces.",
     pretty_exceptions_enable=False,
 )
 
@@ -70,7 +70,7 @@ def _pointer(expression: str, position: int) -> list[str]:
     before = expression[: position - 1]
     line = before.count("\n")
     column = len(before) - (before.rfind("\n") + 1)
-    text = expression.split("\n")[line] if line < expression.count("\n") + 1 else ""
+    text = expression.split("\n")[line]
     return [f"| {text}", "| " + " " * column + "^"]
 
 

@@ -57,7 +57,10 @@ from onduty.think.proposal import Proposal
 DEFAULT_NOW = datetime(2026, 1, 7, 12, 0, tzinfo=UTC)
 """When a case gives no `now`: a Wednesday at noon, UTC."""
 
-BUILT_IN_RULES = ("known-target", "autonomy")
+
+def rule_names(config: Config) -> list[str]:
+    """Every rule a verdict can name: the built-in ones, then the configured guardrails."""
+    return [rule.name for rule in Policy(config).rules]
 
 
 class CaseError(ValueError):
@@ -297,9 +300,10 @@ def _check_names(world: _World, given: Given, problems: list[str]) -> None:
         )
 
 
-def build_facts(config: Config, case: Case) -> Facts:
-    """The facts of a verdict, as the manager would gather them for this situation.
-    Raises CaseError naming each field that does not fit the configuration."""
+def build_facts(config: Config, case: Case, *, rules: Sequence[str] | None = None) -> Facts:
+    """The facts of a verdict, as the manager would gather them for this situation (`rules`:
+    the policy's rule names, when already known). Raises CaseError naming each field that does
+    not fit the configuration."""
     world = _World(config)
     given = case.given
     problems: list[str] = []
@@ -308,8 +312,8 @@ def build_facts(config: Config, case: Case) -> Facts:
         known = ", ".join(world.services) or "none"
         raise CaseError([f"given.service: unknown service {given.service!r} (services: {known})"])
     _check_names(world, given, problems)
+    names = list(rules) if rules is not None else rule_names(config)
     for index, rule in enumerate(case.expect.rules):
-        names = [*BUILT_IN_RULES, *(g.name for g in config.policy.guardrails)]
         if rule not in names:
             problems.append(
                 f"expect.rules[{index}]: no rule named {rule!r} (rules: {', '.join(names)})"
@@ -454,11 +458,12 @@ def run_cases(config: Config, cases: Iterable[TableCase]) -> list[CaseResult]:
     """Every case's result; CaseError (before anything runs) when a case does not fit the
     configuration."""
     policy = Policy(config)
+    names = [rule.name for rule in policy.rules]
     prepared: list[tuple[TableCase, Facts]] = []
     problems: list[str] = []
     for table_case in cases:
         try:
-            prepared.append((table_case, build_facts(config, table_case.case)))
+            prepared.append((table_case, build_facts(config, table_case.case, rules=names)))
         except CaseError as error:
             problems.extend(f"{table_case.where}: {p}" for p in error.problems)
     if problems:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import bisect
+from datetime import datetime
 from typing import Protocol
 
 from onduty.events import RuleOutcome, Verdict
 from onduty.govern.context import Facts
+from onduty.state import ActionRecord
 
 
 class Guardrail(Protocol):
@@ -22,6 +25,11 @@ def outcome(rule: str, effect: Verdict, reason: str) -> RuleOutcome:
 
 
 _SINGULAR = {"d": "day", "h": "hour", "m": "minute"}
+
+
+def recent(history: tuple[ActionRecord, ...], since: datetime) -> tuple[ActionRecord, ...]:
+    """The records after `since`; the history is in time order, so this is a bisection."""
+    return history[bisect.bisect_right(history, since, key=lambda record: record.at) :]
 
 
 def window_text(seconds: float) -> str:

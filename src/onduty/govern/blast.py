@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from onduty.config import BlastRadius
 from onduty.events import RuleOutcome
-from onduty.govern.base import outcome, window_text
+from onduty.govern.base import outcome, recent, window_text
 from onduty.govern.context import Facts
 
 
@@ -32,8 +32,8 @@ class BlastRadiusRule:
         touched: set[str] = set(facts.in_flight_targets)
         touched.update(
             record.target
-            for record in facts.history
-            if record.at > since and record.service == facts.incident_service
+            for record in recent(facts.history, since)
+            if record.service == facts.incident_service
         )
         affected = {target for target in touched if target in instances}
         if any(target not in instances for target in touched):

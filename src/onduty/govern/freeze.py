@@ -22,12 +22,39 @@ class FreezeRule:
     name: str
     freeze: Freeze
     zone: ZoneInfo = field(init=False)
+    # The last answer and the span of time it holds for: the cron walk runs only when `now`
+    # leaves it (a pure memo: the answer for a given `now` never changes).
+    _memo: list[tuple[datetime, datetime, tuple[datetime, datetime] | None]] = field(
+        init=False, default_factory=list, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "zone", ZoneInfo(self.freeze.timezone))
 
     def active(self, now: datetime) -> tuple[datetime, datetime] | None:
         """The freeze period containing `now` (start inclusive, end exclusive), if any."""
+        for valid_from, valid_until, answer in self._memo:
+            if valid_from <= now < valid_until:
+                return answer
+        answer, valid_from, valid_until = self._compute(now)
+        self._memo[:] = [(valid_from, valid_until, answer)]
+        return answer
+
+    def _compute(
+        self, now: datetime
+    ) -> tuple[tuple[datetime, datetime] | None, datetime, datetime]:
+        """The answer at `now`, and the span around `now` over which it stays the same."""
+        period = self._period(now)
+        if period is not None:
+            return period, now, period[1]
+        upcoming = [span.start for span in self.freeze.ranges if span.start > now]
+        if self.freeze.cron is not None:
+            following = next(CronSim(self.freeze.cron, now.astimezone(self.zone)), None)
+            if following is not None:
+                upcoming.append(following)
+        return None, now, min(upcoming, default=datetime.max.replace(tzinfo=now.tzinfo))
+
+    def _period(self, now: datetime) -> tuple[datetime, datetime] | None:
         for span in self.freeze.ranges:
             if span.start <= now < span.end:
                 return span.start, span.end

@@ -39,6 +39,7 @@ from onduty.config import (
     Guardrail,
     Runbook,
     Service,
+    Step,
     parse_config,
 )
 from onduty.expressions import ExpressionError, Template
@@ -101,6 +102,7 @@ _NUMERIC = frozenset({"int", "uint", "double"})
 _COMPARISONS = frozenset({"==", "!=", "<", "<=", ">", ">="})
 _BEFORE_OPERAND = frozenset({"(", "&&", "||", ",", "?", ":", "[", "{"})
 _AFTER_OPERAND = frozenset({")", "&&", "||", ",", "?", ":", "]", "}"})
+_MIRRORED = {"<": ">", ">": "<", "<=": ">=", ">=": "<="}
 
 
 # ---------------------------------------------------------------------------- tokens
@@ -175,6 +177,7 @@ class Comparison:
     operator: str
     literal: Token
     span: tuple[int, int]  # 0-based offsets of the whole comparison
+    at: int  # 0-based offset of the operator
 
 
 @dataclass
@@ -287,36 +290,37 @@ def _is_literal(token: Token) -> bool:
 def _comparisons_of(result: Analysis, chain: Chain, chains_by_first: dict[int, Chain]) -> None:
     tokens = result.tokens
     before = _text(tokens, chain.first - 1)
-    if before is not None and before not in _BEFORE_OPERAND:
-        return  # part of a larger operand (`x + service.instances > 3`): not a plain comparison
-    operator = _text(tokens, chain.last + 1)
-    if operator in _COMPARISONS and chain.last + 2 < len(tokens):
-        literal = tokens[chain.last + 2]
-        after = _text(tokens, chain.last + 3)
-        if _is_literal(literal) and (after is None or after in _AFTER_OPERAND):
-            span = (tokens[chain.first].start, literal.end)
-            result.comparisons.append(Comparison(chain, operator, literal, span))
-    elif operator == "in" and _text(tokens, chain.last + 2) == "[":
-        close = _closing(tokens, chain.last + 2)
-        if close is not None:
-            items = tokens[chain.last + 3 : close]
-            literals = [t for t in items if t.text != ","]
-            if literals and all(t.kind == "string" for t in literals):
-                result.memberships.append((chain, literals))
+    after = _text(tokens, chain.last + 1)
     # the literal on the left: `"critical" == service.tier`
-    if chain.first >= 2 and tokens[chain.first - 1].text in ("==", "!="):
+    if before in _COMPARISONS and chain.first >= 2:
         literal = tokens[chain.first - 2]
         before_literal = _text(tokens, chain.first - 3)
-        after = _text(tokens, chain.last + 1)
         if (
             _is_literal(literal)
             and (before_literal is None or before_literal in _BEFORE_OPERAND)
             and (after is None or after in _AFTER_OPERAND)
         ):
             span = (literal.start, chain.end)
-            result.comparisons.append(
-                Comparison(chain, tokens[chain.first - 1].text, literal, span)
-            )
+            operator = _MIRRORED.get(before, before)
+            at = tokens[chain.first - 1].start
+            result.comparisons.append(Comparison(chain, operator, literal, span, at))
+        return
+    if before is not None and before not in _BEFORE_OPERAND:
+        return  # part of a larger operand (`x + service.instances > 3`): not a plain comparison
+    if after in _COMPARISONS and chain.last + 2 < len(tokens):
+        literal = tokens[chain.last + 2]
+        after_literal = _text(tokens, chain.last + 3)
+        if _is_literal(literal) and (after_literal is None or after_literal in _AFTER_OPERAND):
+            span = (tokens[chain.first].start, literal.end)
+            at = tokens[chain.last + 1].start
+            result.comparisons.append(Comparison(chain, after, literal, span, at))
+    elif after == "in" and _text(tokens, chain.last + 2) == "[":
+        close = _closing(tokens, chain.last + 2)
+        if close is not None:
+            items = tokens[chain.last + 3 : close]
+            literals = [t for t in items if t.text != ","]
+            if literals and all(t.kind == "string" for t in literals):
+                result.memberships.append((chain, literals))
 
 
 # ---------------------------------------------------------------------------- variables
@@ -415,7 +419,9 @@ def representative_contexts(config: Config, now: datetime | None = None) -> list
     owner = {s.name: s.name for s in config.services}
     owner.update({i: s.name for s in config.services for i in s.instances})
     services: list[Service | None] = list(config.services) or [None]
-    steps = [(runbook, step) for runbook in config.runbooks for step in runbook.do]
+    steps: list[tuple[Runbook | None, Step | None]] = [
+        (runbook, step) for runbook in config.runbooks for step in runbook.do
+    ]
     samples: list[Sample] = []
     for service in services:
         name = service.name if service else ""
@@ -683,15 +689,11 @@ def _check_types(
             elif field_type == "int" and literal_type == "string":
                 hint = " (compare with a number)"
             never = ": never equal" if comparison.operator in ("==", "!=") else ""
-            operator_at = next(
-                (t.start for t in analysis.tokens if t.start >= chain.end and t.kind == "op"),
-                comparison.span[0],
-            )
             check.add(
                 "error",
                 f"`{check.source[comparison.span[0] : comparison.span[1]]}` compares {what} "
                 f"({_article(field_type)}) with {_article(literal_type)}{never}{hint}",
-                operator_at,
+                comparison.at,
             )
             located = True
     for name, offset, (start, end) in analysis.calls:
@@ -861,7 +863,8 @@ def _never_fires(check: _ConditionCheck, analysis: Analysis, config: Config) -> 
             "warning",
             "false in every representative context, and "
             + domain[1].format(comparison.literal.value)
-            + f": {what}",
+            + f": {what}"
+            + _suggest(comparison.literal.value, sorted(domain[0])),
             comparison.literal.start,
         )
     for chain, literals in analysis.memberships:

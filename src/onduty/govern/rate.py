@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from onduty.config import RateLimit
 from onduty.events import RuleOutcome
-from onduty.govern.base import outcome, window_text
+from onduty.govern.base import outcome, recent, window_text
 from onduty.govern.context import Facts
 
 
@@ -25,9 +25,8 @@ class RateLimitRule:
         since = facts.now - self.limit.per
         count = sum(
             1
-            for record in facts.history
-            if record.at > since
-            and self.limit.action in ("*", record.action)
+            for record in recent(facts.history, since)
+            if self.limit.action in ("*", record.action)
             and self._key(record.target, record.service, record.runbook) == key
         )
         window = window_text(self.limit.per.total_seconds())
