@@ -293,3 +293,18 @@ def test_the_circuit_breaker_opens_after_failures_and_lets_one_trial_through() -
     )  # fmt: skip
     driver.feed(ActionSucceeded(command_id=starts[0].command_id))
     assert driver.manager.state.breakers == {}  # a success closes it
+
+
+def test_conditions_can_read_counts_from_history() -> None:
+    busy = {
+        "name": "busy-target-needs-human",
+        "when": "counts.target_actions_1h >= 1",
+        "effect": "require_approval",
+    }
+    driver = Driver(policy(busy))
+    first = alert(driver, "web-1")
+    assert verdict(first)["verdict"] == "allow"
+    finish(driver, first)
+    again = verdict(alert(driver, "web-1", after=60))
+    assert again["verdict"] == "require_approval"
+    assert again["reason"] == "busy-target-needs-human: `counts.target_actions_1h >= 1` holds"

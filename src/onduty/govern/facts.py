@@ -4,7 +4,7 @@ already in flight or unhealthy, and how much of the fleet is alerting."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from onduty.config import Autonomy, Service
@@ -12,6 +12,27 @@ from onduty.govern.breaker import breaker_key
 from onduty.govern.context import Facts
 from onduty.state import IN_FLIGHT, State
 from onduty.think.proposal import Proposal
+
+COUNTS = ("target_actions_1h", "service_actions_1h", "target_actions_24h", "open_incidents")
+"""The `counts` CEL variable: how busy automation has been, from the action history."""
+
+
+def history_counts(
+    state: State, *, target: str, service: str | None, now: datetime
+) -> dict[str, int]:
+    hour, day = now - timedelta(hours=1), now - timedelta(days=1)
+    counts = dict.fromkeys(COUNTS, 0)
+    for record in state.history:
+        if record.at <= day:
+            continue
+        if record.target == target:
+            counts["target_actions_24h"] += 1
+            if record.at > hour:
+                counts["target_actions_1h"] += 1
+        if record.service == service and service is not None and record.at > hour:
+            counts["service_actions_1h"] += 1
+    counts["open_incidents"] = len(state.incidents)
+    return counts
 
 
 def gather(

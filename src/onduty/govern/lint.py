@@ -43,6 +43,7 @@ from onduty.config import (
     parse_config,
 )
 from onduty.expressions import ExpressionError, Template
+from onduty.govern.facts import COUNTS
 
 Severity = Literal["error", "warning"]
 
@@ -60,7 +61,7 @@ class Problem:
 
 
 KNOWN_VARIABLES = ("signal", "incident", "action", "target", "service", "now", "counts")
-"""What a condition may use. `counts` is reserved: the manager does not provide it yet."""
+"""What a condition may use."""
 
 _OPEN = "map"  # a field whose keys are free (labels, params)
 FIELDS: dict[str, dict[str, str]] = {
@@ -355,6 +356,7 @@ def condition_variables(
     fingerprint: str = "",
     signals: int = 1,
     flapping: bool = False,
+    counts: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """The CEL variables of a proposal, shaped exactly as the manager shapes them
     (`CoreBase._context` plus `ActionLifecycle._facts`)."""
@@ -384,6 +386,7 @@ def condition_variables(
         "now": now,
         "action": {"name": action, "runbook": runbook, "params": dict(params)},
         "target": {"name": target, "service": target_service},
+        "counts": dict(counts) if counts is not None else dict.fromkeys(COUNTS, 0),
     }
 
 
@@ -615,13 +618,6 @@ def _check_names(check: _ConditionCheck, analysis: Analysis, program: Any) -> No
             offset if offset >= 0 else None,
         )
         check.usable = False
-    if "counts" in free:
-        check.add(
-            "warning",
-            "`counts` is reserved for future use: the manager does not provide it yet, so the "
-            "parts of the condition that read it never hold",
-            free["counts"],
-        )
     for chain in analysis.chains:
         root = chain.path[0]
         if root in analysis.bound or len(chain.path) < 2:

@@ -28,7 +28,7 @@ from onduty.events import (
 from onduty.expressions import prepare
 from onduty.govern import Facts
 from onduty.govern.breaker import breaker_key
-from onduty.govern.facts import gather
+from onduty.govern.facts import gather, history_counts
 from onduty.lifecycle.base import CoreBase, derive_id
 from onduty.state import (
     IN_FLIGHT,
@@ -465,6 +465,12 @@ class ActionLifecycle(CoreBase):
                         "params": proposal.params,
                     },
                     "target": {"name": proposal.target, "service": target_service},
+                    "counts": history_counts(
+                        self.state,
+                        target=proposal.target,
+                        service=incident.service,
+                        now=self._now,
+                    ),
                 }
             )
         service = setup.services.get(incident.service or "") or setup.services.get(
