@@ -44,8 +44,14 @@ class Notify:
     kind: str  # "escalation" | "approval" | "suggestion" | "resolved"
     incident_id: str
     channels: tuple[str, ...]
+    """Channel names in fallback order: the next is tried when one keeps failing."""
     message: str
     approval_id: str | None = None
+    tier: int = 0
+    dedup_key: str = ""
+    """Stable for one notification: a receiver that gets it twice can tell."""
+    title: str = ""
+    service: str | None = None
 
 
 @dataclass(frozen=True)

@@ -357,12 +357,23 @@ class Policy(Model):
 
 
 class Tier(Model):
+    """Who is paged, through which channels (in fallback order), and how long to wait for an
+    acknowledgement before the next tier; the last tier repeats every `wait` until someone
+    acknowledges (the incident is then overdue)."""
+
     notify: list[str] = Field(min_length=1)
     wait: Duration = timedelta(minutes=5)
 
 
 class Escalation(Model):
     default: list[Tier] = Field(default_factory=lambda: [Tier(notify=["on-call"])], min_length=1)
+    services: dict[str, list[Tier]] = Field(default_factory=dict)
+    """Escalation policies of particular services; the others use `default`."""
+    repeat_last: int = Field(default=3, ge=0)
+    """How many times the last tier is paged again while nobody acknowledges."""
+
+    def tiers(self, service: str | None) -> list[Tier]:
+        return self.services.get(service or "", self.default) or self.default
 
 
 def _check_sources(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -387,6 +398,22 @@ def _check_actuators(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return raw
 
 
+def _check_channels(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Notification channels are validated by the escalate layer's models."""
+    from onduty.escalate.channels import parse_channels
+
+    parse_channels(raw)  # raises ValueError naming the field
+    return raw
+
+
+def _check_access(raw: dict[str, Any]) -> dict[str, Any]:
+    """Access control (tokens, roles, ingest secrets) is validated by the API layer's models."""
+    from onduty.api.auth import parse_access
+
+    parse_access(raw)  # raises ValueError naming the field
+    return raw
+
+
 class Config(Model):
     store: str = "sqlite:///onduty.db"
     bus: str = "memory"
@@ -396,6 +423,10 @@ class Config(Model):
     actuators: Annotated[list[dict[str, Any]], AfterValidator(_check_actuators)] = Field(
         default_factory=list
     )
+    channels: Annotated[list[dict[str, Any]], AfterValidator(_check_channels)] = Field(
+        default_factory=list
+    )
+    access: Annotated[dict[str, Any], AfterValidator(_check_access)] = Field(default_factory=dict)
     # Snapshots cost the core thread time; restart folds at most this many events after one.
     snapshot_every: int = Field(default=10_000, ge=1)
     services: list[Service] = Field(default_factory=list)
@@ -428,7 +459,9 @@ class Config(Model):
     def policy_document(self) -> dict[str, Any]:
         """What the core decides by: everything except the shell's own settings (where the log
         lives, the bus, the pollers that feed it)."""
-        return self.model_dump(mode="json", exclude={"store", "bus", "sources", "actuators"})
+        return self.model_dump(
+            mode="json", exclude={"store", "bus", "sources", "actuators", "channels", "access"}
+        )
 
     @property
     def version(self) -> str:

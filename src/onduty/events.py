@@ -317,6 +317,27 @@ class Escalated(Payload):
     command_id: str | None = None
 
 
+class NotificationSent(Payload):
+    """A notification reached a channel (recorded by the shell after delivery)."""
+
+    incident_id: str
+    channel: str
+    kind: str
+    dedup_key: str
+    attempts: int = 1
+
+
+class NotificationFailed(Payload):
+    """A channel kept failing; `fallback` is the channel tried next (None: no channel left)."""
+
+    incident_id: str
+    channel: str
+    kind: str
+    dedup_key: str
+    error: str
+    fallback: str | None = None
+
+
 class Acknowledged(Payload):
     incident_id: str
     comment: str = ""
@@ -409,6 +430,8 @@ _REGISTERED: list[tuple[type[Payload], Origin]] = [
     (UndoFinished, _I),
     (Escalated, _D),
     (Acknowledged, _I),
+    (NotificationSent, _I),
+    (NotificationFailed, _I),
     (PolicyActivated, _I),
     (PolicyShadowDiverged, _D),
     (ProposalRejected, _D),
