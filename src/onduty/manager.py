@@ -118,6 +118,11 @@ class Manager(IncidentLifecycle, ActionLifecycle):
                 timers.append(ScheduleTimer(f"ready:{incident.incident_id}", incident.ready_at))
             elif incident.flapping and (calm := self._calm_at(incident)) is not None:
                 timers.append(ScheduleTimer(f"calm:{incident.incident_id}", calm))
+        for incident in self.state.incidents.values():
+            if incident.escalation_due is not None and not incident.acknowledged:
+                timers.append(
+                    ScheduleTimer(f"escalate:{incident.incident_id}", incident.escalation_due)
+                )
         change = self._correlation().next_silence_change(now) if muted and now else None
         if change is not None:
             timers.append(ScheduleTimer("silences", change))

@@ -69,6 +69,7 @@ class IncidentProjection:
         incident_id = (
             data.get("incident_id")
             or self._command_incident.get(data.get("command_id", ""))
+            or self._command_incident.get(data.get("of_command_id", ""))
             or self._command_incident.get(data.get("approval_id", ""))
         )
         view = self.incidents.get(incident_id or "")

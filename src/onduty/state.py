@@ -64,6 +64,12 @@ class Incident:
     escalated: bool = False
     acknowledged: bool = False
     muted: str = ""
+    escalation_tier: int = -1
+    """The highest escalation tier paged so far (-1: nobody paged yet)."""
+    escalation_due: datetime | None = None
+    """When the next tier is paged if nobody acknowledges."""
+    last_tier_pages: int = 0
+    overdue: bool = False
     runbook: str | None = None
     commands: list[str] = field(default_factory=list)
 

@@ -41,6 +41,8 @@ def config(**overrides: Any) -> Config:
             "approvals": {"timeout": "10m"},
         },
     }
+    # One page per escalation unless a test is about tiers and repeats.
+    document["escalation"] = {"default": [{"notify": ["on-call"]}], "repeat_last": 0}
     document.update(overrides)
     return parse_config(document)
 

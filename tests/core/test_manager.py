@@ -380,3 +380,60 @@ def test_arbitration_records_the_losers_and_honours_exclusions() -> None:
         ("restart", "excluded by runbook drain, which won")
     ]
     assert only_start(decision.commands).action == "traffic.drain"
+
+
+def tiered(**escalation: object) -> object:
+    return config(
+        escalation={
+            "default": [
+                {"notify": ["sre-primary", "sre-email"], "wait": "5m"},
+                {"notify": ["sre-lead"], "wait": "15m"},
+            ],
+            "services": {"db": [{"notify": ["dba"], "wait": "2m"}]},
+            "repeat_last": 2,
+            **escalation,
+        }
+    )
+
+
+def pages(decision: object) -> list[tuple[int, tuple[str, ...]]]:
+    return [
+        (c.tier, c.channels)
+        for c in decision.commands  # type: ignore[attr-defined]
+        if isinstance(c, Notify) and c.kind == "escalation"
+    ]
+
+
+def test_escalation_tiers_fire_at_their_times_and_the_last_repeats_overdue() -> None:
+    driver = Driver(tiered())  # type: ignore[arg-type]
+    first = driver.signal("web-1", alertname="HighLatency")
+    assert pages(first) == [(0, ("sre-primary", "sre-email"))]
+    assert driver.feed(Tick(), after=299).events == ()
+    second = driver.feed(Tick(), after=1)
+    assert pages(second) == [(1, ("sre-lead",))]
+    assert "not acknowledged within 5m" in second.events[0].data["reason"]
+    assert driver.feed(Tick(), after=899).events == ()
+    third = driver.feed(Tick(), after=1)
+    assert [e.data.get("change") for e in third.events if e.type == "IncidentUpdated"] == [
+        "overdue"
+    ]
+    assert pages(third) == [(1, ("sre-lead",))]
+    assert pages(driver.feed(Tick(), after=900)) == [(1, ("sre-lead",))]
+    assert pages(driver.feed(Tick(), after=900)) == []  # two repeats, then it stops
+
+
+def test_an_acknowledgement_stops_the_escalation() -> None:
+    from onduty.events import Acknowledged
+
+    driver = Driver(tiered())  # type: ignore[arg-type]
+    opened = driver.signal("web-1", alertname="HighLatency")
+    incident_id = opened.events[0].data["incident_id"]
+    driver.feed(Acknowledged(incident_id=incident_id), after=120, actor="alice")
+    assert driver.feed(Tick(), after=600).events == ()
+    assert driver.manager.pending_timers() == []
+
+
+def test_a_service_has_its_own_escalation_policy() -> None:
+    driver = Driver(tiered())  # type: ignore[arg-type]
+    opened = driver.signal("db-1", alertname="DiskFull")
+    assert pages(opened) == [(0, ("dba",))]

@@ -506,9 +506,9 @@ class ActionLifecycle(CoreBase):
         """Deadlines of approvals and verifications."""
         now = self._now
         approvals = self._setup().config.policy.approvals
-        tiers = self._setup().config.escalation.default
         for approval in [a for a in self.state.approvals.values() if a.expires_at <= now]:
             incident = self.state.incidents.get(approval.incident_id)
+            tiers = self._setup().config.escalation.tiers(incident.service if incident else None)
             if (
                 incident is not None
                 and approvals.on_timeout == "escalate"

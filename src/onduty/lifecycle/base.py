@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from onduty.commands import Command, Notify
+from onduty.commands import Command, Notify, ScheduleTimer
 from onduty.config import Autonomy, Config, Service
 from onduty.correlate.correlator import Correlator
 from onduty.events import (
@@ -133,16 +133,22 @@ class CoreBase:
         return self._cause.ts
 
     def _escalate(
-        self, incident: Incident, reason: str, command_id: str | None = None, tier: int = 0
+        self,
+        incident: Incident,
+        reason: str,
+        command_id: str | None = None,
+        tier: int | None = None,
     ) -> None:
-        tiers = self._setup().config.escalation.default
-        level = tiers[min(tier, len(tiers) - 1)]
-        self._emit(
+        """Hand the incident to humans: page `tier` (by default the tier already paged, or the
+        first), and wait for an acknowledgement before paging the next one."""
+        tiers = self._setup().config.escalation.tiers(incident.service)
+        level = min(max(incident.escalation_tier, 0) if tier is None else tier, len(tiers) - 1)
+        event = self._emit(
             Escalated(
                 incident_id=incident.incident_id,
                 reason=reason,
-                tier=tier,
-                notify=list(level.notify),
+                tier=level,
+                notify=list(tiers[level].notify),
                 command_id=command_id,
             ),
             incident.incident_id,
@@ -151,10 +157,18 @@ class CoreBase:
             Notify(
                 "escalation",
                 incident.incident_id,
-                tuple(level.notify),
+                tuple(tiers[level].notify),
                 f"{incident.title}: {reason}",
+                tier=level,
+                dedup_key=event.id,
+                title=incident.title,
+                service=incident.service,
             )
         )
+        if incident.escalation_due is not None:
+            self._commands.append(
+                ScheduleTimer(f"escalate:{incident.incident_id}", incident.escalation_due)
+            )
 
     def _primary_signal(self, incident: Incident) -> SignalState | None:
         """The signal an incident is acted on for: the first firing one that is not muted

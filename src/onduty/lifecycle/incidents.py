@@ -130,6 +130,9 @@ class IncidentLifecycle(CoreBase):
                     self._correlator.not_firing(body.fingerprint)
         elif body.change == "acknowledged":
             incident.acknowledged = True
+            incident.escalation_due = None
+        elif body.change == "overdue":
+            incident.overdue = True
         elif body.change == "planned":
             incident.planned = True
             incident.runbook = body.detail or None
@@ -160,13 +163,29 @@ class IncidentLifecycle(CoreBase):
 
     def _apply_escalated(self, body: Escalated, event: Event) -> None:
         incident = self.state.incidents.get(body.incident_id)
-        if incident is not None:
-            incident.escalated = True
+        if incident is None:
+            return
+        incident.escalated = True
+        escalation = self._setup().config.escalation
+        tiers = escalation.tiers(incident.service)
+        last = len(tiers) - 1
+        if body.tier > incident.escalation_tier:
+            incident.escalation_tier = body.tier
+            incident.last_tier_pages = 0
+        if body.tier == last:
+            incident.last_tier_pages += 1
+        if incident.acknowledged or (
+            body.tier == last and incident.last_tier_pages > escalation.repeat_last
+        ):
+            incident.escalation_due = None  # acknowledged, or every repeat has been paged
+        else:
+            incident.escalation_due = event.ts + tiers[min(body.tier, last)].wait
 
     def _apply_acknowledged(self, body: Acknowledged, event: Event) -> None:
         incident = self.state.incidents.get(body.incident_id)
         if incident is not None:
             incident.acknowledged = True
+            incident.escalation_due = None  # an acknowledgement stops the escalation
 
     def _on_signal(self, body: SignalReceived, prior: tuple[str, str] | object | None) -> None:
         if prior is _REDELIVERED:
@@ -402,11 +421,43 @@ class IncidentLifecycle(CoreBase):
                 return owner[labels[label]]
         return None
 
+    def _page_next_tier(self, incident: Incident) -> None:
+        """Nobody acknowledged in time: page the next tier; the last one repeats, overdue."""
+        tiers = self._setup().config.escalation.tiers(incident.service)
+        current = max(incident.escalation_tier, 0)
+        wait = format_duration(tiers[min(current, len(tiers) - 1)].wait)
+        if current + 1 < len(tiers):
+            self._escalate(
+                incident,
+                f"not acknowledged within {wait}; paging {', '.join(tiers[current + 1].notify)}",
+                tier=current + 1,
+            )
+            return
+        repeat = incident.last_tier_pages
+        if not incident.overdue:
+            self._emit(
+                IncidentUpdated(
+                    incident_id=incident.incident_id,
+                    change="overdue",
+                    detail=f"the last tier has not acknowledged within {wait}",
+                ),
+                incident.incident_id,
+            )
+        self._escalate(
+            incident,
+            f"still not acknowledged: paging {', '.join(tiers[-1].notify)} again "
+            f"({repeat} of {self._setup().config.escalation.repeat_last} repeats)",
+            tier=current,
+        )
+
     def _tick_incidents(self) -> None:
         """Silent signals, incidents ready to plan (or re-examine), flapping calm-downs."""
         now = self._now
         self._time_out_silent_signals()
         for incident in list(self.state.incidents.values()):
+            due = incident.escalation_due
+            if due is not None and due <= now and not incident.acknowledged:
+                self._page_next_tier(incident)
             if not incident.planned and incident.ready_at <= now:
                 self._plan(incident)
             elif incident.flapping and self._all_resolved(incident):
