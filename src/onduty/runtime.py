@@ -115,7 +115,9 @@ class Runtime:
         self._notifier = notifier
         self._new_id = new_id or random_ids()
         self._on_event = on_event
-        self._executor = Executor(actuators, self._record, spawn=spawn, attempts=attempts)
+        self._executor = Executor(
+            actuators, self._record, spawn=spawn, attempts=attempts, record_many=self._record_many
+        )
         self._timers: dict[str, datetime] = {}
         self._timer_heap: list[tuple[datetime, str]] = []
         self._queue: deque[Command] = deque()
@@ -290,9 +292,18 @@ class Runtime:
         finally:
             self._draining = False
 
+    def send_outcomes_to(self, record: Callable[[Payload, str], None]) -> None:
+        """Record actuators' outcomes through `record` (e.g. the core loop's queue, so a worker
+        never waits on the core) instead of submitting them here."""
+        self._executor.send_outcomes_to(record)
+
     def _run(self, command: Command) -> None:
         if isinstance(command, StartAction):
-            self._executor.start(command)
+            # Actions started together become durable together: one commit, not one each.
+            batch = [command]
+            while self._queue and isinstance(self._queue[0], StartAction):
+                batch.append(self._queue.popleft())  # type: ignore[arg-type]
+            self._executor.start_many(batch)
         elif isinstance(command, StartUndo):
             self._executor.undo(command)
         elif isinstance(command, CheckOutcome):
@@ -310,6 +321,10 @@ class Runtime:
 
     def _record(self, body: Payload, stream: str) -> None:
         self.submit(body, stream=stream)
+
+    def _record_many(self, items: list[tuple[Payload, str]]) -> None:
+        if items:
+            self.submit_many([Input(body, stream=stream) for body, stream in items])
 
     def _maybe_snapshot(self, seq: int) -> None:
         if seq - self._last_snapshot >= self.snapshot_every:

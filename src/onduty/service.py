@@ -4,22 +4,37 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from onduty.act import ActuatorRegistry
 from onduty.act.executor import WorkerPool
 from onduty.act.plugins import build_registry
 from onduty.commands import Notify
 from onduty.config import Config, ConfigError, load_config
-from onduty.events import Event, PolicyActivated
+from onduty.events import Event, Payload, PolicyActivated
 from onduty.log import EventLog, open_log
-from onduty.loop import CoreLoop
+from onduty.loop import CoreLoop, Draining
 from onduty.obs import Metrics
 from onduty.readmodel import IncidentProjection, PolicyView, SilenceProjection
 from onduty.runtime import Input, RecoveryReport, Runtime, SystemClock
 
+if TYPE_CHECKING:
+    from onduty.api.auth import Access
+
 logger = logging.getLogger("onduty")
+
+
+@dataclass
+class AutonomyView:
+    """Autonomy levels changed at run time (`AutonomyChanged`), by service."""
+
+    overrides: dict[str, str] = field(default_factory=dict)
+
+    def feed(self, event: Event) -> None:
+        if event.type == "AutonomyChanged":
+            self.overrides[event.data["service"]] = event.data["level"]
 
 
 @dataclass
@@ -31,6 +46,7 @@ class ReadModels:
     )
     silences: SilenceProjection = field(default_factory=SilenceProjection)
     policy: PolicyView = field(default_factory=PolicyView)
+    autonomy: AutonomyView = field(default_factory=AutonomyView)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def feed(self, event: Event) -> None:
@@ -38,6 +54,7 @@ class ReadModels:
             self.incidents.feed(event)
             self.silences.feed(event)
             self.policy.feed(event)
+            self.autonomy.feed(event)
 
 
 class Service:
@@ -50,8 +67,13 @@ class Service:
         max_body: int = 1 << 20,
         max_pending: int = 20_000,
         config_path: str | None = None,
+        access: Access | None = None,
     ) -> None:
+        from onduty.api.auth import Access
+
         self.config = config
+        # The credentials the API accepts; a reload updates this object in place.
+        self.access = access if access is not None else Access()
         self.config_path = config_path
         self.store = store
         self.max_body = max_body
@@ -64,6 +86,21 @@ class Service:
         self.runtime: Runtime | None = None
         self.loop: CoreLoop | None = None
         self.recovery: RecoveryReport | None = None
+        self._subscribers: tuple[Callable[[Event], None], ...] = ()
+        self._subscribers_lock = threading.Lock()
+
+    def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+        """Call `callback(event)` with every event appended from now on, after the read models
+        have seen it. It runs on the core's thread: it must be quick and must not block (hand
+        the event to another thread or event loop). Returns the function that unsubscribes."""
+        with self._subscribers_lock:
+            self._subscribers = (*self._subscribers, callback)
+
+        def unsubscribe() -> None:
+            with self._subscribers_lock:
+                self._subscribers = tuple(s for s in self._subscribers if s is not callback)
+
+        return unsubscribe
 
     def start(self) -> None:
         log = open_log(self.store)
@@ -85,6 +122,7 @@ class Service:
         self.runtime = runtime
         self.metrics.log_head.set(log.head()[0])
         self.loop = CoreLoop(runtime, max_pending=self.max_pending)
+        runtime.send_outcomes_to(self._record_outcome)
         self.loop.start()
         logger.info(
             "ready: %s events in %s (snapshot at %s, %s folded), policy %s",
@@ -107,7 +145,7 @@ class Service:
             self.log = None
         logger.info("stopped")
 
-    def reload(self) -> tuple[int, dict[str, Any]]:
+    def reload(self, actor: str = "api") -> tuple[int, dict[str, Any]]:
         """Re-read the configuration file and activate it when it changed. An invalid file never
         activates: the running policy stays, and the problems are reported."""
         if self.config_path is None:
@@ -117,12 +155,40 @@ class Service:
         except ConfigError as error:
             logger.error("policy reload refused: %s", error)
             return 422, {"error": "the configuration is invalid", "problems": error.problems}
+        refused = self._reload_access(config)
+        if refused is not None:
+            return refused
         if config.version == self.read.policy.version:
             return 200, {"version": config.version, "changed": False}
-        return self.activate(config, role="active", source=self.config_path)
+        return self.activate(config, role="active", source=self.config_path, actor=actor)
+
+    def _reload_access(self, config: Config) -> tuple[int, dict[str, Any]] | None:
+        """Take the file's access section (tokens rotate without a restart); None when done,
+        else the refusal. Access control once on is never turned off by a reload."""
+        from onduty.api.auth import Access, AccessError
+
+        try:
+            access = Access.from_raw(config.access)
+        except AccessError as error:
+            logger.error("reload refused: %s", error)
+            return 422, {"error": "the access section is invalid", "problems": error.problems}
+        if self.access.enabled and not access.enabled:
+            problem = "access.tokens: removing every token would turn access control off"
+            logger.error("reload refused: %s; restart onduty to do that", problem)
+            return 422, {"error": "the access section is invalid", "problems": [problem]}
+        self.access.update(access)
+        if access.enabled:
+            logger.info("access: %s", access.describe())
+        return None
 
     def activate(
-        self, config: Config, *, role: str, source: str, selector: str | None = None
+        self,
+        config: Config,
+        *,
+        role: str,
+        source: str,
+        selector: str | None = None,
+        actor: str = "api",
     ) -> tuple[int, dict[str, Any]]:
         loop = self.loop
         if loop is None:
@@ -134,7 +200,7 @@ class Service:
             role=role,
             selector=selector,
         )
-        future = loop.offer([Input(body, stream="policy", actor="api")])
+        future = loop.offer([Input(body, stream="policy", actor=actor)])
         if future is None:
             return 429, {"error": "the queue is full; retry shortly"}
         future.result(timeout=30)
@@ -142,6 +208,19 @@ class Service:
             self.config = config
         logger.info("policy %s is now %s (from %s)", config.version, role, source)
         return 202, {"version": config.version, "role": role, "changed": True}
+
+    def _record_outcome(self, body: Payload, stream: str) -> None:
+        """An actuator's outcome joins the core loop's queue, batched with other inputs; a
+        worker never waits on the core. When the queue is full or the loop is stopping, it is
+        recorded directly instead (never dropped)."""
+        loop, runtime = self.loop, self.runtime
+        try:
+            if loop is not None and loop.offer([Input(body, stream=stream)]) is not None:
+                return
+        except Draining:
+            pass
+        if runtime is not None:
+            runtime.submit(body, stream=stream)
 
     @property
     def ready(self) -> bool:
@@ -151,6 +230,11 @@ class Service:
         self.read.feed(event)
         self.metrics.events.labels(event.type).inc()
         self.metrics.log_head.set(event.seq)
+        for callback in self._subscribers:  # a tuple, replaced (never mutated) on change
+            try:
+                callback(event)
+            except Exception:
+                logger.exception("an event subscriber failed on %s %s", event.type, event.id)
 
     def _notify(self, command: Notify) -> None:
         # Channels arrive with escalation tiers; until then a page is a log line.

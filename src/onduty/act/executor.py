@@ -30,6 +30,9 @@ from onduty.events import (
 Record = Callable[[Payload, str], None]
 """Append an input event to the log (durably) and let the core react: (payload, stream)."""
 
+RecordMany = Callable[[list[tuple[Payload, str]]], None]
+"""The same for several inputs at once: one durable batch."""
+
 Spawn = Callable[[Actuator, Callable[[], None]], None]
 """Run a piece of work for an actuator: now, or on a worker."""
 
@@ -72,12 +75,61 @@ class Executor:
         spawn: Spawn = inline,
         attempts: int = 1,
         backoff_s: float = 0.5,
+        record_many: RecordMany | None = None,
     ) -> None:
         self._actuators = actuators
         self._record = record
+        self._record_many: RecordMany = record_many or self._each
+        # Outcomes may be recorded asynchronously (a worker must not wait on the core):
+        # `record` by default, or what `send_outcomes_to` installs.
+        self._record_outcome: Record = record
         self._spawn = spawn
         self._attempts = attempts
         self._backoff_s = backoff_s
+
+    def _each(self, items: list[tuple[Payload, str]]) -> None:
+        for body, stream in items:
+            self._record(body, stream)
+
+    def send_outcomes_to(self, record: Record) -> None:
+        self._record_outcome = record
+
+    def start_many(self, commands: list[StartAction]) -> None:
+        """Start several actions: their `ActionStarted` events become durable together (one
+        commit), then each actuator runs."""
+        records: list[tuple[Payload, str]] = []
+        ready: list[tuple[StartAction, Actuator]] = []
+        for command in commands:
+            actuator = self._actuators.find(command.action)
+            if actuator is None:
+                records.append(
+                    (
+                        ActionFailed(
+                            command_id=command.command_id,
+                            error=f"no actuator is configured for action {command.action!r}",
+                        ),
+                        command.incident_id,
+                    )
+                )
+                continue
+            records.append(
+                (
+                    ActionStarted(
+                        command_id=command.command_id,
+                        incident_id=command.incident_id,
+                        action=command.action,
+                        target=command.target,
+                    ),
+                    command.incident_id,
+                )
+            )
+            ready.append((command, actuator))
+        self._record_many(records)
+        for command, actuator in ready:
+            self._spawn(actuator, self._job(actuator, command))
+
+    def _job(self, actuator: Actuator, command: StartAction) -> Callable[[], None]:
+        return lambda: self._report(command, self._run(actuator, command))
 
     def start(self, command: StartAction) -> None:
         actuator = self._actuators.find(command.action)
@@ -187,18 +239,18 @@ class Executor:
             return Outcome(False, error=f"{type(error).__name__}: {error}")
 
     def _unknown(self, start: StartAction, reason: str) -> None:
-        self._record(
+        self._record_outcome(
             ActionOutcomeUnknown(command_id=start.command_id, reason=reason), start.incident_id
         )
 
     def _report(self, command: StartAction, outcome: Outcome) -> None:
         if outcome.ok:
-            self._record(
+            self._record_outcome(
                 ActionSucceeded(command_id=command.command_id, output=outcome.output[:2000]),
                 command.incident_id,
             )
         else:
-            self._record(
+            self._record_outcome(
                 ActionFailed(command_id=command.command_id, error=outcome.error[:2000]),
                 command.incident_id,
             )

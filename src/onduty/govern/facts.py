@@ -57,6 +57,7 @@ def gather(
             if action.service == incident_service:
                 in_flight_targets.add(action.target)
     instances = tuple(service.instances) if service else ()
+    members = frozenset(instances)
     alerting_services: set[str] = set()
     alerting_instances: set[str] = set()
     firing: dict[str, set[str]] = {}
@@ -69,7 +70,7 @@ def gather(
             alerting_services.add(where)
         if instance in owner and instance not in services:
             alerting_instances.add(instance)
-            if instance in instances:
+            if instance in members:
                 firing.setdefault(instance, set()).add(signal.labels.get("alertname", ""))
     return Facts(
         proposal=proposal,
