@@ -3,6 +3,7 @@ by file, case and field, and the facts are the ones the manager would gather."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +157,8 @@ def test_the_facts_are_those_the_manager_gathers(monkeypatch: pytest.MonkeyPatch
     evaluate = policy_module.Policy.evaluate
 
     def spy(self: policy_module.Policy, facts: Any, **kw: str) -> Any:
-        seen.append(facts)
+        # the manager lends its live history; keep it as it was at this verdict
+        seen.append(dataclasses.replace(facts, history=tuple(facts.history)))
         return evaluate(self, facts, **kw)
 
     monkeypatch.setattr(policy_module.Policy, "evaluate", spy)

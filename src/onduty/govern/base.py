@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -27,7 +28,7 @@ def outcome(rule: str, effect: Verdict, reason: str) -> RuleOutcome:
 _SINGULAR = {"d": "day", "h": "hour", "m": "minute"}
 
 
-def recent(history: tuple[ActionRecord, ...], since: datetime) -> tuple[ActionRecord, ...]:
+def recent(history: Sequence[ActionRecord], since: datetime) -> Sequence[ActionRecord]:
     """The records after `since`; the history is in time order, so this is a bisection."""
     return history[bisect.bisect_right(history, since, key=lambda record: record.at) :]
 

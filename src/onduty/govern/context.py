@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,7 +21,7 @@ class Facts:
     target_known: bool
     autonomy: Autonomy
     approved_by: str | None
-    history: tuple[ActionRecord, ...]
+    history: Sequence[ActionRecord]
     in_flight_by_service: dict[str, int]
     service_size: int
     service_instances: tuple[str, ...] = ()

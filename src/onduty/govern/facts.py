@@ -46,22 +46,31 @@ def gather(
     approved_by: str | None,
     variables: Any,
     now: datetime,
+    fleet: bool = True,
+    in_flight_needed: bool = True,
+    members: Mapping[str, frozenset[str]] | None = None,
+    total_instances: int | None = None,
 ) -> Facts:
+    """`fleet=False` skips what only fleet-wide rules (blast radius, outage brake) need."""
     target_service = owner.get(proposal.target)
     service = services.get(incident_service or "") or services.get(target_service or "")
     in_flight: dict[str, int] = {}
     in_flight_targets: set[str] = set()
-    for action in state.actions.values():
+    breaker = state.breakers.get(breaker_key(proposal.action, proposal.target))
+    # Only concurrency and blast rules, or a breaker that may be half-open, need what is in
+    # flight; everything else skips the scan over all actions.
+    for action in state.actions.values() if in_flight_needed or breaker else ():
         if action.status in IN_FLIGHT and action.service is not None:
             in_flight[action.service] = in_flight.get(action.service, 0) + 1
             if action.service == incident_service:
                 in_flight_targets.add(action.target)
     instances = tuple(service.instances) if service else ()
-    members = frozenset(instances)
+    name = service.name if service else ""
+    instance_set = members[name] if members and name in members else frozenset(instances)
     alerting_services: set[str] = set()
     alerting_instances: set[str] = set()
     firing: dict[str, set[str]] = {}
-    for signal in state.signals.values():
+    for signal in state.signals.values() if fleet else ():
         if signal.status != "firing":
             continue
         instance = signal.labels.get("instance", "")
@@ -70,7 +79,7 @@ def gather(
             alerting_services.add(where)
         if instance in owner and instance not in services:
             alerting_instances.add(instance)
-            if instance in members:
+            if instance in instance_set:
                 firing.setdefault(instance, set()).add(signal.labels.get("alertname", ""))
     return Facts(
         proposal=proposal,
@@ -80,7 +89,7 @@ def gather(
         target_known=target_service is not None,
         autonomy=autonomy,
         approved_by=approved_by,
-        history=tuple(state.history),
+        history=state.history,  # read only; no copy per verdict
         in_flight_by_service=in_flight,
         service_size=len(instances),
         service_instances=instances,
@@ -89,7 +98,9 @@ def gather(
         alerting_services=len(alerting_services & set(services)),
         total_services=len(services),
         alerting_instances=len(alerting_instances),
-        total_instances=sum(len(s.instances) for s in services.values()),
-        breaker=state.breakers.get(breaker_key(proposal.action, proposal.target)),
+        total_instances=total_instances
+        if total_instances is not None
+        else sum(len(s.instances) for s in services.values()),
+        breaker=breaker,
         variables=variables,
     )

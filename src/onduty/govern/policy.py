@@ -74,6 +74,19 @@ class Policy:
         rules.extend(build_rule(spec) for spec in config.policy.guardrails)
         self.rules = tuple(rules)
         self.needs_variables = any(isinstance(rule, ConditionRule | Scoped) for rule in rules)
+        self.needs_in_flight = any(
+            isinstance(
+                rule.rule if isinstance(rule, Scoped) else rule, ConcurrencyRule | BlastRadiusRule
+            )
+            for rule in rules
+        )
+        # Only these rules look at the whole fleet; without them, gathering skips that scan.
+        self.needs_fleet = any(
+            isinstance(
+                rule.rule if isinstance(rule, Scoped) else rule, BlastRadiusRule | OutageBrakeRule
+            )
+            for rule in rules
+        )
 
     def evaluate(self, facts: Facts, *, command_id: str, incident_id: str) -> PolicyEvaluated:
         outcomes: list[RuleOutcome] = []

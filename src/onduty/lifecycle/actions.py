@@ -486,6 +486,12 @@ class ActionLifecycle(CoreBase):
             approved_by=approved_by,
             variables=variables,
             now=self._now,
+            fleet=setup.policy.needs_fleet
+            or (candidate is not None and candidate.configured.policy.needs_fleet),
+            in_flight_needed=setup.policy.needs_in_flight
+            or (candidate is not None and candidate.configured.policy.needs_in_flight),
+            members=setup.members,
+            total_instances=setup.total_instances,
         )
 
     def _incident_of(self, command_id: str) -> str | None:

@@ -52,6 +52,8 @@ class Configured:
         self.agent = RunbookAgent(config.runbooks)
         self.excludes = {r.name: frozenset(r.excludes) for r in config.runbooks if r.excludes}
         self.services: dict[str, Service] = {s.name: s for s in config.services}
+        self.members = {s.name: frozenset(s.instances) for s in config.services}
+        self.total_instances = sum(len(s.instances) for s in config.services)
         self.owner: dict[str, str] = {}
         for service in config.services:
             self.owner[service.name] = service.name
