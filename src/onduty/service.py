@@ -13,6 +13,7 @@ from onduty.act.executor import WorkerPool
 from onduty.act.plugins import build_registry
 from onduty.commands import Notify
 from onduty.config import Config, ConfigError, load_config
+from onduty.escalate import Deliverer, parse_channels
 from onduty.events import Event, Payload, PolicyActivated
 from onduty.log import EventLog, open_log
 from onduty.loop import CoreLoop, Draining
@@ -82,6 +83,9 @@ class Service:
         self.read = ReadModels()
         self._actuators = actuators
         self._workers = WorkerPool()
+        self._early: list[tuple[Payload, str]] = []
+        self._early_lock = threading.Lock()
+        self._deliverer: Deliverer | None = None
         self.log: EventLog | None = None
         self.runtime: Runtime | None = None
         self.loop: CoreLoop | None = None
@@ -108,12 +112,18 @@ class Service:
         for event in log.read():
             self.read.feed(event)
         actuators = self._actuators or build_registry(self.config.actuators)
+        if self.config.channels:
+            self._deliverer = Deliverer(
+                parse_channels(self.config.channels), self._record_outcome, spawn=self._workers
+            )
+            for problem in self._deliverer.problems:
+                logger.error("%s", problem)
         runtime, self.recovery = Runtime.open(
             log,
             SystemClock(),
             actuators,
             config=self.config,
-            notifier=self._notify,
+            notifier=self._notify_humans,
             snapshot_every=self.config.snapshot_every,
             on_event=self._on_event,
             spawn=self._workers,
@@ -124,6 +134,10 @@ class Service:
         self.loop = CoreLoop(runtime, max_pending=self.max_pending)
         runtime.send_outcomes_to(self._record_outcome)
         self.loop.start()
+        with self._early_lock:
+            early, self._early = self._early, []
+        for body, stream in early:
+            self._record_outcome(body, stream)
         logger.info(
             "ready: %s events in %s (snapshot at %s, %s folded), policy %s",
             self.recovery.head_seq,
@@ -214,6 +228,10 @@ class Service:
         worker never waits on the core. When the queue is full or the loop is stopping, it is
         recorded directly instead (never dropped)."""
         loop, runtime = self.loop, self.runtime
+        with self._early_lock:
+            if runtime is None or self.loop is None:
+                self._early.append((body, stream))  # during start-up: recorded once running
+                return
         try:
             if loop is not None and loop.offer([Input(body, stream=stream)]) is not None:
                 return
@@ -236,8 +254,11 @@ class Service:
             except Exception:
                 logger.exception("an event subscriber failed on %s %s", event.type, event.id)
 
-    def _notify(self, command: Notify) -> None:
-        # Channels arrive with escalation tiers; until then a page is a log line.
+    def _notify_humans(self, command: Notify) -> None:
+        """Deliver through the configured channels; without any, a page is a log line."""
+        if self._deliverer is not None:
+            self._deliverer(command)
+            return
         logger.warning(
             "%s for %s → %s: %s", command.kind, command.incident_id, ",".join(command.channels),
             command.message,
