@@ -303,30 +303,77 @@ def serve(
         int, typer.Option(help="Inputs queued for the core before ingest answers 429.")
     ] = 20_000,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="Serve HTTPS with this certificate (PEM; with --tls-key).")
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(help="The certificate's private key (PEM).")
+    ] = None,
+    sim: Annotated[
+        str | None,
+        typer.Option(
+            help="Feed a simulated fleet from this scenario (a file, or `demo`); approvals are "
+            "left to you in the console."
+        ),
+    ] = None,
+    speed: Annotated[
+        float, typer.Option(help="With --sim: how much faster than real time the scenario runs.")
+    ] = 30.0,
 ) -> None:
-    """Run the manager with its HTTP API. SIGTERM stops accepting, drains, flushes, exits 0."""
+    """Run the manager with its HTTP API and web console. SIGTERM stops accepting, drains,
+    flushes, exits 0.
+
+    Without access tokens in the configuration it only listens on loopback."""
     import uvicorn
 
     from onduty.api import build_app
+    from onduty.api.auth import Access, AccessError
     from onduty.api.server import DrainingServer
     from onduty.config import Config
     from onduty.obs import configure_logging
-    from onduty.service import Service
+    from onduty.service import Service, logger
 
-    if host not in LOOPBACK and not host.startswith("127."):
+    simulation = None
+    if sim is not None:
+        from onduty.sim.live import LiveSimulation
+        from onduty.sim.scenario import load_builtin_config, load_scenario
+
+        scenario = load_scenario(sim)
+        settings = load_checked_config(config) if config else load_builtin_config(scenario.name)
+        if speed <= 0:
+            raise UsageProblem("--speed must be positive")
+        simulation = LiveSimulation(settings, scenario, speed)
+    else:
+        settings = load_checked_config(config) if config else Config()
+    try:
+        access = Access.from_raw(settings.access)
+    except AccessError as error:
+        problems = "".join(f"\n  - {problem}" for problem in error.problems)
+        raise UsageProblem(f"the access credentials cannot be used:{problems}") from None
+    public = host not in LOOPBACK and not host.startswith("127.")
+    if public and not access.enabled:
         raise UsageProblem(
             f"refusing to listen on {host}: no access tokens are configured, so onduty only "
             "listens on loopback (127.0.0.1 or ::1)"
         )
-    settings = load_checked_config(config) if config else Config()
+    _check_tls(tls_cert, tls_key)
     service = Service(
         settings,
         store or settings.store,
         max_body=max_body,
         max_pending=max_pending,
         config_path=str(config) if config else None,
+        access=access,
+        actuators=simulation.actuators if simulation else None,
+        clock=simulation.clock if simulation else None,
     )
+    if simulation is not None:
+        _feed_simulation(service, simulation)
     configure_logging(log_level)
+    if access.enabled:
+        logger.info("access control on: %s", access.describe())
+    if public and tls_cert is None:
+        logger.warning("listening on %s without TLS: tokens cross the network in clear", host)
     server = DrainingServer(
         on_hangup=service.reload,
         config=uvicorn.Config(
@@ -337,11 +384,52 @@ def serve(
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=30,
+            ssl_certfile=str(tls_cert) if tls_cert else None,
+            ssl_keyfile=str(tls_key) if tls_key else None,
         ),
     )
     server.run()
     if not server.started:
         raise typer.Exit(1)
+
+
+def _feed_simulation(service: Any, simulation: Any) -> None:
+    """Run the simulated fleet beside the server once the service is ready."""
+    import threading
+
+    service.subscribe(simulation.observe)
+    stop = threading.Event()
+
+    def feed() -> None:
+        while not service.ready and not stop.wait(0.05):
+            pass
+        simulation.run(service.loop.offer, stop)
+
+    threading.Thread(target=feed, name="onduty-sim", daemon=True).start()
+
+
+def _check_tls(cert: Path | None, key: Path | None) -> None:
+    """Both or neither; each readable, and a key that belongs to the certificate."""
+    import ssl
+
+    if (cert is None) != (key is None):
+        raise UsageProblem("give both --tls-cert and --tls-key, or neither")
+    if cert is None or key is None:
+        return
+    for option, path in (("--tls-cert", cert), ("--tls-key", key)):
+        try:
+            with path.open("rb") as handle:
+                handle.read(1)
+        except OSError as error:
+            raise UsageProblem(
+                f"{option} {path}: cannot read it ({error.strerror or type(error).__name__})"
+            ) from None
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (ssl.SSLError, ValueError) as error:
+        raise UsageProblem(
+            f"--tls-cert {cert} / --tls-key {key}: not a PEM certificate and its key ({error})"
+        ) from None
 
 
 # ---------------------------------------------------------------------------- talking to serve
@@ -353,13 +441,25 @@ app.add_typer(silence_app, name="silence")
 UrlOption = Annotated[
     str, typer.Option("--url", envvar="ONDUTY_URL", help="Where `onduty serve` listens.")
 ]
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="ONDUTY_TOKEN",
+        help="An access token, sent as a bearer token (better: set ONDUTY_TOKEN).",
+        show_default=False,
+    ),
+]
 
 
-def _call(method: str, url: str, path: str, body: Any = None) -> Any:
+def _call(method: str, url: str, path: str, body: Any = None, token: str | None = None) -> Any:
     import httpx
 
+    headers = {"Authorization": f"Bearer {token.strip()}"} if token and token.strip() else None
     try:
-        response = httpx.request(method, url.rstrip("/") + path, json=body, timeout=10)
+        response = httpx.request(
+            method, url.rstrip("/") + path, json=body, headers=headers, timeout=10
+        )
     except httpx.TransportError as error:
         raise UsageProblem(f"cannot reach onduty at {url}: {error}") from None
     if response.status_code >= 400:
@@ -368,6 +468,11 @@ def _call(method: str, url: str, path: str, body: Any = None) -> Any:
             reason = detail.get("error") or detail.get("detail") or detail
         except ValueError:
             reason = response.text
+        if response.status_code == 401:
+            hint = "the token was not accepted" if headers else "pass --token or set ONDUTY_TOKEN"
+            reason = f"{reason} ({hint})"
+        elif response.status_code == 429 and "Retry-After" in response.headers:
+            reason = f"{reason} (retry after {response.headers['Retry-After']}s)"
         raise UsageProblem(f"{response.status_code}: {reason}")
     return response.json()
 
@@ -381,8 +486,11 @@ def silence_add(
     comment: Annotated[str, typer.Option("--comment", "-m", help="Why (required).")],
     duration: Annotated[str, typer.Option(help="How long, e.g. 2h.")] = "1h",
     maintenance: Annotated[bool, typer.Option(help="A maintenance window.")] = False,
-    by: Annotated[str, typer.Option(help="Who creates it.")] = "cli",
+    by: Annotated[
+        str, typer.Option(help="Who creates it (with access control on: the token's name).")
+    ] = "cli",
     url: UrlOption = "http://127.0.0.1:8765",
+    token: TokenOption = None,
 ) -> None:
     """Mute matching signals for a while: recorded, never acted on."""
     created = _call(
@@ -396,6 +504,7 @@ def silence_add(
             "kind": "maintenance" if maintenance else "silence",
             "created_by": by,
         },
+        token,
     )
     out.print(f"[green]created[/] {created['id']} until {created['ends_at']}")
 
@@ -404,10 +513,11 @@ def silence_add(
 def silence_list(
     state: Annotated[str, typer.Option(help="active, pending, expired or all")] = "active",
     url: UrlOption = "http://127.0.0.1:8765",
+    token: TokenOption = None,
 ) -> None:
     """List silences."""
     table = Table("silence", "kind", "matchers", "until", "by", "comment", "state")
-    for item in _call("GET", url, f"/api/v1/silences?state={state}"):
+    for item in _call("GET", url, f"/api/v1/silences?state={state}", token=token):
         table.add_row(
             item["id"], item["kind"], ", ".join(item["matchers"]), item["ends_at"],
             item["created_by"], item["comment"], item["state"],
@@ -416,9 +526,11 @@ def silence_list(
 
 
 @silence_app.command("expire")
-def silence_expire(silence_id: str, url: UrlOption = "http://127.0.0.1:8765") -> None:
+def silence_expire(
+    silence_id: str, url: UrlOption = "http://127.0.0.1:8765", token: TokenOption = None
+) -> None:
     """End a silence now."""
-    _call("DELETE", url, f"/api/v1/silences/{silence_id}")
+    _call("DELETE", url, f"/api/v1/silences/{silence_id}", token=token)
     out.print(f"[green]expired[/] {silence_id}")
 
 
@@ -427,9 +539,10 @@ def approve(
     approval_id: str,
     comment: Annotated[str, typer.Option("--comment", "-m")] = "",
     url: UrlOption = "http://127.0.0.1:8765",
+    token: TokenOption = None,
 ) -> None:
     """Approve a pending action."""
-    _call("POST", url, f"/api/v1/approvals/{approval_id}/approve", {"comment": comment})
+    _call("POST", url, f"/api/v1/approvals/{approval_id}/approve", {"comment": comment}, token)
     out.print(f"[green]approved[/] {approval_id}")
 
 
@@ -438,10 +551,77 @@ def deny(
     approval_id: str,
     comment: Annotated[str, typer.Option("--comment", "-m")] = "",
     url: UrlOption = "http://127.0.0.1:8765",
+    token: TokenOption = None,
 ) -> None:
     """Deny a pending action (the incident goes to a human)."""
-    _call("POST", url, f"/api/v1/approvals/{approval_id}/deny", {"comment": comment})
+    _call("POST", url, f"/api/v1/approvals/{approval_id}/deny", {"comment": comment}, token)
     out.print(f"[yellow]denied[/] {approval_id}")
+
+
+@app.command()
+def ack(
+    incident_id: str,
+    comment: Annotated[str, typer.Option("--comment", "-m")] = "",
+    url: UrlOption = "http://127.0.0.1:8765",
+    token: TokenOption = None,
+) -> None:
+    """Acknowledge an incident: someone has it, so escalation stops paging further tiers."""
+    _call("POST", url, f"/api/v1/incidents/{incident_id}/acknowledge", {"comment": comment}, token)
+    out.print(f"[green]acknowledged[/] {incident_id}")
+
+
+AUTONOMY_LEVELS = ("observe", "suggest", "approve", "act")
+
+
+@app.command()
+def autonomy(
+    service: str,
+    level: Annotated[str, typer.Argument(help="observe, suggest, approve or act")],
+    url: UrlOption = "http://127.0.0.1:8765",
+    token: TokenOption = None,
+) -> None:
+    """Change how far onduty may act on SERVICE by itself (recorded; needs the admin role)."""
+    if level not in AUTONOMY_LEVELS:
+        raise UsageProblem(f"LEVEL must be one of {', '.join(AUTONOMY_LEVELS)}, not {level!r}")
+    from urllib.parse import quote
+
+    path = f"/api/v1/services/{quote(service, safe='')}/autonomy"
+    result = _call("PUT", url, path, {"level": level}, token)
+    if result.get("changed"):
+        out.print(f"[green]{service}[/]: autonomy {result['previous']} → {result['level']}")
+    else:
+        out.print(f"{service}: autonomy is already {result['level']}")
+
+
+# ---------------------------------------------------------------------------- tokens
+
+token_app = typer.Typer(no_args_is_help=True, help="Access tokens for `onduty serve`.")
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("hash")
+def token_hash(
+    new: Annotated[
+        bool, typer.Option("--new", help="Generate a new random token and print it too.")
+    ] = False,
+) -> None:
+    """Print the `sha256:<hex>` to put in `access.tokens` for a token read from stdin; with
+    --new, make a random token and print both (keep the token, configure the hash)."""
+    import getpass
+    import secrets
+
+    from onduty.api.auth import hash_token
+
+    if new:
+        token = secrets.token_urlsafe(32)
+        out.print(f"token: {token}", soft_wrap=True)
+        out.print(f"hash:  {hash_token(token)}", soft_wrap=True)
+        return
+    token = getpass.getpass("token: ") if sys.stdin.isatty() else sys.stdin.read()
+    token = token.strip()
+    if not token:
+        raise UsageProblem("no token on stdin (or use --new to make one)")
+    out.print(hash_token(token), soft_wrap=True)
 
 
 # ---------------------------------------------------------------------------- policy lifecycle
@@ -450,9 +630,9 @@ app.add_typer(policy_app, name="policy")
 
 
 @policy_app.command("status")
-def policy_status(url: UrlOption = "http://127.0.0.1:8765") -> None:
+def policy_status(url: UrlOption = "http://127.0.0.1:8765", token: TokenOption = None) -> None:
     """The enforced policy version, and any candidate beside it."""
-    status = _call("GET", url, "/api/v1/policy")
+    status = _call("GET", url, "/api/v1/policy", token=token)
     out.print(f"active: {status['version']} (from {status['source'] or '-'})")
     candidate = status.get("candidate")
     if candidate:
@@ -461,14 +641,14 @@ def policy_status(url: UrlOption = "http://127.0.0.1:8765") -> None:
 
 
 @policy_app.command("reload")
-def policy_reload(url: UrlOption = "http://127.0.0.1:8765") -> None:
+def policy_reload(url: UrlOption = "http://127.0.0.1:8765", token: TokenOption = None) -> None:
     """Re-read the running server's configuration file (as SIGHUP does)."""
-    result = _call("POST", url, "/api/v1/policy/reload")
+    result = _call("POST", url, "/api/v1/policy/reload", token=token)
     state = "activated" if result.get("changed") else "unchanged"
     out.print(f"{state}: {result['version']}")
 
 
-def _candidate(file: Path, mode: str, selector: str | None, url: str) -> None:
+def _candidate(file: Path, mode: str, selector: str | None, url: str, token: str | None) -> None:
     config = load_checked_config(file)
     result = _call(
         "POST",
@@ -480,14 +660,17 @@ def _candidate(file: Path, mode: str, selector: str | None, url: str) -> None:
             "selector": selector,
             "source": str(file),
         },
+        token,
     )
     out.print(f"[green]{mode}[/]: {result['version']} runs beside the active policy")
 
 
 @policy_app.command("shadow")
-def policy_shadow(file: Path, url: UrlOption = "http://127.0.0.1:8765") -> None:
+def policy_shadow(
+    file: Path, url: UrlOption = "http://127.0.0.1:8765", token: TokenOption = None
+) -> None:
     """Run FILE's policy beside the active one, recording where it disagrees; never enforced."""
-    _candidate(file, "shadow", None, url)
+    _candidate(file, "shadow", None, url, token)
 
 
 @policy_app.command("canary")
@@ -497,22 +680,23 @@ def policy_canary(
         str, typer.Option(help='CEL over signal/incident/service, e.g. service.name == "search"')
     ],
     url: UrlOption = "http://127.0.0.1:8765",
+    token: TokenOption = None,
 ) -> None:
     """Enforce FILE's policy where SELECTOR holds; the active one everywhere else."""
-    _candidate(file, "canary", selector, url)
+    _candidate(file, "canary", selector, url, token)
 
 
 @policy_app.command("promote")
-def policy_promote(url: UrlOption = "http://127.0.0.1:8765") -> None:
+def policy_promote(url: UrlOption = "http://127.0.0.1:8765", token: TokenOption = None) -> None:
     """Make the candidate the active policy."""
-    result = _call("POST", url, "/api/v1/policy/promote")
+    result = _call("POST", url, "/api/v1/policy/promote", token=token)
     out.print(f"[green]promoted[/]: {result['version']} is active")
 
 
 @policy_app.command("rollback")
-def policy_rollback(url: UrlOption = "http://127.0.0.1:8765") -> None:
+def policy_rollback(url: UrlOption = "http://127.0.0.1:8765", token: TokenOption = None) -> None:
     """Drop the candidate; without one, go back to the previous active policy."""
-    result = _call("POST", url, "/api/v1/policy/rollback")
+    result = _call("POST", url, "/api/v1/policy/rollback", token=token)
     out.print(f"[yellow]rolled back[/]: {result['role']} {result['version']}")
 
 

@@ -19,7 +19,7 @@ from onduty.log import EventLog, open_log
 from onduty.loop import CoreLoop, Draining
 from onduty.obs import Metrics
 from onduty.readmodel import IncidentProjection, PolicyView, SilenceProjection
-from onduty.runtime import Input, RecoveryReport, Runtime, SystemClock
+from onduty.runtime import Clock, Input, RecoveryReport, Runtime, SystemClock
 
 if TYPE_CHECKING:
     from onduty.api.auth import Access
@@ -69,6 +69,7 @@ class Service:
         max_pending: int = 20_000,
         config_path: str | None = None,
         access: Access | None = None,
+        clock: Clock | None = None,
     ) -> None:
         from onduty.api.auth import Access
 
@@ -92,6 +93,7 @@ class Service:
         self.recovery: RecoveryReport | None = None
         self._subscribers: tuple[Callable[[Event], None], ...] = ()
         self._subscribers_lock = threading.Lock()
+        self.clock: Clock = clock or SystemClock()
 
     def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
         """Call `callback(event)` with every event appended from now on, after the read models
@@ -120,7 +122,7 @@ class Service:
                 logger.error("%s", problem)
         runtime, self.recovery = Runtime.open(
             log,
-            SystemClock(),
+            self.clock,
             actuators,
             config=self.config,
             notifier=self._notify_humans,

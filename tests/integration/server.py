@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -21,14 +22,36 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, store: Path, *args: str, config: Path | None = None) -> None:
+    """`onduty serve` on a free port. `env` adds environment variables; `tls` is a (certificate,
+    key) pair to serve HTTPS with (the certificate is also what the clients trust); `token` is
+    the bearer token `client()` sends unless told otherwise."""
+
+    def __init__(
+        self,
+        store: Path,
+        *args: str,
+        config: Path | None = None,
+        env: dict[str, str] | None = None,
+        tls: tuple[Path, Path] | None = None,
+        token: str | None = None,
+    ) -> None:
         self.store = store
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.args = list(args)
         self.config = config
+        self.env = env
+        self.tls = tls
+        self.token = token
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = store.with_suffix(".serve.log")
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """What clients verify the server with: its own certificate under TLS."""
+        if self.tls is None:
+            return True
+        return ssl.create_default_context(cafile=str(self.tls[0]))
 
     def start(self, timeout: float = 20.0) -> Server:
         command = [
@@ -37,14 +60,21 @@ class Server:
         ]  # fmt: skip
         if self.config is not None:
             command += ["-c", str(self.config)]
+        if self.tls is not None:
+            command += ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])]
+        environment = {**os.environ, **self.env} if self.env else None
         with self.log_path.open("ab") as output:  # the child keeps its own copy of the file
-            self.process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                command, stdout=output, stderr=subprocess.STDOUT, env=environment
+            )
         deadline = time.monotonic() + timeout
+        verify = self.verify
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"onduty serve exited early:\n{self.output()}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=0.5).status_code == 200:
+                ready = httpx.get(f"{self.url}/readyz", timeout=0.5, verify=verify)
+                if ready.status_code == 200:
                     return self
             except httpx.TransportError:
                 pass
@@ -64,8 +94,11 @@ class Server:
         os.kill(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
 
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=10)
+    def client(self, token: str | None = None) -> httpx.Client:
+        """A client of this server, sending `token` (or the server's default) as a bearer."""
+        token = token or self.token
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        return httpx.Client(base_url=self.url, timeout=10, headers=headers, verify=self.verify)
 
     def __enter__(self) -> Server:
         return self.start()

@@ -1,4 +1,7 @@
-"""The HTTP API: ingest under /api/v1/signals, read models, approvals, audit, and the probes."""
+"""The HTTP API: ingest under /api/v1/signals, read models, approvals, audit, and the probes.
+
+With access control on (tokens in the configuration's `access` section), every route but the
+probes needs a credential and each checks its role; the table is `ROUTE_ROLES`."""
 
 from __future__ import annotations
 
@@ -9,19 +12,34 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, HTTPException, Query
+import orjson
+from fastapi import Depends, FastAPI, HTTPException, Query
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 from starlette.requests import Request
 from starlette.responses import Response
 
+from onduty.api.auth import (
+    ADMIN,
+    APPROVER,
+    LOCAL,
+    OPERATOR,
+    VIEWER,
+    AccessGuard,
+    AuthProblem,
+    Principal,
+    approval_role,
+    requires,
+)
 from onduty.api.ingest import Format, Ingest, JSONBody, error
 from onduty.config import Config, ConfigError, Duration, parse_config
 from onduty.correlate.matchers import MatcherList
 from onduty.events import (
+    Acknowledged,
     ApprovalDenied,
     ApprovalGranted,
+    AutonomyChanged,
     Event,
     Payload,
     SignalReceived,
@@ -53,11 +71,57 @@ def _pagerduty_acknowledgement(body: bytes, signals: list[Any]) -> dict[str, Any
     return {"status": "success", "message": "Event processed", "dedup_key": dedup_key}
 
 
+def _pagerduty_routing_key(body: bytes) -> str | None:
+    """PagerDuty clients carry their secret as the event's `routing_key`: with access control
+    on, it may be the source's ingest token."""
+    try:
+        event = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    key = event.get("routing_key") if isinstance(event, dict) else None
+    return key if isinstance(key, str) else None
+
+
 ACKNOWLEDGE = {"pagerduty": _pagerduty_acknowledgement}
+CREDENTIAL = {"pagerduty": _pagerduty_routing_key}
+
+# Who may do what, with access control on. Every route is listed; the ingest routes check their
+# own credentials (a per-source token or an HMAC signature), the probes are public.
+ROUTE_ROLES: dict[tuple[str, str], str] = {
+    ("GET", f"{API}/incidents"): VIEWER,
+    ("GET", f"{API}/incidents/{{incident_id}}"): VIEWER,
+    ("GET", f"{API}/approvals"): VIEWER,
+    ("GET", f"{API}/silences"): VIEWER,
+    ("GET", f"{API}/policy"): VIEWER,
+    ("GET", f"{API}/events"): VIEWER,
+    ("GET", f"{API}/audit/verify"): VIEWER,
+    ("GET", "/metrics"): VIEWER,
+    ("POST", f"{API}/incidents/{{incident_id}}/acknowledge"): OPERATOR,
+    ("POST", f"{API}/silences"): OPERATOR,
+    ("DELETE", f"{API}/silences/{{silence_id}}"): OPERATOR,
+    ("POST", f"{API}/approvals/{{approval_id}}/approve"): APPROVER,
+    ("POST", f"{API}/approvals/{{approval_id}}/deny"): APPROVER,
+    ("PUT", f"{API}/services/{{name}}/autonomy"): ADMIN,
+    ("POST", f"{API}/policy/reload"): ADMIN,
+    ("POST", f"{API}/policy/candidate"): ADMIN,
+    ("POST", f"{API}/policy/promote"): ADMIN,
+    ("POST", f"{API}/policy/rollback"): ADMIN,
+}
+
+Operator = Annotated[Principal, Depends(requires(OPERATOR))]
+Approver = Annotated[Principal, Depends(requires(APPROVER))]
+Admin = Annotated[Principal, Depends(requires(ADMIN))]
+READ = [Depends(requires(VIEWER))]
 
 
 class Answer(BaseModel):
     comment: str = Field(default="", max_length=2000)
+
+
+class NewAutonomy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    level: Literal["observe", "suggest", "approve", "act"]
 
 
 class Candidate(BaseModel):
@@ -78,6 +142,7 @@ class NewSilence(BaseModel):
 
     matchers: MatcherList
     comment: str = Field(min_length=1, max_length=2000)
+    # Who creates it, when access control is off; with it on, the token's name.
     created_by: str = Field(default="api", min_length=1, max_length=200)
     kind: Literal["silence", "maintenance"] = "silence"
     starts_at: AwareDatetime | None = None
@@ -116,7 +181,9 @@ def _incident_json(view: IncidentView, timeline: bool = False) -> dict[str, Any]
     return body
 
 
-def build_app(service: Service) -> FastAPI:
+def build_app(service: Service, *, console: bool = True) -> FastAPI:
+    """The API (and, unless `console=False`, the web console) over a service."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service.start()
@@ -137,12 +204,33 @@ def build_app(service: Service) -> FastAPI:
         docs_url=f"{API}/docs",
         openapi_url=f"{API}/openapi.json",
     )
-    ingest = Ingest(lambda: service.loop, service.metrics, max_body=service.max_body)
+    access = service.access
+    app.state.access = access
+    ingest_paths = frozenset(API + path for path, _ in INGEST_ROUTES.values())
+
+    def guarded(path: str) -> bool:
+        """The API (its documents too) and the metrics need a user token before any route
+        runs; the ingest routes check their own credentials, the probes are public."""
+        return (path.startswith(API + "/") or path == "/metrics") and path not in ingest_paths
+
+    app.add_middleware(AccessGuard, access=access, guarded=guarded)
+
+    @app.exception_handler(AuthProblem)
+    async def refused(request: Request, problem: AuthProblem) -> Response:
+        return JSONBody(
+            {"error": problem.reason, "field": None},
+            status_code=problem.status_code,
+            headers=problem.headers,
+        )
+
+    ingest = Ingest(lambda: service.loop, service.metrics, max_body=service.max_body, access=access)
     for name, (path, content_types) in INGEST_ROUTES.items():
-        fmt = Format(name, FORMATS[name], content_types, ACKNOWLEDGE.get(name))
+        fmt = Format(
+            name, FORMATS[name], content_types, ACKNOWLEDGE.get(name), CREDENTIAL.get(name)
+        )
         app.add_route(API + path, ingest.endpoint(fmt), methods=["POST"], name=f"ingest-{name}")
 
-    @app.get(f"{API}/incidents")
+    @app.get(f"{API}/incidents", dependencies=READ)
     def incidents(
         status: Annotated[str, Query(pattern="^(open|resolved|all)$")] = "all",
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -152,7 +240,7 @@ def build_app(service: Service) -> FastAPI:
             chosen = [v for v in views if status in ("all", v.status)][-limit:]
             return [_incident_json(view) for view in reversed(chosen)]
 
-    @app.get(f"{API}/incidents/{{incident_id}}")
+    @app.get(f"{API}/incidents/{{incident_id}}", dependencies=READ)
     def incident(incident_id: str) -> dict[str, Any]:
         with service.read.lock:
             view = service.read.incidents.incidents.get(incident_id)
@@ -160,7 +248,7 @@ def build_app(service: Service) -> FastAPI:
                 raise HTTPException(404, f"no incident {incident_id}")
             return _incident_json(view, timeline=True)
 
-    @app.get(f"{API}/approvals")
+    @app.get(f"{API}/approvals", dependencies=READ)
     def approvals() -> list[dict[str, Any]]:
         with service.read.lock:
             pending = list(service.read.incidents.approvals.values())
@@ -176,27 +264,86 @@ def build_app(service: Service) -> FastAPI:
             for item in pending
         ]
 
-    async def answer(approval_id: str, body: Payload) -> Response:
+    def answering_role(principal: Principal) -> str | None:
+        """The role an approval answer is given in. With access control off the server only
+        listens on loopback and its local user holds every role."""
+        with service.read.lock:
+            document = service.read.policy.document
+        if document is not None:
+            allowed = document.get("policy", {}).get("approvals", {}).get("roles", [])
+        else:
+            allowed = service.config.policy.approvals.roles
+        return approval_role(principal, allowed)
+
+    async def answer(approval_id: str, body: Payload, principal: Principal) -> Response:
         with service.read.lock:
             known = approval_id in service.read.incidents.approvals
         if not known:
             return error(404, f"no pending approval {approval_id}", "approval_id")
-        # Until access control arrives, the actor is the API itself.
-        outcome = await ingest.durable([Input(body, stream="approvals", actor="api")])
+        outcome = await ingest.durable([Input(body, stream="approvals", actor=principal.name)])
         return outcome or JSONBody({"approval_id": approval_id, "recorded": True}, status_code=202)
 
     @app.post(f"{API}/approvals/{{approval_id}}/approve")
-    async def approve(approval_id: str, body: Answer | None = None) -> Response:
-        comment = body.comment if body else ""
-        return await answer(approval_id, ApprovalGranted(approval_id=approval_id, comment=comment))
+    async def approve(
+        approval_id: str, principal: Approver, body: Answer | None = None
+    ) -> Response:
+        granted = ApprovalGranted(
+            approval_id=approval_id,
+            comment=body.comment if body else "",
+            role=answering_role(principal),
+        )
+        return await answer(approval_id, granted, principal)
 
     @app.post(f"{API}/approvals/{{approval_id}}/deny")
-    async def deny(approval_id: str, body: Answer | None = None) -> Response:
-        comment = body.comment if body else ""
-        return await answer(approval_id, ApprovalDenied(approval_id=approval_id, comment=comment))
+    async def deny(approval_id: str, principal: Approver, body: Answer | None = None) -> Response:
+        denied = ApprovalDenied(
+            approval_id=approval_id,
+            comment=body.comment if body else "",
+            role=answering_role(principal),
+        )
+        return await answer(approval_id, denied, principal)
+
+    @app.post(f"{API}/incidents/{{incident_id}}/acknowledge")
+    async def acknowledge(
+        incident_id: str, principal: Operator, body: Answer | None = None
+    ) -> Response:
+        """Someone has taken the incident: escalation stops paging the next tiers."""
+        with service.read.lock:
+            view = service.read.incidents.incidents.get(incident_id)
+            status = view.status if view is not None else None
+        if status is None:
+            return error(404, f"no incident {incident_id}", "incident_id")
+        if status != "open":
+            return error(409, f"incident {incident_id} is already {status}", "incident_id")
+        acknowledged = Acknowledged(incident_id=incident_id, comment=body.comment if body else "")
+        outcome = await ingest.durable(
+            [Input(acknowledged, stream=incident_id, actor=principal.name)]
+        )
+        return outcome or JSONBody(
+            {"incident_id": incident_id, "acknowledged": True}, status_code=202
+        )
+
+    @app.put(f"{API}/services/{{name}}/autonomy")
+    async def set_autonomy(name: str, body: NewAutonomy, principal: Admin) -> Response:
+        """Change how far onduty may act on a service on its own, until changed again."""
+        with service.read.lock:
+            document = service.read.policy.document or {}
+            configured = {s["name"]: s.get("autonomy") for s in document.get("services", [])}
+            override = service.read.autonomy.overrides.get(name)
+        if name not in configured:
+            return error(404, f"no service {name}", "name")
+        previous = override or configured[name]
+        answer_body = {"service": name, "level": body.level, "previous": previous}
+        if previous == body.level:
+            return JSONBody({**answer_body, "changed": False})
+        changed = AutonomyChanged(service=name, level=body.level, previous=previous)
+        outcome = await ingest.durable(
+            [Input(changed, stream=f"service:{name}", actor=principal.name)]
+        )
+        return outcome or JSONBody({**answer_body, "changed": True}, status_code=202)
 
     @app.post(f"{API}/silences")
-    async def create_silence(body: NewSilence) -> Response:
+    async def create_silence(body: NewSilence, principal: Operator) -> Response:
         starts = body.starts_at or datetime.now(UTC)
         ends = body.ends_at or starts + (body.duration or timedelta(0))
         if ends <= starts:
@@ -210,13 +357,14 @@ def build_app(service: Service) -> FastAPI:
             comment=body.comment,
             kind=body.kind,
         )
-        outcome = await ingest.durable([Input(created, stream="silences", actor=body.created_by)])
+        actor = body.created_by if principal is LOCAL else principal.name
+        outcome = await ingest.durable([Input(created, stream="silences", actor=actor)])
         return outcome or JSONBody(
             {"id": silence_id, "starts_at": starts.isoformat(), "ends_at": ends.isoformat()},
             status_code=202,
         )
 
-    @app.get(f"{API}/silences")
+    @app.get(f"{API}/silences", dependencies=READ)
     def silences(
         state: Annotated[str, Query(pattern="^(active|pending|expired|all)$")] = "all",
     ) -> list[dict[str, Any]]:
@@ -239,20 +387,20 @@ def build_app(service: Service) -> FastAPI:
         ]
 
     @app.delete(f"{API}/silences/{{silence_id}}")
-    async def expire_silence(silence_id: str) -> Response:
+    async def expire_silence(silence_id: str, principal: Operator) -> Response:
         with service.read.lock:
             view = service.read.silences.silences.get(silence_id)
         if view is None or view.state(datetime.now(UTC)) == "expired":
             return error(404, f"no active or pending silence {silence_id}", "silence_id")
         expired = SilenceExpired(silence_id=silence_id)
-        outcome = await ingest.durable([Input(expired, stream="silences", actor="api")])
+        outcome = await ingest.durable([Input(expired, stream="silences", actor=principal.name)])
         return outcome or JSONBody({"id": silence_id, "expired": True}, status_code=202)
 
     async def policy_call(call: Any, *args: Any, **kwargs: Any) -> Response:
         status, body = await asyncio.to_thread(call, *args, **kwargs)
         return JSONBody(body, status_code=status)
 
-    @app.get(f"{API}/policy")
+    @app.get(f"{API}/policy", dependencies=READ)
     def policy() -> dict[str, Any]:
         with service.read.lock:
             view = service.read.policy
@@ -273,11 +421,11 @@ def build_app(service: Service) -> FastAPI:
             }
 
     @app.post(f"{API}/policy/reload")
-    async def policy_reload() -> Response:
-        return await policy_call(service.reload)
+    async def policy_reload(principal: Admin) -> Response:
+        return await policy_call(service.reload, actor=principal.name)
 
     @app.post(f"{API}/policy/candidate")
-    async def policy_candidate(body: Candidate) -> Response:
+    async def policy_candidate(body: Candidate, principal: Admin) -> Response:
         try:
             config = parse_config(body.config, body.source)
             if body.selector:
@@ -289,20 +437,27 @@ def build_app(service: Service) -> FastAPI:
         except ExpressionError as problem:
             return error(422, str(problem), "selector")
         return await policy_call(
-            service.activate, config, role=body.mode, source=body.source, selector=body.selector
+            service.activate,
+            config,
+            role=body.mode,
+            source=body.source,
+            selector=body.selector,
+            actor=principal.name,
         )
 
     @app.post(f"{API}/policy/promote")
-    async def policy_promote() -> Response:
+    async def policy_promote(principal: Admin) -> Response:
         with service.read.lock:
             document = service.read.policy.candidate_document
         if document is None:
             return error(409, "there is no candidate policy to promote")
         config = parse_config(document, "candidate")
-        return await policy_call(service.activate, config, role="active", source="promoted")
+        return await policy_call(
+            service.activate, config, role="active", source="promoted", actor=principal.name
+        )
 
     @app.post(f"{API}/policy/rollback")
-    async def policy_rollback() -> Response:
+    async def policy_rollback(principal: Admin) -> Response:
         """Drop the candidate; without one, go back to the previous active policy."""
         with service.read.lock:
             view = service.read.policy
@@ -310,14 +465,20 @@ def build_app(service: Service) -> FastAPI:
         if candidate is not None:
             withdrawn = Config()
             return await policy_call(
-                service.activate, withdrawn, role="withdrawn", source="rollback"
+                service.activate,
+                withdrawn,
+                role="withdrawn",
+                source="rollback",
+                actor=principal.name,
             )
         if previous is None:
             return error(409, "there is no candidate and no previous policy to roll back to")
         config = parse_config(previous, "previous")
-        return await policy_call(service.activate, config, role="active", source="rollback")
+        return await policy_call(
+            service.activate, config, role="active", source="rollback", actor=principal.name
+        )
 
-    @app.get(f"{API}/events")
+    @app.get(f"{API}/events", dependencies=READ)
     def events(
         after: Annotated[int, Query(ge=0)] = 0,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
@@ -334,7 +495,7 @@ def build_app(service: Service) -> FastAPI:
                     break
         return JSONBody(found)
 
-    @app.get(f"{API}/audit/verify")
+    @app.get(f"{API}/audit/verify", dependencies=READ)
     async def audit_verify() -> dict[str, Any]:
         log = service.log
         if log is None:
@@ -360,10 +521,14 @@ def build_app(service: Service) -> FastAPI:
             return PlainTextResponse("ready\n")
         return PlainTextResponse("not ready\n", status_code=503)
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get("/metrics", include_in_schema=False, dependencies=READ)
     def metrics(request: Request) -> Response:
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    if console:
+        from onduty.api.console import console_router
+
+        app.include_router(console_router(service))
     return app
 
 

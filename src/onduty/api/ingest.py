@@ -1,6 +1,8 @@
 """The ingest hot path: raw Starlette endpoints, a lean parse, and 202 only once durable.
 
-Per request: check the content type (415) and size (413), parse the body with the wire format's
+Per request: with access control on, check the sender's credential (401, 403, 429 after too
+many failures: a bearer token or an HMAC signature of the body), then the content type (415)
+and size (413), parse the body with the wire format's
 parser, hand the signals to the core loop (429 when its queue is full, 503 while draining), and
 answer 202 after the log has committed them. A body that is JSON but cannot become a signal is
 answered 4xx *and* kept as a `SignalRejected` event (truncated, secrets redacted): nothing an
@@ -20,6 +22,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from onduty.api.auth import SIGNATURE_HEADER, Access, IngestSource, bearer_token, client_address
 from onduty.events import Signal, SignalReceived, SignalRejected
 from onduty.loop import CoreLoop, Draining
 from onduty.obs import Metrics
@@ -40,6 +43,9 @@ class Format:
     content_types: tuple[str, ...]
     # For senders that expect their own acknowledgement (PagerDuty clients read `dedup_key`).
     acknowledge: Callable[[bytes, list[Signal]], dict[str, Any]] | None = None
+    # For senders that carry their credential in the body (PagerDuty's `routing_key`): the
+    # token found there, checked like a bearer token when the request has no other credential.
+    credential: Callable[[bytes], str | None] | None = None
 
 
 class JSONBody(Response):
@@ -107,10 +113,18 @@ def kept_raw(body: bytes) -> str:
 class Ingest:
     """The ingest endpoints of one service."""
 
-    def __init__(self, loop: Callable[[], CoreLoop | None], metrics: Metrics, *, max_body: int):
+    def __init__(
+        self,
+        loop: Callable[[], CoreLoop | None],
+        metrics: Metrics,
+        *,
+        max_body: int,
+        access: Access | None = None,
+    ):
         self._loop = loop  # looked up per request: the loop starts with the app's lifespan
         self._metrics = metrics
         self._max_body = max_body
+        self._access = access
 
     def endpoint(self, fmt: Format) -> Callable[[Request], Any]:
         async def receive(request: Request) -> Response:
@@ -124,14 +138,59 @@ class Ingest:
 
         return receive
 
+    async def _authenticate(
+        self, fmt: Format, request: Request, access: Access
+    ) -> tuple[Response | None, IngestSource | None, bytes | None]:
+        """The sender, by its bearer token or its HMAC signature of the body (then read here,
+        and returned so it is not read twice); or the response refusing it."""
+        address = client_address(request)
+        retry = access.throttle.retry_after(address)
+        if retry is not None:
+            reason = "too many failed authentications; retry later"
+            return error(429, reason, **{"Retry-After": str(retry)}), None, None
+        token = bearer_token(request)
+        source = access.ingest_token(token) if token else None
+        body: bytes | None = None
+        signature = request.headers.get(SIGNATURE_HEADER)
+        if source is None and signature is not None:
+            body = await read_limited(request, self._max_body)
+            if body is None:
+                return self._too_large(), None, None
+            source = access.ingest_signature(body, signature)
+        elif source is None and token is None and fmt.credential is not None:
+            body = await read_limited(request, self._max_body)
+            if body is None:
+                return self._too_large(), None, None
+            carried = fmt.credential(body)
+            source = access.ingest_token(carried) if carried else None
+        if source is None:
+            access.throttle.failed(address)
+            reason = "authentication required: a bearer token or an X-Onduty-Signature"
+            return error(401, reason, **{"WWW-Authenticate": "Bearer"}), None, None
+        if not source.may_use(fmt.name):
+            return error(403, f"{source.name} may not send to the {fmt.name} route"), None, None
+        return None, source, body
+
+    def _too_large(self) -> Response:
+        return error(413, f"the body is larger than the limit of {self._max_body} bytes")
+
     async def _receive(self, fmt: Format, request: Request) -> Response:
+        source: IngestSource | None = None
+        body: bytes | None = None
+        access = self._access
+        if access is not None and access.enabled:
+            refused, source, body = await self._authenticate(fmt, request, access)
+            if refused is not None:
+                return refused
+        actor = source.name if source is not None else "onduty"
         kind = media_type(request)
         if kind not in fmt.content_types:
             expected = " or ".join(fmt.content_types)
             return error(415, f"Content-Type must be {expected}, got {kind or 'none'}")
-        body = await read_limited(request, self._max_body)
         if body is None:
-            return error(413, f"the body is larger than the limit of {self._max_body} bytes")
+            body = await read_limited(request, self._max_body)
+        if body is None:
+            return self._too_large()
         try:
             signals = fmt.parse(body, received_at=datetime.now(UTC), content_type=kind)
         except IngestError as problem:
@@ -139,7 +198,7 @@ class Ingest:
                 rejected = SignalRejected(
                     source=fmt.name, reason=problem.reason, field=problem.field, raw=kept_raw(body)
                 )
-                await self.durable([Input(rejected, stream=f"rejected:{fmt.name}")])
+                await self.durable([Input(rejected, stream=f"rejected:{fmt.name}", actor=actor)])
             return error(problem.status, problem.reason, problem.field)
         inputs = [
             Input(
@@ -147,6 +206,7 @@ class Ingest:
                 if isinstance(signal, SignalReceived)
                 else SignalReceived.model_validate(dict(signal)),
                 stream=f"signal:{signal.fingerprint}",
+                actor=actor,
             )
             for signal in signals
         ]

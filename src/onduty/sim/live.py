@@ -3,8 +3,8 @@
 The service runs on a `ScaledClock` (60 times faster, say), so its timers, group waits and
 verification windows keep their meaning; the fleet is advanced on the same clock and its alerts
 take the same durable path as pushed ones. The simulated on-call acknowledges pages and fixes
-what it is handed, but approvals are left to the people watching the console — that is what the
-live demo is for.
+what it is handed; approvals wait for the person watching the console — that is what the live
+demo is for.
 """
 
 from __future__ import annotations
@@ -28,8 +28,11 @@ logger = logging.getLogger("onduty")
 
 
 def live_scenario(scenario: Scenario) -> Scenario:
-    """The scenario as served live: humans at the console answer approvals."""
-    on_call = scenario.on_call.model_copy(update={"approve_after": None})
+    """The scenario as served live: the person at the console is one of the approvers. Where a
+    second one is needed (the two-person rule), a simulated colleague adds theirs later; an
+    approval nobody at the console answers expires into the safe default."""
+    colleague = scenario.on_call.approvers[-1:]
+    on_call = scenario.on_call.model_copy(update={"approvers": colleague})
     return scenario.model_copy(update={"on_call": on_call})
 
 
