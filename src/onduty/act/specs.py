@@ -282,7 +282,8 @@ def _check_url_template(value: str, variables: frozenset[str]) -> str:
     return value
 
 
-def _check_headers(headers: dict[str, str]) -> dict[str, str]:
+def check_headers(headers: dict[str, str]) -> dict[str, str]:
+    """Valid header names, no line breaks, and credentials only as secret references."""
     for name, value in headers.items():
         if not _HEADER_NAME.match(name):
             raise ValueError(f"{name!r} is not a valid HTTP header name")
@@ -443,7 +444,7 @@ class HttpSpec(_Spec):
     @field_validator("headers")
     @classmethod
     def _headers(cls, value: dict[str, str]) -> dict[str, str]:
-        return _check_headers(value)
+        return check_headers(value)
 
     @field_validator("body")
     @classmethod
@@ -566,7 +567,7 @@ class AlertmanagerSilenceSpec(_Spec):
     @field_validator("headers")
     @classmethod
     def _headers(cls, value: dict[str, str]) -> dict[str, str]:
-        return _check_headers(value)
+        return check_headers(value)
 
     @model_validator(mode="after")
     def _durations(self) -> AlertmanagerSilenceSpec:

@@ -36,7 +36,7 @@ from pydantic import (
     model_validator,
 )
 
-from onduty.act.specs import references
+from onduty.act.specs import check_headers, references
 from onduty.commands import Notify
 from onduty.config import Duration
 
@@ -63,8 +63,6 @@ DEFAULT_PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
 KINDS = ("email", "pagerduty", "slack", "webhook")
 
 _NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.:@-]*$"
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-_SENSITIVE_WORDS = ("authorization", "cookie", "token", "secret", "password", "key")
 _HOST = re.compile(r"^[A-Za-z0-9._:\[\]-]+$")
 
 
@@ -185,21 +183,6 @@ def url_for_display(value: str) -> str:
     return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
 
 
-def _check_headers(headers: dict[str, str]) -> dict[str, str]:
-    for name, value in headers.items():
-        if not _HEADER_NAME.match(name):
-            raise ValueError(f"{name!r} is not a valid HTTP header name")
-        if "\r" in value or "\n" in value or "\x00" in value:
-            raise ValueError(f"header {name!r}: a value cannot contain line breaks or NUL")
-        found = references(value, f"header {name!r}")
-        if any(word in name.lower() for word in _SENSITIVE_WORDS) and not found:
-            raise ValueError(
-                f"header {name!r} carries a credential: reference it as ${{ENV:NAME}} or "
-                "${FILE:/path} instead of writing it in the configuration"
-            )
-    return headers
-
-
 def _require_reference(value: str, what: str) -> str:
     if "\r" in value or "\n" in value or "\x00" in value:
         raise ValueError(f"the {what} cannot contain line breaks or NUL")
@@ -271,7 +254,7 @@ class WebhookChannel(_Channel):
     @field_validator("headers")
     @classmethod
     def _headers(cls, value: dict[str, str]) -> dict[str, str]:
-        return _check_headers(value)
+        return check_headers(value)
 
 
 class SlackChannel(_Channel):
