@@ -425,9 +425,10 @@ class ActionLifecycle(CoreBase):
         action = self.state.actions.get(command_id)
         if action is None:
             return
-        for index, step in enumerate(
-            self._setup().agent.undo_steps(action.runbook, self._context(incident))
-        ):
+        steps = list(
+            enumerate(self._setup().agent.undo_steps(action.runbook, self._context(incident)))
+        )
+        for index, step in reversed(steps):  # undone in reverse order, like a stack
             if not step.target or step.target not in self._setup().owner:
                 continue  # an unknown target means do nothing, for undo too
             self._commands.append(
