@@ -55,10 +55,21 @@ class Notify:
 
 
 @dataclass(frozen=True)
+class RunCheck:
+    """Verify an action by a check of the world (a probe, a query) until `deadline`; report
+    the result as a `CheckCompleted` input."""
+
+    command_id: str
+    incident_id: str
+    check: dict[str, Any]
+    deadline: datetime
+
+
+@dataclass(frozen=True)
 class CheckOutcome:
     """Ask an actuator whether an action whose outcome was never recorded took effect."""
 
     start: StartAction
 
 
-Command = StartAction | StartUndo | ScheduleTimer | Notify | CheckOutcome
+Command = StartAction | StartUndo | ScheduleTimer | Notify | CheckOutcome | RunCheck

@@ -180,8 +180,51 @@ class Step(Model):
     timeout: Duration = timedelta(seconds=30)
 
 
+_OPS = Literal[">", ">=", "<", "<=", "==", "!="]
+
+
+class ProbeCheck(Model):
+    """Verified when a GET of `url` answers one of `expect_status`."""
+
+    url: str = Field(pattern=r"^https?://")
+    expect_status: list[int] = Field(default_factory=lambda: [200], min_length=1)
+    interval: Duration = timedelta(seconds=5)
+    timeout: Duration = timedelta(seconds=5)
+
+
+class PrometheusCheck(Model):
+    """Verified when every series of `query` compares true with `threshold` (and there is at
+    least one)."""
+
+    url: str = Field(pattern=r"^https?://")
+    query: str = Field(min_length=1)
+    op: _OPS
+    threshold: float
+    interval: Duration = timedelta(seconds=15)
+    timeout: Duration = timedelta(seconds=10)
+
+
 class Verify(Model):
+    """How an action is verified, within `signal_resolved_within`: by the incident's signals
+    resolving, or — when given — by an HTTP probe passing or a Prometheus query holding."""
+
     signal_resolved_within: Duration = timedelta(minutes=5)
+    probe: ProbeCheck | None = None
+    prometheus: PrometheusCheck | None = None
+
+    @model_validator(mode="after")
+    def _one_check(self) -> Verify:
+        if self.probe is not None and self.prometheus is not None:
+            raise ValueError("give at most one of probe and prometheus")
+        return self
+
+    def check(self) -> dict[str, Any] | None:
+        """The configured check as plain data for the shell, with its kind."""
+        if self.probe is not None:
+            return {"kind": "probe", **self.probe.model_dump(mode="json")}
+        if self.prometheus is not None:
+            return {"kind": "prometheus", **self.prometheus.model_dump(mode="json")}
+        return None
 
 
 class Runbook(Model):

@@ -283,6 +283,14 @@ class ActionOutcomeUnknown(Payload):
     reason: str
 
 
+class CheckCompleted(Payload):
+    """The shell's verification check of an action (a probe, a query) came to a result."""
+
+    command_id: str
+    ok: bool
+    detail: str = ""
+
+
 class VerificationPassed(Payload):
     command_id: str
     incident_id: str
@@ -430,6 +438,7 @@ _REGISTERED: list[tuple[type[Payload], Origin]] = [
     (UndoFinished, _I),
     (Escalated, _D),
     (Acknowledged, _I),
+    (CheckCompleted, _I),
     (NotificationSent, _I),
     (NotificationFailed, _I),
     (PolicyActivated, _I),

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from onduty.commands import CheckOutcome, Command, ScheduleTimer
+from onduty.commands import CheckOutcome, Command, RunCheck, ScheduleTimer
 from onduty.config import Config, policy_version
 from onduty.correlate.correlator import Correlator
 from onduty.events import (
@@ -27,6 +27,7 @@ from onduty.events import (
     ApprovalGranted,
     ApprovalRequested,
     AutonomyChanged,
+    CheckCompleted,
     Escalated,
     Event,
     IncidentOpened,
@@ -148,6 +149,14 @@ class Manager(IncidentLifecycle, ActionLifecycle):
                 commands.append(self._start_command(action))
             elif action.status is ActionStatus.STARTED:
                 commands.append(CheckOutcome(self._start_command(action)))
+            elif (
+                action.status is ActionStatus.VERIFYING
+                and action.verify_deadline is not None
+                and (check := self._verification_check(action)) is not None
+            ):  # the check in progress died with the process: run it again (it only reads)
+                commands.append(
+                    RunCheck(action.command_id, action.incident_id, check, action.verify_deadline)
+                )
         return commands
 
     def snapshot(self) -> dict[str, Any]:
@@ -262,6 +271,7 @@ Manager._reactions = {
     ActionFailed: Manager._on_failed,
     ActionOutcomeUnknown: Manager._on_failed,
     Tick: Manager._on_tick,
+    CheckCompleted: Manager._on_check,
     SilenceCreated: Manager._on_silence,
     SilenceExpired: Manager._on_silence,
 }

@@ -26,6 +26,7 @@ from onduty.commands import (
     CheckOutcome,
     Command,
     Notify,
+    RunCheck,
     ScheduleTimer,
     StartAction,
     StartUndo,
@@ -324,6 +325,8 @@ class Runtime:
             self._executor.undo(command)
         elif isinstance(command, CheckOutcome):
             self._executor.reconcile(command)
+        elif isinstance(command, RunCheck):
+            self._executor.verify(command, self.clock.now)
         elif isinstance(command, ScheduleTimer):
             self._arm(command)
         elif isinstance(command, Notify) and self._notifier is not None:

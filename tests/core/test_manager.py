@@ -437,3 +437,34 @@ def test_a_service_has_its_own_escalation_policy() -> None:
     driver = Driver(tiered())  # type: ignore[arg-type]
     opened = driver.signal("db-1", alertname="DiskFull")
     assert pages(opened) == [(0, ("dba",))]
+
+
+def test_a_probe_verifies_an_action_and_a_failing_one_undoes_it() -> None:
+    from onduty.commands import RunCheck
+    from onduty.events import CheckCompleted
+
+    runbook = {
+        "name": "restart-crashed-instance",
+        "when": 'signal.labels.alertname == "InstanceDown"',
+        "do": [{"action": "process.restart", "target": "{{ signal.labels.instance }}"}],
+        "verify": {
+            "signal_resolved_within": "2m",
+            "probe": {"url": "http://web.internal/health", "expect_status": [200]},
+        },
+        "undo": [{"action": "traffic.drain", "target": "{{ signal.labels.instance }}"}],
+    }
+    for ok, expected in ((True, ["VerificationPassed"]), (False, ["VerificationFailed"])):
+        driver = Driver(config(runbooks=[runbook]))
+        command = only_start(driver.signal("web-1").commands)
+        start(driver, command)
+        succeeded = driver.feed(ActionSucceeded(command_id=command.command_id))
+        checks = [c for c in succeeded.commands if isinstance(c, RunCheck)]
+        assert [c.check["url"] for c in checks] == ["http://web.internal/health"]
+        assert driver.manager.in_doubt() == checks  # re-run after a restart: it only reads
+        result = driver.feed(
+            CheckCompleted(command_id=command.command_id, ok=ok, detail="GET … answered 200")
+        )
+        assert [t for t in types(result) if t.startswith("Verification")] == expected
+        if not ok:
+            assert types(result)[-1] == "Escalated"
+            assert any(isinstance(c, StartUndo) for c in result.commands)

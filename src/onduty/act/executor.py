@@ -12,16 +12,20 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any
 
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_attempt, wait_exponential
 
 from onduty.act.base import Actuator, ActuatorRegistry, Outcome
-from onduty.commands import CheckOutcome, StartAction, StartUndo
+from onduty.act.checks import run_check
+from onduty.commands import CheckOutcome, RunCheck, StartAction, StartUndo
 from onduty.events import (
     ActionFailed,
     ActionOutcomeUnknown,
     ActionStarted,
     ActionSucceeded,
+    CheckCompleted,
     Payload,
     UndoFinished,
     UndoStarted,
@@ -35,6 +39,16 @@ RecordMany = Callable[[list[tuple[Payload, str]]], None]
 
 Spawn = Callable[[Actuator, Callable[[], None]], None]
 """Run a piece of work for an actuator: now, or on a worker."""
+
+
+class _Checks:
+    """Verification checks share one concurrency limit, like an actuator."""
+
+    idempotent = True
+    can_check = False
+
+
+_CHECKS: Any = _Checks()
 
 
 def inline(actuator: Actuator, work: Callable[[], None]) -> None:
@@ -183,6 +197,21 @@ class Executor:
                 "the process stopped while the action ran; it is not idempotent and its "
                 "outcome cannot be checked, so it is not run again",
             )
+
+    def verify(self, command: RunCheck, now: Callable[[], datetime]) -> None:
+        """Run a verification check off the core's thread; its result comes back as an input."""
+
+        def job() -> None:
+            try:
+                ok, detail = run_check(command.check, command.deadline, now)
+            except Exception as error:  # a broken check fails verification; it never crashes
+                ok, detail = False, f"the check could not run: {type(error).__name__}: {error}"
+            self._record_outcome(
+                CheckCompleted(command_id=command.command_id, ok=ok, detail=detail[:2000]),
+                command.incident_id,
+            )
+
+        self._spawn(_CHECKS, job)
 
     def undo(self, command: StartUndo) -> None:
         stream = command.incident_id

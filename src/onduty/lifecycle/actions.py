@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from onduty.commands import Notify, ScheduleTimer, StartAction, StartUndo
+from onduty.commands import Notify, RunCheck, ScheduleTimer, StartAction, StartUndo
 from onduty.config import format_duration
 from onduty.events import (
     ActionFailed,
@@ -17,6 +17,7 @@ from onduty.events import (
     ApprovalExpired,
     ApprovalGranted,
     ApprovalRequested,
+    CheckCompleted,
     Event,
     IncidentUpdated,
     PolicyEvaluated,
@@ -401,12 +402,59 @@ class ActionLifecycle(CoreBase):
                 self._propose(incident, proposal, self._context(incident))
             return
         if action.status is ActionStatus.VERIFYING and action.verify_deadline is not None:
-            if self._all_resolved(incident):
+            check = self._verification_check(action)
+            if check is None and self._all_resolved(incident):
                 self._maybe_resolve(incident)
-            else:
+                return
+            if check is not None:
                 self._commands.append(
-                    ScheduleTimer(f"verify:{action.command_id}", action.verify_deadline)
+                    RunCheck(action.command_id, incident.incident_id, check, action.verify_deadline)
                 )
+            self._commands.append(
+                ScheduleTimer(f"verify:{action.command_id}", action.verify_deadline)
+            )
+
+    def _verification_check(self, action: ActionState) -> dict[str, Any] | None:
+        runbook = self._setup().agent.runbook(action.runbook)
+        return runbook.verify.check() if runbook is not None else None
+
+    def _fail_verification(
+        self, incident: Incident, action: ActionState, reason: str, summary: str = ""
+    ) -> None:
+        """Not fixed: record it, undo the runbook's steps, hand it to humans."""
+        self._emit(
+            VerificationFailed(
+                command_id=action.command_id, incident_id=incident.incident_id, reason=reason
+            ),
+            incident.incident_id,
+        )
+        self._undo(incident, action.command_id)
+        self._escalate(
+            incident,
+            f"{action.action} on {action.target} did not fix it: {summary or reason}",
+            command_id=action.command_id,
+        )
+
+    def _on_check(self, body: CheckCompleted, prior: None) -> None:
+        """The shell's probe or query of an action's effect came back."""
+        action = self.state.actions.get(body.command_id)
+        if action is None or action.status is not ActionStatus.VERIFYING:
+            return  # already settled (the signals resolved, or the deadline passed)
+        incident = self.state.incidents.get(action.incident_id)
+        if incident is None:
+            return
+        if body.ok:
+            self._emit(
+                VerificationPassed(
+                    command_id=action.command_id,
+                    incident_id=incident.incident_id,
+                    check=body.detail or "the verification check passed",
+                ),
+                incident.incident_id,
+            )
+            self._maybe_resolve(incident)
+            return
+        self._fail_verification(incident, action, body.detail or "the verification check failed")
 
     def _on_failed(self, body: ActionFailed | ActionOutcomeUnknown, prior: None) -> None:
         incident_id = self._incident_of(body.command_id)
@@ -556,18 +604,16 @@ class ActionLifecycle(CoreBase):
             incident = self.state.incidents.get(action.incident_id)
             if incident is None:
                 continue
-            self._emit(
-                VerificationFailed(
-                    command_id=action.command_id,
-                    incident_id=incident.incident_id,
-                    reason="the incident's signals did not resolve within the verification window",
-                ),
-                incident.incident_id,
-            )
-            self._undo(incident, action.command_id)
-            self._escalate(
-                incident,
-                f"{action.action} on {action.target} did not fix it: still firing after the "
-                "verification window",
-                command_id=action.command_id,
-            )
+            if self._verification_check(action) is None:
+                self._fail_verification(
+                    incident,
+                    action,
+                    "the incident's signals did not resolve within the verification window",
+                    "still firing after the verification window",
+                )
+            else:
+                self._fail_verification(
+                    incident,
+                    action,
+                    "the verification check did not pass within the verification window",
+                )
