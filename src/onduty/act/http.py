@@ -28,7 +28,6 @@ from onduty.act.specs import (
     HttpSpec,
     OutcomeUnknown,
     Secrets,
-    SecretValues,
     effective_timeout,
     format_seconds,
     resolve_references,
@@ -41,7 +40,7 @@ from onduty.act.templates import (
     render_url,
 )
 from onduty.commands import StartAction, StartUndo
-from onduty.sense.pollers import connect_error_reason
+from onduty.sense.pollers import SecretValues, connect_error_reason
 
 _ERROR_BODY = 500
 

@@ -50,7 +50,7 @@ from onduty.act.templates import (
     json_templates,
 )
 from onduty.config import Duration, format_duration
-from onduty.sense.pollers import SecretError
+from onduty.sense.pollers import SecretError, SecretValues
 
 __all__ = [
     "ActuatorConfigError",
@@ -161,29 +161,6 @@ class Secrets:
 
     def __reduce__(self) -> Any:
         raise TypeError("secrets cannot be pickled")
-
-
-class SecretValues:
-    """Named values with their references resolved. Only `as_dict` gives the values."""
-
-    __slots__ = ("_values",)
-
-    def __init__(self, values: Mapping[str, str]) -> None:
-        self._values = dict(values)
-
-    def as_dict(self) -> dict[str, str]:
-        return dict(self._values)
-
-    def names(self) -> list[str]:
-        return sorted(self._values)
-
-    def __repr__(self) -> str:
-        return f"SecretValues({self.names()!r}, values redacted)"
-
-    __str__ = __repr__
-
-    def __reduce__(self) -> Any:
-        raise TypeError("resolved values hold secrets and cannot be pickled")
 
 
 def resolve_references(

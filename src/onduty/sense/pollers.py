@@ -192,9 +192,9 @@ def connect_error_reason(error: BaseException) -> str:
 # --------------------------------------------------------------------------- secrets
 
 
-class ResolvedHeaders:
-    """Request headers with their secrets resolved. Only `as_dict` gives the values; `repr` and
-    `str` name the headers and nothing else."""
+class SecretValues:
+    """Named values with their secret references resolved. Only `as_dict` gives the values;
+    `repr` and `str` name the entries and nothing else."""
 
     __slots__ = ("_values",)
 
@@ -208,12 +208,18 @@ class ResolvedHeaders:
         return sorted(self._values)
 
     def __repr__(self) -> str:
-        return f"ResolvedHeaders({self.names()!r}, values redacted)"
+        return f"{type(self).__name__}({self.names()!r}, values redacted)"
 
     __str__ = __repr__
 
     def __reduce__(self) -> Any:  # never pickled, copied into a log, or sent elsewhere
-        raise TypeError("resolved headers hold secrets and cannot be pickled")
+        raise TypeError("resolved values hold secrets and cannot be pickled")
+
+
+class ResolvedHeaders(SecretValues):
+    """Request headers with their secrets resolved."""
+
+    __slots__ = ()
 
 
 def resolve_headers(
