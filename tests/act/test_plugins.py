@@ -20,8 +20,9 @@ from onduty.act.plugins import (
     entry_point_kinds,
 )
 from onduty.act.shell import ShellActuator
-from onduty.act.specs import ActuatorConfigError, SecretError, parse_actuators
+from onduty.act.specs import ActuatorConfigError, parse_actuators
 from onduty.act.supervisor import SupervisorActuator
+from onduty.secrets import SecretError
 from tests.act.helpers import action
 
 PLUGIN = """

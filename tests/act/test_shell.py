@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from onduty.act.shell import ShellActuator
-from onduty.act.specs import OutcomeUnknown, SecretError, ShellSpec
+from onduty.act.specs import OutcomeUnknown, ShellSpec
+from onduty.secrets import SecretError
 from tests.act.helpers import action, live_members, process_state
 
 PYTHON = sys.executable

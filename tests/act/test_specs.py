@@ -16,7 +16,6 @@ from onduty.act.specs import (
     ShellSpec,
     SupervisorSpec,
     parse_actuators,
-    resolve_references,
 )
 from onduty.act.templates import (
     TemplateError,
@@ -27,6 +26,7 @@ from onduty.act.templates import (
     render_regex,
     render_url,
 )
+from onduty.secrets import resolve_references
 from tests.act.helpers import action
 
 VALID: list[dict[str, Any]] = [

@@ -9,10 +9,10 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from onduty.secrets import SecretError
 from onduty.sense.pollers import (
     HttpProbe,
     PrometheusQuery,
-    SecretError,
     parse_sources,
     resolve_headers,
 )

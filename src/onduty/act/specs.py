@@ -23,9 +23,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Mapping
 from datetime import timedelta
-from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -50,7 +49,13 @@ from onduty.act.templates import (
     json_templates,
 )
 from onduty.config import Duration, format_duration
-from onduty.sense.pollers import SecretError, SecretValues
+from onduty.secrets import (
+    SecretError,
+    Secrets,
+    check_headers,
+    references,
+    resolve_references,
+)
 
 __all__ = [
     "ActuatorConfigError",
@@ -83,6 +88,9 @@ class OutcomeUnknown(Exception):
     action's outcome as unknown and escalates; it must not run the action again."""
 
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
 class ActuatorConfigError(ValueError):
     """An `actuators:` list that cannot be used; `problems` name each field and the reason,
     e.g. `actuators[2].allow[0]: must be an absolute path`."""
@@ -107,111 +115,6 @@ def format_seconds(seconds: float) -> str:
 
 
 # --------------------------------------------------------------------------- secrets
-
-_REFERENCE = re.compile(r"\$\{([^}]*)\}")
-_ENV_REFERENCE = re.compile(r"^ENV:([A-Za-z_][A-Za-z0-9_]*)$")
-_FILE_REFERENCE = re.compile(r"^FILE:(/.*)$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-_SENSITIVE_WORDS = ("authorization", "cookie", "token", "secret", "password", "key")
-
-
-def references(value: str, where: str) -> list[str]:
-    """The `${...}` references in a value, each checked to be `ENV:NAME` or `FILE:/path`."""
-    found = _REFERENCE.findall(value)
-    for reference in found:
-        if not (_ENV_REFERENCE.match(reference) or _FILE_REFERENCE.match(reference)):
-            raise ValueError(
-                f"{where}: unknown reference ${{{reference}}}; "
-                "expected ${ENV:NAME} or ${FILE:/absolute/path}"
-            )
-    return found
-
-
-class Secrets:
-    """Resolved secret values. `redact` replaces each of them with `[redacted]`; `repr`,
-    `str` and pickling reveal nothing."""
-
-    __slots__ = ("_values",)
-
-    def __init__(self, values: Iterable[str] = ()) -> None:
-        self._values = tuple(sorted({v for v in values if v}, key=len, reverse=True))
-
-    def __bool__(self) -> bool:
-        return bool(self._values)
-
-    def __or__(self, other: Secrets) -> Secrets:
-        return Secrets((*self._values, *other._values))
-
-    @property
-    def longest(self) -> int:
-        """The length in UTF-8 bytes of the longest secret (0 when there is none)."""
-        return max((len(value.encode()) for value in self._values), default=0)
-
-    def redact(self, text: str) -> str:
-        for value in self._values:
-            if value in text:
-                text = text.replace(value, "[redacted]")
-        return text
-
-    def __repr__(self) -> str:
-        return f"Secrets({len(self._values)} values, redacted)"
-
-    __str__ = __repr__
-
-    def __reduce__(self) -> Any:
-        raise TypeError("secrets cannot be pickled")
-
-
-def resolve_references(
-    values: Mapping[str, str], *, what: str, env: Mapping[str, str] | None = None
-) -> tuple[SecretValues, Secrets]:
-    """Replace every `${ENV:NAME}` and `${FILE:/path}` in `values`.
-
-    Returns the resolved values and the secrets among them (every substituted text, and every
-    whole value that held a reference). A file's trailing line break is dropped. Errors name
-    the entry and the reference, never a value."""
-    environment = os.environ if env is None else env
-    resolved: dict[str, str] = {}
-    secrets: list[str] = []
-    for name, template in values.items():
-
-        def substitute(match: re.Match[str], entry: str = name) -> str:
-            reference = match.group(1)
-            env_match = _ENV_REFERENCE.match(reference)
-            if env_match:
-                variable = env_match.group(1)
-                if variable not in environment:
-                    raise SecretError(
-                        f"{what} {entry!r}: environment variable {variable} is not set"
-                    )
-                secrets.append(environment[variable])
-                return environment[variable]
-            file_match = _FILE_REFERENCE.match(reference)
-            if file_match:
-                path = file_match.group(1)
-                try:
-                    text = Path(path).read_text(encoding="utf-8")
-                except OSError as error:
-                    raise SecretError(
-                        f"{what} {entry!r}: cannot read secret file {path}: "
-                        f"{error.strerror or type(error).__name__}"
-                    ) from None
-                except UnicodeDecodeError:
-                    raise SecretError(
-                        f"{what} {entry!r}: secret file {path} is not UTF-8 text"
-                    ) from None
-                value = text.removesuffix("\n").removesuffix("\r")
-                secrets.append(value)
-                return value
-            raise SecretError(f"{what} {entry!r}: unknown reference ${{{reference}}}")
-
-        value = _REFERENCE.sub(substitute, template)
-        if value != template:
-            secrets.append(value)
-        resolved[name] = value
-    return SecretValues(resolved), Secrets(secrets)
-
 
 # --------------------------------------------------------------------------- shared checks
 
@@ -257,22 +160,6 @@ def _check_url_template(value: str, variables: frozenset[str]) -> str:
     if "#" in value:
         raise ValueError("a URL template cannot have a fragment")
     return value
-
-
-def check_headers(headers: dict[str, str]) -> dict[str, str]:
-    """Valid header names, no line breaks, and credentials only as secret references."""
-    for name, value in headers.items():
-        if not _HEADER_NAME.match(name):
-            raise ValueError(f"{name!r} is not a valid HTTP header name")
-        if "\r" in value or "\n" in value or "\x00" in value:
-            raise ValueError(f"header {name!r}: a value cannot contain line breaks or NUL")
-        found = references(value, f"header {name!r}")
-        if any(word in name.lower() for word in _SENSITIVE_WORDS) and not found:
-            raise ValueError(
-                f"header {name!r} carries a credential: reference it as ${{ENV:NAME}} or "
-                "${FILE:/path} instead of writing it in the configuration"
-            )
-    return headers
 
 
 def _template(value: str, variables: frozenset[str], where: str) -> str:

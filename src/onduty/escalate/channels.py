@@ -36,9 +36,9 @@ from pydantic import (
     model_validator,
 )
 
-from onduty.act.specs import check_headers, references
 from onduty.commands import Notify
 from onduty.config import Duration
+from onduty.secrets import check_headers, references
 
 __all__ = [
     "DEFAULT_PAGERDUTY_URL",

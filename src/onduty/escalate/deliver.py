@@ -46,7 +46,6 @@ from tenacity import (
 )
 
 from onduty.act.executor import WorkerPool
-from onduty.act.specs import Secrets
 from onduty.commands import Notify
 from onduty.escalate.channels import (
     AnyChannel,
@@ -61,6 +60,7 @@ from onduty.escalate.pagerduty import PagerDutySender
 from onduty.escalate.slack import SlackSender
 from onduty.escalate.webhook import WebhookSender
 from onduty.events import NotificationFailed, NotificationSent, Payload, to_json
+from onduty.secrets import Secrets
 
 logger = logging.getLogger(__name__)
 

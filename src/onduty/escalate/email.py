@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 
-from onduty.act.specs import resolve_references
 from onduty.commands import Notify
 from onduty.config import format_duration
 from onduty.escalate.channels import (
@@ -35,6 +34,7 @@ from onduty.escalate.channels import (
     kind_word,
     title_of,
 )
+from onduty.secrets import resolve_references
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,6 @@ from typing import Any
 
 import httpx
 
-from onduty.act.specs import resolve_references
 from onduty.commands import Notify
 from onduty.escalate.channels import (
     PagerDutyChannel,
@@ -32,6 +31,7 @@ from onduty.escalate.channels import (
     url_for_display,
 )
 from onduty.escalate.webhook import post_json
+from onduty.secrets import resolve_references
 
 _SUMMARY_LIMIT = 1024
 _KEY_LIMIT = 255

@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx
 
-from onduty.act.specs import Secrets, resolve_references
 from onduty.commands import Notify
 from onduty.escalate.channels import (
     SlackChannel,
@@ -27,6 +26,7 @@ from onduty.escalate.channels import (
     title_of,
 )
 from onduty.escalate.webhook import post_json
+from onduty.secrets import Secrets, resolve_references
 
 _HEADER_LIMIT = 150
 _SECTION_LIMIT = 3000

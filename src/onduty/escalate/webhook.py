@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import orjson
 
-from onduty.act.specs import Secrets, format_seconds, resolve_references
+from onduty.act.specs import format_seconds
 from onduty.commands import Notify
 from onduty.escalate.channels import (
     DeliveryError,
@@ -33,6 +33,7 @@ from onduty.escalate.channels import (
     title_of,
     url_for_display,
 )
+from onduty.secrets import Secrets, resolve_references
 from onduty.sense.pollers import connect_error_reason
 
 _MAX_ANSWER = 4096

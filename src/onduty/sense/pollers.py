@@ -26,11 +26,9 @@ import hashlib
 import inspect
 import logging
 import math
-import os
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 from urllib.parse import urlsplit
 
@@ -46,6 +44,7 @@ from pydantic import (
 
 from onduty.config import Duration, format_duration
 from onduty.events import Signal, to_json
+from onduty.secrets import SecretError, SecretValues, check_headers, resolve_references
 
 if TYPE_CHECKING:
     import httpx
@@ -67,11 +66,6 @@ class PollError(Exception):
     nor like a failing one. The caller logs it; the source's state is left as it was."""
 
 
-class SecretError(ValueError):
-    """A secret reference could not be resolved. The message names the reference, never a
-    value."""
-
-
 # --------------------------------------------------------------------------- helpers
 
 
@@ -82,18 +76,6 @@ def fingerprint(labels: Mapping[str, str]) -> str:
 
 
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-_REFERENCE = re.compile(r"\$\{([^}]*)\}")
-_ENV_REFERENCE = re.compile(r"^ENV:([A-Za-z_][A-Za-z0-9_]*)$")
-_FILE_REFERENCE = re.compile(r"^FILE:(/.*)$")
-# Headers that carry credentials: their value must come from a reference, because the
-# configuration itself is recorded in the event log.
-_SENSITIVE_HEADER_WORDS = ("authorization", "cookie", "token", "secret", "password", "key")
-
-
-def _is_sensitive_header(name: str) -> bool:
-    lowered = name.lower()
-    return any(word in lowered for word in _SENSITIVE_HEADER_WORDS)
 
 
 def _check_labels(labels: dict[str, str], reserved: Iterable[str]) -> dict[str, str]:
@@ -124,27 +106,6 @@ def _check_url(value: str) -> str:
     except ValueError as error:
         raise ValueError(f"the URL {value!r} has an invalid port: {error}") from None
     return value
-
-
-def _check_headers(headers: dict[str, str]) -> dict[str, str]:
-    for name, value in headers.items():
-        if not _HEADER_NAME.match(name):
-            raise ValueError(f"{name!r} is not a valid HTTP header name")
-        if "\r" in value or "\n" in value:
-            raise ValueError(f"header {name!r}: a value cannot contain line breaks")
-        references = _REFERENCE.findall(value)
-        for reference in references:
-            if not (_ENV_REFERENCE.match(reference) or _FILE_REFERENCE.match(reference)):
-                raise ValueError(
-                    f"header {name!r}: unknown reference ${{{reference}}}; "
-                    "expected ${ENV:NAME} or ${FILE:/absolute/path}"
-                )
-        if _is_sensitive_header(name) and not references:
-            raise ValueError(
-                f"header {name!r} carries a credential: reference it as ${{ENV:NAME}} or "
-                "${FILE:/path} instead of writing it in the configuration"
-            )
-    return headers
 
 
 def _parse_status_class(value: Any) -> Any:
@@ -192,30 +153,6 @@ def connect_error_reason(error: BaseException) -> str:
 # --------------------------------------------------------------------------- secrets
 
 
-class SecretValues:
-    """Named values with their secret references resolved. Only `as_dict` gives the values;
-    `repr` and `str` name the entries and nothing else."""
-
-    __slots__ = ("_values",)
-
-    def __init__(self, values: Mapping[str, str]) -> None:
-        self._values = dict(values)
-
-    def as_dict(self) -> dict[str, str]:
-        return dict(self._values)
-
-    def names(self) -> list[str]:
-        return sorted(self._values)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.names()!r}, values redacted)"
-
-    __str__ = __repr__
-
-    def __reduce__(self) -> Any:  # never pickled, copied into a log, or sent elsewhere
-        raise TypeError("resolved values hold secrets and cannot be pickled")
-
-
 class ResolvedHeaders(SecretValues):
     """Request headers with their secrets resolved."""
 
@@ -225,45 +162,13 @@ class ResolvedHeaders(SecretValues):
 def resolve_headers(
     headers: Mapping[str, str], *, env: Mapping[str, str] | None = None
 ) -> ResolvedHeaders:
-    """Replace every `${ENV:NAME}` and `${FILE:/path}` in the header values.
-
-    A file's trailing line break is dropped (the way secrets are usually written to files).
-    Errors name the header and the reference, never a value."""
-    environment = os.environ if env is None else env
-    resolved: dict[str, str] = {}
-    for name, template in headers.items():
-
-        def substitute(match: re.Match[str], header: str = name) -> str:
-            reference = match.group(1)
-            env_match = _ENV_REFERENCE.match(reference)
-            if env_match:
-                variable = env_match.group(1)
-                if variable not in environment:
-                    raise SecretError(
-                        f"header {header!r}: environment variable {variable} is not set"
-                    )
-                return environment[variable]
-            file_match = _FILE_REFERENCE.match(reference)
-            if file_match:
-                path = file_match.group(1)
-                try:
-                    text = Path(path).read_text(encoding="utf-8")
-                except OSError as error:
-                    raise SecretError(
-                        f"header {header!r}: cannot read secret file {path}: "
-                        f"{error.strerror or type(error).__name__}"
-                    ) from None
-                except UnicodeDecodeError:
-                    raise SecretError(
-                        f"header {header!r}: secret file {path} is not UTF-8 text"
-                    ) from None
-                return text.removesuffix("\n").removesuffix("\r")
-            raise SecretError(f"header {header!r}: unknown reference ${{{reference}}}")
-
-        value = _REFERENCE.sub(substitute, template)
-        if "\r" in value or "\n" in value:
+    """Replace every `${ENV:NAME}` and `${FILE:/path}` in the header values. Errors name the
+    header and the reference, never a value."""
+    values, _ = resolve_references(headers, what="header", env=env)
+    resolved = values.as_dict()
+    for name, value in resolved.items():
+        if "\r" in value or "\n" in value:  # a secret must not smuggle in another header
             raise SecretError(f"header {name!r}: the resolved value contains a line break")
-        resolved[name] = value
     return ResolvedHeaders(resolved)
 
 
@@ -298,7 +203,7 @@ class _SourceModel(BaseModel):
     @field_validator("headers")
     @classmethod
     def _headers(cls, value: dict[str, str]) -> dict[str, str]:
-        return _check_headers(value)
+        return check_headers(value)
 
     @model_validator(mode="after")
     def _timing(self) -> _SourceModel:
