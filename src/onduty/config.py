@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from enum import IntEnum
@@ -546,33 +547,45 @@ class ConfigError(ValueError):
         super().__init__(f"{source}: " + "; ".join(problems))
 
 
-def _location(loc: tuple[int | str, ...]) -> str:
-    text = ""
+def _path(prefix: str, loc: tuple[int | str, ...]) -> str:
+    """`services[0].autonomy`: where in the document a problem is, under `prefix`."""
+    text = prefix
     for part in loc:
         if isinstance(part, int):
             text += f"[{part}]"
-        elif part in {"function-after[_cross_checks()]"} or part.startswith("function-"):
-            continue
-        else:
-            text += f".{part}" if text else str(part)
+        elif not part.startswith("function-"):  # validator frames, not fields
+            text += f".{part}" if text else part
     return text or "(top level)"
 
 
-def describe_validation_error(error: ValidationError) -> list[str]:
+def describe_validation_error(
+    error: ValidationError,
+    *,
+    prefix: str = "",
+    tags: Collection[str] = (),
+    aliases: Mapping[str, str] | None = None,
+) -> list[str]:
+    """One line per problem, naming the field and the reason. `prefix` places the document
+    (`actuators[2]`); `tags` are a discriminated union's tags, which are not fields; `aliases`
+    spell fields as the document does (`from_` → `from`)."""
+    renames = aliases or {}
     problems: list[str] = []
     for item in error.errors(include_url=False):
+        loc = tuple(item["loc"])
+        if loc and loc[0] in tags:
+            loc = loc[1:]
+        loc = tuple(renames.get(part, part) if isinstance(part, str) else part for part in loc)
         cause = item.get("ctx", {}).get("error")
         if isinstance(cause, _FieldProblems):
-            prefix = _location(tuple(item["loc"])) + "." if item["loc"] else ""
-            problems.extend(prefix + problem for problem in cause.problems)
+            where = _path(prefix, loc) + "." if loc or prefix else ""
+            problems.extend(where + problem for problem in cause.problems)
             continue
         message = item["msg"].removeprefix("Value error, ")
-        where = _location(tuple(item["loc"]))
         if item["type"] == "extra_forbidden":
             message = "unknown field (check its spelling and indentation)"
         elif item["type"] == "missing":
             message = "required field is missing"
-        problems.append(f"{where}: {message}")
+        problems.append(f"{_path(prefix, loc)}: {message}")
     return problems
 
 

@@ -48,7 +48,7 @@ from onduty.act.templates import (
     is_constant,
     json_templates,
 )
-from onduty.config import Duration, format_duration
+from onduty.config import Duration, describe_validation_error, format_duration
 from onduty.secrets import (
     SecretError,
     Secrets,
@@ -470,33 +470,6 @@ AnyActuatorSpec = BuiltinSpec | PluginSpec
 _SPEC: TypeAdapter[BuiltinSpec] = TypeAdapter(ActuatorSpec)
 
 
-def _location(loc: tuple[int | str, ...]) -> str:
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        elif part.startswith("function-"):
-            continue
-        else:
-            text += f".{part}"
-    return text
-
-
-def _describe(error: ValidationError, prefix: str, *, skip_tag: bool) -> list[str]:
-    problems = []
-    for item in error.errors(include_url=False):
-        loc = tuple(item["loc"])
-        if skip_tag and loc and loc[0] in BUILTIN_KIND_NAMES:
-            loc = loc[1:]
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            message = "unknown field (check its spelling and indentation)"
-        elif item["type"] == "missing":
-            message = "required field is missing"
-        problems.append(f"{prefix}{_location(loc)}: {message}")
-    return problems
-
-
 def parse_actuators(
     raw: Any, *, plugin_kinds: Collection[str] | None = None
 ) -> list[AnyActuatorSpec]:
@@ -538,7 +511,13 @@ def parse_actuators(
                 )
                 continue
         except ValidationError as error:
-            problems.extend(_describe(error, prefix, skip_tag=kind in BUILTIN_KIND_NAMES))
+            problems.extend(
+                describe_validation_error(
+                    error,
+                    prefix=prefix,
+                    tags=BUILTIN_KIND_NAMES if kind in BUILTIN_KIND_NAMES else (),
+                )
+            )
             continue
         if spec.action in actions:
             problems.append(

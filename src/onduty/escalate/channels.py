@@ -37,7 +37,7 @@ from pydantic import (
 )
 
 from onduty.commands import Notify
-from onduty.config import Duration
+from onduty.config import Duration, describe_validation_error
 from onduty.secrets import check_headers, references
 
 __all__ = [
@@ -378,34 +378,6 @@ _SPEC: TypeAdapter[AnyChannel] = TypeAdapter(ChannelSpec)
 # --------------------------------------------------------------------------- parsing
 
 
-def _location(loc: tuple[int | str, ...]) -> str:
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        elif part.startswith("function-"):
-            continue
-        else:
-            text += f".{part}"
-    return text
-
-
-def _describe(error: ValidationError, prefix: str) -> list[str]:
-    problems = []
-    for item in error.errors(include_url=False):
-        loc = tuple(item["loc"])
-        if loc and loc[0] in KINDS:
-            loc = loc[1:]  # the discriminator's tag
-        loc = tuple("from" if part == "from_" else part for part in loc)
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            message = "unknown field (check its spelling and indentation)"
-        elif item["type"] == "missing":
-            message = "required field is missing"
-        problems.append(f"{prefix}{_location(loc)}: {message}")
-    return problems
-
-
 def parse_channels(raw: Any) -> list[ChannelSpec]:
     """Validate a `channels:` list. Raises `ChannelConfigError` (a `ValueError`) naming every
     bad field (`channels[1].url: ...`); two channels with one name are an error."""
@@ -432,7 +404,11 @@ def parse_channels(raw: Any) -> list[ChannelSpec]:
         try:
             spec = _SPEC.validate_python(dict(item))
         except ValidationError as error:
-            problems.extend(_describe(error, prefix))
+            problems.extend(
+                describe_validation_error(
+                    error, prefix=prefix, tags=KINDS, aliases={"from_": "from"}
+                )
+            )
             continue
         if spec.name in names:
             problems.append(
