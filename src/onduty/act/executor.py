@@ -145,30 +145,6 @@ class Executor:
     def _job(self, actuator: Actuator, command: StartAction) -> Callable[[], None]:
         return lambda: self._report(command, self._run(actuator, command))
 
-    def start(self, command: StartAction) -> None:
-        actuator = self._actuators.find(command.action)
-        stream = command.incident_id
-        if actuator is None:
-            # Nothing was started, so nothing can have happened: record the failure directly.
-            self._record(
-                ActionFailed(
-                    command_id=command.command_id,
-                    error=f"no actuator is configured for action {command.action!r}",
-                ),
-                stream,
-            )
-            return
-        self._record(
-            ActionStarted(
-                command_id=command.command_id,
-                incident_id=command.incident_id,
-                action=command.action,
-                target=command.target,
-            ),
-            stream,
-        )
-        self._spawn(actuator, lambda: self._report(command, self._run(actuator, command)))
-
     def reconcile(self, command: CheckOutcome) -> None:
         """Settle an action that was started before a crash but has no recorded outcome."""
         start = command.start
