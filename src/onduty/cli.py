@@ -75,10 +75,6 @@ def existing_log(url: str) -> Iterator[EventLog]:
         log.close()
 
 
-def load_checked_config(path: Path) -> Any:
-    return load_config(path)
-
-
 # ---------------------------------------------------------------------------- config
 
 
@@ -87,7 +83,7 @@ def config_check(
     file: Annotated[Path, typer.Argument(help="The configuration to validate.")],
 ) -> None:
     """Validate a configuration: exit 0 when valid, 2 with every problem named when not."""
-    config = load_checked_config(file)
+    config = load_config(file)
     out.print(
         f"[green]valid[/]: {file} — {len(config.services)} services, {len(config.runbooks)} "
         f"runbooks, {len(config.policy.guardrails)} guardrails; policy version {config.version}"
@@ -124,7 +120,7 @@ def replay(
     With -c, a backtest: the decisions the new configuration would have made differently."""
     from onduty.replay import replay as run_replay
 
-    candidate = load_checked_config(config) if config else None
+    candidate = load_config(config) if config else None
     with existing_log(store) as log:
         total = log.head()[0]
         with _progress("replaying", total=total) as advance:
@@ -339,12 +335,12 @@ def serve(
         from onduty.sim.scenario import load_builtin_config, load_scenario
 
         scenario = load_scenario(sim)
-        settings = load_checked_config(config) if config else load_builtin_config(scenario.name)
+        settings = load_config(config) if config else load_builtin_config(scenario.name)
         if speed <= 0:
             raise UsageProblem("--speed must be positive")
         simulation = LiveSimulation(settings, scenario, speed)
     else:
-        settings = load_checked_config(config) if config else Config()
+        settings = load_config(config) if config else Config()
     try:
         access = Access.from_raw(settings.access)
     except AccessError as error:
@@ -649,7 +645,7 @@ def policy_reload(url: UrlOption = "http://127.0.0.1:8765", token: TokenOption =
 
 
 def _candidate(file: Path, mode: str, selector: str | None, url: str, token: str | None) -> None:
-    config = load_checked_config(file)
+    config = load_config(file)
     result = _call(
         "POST",
         url,
