@@ -109,5 +109,7 @@ def test_a_failing_probe_undoes_and_escalates(tmp_path: Path, service_url: str) 
     assert kinds.index("VerificationFailed") < kinds.index("Escalated")
     assert "UndoFinished" in kinds
     failed = next(e for e in events if e["type"] == "VerificationFailed")
+    # the shell's last probe and the core's own deadline close the window together: either may
+    # be the one that records the failure, and both say why
     assert "answered 503" in failed["data"]["reason"] or "did not pass" in failed["data"]["reason"]
     assert Service.undone == 1
