@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 import time
@@ -12,11 +13,12 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from onduty.config import ConfigError, load_config
-from onduty.log import EventLog, open_log
+from onduty.log import EventLog, StoreError, open_log
 from onduty.policy_cli import policy_app
 
 app = typer.Typer(
@@ -82,8 +84,21 @@ def existing_log(url: str) -> Iterator[EventLog]:
 def config_check(
     file: Annotated[Path, typer.Argument(help="The configuration to validate.")],
 ) -> None:
-    """Validate a configuration: exit 0 when valid, 2 with every problem named when not."""
-    config = load_config(file)
+    """Validate a configuration: exit 0 when valid, 2 with every problem named when not.
+    Secret references that cannot be resolved here and now are warnings: the machine that
+    runs onduty may well have them."""
+    from onduty.secrets import unresolved_references
+
+    try:
+        config = load_config(file)
+    except ConfigError as error:
+        err.print(f"[bold red]invalid configuration[/] {escape(error.source)}:", soft_wrap=True)
+        for problem in error.problems:
+            err.print(f"  - {escape(problem)}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    sections = {name: getattr(config, name) for name in ("sources", "actuators", "channels")}
+    for warning in unresolved_references(sections):
+        err.print(f"[yellow]warning[/]: {escape(warning)}", soft_wrap=True)
     out.print(
         f"[green]valid[/]: {file} — {len(config.services)} services, {len(config.runbooks)} "
         f"runbooks, {len(config.policy.guardrails)} guardrails; policy version {config.version}"
@@ -95,15 +110,28 @@ def config_check(
 
 @audit_app.command("verify")
 def audit_verify(store: StoreOption = "onduty.db") -> None:
-    """Check the hash chain: exit 0 intact, 1 broken (naming the first bad sequence number)."""
+    """Check the hash chain and the stored snapshots: exit 0 intact, 1 broken (naming the first
+    bad sequence number, or each snapshot that is not bound to the chain and why)."""
+    from onduty.log import verify_snapshots
+
     with existing_log(store) as log:
         seq, _ = log.head()
         with _progress("verifying", total=seq) as advance:
             broken = log.verify(progress=lambda done, total: advance(done))
+        snapshots = log.snapshots()
+        problems = verify_snapshots(log)
     if broken is not None:
         err.print(f"[bold red]chain broken[/] at seq {broken.seq}: {broken.reason}")
+    for problem in problems:
+        err.print(
+            f"[bold red]snapshot at seq {problem.seq} is bad[/]: {escape(problem.reason)}; "
+            "onduty discards it at start-up and folds the log instead",
+            soft_wrap=True,
+        )
+    if broken is not None or problems:
         raise typer.Exit(1)
-    out.print(f"[green]chain intact[/]: {seq} events verified")
+    kept = f"; {len(snapshots)} snapshots bound to it" if snapshots else ""
+    out.print(f"[green]chain intact[/]: {seq} events verified{kept}")
 
 
 # ---------------------------------------------------------------------------- replay
@@ -315,19 +343,34 @@ def serve(
     speed: Annotated[
         float, typer.Option(help="With --sim: how much faster than real time the scenario runs.")
     ] = 30.0,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            metavar="NAME",
+            help="A host name clients reach this server by (repeatable; `*.example.com` for a "
+            "domain), besides localhost, IP addresses, --host and server.allowed_hosts. "
+            "Requests naming any other host are refused (against DNS rebinding).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the manager with its HTTP API and web console. SIGTERM stops accepting, drains,
     flushes, exits 0.
 
     Without access tokens in the configuration it only listens on loopback."""
+    import math
+
     import uvicorn
+    from pydantic import ValidationError
 
     from onduty.api import build_app
     from onduty.api.auth import Access, AccessError
+    from onduty.api.front import HostNames
     from onduty.api.server import DrainingServer
-    from onduty.config import Config
+    from onduty.config import Config, ServerSettings, describe_validation_error
     from onduty.obs import configure_logging
-    from onduty.service import Service, logger
+    from onduty.service import Service, StartupError, logger
 
     simulation = None
     if sim is not None:
@@ -344,8 +387,7 @@ def serve(
     try:
         access = Access.from_raw(settings.access)
     except AccessError as error:
-        problems = "".join(f"\n  - {problem}" for problem in error.problems)
-        raise UsageProblem(f"the access credentials cannot be used:{problems}") from None
+        raise UsageProblem("; ".join(error.problems)) from None
     public = host not in LOOPBACK and not host.startswith("127.")
     if public and not access.enabled:
         raise UsageProblem(
@@ -353,6 +395,14 @@ def serve(
             "listens on loopback (127.0.0.1 or ::1)"
         )
     _check_tls(tls_cert, tls_key)
+    front = settings.server
+    try:
+        names = ServerSettings(allowed_hosts=allowed_host or []).allowed_hosts
+    except ValidationError as error:
+        problems = describe_validation_error(error, aliases={"allowed_hosts": "--allowed-host"})
+        raise UsageProblem("; ".join(problems)) from None
+    hosts = HostNames([*front.allowed_hosts, *names], bind=host)
+    listener = _listen(host, port)
     service = Service(
         settings,
         store or settings.store,
@@ -363,9 +413,14 @@ def serve(
         actuators=simulation.actuators if simulation else None,
         clock=simulation.clock if simulation else None,
     )
+    configure_logging(log_level)
+    try:
+        service.prepare()  # secrets, the store, the actuators, the state: before listening
+    except StartupError as error:
+        listener.close()
+        raise UsageProblem(str(error)) from None
     if simulation is not None:
         _feed_simulation(service, simulation)
-    configure_logging(log_level)
     if access.enabled:
         logger.info("access control on: %s", access.describe())
     if public and tls_cert is None:
@@ -373,20 +428,52 @@ def serve(
     server = DrainingServer(
         on_hangup=service.reload,
         config=uvicorn.Config(
-            build_app(service),
+            build_app(service, hosts=hosts),
             host=host,
             port=port,
             log_level=log_level,
             access_log=False,
             lifespan="on",
-            timeout_graceful_shutdown=30,
+            timeout_graceful_shutdown=math.ceil(front.shutdown_timeout.total_seconds()),
+            # X-Forwarded-For / -Proto only from the configured proxies (uvicorn would
+            # otherwise believe them from any loopback peer)
+            proxy_headers=bool(front.trusted_proxies),
+            forwarded_allow_ips=list(front.trusted_proxies),
             ssl_certfile=str(tls_cert) if tls_cert else None,
             ssl_keyfile=str(tls_key) if tls_key else None,
         ),
+        shutdown_timeout=front.shutdown_timeout.total_seconds(),
     )
-    server.run()
+    try:
+        server.run(sockets=[listener])
+    finally:
+        listener.close()
+        if not server.started:
+            service.stop()  # never served: close what start-up opened
     if not server.started:
         raise typer.Exit(1)
+
+
+def _listen(host: str, port: int) -> Any:
+    """The listening socket, bound before anything else starts, so that a port in use (or an
+    address this machine does not have) is one line and exit 2, with nothing recorded yet."""
+    import socket
+
+    if not 0 <= port <= 65535:
+        raise UsageProblem(f"--port {port}: not a port number (0 to 65535)")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        reason = error.strerror or str(error)
+        if error.errno == errno.EADDRINUSE:
+            reason = "the address is already in use (is another onduty running?)"
+        raise UsageProblem(f"cannot listen on {host}:{port}: {reason}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def _feed_simulation(service: Any, simulation: Any) -> None:
@@ -451,7 +538,9 @@ TokenOption = Annotated[
 def _call(method: str, url: str, path: str, body: Any = None, token: str | None = None) -> Any:
     import httpx
 
-    headers = {"Authorization": f"Bearer {token.strip()}"} if token and token.strip() else None
+    headers = {"Authorization": f"Bearer {token.strip()}"} if token and token.strip() else {}
+    if method == "POST":
+        headers["Content-Type"] = "application/json"  # the API takes no other, body or not
     try:
         response = httpx.request(
             method, url.rstrip("/") + path, json=body, headers=headers, timeout=10
@@ -465,7 +554,8 @@ def _call(method: str, url: str, path: str, body: Any = None, token: str | None 
         except ValueError:
             reason = response.text
         if response.status_code == 401:
-            hint = "the token was not accepted" if headers else "pass --token or set ONDUTY_TOKEN"
+            sent = "Authorization" in headers
+            hint = "the token was not accepted" if sent else "pass --token or set ONDUTY_TOKEN"
             reason = f"{reason} ({hint})"
         elif response.status_code == 429 and "Retry-After" in response.headers:
             reason = f"{reason} (retry after {response.headers['Retry-After']}s)"
@@ -537,9 +627,12 @@ def approve(
     url: UrlOption = "http://127.0.0.1:8765",
     token: TokenOption = None,
 ) -> None:
-    """Approve a pending action."""
-    _call("POST", url, f"/api/v1/approvals/{approval_id}/approve", {"comment": comment}, token)
-    out.print(f"[green]approved[/] {approval_id}")
+    """Approve a pending action. Where several people must approve (the two-person rule), it
+    says how many have and who: "1 of 2: approved by alice, waiting for another approver"."""
+    result = _call(
+        "POST", url, f"/api/v1/approvals/{approval_id}/approve", {"comment": comment}, token
+    )
+    _print_answer("approved", "green", approval_id, result)
 
 
 @app.command()
@@ -550,8 +643,39 @@ def deny(
     token: TokenOption = None,
 ) -> None:
     """Deny a pending action (the incident goes to a human)."""
-    _call("POST", url, f"/api/v1/approvals/{approval_id}/deny", {"comment": comment}, token)
-    out.print(f"[yellow]denied[/] {approval_id}")
+    result = _call(
+        "POST", url, f"/api/v1/approvals/{approval_id}/deny", {"comment": comment}, token
+    )
+    _print_answer("denied", "yellow", approval_id, result)
+
+
+def _print_answer(verb: str, color: str, approval_id: str, result: dict[str, Any]) -> None:
+    """What became of an answer; exit 1 when onduty recorded it but did not count it."""
+    from rich.markup import escape
+
+    if result.get("counted") is False:
+        reason = escape(str(result.get("refused") or "your role may not answer approvals"))
+        err.print(f"[bold red]not counted[/] {escape(approval_id)}: {reason}", soft_wrap=True)
+        raise typer.Exit(1)
+    status = f": {escape(str(result['status']))}" if result.get("status") else ""
+    out.print(f"[{color}]{verb}[/] {escape(approval_id)}{status}", soft_wrap=True)
+
+
+@app.command("approvals")
+def approvals_list(
+    url: UrlOption = "http://127.0.0.1:8765",
+    token: TokenOption = None,
+) -> None:
+    """List the approval requests waiting for an answer, with who has approved so far."""
+    from rich.text import Text
+
+    table = Table("approval", "incident", "what", "status", "expires")
+    for item in _call("GET", url, "/api/v1/approvals", token=token):
+        table.add_row(
+            *(Text(str(item.get(key, ""))) for key in ("id", "incident_id", "summary", "status")),
+            Text(str(item.get("expires_at", ""))),
+        )
+    out.print(table)
 
 
 @app.command()
@@ -583,7 +707,15 @@ def autonomy(
 
     path = f"/api/v1/services/{quote(service, safe='')}/autonomy"
     result = _call("PUT", url, path, {"level": level}, token)
-    if result.get("changed"):
+    if result.get("pending"):  # a raise that needs more admins (the two-person rule)
+        from rich.markup import escape
+
+        out.print(
+            f"[yellow]{escape(service)}[/]: raise to {level} requested "
+            f"({escape(str(result.get('request_id', '')))}): {escape(str(result['status']))}",
+            soft_wrap=True,
+        )
+    elif result.get("changed"):
         out.print(f"[green]{service}[/]: autonomy {result['previous']} → {result['level']}")
     else:
         out.print(f"{service}: autonomy is already {result['level']}")
@@ -759,16 +891,20 @@ def _counting(events: Iterator[Any], advance: Callable[[int], None]) -> Iterator
         yield event
 
 
+def problem_line(message: str) -> None:
+    """A problem as exactly one line on stderr: `onduty: <message>` (never wrapped, markup-free)."""
+    err.print(f"[bold red]onduty:[/] {escape(' '.join(message.split()))}", soft_wrap=True)
+
+
 def main() -> None:
     try:
         app()
-    except ConfigError as error:
-        err.print(f"[bold red]invalid configuration[/] {error.source}:")
-        for problem in error.problems:
-            err.print(f"  - {problem}")
+    except ConfigError as error:  # `config check` lists every problem; elsewhere one line
+        more = f" (and {len(error.problems) - 1} more: `onduty config check {error.source}`)"
+        problem_line(f"{error.source}: {error.problems[0]}{more if len(error.problems) > 1 else ''}")
         sys.exit(2)
-    except UsageProblem as error:
-        err.print(f"[bold red]error:[/] {error}")
+    except (UsageProblem, StoreError) as error:
+        problem_line(str(error))
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")

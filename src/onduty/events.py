@@ -382,6 +382,27 @@ class AutonomyChanged(Payload):
     previous: str | None = None
 
 
+class AutonomyRaiseRequested(Payload):
+    """An admin (the event's actor) asks to make a service more autonomous where actions need
+    `required` approvers: the raise takes effect only once `required` different admins
+    confirmed it before `expires_at`, the requester counting as the first; the last
+    `AutonomyRaiseConfirmed` is then followed at once by the `AutonomyChanged`. Lowering
+    autonomy is never a request: it takes effect at once."""
+
+    request_id: str
+    service: str
+    level: str
+    previous: str | None = None
+    required: int = 2
+    expires_at: datetime
+
+
+class AutonomyRaiseConfirmed(Payload):
+    """Another admin (the event's actor) confirms a pending autonomy raise."""
+
+    request_id: str
+
+
 class Tick(Payload):
     timer_id: str | None = None
 
@@ -402,6 +423,16 @@ class SilenceExpired(Payload):
     """End a silence now (at the event's time)."""
 
     silence_id: str
+
+
+class SnapshotDiscarded(Payload):
+    """At start-up, a stored snapshot of the core's state was not used because it is not bound
+    to this chain as it claims (edited, rewritten chain, beyond the head, or written by an older
+    version without a binding); the state was folded from the log instead."""
+
+    seq: int
+    """The seq the discarded snapshot claimed to fold up to."""
+    reason: str
 
 
 P = TypeVar("P", bound=Payload)
@@ -445,9 +476,12 @@ _REGISTERED: list[tuple[type[Payload], Origin]] = [
     (PolicyShadowDiverged, _D),
     (ProposalRejected, _D),
     (AutonomyChanged, _I),
+    (AutonomyRaiseRequested, _I),
+    (AutonomyRaiseConfirmed, _I),
     (Tick, _I),
     (SilenceCreated, _I),
     (SilenceExpired, _I),
+    (SnapshotDiscarded, _I),
 ]
 EVENT_TYPES: dict[str, EventSpec] = {
     model.__name__: EventSpec(model, 1, origin) for model, origin in _REGISTERED

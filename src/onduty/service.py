@@ -6,25 +6,46 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from onduty.act import ActuatorRegistry
 from onduty.act.executor import WorkerPool
 from onduty.act.plugins import build_registry
+from onduty.act.runs import RunLocks
 from onduty.commands import Notify
 from onduty.config import Config, ConfigError, load_config
 from onduty.escalate import Deliverer, parse_channels
 from onduty.events import Event, Payload, PolicyActivated
-from onduty.log import EventLog, open_log
+from onduty.log import EventLog, StoreError, open_log
 from onduty.loop import CoreLoop, Draining
 from onduty.obs import Metrics
-from onduty.readmodel import IncidentProjection, PolicyView, SilenceProjection
-from onduty.runtime import Clock, Input, RecoveryReport, Runtime, SystemClock
+from onduty.readmodel import (
+    AutonomyRaises,
+    IncidentProjection,
+    PolicyView,
+    SilenceProjection,
+)
+from onduty.runtime import Clock, Input, RecoveryReport, Runtime, RuntimeStopped, SystemClock
+from onduty.secrets import unresolved_references
 
 if TYPE_CHECKING:
     from onduty.api.auth import Access
 
 logger = logging.getLogger("onduty")
+
+
+def run_lock_directory(store: str) -> Path | None:
+    """Where the locks of running actions live: beside the SQLite file (`<file>.runs/`), so
+    a restart on the same store finds them; None for an in-memory store (nothing survives)."""
+    path = store.removeprefix("sqlite:///") if store.startswith("sqlite:///") else store
+    if "://" in path or not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    return Path(path + ".runs")
+
+
+class StartupError(Exception):
+    """`onduty serve` cannot start; the message is one line naming the field, secret or file."""
 
 
 @dataclass
@@ -48,6 +69,7 @@ class ReadModels:
     silences: SilenceProjection = field(default_factory=SilenceProjection)
     policy: PolicyView = field(default_factory=PolicyView)
     autonomy: AutonomyView = field(default_factory=AutonomyView)
+    raises: AutonomyRaises = field(default_factory=AutonomyRaises)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def feed(self, event: Event) -> None:
@@ -56,6 +78,7 @@ class ReadModels:
             self.silences.feed(event)
             self.policy.feed(event)
             self.autonomy.feed(event)
+            self.raises.feed(event)
 
 
 class Service:
@@ -84,6 +107,7 @@ class Service:
         self.read = ReadModels()
         self._actuators = actuators
         self._workers = WorkerPool()
+        self._runs: RunLocks | None = None
         self._early: list[tuple[Payload, str]] = []
         self._early_lock = threading.Lock()
         self._deliverer: Deliverer | None = None
@@ -108,30 +132,85 @@ class Service:
 
         return unsubscribe
 
-    def start(self) -> None:
-        log = open_log(self.store)
+    def prepare(self) -> None:
+        """Everything start-up can fail at, done before the server listens: resolve the secrets
+        the actuators and pollers need, open the store, build the actuators, fold the log. A
+        failure raises `StartupError`, one line naming the field, secret or file, and leaves
+        nothing open. Done once; `start` calls it when nobody did."""
+        if self.runtime is not None:
+            return
+        problems = self.secret_problems()
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise StartupError(problems[0] + more)
+        try:
+            log = open_log(self.store)
+        except StoreError as error:
+            raise StartupError(str(error)) from None
+        try:
+            self._open(log)
+        except BaseException:
+            log.close()
+            self.log = None
+            raise
+
+    def secret_problems(self) -> list[str]:
+        """The secret references start-up needs that cannot be resolved now: the actuators'
+        (unless the actuators are given, as a simulation does) and the pollers'."""
+        sections: dict[str, Any] = {"sources": self.config.sources}
+        if self._actuators is None:
+            sections["actuators"] = self.config.actuators
+        return unresolved_references(sections)
+
+    def _open(self, log: EventLog) -> None:
         self.log = log
-        for event in log.read():
-            self.read.feed(event)
-        actuators = self._actuators or build_registry(self.config.actuators)
-        if self.config.channels:
+        try:
+            actuators = self._actuators or build_registry(self.config.actuators)
+        except ValueError as error:  # a secret the check above could not foresee
+            raise StartupError(f"actuators: {error}") from None
+        if self.config.channels and self._deliverer is None:
             self._deliverer = Deliverer(
                 parse_channels(self.config.channels), self._record_outcome, spawn=self._workers
             )
-            for problem in self._deliverer.problems:
+            for problem in self._deliverer.problems:  # a channel that cannot deliver is skipped
                 logger.error("%s", problem)
-        runtime, self.recovery = Runtime.open(
-            log,
-            self.clock,
-            actuators,
-            config=self.config,
-            notifier=self._notify_humans,
-            snapshot_every=self.config.snapshot_every,
-            on_event=self._on_event,
-            spawn=self._workers,
-            attempts=3,
-        )
+        directory = run_lock_directory(self.store)
+        if directory is not None and self._runs is None:
+            try:
+                self._runs = RunLocks(directory)
+            except OSError as error:
+                raise StartupError(
+                    f"cannot use {directory} for the locks of running actions: "
+                    f"{error.strerror or type(error).__name__}"
+                ) from None
+        try:
+            for event in log.read():
+                self.read.feed(event)
+            runtime, self.recovery = Runtime.open(
+                log,
+                self.clock,
+                actuators,
+                config=self.config,
+                notifier=self._notify_humans,
+                snapshot_every=self.config.snapshot_every,
+                on_event=self._on_event,
+                spawn=self._workers,
+                attempts=3,
+                runs=self._runs,
+            )
+        except (ValueError, KeyError, TypeError, RuntimeStopped) as error:  # a stored event that
+            # does not decode, or a log that refuses appends
+            logger.debug("recovery from %s failed", self.store, exc_info=True)
+            raise StartupError(
+                f"cannot start on the event log {self.store}: {error} "
+                f"(check it with `onduty audit verify --store {self.store}`)"
+            ) from None
         self.runtime = runtime
+
+    def start(self) -> None:
+        self.prepare()
+        log, runtime = self.log, self.runtime
+        assert log is not None and runtime is not None and self.recovery is not None
         self.metrics.log_head.set(log.head()[0])
         self.loop = CoreLoop(runtime, max_pending=self.max_pending)
         runtime.send_outcomes_to(self._record_outcome)
@@ -153,6 +232,8 @@ class Service:
         """Drain queued inputs, snapshot, and close the log."""
         if self.loop is not None:
             self.loop.stop()
+        if self._runs is not None:
+            self._runs.close()  # a wait on a run from before a crash resumes at the next start
         self._workers.close(wait=True)  # actions in flight finish and record their outcomes
         if self.runtime is not None and self.loop is not None and self.loop.failure is None:
             self.runtime.snapshot_now()

@@ -6,11 +6,13 @@ probes needs a credential and each checks its role; the table is `ROUTE_ROLES`."
 from __future__ import annotations
 
 import asyncio
+import heapq
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 import orjson
 from fastapi import Depends, FastAPI, HTTPException, Query
@@ -29,25 +31,36 @@ from onduty.api.auth import (
     AccessGuard,
     AuthProblem,
     Principal,
-    approval_role,
     requires,
 )
+from onduty.api.front import FrontDoor, HostNames
 from onduty.api.ingest import Format, Ingest, JSONBody, error
+from onduty.approvals import (
+    AnswerDesk,
+    AutonomyDesk,
+    AutonomyOutcome,
+    Refusal,
+    Verdict,
+    approval_json,
+)
 from onduty.config import Config, ConfigError, Duration, parse_config
 from onduty.correlate.matchers import MatcherList
 from onduty.events import (
     Acknowledged,
-    ApprovalDenied,
-    ApprovalGranted,
-    AutonomyChanged,
     Event,
-    Payload,
     SignalReceived,
     SilenceCreated,
     SilenceExpired,
 )
 from onduty.expressions import Condition, ExpressionError
-from onduty.readmodel import IncidentView
+from onduty.readmodel import (
+    SIGNAL_PAGE,
+    SIGNAL_PAGE_MAX,
+    IncidentView,
+    SignalCursor,
+    SignalPage,
+    signal_page,
+)
 from onduty.runtime import Input
 from onduty.sense import FORMATS
 from onduty.service import Service, logger
@@ -90,6 +103,7 @@ CREDENTIAL = {"pagerduty": _pagerduty_routing_key}
 ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("GET", f"{API}/incidents"): VIEWER,
     ("GET", f"{API}/incidents/{{incident_id}}"): VIEWER,
+    ("GET", f"{API}/incidents/{{incident_id}}/signals"): VIEWER,
     ("GET", f"{API}/approvals"): VIEWER,
     ("GET", f"{API}/silences"): VIEWER,
     ("GET", f"{API}/policy"): VIEWER,
@@ -102,6 +116,8 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("POST", f"{API}/approvals/{{approval_id}}/approve"): APPROVER,
     ("POST", f"{API}/approvals/{{approval_id}}/deny"): APPROVER,
     ("PUT", f"{API}/services/{{name}}/autonomy"): ADMIN,
+    ("GET", f"{API}/autonomy/requests"): VIEWER,
+    ("POST", f"{API}/autonomy/requests/{{request_id}}/confirm"): ADMIN,
     ("POST", f"{API}/policy/reload"): ADMIN,
     ("POST", f"{API}/policy/candidate"): ADMIN,
     ("POST", f"{API}/policy/promote"): ADMIN,
@@ -160,7 +176,33 @@ def _event_json(event: Event) -> dict[str, Any]:
     return event.model_dump(mode="json")
 
 
-def _incident_json(view: IncidentView, timeline: bool = False) -> dict[str, Any]:
+def _signals_url(incident_id: str, limit: int, **cursor: int) -> str:
+    query = "&".join(f"{key}={value}" for key, value in cursor.items())
+    return f"{API}/incidents/{quote(incident_id, safe='')}/signals?{query}&limit={limit}"
+
+
+def _signal_links(
+    incident_id: str, page: SignalPage, last_seq: int, limit: int
+) -> dict[str, str | None]:
+    """Where the pages either side of `page` are (None at either end), and the latest one."""
+    events = page.events
+    return {
+        "next": _signals_url(incident_id, limit, after=events[-1].seq)
+        if page.later and events
+        else None,
+        "previous": _signals_url(incident_id, limit, before=events[0].seq)
+        if page.earlier and events
+        else None,
+        "latest": _signals_url(incident_id, limit, before=last_seq + 1) if page.total else None,
+    }
+
+
+def _incident_json(
+    view: IncidentView, timeline: bool = False, signals: SignalPage | None = None
+) -> dict[str, Any]:
+    """An incident. With `timeline`: its decisions (all but the middle of a very long
+    incident's) and `signals`, the first page of its signal events, in log order, with where to
+    read the rest; the answer's size is bounded however many signals the incident has."""
     body: dict[str, Any] = {
         "id": view.incident_id,
         "title": view.title,
@@ -171,18 +213,31 @@ def _incident_json(view: IncidentView, timeline: bool = False) -> dict[str, Any]
         "resolution": view.resolution,
         "signals": view.signals,
         "flapping": view.flapping,
-        "escalations": view.escalations,
-        "actions": view.actions,
-        "denied": view.denied,
+        "escalations": list(view.escalations),
+        "actions": list(view.actions),
+        "denied": list(view.denied),
         "awaiting_approval": view.awaiting_approval,
     }
     if timeline:
-        body["timeline"] = [_event_json(event) for event in view.timeline]
+        page = signals.events if signals is not None else []
+        merged = heapq.merge(view.decisions.events(), page, key=lambda event: event.seq)
+        body["timeline"] = [_event_json(event) for event in merged]
+        body["timeline_omitted"] = {
+            "decisions": view.decisions.omitted,
+            "signals": view.signal_events.total - len(page),
+        }
+        if signals is not None:
+            links = _signal_links(
+                view.incident_id, signals, view.signal_events.last_seq, SIGNAL_PAGE
+            )
+            body["signal_events"] = {"total": signals.total, "limit": SIGNAL_PAGE, **links}
     return body
 
 
-def build_app(service: Service, *, console: bool = True) -> FastAPI:
-    """The API (and, unless `console=False`, the web console) over a service."""
+def build_app(service: Service, *, console: bool = True, hosts: HostNames | None = None) -> FastAPI:
+    """The API (and, unless `console=False`, the web console) over a service. `hosts`: the
+    names it answers to (default: the loopback names, IP addresses and the configuration's
+    `server.allowed_hosts`)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -201,7 +256,10 @@ def build_app(service: Service, *, console: bool = True) -> FastAPI:
         title="onduty",
         summary="An autonomous manager-on-duty: every fact a hash-chained event.",
         lifespan=lifespan,
-        docs_url=f"{API}/docs",
+        # No documentation pages (they load scripts from a CDN); the OpenAPI document is under
+        # the API, so with access control on only a token holder reads it.
+        docs_url=None,
+        redoc_url=None,
         openapi_url=f"{API}/openapi.json",
     )
     access = service.access
@@ -214,6 +272,14 @@ def build_app(service: Service, *, console: bool = True) -> FastAPI:
         return (path.startswith(API + "/") or path == "/metrics") and path not in ingest_paths
 
     app.add_middleware(AccessGuard, access=access, guarded=guarded)
+    server = service.config.server
+    # outside the access guard: a wrong host or a cross-site write is refused before anything
+    app.add_middleware(
+        FrontDoor,
+        hosts=hosts or HostNames(server.allowed_hosts),
+        json_paths=lambda path: path.startswith(API + "/") and path not in ingest_paths,
+        body_timeout=server.body_timeout.total_seconds(),
+    )
 
     @app.exception_handler(AuthProblem)
     async def refused(request: Request, problem: AuthProblem) -> Response:
@@ -223,7 +289,13 @@ def build_app(service: Service, *, console: bool = True) -> FastAPI:
             headers=problem.headers,
         )
 
-    ingest = Ingest(lambda: service.loop, service.metrics, max_body=service.max_body, access=access)
+    ingest = Ingest(
+        lambda: service.loop,
+        service.metrics,
+        max_body=service.max_body,
+        access=access,
+        max_unauthenticated=server.max_unauthenticated,
+    )
     for name, (path, content_types) in INGEST_ROUTES.items():
         fmt = Format(
             name, FORMATS[name], content_types, ACKNOWLEDGE.get(name), CREDENTIAL.get(name)
@@ -240,68 +312,95 @@ def build_app(service: Service, *, console: bool = True) -> FastAPI:
             chosen = [v for v in views if status in ("all", v.status)][-limit:]
             return [_incident_json(view) for view in reversed(chosen)]
 
+    def signals_of(
+        incident_id: str, after: int = 0, before: int | None = None, limit: int = SIGNAL_PAGE
+    ) -> tuple[SignalCursor, SignalPage] | Response:
+        """A page of an incident's signal events: read from the log without holding the read
+        models' lock (the core thread takes it for every event)."""
+        with service.read.lock:
+            view = service.read.incidents.incidents.get(incident_id)
+            cursor = SignalCursor.of(view) if view is not None else None
+        if cursor is None:
+            return error(404, f"no incident {incident_id}", "incident_id")
+        try:
+            page = signal_page(cursor, service.log, after=after, before=before, limit=limit)
+        except RuntimeError:
+            return error(503, "not ready", **{"Retry-After": "1"})
+        return cursor, page
+
     @app.get(f"{API}/incidents/{{incident_id}}", dependencies=READ)
-    def incident(incident_id: str) -> dict[str, Any]:
+    def incident(incident_id: str) -> Response:
+        """The incident, its decisions and the first page of its signal events (the rest:
+        `signal_events.next`)."""
+        found = signals_of(incident_id)
+        if isinstance(found, Response):
+            return found
         with service.read.lock:
             view = service.read.incidents.incidents.get(incident_id)
             if view is None:
-                raise HTTPException(404, f"no incident {incident_id}")
-            return _incident_json(view, timeline=True)
+                return error(404, f"no incident {incident_id}", "incident_id")
+            return JSONBody(_incident_json(view, timeline=True, signals=found[1]))
 
-    @app.get(f"{API}/approvals", dependencies=READ)
-    def approvals() -> list[dict[str, Any]]:
-        with service.read.lock:
-            pending = list(service.read.incidents.approvals.values())
-        return [
+    @app.get(f"{API}/incidents/{{incident_id}}/signals", dependencies=READ)
+    def incident_signals(
+        incident_id: str,
+        after: Annotated[int, Query(ge=0)] = 0,
+        before: Annotated[int | None, Query(ge=1)] = None,
+        limit: Annotated[int, Query(ge=1, le=SIGNAL_PAGE_MAX)] = SIGNAL_PAGE,
+    ) -> Response:
+        """An incident's signal events (its `signal_*` notes) a page at a time, in log order:
+        the first `limit` with seq > `after`, or with `before`, the last `limit` before it.
+        `next` and `previous` are the pages either side; following `next` from the first page
+        visits every signal event once."""
+        found = signals_of(incident_id, after, before, limit)
+        if isinstance(found, Response):
+            return found
+        cursor, page = found
+        return JSONBody(
             {
-                "id": item.approval_id,
-                "incident_id": item.incident_id,
-                "command_id": item.command_id,
-                "summary": item.summary,
-                "requested_at": item.requested_at.isoformat(),
-                "expires_at": item.expires_at.isoformat(),
+                "incident_id": incident_id,
+                "total": page.total,
+                "events": [_event_json(event) for event in page.events],
+                **_signal_links(incident_id, page, cursor.last_seq, limit),
             }
-            for item in pending
-        ]
+        )
 
-    def answering_role(principal: Principal) -> str | None:
-        """The role an approval answer is given in. With access control off the server only
-        listens on loopback and its local user holds every role."""
+    def approval_roles() -> list[str]:
+        """The roles the active policy lets answer approvals. With access control off the
+        server only listens on loopback and its local user holds every role."""
         with service.read.lock:
             document = service.read.policy.document
         if document is not None:
-            allowed = document.get("policy", {}).get("approvals", {}).get("roles", [])
-        else:
-            allowed = service.config.policy.approvals.roles
-        return approval_role(principal, allowed)
+            return list(document.get("policy", {}).get("approvals", {}).get("roles", []))
+        return list(service.config.policy.approvals.roles)
 
-    async def answer(approval_id: str, body: Payload, principal: Principal) -> Response:
-        with service.read.lock:
-            known = approval_id in service.read.incidents.approvals
-        if not known:
-            return error(404, f"no pending approval {approval_id}", "approval_id")
-        outcome = await ingest.durable([Input(body, stream="approvals", actor=principal.name)])
-        return outcome or JSONBody({"approval_id": approval_id, "recorded": True}, status_code=202)
+    desk = AnswerDesk(service.read.incidents, approval_roles, service.read.lock)
+
+    @app.get(f"{API}/approvals", dependencies=READ)
+    def approvals() -> list[dict[str, Any]]:
+        """The pending requests, soonest to expire first, with who has approved so far."""
+        return [approval_json(item) for item in desk.pending()]
+
+    async def answer(
+        approval_id: str, verdict: Verdict, principal: Principal, body: Answer | None
+    ) -> Response:
+        given = desk.answer(
+            approval_id, principal.name, principal.roles, verdict, body.comment if body else ""
+        )
+        if isinstance(given, Refusal):
+            return error(given.status, given.reason, given.field)
+        outcome = await ingest.durable([given.input()])
+        return outcome or JSONBody(desk.report(approval_id, principal.name), status_code=202)
 
     @app.post(f"{API}/approvals/{{approval_id}}/approve")
     async def approve(
         approval_id: str, principal: Approver, body: Answer | None = None
     ) -> Response:
-        granted = ApprovalGranted(
-            approval_id=approval_id,
-            comment=body.comment if body else "",
-            role=answering_role(principal),
-        )
-        return await answer(approval_id, granted, principal)
+        return await answer(approval_id, "approve", principal, body)
 
     @app.post(f"{API}/approvals/{{approval_id}}/deny")
     async def deny(approval_id: str, principal: Approver, body: Answer | None = None) -> Response:
-        denied = ApprovalDenied(
-            approval_id=approval_id,
-            comment=body.comment if body else "",
-            role=answering_role(principal),
-        )
-        return await answer(approval_id, denied, principal)
+        return await answer(approval_id, "deny", principal, body)
 
     @app.post(f"{API}/incidents/{{incident_id}}/acknowledge")
     async def acknowledge(
@@ -323,24 +422,52 @@ def build_app(service: Service, *, console: bool = True) -> FastAPI:
             {"incident_id": incident_id, "acknowledged": True}, status_code=202
         )
 
+    raises = AutonomyDesk(
+        service.read.raises,
+        service.clock.now,
+        lambda: f"raise-{uuid.uuid4().hex[:16]}",
+        service.read.lock,
+    )
+    autonomy_turn = asyncio.Lock()  # one change at a time: a check and its record stay together
+
+    async def record_autonomy(outcome: AutonomyOutcome | Refusal) -> Response:
+        if isinstance(outcome, Refusal):
+            return error(outcome.status, outcome.reason, outcome.field)
+        refused = await ingest.durable(outcome.inputs)
+        return refused or JSONBody(outcome.reply, status_code=outcome.status)
+
     @app.put(f"{API}/services/{{name}}/autonomy")
     async def set_autonomy(name: str, body: NewAutonomy, principal: Admin) -> Response:
-        """Change how far onduty may act on a service on its own, until changed again."""
-        with service.read.lock:
-            document = service.read.policy.document or {}
-            configured = {s["name"]: s.get("autonomy") for s in document.get("services", [])}
-            override = service.read.autonomy.overrides.get(name)
-        if name not in configured:
-            return error(404, f"no service {name}", "name")
-        previous = override or configured[name]
-        answer_body = {"service": name, "level": body.level, "previous": previous}
-        if previous == body.level:
-            return JSONBody({**answer_body, "changed": False})
-        changed = AutonomyChanged(service=name, level=body.level, previous=previous)
-        outcome = await ingest.durable(
-            [Input(changed, stream=f"service:{name}", actor=principal.name)]
-        )
-        return outcome or JSONBody({**answer_body, "changed": True}, status_code=202)
+        """Change how far onduty may act on a service on its own, until changed again. Lowering
+        takes effect at once; where actions need N approvers, a raise takes N different admins
+        (this call asks, or confirms the same pending raise)."""
+        async with autonomy_turn:
+            with service.read.lock:
+                document = service.read.policy.document or {}
+                configured = {s["name"]: s.get("autonomy") for s in document.get("services", [])}
+                override = service.read.autonomy.overrides.get(name)
+            if name not in configured:
+                return error(404, f"no service {name}", "name")
+            approvals = service.config.policy.approvals
+            outcome = raises.change(
+                name,
+                body.level,
+                override or configured[name],
+                principal.name,
+                required=approvals.required,
+                timeout=approvals.timeout,
+            )
+            return await record_autonomy(outcome)
+
+    @app.get(f"{API}/autonomy/requests", dependencies=READ)
+    def autonomy_requests() -> list[dict[str, Any]]:
+        """Autonomy raises waiting for more admins to confirm them."""
+        return raises.pending()
+
+    @app.post(f"{API}/autonomy/requests/{{request_id}}/confirm")
+    async def confirm_autonomy(request_id: str, principal: Admin) -> Response:
+        async with autonomy_turn:
+            return await record_autonomy(raises.confirm(request_id, principal.name))
 
     @app.post(f"{API}/silences")
     async def create_silence(body: NewSilence, principal: Operator) -> Response:

@@ -11,6 +11,11 @@ access:
   failures: {max: 10, per: 1m}   # failed authentications per client address, then 429
 ```
 
+Only failures are throttled: past `failures.max` in the window, an address's *unknown*
+credentials are answered 429 instead of 401, but a credential that verifies is always accepted
+(one address may be a NAT shared by Alertmanager and whoever is guessing). Client addresses come
+from `X-Forwarded-For` only when the peer is one of `server.trusted_proxies`.
+
 Roles are explicit sets, not a ladder: `viewer` reads, `operator` acknowledges and silences,
 `approver` answers approvals, `admin` changes autonomy and policy and holds every other role.
 Every token is a `viewer`. The token's `name` is the actor of everything it records.
@@ -157,19 +162,22 @@ class AccessConfig(_Model):
     @model_validator(mode="after")
     def _cross_checks(self) -> AccessConfig:
         problems: list[str] = []
-        seen: dict[str, str] = {}
+        seen: dict[str, tuple[str, str]] = {}
         every: list[tuple[str, TokenSpec | IngestSpec]] = [
             *((f"tokens[{index}]", spec) for index, spec in enumerate(self.tokens)),
             *((f"ingest[{index}]", spec) for index, spec in enumerate(self.ingest)),
         ]
         for where, spec in every:
-            if spec.name in seen:
+            key = spec.name.casefold()  # alice and Alice are one person (one approver)
+            if key in seen:
+                other, name = seen[key]
+                same = "" if name == spec.name else f" ({name!r}: names ignore case)"
                 problems.append(
-                    f"{where}.name: {spec.name!r} is already the name of {seen[spec.name]} "
+                    f"{where}.name: {spec.name!r} is already the name of {other}{same} "
                     "(names are the actors in the log)"
                 )
             else:
-                seen[spec.name] = where
+                seen[key] = (where, spec.name)
         hashes: dict[str, str] = {}
         for where, spec in every:
             if spec.hash is None:
@@ -562,19 +570,20 @@ def requires(role: str) -> Callable[[Request], Awaitable[Principal]]:
 def sign_in(connection: HTTPConnection, token: str) -> Principal:
     """For a sign-in form: the principal of `token`, throttled like every other credential
     (a failure counts against the client's address). Raises AuthProblem 401 (unknown token)
-    or 429 (too many failures). With access control off, `LOCAL`."""
+    or 429 (an unknown token from an address that failed too often; a known one is always
+    accepted). With access control off, `LOCAL`."""
     access = access_of(connection)
     if not access.enabled:
         return LOCAL
+    principal = access.authenticate(token) if token else None
+    if principal is not None:
+        return principal
     address = client_address(connection)
     retry = access.throttle.retry_after(address)
     if retry is not None:
         raise AuthProblem(429, TOO_MANY, {"Retry-After": str(retry)})
-    principal = access.authenticate(token) if token else None
-    if principal is None:
-        access.throttle.failed(address)
-        raise AuthProblem(401, "that token is not recognised")
-    return principal
+    access.throttle.failed(address)
+    raise AuthProblem(401, "that token is not recognised")
 
 
 def required_role(dependency: object) -> str | None:
@@ -610,9 +619,10 @@ def _json(status: int, reason: str, headers: Mapping[str, str]) -> tuple[dict[st
 
 class AccessGuard:
     """Pure ASGI middleware: with access control on, a request to a guarded path must carry a
-    known user token, else 401 — or 429 once its address has failed too often — before any
-    route runs. Routes then check roles with `requires`. The ingest routes check their own
-    credentials; pages outside the API (a console) check theirs with `principal_of`."""
+    known user token, else 401 — or 429 once its address has failed too often (a known token
+    is served all the same) — before any route runs. Routes then check roles with `requires`.
+    The ingest routes check their own credentials; pages outside the API (a console) check
+    theirs with `principal_of`."""
 
     def __init__(self, app: ASGIApp, *, access: Access, guarded: Callable[[str], bool]) -> None:
         self.app = app
@@ -628,13 +638,15 @@ class AccessGuard:
             await self.app(scope, receive, send)
             return
         connection = HTTPConnection(scope)
-        address = client_address(connection)
-        retry = self.access.throttle.retry_after(address)
-        principal = None if retry is not None else principal_of(connection)
+        # A token that verifies is served even from an address that has failed too often (it
+        # may be a NAT shared with whoever is guessing); only failures are throttled.
+        principal = principal_of(connection)
         if principal is not None:
             scope[_SCOPE_PRINCIPAL] = principal
             await self.app(scope, receive, send)
             return
+        address = client_address(connection)
+        retry = self.access.throttle.retry_after(address)
         if retry is None:
             self.access.throttle.failed(address)
         if scope["type"] == "websocket":

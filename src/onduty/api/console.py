@@ -3,9 +3,10 @@
 Routes (all HTML unless said otherwise):
 
 - `/` open incidents, newest first, and the recently resolved; `/incidents/{id}` one incident's
-  whole timeline; `/approvals` the approval inbox; `/services` autonomy per service; `/audit`
-  verifies the hash chain and shows the result; `/signin` (GET a form, POST a token) and
-  `/signout` (POST).
+  timeline and a page of its signal events (the latest; `?signals_before=SEQ` and
+  `?signals_after=SEQ` the others); `/approvals` the approval inbox; `/services` autonomy per
+  service; `/audit` verifies the hash chain and shows the result; `/signin` (GET a form, POST a
+  token) and `/signout` (POST).
 - `/fragments/...` the part of each page that changes (the header, the incident list, one
   incident, the inbox, the services): what a page re-fetches when something happened.
 - `/events/stream` (`text/event-stream`): one message per appended event, `{"seq", "type",
@@ -50,7 +51,13 @@ from onduty.api.auth import (
     principal_of,
 )
 from onduty.events import Event
-from onduty.readmodel import IncidentView
+from onduty.readmodel import (
+    IncidentView,
+    PendingApproval,
+    SignalCursor,
+    SignalPage,
+    signal_page,
+)
 from onduty.service import Service
 
 COOKIE_MAX_AGE = 7 * 24 * 3600
@@ -148,30 +155,10 @@ class Row:
 
 
 def _row(view: IncidentView) -> Row:
-    muted = acknowledged = False
-    acting: set[str] = set()
-    verifying: set[str] = set()
-    for event in view.timeline:
-        data = event.data
-        if event.type == "IncidentUpdated":
-            change = data.get("change")
-            if change == "muted":
-                muted = True
-            elif change == "unmuted":
-                muted = False
-            elif change == "acknowledged":
-                acknowledged = True
-        elif event.type == "Acknowledged":
-            acknowledged = True
-        elif event.type in ("ActionStarted", "UndoStarted"):
-            acting.add(data.get("command_id", ""))
-        elif event.type == "ActionSucceeded":
-            acting.discard(data.get("command_id", ""))
-            verifying.add(data.get("command_id", ""))
-        elif event.type in ("ActionFailed", "ActionOutcomeUnknown", "UndoFinished"):
-            acting.discard(data.get("command_id", ""))
-        elif event.type in ("VerificationPassed", "VerificationFailed"):
-            verifying.discard(data.get("command_id", ""))
+    """The incident's phase from the state its view follows (never a walk of its timeline,
+    which a list of many incidents would pay for each of them)."""
+    muted, acknowledged = view.muted, view.acknowledged
+    acting, verifying = view.acting, view.verifying
     approvals = len(view.awaiting_approval)
     if view.status == "resolved":
         phase, tone = "resolved", "good"
@@ -439,6 +426,96 @@ def _describe(event: Event) -> Entry:
     return Entry(event, "other", kind, "info", facts)
 
 
+# ---------------------------------------------------------------------------- signals
+
+SIGNALS_SHOWN = 100
+"""Signal events on one page of an incident: the rest are a link away (`?signals_before=SEQ`,
+`?signals_after=SEQ`), read from the log, so a page stays small however large the incident."""
+
+
+@dataclass(frozen=True)
+class SignalsAsked:
+    """Which page of its signal events an incident page shows: the latest (neither given),
+    the ones after seq `after` (0: the first page), or the ones just before seq `before`."""
+
+    after: int | None = None
+    before: int | None = None
+
+    @classmethod
+    def of(cls, request: Request) -> SignalsAsked | str:
+        """The page the query asks for, or what is wrong with the query."""
+        found: dict[str, int] = {}
+        for name, least in (("signals_after", 0), ("signals_before", 1)):
+            value = request.query_params.get(name)
+            if value is None:
+                continue
+            if not value.isdigit() or len(value) > 18 or int(value) < least:
+                return f"{name} must be a whole number of at least {least}."
+            found[name] = int(value)
+        if len(found) > 1:
+            return "Give signals_after or signals_before, not both."
+        return cls(found.get("signals_after"), found.get("signals_before"))
+
+    @property
+    def query(self) -> str:
+        if self.after is not None:
+            return f"?signals_after={self.after}"
+        if self.before is not None:
+            return f"?signals_before={self.before}"
+        return ""
+
+
+@dataclass(frozen=True)
+class PagerLink:
+    rel: str
+    label: str
+    href: str
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class SignalsShown:
+    """A page of an incident's signal events as the page shows them."""
+
+    total: int
+    entries: list[Entry]
+    links: list[PagerLink]
+    describe: str
+    query: str
+    """The page's own query, which the live refresh of the fragment keeps."""
+
+
+def _signals_shown(incident_id: str, asked: SignalsAsked, page: SignalPage) -> SignalsShown:
+    base = f"/incidents/{quote(incident_id, safe='')}"
+    events = page.events
+    links = []
+    if page.earlier and events:
+        links.append(PagerLink("first", "⇤ First", f"{base}?signals_after=0"))
+        links.append(PagerLink("prev", "← Earlier", f"{base}?signals_before={events[0].seq}", "["))
+    if page.later and events:
+        links.append(PagerLink("next", "Later →", f"{base}?signals_after={events[-1].seq}", "]"))
+        links.append(PagerLink("last", "Latest ⇥", base))
+    elif asked.query:
+        links.append(PagerLink("last", "Latest ⇥", base))
+    if not events:
+        describe = "No signal events on this page."
+    elif not page.earlier and not page.later:
+        describe = f"All {page.total:,} signal events, oldest first."
+    else:
+        which = "the latest " if not page.later else "the first " if not page.earlier else ""
+        describe = (
+            f"Showing {which}{len(events):,} of {page.total:,} signal events "
+            f"({_clock(events[0].ts)} to {_clock(events[-1].ts)} UTC), oldest first."
+        )
+    return SignalsShown(
+        total=page.total,
+        entries=[_entry(event) for event in events],
+        links=links,
+        describe=describe,
+        query=asked.query,
+    )
+
+
 # ---------------------------------------------------------------------------- approvals
 
 
@@ -455,6 +532,10 @@ class Inbox:
     expires_at: datetime
     required: int
     granted_by: list[str]
+    status: str
+    """One sentence: "1 of 2: approved by alice, waiting for another approver"."""
+    yours: bool
+    """The signed-in person has already approved it: no buttons for them."""
     action: str
     target: str
     runbook: str
@@ -462,21 +543,19 @@ class Inbox:
     rules: list[dict[str, str]]
 
 
-def _inbox(views: dict[str, IncidentView], pending: Iterable[Any]) -> list[Inbox]:
+def _inbox(
+    views: dict[str, IncidentView], pending: Iterable[PendingApproval], who: Principal | None
+) -> list[Inbox]:
+    """The requests with what an approver needs; who has approved comes from the read model,
+    which counts approvals exactly as the core does."""
     items = []
     for item in pending:
         view = views.get(item.incident_id)
-        required, granted = 1, []
         action = target = runbook = rationale = ""
         rules: list[dict[str, str]] = []
         for event in view.timeline if view else []:
             data = event.data
-            if event.type == "ApprovalRequested" and data.get("approval_id") == item.approval_id:
-                required = int(data.get("required", 1))
-            elif event.type == "ApprovalGranted" and data.get("approval_id") == item.approval_id:
-                if event.actor not in granted:
-                    granted.append(event.actor)
-            elif event.type == "ActionProposed" and data.get("command_id") == item.command_id:
+            if event.type == "ActionProposed" and data.get("command_id") == item.command_id:
                 action, target = str(data.get("action", "")), str(data.get("target", ""))
                 runbook, rationale = str(data.get("runbook", "")), str(data.get("rationale", ""))
             elif event.type == "PolicyEvaluated" and data.get("command_id") == item.command_id:
@@ -490,8 +569,10 @@ def _inbox(views: dict[str, IncidentView], pending: Iterable[Any]) -> list[Inbox
                 summary=item.summary,
                 requested_at=item.requested_at,
                 expires_at=item.expires_at,
-                required=required,
-                granted_by=granted,
+                required=item.required,
+                granted_by=list(item.approved_by),
+                status=item.status,
+                yours=who is not None and item.has_approved(who.name),
                 action=action,
                 target=target,
                 runbook=runbook,
@@ -783,10 +864,12 @@ def console_router(service: Service, *, stream_lifetime: float = 15.0) -> APIRou
     def gate(request: Request, fragment: bool = False) -> Principal | Response:
         """The viewer who asks, or the answer for one who may not look: a stranger is sent to
         the sign-in page (a fragment or the event stream answers 401); an unknown token counts
-        as a failed authentication, and too many of them from one address answer 429."""
+        as a failed authentication, and too many of them from one address answer 429 (a
+        known token is let in all the same)."""
         access = access_of(request)
         address = client_address(request)
-        if access.enabled:
+        who = principal_of(request)
+        if who is None and access.enabled:
             retry = access.throttle.retry_after(address)
             if retry is not None:
                 return Response(
@@ -794,7 +877,6 @@ def console_router(service: Service, *, stream_lifetime: float = 15.0) -> APIRou
                     status_code=429,
                     headers={**SECURITY_HEADERS, "Retry-After": str(retry)},
                 )
-        who = principal_of(request)
         if who is None:
             if bearer_token(request) or request.cookies.get(COOKIE):
                 access.throttle.failed(address)
@@ -826,32 +908,61 @@ def console_router(service: Service, *, stream_lifetime: float = 15.0) -> APIRou
             )
             return [_row(view) for view in open_views], [_row(view) for view in resolved]
 
-    def incident_context(incident_id: str) -> dict[str, Any] | None:
+    def incident_context(incident_id: str, who: Principal | None = None) -> dict[str, Any] | None:
         with service.read.lock:
             view = service.read.incidents.incidents.get(incident_id)
             if view is None:
                 return None
             row = _row(view)
-            entries = [_entry(event) for event in view.timeline]
+            entries = [_entry(event) for event in view.decisions.events()]
+            decisions = view.decisions
+            cursor = SignalCursor.of(view)
             pending = [
                 service.read.incidents.approvals[approval]
                 for approval in view.awaiting_approval
                 if approval in service.read.incidents.approvals
             ]
-            inbox = _inbox(service.read.incidents.incidents, pending)
-        return {"incident": row, "entries": entries, "inbox": inbox}
+            inbox = _inbox(service.read.incidents.incidents, pending, who)
+        return {
+            "incident": row,
+            "entries": entries,
+            "inbox": inbox,
+            "decisions_omitted": decisions.omitted,
+            "decisions_split": len(decisions.start),
+            "cursor": cursor,
+        }
 
-    def approvals_context() -> dict[str, Any]:
+    def with_signals(context: dict[str, Any], asked: SignalsAsked) -> dict[str, Any]:
+        """The context with the page of signal events `asked` for, read (from the log, for a
+        large incident) without holding the read models' lock."""
+        cursor: SignalCursor = context.pop("cursor")
+        after, before = asked.after or 0, asked.before
+        if asked.after is None and asked.before is None:  # the latest page
+            before = cursor.last_seq + 1
+        page = signal_page(cursor, service.log, after=after, before=before, limit=SIGNALS_SHOWN)
+        return {**context, "signals": _signals_shown(cursor.incident_id, asked, page)}
+
+    def approvals_context(who: Principal | None) -> dict[str, Any]:
         with service.read.lock:
             inbox = _inbox(
-                service.read.incidents.incidents, service.read.incidents.approvals.values()
+                service.read.incidents.incidents, service.read.incidents.approvals.values(), who
             )
         return {"inbox": inbox}
 
-    def services_context() -> dict[str, Any]:
+    def services_context(who: Principal | None = None) -> dict[str, Any]:
+        now = service.clock.now()
         with service.read.lock:
             document = service.read.policy.document or {}
             overrides = dict(service.read.autonomy.overrides)
+            raises = {
+                r.service: {
+                    "id": r.request_id,
+                    "level": r.level,
+                    "status": r.status(now),
+                    "yours": who is not None and r.has_confirmed(who.name),
+                }
+                for r in service.read.raises.pending(now)
+            }
             counts: dict[str, int] = {}
             for view in service.read.incidents.incidents.values():
                 if view.status == "open" and view.service:
@@ -874,6 +985,7 @@ def console_router(service: Service, *, stream_lifetime: float = 15.0) -> APIRou
                     "effective": overrides.get(name) or configured,
                     "overridden": bool(overrides.get(name)) and overrides[name] != configured,
                     "open": counts.get(name, 0),
+                    "raise": raises.get(name),
                 }
             )
         return {"services": rows, "levels": AUTONOMY_LEVELS, "capped": capped}
@@ -903,7 +1015,12 @@ def console_router(service: Service, *, stream_lifetime: float = 15.0) -> APIRou
         who = gate(request)
         if isinstance(who, Response):
             return who
-        context = incident_context(incident_id)
+        asked = SignalsAsked.of(request)
+        if isinstance(asked, str):
+            return render(
+                request, "error.html", who, status_code=400, title="Bad request", message=asked
+            )
+        context = incident_context(incident_id, who)
         if context is None:
             return render(
                 request,
@@ -913,6 +1030,7 @@ def console_router(service: Service, *, stream_lifetime: float = 15.0) -> APIRou
                 title="No such incident",
                 message=f"There is no incident {incident_id}.",
             )
+        context = with_signals(context, asked)
         return render(request, "incident.html", who, title=context["incident"].title, **context)
 
     @router.get("/fragments/incidents/{incident_id}", response_class=HTMLResponse)
@@ -920,38 +1038,41 @@ def console_router(service: Service, *, stream_lifetime: float = 15.0) -> APIRou
         who = gate(request, fragment=True)
         if isinstance(who, Response):
             return who
-        context = incident_context(incident_id)
+        asked = SignalsAsked.of(request)
+        if isinstance(asked, str):
+            return Response(asked, status_code=400, headers=SECURITY_HEADERS)
+        context = incident_context(incident_id, who)
         if context is None:
             return Response("not found", status_code=404, headers=SECURITY_HEADERS)
-        return render(request, "_incident.html", who, **context)
+        return render(request, "_incident.html", who, **with_signals(context, asked))
 
     @router.get("/approvals", response_class=HTMLResponse)
     def approvals_page(request: Request) -> Response:
         who = gate(request)
         if isinstance(who, Response):
             return who
-        return render(request, "approvals.html", who, title="Approvals", **approvals_context())
+        return render(request, "approvals.html", who, title="Approvals", **approvals_context(who))
 
     @router.get("/fragments/approvals", response_class=HTMLResponse)
     def approvals_fragment(request: Request) -> Response:
         who = gate(request, fragment=True)
         if isinstance(who, Response):
             return who
-        return render(request, "_approvals.html", who, **approvals_context())
+        return render(request, "_approvals.html", who, **approvals_context(who))
 
     @router.get("/services", response_class=HTMLResponse)
     def services_page(request: Request) -> Response:
         who = gate(request)
         if isinstance(who, Response):
             return who
-        return render(request, "services.html", who, title="Services", **services_context())
+        return render(request, "services.html", who, title="Services", **services_context(who))
 
     @router.get("/fragments/services", response_class=HTMLResponse)
     def services_fragment(request: Request) -> Response:
         who = gate(request, fragment=True)
         if isinstance(who, Response):
             return who
-        return render(request, "_services.html", who, **services_context())
+        return render(request, "_services.html", who, **services_context(who))
 
     @router.get("/fragments/header", response_class=HTMLResponse)
     def header_fragment(request: Request) -> Response:
@@ -997,13 +1118,13 @@ def console_router(service: Service, *, stream_lifetime: float = 15.0) -> APIRou
 
         if not access.enabled:
             return refuse(409, "Access control is off: there is nothing to sign in to.")
-        address = client_address(request)
-        retry = access.throttle.retry_after(address)
-        if retry is not None:
-            return refuse(429, f"Too many failed attempts: try again in {retry} s.")
         if not token:
             return refuse(400, "Paste a token.")
-        if access.authenticate(token) is None:
+        if access.authenticate(token) is None:  # a known token is accepted from anywhere
+            address = client_address(request)
+            retry = access.throttle.retry_after(address)
+            if retry is not None:
+                return refuse(429, f"Too many failed attempts: try again in {retry} s.")
             access.throttle.failed(address)
             return refuse(401, "That token is not recognised.")
         response = RedirectResponse(target, status_code=303)

@@ -44,6 +44,13 @@ from onduty.state import (
 from onduty.think import Proposal, arbitrate
 
 
+def _same_person(actor: str, people: list[str]) -> bool:
+    """Whether `actor` is one of `people`: names are compared without regard to case, so
+    `alice` and `Alice` are one approver, never two."""
+    folded = actor.casefold()
+    return any(person.casefold() == folded for person in people)
+
+
 class ActionLifecycle(CoreBase):
     def _apply_proposed(self, body: ActionProposed, event: Event) -> None:
         incident = self.state.incidents.get(body.incident_id)
@@ -106,7 +113,7 @@ class ActionLifecycle(CoreBase):
             if action is not None:
                 self._finish(action, ActionStatus.DENIED)
             return
-        if event.actor in approval.approvers:
+        if _same_person(event.actor, approval.approvers):
             return
         approval.approvers.append(event.actor)
         if len(approval.approvers) >= approval.required:
@@ -335,7 +342,7 @@ class ActionLifecycle(CoreBase):
         actor = self._cause.actor
         if self._refused(incident, body.role):
             return
-        if actor in prior.approvers:
+        if _same_person(actor, prior.approvers):
             self._note(
                 incident,
                 "approval_repeated",

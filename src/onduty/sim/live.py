@@ -49,7 +49,8 @@ class LiveSimulation:
             self.actuators.register(action, actuator)
 
     def observe(self, event: Event) -> None:
-        self.on_call.feed(event)
+        with self._lock:  # the simulation's thread reads what the people know
+            self.on_call.feed(event)
 
     def run(self, submit: Callable[[list[Input]], object], stop: threading.Event) -> None:
         """Advance the fleet step by step until the scenario ends or `stop` is set, handing its
@@ -61,11 +62,13 @@ class LiveSimulation:
                 answers, fixes = self.on_call.due(moment)
                 for fix in fixes:
                     self.world.apply(fix.action, fix.target, {}, fix.command_id, moment)
+                # the simulated colleague answers at the same desk as the API's callers
+                given = [answer for item in answers if (answer := self.on_call.give(item))]
             inputs = [
                 Input(SignalReceived(**s.model_dump()), stream=f"signal:{s.fingerprint}")
                 for s in signals
             ]
-            inputs += [Input(body, actor=person) for body, person in answers]
+            inputs += given
             if inputs and submit(inputs) is None:
                 logger.warning("the simulated fleet's signals were refused (queue full)")
             moment += self.world.eval_interval

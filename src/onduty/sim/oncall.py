@@ -5,15 +5,26 @@ They read the log, like a person reading the pager and the console: every append
 to `feed`, and `due(now)` says what they do at an evaluation step. Because their behaviour is a
 function of the log, a resumed run can tell which human fixes had already happened (`fixes_until`)
 and re-simulate the fleet with them.
+
+They answer approvals through the same door as real people: the answer desk
+(`onduty.approvals`), over a read model of the log they read, with the same checks (still
+pending? already approved by this person?) and the same role rules. `give` passes an intended
+answer through the desk just before it is recorded.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from onduty.events import Acknowledged, ApprovalGranted, Event, Payload
+from onduty.approvals import AnswerDesk, Refusal, Verdict
+from onduty.events import Acknowledged, Event
+from onduty.readmodel import IncidentProjection, PolicyView
+from onduty.runtime import Input
 from onduty.sim.scenario import Scenario
+
+logger = logging.getLogger("onduty")
 
 HUMAN = "human"
 # What a human does for an alert onduty escalated: the obvious fix, when there is one.
@@ -30,6 +41,15 @@ class HumanFix:
     action: str
     target: str
     command_id: str
+
+
+@dataclass(frozen=True)
+class HumanAnswer:
+    """A person about to answer an approval request (checked at the answer desk by `give`)."""
+
+    approval_id: str
+    person: str
+    verdict: Verdict = "approve"
 
 
 @dataclass
@@ -49,6 +69,19 @@ class OnCall:
     _grants: dict[tuple[str, str], datetime] = field(default_factory=dict)
     _pages: dict[str, _Page] = field(default_factory=dict)
     _resolved: dict[str, datetime] = field(default_factory=dict)
+    _read: IncidentProjection = field(default_factory=IncidentProjection)
+    _policy: PolicyView = field(default_factory=PolicyView)
+    _desk: AnswerDesk | None = None
+
+    def desk(self) -> AnswerDesk:
+        """The answer desk over what these people have read of the log."""
+        if self._desk is None:
+            self._desk = AnswerDesk(self._read, self._approval_roles)
+        return self._desk
+
+    def _approval_roles(self) -> list[str]:
+        document = self._policy.document or {}
+        return list(document.get("policy", {}).get("approvals", {}).get("roles", []))
 
     def _align(self, moment: datetime) -> datetime:
         """The first evaluation step at or after `moment`: humans act between steps."""
@@ -56,6 +89,8 @@ class OnCall:
         return self.start + steps * self.step
 
     def feed(self, event: Event) -> None:
+        self._read.feed(event)
+        self._policy.feed(event)
         data = event.data
         people = self.scenario.on_call
         if event.type == "SignalReceived":
@@ -85,23 +120,34 @@ class OnCall:
         elif event.type == "IncidentResolved":
             self._resolved.setdefault(data["incident_id"], event.ts)
 
-    def due(self, now: datetime) -> tuple[list[tuple[Payload, str]], list[HumanFix]]:
-        """What the humans do at `now`: inputs for onduty (with their actor), and fixes they
-        make in the fleet themselves."""
-        inputs: list[tuple[Payload, str]] = []
-        role = self.scenario.on_call.role
+    def due(self, now: datetime) -> tuple[list[HumanAnswer | Input], list[HumanFix]]:
+        """What the humans do at `now`: answers to approvals (for `give`) and other inputs for
+        onduty (with their actor), and fixes they make in the fleet themselves."""
+        inputs: list[HumanAnswer | Input] = []
         for (approval_id, person), at in sorted(self._grants.items(), key=lambda kv: kv[1]):
             if at <= now:
                 del self._grants[(approval_id, person)]
-                inputs.append((ApprovalGranted(approval_id=approval_id, role=role), person))
+                inputs.append(HumanAnswer(approval_id, person))
         for page in self._pages.values():
             if page.ack_at is not None and page.ack_at <= now:
                 page.ack_at = None
                 resolved = self._resolved.get(page.incident_id)
                 if resolved is None or resolved > now:
                     person = self.scenario.on_call.approvers[0]
-                    inputs.append((Acknowledged(incident_id=page.incident_id), person))
+                    inputs.append(Input(Acknowledged(incident_id=page.incident_id), actor=person))
         return inputs, self.fixes_until(now)
+
+    def give(self, item: HumanAnswer | Input) -> Input | None:
+        """The input to record for what a person does, or None when the answer desk refuses an
+        answer (the request was decided meanwhile, or this person already approved it)."""
+        if isinstance(item, Input):
+            return item
+        roles = (self.scenario.on_call.role,)
+        given = self.desk().answer(item.approval_id, item.person, roles, item.verdict)
+        if isinstance(given, Refusal):
+            logger.debug("simulated %s does not answer: %s", item.person, given.reason)
+            return None
+        return given.input()
 
     def fixes_until(self, now: datetime) -> list[HumanFix]:
         """The fixes humans make by `now` (each once), in time order."""

@@ -202,7 +202,12 @@
         var parsed = null;
         try { parsed = text ? JSON.parse(text) : null; } catch (e) { parsed = null; }
         if (response.ok) {
-          toast(done || "Done", "good");
+          // a request still waiting for more people says where it stands ("1 of 2: ...")
+          var status = parsed && typeof parsed.status === "string" ? parsed.status : "";
+          var message = done || "Done";
+          if (parsed && parsed.pending && status) message = status;
+          else if (parsed && parsed.outcome === "pending" && status) message += ": " + status;
+          toast(message, "good");
           refreshAll(0);
           return true;
         }
@@ -295,6 +300,11 @@
     }
     else if (key === "a") { event.preventDefault(); answer("approve"); }
     else if (key === "d") { event.preventDefault(); answer("deny"); }
+    else if (key === "[" || key === "]") {
+      // an incident's signals: the earlier or the later page
+      var pager = document.querySelector('main a[data-pager="' + (key === "[" ? "prev" : "next") + '"]');
+      if (pager) { event.preventDefault(); location.assign(pager.getAttribute("href")); }
+    }
     else if (key === "?") { event.preventDefault(); toggleHelp(); }
     else if (key === "g") { pendingG = Date.now(); }
     else if (key === "r") { event.preventDefault(); refreshAll(0); toast("Refreshed", null); }
