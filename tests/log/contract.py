@@ -101,6 +101,22 @@ class EventLogContract:
         assert list(log.read(after=10)) == []
         assert list(log.read(after=99)) == []
 
+    def test_read_stream_pages_one_stream_both_ways(self, log: EventLog) -> None:
+        # 700 events, every third one in "inc:a": more than one page of any backend's reads
+        placed = log.append([signal(i, "inc:a" if i % 3 == 0 else "svc:api") for i in range(700)])
+        mine = [event for event in placed if event.stream == "inc:a"]
+        assert len(mine) == 234
+        assert list(log.read_stream("inc:a")) == mine
+        assert list(log.read_stream("inc:a", newest_first=True)) == mine[::-1]
+        middle = [event for event in mine if 100 < event.seq < 600]
+        assert list(log.read_stream("inc:a", after=100, before=600)) == middle
+        assert list(log.read_stream("inc:a", 100, 600, newest_first=True)) == middle[::-1]
+        assert list(log.read_stream("inc:a", after=mine[-1].seq)) == []
+        assert list(log.read_stream("inc:a", before=mine[0].seq)) == []
+        assert list(log.read_stream("nobody")) == []
+        early = log.read_stream("inc:a", newest_first=True)
+        assert [next(early).seq for _ in range(3)] == [e.seq for e in mine[::-1][:3]]
+
     def test_appended_events_are_durable(self, log: EventLog, tmp_path: Path) -> None:
         placed = log.append(signals(0, 5))
         other = self.make_log(tmp_path)  # a second handle on the same storage

@@ -37,6 +37,14 @@ class EventLog(Protocol):
 
     def read(self, after: int = 0, limit: int | None = None) -> Iterator[Event]: ...
 
+    def read_stream(
+        self, stream: str, after: int = 0, before: int | None = None, *, newest_first: bool = False
+    ) -> Iterator[Event]:
+        """The events of one `stream` with `after` < seq < `before` (no upper bound when None),
+        in seq order or, with `newest_first`, the reverse; streamed page by page, so a caller
+        that stops early reads little."""
+        ...
+
     def head(self) -> tuple[int, str]:
         """(last seq, its hash); (0, GENESIS_HASH) when empty."""
         ...

@@ -26,6 +26,7 @@ from onduty.log.base import ChainBreak, Snapshot
 
 FORMAT = "onduty-eventlog/1"
 PAGE = 2_000  # rows fetched at a time by `read` and `verify`
+STREAM_PAGE = 128  # rows `read_stream` fetches first (then twice as many, up to PAGE)
 PROGRESS_EVERY = 10_000
 EARLY_BUILD = 64  # a batch this long is rebuilt as events while its commit is in flight
 MAX_LINGER_S = 0.002
@@ -352,6 +353,32 @@ class SQLiteEventLog:
         """The events with seq > `after`, in order (at most `limit`), streamed page by page."""
         for _seq, body, hash_ in self._rows("body, hash", after, limit):
             yield event_from_body(body, hash_)
+
+    def read_stream(
+        self, stream: str, after: int = 0, before: int | None = None, *, newest_first: bool = False
+    ) -> Iterator[Event]:
+        """The events of one `stream` with `after` < seq < `before`, in seq order (or newest
+        first), through the stream index; pages grow from a few rows, so a caller that stops
+        after a page of results reads little more than that."""
+        low, high = after, (1 << 62) if before is None else before
+        order = "DESC" if newest_first else "ASC"
+        query = (
+            "SELECT seq, body, hash FROM events WHERE stream = ? AND seq > ? AND seq < ? "
+            f"ORDER BY seq {order} LIMIT ?"
+        )
+        size = STREAM_PAGE
+        while low < high - 1:
+            with self._reading() as conn:
+                rows = conn.execute(query, (stream, low, high, size)).fetchall()
+            for _seq, body, hash_ in rows:
+                yield event_from_body(body, hash_)
+            if len(rows) < size:
+                return
+            if newest_first:
+                high = rows[-1][0]
+            else:
+                low = rows[-1][0]
+            size = min(size * 2, PAGE)
 
     def verify(self, progress: Callable[[int, int], Any] | None = None) -> ChainBreak | None:
         """Walk the whole chain; None when intact, else the first place where it breaks.
