@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -146,14 +146,75 @@ class IncidentView:
             self.verifying.discard(command)
 
 
+def same_person(name: str, other: str) -> bool:
+    """Identities are compared without regard to case: `alice` and `Alice` are one person."""
+    return name.casefold() == other.casefold()
+
+
 @dataclass
 class PendingApproval:
+    """An approval request as the core sees it: pending until granted in full (`required`
+    different people approved), denied, expired, or moot (its incident resolved)."""
+
     approval_id: str
     incident_id: str
     command_id: str
     summary: str
     requested_at: datetime
     expires_at: datetime
+    required: int = 1
+    round: int = 0
+    approved_by: list[str] = field(default_factory=list)
+    """Who has approved so far, in order (each person once)."""
+    outcome: str = ""
+    """Once decided: "granted", "denied", "expired" or "moot"; empty while pending."""
+    decided_by: str = ""
+    refusals: dict[str, str] = field(default_factory=dict)
+    """Answers the core recorded but did not obey, by person (folded case): why."""
+
+    def has_approved(self, person: str) -> bool:
+        return any(same_person(person, name) for name in self.approved_by)
+
+    @property
+    def waiting_for(self) -> int:
+        """How many more different people must approve."""
+        return max(self.required - len(self.approved_by), 0)
+
+    @property
+    def status(self) -> str:
+        """One sentence for people: "1 of 2: approved by alice, waiting for another approver"."""
+        if self.outcome == "granted":
+            return f"approved by {' and '.join(self.approved_by)}"
+        if self.outcome == "denied":
+            return f"denied by {self.decided_by}"
+        if self.outcome == "expired":
+            return "expired unanswered: denied (the safe default)"
+        if self.outcome == "moot":
+            return "moot: the incident was resolved"
+        count = f"{len(self.approved_by)} of {self.required}: " if self.required > 1 else ""
+        done = f"approved by {', '.join(self.approved_by)}, " if self.approved_by else ""
+        if not self.approved_by:
+            wanted = "an approver" if self.required == 1 else f"{self.required} approvers"
+        elif self.waiting_for == 1:
+            wanted = "another approver"
+        else:
+            wanted = f"{self.waiting_for} more approvers"
+        return f"{count}{done}waiting for {wanted}"
+
+
+# Decided approvals kept for people who ask about one after the fact (an answer's reply).
+ANSWERED_KEPT = 1000
+
+
+@dataclass
+class _Answer:
+    """The last approval answer fed, until the core's notes on it have been seen: an answer the
+    core refuses (`approval_refused`) is undone here as it is there."""
+
+    event_id: str
+    actor: str
+    approval: PendingApproval
+    approved_by: list[str]
 
 
 class IncidentProjection:
@@ -162,6 +223,9 @@ class IncidentProjection:
     def __init__(self, keep_timeline: bool = False) -> None:
         self.incidents: dict[str, IncidentView] = {}
         self.approvals: dict[str, PendingApproval] = {}
+        self.answered: OrderedDict[str, PendingApproval] = OrderedDict()
+        """Approvals decided lately (granted in full, denied, expired, moot), oldest first."""
+        self._answer: _Answer | None = None
         self._keep_timeline = keep_timeline
         self._command_incident: dict[str, str] = {}
         self._fed = 0
@@ -202,11 +266,12 @@ class IncidentProjection:
                 view.signals += 1
             elif data["change"] == "flapping":
                 view.flapping = True
+            elif data["change"] == "approval_refused":
+                self._undo_answer(view, event)
         elif event.type == "IncidentResolved":
             view.status, view.resolved_at, view.resolution = "resolved", event.ts, data["reason"]
-            for approval_id in view.awaiting_approval:  # moot: the core forgets them too
-                self.approvals.pop(approval_id, None)
-            view.awaiting_approval.clear()
+            for approval_id in list(view.awaiting_approval):  # moot: the core forgets them too
+                self._decide(view, approval_id, "moot")
         elif event.type == "Escalated":
             view.escalations.append(data["reason"])
         elif event.type == "ActionStarted":
@@ -214,21 +279,76 @@ class IncidentProjection:
         elif event.type == "PolicyEvaluated" and data["verdict"] == "deny":
             view.denied.append(data["reason"])
         elif event.type == "ApprovalRequested":
-            view.awaiting_approval.append(data["approval_id"])
-            self.approvals[data["approval_id"]] = PendingApproval(
-                approval_id=data["approval_id"],
-                incident_id=view.incident_id,
-                command_id=data["command_id"],
-                summary=data.get("summary", ""),
-                requested_at=event.ts,
-                expires_at=datetime.fromisoformat(data["expires_at"]),
-            )
-        elif (
-            event.type in ("ApprovalGranted", "ApprovalDenied", "ApprovalExpired")
-            and data["approval_id"] in view.awaiting_approval
-        ):
-            view.awaiting_approval.remove(data["approval_id"])
-            self.approvals.pop(data["approval_id"], None)
+            self._requested(view, event)
+        elif event.type in ("ApprovalGranted", "ApprovalDenied"):
+            self._answered(view, event)
+        elif event.type == "ApprovalExpired":
+            self._decide(view, data["approval_id"], "expired")
+
+    # The approvals mirror the core (lifecycle/actions.py): an answer counts unless the core
+    # notes it as refused; a person approves once (names compared without regard to case); the
+    # request leaves the inbox only when granted in full, denied, expired or moot.
+
+    def _requested(self, view: IncidentView, event: Event) -> None:
+        data = event.data
+        expires_at = datetime.fromisoformat(data["expires_at"])
+        known = self.approvals.get(data["approval_id"])
+        if known is not None:  # asked again, of the next tier: same request, new deadline
+            known.expires_at, known.round = expires_at, int(data.get("round", 0))
+            return
+        view.awaiting_approval.append(data["approval_id"])
+        self.approvals[data["approval_id"]] = PendingApproval(
+            approval_id=data["approval_id"],
+            incident_id=view.incident_id,
+            command_id=data["command_id"],
+            summary=data.get("summary", ""),
+            requested_at=event.ts,
+            expires_at=expires_at,
+            required=int(data.get("required", 1)),
+            round=int(data.get("round", 0)),
+        )
+
+    def _answered(self, view: IncidentView, event: Event) -> None:
+        approval = self.approvals.get(event.data["approval_id"])
+        if approval is None:
+            return  # unknown, already decided, expired or moot: the core ignores it too
+        self._answer = _Answer(event.id, event.actor, approval, list(approval.approved_by))
+        if event.type == "ApprovalDenied":
+            approval.decided_by = event.actor
+            self._decide(view, approval.approval_id, "denied")
+        elif not approval.has_approved(event.actor):  # else: the core notes it as repeated
+            approval.approved_by.append(event.actor)
+            if not approval.waiting_for:
+                self._decide(view, approval.approval_id, "granted")
+
+    def _undo_answer(self, view: IncidentView, note: Event) -> None:
+        """The core refused the last answer (the role may not answer approvals)."""
+        answer = self._answer
+        if answer is None or note.causation_id != answer.event_id:
+            return
+        self._answer = None
+        approval = answer.approval
+        approval.approved_by, approval.outcome, approval.decided_by = answer.approved_by, "", ""
+        approval.refusals[answer.actor.casefold()] = str(note.data.get("detail", ""))
+        if approval.approval_id not in self.approvals:
+            self.answered.pop(approval.approval_id, None)
+            self.approvals[approval.approval_id] = approval
+            view.awaiting_approval.append(approval.approval_id)
+
+    def _decide(self, view: IncidentView, approval_id: str, outcome: str) -> None:
+        approval = self.approvals.pop(approval_id, None)
+        if approval_id in view.awaiting_approval:
+            view.awaiting_approval.remove(approval_id)
+        if approval is None:
+            return
+        approval.outcome = outcome
+        self.answered[approval_id] = approval
+        while len(self.answered) > ANSWERED_KEPT:
+            self.answered.popitem(last=False)
+
+    def approval(self, approval_id: str) -> PendingApproval | None:
+        """A pending approval, or one decided lately."""
+        return self.approvals.get(approval_id) or self.answered.get(approval_id)
 
     def ordered(self) -> list[IncidentView]:
         return sorted(self.incidents.values(), key=lambda view: view.opened_at)
@@ -304,6 +424,103 @@ def signal_page(
         earlier = cursor.total > 0 and cursor.first_seq <= after
         later = before is not None and cursor.total > 0 and cursor.last_seq >= before
     return SignalPage(events, cursor.total, earlier, later)
+
+
+@dataclass
+class AutonomyRaise:
+    """A request to make a service more autonomous, waiting for `required` different admins
+    (the requester first); it ends applied, superseded (the autonomy changed otherwise
+    meanwhile, a lowering say) or, unconfirmed at `expires_at`, expired."""
+
+    request_id: str
+    service: str
+    level: str
+    previous: str | None
+    required: int
+    requested_at: datetime
+    expires_at: datetime
+    confirmed_by: list[str] = field(default_factory=list)
+    outcome: str = ""
+    """"applied" or "superseded" once decided; empty while open."""
+
+    def has_confirmed(self, person: str) -> bool:
+        return any(same_person(person, name) for name in self.confirmed_by)
+
+    def state(self, now: datetime) -> str:
+        if self.outcome:
+            return self.outcome
+        return "expired" if now >= self.expires_at else "pending"
+
+    def status(self, now: datetime) -> str:
+        """One sentence: "1 of 2: asked by root, waiting for another admin"."""
+        state = self.state(now)
+        count = f"{len(self.confirmed_by)} of {self.required}"
+        if state == "applied":
+            return f"{self.service} raised to {self.level}: confirmed by " + " and ".join(
+                self.confirmed_by
+            )
+        if state == "superseded":
+            return f"superseded: the autonomy of {self.service} was changed meanwhile"
+        if state == "expired":
+            return f"expired with {count} confirmations; {self.service} stays {self.previous}"
+        asked = f"asked by {self.confirmed_by[0]}" if self.confirmed_by else "asked"
+        others = self.confirmed_by[1:]
+        also = f", confirmed by {', '.join(others)}" if others else ""
+        left = self.required - len(self.confirmed_by)
+        wanted = "another admin" if left == 1 else f"{left} more admins"
+        return f"{count}: {asked}{also}, waiting for {wanted}"
+
+
+class AutonomyRaises:
+    """Autonomy raises that need several admins, as requested and confirmed in the log."""
+
+    def __init__(self, kept: int = ANSWERED_KEPT) -> None:
+        self.requests: OrderedDict[str, AutonomyRaise] = OrderedDict()
+        self._kept = kept
+
+    def feed(self, event: Event) -> None:
+        data = event.data
+        if event.type == "AutonomyRaiseRequested":
+            for other in self._open(data["service"]):  # one open request per service
+                other.outcome = "superseded"
+            self.requests[data["request_id"]] = AutonomyRaise(
+                request_id=data["request_id"],
+                service=data["service"],
+                level=data["level"],
+                previous=data.get("previous"),
+                required=int(data.get("required", 2)),
+                requested_at=event.ts,
+                expires_at=datetime.fromisoformat(data["expires_at"]),
+                confirmed_by=[event.actor],
+            )
+            while len(self.requests) > self._kept:
+                self.requests.popitem(last=False)
+        elif event.type == "AutonomyRaiseConfirmed":
+            request = self.requests.get(data["request_id"])
+            if (
+                request is not None
+                and request.state(event.ts) == "pending"
+                and not request.has_confirmed(event.actor)
+            ):
+                request.confirmed_by.append(event.actor)
+        elif event.type == "AutonomyChanged":
+            # the change that follows a request's last confirmation carries it out; any other
+            # change of the service (a lowering, say) voids it
+            for request in self._open(data["service"]):
+                applied = (
+                    data["level"] == request.level
+                    and len(request.confirmed_by) >= request.required
+                )
+                request.outcome = "applied" if applied else "superseded"
+
+    def _open(self, service: str) -> list[AutonomyRaise]:
+        return [r for r in self.requests.values() if r.service == service and not r.outcome]
+
+    def pending(self, now: datetime) -> list[AutonomyRaise]:
+        return [r for r in self.requests.values() if r.state(now) == "pending"]
+
+    def pending_for(self, service: str, now: datetime) -> AutonomyRaise | None:
+        return next((r for r in self.pending(now) if r.service == service), None)
 
 
 @dataclass

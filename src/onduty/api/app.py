@@ -31,19 +31,23 @@ from onduty.api.auth import (
     AccessGuard,
     AuthProblem,
     Principal,
-    approval_role,
     requires,
 )
+from onduty.api.front import FrontDoor, HostNames
 from onduty.api.ingest import Format, Ingest, JSONBody, error
+from onduty.approvals import (
+    AnswerDesk,
+    AutonomyDesk,
+    AutonomyOutcome,
+    Refusal,
+    Verdict,
+    approval_json,
+)
 from onduty.config import Config, ConfigError, Duration, parse_config
 from onduty.correlate.matchers import MatcherList
 from onduty.events import (
     Acknowledged,
-    ApprovalDenied,
-    ApprovalGranted,
-    AutonomyChanged,
     Event,
-    Payload,
     SignalReceived,
     SilenceCreated,
     SilenceExpired,
@@ -112,6 +116,8 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("POST", f"{API}/approvals/{{approval_id}}/approve"): APPROVER,
     ("POST", f"{API}/approvals/{{approval_id}}/deny"): APPROVER,
     ("PUT", f"{API}/services/{{name}}/autonomy"): ADMIN,
+    ("GET", f"{API}/autonomy/requests"): VIEWER,
+    ("POST", f"{API}/autonomy/requests/{{request_id}}/confirm"): ADMIN,
     ("POST", f"{API}/policy/reload"): ADMIN,
     ("POST", f"{API}/policy/candidate"): ADMIN,
     ("POST", f"{API}/policy/promote"): ADMIN,
@@ -228,8 +234,10 @@ def _incident_json(
     return body
 
 
-def build_app(service: Service, *, console: bool = True) -> FastAPI:
-    """The API (and, unless `console=False`, the web console) over a service."""
+def build_app(service: Service, *, console: bool = True, hosts: HostNames | None = None) -> FastAPI:
+    """The API (and, unless `console=False`, the web console) over a service. `hosts`: the
+    names it answers to (default: the loopback names, IP addresses and the configuration's
+    `server.allowed_hosts`)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -248,7 +256,10 @@ def build_app(service: Service, *, console: bool = True) -> FastAPI:
         title="onduty",
         summary="An autonomous manager-on-duty: every fact a hash-chained event.",
         lifespan=lifespan,
-        docs_url=f"{API}/docs",
+        # No documentation pages (they load scripts from a CDN); the OpenAPI document is under
+        # the API, so with access control on only a token holder reads it.
+        docs_url=None,
+        redoc_url=None,
         openapi_url=f"{API}/openapi.json",
     )
     access = service.access
@@ -261,6 +272,14 @@ def build_app(service: Service, *, console: bool = True) -> FastAPI:
         return (path.startswith(API + "/") or path == "/metrics") and path not in ingest_paths
 
     app.add_middleware(AccessGuard, access=access, guarded=guarded)
+    server = service.config.server
+    # outside the access guard: a wrong host or a cross-site write is refused before anything
+    app.add_middleware(
+        FrontDoor,
+        hosts=hosts or HostNames(server.allowed_hosts),
+        json_paths=lambda path: path.startswith(API + "/") and path not in ingest_paths,
+        body_timeout=server.body_timeout.total_seconds(),
+    )
 
     @app.exception_handler(AuthProblem)
     async def refused(request: Request, problem: AuthProblem) -> Response:
@@ -270,7 +289,13 @@ def build_app(service: Service, *, console: bool = True) -> FastAPI:
             headers=problem.headers,
         )
 
-    ingest = Ingest(lambda: service.loop, service.metrics, max_body=service.max_body, access=access)
+    ingest = Ingest(
+        lambda: service.loop,
+        service.metrics,
+        max_body=service.max_body,
+        access=access,
+        max_unauthenticated=server.max_unauthenticated,
+    )
     for name, (path, content_types) in INGEST_ROUTES.items():
         fmt = Format(
             name, FORMATS[name], content_types, ACKNOWLEDGE.get(name), CREDENTIAL.get(name)
@@ -340,60 +365,42 @@ def build_app(service: Service, *, console: bool = True) -> FastAPI:
             }
         )
 
-    @app.get(f"{API}/approvals", dependencies=READ)
-    def approvals() -> list[dict[str, Any]]:
-        with service.read.lock:
-            pending = list(service.read.incidents.approvals.values())
-        return [
-            {
-                "id": item.approval_id,
-                "incident_id": item.incident_id,
-                "command_id": item.command_id,
-                "summary": item.summary,
-                "requested_at": item.requested_at.isoformat(),
-                "expires_at": item.expires_at.isoformat(),
-            }
-            for item in pending
-        ]
-
-    def answering_role(principal: Principal) -> str | None:
-        """The role an approval answer is given in. With access control off the server only
-        listens on loopback and its local user holds every role."""
+    def approval_roles() -> list[str]:
+        """The roles the active policy lets answer approvals. With access control off the
+        server only listens on loopback and its local user holds every role."""
         with service.read.lock:
             document = service.read.policy.document
         if document is not None:
-            allowed = document.get("policy", {}).get("approvals", {}).get("roles", [])
-        else:
-            allowed = service.config.policy.approvals.roles
-        return approval_role(principal, allowed)
+            return list(document.get("policy", {}).get("approvals", {}).get("roles", []))
+        return list(service.config.policy.approvals.roles)
 
-    async def answer(approval_id: str, body: Payload, principal: Principal) -> Response:
-        with service.read.lock:
-            known = approval_id in service.read.incidents.approvals
-        if not known:
-            return error(404, f"no pending approval {approval_id}", "approval_id")
-        outcome = await ingest.durable([Input(body, stream="approvals", actor=principal.name)])
-        return outcome or JSONBody({"approval_id": approval_id, "recorded": True}, status_code=202)
+    desk = AnswerDesk(service.read.incidents, approval_roles, service.read.lock)
+
+    @app.get(f"{API}/approvals", dependencies=READ)
+    def approvals() -> list[dict[str, Any]]:
+        """The pending requests, soonest to expire first, with who has approved so far."""
+        return [approval_json(item) for item in desk.pending()]
+
+    async def answer(
+        approval_id: str, verdict: Verdict, principal: Principal, body: Answer | None
+    ) -> Response:
+        given = desk.answer(
+            approval_id, principal.name, principal.roles, verdict, body.comment if body else ""
+        )
+        if isinstance(given, Refusal):
+            return error(given.status, given.reason, given.field)
+        outcome = await ingest.durable([given.input()])
+        return outcome or JSONBody(desk.report(approval_id, principal.name), status_code=202)
 
     @app.post(f"{API}/approvals/{{approval_id}}/approve")
     async def approve(
         approval_id: str, principal: Approver, body: Answer | None = None
     ) -> Response:
-        granted = ApprovalGranted(
-            approval_id=approval_id,
-            comment=body.comment if body else "",
-            role=answering_role(principal),
-        )
-        return await answer(approval_id, granted, principal)
+        return await answer(approval_id, "approve", principal, body)
 
     @app.post(f"{API}/approvals/{{approval_id}}/deny")
     async def deny(approval_id: str, principal: Approver, body: Answer | None = None) -> Response:
-        denied = ApprovalDenied(
-            approval_id=approval_id,
-            comment=body.comment if body else "",
-            role=answering_role(principal),
-        )
-        return await answer(approval_id, denied, principal)
+        return await answer(approval_id, "deny", principal, body)
 
     @app.post(f"{API}/incidents/{{incident_id}}/acknowledge")
     async def acknowledge(
@@ -415,24 +422,52 @@ def build_app(service: Service, *, console: bool = True) -> FastAPI:
             {"incident_id": incident_id, "acknowledged": True}, status_code=202
         )
 
+    raises = AutonomyDesk(
+        service.read.raises,
+        service.clock.now,
+        lambda: f"raise-{uuid.uuid4().hex[:16]}",
+        service.read.lock,
+    )
+    autonomy_turn = asyncio.Lock()  # one change at a time: a check and its record stay together
+
+    async def record_autonomy(outcome: AutonomyOutcome | Refusal) -> Response:
+        if isinstance(outcome, Refusal):
+            return error(outcome.status, outcome.reason, outcome.field)
+        refused = await ingest.durable(outcome.inputs)
+        return refused or JSONBody(outcome.reply, status_code=outcome.status)
+
     @app.put(f"{API}/services/{{name}}/autonomy")
     async def set_autonomy(name: str, body: NewAutonomy, principal: Admin) -> Response:
-        """Change how far onduty may act on a service on its own, until changed again."""
-        with service.read.lock:
-            document = service.read.policy.document or {}
-            configured = {s["name"]: s.get("autonomy") for s in document.get("services", [])}
-            override = service.read.autonomy.overrides.get(name)
-        if name not in configured:
-            return error(404, f"no service {name}", "name")
-        previous = override or configured[name]
-        answer_body = {"service": name, "level": body.level, "previous": previous}
-        if previous == body.level:
-            return JSONBody({**answer_body, "changed": False})
-        changed = AutonomyChanged(service=name, level=body.level, previous=previous)
-        outcome = await ingest.durable(
-            [Input(changed, stream=f"service:{name}", actor=principal.name)]
-        )
-        return outcome or JSONBody({**answer_body, "changed": True}, status_code=202)
+        """Change how far onduty may act on a service on its own, until changed again. Lowering
+        takes effect at once; where actions need N approvers, a raise takes N different admins
+        (this call asks, or confirms the same pending raise)."""
+        async with autonomy_turn:
+            with service.read.lock:
+                document = service.read.policy.document or {}
+                configured = {s["name"]: s.get("autonomy") for s in document.get("services", [])}
+                override = service.read.autonomy.overrides.get(name)
+            if name not in configured:
+                return error(404, f"no service {name}", "name")
+            approvals = service.config.policy.approvals
+            outcome = raises.change(
+                name,
+                body.level,
+                override or configured[name],
+                principal.name,
+                required=approvals.required,
+                timeout=approvals.timeout,
+            )
+            return await record_autonomy(outcome)
+
+    @app.get(f"{API}/autonomy/requests", dependencies=READ)
+    def autonomy_requests() -> list[dict[str, Any]]:
+        """Autonomy raises waiting for more admins to confirm them."""
+        return raises.pending()
+
+    @app.post(f"{API}/autonomy/requests/{{request_id}}/confirm")
+    async def confirm_autonomy(request_id: str, principal: Admin) -> Response:
+        async with autonomy_turn:
+            return await record_autonomy(raises.confirm(request_id, principal.name))
 
     @app.post(f"{API}/silences")
     async def create_silence(body: NewSilence, principal: Operator) -> Response:

@@ -53,6 +53,7 @@ from onduty.api.auth import (
 from onduty.events import Event
 from onduty.readmodel import (
     IncidentView,
+    PendingApproval,
     SignalCursor,
     SignalPage,
     signal_page,
@@ -531,6 +532,10 @@ class Inbox:
     expires_at: datetime
     required: int
     granted_by: list[str]
+    status: str
+    """One sentence: "1 of 2: approved by alice, waiting for another approver"."""
+    yours: bool
+    """The signed-in person has already approved it: no buttons for them."""
     action: str
     target: str
     runbook: str
@@ -538,21 +543,19 @@ class Inbox:
     rules: list[dict[str, str]]
 
 
-def _inbox(views: dict[str, IncidentView], pending: Iterable[Any]) -> list[Inbox]:
+def _inbox(
+    views: dict[str, IncidentView], pending: Iterable[PendingApproval], who: Principal | None
+) -> list[Inbox]:
+    """The requests with what an approver needs; who has approved comes from the read model,
+    which counts approvals exactly as the core does."""
     items = []
     for item in pending:
         view = views.get(item.incident_id)
-        required, granted = 1, []
         action = target = runbook = rationale = ""
         rules: list[dict[str, str]] = []
         for event in view.timeline if view else []:
             data = event.data
-            if event.type == "ApprovalRequested" and data.get("approval_id") == item.approval_id:
-                required = int(data.get("required", 1))
-            elif event.type == "ApprovalGranted" and data.get("approval_id") == item.approval_id:
-                if event.actor not in granted:
-                    granted.append(event.actor)
-            elif event.type == "ActionProposed" and data.get("command_id") == item.command_id:
+            if event.type == "ActionProposed" and data.get("command_id") == item.command_id:
                 action, target = str(data.get("action", "")), str(data.get("target", ""))
                 runbook, rationale = str(data.get("runbook", "")), str(data.get("rationale", ""))
             elif event.type == "PolicyEvaluated" and data.get("command_id") == item.command_id:
@@ -566,8 +569,10 @@ def _inbox(views: dict[str, IncidentView], pending: Iterable[Any]) -> list[Inbox
                 summary=item.summary,
                 requested_at=item.requested_at,
                 expires_at=item.expires_at,
-                required=required,
-                granted_by=granted,
+                required=item.required,
+                granted_by=list(item.approved_by),
+                status=item.status,
+                yours=who is not None and item.has_approved(who.name),
                 action=action,
                 target=target,
                 runbook=runbook,
@@ -859,10 +864,12 @@ def console_router(service: Service, *, stream_lifetime: float = 15.0) -> APIRou
     def gate(request: Request, fragment: bool = False) -> Principal | Response:
         """The viewer who asks, or the answer for one who may not look: a stranger is sent to
         the sign-in page (a fragment or the event stream answers 401); an unknown token counts
-        as a failed authentication, and too many of them from one address answer 429."""
+        as a failed authentication, and too many of them from one address answer 429 (a
+        known token is let in all the same)."""
         access = access_of(request)
         address = client_address(request)
-        if access.enabled:
+        who = principal_of(request)
+        if who is None and access.enabled:
             retry = access.throttle.retry_after(address)
             if retry is not None:
                 return Response(
@@ -870,7 +877,6 @@ def console_router(service: Service, *, stream_lifetime: float = 15.0) -> APIRou
                     status_code=429,
                     headers={**SECURITY_HEADERS, "Retry-After": str(retry)},
                 )
-        who = principal_of(request)
         if who is None:
             if bearer_token(request) or request.cookies.get(COOKIE):
                 access.throttle.failed(address)
@@ -902,7 +908,7 @@ def console_router(service: Service, *, stream_lifetime: float = 15.0) -> APIRou
             )
             return [_row(view) for view in open_views], [_row(view) for view in resolved]
 
-    def incident_context(incident_id: str) -> dict[str, Any] | None:
+    def incident_context(incident_id: str, who: Principal | None = None) -> dict[str, Any] | None:
         with service.read.lock:
             view = service.read.incidents.incidents.get(incident_id)
             if view is None:
@@ -916,7 +922,7 @@ def console_router(service: Service, *, stream_lifetime: float = 15.0) -> APIRou
                 for approval in view.awaiting_approval
                 if approval in service.read.incidents.approvals
             ]
-            inbox = _inbox(service.read.incidents.incidents, pending)
+            inbox = _inbox(service.read.incidents.incidents, pending, who)
         return {
             "incident": row,
             "entries": entries,
@@ -936,17 +942,27 @@ def console_router(service: Service, *, stream_lifetime: float = 15.0) -> APIRou
         page = signal_page(cursor, service.log, after=after, before=before, limit=SIGNALS_SHOWN)
         return {**context, "signals": _signals_shown(cursor.incident_id, asked, page)}
 
-    def approvals_context() -> dict[str, Any]:
+    def approvals_context(who: Principal | None) -> dict[str, Any]:
         with service.read.lock:
             inbox = _inbox(
-                service.read.incidents.incidents, service.read.incidents.approvals.values()
+                service.read.incidents.incidents, service.read.incidents.approvals.values(), who
             )
         return {"inbox": inbox}
 
-    def services_context() -> dict[str, Any]:
+    def services_context(who: Principal | None = None) -> dict[str, Any]:
+        now = service.clock.now()
         with service.read.lock:
             document = service.read.policy.document or {}
             overrides = dict(service.read.autonomy.overrides)
+            raises = {
+                r.service: {
+                    "id": r.request_id,
+                    "level": r.level,
+                    "status": r.status(now),
+                    "yours": who is not None and r.has_confirmed(who.name),
+                }
+                for r in service.read.raises.pending(now)
+            }
             counts: dict[str, int] = {}
             for view in service.read.incidents.incidents.values():
                 if view.status == "open" and view.service:
@@ -969,6 +985,7 @@ def console_router(service: Service, *, stream_lifetime: float = 15.0) -> APIRou
                     "effective": overrides.get(name) or configured,
                     "overridden": bool(overrides.get(name)) and overrides[name] != configured,
                     "open": counts.get(name, 0),
+                    "raise": raises.get(name),
                 }
             )
         return {"services": rows, "levels": AUTONOMY_LEVELS, "capped": capped}
@@ -1003,7 +1020,7 @@ def console_router(service: Service, *, stream_lifetime: float = 15.0) -> APIRou
             return render(
                 request, "error.html", who, status_code=400, title="Bad request", message=asked
             )
-        context = incident_context(incident_id)
+        context = incident_context(incident_id, who)
         if context is None:
             return render(
                 request,
@@ -1024,7 +1041,7 @@ def console_router(service: Service, *, stream_lifetime: float = 15.0) -> APIRou
         asked = SignalsAsked.of(request)
         if isinstance(asked, str):
             return Response(asked, status_code=400, headers=SECURITY_HEADERS)
-        context = incident_context(incident_id)
+        context = incident_context(incident_id, who)
         if context is None:
             return Response("not found", status_code=404, headers=SECURITY_HEADERS)
         return render(request, "_incident.html", who, **with_signals(context, asked))
@@ -1034,28 +1051,28 @@ def console_router(service: Service, *, stream_lifetime: float = 15.0) -> APIRou
         who = gate(request)
         if isinstance(who, Response):
             return who
-        return render(request, "approvals.html", who, title="Approvals", **approvals_context())
+        return render(request, "approvals.html", who, title="Approvals", **approvals_context(who))
 
     @router.get("/fragments/approvals", response_class=HTMLResponse)
     def approvals_fragment(request: Request) -> Response:
         who = gate(request, fragment=True)
         if isinstance(who, Response):
             return who
-        return render(request, "_approvals.html", who, **approvals_context())
+        return render(request, "_approvals.html", who, **approvals_context(who))
 
     @router.get("/services", response_class=HTMLResponse)
     def services_page(request: Request) -> Response:
         who = gate(request)
         if isinstance(who, Response):
             return who
-        return render(request, "services.html", who, title="Services", **services_context())
+        return render(request, "services.html", who, title="Services", **services_context(who))
 
     @router.get("/fragments/services", response_class=HTMLResponse)
     def services_fragment(request: Request) -> Response:
         who = gate(request, fragment=True)
         if isinstance(who, Response):
             return who
-        return render(request, "_services.html", who, **services_context())
+        return render(request, "_services.html", who, **services_context(who))
 
     @router.get("/fragments/header", response_class=HTMLResponse)
     def header_fragment(request: Request) -> Response:
@@ -1101,13 +1118,13 @@ def console_router(service: Service, *, stream_lifetime: float = 15.0) -> APIRou
 
         if not access.enabled:
             return refuse(409, "Access control is off: there is nothing to sign in to.")
-        address = client_address(request)
-        retry = access.throttle.retry_after(address)
-        if retry is not None:
-            return refuse(429, f"Too many failed attempts: try again in {retry} s.")
         if not token:
             return refuse(400, "Paste a token.")
-        if access.authenticate(token) is None:
+        if access.authenticate(token) is None:  # a known token is accepted from anywhere
+            address = client_address(request)
+            retry = access.throttle.retry_after(address)
+            if retry is not None:
+                return refuse(429, f"Too many failed attempts: try again in {retry} s.")
             access.throttle.failed(address)
             return refuse(401, "That token is not recognised.")
         response = RedirectResponse(target, status_code=303)

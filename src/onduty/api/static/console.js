@@ -202,7 +202,12 @@
         var parsed = null;
         try { parsed = text ? JSON.parse(text) : null; } catch (e) { parsed = null; }
         if (response.ok) {
-          toast(done || "Done", "good");
+          // a request still waiting for more people says where it stands ("1 of 2: ...")
+          var status = parsed && typeof parsed.status === "string" ? parsed.status : "";
+          var message = done || "Done";
+          if (parsed && parsed.pending && status) message = status;
+          else if (parsed && parsed.outcome === "pending" && status) message += ": " + status;
+          toast(message, "good");
           refreshAll(0);
           return true;
         }
