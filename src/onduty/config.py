@@ -458,6 +458,66 @@ def _check_access(raw: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
+_HOST_NAME = re.compile(
+    r"^(\*|(\*\.)?[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*)$"
+)
+
+
+def _check_host(value: str) -> str:
+    """A host name (`onduty.example.com`), a pattern (`*.example.com`, or `*` for any), or an
+    IP address (`10.0.0.5`, `::1`, `[::1]`); never a port or a scheme."""
+    import ipaddress
+
+    text = value.strip().lower().rstrip(".")
+    try:
+        address = ipaddress.ip_address(text.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        if not _HOST_NAME.match(text):
+            raise ValueError(
+                f"{value!r} is not a host name (give a name such as onduty.example.com, a "
+                "pattern such as *.example.com, or an IP address; no scheme and no port)"
+            ) from None
+        return text
+    return f"[{address}]" if address.version == 6 else str(address)
+
+
+def _check_network(value: str) -> str:
+    """An address or a CIDR block (`10.0.0.0/8`, `::1`)."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=False))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address or a CIDR block") from None
+
+
+HostName = Annotated[str, AfterValidator(_check_host)]
+Network = Annotated[str, AfterValidator(_check_network)]
+
+
+class ServerSettings(Model):
+    """How `onduty serve` meets the network. Read when it starts; a reload does not change it."""
+
+    allowed_hosts: list[HostName] = Field(default_factory=list)
+    """Host names answered besides the loopback names, the bind address and IP addresses."""
+    trusted_proxies: list[Network] = Field(default_factory=list)
+    """Peers whose X-Forwarded-For / X-Forwarded-Proto are believed; none by default."""
+    body_timeout: Duration = timedelta(seconds=10)
+    """A request body must arrive within this long of its headers, else 408."""
+    max_unauthenticated: int = Field(default=64, ge=1)
+    """Bodies read at once before their sender is known (HMAC signatures, PagerDuty routing
+    keys); past it, 503 with Retry-After."""
+    shutdown_timeout: Duration = timedelta(seconds=10)
+    """After SIGTERM, how long in-flight requests may take before what is left is closed."""
+
+    @field_validator("body_timeout", "shutdown_timeout")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be longer than zero")
+        return value
+
+
 class Config(Model):
     store: str = "sqlite:///onduty.db"
     bus: str = "memory"
@@ -471,6 +531,7 @@ class Config(Model):
         default_factory=list
     )
     access: Annotated[dict[str, Any], AfterValidator(_check_access)] = Field(default_factory=dict)
+    server: ServerSettings = Field(default_factory=ServerSettings)
     # Snapshots cost the core thread time; restart folds at most this many events after one.
     snapshot_every: int = Field(default=10_000, ge=1)
     services: list[Service] = Field(default_factory=list)
@@ -504,7 +565,8 @@ class Config(Model):
         """What the core decides by: everything except the shell's own settings (where the log
         lives, the bus, the pollers that feed it)."""
         return self.model_dump(
-            mode="json", exclude={"store", "bus", "sources", "actuators", "channels", "access"}
+            mode="json",
+            exclude={"store", "bus", "sources", "actuators", "channels", "access", "server"},
         )
 
     @property

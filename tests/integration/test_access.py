@@ -125,8 +125,11 @@ def test_every_write_route_for_every_role(
     server: Server, role: str | None, method: str, path: str, body: Any, needs: str, allowed: int
 ) -> None:
     expected = 401 if role is None else allowed if needs in HOLDS[role] else 403
+    # a POST says it is JSON even without a body: the API refuses what a browser could send
+    # from another site without asking first
+    headers = {"Content-Type": "application/json"} if method == "POST" else None
     with as_role(server, role) as client:
-        response = client.request(method, path, json=body)
+        response = client.request(method, path, json=body, headers=headers)
     assert response.status_code == expected, response.text
     assert response.headers["content-type"].startswith("application/json")
     if expected in (401, 403):
@@ -145,7 +148,7 @@ READS = [
     ("/api/v1/audit/verify", 200),
     ("/metrics", 200),
     ("/api/v1/openapi.json", 200),
-    ("/api/v1/docs", 200),
+    ("/api/v1/docs", 404),  # no documentation pages: they would load scripts from a CDN
     ("/api/v1/no-such-route", 404),
 ]
 
@@ -259,7 +262,8 @@ def test_an_approval_is_recorded_with_the_approvers_name_and_role(server: Server
         ]
         assert len(pending) == 1, pending
         approval = pending[0]
-        assert client.post(f"/api/v1/approvals/{approval['id']}/approve").status_code == 403
+        refused = client.post(f"/api/v1/approvals/{approval['id']}/approve", json={})
+        assert refused.status_code == 403
     with as_role(server, "approver") as client:
         answer = client.post(f"/api/v1/approvals/{approval['id']}/approve", json={"comment": "go"})
         assert answer.status_code == 202, answer.text
@@ -461,7 +465,7 @@ def test_tls_and_the_failure_throttle(tmp_path: Path) -> None:
                       SSL_CERT_FILE=str(cert))  # fmt: skip
         assert status.returncode == 0, status.stderr
 
-        # repeated bad credentials from one address: 401 three times, then 429 for everything
+        # repeated bad credentials from one address: 401 three times, then 429 for bad ones
         with server.client("guess-1") as client:
             for _ in range(2):
                 assert client.get("/api/v1/incidents").status_code == 401
@@ -475,11 +479,11 @@ def test_tls_and_the_failure_throttle(tmp_path: Path) -> None:
             assert 0 < int(throttled.headers["Retry-After"]) <= 60
             assert "too many" in throttled.json()["error"]
         with as_role(server, "admin") as client:
-            assert client.get("/api/v1/incidents").status_code == 429  # even a good token
+            assert client.get("/api/v1/incidents").status_code == 200  # a good token still works
             assert client.get("/healthz").status_code == 200
         with server.client(AM_TOKEN) as client:
             response = client.post("/api/v1/signals/alertmanager", json=alertmanager("x", "y"))
-            assert response.status_code == 429
+            assert response.status_code == 202
         assert server.terminate() == 0
 
 

@@ -228,9 +228,9 @@ def test_approval_over_the_api(server: Server) -> None:
         mine = [a for a in pending if "checkout-2" in a["summary"]]
         assert len(mine) == 1, pending
         approval_id = mine[0]["id"]
-        assert client.post(f"/api/v1/approvals/{approval_id}/approve").status_code == 202
-        assert client.post(f"/api/v1/approvals/{approval_id}/approve").status_code == 404
-        assert client.post("/api/v1/approvals/apr-nope/deny").status_code == 404
+        assert client.post(f"/api/v1/approvals/{approval_id}/approve", json={}).status_code == 202
+        assert client.post(f"/api/v1/approvals/{approval_id}/approve", json={}).status_code == 404
+        assert client.post("/api/v1/approvals/apr-nope/deny", json={}).status_code == 404
         incident = client.get(f"/api/v1/incidents/{mine[0]['incident_id']}").json()
         verdicts = [
             e["data"]["verdict"] for e in incident["timeline"] if e["type"] == "PolicyEvaluated"

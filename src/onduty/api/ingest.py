@@ -1,7 +1,8 @@
 """The ingest hot path: raw Starlette endpoints, a lean parse, and 202 only once durable.
 
-Per request: with access control on, check the sender's credential (401, 403, 429 after too
-many failures: a bearer token or an HMAC signature of the body), then the content type (415)
+Per request: with access control on, check the sender's credential (401, 403; a bearer token
+or an HMAC signature of the body; a credential that verifies is always accepted, an address
+that keeps failing gets 429 instead of 401), then the content type (415)
 and size (413), parse the body with the wire format's
 parser, hand the signals to the core loop (429 when its queue is full, 503 while draining), and
 answer 202 after the log has committed them. A body that is JSON but cannot become a signal is
@@ -12,6 +13,7 @@ operator sent is silently dropped.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,6 +32,8 @@ from onduty.runtime import Input
 from onduty.sense import IngestError
 
 RAW_KEEP = 4096
+KEEP_DEPTH = 32
+TOO_DEEP = "…[nested too deeply]"
 SECRET_KEYS = ("routing_key", "token", "password", "secret", "authorization", "api_key")
 RETRY_AFTER = "1"
 
@@ -88,25 +92,37 @@ async def read_limited(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def redact(value: Any) -> Any:
+def redact(value: Any, depth: int = 0) -> Any:
+    """`value` with the values of secret-looking keys replaced; nesting past `KEEP_DEPTH` is
+    cut (a rejected body is kept for a person to read, not to be rebuilt)."""
+    if isinstance(value, dict | list) and depth >= KEEP_DEPTH:
+        return TOO_DEEP
     if isinstance(value, dict):
         return {
             key: "[redacted]"
             if any(secret in str(key).lower() for secret in SECRET_KEYS)
-            else redact(item)
+            else redact(item, depth + 1)
             for key, item in value.items()
         }
     if isinstance(value, list):
-        return [redact(item) for item in value]
+        return [redact(item, depth + 1) for item in value]
     return value
 
 
+_SECRET_TEXT = re.compile(
+    r'("[^"\\]*(?:' + "|".join(SECRET_KEYS) + r')[^"\\]*"\s*:\s*)"(?:[^"\\]|\\.)*"',
+    re.IGNORECASE,
+)
+
+
 def kept_raw(body: bytes) -> str:
-    """What a rejected body is remembered as: its JSON with secrets redacted, truncated."""
+    """What a rejected body is remembered as: its JSON with secrets redacted, truncated. A body
+    that cannot be read back as JSON here (nested past orjson's limit, a number past 64 bits)
+    is kept as text, with the string values of secret-looking keys redacted."""
     try:
         text = orjson.dumps(redact(orjson.loads(body))).decode()
-    except orjson.JSONDecodeError:
-        text = body.decode("utf-8", errors="replace")
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError, RecursionError):
+        text = _SECRET_TEXT.sub(r'\1"[redacted]"', body.decode("utf-8", errors="replace"))
     return text if len(text) <= RAW_KEEP else text[:RAW_KEEP] + "…[truncated]"
 
 
@@ -120,11 +136,16 @@ class Ingest:
         *,
         max_body: int,
         access: Access | None = None,
+        max_unauthenticated: int = 64,
     ):
         self._loop = loop  # looked up per request: the loop starts with the app's lifespan
         self._metrics = metrics
         self._max_body = max_body
         self._access = access
+        # bodies being read before their sender is known (an HMAC signature, a routing key):
+        # each holds a connection until it arrives or times out, so only so many at once
+        self._max_unauthenticated = max_unauthenticated
+        self._unauthenticated = 0
 
     def endpoint(self, fmt: Format) -> Callable[[Request], Any]:
         async def receive(request: Request) -> Response:
@@ -142,28 +163,37 @@ class Ingest:
         self, fmt: Format, request: Request, access: Access
     ) -> tuple[Response | None, IngestSource | None, bytes | None]:
         """The sender, by its bearer token or its HMAC signature of the body (then read here,
-        and returned so it is not read twice); or the response refusing it."""
-        address = client_address(request)
-        retry = access.throttle.retry_after(address)
-        if retry is not None:
-            reason = "too many failed authentications; retry later"
-            return error(429, reason, **{"Retry-After": str(retry)}), None, None
+        and returned so it is not read twice); or the response refusing it.
+
+        A credential that verifies is accepted even from an address that has failed too often
+        (that address may be a NAT shared with an attacker); only failures are throttled."""
         token = bearer_token(request)
         source = access.ingest_token(token) if token else None
         body: bytes | None = None
         signature = request.headers.get(SIGNATURE_HEADER)
-        if source is None and signature is not None:
-            body = await read_limited(request, self._max_body)
+        reads_body = signature is not None or (token is None and fmt.credential is not None)
+        if source is None and reads_body:
+            if self._unauthenticated >= self._max_unauthenticated:
+                reason = "too many requests are being authenticated; retry shortly"
+                return error(503, reason, **{"Retry-After": RETRY_AFTER}), None, None
+            self._unauthenticated += 1
+            try:
+                body = await read_limited(request, self._max_body)
+            finally:
+                self._unauthenticated -= 1
             if body is None:
                 return self._too_large(), None, None
-            source = access.ingest_signature(body, signature)
-        elif source is None and token is None and fmt.credential is not None:
-            body = await read_limited(request, self._max_body)
-            if body is None:
-                return self._too_large(), None, None
-            carried = fmt.credential(body)
-            source = access.ingest_token(carried) if carried else None
+            if signature is not None:
+                source = access.ingest_signature(body, signature)
+            elif fmt.credential is not None:
+                carried = fmt.credential(body)
+                source = access.ingest_token(carried) if carried else None
         if source is None:
+            address = client_address(request)
+            retry = access.throttle.retry_after(address)
+            if retry is not None:
+                reason = "too many failed authentications; retry later"
+                return error(429, reason, **{"Retry-After": str(retry)}), None, None
             access.throttle.failed(address)
             reason = "authentication required: a bearer token or an X-Onduty-Signature"
             return error(401, reason, **{"WWW-Authenticate": "Bearer"}), None, None
