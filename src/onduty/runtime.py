@@ -22,6 +22,7 @@ from typing import Protocol
 
 from onduty.act import ActuatorRegistry, Executor
 from onduty.act.executor import Spawn, inline
+from onduty.act.runs import RunLocks
 from onduty.commands import (
     CheckOutcome,
     Command,
@@ -124,6 +125,7 @@ class Runtime:
         on_event: Callable[[Event], None] | None = None,
         spawn: Spawn = inline,
         attempts: int = 1,
+        runs: RunLocks | None = None,
     ) -> None:
         self.log = log
         self.manager = manager
@@ -133,7 +135,12 @@ class Runtime:
         self._new_id = new_id or random_ids()
         self._on_event = on_event
         self._executor = Executor(
-            actuators, self._record, spawn=spawn, attempts=attempts, record_many=self._record_many
+            actuators,
+            self._record,
+            spawn=spawn,
+            attempts=attempts,
+            record_many=self._record_many,
+            runs=runs,
         )
         self._timers: dict[str, datetime] = {}
         self._timer_heap: list[tuple[datetime, str]] = []
@@ -162,9 +169,13 @@ class Runtime:
         on_event: Callable[[Event], None] | None = None,
         spawn: Spawn = inline,
         attempts: int = 1,
+        runs: RunLocks | None = None,
     ) -> tuple[Runtime, RecoveryReport]:
         """Rebuild the core from the latest snapshot plus the log's tail, then activate
-        `config` when it differs from the one in force, and settle what a crash left open."""
+        `config` when it differs from the one in force, and settle what a crash left open.
+
+        With `runs` (run locks in a state directory), an action started before the crash whose
+        run may still be in progress is waited for before its outcome is checked."""
         report = RecoveryReport()
         snapshot = log.latest_snapshot()
         manager = Manager.from_snapshot(snapshot.state) if snapshot else Manager()
@@ -184,6 +195,11 @@ class Runtime:
             on_event=on_event,
             spawn=spawn,
             attempts=attempts,
+            runs=runs,
+        )
+        # Run locks of settled commands go; those in doubt stay to be waited on.
+        runtime._executor.sweep_runs(
+            [c.start.command_id for c in manager.in_doubt() if isinstance(c, CheckOutcome)]
         )
         runtime._last_snapshot = report.snapshot_seq
         if config is not None and manager.state.policy_version != config.version:

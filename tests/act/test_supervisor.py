@@ -15,8 +15,10 @@ from typing import Any
 import pytest
 
 from onduty.act.specs import OutcomeUnknown, SupervisorSpec
-from onduty.act.supervisor import SupervisorActuator
+from onduty.act.supervisor import STOPPED_STATES, SupervisorActuator
+from onduty.events import ActionOutcomeUnknown
 from tests.act.helpers import action, free_port
+from tests.act.standin import Standins
 
 ROOT = Path(__file__).resolve().parents[2]
 SUPERVISORD = Path("/usr/bin/supervisord")
@@ -55,6 +57,13 @@ startsecs=1
 startretries=0
 autostart=false
 autorestart=false
+
+[program:slowstop]
+command=/bin/sh -c "trap '' TERM; exec /bin/sleep 1000"
+startsecs=1
+autostart=true
+autorestart=false
+stopwaitsecs=1
 
 [group:pool]
 programs=worker-a,worker-b
@@ -251,3 +260,63 @@ def test_an_unreachable_supervisord_is_a_failure() -> None:
     assert outcome.error == (
         f"supervisor: cannot connect to http://127.0.0.1:{port}/RPC2: connection refused"
     )
+
+
+def crash_spec(supervisord: Supervisord, action: str) -> dict[str, Any]:
+    return {
+        "spec": {
+            "kind": "supervisor",
+            "action": action,
+            "url": supervisord.url,
+            "username": "onduty",
+            "password": "${ENV:ONDUTY_TEST_SV_PASSWORD}",
+            "timeout": "2s",
+        },
+        "env": {"ONDUTY_TEST_SV_PASSWORD": PASSWORD},
+        "command": {
+            "command_id": f"cmd-{action}",
+            "incident_id": "inc-1",
+            "action": action,
+            "target": "slowstop",
+        },
+    }
+
+
+def wait_for_state(supervisord: Supervisord, states: set[str] | frozenset[str]) -> str:
+    deadline = time.monotonic() + 10
+    while (state := supervisord.info("slowstop")["statename"]) not in states:
+        assert time.monotonic() < deadline, state
+        time.sleep(0.05)
+    return str(state)
+
+
+def test_a_restart_cut_off_by_a_crash_is_escalated_saying_what_it_was_doing(
+    supervisord: Supervisord, standins: Standins
+) -> None:
+    wait_for_state(supervisord, {"RUNNING"})
+    # The program ignores SIGTERM: supervisord's stop takes a second (then SIGKILL).
+    crashed = standins.crash(crash_spec(supervisord, "process.restart"), after=0.4)
+
+    recorded = crashed.reconcile()
+
+    (unknown,) = recorded
+    assert isinstance(unknown, ActionOutcomeUnknown)
+    assert "not idempotent" in unknown.reason
+    assert "stopping slowstop" in unknown.reason, unknown.reason
+    # Why it is not re-run blindly, nor reported done: supervisord finished the stop it was
+    # asked for, and nobody asked it to start the program again.
+    assert wait_for_state(supervisord, STOPPED_STATES) in STOPPED_STATES
+
+
+def test_a_start_cut_off_by_a_crash_is_run_again_once_its_request_is_over(
+    supervisord: Supervisord, standins: Standins
+) -> None:
+    stop = make(supervisord, action="process.stop")
+    assert stop.run(action("slowstop", name="process.stop")).ok
+    crashed = standins.crash(crash_spec(supervisord, "process.start"), after=0.3)
+
+    recorded = crashed.reconcile()
+
+    assert [type(body).__name__ for body in recorded] == ["ActionSucceeded"], recorded
+    assert time.monotonic() - crashed.killed_at > 1.2, "the start in flight was waited out"
+    assert supervisord.info("slowstop")["statename"] == "RUNNING"

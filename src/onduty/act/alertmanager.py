@@ -18,11 +18,16 @@ Parameters of a create (`params`):
 An `expire` action (`alertmanager.expire`) expires `params.expire` (a silence id); an undo
 (`StartUndo`) expires the silences its action created (found by the marker), or
 `params.expire` when given. Expiring a silence that is already expired succeeds.
+
+Crash semantics (`in_flight = "request"`): a create in flight dies with onduty, but Alertmanager
+may still store it. A restart waits until the request's timeout has passed since it began, then
+looks for the command's silence (`check`) and creates it only when there is none — never two.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,6 +37,7 @@ import orjson
 
 from onduty.act.base import Outcome
 from onduty.act.http import HttpExchange, HttpFailure, Response
+from onduty.act.runs import InFlight, current_run
 from onduty.act.specs import (
     AlertmanagerSilenceSpec,
     OutcomeUnknown,
@@ -100,6 +106,13 @@ def parse_matchers(raw: Any, context: Mapping[str, Any]) -> list[dict[str, Any]]
     return matchers
 
 
+def _sending(timeout: float, doing: str) -> None:
+    """Note in the run's lock when a request that changes Alertmanager goes out: a restart
+    waits until its timeout has passed before it looks for the silence."""
+    if (run := current_run()) is not None:
+        run.note(started=time.time(), timeout=timeout, doing=doing)
+
+
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
@@ -109,6 +122,7 @@ class AlertmanagerSilenceActuator:
 
     idempotent = True
     can_check = True
+    in_flight = InFlight.REQUEST
 
     def __init__(
         self,
@@ -160,6 +174,7 @@ class AlertmanagerSilenceActuator:
         if not _SILENCE_ID.match(silence_id):
             raise _Refused(f"{silence_id!r} is not a silence id")
         url = f"{self.spec.url}/api/v2/silence/{silence_id}"
+        _sending(timeout, f"expiring silence {silence_id}")
         response = self._http.send("DELETE", url, timeout=timeout)
         if response.status == 200:
             return f"silence {silence_id} expired"
@@ -233,6 +248,7 @@ class AlertmanagerSilenceActuator:
             "comment": f"{comment} ({marker(command.command_id)})",
         }
         url = f"{self.spec.url}/api/v2/silences"
+        _sending(timeout, "creating a silence")
         response = self._http.send("POST", url, timeout=timeout, json=body)
         if response.status != 200:
             raise HttpFailure(self._http.describe("POST", url, response))

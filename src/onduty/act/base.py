@@ -20,6 +20,18 @@ class Actuator(Protocol):
 
     `idempotent`: running the same command twice has the effect of running it once.
     `can_check`: `check(command_id)` can tell whether an earlier call took effect.
+
+    Optionally, `in_flight` (`onduty.act.runs.InFlight`, default `"request"`) says what of a
+    run outlives onduty's process when it dies mid-run, so that a restart waits for that run to
+    be over before it checks or re-runs the action:
+
+    - `"request"`: the run is a request to another system; it dies with onduty, but the other
+      side may still be applying it until the action's timeout has passed since it began, and
+      the restart waits that long.
+    - `"process"`: the run starts processes that outlive onduty. They must inherit the run's
+      lock (`onduty.act.runs.current_run()`: pass its `fd` to them and `note` their `pid` and
+      `pgid`), which then stays held while they live; the restart waits for it (at most the
+      timeout the run noted) and stops their process group when it is exceeded.
     """
 
     @property

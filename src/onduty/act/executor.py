@@ -5,10 +5,17 @@ Where actuators run is a strategy: `inline` (in the caller's thread — simulati
 time, where an action takes no real time) or a `WorkerPool` (threads, with a concurrency limit
 per actuator — `onduty serve`, where an action may take seconds and the core must keep going).
 Idempotent actuators are retried with exponential backoff; others run exactly once.
+
+With `RunLocks` (a state directory), every run holds a lock named by its command id, and a
+restart waits for an earlier run that may still be in progress (a program that outlived onduty,
+a request the other side may still be applying) before it asks whether it took effect — at most
+the run's timeout; a run still going after that is an unknown outcome, escalated, never re-run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +26,7 @@ from tenacity import RetryError, Retrying, retry_if_result, stop_after_attempt, 
 
 from onduty.act.base import Actuator, ActuatorRegistry, Outcome
 from onduty.act.checks import run_check
+from onduty.act.runs import DEFAULT_TIMEOUT_S, EarlierState, InFlight, RunLocks, in_flight_of
 from onduty.commands import CheckOutcome, RunCheck, StartAction, StartUndo
 from onduty.events import (
     ActionFailed,
@@ -30,6 +38,8 @@ from onduty.events import (
     UndoFinished,
     UndoStarted,
 )
+
+logger = logging.getLogger("onduty.act")
 
 Record = Callable[[Payload, str], None]
 """Append an input event to the log (durably) and let the core react: (payload, stream)."""
@@ -90,8 +100,10 @@ class Executor:
         attempts: int = 1,
         backoff_s: float = 0.5,
         record_many: RecordMany | None = None,
+        runs: RunLocks | None = None,
     ) -> None:
         self._actuators = actuators
+        self._runs = runs
         self._record = record
         self._record_many: RecordMany = record_many or self._each
         # Outcomes may be recorded asynchronously (a worker must not wait on the core):
@@ -154,7 +166,44 @@ class Executor:
             return
         self._spawn(actuator, lambda: self._settle(actuator, start))
 
+    def sweep_runs(self, in_doubt: list[str]) -> None:
+        """Remove the run locks of every command but those still in doubt (at start-up)."""
+        if self._runs is not None:
+            self._runs.sweep(in_doubt)
+
     def _settle(self, actuator: Actuator, start: StartAction) -> None:
+        runs = self._runs
+        if runs is None:
+            self._decide(actuator, start, "")
+            return
+        kind = in_flight_of(actuator)
+        if not (actuator.can_check or actuator.idempotent or kind is InFlight.PROCESS):
+            # Nothing to wait for: the outcome stays unknown whatever the earlier run did.
+            still = " (an earlier run still holds its lock)" if runs.held(start.command_id) else ""
+            self._decide(actuator, start, still + _doing(runs.record(start.command_id)))
+            runs.forget(start.command_id)
+            return
+        bound = start.timeout_s if start.timeout_s > 0 else DEFAULT_TIMEOUT_S
+        if runs.held(start.command_id):
+            logger.info(
+                "%s %s: an earlier run is still in progress; waiting for it (at most its "
+                "timeout) before settling its outcome",
+                start.action,
+                start.command_id,
+            )
+        earlier = runs.wait(start.command_id, in_flight=kind, timeout_s=bound)
+        if earlier.state is EarlierState.CANCELLED:
+            return  # shutting down: still in doubt, settled at the next start
+        try:
+            if earlier.state is EarlierState.RUNNING:
+                self._unknown(start, earlier.detail + _doing(earlier.record))
+                return
+            self._decide(actuator, start, _doing(earlier.record))
+        finally:
+            runs.forget(start.command_id)
+
+    def _decide(self, actuator: Actuator, start: StartAction, note: str) -> None:
+        """The earlier run, if any, is over: check, re-run (idempotent) or escalate."""
         if actuator.can_check:
             try:
                 outcome = actuator.check(start.command_id)
@@ -171,7 +220,7 @@ class Executor:
             self._unknown(
                 start,
                 "the process stopped while the action ran; it is not idempotent and its "
-                "outcome cannot be checked, so it is not run again",
+                "outcome cannot be checked, so it is not run again" + note,
             )
 
     def verify(self, command: RunCheck, now: Callable[[], datetime]) -> None:
@@ -219,7 +268,19 @@ class Executor:
         self._spawn(actuator, lambda: finish(self._run(actuator, command)))
 
     def _run(self, actuator: Actuator, command: StartAction | StartUndo) -> Outcome:
-        """Run once, or — for an idempotent actuator — retry failures with backoff."""
+        """Run once, or — for an idempotent actuator — retry failures with backoff; under the
+        command's run lock when there are run locks."""
+        if self._runs is None:
+            return self._attempts_of(actuator, command)
+        bound = command.timeout_s if command.timeout_s > 0 else DEFAULT_TIMEOUT_S
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(self._runs.hold(command.command_id, timeout_s=bound))
+            except OSError as error:
+                return Outcome(False, error=f"refused: cannot take the run lock: {error}")
+            return self._attempts_of(actuator, command)
+
+    def _attempts_of(self, actuator: Actuator, command: StartAction | StartUndo) -> Outcome:
         attempts = self._attempts if actuator.idempotent else 1
         if attempts <= 1:
             return self._once(actuator, command)
@@ -259,3 +320,8 @@ class Executor:
                 ActionFailed(command_id=command.command_id, error=outcome.error[:2000]),
                 command.incident_id,
             )
+
+
+def _doing(record: dict[str, Any]) -> str:
+    doing = record.get("doing")
+    return f"; when onduty stopped, the run was {doing}" if isinstance(doing, str) and doing else ""

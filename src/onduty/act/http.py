@@ -10,6 +10,11 @@ they are resolved when the actuator is created and never appear in outputs, erro
 An unexpected status is a failure that names the status and the (truncated, redacted)
 response body. Redirects are not followed. The whole exchange is bounded by the timeout (the
 stricter of the spec's and the command's). `run` blocks: call it from a worker thread.
+
+Crash semantics (`in_flight = "request"`): a request in flight dies with onduty, but the server
+may still be applying it. A restart waits until the request's timeout has passed since it was
+sent, then asks `check_url` (or re-sends an idempotent request, or escalates a non-idempotent
+one it cannot check).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import httpx
 import orjson
 
 from onduty.act.base import Outcome
+from onduty.act.runs import InFlight, current_run
 from onduty.act.specs import (
     HttpSpec,
     OutcomeUnknown,
@@ -169,6 +175,8 @@ class HttpActuator:
     """Runs an `HttpSpec`. `client` may be shared (the caller closes it); without one, each
     request uses a client of its own, closed when the request is done."""
 
+    in_flight = InFlight.REQUEST
+
     def __init__(
         self,
         spec: HttpSpec,
@@ -205,6 +213,8 @@ class HttpActuator:
             return Outcome(False, error=f"refused: {url!r} is not on the configured host")
         timeout = effective_timeout(self.spec.timeout, command.timeout_s)
         method = self.spec.method
+        if (run := current_run()) is not None:
+            run.note(started=time.time(), timeout=timeout, doing=f"sending {method} {url}")
         try:
             response = self._http.send(method, url, timeout=timeout, json=body)
         except HttpFailure as error:

@@ -4,6 +4,13 @@ A package adds a kind by declaring an entry point in the group `onduty.actuators
 the kind, whose object is a factory `(spec: Mapping[str, Any]) -> Actuator`; the factory gets
 the spec as written in the configuration (`kind`, `action`, `timeout` and its own fields) and
 validates it. Built-in kinds are registered in code and cannot be replaced by an entry point.
+
+Crash semantics of a plugin: by default its run is taken to be a request to another system
+(`in_flight = "request"`, see `onduty.act.base.Actuator`): after a crash mid-run, the restart
+waits until the action's timeout has passed since the run began, then checks it (`can_check`),
+runs it again (`idempotent`) or escalates its outcome as unknown. A plugin that starts programs
+which outlive onduty declares `in_flight = "process"` and hands them the run's lock
+(`onduty.act.runs.current_run()`), so the restart waits for them to exit instead.
 """
 
 from __future__ import annotations

@@ -18,6 +18,12 @@ left running in the background (a daemon that kept its stdout) is neither waited
 killed.
 
 `run` blocks for up to the timeout plus the kill grace: call it from a worker thread.
+
+Crash semantics (`in_flight = "process"`): the program outlives onduty when onduty dies, so it
+inherits the run's lock (`onduty.act.runs`) — one extra open file descriptor — and its pid is
+recorded beside it. A restarted onduty waits for the lock (the program, or the last process
+holding it, has exited) before it runs `check_argv`; past the timeout it stops the program's
+process group and records the outcome as unknown. `check_argv` runs never hold the lock.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from onduty.act.base import Outcome
+from onduty.act.runs import InFlight, RunHandle, current_run
 from onduty.act.specs import (
     OutcomeUnknown,
     Secrets,
@@ -187,9 +194,14 @@ def run_program(
     max_output: int,
     secrets: Secrets,
     kill_grace: float = KILL_GRACE,
+    hold: RunHandle | None = None,
 ) -> Completed:
     """Run `argv` without a shell, in a new session, with exactly `env`; collect its output
-    (bounded) until it exits or `timeout` seconds pass (then kill its process group)."""
+    (bounded) until it exits or `timeout` seconds pass (then kill its process group).
+
+    With `hold`, the program inherits that run lock and its pid and deadline are noted in it."""
+    if hold is not None:
+        hold.note(started=time.time(), timeout=timeout + kill_grace + DRAIN)
     try:
         process = subprocess.Popen(
             argv,
@@ -201,12 +213,15 @@ def run_program(
             shell=False,
             start_new_session=True,
             close_fds=True,
+            pass_fds=() if hold is None else (hold.fd,),
         )
     except OSError as error:
         reason = error.strerror or type(error).__name__
         if error.filename is not None and error.filename != argv[0]:
             reason += f" ({error.filename})"  # e.g. the working directory
         return Completed(None, "", start_error=secrets.redact(f"cannot run {argv[0]}: {reason}"))
+    if hold is not None:
+        hold.note(pid=process.pid, pgid=process.pid)  # a session leader: its pid is the group's
     assert process.stdout is not None
     capture = _Capture(max_output)
     deadline = time.monotonic() + timeout
@@ -272,6 +287,8 @@ class ShellActuator:
     """Runs a `ShellSpec`. Secrets in its `env` are resolved when it is created (a missing
     one raises `SecretError` then, not at the first action)."""
 
+    in_flight = InFlight.PROCESS
+
     def __init__(
         self,
         spec: ShellSpec,
@@ -309,7 +326,7 @@ class ShellActuator:
             )
         return argv
 
-    def _execute(self, argv: list[str], timeout: float) -> Completed:
+    def _execute(self, argv: list[str], timeout: float, *, hold: bool = False) -> Completed:
         return run_program(
             argv,
             env=self._environment,
@@ -318,6 +335,7 @@ class ShellActuator:
             max_output=self.spec.max_output,
             secrets=self._secrets,
             kill_grace=self._kill_grace,
+            hold=current_run() if hold else None,
         )
 
     def run(self, command: StartAction | StartUndo) -> Outcome:
@@ -326,7 +344,7 @@ class ShellActuator:
         except TemplateError as error:
             return self._refused(str(error))
         timeout = effective_timeout(self.spec.timeout, command.timeout_s)
-        result = self._execute(argv, timeout)
+        result = self._execute(argv, timeout, hold=True)
         if result.returncode == 0 and not result.timed_out:
             return Outcome(True, output=result.output)
         return Outcome(

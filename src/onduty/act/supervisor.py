@@ -15,6 +15,12 @@ stopped state after stop; anything else is a failure. supervisord's faults becom
 errors ("supervisor: no such program 'x'"). Credentials are sent as a Basic authorization
 header and never appear in errors or a `repr`. supervisord cannot tell afterwards whether a
 given command ran, so `can_check` is False.
+
+Crash semantics (`in_flight = "request"`): supervisord finishes an XML-RPC call whose client
+died, so a restart waits until the action's timeout has passed since it began. An idempotent
+`start` or `stop` is then run again; a `restart` cut off by the crash may have stopped the
+program without starting it again: its outcome is unknown and escalated (the escalation says
+whether it was stopping or starting).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from onduty.act.base import Outcome
+from onduty.act.runs import InFlight, current_run
 from onduty.act.specs import (
     OutcomeUnknown,
     Secrets,
@@ -112,6 +119,7 @@ class SupervisorActuator:
     """Runs a `SupervisorSpec`; the password reference is resolved when it is created."""
 
     can_check = False
+    in_flight = InFlight.REQUEST
 
     def __init__(self, spec: SupervisorSpec, *, env: Mapping[str, str] | None = None) -> None:
         self.spec = spec
@@ -274,12 +282,20 @@ class SupervisorActuator:
             return Outcome(
                 False, error=f"refused: {program!r} is not a program name (name or group:name)"
             )
-        deadline = time.monotonic() + effective_timeout(self.spec.timeout, command.timeout_s)
+        timeout = effective_timeout(self.spec.timeout, command.timeout_s)
+        deadline = time.monotonic() + timeout
+        run = current_run()
+        if run is not None:
+            run.note(started=time.time(), timeout=timeout, doing=f"reading {program}'s state")
         try:
             before = {info["name"]: info for info in self._info(deadline, program)}
             if operation in ("stop", "restart"):
+                if run is not None:
+                    run.note(doing=f"stopping {program} (supervisord)")
                 self._stop(deadline, program)
             if operation in ("start", "restart"):
+                if run is not None:
+                    run.note(doing=f"starting {program} (supervisord)")
                 self._start(deadline, program)
             after = self._info(deadline, program)
         except SupervisorError as error:
