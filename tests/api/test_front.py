@@ -21,6 +21,8 @@ def test_host_headers_are_split_into_name_and_port() -> None:
     assert split_host("[::1]:80") == ("[::1]", 80)
     assert split_host("[::1]") == ("[::1]", None)
     assert split_host("example.com.:443") == ("example.com", 443)
+    for odd in ("localhost:80@evil.example", "[::1]evil", "localhost:", "[::1"):
+        assert not HostNames().answers(split_host(odd)[0]), odd
 
 
 def test_the_names_answered_by_default_and_as_configured() -> None:

@@ -44,23 +44,29 @@ class BodyTimeout(Exception):
 
 
 def split_host(value: str) -> tuple[str, int | None]:
-    """`Name:8765` -> ('name', 8765); `[::1]:80` -> ('[::1]', 80); a bad port -> None."""
+    """`Name:8765` -> ('name', 8765); `[::1]:80` -> ('[::1]', 80). Anything that is not a host
+    and an optional numeric port comes back whole, so it matches no name."""
     text = value.strip().lower()
     if text.startswith("["):
         end = text.find("]")
-        host, rest = (text[: end + 1], text[end + 1 :]) if end > 0 else (text, "")
-        port_text = rest.removeprefix(":") if rest.startswith(":") else None
+        if end < 0:
+            return text, None
+        host, rest = text[: end + 1], text[end + 1 :]
     else:
-        host, colon, port_text_or_empty = text.rpartition(":")
+        host, colon, port_part = text.rpartition(":")
         if not colon or ":" in host:  # no port, or a bare IPv6 address
-            host, port_text = text, None
-        else:
-            port_text = port_text_or_empty
-    port = int(port_text) if port_text and port_text.isdigit() else None
-    return host.rstrip("."), port
+            return text.rstrip("."), None
+        rest = colon + port_part
+    if not rest:
+        return host.rstrip("."), None
+    if not rest.startswith(":") or not rest[1:].isdigit():
+        return text, None
+    return host.rstrip("."), int(rest[1:])
 
 
 def is_address(host: str) -> bool:
+    if host.startswith("[") != host.endswith("]"):
+        return False
     try:
         ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
     except ValueError:
