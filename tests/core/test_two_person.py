@@ -84,7 +84,7 @@ def test_a_request_asked_again_of_the_next_tier_keeps_its_approvals() -> None:
 
 ANSWERS = st.lists(
     st.tuples(
-        st.sampled_from(["grant", "deny", "tick"]),
+        st.sampled_from(["grant", "deny", "tick", "grant", "resolve"]),
         st.sampled_from(["alice", "Alice", "bob", "carol", "eve"]),
         st.sampled_from(["approver", "viewer"]),
     ),
@@ -104,6 +104,8 @@ def test_the_read_model_mirrors_the_cores_decision_after_every_answer(
     for kind, actor, role in answers:
         if kind == "tick":
             driver.feed(Tick(), after=240)
+        elif kind == "resolve":  # the alert clears: the request is moot
+            driver.signal("db-1", status="resolved")
         elif kind == "grant":
             driver.feed(ApprovalGranted(approval_id=approval_id, role=role), actor=actor)
         else:

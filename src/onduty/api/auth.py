@@ -594,11 +594,11 @@ def required_role(dependency: object) -> str | None:
 
 def approval_role(principal: Principal, allowed: Iterable[str]) -> str:
     """The role an approval answer is given in: the first of the policy's approval roles the
-    principal holds, else `approver` (the core then records the answer as refused)."""
-    for role in allowed:
-        if role in principal.roles:
-            return role
-    return APPROVER
+    principal holds, else `approver` (the core then records the answer as refused). The answer
+    desk decides it, for every door."""
+    from onduty.approvals import answering_role
+
+    return answering_role(principal.roles, allowed)
 
 
 # --------------------------------------------------------------------------- the guard
