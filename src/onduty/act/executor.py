@@ -10,6 +10,7 @@ With `RunLocks` (a state directory), every run holds a lock named by its command
 restart waits for an earlier run that may still be in progress (a program that outlived onduty,
 a request the other side may still be applying) before it asks whether it took effect — at most
 the run's timeout; a run still going after that is an unknown outcome, escalated, never re-run.
+The wait happens where `spawn` runs the reconciliation: with run locks, use a `WorkerPool`.
 """
 
 from __future__ import annotations
