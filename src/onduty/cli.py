@@ -900,8 +900,10 @@ def main() -> None:
     try:
         app()
     except ConfigError as error:  # `config check` lists every problem; elsewhere one line
-        more = f" (and {len(error.problems) - 1} more: `onduty config check {error.source}`)"
-        problem_line(f"{error.source}: {error.problems[0]}{more if len(error.problems) > 1 else ''}")
+        more = ""
+        if len(error.problems) > 1:
+            more = f" (and {len(error.problems) - 1} more: `onduty config check {error.source}`)"
+        problem_line(f"{error.source}: {error.problems[0]}{more}")
         sys.exit(2)
     except (UsageProblem, StoreError) as error:
         problem_line(str(error))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import threading
 import time
 import uuid
@@ -33,9 +34,11 @@ from onduty.commands import (
     StartUndo,
 )
 from onduty.config import Config
-from onduty.events import Event, Payload, PolicyActivated, Tick, make_event
-from onduty.log import EventLog, Snapshot
+from onduty.events import Event, Payload, PolicyActivated, SnapshotDiscarded, Tick, make_event
+from onduty.log import EventLog, Snapshot, SnapshotProblem, check_snapshot
 from onduty.manager import Decision, Manager
+
+logger = logging.getLogger("onduty.runtime")
 
 
 class Clock(Protocol):
@@ -98,6 +101,8 @@ class RecoveryReport:
     folded: int = 0
     head_seq: int = 0
     in_doubt: list[Command] = field(default_factory=list)
+    discarded: list[SnapshotProblem] = field(default_factory=list)
+    """Stored snapshots refused at start-up (each recorded as `SnapshotDiscarded`)."""
 
 
 def random_ids() -> Callable[[], str]:
@@ -177,9 +182,7 @@ class Runtime:
         With `runs` (run locks in a state directory), an action started before the crash whose
         run may still be in progress is waited for before its outcome is checked."""
         report = RecoveryReport()
-        snapshot = log.latest_snapshot()
-        manager = Manager.from_snapshot(snapshot.state) if snapshot else Manager()
-        report.snapshot_seq = snapshot.seq if snapshot else 0
+        manager, report.snapshot_seq, report.discarded = _restore(log)
         for event in log.read(after=report.snapshot_seq):
             manager.apply(event)
             report.folded += 1
@@ -202,6 +205,7 @@ class Runtime:
             [c.start.command_id for c in manager.in_doubt() if isinstance(c, CheckOutcome)]
         )
         runtime._last_snapshot = report.snapshot_seq
+        runtime._record_discarded(report.discarded)
         if config is not None and manager.state.policy_version != config.version:
             runtime.submit(
                 PolicyActivated(version=config.version, config=config.policy_document()),
@@ -277,7 +281,7 @@ class Runtime:
         if self._on_event is not None:
             for item in placed:
                 self._on_event(item)
-        self._maybe_snapshot(placed[-1].seq)
+        self._maybe_snapshot(placed[-1])
         self._queue.extend(commands)
         self._drain()
         return placed
@@ -308,10 +312,22 @@ class Runtime:
         return self._timer_heap[0][0] if self._timer_heap else None
 
     def snapshot_now(self) -> None:
-        seq = self.log.head()[0]
+        seq, event_hash = self.log.head()
         if seq > self._last_snapshot:
-            self.log.save_snapshot(Snapshot(seq, self.manager.snapshot()))
+            self.log.save_snapshot(Snapshot.bound(seq, event_hash, self.manager.snapshot()))
             self._last_snapshot = seq
+
+    def _record_discarded(self, discarded: Sequence[SnapshotProblem]) -> None:
+        """Record each snapshot start-up refused, then drop it from the store: the record in
+        the log is what remains of it."""
+        if not discarded:
+            return
+        self.submit_many(
+            [Input(SnapshotDiscarded(seq=p.seq, reason=p.reason), stream="log") for p in discarded]
+        )
+        for problem in discarded:
+            if problem.seq != self._last_snapshot:  # not one just saved at the same seq
+                self.log.discard_snapshot(problem.seq)
 
     # ------------------------------------------------------------------ commands
 
@@ -361,10 +377,35 @@ class Runtime:
         if items:
             self.submit_many([Input(body, stream=stream) for body, stream in items])
 
-    def _maybe_snapshot(self, seq: int) -> None:
-        if seq - self._last_snapshot >= self.snapshot_every:
-            self.log.save_snapshot(Snapshot(seq, self.manager.snapshot()))
-            self._last_snapshot = seq
+    def _maybe_snapshot(self, last: Event) -> None:
+        if last.seq - self._last_snapshot >= self.snapshot_every:
+            self.log.save_snapshot(Snapshot.bound(last.seq, last.hash, self.manager.snapshot()))
+            self._last_snapshot = last.seq
+
+
+def _restore(log: EventLog) -> tuple[Manager, int, list[SnapshotProblem]]:
+    """The core as of the newest snapshot bound to this chain (`check_snapshot`), the seq it
+    folds up to, and the newer snapshots refused on the way (each logged as a warning). With
+    no trusted snapshot, a fresh core that folds the log from the start."""
+    head = log.head()[0]
+    discarded: list[SnapshotProblem] = []
+    restored: tuple[Manager, int] = (Manager(), 0)
+    for snapshot in log.snapshots():
+        reason = check_snapshot(log, snapshot, head)
+        if reason is None:
+            try:
+                restored = (Manager.from_snapshot(snapshot.state), snapshot.seq)
+                break
+            except Exception as error:  # bound and intact, but not a state this version reads
+                reason = f"its state cannot be loaded by this version: {error}"
+        discarded.append(SnapshotProblem(snapshot.seq, reason))
+    for problem in discarded:
+        logger.warning(
+            "snapshot at seq %s discarded: %s; the state is folded from the log instead",
+            problem.seq,
+            problem.reason,
+        )
+    return restored[0], restored[1], discarded
 
 
 def _default_stream(body: Payload) -> str:

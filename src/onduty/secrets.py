@@ -144,6 +144,48 @@ def resolve_references(
     return SecretValues(resolved), Secrets(secrets)
 
 
+def unresolved(reference: str, env: Mapping[str, str] | None = None) -> str | None:
+    """Why the reference `ENV:NAME` or `FILE:/path` (without `${}`) cannot be resolved now, or
+    None when it can. Never returns or mentions a value."""
+    environment = os.environ if env is None else env
+    env_match = _ENV_REFERENCE.match(reference)
+    if env_match:
+        return None if env_match.group(1) in environment else "is not set"
+    file_match = _FILE_REFERENCE.match(reference)
+    if file_match:
+        try:
+            Path(file_match.group(1)).read_text(encoding="utf-8")
+        except OSError as error:
+            return f"cannot be read ({error.strerror or type(error).__name__})"
+        except UnicodeDecodeError:
+            return "is not UTF-8 text"
+        return None
+    return "is not a known kind of reference (expected ENV:NAME or FILE:/absolute/path)"
+
+
+def unresolved_references(
+    document: Any, where: str = "", env: Mapping[str, str] | None = None
+) -> list[str]:
+    """Every `${ENV:NAME}` or `${FILE:/path}` in `document` (parsed configuration: mappings,
+    lists, strings) that cannot be resolved now, each as `field: secret ${...} why`, where
+    `field` is the path under `where` (`actuators[0].password`). Other `${...}` text is left to
+    the component that reads the field."""
+    found: list[str] = []
+    if isinstance(document, str):
+        for reference in _REFERENCE.findall(document):
+            if _ENV_REFERENCE.match(reference) or _FILE_REFERENCE.match(reference):
+                reason = unresolved(reference, env)
+                if reason is not None:
+                    found.append(f"{where or '(top level)'}: secret ${{{reference}}} {reason}")
+    elif isinstance(document, Mapping):
+        for key, value in document.items():
+            found += unresolved_references(value, f"{where}.{key}" if where else str(key), env)
+    elif isinstance(document, list | tuple):
+        for index, value in enumerate(document):
+            found += unresolved_references(value, f"{where}[{index}]", env)
+    return found
+
+
 def check_headers(headers: dict[str, str]) -> dict[str, str]:
     """Valid header names, no line breaks, and credentials only as secret references."""
     for name, value in headers.items():

@@ -16,7 +16,15 @@ from pathlib import Path
 import pytest
 
 from onduty.events import GENESIS_HASH, Event, SignalReceived, make_event, seal
-from onduty.log.base import EventLog, Snapshot
+from onduty.log.base import (
+    EventLog,
+    Snapshot,
+    SnapshotProblem,
+    check_snapshot,
+    snapshot_digest,
+    trusted_snapshot,
+    verify_snapshots,
+)
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -200,3 +208,71 @@ class EventLogContract:
         calls: list[tuple[int, int]] = []
         assert log.verify(progress=lambda done, total: calls.append((done, total))) is None
         assert calls[-1] == (5, 5)
+
+    # ---------------------------------------------------------- snapshots bound to the chain
+
+    def _bound_snapshots(self, log: EventLog) -> list[Event]:
+        """Ten events with a bound snapshot at seq 4 and one at seq 8."""
+        placed = log.append(signals(0, 10))
+        for seq in (4, 8):
+            log.save_snapshot(Snapshot.bound(seq, placed[seq - 1].hash, {"seq": seq}))
+        return placed
+
+    def test_a_bound_snapshot_keeps_its_binding(self, log: EventLog, tmp_path: Path) -> None:
+        placed = self._bound_snapshots(log)
+        expected = Snapshot(
+            8, {"seq": 8}, placed[7].hash, snapshot_digest(8, placed[7].hash, {"seq": 8})
+        )
+        log.close()
+        reopened = self.make_log(tmp_path)
+        try:
+            assert reopened.latest_snapshot() == expected
+            assert [s.seq for s in reopened.snapshots()] == [8, 4]
+            assert check_snapshot(reopened, expected) is None
+            assert trusted_snapshot(reopened) == (expected, [])
+            assert verify_snapshots(reopened) == []
+        finally:
+            reopened.close()
+
+    def test_an_edited_snapshot_is_not_trusted(self, log: EventLog) -> None:
+        self._bound_snapshots(log)
+        good = log.latest_snapshot()
+        assert good is not None
+        log.save_snapshot(
+            Snapshot(good.seq, {"seq": 8, "autonomy": "act"}, good.event_hash, good.digest)
+        )
+        snapshot, discarded = trusted_snapshot(log)
+        assert snapshot is not None and snapshot.seq == 4  # the older one still holds
+        assert [p.seq for p in discarded] == [8]
+        assert "does not match its digest" in discarded[0].reason
+        assert verify_snapshots(log) == discarded
+
+    def test_a_snapshot_bound_to_another_hash_is_not_trusted(self, log: EventLog) -> None:
+        self._bound_snapshots(log)
+        forged = "f" * 64  # as if the event at seq 8 had been rewritten, digest recomputed
+        log.save_snapshot(Snapshot.bound(8, forged, {"seq": 8}))
+        problems = verify_snapshots(log)
+        assert [p.seq for p in problems] == [8]
+        assert "the event at seq 8 has hash" in problems[0].reason
+
+    def test_a_snapshot_beyond_the_head_is_not_trusted(self, log: EventLog) -> None:
+        placed = self._bound_snapshots(log)
+        log.save_snapshot(Snapshot.bound(99, placed[-1].hash, {"seq": 99}))
+        snapshot, discarded = trusted_snapshot(log)
+        assert snapshot is not None and snapshot.seq == 8
+        assert discarded == [SnapshotProblem(99, discarded[0].reason)]
+        assert "beyond the head" in discarded[0].reason
+
+    def test_an_unbound_snapshot_is_not_trusted(self, log: EventLog) -> None:
+        log.append(signals(0, 3))
+        log.save_snapshot(Snapshot(3, {"seq": 3}))  # as older versions wrote them
+        snapshot, discarded = trusted_snapshot(log)
+        assert snapshot is None
+        assert [p.seq for p in discarded] == [3]
+        assert "older version" in discarded[0].reason
+
+    def test_discarding_a_snapshot(self, log: EventLog) -> None:
+        self._bound_snapshots(log)
+        log.discard_snapshot(8)
+        log.discard_snapshot(77)  # none there: nothing happens
+        assert [s.seq for s in log.snapshots()] == [4]

@@ -21,7 +21,15 @@ from hypothesis import strategies as st
 from onduty.events import GENESIS_HASH, Event, canonical_body, chain_hash, seal
 from onduty.log import open_log
 from onduty.log import sqlite as sqlite_log
-from onduty.log.base import ChainBreak, EventLog, Snapshot
+from onduty.log.base import (
+    ChainBreak,
+    EventLog,
+    Snapshot,
+    SnapshotProblem,
+    StoreError,
+    trusted_snapshot,
+    verify_snapshots,
+)
 from onduty.log.sqlite import SQLiteEventLog
 from tests.log.contract import EventLogContract, sealed_chain, signal, signals
 
@@ -525,3 +533,56 @@ def test_open_log_urls(tmp_path: Path) -> None:
     finally:
         log.close()
     assert (tmp_path / "by-url.db").exists()
+
+
+# --------------------------------------------------------------------------- snapshot binding
+
+
+def test_a_log_written_before_snapshots_were_bound_opens_and_its_snapshot_is_untrusted(
+    tmp_path: Path,
+) -> None:
+    path = log_path(tmp_path)
+    build(path, 3)
+    with raw(path) as db:  # the snapshots table as older versions made it, with one snapshot
+        db.execute("DROP TABLE snapshots")
+        db.execute("CREATE TABLE snapshots(seq INTEGER PRIMARY KEY, state BLOB)")
+        db.execute("INSERT INTO snapshots VALUES (3, ?)", (orjson.dumps({"seq": 3}),))
+    with SQLiteEventLog(str(path)) as log:
+        assert log.latest_snapshot() == Snapshot(3, {"seq": 3})
+        snapshot, discarded = trusted_snapshot(log)
+        assert snapshot is None
+        assert discarded == [SnapshotProblem(3, discarded[0].reason)]
+        assert "older version" in discarded[0].reason
+        head_seq, head_hash = log.head()
+        log.save_snapshot(Snapshot.bound(head_seq, head_hash, {"seq": 3}))  # the new columns
+        assert trusted_snapshot(log)[0] == Snapshot.bound(head_seq, head_hash, {"seq": 3})
+
+
+@pytest.mark.parametrize(
+    ("stored", "reason"),
+    [(b"{not json", "does not decode"), (b"[1, 2]", "not a JSON object")],
+)
+def test_a_snapshot_that_does_not_decode_is_untrusted(
+    tmp_path: Path, stored: bytes, reason: str
+) -> None:
+    path = log_path(tmp_path)
+    with SQLiteEventLog(str(path)) as log:
+        placed = log.append(signals(0, 2))
+        log.save_snapshot(Snapshot.bound(2, placed[-1].hash, {"seq": 2}))
+    with raw(path) as db:
+        db.execute("UPDATE snapshots SET state = ? WHERE seq = 2", (stored,))
+    with SQLiteEventLog(str(path)) as log:
+        problems = verify_snapshots(log)
+        assert [p.seq for p in problems] == [2]
+        assert reason in problems[0].reason
+
+
+def test_a_store_that_cannot_be_opened_names_the_file_and_why(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(StoreError, match=r"cannot create its folder .*a-file"):
+        open_log(str(blocker / "events.db"))
+    with pytest.raises(StoreError, match="cannot open the event log"):
+        open_log(str(tmp_path))  # a folder
+    with pytest.raises(StoreError, match="unsupported scheme 'postgres'"):
+        open_log("postgres://db/onduty")

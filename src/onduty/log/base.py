@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from onduty.events import Event
+from onduty.events import Event, to_json
 
 
 @dataclass(frozen=True)
@@ -19,10 +20,93 @@ class ChainBreak:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """A folded state of the core as of `seq` (everything up to and including it)."""
+    """A folded state of the core as of `seq` (everything up to and including it).
+
+    A snapshot is bound to the chain: `event_hash` is the hash of the event at `seq` (the last
+    one it folds), and `digest` is `snapshot_digest(seq, event_hash, state)`, computed once when
+    it is made (`Snapshot.bound`). Start-up uses a snapshot only when both still hold
+    (`check_snapshot`); one written without them (by an older version) is never trusted.
+    `problem` is set by a backend that could not decode what it stored."""
 
     seq: int
     state: dict[str, Any]
+    event_hash: str = ""
+    digest: str = ""
+    problem: str = field(default="", compare=False)
+
+    @classmethod
+    def bound(cls, seq: int, event_hash: str, state: dict[str, Any]) -> Snapshot:
+        """A snapshot of `state` after the event at `seq`, whose hash is `event_hash`."""
+        return cls(seq, state, event_hash, snapshot_digest(seq, event_hash, state))
+
+
+def snapshot_digest(seq: int, event_hash: str, state: Mapping[str, Any]) -> str:
+    """sha256 over the canonical JSON (sorted keys, no spaces) of the snapshot's content."""
+    body = to_json({"seq": seq, "event_hash": event_hash, "state": state})
+    return hashlib.sha256(body).hexdigest()
+
+
+@dataclass(frozen=True)
+class SnapshotProblem:
+    """A stored snapshot that cannot be trusted, and why."""
+
+    seq: int
+    reason: str
+
+
+def _event_hash_at(log: EventLog, seq: int) -> str | None:
+    for event in log.read(after=seq - 1, limit=1):
+        return event.hash if event.seq == seq else None
+    return None
+
+
+def check_snapshot(log: EventLog, snapshot: Snapshot, head: int | None = None) -> str | None:
+    """Why `snapshot` cannot be trusted as a fold of `log`, or None when it can: it must carry
+    its binding, its content must match its digest, its seq must be within the log, and the
+    event at its seq must have the hash it is bound to. Costs one encoding of the state and
+    one read of one event."""
+    if snapshot.problem:
+        return snapshot.problem
+    if not snapshot.event_hash or not snapshot.digest:
+        return "not bound to the chain (written by an older version of onduty): untrusted"
+    last = log.head()[0] if head is None else head
+    if snapshot.seq > last:
+        return f"its seq {snapshot.seq} is beyond the head of the log (seq {last})"
+    if snapshot_digest(snapshot.seq, snapshot.event_hash, snapshot.state) != snapshot.digest:
+        return "its content does not match its digest (the stored snapshot was changed)"
+    actual = _event_hash_at(log, snapshot.seq)
+    if actual is None:
+        return f"the log has no event at seq {snapshot.seq}"
+    if actual != snapshot.event_hash:
+        return (
+            f"it is bound to event hash {snapshot.event_hash[:12]}…, but the event at seq "
+            f"{snapshot.seq} has hash {actual[:12]}… (the chain was rewritten)"
+        )
+    return None
+
+
+def trusted_snapshot(log: EventLog) -> tuple[Snapshot | None, list[SnapshotProblem]]:
+    """The newest stored snapshot that passes `check_snapshot`, and every newer one that did
+    not (newest first). None when no snapshot can be trusted: fold from the start."""
+    head = log.head()[0]
+    discarded: list[SnapshotProblem] = []
+    for snapshot in log.snapshots():
+        reason = check_snapshot(log, snapshot, head)
+        if reason is None:
+            return snapshot, discarded
+        discarded.append(SnapshotProblem(snapshot.seq, reason))
+    return None, discarded
+
+
+def verify_snapshots(log: EventLog) -> list[SnapshotProblem]:
+    """Every stored snapshot that start-up would refuse, newest first."""
+    head = log.head()[0]
+    problems = []
+    for snapshot in log.snapshots():
+        reason = check_snapshot(log, snapshot, head)
+        if reason is not None:
+            problems.append(SnapshotProblem(snapshot.seq, reason))
+    return problems
 
 
 class EventLog(Protocol):
@@ -53,9 +137,21 @@ class EventLog(Protocol):
         """Check the whole chain; None when intact, else the first bad sequence number."""
         ...
 
-    def save_snapshot(self, snapshot: Snapshot) -> None: ...
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Store `snapshot` with its binding (`event_hash`, `digest`) as given."""
+        ...
 
-    def latest_snapshot(self) -> Snapshot | None: ...
+    def latest_snapshot(self) -> Snapshot | None:
+        """The newest stored snapshot, as stored (unchecked: see `trusted_snapshot`)."""
+        ...
+
+    def snapshots(self) -> list[Snapshot]:
+        """Every stored snapshot, newest first, as stored (unchecked)."""
+        ...
+
+    def discard_snapshot(self, seq: int) -> None:
+        """Remove the snapshot at `seq` (nothing when there is none)."""
+        ...
 
     def get_meta(self, key: str) -> str | None: ...
 
@@ -64,17 +160,34 @@ class EventLog(Protocol):
     def close(self) -> None: ...
 
 
+class StoreError(ValueError):
+    """The store cannot be opened as an event log; the message names the store and why."""
+
+
 def open_log(url: str) -> EventLog:
     """Open a log by URL.
 
     `sqlite:///relative/path.db`, `sqlite:////absolute/path.db` (the SQLAlchemy convention),
-    `sqlite:///:memory:`, or a bare file path.
+    `sqlite:///:memory:`, or a bare file path. Raises `StoreError` when it cannot be opened.
     """
     from onduty.log.sqlite import SQLiteEventLog
 
     if url.startswith("sqlite:///"):
-        return SQLiteEventLog(url.removeprefix("sqlite:///"))
-    if "://" in url:
+        path = url.removeprefix("sqlite:///")
+    elif "://" in url:
         scheme = url.split("://", 1)[0]
-        raise ValueError(f"unsupported store {scheme!r}: use sqlite:///PATH or a file path")
-    return SQLiteEventLog(url)
+        raise StoreError(
+            f"store {url}: unsupported scheme {scheme!r}; use sqlite:///PATH or a path"
+        )
+    else:
+        path = url
+    if not path:
+        raise StoreError(f"store {url!r}: no file path given")
+    try:
+        return SQLiteEventLog(path)
+    except StoreError:
+        raise
+    except OSError as error:
+        raise StoreError(
+            f"cannot open the event log {path}: {error.strerror or type(error).__name__}"
+        ) from None

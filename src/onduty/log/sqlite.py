@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from onduty.events import GENESIS_HASH, Event, chain_hash, event_from_body
-from onduty.log.base import ChainBreak, Snapshot
+from onduty.log.base import ChainBreak, Snapshot, StoreError
 
 FORMAT = "onduty-eventlog/1"
 PAGE = 2_000  # rows fetched at a time by `read` and `verify`
@@ -38,13 +38,19 @@ CREATE TABLE IF NOT EXISTS events(seq INTEGER PRIMARY KEY, id TEXT NOT NULL, typ
     stream TEXT NOT NULL, ts TEXT NOT NULL, body BLOB NOT NULL, hash TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS events_type ON events(type);
 CREATE INDEX IF NOT EXISTS events_stream ON events(stream);
-CREATE TABLE IF NOT EXISTS snapshots(seq INTEGER PRIMARY KEY, state BLOB);
+CREATE TABLE IF NOT EXISTS snapshots(seq INTEGER PRIMARY KEY, state BLOB, event_hash TEXT,
+    digest TEXT);
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
 INSERT OR IGNORE INTO meta(key, value) VALUES ('format', '{FORMAT}');
 """
 _INSERT = "INSERT INTO events(seq, id, type, stream, ts, body, hash) VALUES (?, ?, ?, ?, ?, ?, ?)"
 _SET_META = "INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2"
-_SAVE_SNAPSHOT = "INSERT OR REPLACE INTO snapshots(seq, state) VALUES (?, ?)"
+_SAVE_SNAPSHOT = (
+    "INSERT OR REPLACE INTO snapshots(seq, state, event_hash, digest) VALUES (?, ?, ?, ?)"
+)
+# Logs written before snapshots were bound to the chain lack these columns: they are added, and
+# the old rows (NULL there) are never trusted.
+_SNAPSHOT_BINDING = ("event_hash", "digest")
 _PRUNE_SNAPSHOTS = (
     "DELETE FROM snapshots WHERE seq NOT IN (SELECT seq FROM snapshots ORDER BY seq DESC LIMIT ?)"
 )
@@ -158,20 +164,31 @@ class SQLiteEventLog:
         self.path, self.snapshot_keep = path, snapshot_keep
         self._memory = path == ":memory:"
         if not self._memory and os.path.dirname(path):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            folder = os.path.dirname(path)
+            try:
+                os.makedirs(folder, exist_ok=True)
+            except OSError as exc:
+                reason = exc.strerror or type(exc).__name__
+                raise StoreError(
+                    f"cannot open the event log {path}: cannot create its folder {folder} "
+                    f"({reason})"
+                ) from None
         try:
             self._conn = self._connect()
         except sqlite3.Error as exc:
-            raise ValueError(f"cannot open the event log {path}: {exc}") from exc
+            raise StoreError(f"cannot open the event log {path}: {exc}") from exc
         try:
             self._conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._init_schema()
             last = self._conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
             row = last.fetchone()
+        except sqlite3.OperationalError as exc:  # cannot open, read-only, locked, a folder …
+            self._conn.close()
+            raise StoreError(f"cannot open the event log {path}: {exc}") from exc
         except sqlite3.DatabaseError as exc:
             self._conn.close()
-            raise ValueError(f"{path} is not an onduty event log: {exc}") from exc
+            raise StoreError(f"{path} is not an onduty event log: {exc}") from exc
         self._head: tuple[int, str] = (row[0], row[1]) if row else (0, GENESIS_HASH)
         self._conn_lock = threading.Lock()  # the writer connection, and all of ":memory:"
         self._readers: list[sqlite3.Connection] = []  # idle reader connections
@@ -199,6 +216,11 @@ class SQLiteEventLog:
             found = row[0] if row else None
         if found != FORMAT:
             raise sqlite3.DatabaseError(f"format is {found!r}, not {FORMAT!r}")
+        columns = {r[1] for r in self._conn.execute("PRAGMA table_info(snapshots)")}
+        missing = [name for name in _SNAPSHOT_BINDING if name not in columns]
+        if missing:
+            adding = "".join(f"ALTER TABLE snapshots ADD COLUMN {name} TEXT;" for name in missing)
+            self._conn.executescript(f"BEGIN IMMEDIATE;{adding}COMMIT;")
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
@@ -420,17 +442,27 @@ class SQLiteEventLog:
             self._conn.execute("COMMIT")
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
-        """Store `snapshot` (its state as JSON), keeping only the newest `snapshot_keep`."""
+        """Store `snapshot` (its state as JSON, with its binding), keeping only the newest
+        `snapshot_keep`."""
         state = orjson.dumps(snapshot.state)
-        self._write(
-            (_SAVE_SNAPSHOT, (snapshot.seq, state)), (_PRUNE_SNAPSHOTS, (self.snapshot_keep,))
-        )
+        row = (snapshot.seq, state, snapshot.event_hash or None, snapshot.digest or None)
+        self._write((_SAVE_SNAPSHOT, row), (_PRUNE_SNAPSHOTS, (self.snapshot_keep,)))
+
+    def _snapshots(self, limit: int) -> list[Snapshot]:
+        query = "SELECT seq, state, event_hash, digest FROM snapshots ORDER BY seq DESC LIMIT ?"
+        with self._reading() as conn:
+            rows = conn.execute(query, (limit,)).fetchall()
+        return [_snapshot(*row) for row in rows]
 
     def latest_snapshot(self) -> Snapshot | None:
-        with self._reading() as conn:
-            query = "SELECT seq, state FROM snapshots ORDER BY seq DESC LIMIT 1"
-            row = conn.execute(query).fetchone()
-        return Snapshot(row[0], orjson.loads(row[1])) if row else None
+        found = self._snapshots(1)
+        return found[0] if found else None
+
+    def snapshots(self) -> list[Snapshot]:
+        return self._snapshots(-1)
+
+    def discard_snapshot(self, seq: int) -> None:
+        self._write(("DELETE FROM snapshots WHERE seq = ?", (seq,)))
 
     def get_meta(self, key: str) -> str | None:
         with self._reading() as conn:
@@ -463,6 +495,18 @@ class SQLiteEventLog:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _snapshot(seq: int, state: Any, event_hash: Any, digest: Any) -> Snapshot:
+    """A stored row as a Snapshot; one whose state does not decode carries the `problem`."""
+    binding = (str(event_hash) if event_hash else "", str(digest) if digest else "")
+    try:
+        decoded = orjson.loads(state)
+    except (orjson.JSONDecodeError, TypeError) as exc:
+        return Snapshot(seq, {}, *binding, problem=f"its state does not decode: {exc}")
+    if not isinstance(decoded, dict):
+        return Snapshot(seq, {}, *binding, problem="its state is not a JSON object")
+    return Snapshot(seq, decoded, *binding)
 
 
 def _check_row(

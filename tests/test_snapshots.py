@@ -1,0 +1,222 @@
+"""Snapshots are bound to the chain. A stored snapshot that was edited, that belongs to another
+chain, that claims a seq beyond the head, or that an older version wrote without a binding is
+discarded at start-up (a `SnapshotDiscarded` event says so), the state is folded from the log
+instead, and `onduty audit verify` names it."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+
+import orjson
+
+from onduty.events import SignalReceived
+from onduty.log import EventLog, open_log
+from onduty.log.base import snapshot_digest
+from onduty.manager import Manager
+from onduty.runtime import RecoveryReport, Runtime, VirtualClock
+from tests.core.helpers import T0, config
+from tests.test_runtime import RecordingActuator, down, registry
+
+CFG = config()  # "db" needs a human's approval; "web" may act on its own
+
+
+def db_down() -> SignalReceived:
+    return SignalReceived(
+        source="test",
+        fingerprint="down:db-1",
+        status="firing",
+        labels={"alertname": "InstanceDown", "instance": "db-1", "service": "db"},
+    )
+
+
+def first_run(store: Path, instance: str = "web-1", snapshot_every: int = 1000) -> int:
+    """A short history on the web service, then a snapshot at the head, as a stop makes it.
+    Returns the snapshot's seq."""
+    log = open_log(str(store))
+    try:
+        clock = VirtualClock(T0)
+        runtime, _ = Runtime.open(
+            log, clock, registry(RecordingActuator()), config=CFG, snapshot_every=snapshot_every
+        )
+        runtime.submit(down(instance))
+        clock.advance_to(T0 + timedelta(seconds=30))
+        runtime.submit(down(instance, "resolved"))
+        runtime.snapshot_now()
+        return log.head()[0]
+    finally:
+        log.close()
+
+
+@contextmanager
+def restarted(store: Path) -> Iterator[tuple[Runtime, RecoveryReport, RecordingActuator]]:
+    actuator = RecordingActuator()
+    log = open_log(str(store))
+    try:
+        clock = VirtualClock(T0 + timedelta(minutes=5))
+        runtime, report = Runtime.open(log, clock, registry(actuator), config=CFG)
+        yield runtime, report, actuator
+    finally:
+        log.close()
+
+
+def stored_snapshot(store: Path, seq: int | None = None) -> tuple[int, bytes, str, str]:
+    db = sqlite3.connect(store)
+    try:
+        where = "" if seq is None else f"WHERE seq = {int(seq)}"
+        query = f"SELECT seq, state, event_hash, digest FROM snapshots {where} ORDER BY seq DESC"
+        row = db.execute(query).fetchone()
+        assert row is not None
+        return row[0], bytes(row[1]), row[2], row[3]
+    finally:
+        db.close()
+
+
+def write_snapshot(store: Path, seq: int, state: bytes, event_hash: str, digest: str) -> None:
+    db = sqlite3.connect(store)
+    try:
+        with db:
+            db.execute(
+                "INSERT OR REPLACE INTO snapshots(seq, state, event_hash, digest) "
+                "VALUES (?, ?, ?, ?)",
+                (seq, state, event_hash, digest),
+            )
+    finally:
+        db.close()
+
+
+def edit_autonomy(store: Path) -> int:
+    """What someone with the file does: raise db's autonomy in the snapshot from approve to act."""
+    seq, state, event_hash, digest = stored_snapshot(store)
+    assert state.count(b'"autonomy":"approve"') == 1
+    write_snapshot(store, seq, state.replace(b'"approve"', b'"act"'), event_hash, digest)
+    return seq
+
+
+def folded(log: EventLog) -> dict[str, object]:
+    manager = Manager()
+    for event in log.read():
+        manager.apply(event)
+    return manager.snapshot()
+
+
+def discarded_events(log: EventLog) -> list[dict[str, object]]:
+    return [event.data for event in log.read() if event.type == "SnapshotDiscarded"]
+
+
+def onduty(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "onduty", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "COLUMNS": "240"},
+    )
+
+
+def test_an_edited_snapshot_is_discarded_and_the_service_still_needs_approval(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "events.db"
+    first_run(store)
+    seq = edit_autonomy(store)
+    with restarted(store) as (runtime, report, actuator):
+        runtime.submit(db_down())
+        types = [event.type for event in runtime.log.read()]
+        assert actuator.runs == [], "the edited snapshot let onduty act without approval"
+        assert "ApprovalRequested" in types
+        assert discarded_events(runtime.log) == [{"seq": seq, "reason": report.discarded[0].reason}]
+        assert "does not match its digest" in report.discarded[0].reason
+        assert report.snapshot_seq == 0  # folded from the start
+        assert [s.seq for s in runtime.log.snapshots()] == []  # the bad one is gone
+        assert runtime.log.verify() is None
+
+
+def test_audit_verify_names_an_edited_snapshot(tmp_path: Path) -> None:
+    store = tmp_path / "events.db"
+    first_run(store)
+    intact = onduty("audit", "verify", "--store", str(store))
+    assert intact.returncode == 0, intact.stderr
+    seq = edit_autonomy(store)
+    result = onduty("audit", "verify", "--store", str(store))
+    assert result.returncode == 1
+    assert f"snapshot at seq {seq} is bad" in result.stderr
+    assert "does not match its digest" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_snapshot_from_another_chain_is_discarded(tmp_path: Path) -> None:
+    """A snapshot with a valid digest, bound to an event hash that is not this chain's (as after
+    the chain was rewritten, or copied from another store), is not used."""
+    mine, other = tmp_path / "mine.db", tmp_path / "other.db"
+    seq = first_run(mine, "web-1")
+    assert first_run(other, "web-2") == seq
+    write_snapshot(mine, *stored_snapshot(other))
+    with restarted(mine) as (runtime, report, _):
+        assert [p.seq for p in report.discarded] == [seq]
+        assert f"the event at seq {seq} has hash" in report.discarded[0].reason
+        assert report.snapshot_seq == 0
+        assert runtime.manager.snapshot() == folded(runtime.log)
+        assert {record.target for record in runtime.manager.state.history} == {"web-1"}
+
+
+def test_a_snapshot_beyond_the_head_is_discarded(tmp_path: Path) -> None:
+    store = tmp_path / "events.db"
+    seq = first_run(store)
+    _, state, event_hash, _ = stored_snapshot(store)
+    ahead = seq + 50
+    digest = snapshot_digest(ahead, event_hash, orjson.loads(state))
+    write_snapshot(store, ahead, state, event_hash, digest)
+    with restarted(store) as (runtime, report, _):
+        assert [p.seq for p in report.discarded] == [ahead]
+        assert "beyond the head" in report.discarded[0].reason
+        assert report.snapshot_seq == seq  # the older, bound one is used
+        assert discarded_events(runtime.log)[0]["seq"] == ahead
+
+
+def test_the_newest_good_snapshot_is_used_when_a_newer_one_is_bad(tmp_path: Path) -> None:
+    store = tmp_path / "events.db"
+    first_run(store, snapshot_every=3)
+    kept = [row[0] for row in sqlite3.connect(store).execute("SELECT seq FROM snapshots")]
+    assert len(kept) >= 2
+    newest, older = sorted(kept)[-1], sorted(kept)[-2]
+    edit = stored_snapshot(store, newest)
+    write_snapshot(store, newest, edit[1].replace(b'"web-1"', b'"web-9"'), edit[2], edit[3])
+    with restarted(store) as (_, report, _):
+        assert report.snapshot_seq == older
+        assert [p.seq for p in report.discarded] == [newest]
+        assert report.folded > 0
+
+
+def test_a_snapshot_written_before_binding_is_refolded_not_trusted(tmp_path: Path) -> None:
+    store = tmp_path / "events.db"
+    seq = first_run(store)
+    _, state, _, _ = stored_snapshot(store)
+    db = sqlite3.connect(store)
+    try:  # the table as older versions made it: no binding
+        with db:
+            db.execute("DROP TABLE snapshots")
+            db.execute("CREATE TABLE snapshots(seq INTEGER PRIMARY KEY, state BLOB)")
+            db.execute("INSERT INTO snapshots VALUES (?, ?)", (seq, state))
+    finally:
+        db.close()
+    legacy = onduty("audit", "verify", "--store", str(store))
+    assert legacy.returncode == 1
+    assert f"snapshot at seq {seq} is bad" in legacy.stderr and "older version" in legacy.stderr
+    with restarted(store) as (runtime, report, _):
+        assert [p.seq for p in report.discarded] == [seq]
+        assert "older version" in report.discarded[0].reason
+        assert report.snapshot_seq == 0
+        assert runtime.manager.snapshot() == folded(runtime.log)
+        runtime.snapshot_now()  # the next snapshot is bound, and trusted at the next start
+    with restarted(store) as (_, report, _):
+        assert report.discarded == []
+        assert report.snapshot_seq > seq
+    assert onduty("audit", "verify", "--store", str(store)).returncode == 0

@@ -1,0 +1,177 @@
+"""Every way `onduty serve` (and the other commands that load a config or a store) can fail to
+start is one line on stderr naming the secret, field or file, and exit 2: never a traceback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.integration.server import free_port
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+SUPERVISOR = EXAMPLES / "supervisor" / "onduty.yaml"
+PROBE_WITH_FILE_SECRET = """
+services: [{name: web, autonomy: act, instances: [web-1]}]
+sources:
+  - kind: http_probe
+    name: web-health
+    url: http://127.0.0.1:9/health
+    headers: {Authorization: "Bearer ${FILE:/nonexistent/onduty-token}"}
+"""
+
+
+def onduty(
+    *args: str, cwd: Path, unset: tuple[str, ...] = ("SUPERVISOR_PASSWORD",)
+) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if k not in unset}
+    environment["COLUMNS"] = "80"  # narrow: a long message must still be one line
+    return subprocess.run(
+        [sys.executable, "-m", "onduty", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=cwd,
+        env=environment,
+    )
+
+
+def serve(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return onduty("serve", "--port", str(free_port()), *args, cwd=cwd)
+
+
+def one_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The single line a failed start-up printed (after checking there is exactly one)."""
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("onduty: "), lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def not_a_database(tmp_path: Path) -> Path:
+    path = tmp_path / "notes.db"
+    path.write_text("these are notes, not events\n" * 50)
+    return path
+
+
+def test_an_unset_secret_names_the_field_and_the_variable(tmp_path: Path) -> None:
+    store = tmp_path / "sup.db"
+    line = one_line(serve("-c", str(SUPERVISOR), "--store", str(store), cwd=tmp_path))
+    assert line == ("onduty: actuators[0].password: secret ${ENV:SUPERVISOR_PASSWORD} is not set")
+    assert not store.exists()  # refused before anything was opened or recorded
+
+
+def test_an_unreadable_secret_file_names_the_field_and_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "probe.yaml"
+    config.write_text(PROBE_WITH_FILE_SECRET)
+    line = one_line(serve("-c", str(config), "--store", str(tmp_path / "p.db"), cwd=tmp_path))
+    assert "sources[0].headers.Authorization" in line
+    assert "${FILE:/nonexistent/onduty-token} cannot be read (No such file or directory)" in line
+
+
+def test_config_check_warns_about_unset_secrets_and_stays_valid(tmp_path: Path) -> None:
+    result = onduty("config", "check", str(SUPERVISOR), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "valid" in result.stdout
+    warnings = result.stderr.strip().splitlines()
+    assert warnings == [
+        "warning: actuators[0].password: secret ${ENV:SUPERVISOR_PASSWORD} is not set"
+    ]
+    with_secret = onduty("config", "check", str(SUPERVISOR), cwd=tmp_path, unset=())
+    if "SUPERVISOR_PASSWORD" in os.environ:
+        assert with_secret.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "absent.yaml: cannot read the file: No such file or directory"),
+        ("services: [\n", "bad.yaml: line 2, column 1: not valid YAML"),
+        ("services:\n  - name: a\n    autonomy: banana\n", "bad.yaml: services[0].autonomy"),
+    ],
+    ids=["missing", "not-yaml", "invalid-field"],
+)
+def test_a_config_that_cannot_be_used(tmp_path: Path, content: str | None, expected: str) -> None:
+    path = tmp_path / ("absent.yaml" if content is None else "bad.yaml")
+    if content is not None:
+        path.write_text(content)
+    line = one_line(serve("-c", str(path), "--store", str(tmp_path / "x.db"), cwd=tmp_path))
+    assert expected in line
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_a_folder_given_as_the_config(tmp_path: Path) -> None:
+    line = one_line(serve("-c", str(tmp_path), cwd=tmp_path))
+    assert f"onduty: {tmp_path}: cannot read the file" in line
+
+
+def test_a_store_that_is_not_an_event_log(tmp_path: Path, not_a_database: Path) -> None:
+    line = one_line(serve("--store", str(not_a_database), cwd=tmp_path))
+    assert line.startswith(f"onduty: {not_a_database} is not an onduty event log")
+
+
+def test_a_store_that_cannot_be_opened(tmp_path: Path, not_a_database: Path) -> None:
+    folder = one_line(serve("--store", str(tmp_path), cwd=tmp_path))
+    assert f"cannot open the event log {tmp_path}" in folder
+    under_a_file = one_line(serve("--store", str(not_a_database / "x.db"), cwd=tmp_path))
+    assert f"cannot create its folder {not_a_database}" in under_a_file
+    scheme = one_line(serve("--store", "postgres://db/onduty", cwd=tmp_path))
+    assert "unsupported scheme 'postgres'" in scheme
+
+
+def test_a_port_already_in_use(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        store = tmp_path / "x.db"
+        result = onduty("serve", "--port", str(port), "--store", str(store), cwd=tmp_path)
+    line = one_line(result)
+    assert f"cannot listen on 127.0.0.1:{port}: the address is already in use" in line
+    assert not store.exists()  # nothing was started or recorded
+
+
+def test_bad_tls_files(tmp_path: Path, not_a_database: Path) -> None:
+    garbage = one_line(
+        serve("--tls-cert", str(not_a_database), "--tls-key", str(not_a_database), cwd=tmp_path)
+    )
+    assert f"--tls-cert {not_a_database}" in garbage and "not a PEM certificate" in garbage
+    missing = one_line(
+        serve("--tls-cert", str(tmp_path / "no.pem"), "--tls-key", str(tmp_path), cwd=tmp_path)
+    )
+    assert "no.pem: cannot read it (No such file or directory)" in missing
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("demo", "--quiet", "--resume"),
+        ("sim", "demo"),
+        ("replay",),
+        ("audit", "verify"),
+        ("incidents",),
+        ("events", "tail"),
+    ],
+    ids=lambda command: command[0],
+)
+def test_other_commands_name_a_bad_store(
+    tmp_path: Path, not_a_database: Path, command: tuple[str, ...]
+) -> None:
+    line = one_line(onduty(*command, "--store", str(not_a_database), cwd=tmp_path))
+    assert line.startswith(f"onduty: {not_a_database} is not an onduty event log")
+
+
+def test_sim_and_replay_name_a_bad_config(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("runbook: []\n")
+    for command in (("sim", "demo", "-c", str(bad)), ("replay", "-c", str(bad))):
+        line = one_line(onduty(*command, "--store", str(tmp_path / "x.db"), cwd=tmp_path))
+        assert f"onduty: {bad}: runbook: unknown field" in line
