@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -120,8 +121,11 @@ def test_two_people_complete_one_approval_over_http(server: Server) -> None:
     assert (request["required"], request["approved_by"]) == (2, [])
     path = f"/api/v1/approvals/{approval_id}/approve"
     with server.client(TOKENS["alice"]) as alice:
-        first = alice.post(path, json={"comment": "looks right"})
-        assert first.status_code == 202, first.text
+        # a double click: one answer is recorded, the other is told it already was
+        with ThreadPoolExecutor(2) as pool:
+            both = list(pool.map(lambda _: alice.post(path, json={"comment": "ok"}), range(2)))
+        assert sorted(r.status_code for r in both) == [202, 409], [r.text for r in both]
+        first = next(r for r in both if r.status_code == 202)
         assert first.json()["status"] == "1 of 2: approved by alice, waiting for another approver"
         # the request is still there, for bob, saying where it stands
         waiting = pending(server, "bob")[approval_id]
@@ -186,6 +190,12 @@ def test_raising_autonomy_takes_as_many_admins_as_approvals_and_lowering_one(
         confirm = f"/api/v1/autonomy/requests/{request_id}/confirm"
         assert root.post(confirm, json={}).status_code == 409
     assert autonomy_changes(server, "search") == []  # one admin changed nothing
+    for name, offered in (("ruth", 1), ("root", 0)):  # the console offers it to the others
+        with server.client(TOKENS[name]) as client:
+            page = client.get("/fragments/services")
+        assert page.status_code == 200, page.text
+        assert "1 of 2: asked by root, waiting for another admin" in page.text
+        assert page.text.count(f"/api/v1/autonomy/requests/{request_id}/confirm") == offered
     with server.client(TOKENS["vera"]) as viewer:
         listed = viewer.get("/api/v1/autonomy/requests").json()
         assert [(r["id"], r["confirmed_by"]) for r in listed] == [(request_id, ["root"])]

@@ -381,15 +381,18 @@ def build_app(service: Service, *, console: bool = True, hosts: HostNames | None
         """The pending requests, soonest to expire first, with who has approved so far."""
         return [approval_json(item) for item in desk.pending()]
 
+    answer_turn = asyncio.Lock()  # a double click is one answer and a 409, never two answers
+
     async def answer(
         approval_id: str, verdict: Verdict, principal: Principal, body: Answer | None
     ) -> Response:
-        given = desk.answer(
-            approval_id, principal.name, principal.roles, verdict, body.comment if body else ""
-        )
-        if isinstance(given, Refusal):
-            return error(given.status, given.reason, given.field)
-        outcome = await ingest.durable([given.input()])
+        async with answer_turn:
+            given = desk.answer(
+                approval_id, principal.name, principal.roles, verdict, body.comment if body else ""
+            )
+            if isinstance(given, Refusal):
+                return error(given.status, given.reason, given.field)
+            outcome = await ingest.durable([given.input()])
         return outcome or JSONBody(desk.report(approval_id, principal.name), status_code=202)
 
     @app.post(f"{API}/approvals/{{approval_id}}/approve")
@@ -627,15 +630,20 @@ def build_app(service: Service, *, console: bool = True, hosts: HostNames | None
         log = service.log
         if log is None:
             raise HTTPException(503, "not ready")
+        from onduty.log import verify_snapshots
+
         broken = await asyncio.to_thread(log.verify)
+        bad = await asyncio.to_thread(verify_snapshots, log)
         head = log.head()[0]
+        snapshots = [{"seq": problem.seq, "reason": problem.reason} for problem in bad]
         if broken is None:
-            return {"intact": True, "events": head}
+            return {"intact": not bad, "events": head, "bad_snapshots": snapshots}
         return {
             "intact": False,
             "events": head,
             "first_bad_seq": broken.seq,
             "reason": broken.reason,
+            "bad_snapshots": snapshots,
         }
 
     @app.get("/healthz", include_in_schema=False)
