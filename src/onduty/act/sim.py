@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from onduty.act.base import Outcome
+from onduty.act.runs import InFlight
 from onduty.commands import StartAction, StartUndo
 
 SIM_ACTIONS = ("process.restart", "deploy.rollback", "service.scale_out")
@@ -38,6 +39,8 @@ class SimulatedWorld(Protocol):
 class SimActuator:
     idempotent = True
     can_check = True
+    in_flight = InFlight.PROCESS
+    """The simulated world lives in onduty's own process: a run cut off by a crash is over."""
 
     def __init__(self, world: SimulatedWorld, now: Callable[[], datetime]) -> None:
         self._world = world
