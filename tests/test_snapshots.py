@@ -22,6 +22,7 @@ from onduty.log.base import snapshot_digest
 from onduty.manager import Manager
 from onduty.runtime import RecoveryReport, Runtime, VirtualClock
 from tests.core.helpers import T0, config
+from tests.integration.server import Server
 from tests.test_runtime import RecordingActuator, down, registry
 
 CFG = config()  # "db" needs a human's approval; "web" may act on its own
@@ -220,3 +221,46 @@ def test_a_snapshot_written_before_binding_is_refolded_not_trusted(tmp_path: Pat
         assert report.discarded == []
         assert report.snapshot_seq > seq
     assert onduty("audit", "verify", "--store", str(store)).returncode == 0
+
+
+SERVE_CONFIG = """
+services:
+  - {name: db, tier: critical, autonomy: approve, instances: [db-1]}
+correlation: {group_by: [service, alertname, instance]}
+runbooks:
+  - name: restart
+    when: signal.labels.alertname == "InstanceDown"
+    do: [{action: process.restart, target: "{{ signal.labels.instance }}"}]
+"""
+
+
+def test_serve_restarted_on_an_edited_snapshot_still_asks_for_approval(tmp_path: Path) -> None:
+    store, config = tmp_path / "serve.db", tmp_path / "onduty.yaml"
+    config.write_text(SERVE_CONFIG)
+    first = Server(store, config=config).start()
+    assert first.terminate() == 0  # a stop saves a snapshot at the head
+    seq = edit_autonomy(store)
+
+    with Server(store, config=config) as server, server.client() as client:
+        found = client.get("/api/v1/events", params={"type": "SnapshotDiscarded"}).json()
+        assert [event["data"]["seq"] for event in found] == [seq]
+        assert "does not match its digest" in found[0]["data"]["reason"]
+        assert f"snapshot at seq {seq} discarded" in server.output()
+        signal = {
+            "source": "test",
+            "fingerprint": "down-db-1",
+            "status": "firing",
+            "labels": {"alertname": "InstanceDown", "instance": "db-1", "service": "db"},
+        }
+        assert client.post("/api/v1/signals", json=signal).status_code == 202
+        pending = client.get("/api/v1/approvals").json()
+        assert [a["summary"] for a in pending if "db-1" in a["summary"]], pending
+        started = client.get("/api/v1/events", params={"type": "ActionStarted"}).json()
+        assert started == []
+        report = client.get("/api/v1/audit/verify").json()
+        assert report["intact"] is True and report["bad_snapshots"] == []
+
+        write_snapshot(store, 1, b'{"policy": null}', "", "")  # an unbound one, while running
+        report = client.get("/api/v1/audit/verify").json()
+        assert report["intact"] is False
+        assert [bad["seq"] for bad in report["bad_snapshots"]] == [1]
