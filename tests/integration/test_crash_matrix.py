@@ -272,5 +272,6 @@ def test_no_action_runs_twice_whenever_onduty_is_killed(
             assert command_id in escalated, f"{target}: unknown but not escalated; {where}"
         else:
             pytest.fail(f"{target}: {kind} — the action cannot fail here; {where}")
+    assert list((tmp_path / "onduty.db.runs").iterdir()) == [], "settled: no run lock is left"
     if delay == 0:  # the early run was still going when the restart settled it
         assert "an earlier run is still in progress" in output, output
