@@ -412,10 +412,10 @@ def append_all(
         pending.extend(group)
         last = seq + len(pending) >= total and ready()
         if len(pending) >= batch or last:
-            seq = log.append(pending)[-1].seq
-            pending = []
+            placed = log.append(pending)[-1]
+            seq, pending = placed.seq, []
             if snapshot is not None and seq - last_snapshot >= snapshot_every:
-                log.save_snapshot(Snapshot(seq, snapshot()))
+                log.save_snapshot(Snapshot.bound(seq, placed.hash, snapshot()))
                 last_snapshot = seq
             if last:
                 break

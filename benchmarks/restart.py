@@ -35,6 +35,7 @@ from benchmarks._workload import (
 )
 from onduty.act import ActuatorRegistry
 from onduty.config import Config
+from onduty.log.base import check_snapshot
 from onduty.log.sqlite import SQLiteEventLog
 from onduty.manager import Manager
 from onduty.runtime import RecoveryReport, Runtime, VirtualClock
@@ -105,13 +106,14 @@ def _fold_from_zero(path: Path) -> float:
 
 
 def _snapshot_load(path: Path) -> tuple[float, int]:
-    """Seconds to read the latest snapshot and rebuild a manager from it; its size in bytes."""
+    """Seconds to read the latest snapshot, check that it is bound to the chain and rebuild a
+    manager from it; its size in bytes."""
     log = SQLiteEventLog(str(path))
     try:
         gc.collect()
         started = time.perf_counter()
         snapshot = log.latest_snapshot()
-        assert snapshot is not None
+        assert snapshot is not None and check_snapshot(log, snapshot) is None
         Manager.from_snapshot(snapshot.state)
         elapsed = time.perf_counter() - started
         return elapsed, len(orjson.dumps(snapshot.state))
