@@ -264,3 +264,6 @@ def test_serve_restarted_on_an_edited_snapshot_still_asks_for_approval(tmp_path:
         report = client.get("/api/v1/audit/verify").json()
         assert report["intact"] is False
         assert [bad["seq"] for bad in report["bad_snapshots"]] == [1]
+        page = client.get("/audit")
+        assert page.status_code == 200
+        assert "a stored snapshot is BAD: snapshot at seq 1: not bound to the chain" in page.text

@@ -51,6 +51,7 @@ from onduty.api.auth import (
     principal_of,
 )
 from onduty.events import Event
+from onduty.log import verify_snapshots
 from onduty.readmodel import (
     IncidentView,
     PendingApproval,
@@ -612,6 +613,8 @@ class AuditStatus:
     events: int = 0
     first_bad_seq: int | None = None
     reason: str = ""
+    bad_snapshot: int | None = None
+    """With an intact chain: the seq of a stored snapshot that is not bound to it."""
     checked_at: datetime | None = None
     took_s: float = 0.0
 
@@ -707,11 +710,16 @@ class Hub:
             started = self._audit_started = time.monotonic()
             head = log.head()[0]
             broken = log.verify()
+            bad = verify_snapshots(log)
+            reason = broken.reason if broken else ""
+            if broken is None and bad:
+                reason = "; ".join(f"snapshot at seq {p.seq}: {p.reason}" for p in bad)
             self.audit = AuditStatus(
-                intact=broken is None,
+                intact=broken is None and not bad,
                 events=head,
                 first_bad_seq=broken.seq if broken else None,
-                reason=broken.reason if broken else "",
+                reason=reason,
+                bad_snapshot=bad[0].seq if broken is None and bad else None,
                 checked_at=datetime.now(UTC),
                 took_s=time.monotonic() - started,
             )
