@@ -153,6 +153,30 @@ def test_audit_verify_names_an_edited_snapshot(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_audit_verify_deep_finds_a_snapshot_forged_with_a_recomputed_digest(
+    tmp_path: Path,
+) -> None:
+    """Whoever can write the file can recompute a digest; folding the log cannot be fooled."""
+    store = tmp_path / "events.db"
+    first_run(store)
+    seq, state, event_hash, _ = stored_snapshot(store)
+    forged = state.replace(b'"autonomy":"approve"', b'"autonomy":"act"')
+    write_snapshot(
+        store, seq, forged, event_hash, snapshot_digest(seq, event_hash, orjson.loads(forged))
+    )
+    assert onduty("audit", "verify", "--store", str(store)).returncode == 0  # bound, digest holds
+    deep = onduty("audit", "verify", "--deep", "--store", str(store))
+    assert deep.returncode == 1
+    assert f"snapshot at seq {seq} is bad" in deep.stderr
+    assert "not the log folded up to its seq" in deep.stderr
+    write_snapshot(
+        store, seq, state, event_hash, snapshot_digest(seq, event_hash, orjson.loads(state))
+    )
+    honest = onduty("audit", "verify", "--deep", "--store", str(store))
+    assert honest.returncode == 0, honest.stderr
+    assert "equal to the log folded up to their seq" in honest.stdout
+
+
 def test_a_snapshot_from_another_chain_is_discarded(tmp_path: Path) -> None:
     """A snapshot with a valid digest, bound to an event hash that is not this chain's (as after
     the chain was rewritten, or copied from another store), is not used."""
