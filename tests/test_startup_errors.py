@@ -169,6 +169,11 @@ def test_other_commands_name_a_bad_store(
     assert line.startswith(f"onduty: {not_a_database} is not an onduty event log")
 
 
+def test_a_fresh_demo_in_a_folder(tmp_path: Path) -> None:
+    line = one_line(onduty("demo", "--quiet", "--store", str(tmp_path), cwd=tmp_path))
+    assert line == f"onduty: cannot start a fresh run in {tmp_path}: Is a directory"
+
+
 def test_sim_and_replay_name_a_bad_config(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("runbook: []\n")

@@ -28,7 +28,7 @@ from onduty.act import ActuatorRegistry
 from onduty.act.sim import SIM_ACTIONS, SimActuator
 from onduty.config import Config, ConfigError, load_config
 from onduty.events import Event, SignalReceived
-from onduty.log import EventLog, open_log
+from onduty.log import EventLog, StoreError, open_log
 from onduty.readmodel import IncidentProjection
 from onduty.replay import describe
 from onduty.runtime import RecoveryReport, Runtime, VirtualClock, counter_ids, run_virtual
@@ -84,7 +84,11 @@ def _run_key(scenario: Scenario, config: Config) -> str:
 def remove_store(store: str) -> None:
     path = Path(store.removeprefix("sqlite:///"))
     for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
+        try:
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        except OSError as error:  # a folder, or no permission: say so, in one line
+            reason = error.strerror or type(error).__name__
+            raise StoreError(f"cannot start a fresh run in {path}{suffix}: {reason}") from None
 
 
 def run_scenario(
