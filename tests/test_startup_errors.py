@@ -169,6 +169,11 @@ def test_other_commands_name_a_bad_store(
     assert line.startswith(f"onduty: {not_a_database} is not an onduty event log")
 
 
+def test_an_unknown_log_level(tmp_path: Path) -> None:
+    line = one_line(serve("--log-level", "chatty", "--store", str(tmp_path / "x.db"), cwd=tmp_path))
+    assert line == "onduty: --log-level 'chatty': use debug, info, warning or error"
+
+
 def test_a_fresh_demo_in_a_folder(tmp_path: Path) -> None:
     line = one_line(onduty("demo", "--quiet", "--store", str(tmp_path), cwd=tmp_path))
     assert line == f"onduty: cannot start a fresh run in {tmp_path}: Is a directory"

@@ -412,6 +412,8 @@ def serve(
     from onduty.obs import configure_logging
     from onduty.service import Service, StartupError, logger
 
+    if log_level.lower() not in ("critical", "error", "warning", "info", "debug"):
+        raise UsageProblem(f"--log-level {log_level!r}: use debug, info, warning or error")
     simulation = None
     if sim is not None:
         from onduty.sim.live import LiveSimulation
