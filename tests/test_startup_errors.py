@@ -90,6 +90,33 @@ def test_config_check_warns_about_unset_secrets_and_stays_valid(tmp_path: Path) 
         assert with_secret.stderr == ""
 
 
+ACCESS_FROM_AN_UNSET_VARIABLE = """
+access:
+  tokens:
+    - {name: root, roles: [admin], hash_env: ONDUTY_TEST_UNSET_ROOT_HASH}
+"""
+
+
+def test_unset_access_secrets_warn_in_config_check_and_stop_serve(tmp_path: Path) -> None:
+    config = tmp_path / "access.yaml"
+    config.write_text(ACCESS_FROM_AN_UNSET_VARIABLE)
+    unset = ("ONDUTY_TEST_UNSET_ROOT_HASH",)
+    checked = onduty("config", "check", str(config), cwd=tmp_path, unset=unset)
+    assert checked.returncode == 0 and "valid" in checked.stdout
+    assert checked.stderr.strip().splitlines() == [
+        "warning: access.tokens[0].hash_env: environment variable ONDUTY_TEST_UNSET_ROOT_HASH "
+        "is not set"
+    ]
+    served = onduty(
+        "serve", "--port", str(free_port()), "-c", str(config), "--store", str(tmp_path / "x.db"),
+        cwd=tmp_path, unset=unset,
+    )  # fmt: skip
+    assert one_line(served) == (
+        "onduty: access.tokens[0].hash_env: environment variable ONDUTY_TEST_UNSET_ROOT_HASH "
+        "is not set"
+    )
+
+
 @pytest.mark.parametrize(
     ("content", "expected"),
     [

@@ -87,6 +87,7 @@ def config_check(
     """Validate a configuration: exit 0 when valid, 2 with every problem named when not.
     Secret references that cannot be resolved here and now are warnings: the machine that
     runs onduty may well have them."""
+    from onduty.api.auth import Access, AccessError
     from onduty.secrets import unresolved_references
 
     try:
@@ -97,7 +98,12 @@ def config_check(
             err.print(f"  - {escape(problem)}", soft_wrap=True)
         raise typer.Exit(2) from None
     sections = {name: getattr(config, name) for name in ("sources", "actuators", "channels")}
-    for warning in unresolved_references(sections):
+    warnings = unresolved_references(sections)
+    try:
+        Access.from_raw(config.access)  # hashes and ingest secrets named by variable or file
+    except AccessError as error:
+        warnings += error.problems
+    for warning in warnings:
         err.print(f"[yellow]warning[/]: {escape(warning)}", soft_wrap=True)
     out.print(
         f"[green]valid[/]: {file} — {len(config.services)} services, {len(config.runbooks)} "
