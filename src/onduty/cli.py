@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import importlib
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -463,10 +464,15 @@ def serve(
     )
     configure_logging(log_level)
     try:
-        service.prepare()  # secrets, the store, the actuators, the state: before listening
+        with _terminate_after() as terminated:
+            service.prepare()  # secrets, the store, the actuators, the state: before listening
     except StartupError as error:
         listener.close()
         raise UsageProblem(str(error)) from None
+    if terminated.is_set():  # SIGTERM while starting: stop cleanly, as once running
+        listener.close()
+        service.stop()
+        raise typer.Exit(0)
     if simulation is not None:
         _feed_simulation(service, simulation)
     if access.enabled:
@@ -500,6 +506,20 @@ def serve(
             service.stop()  # never served: close what start-up opened
     if not server.started:
         raise typer.Exit(1)
+
+
+@contextmanager
+def _terminate_after() -> Iterator[threading.Event]:
+    """SIGTERM during start-up is remembered, not obeyed at once: what start-up is doing (folding
+    the log, settling an action a crash left open) finishes, and then onduty stops cleanly."""
+    import signal
+
+    terminated = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: terminated.set())
+    try:
+        yield terminated
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _listen(host: str, port: int) -> Any:
