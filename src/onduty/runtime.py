@@ -176,8 +176,9 @@ class Runtime:
         attempts: int = 1,
         runs: RunLocks | None = None,
     ) -> tuple[Runtime, RecoveryReport]:
-        """Rebuild the core from the latest snapshot plus the log's tail, then activate
-        `config` when it differs from the one in force, and settle what a crash left open.
+        """Rebuild the core from the newest snapshot bound to this chain plus the log's tail
+        (a refused snapshot is recorded as `SnapshotDiscarded`), then activate `config` when it
+        differs from the one in force, and settle what a crash left open.
 
         With `runs` (run locks in a state directory), an action started before the crash whose
         run may still be in progress is waited for before its outcome is checked."""
