@@ -508,8 +508,7 @@ class AutonomyRaises:
             # change of the service (a lowering, say) voids it
             for request in self._open(data["service"]):
                 applied = (
-                    data["level"] == request.level
-                    and len(request.confirmed_by) >= request.required
+                    data["level"] == request.level and len(request.confirmed_by) >= request.required
                 )
                 request.outcome = "applied" if applied else "superseded"
 
