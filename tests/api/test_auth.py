@@ -15,7 +15,7 @@ from fastapi.routing import APIRoute
 from starlette.requests import Request
 
 from onduty.api import build_app
-from onduty.api.app import API, INGEST_ROUTES, ROUTE_ROLES
+from onduty.api.app import API, INGEST_ALIASES, INGEST_ROUTES, ROUTE_ROLES
 from onduty.api.auth import (
     LOCAL,
     ROLES,
@@ -398,6 +398,7 @@ def test_sign_in_checks_a_token_and_counts_failures(access: Access) -> None:
 def test_every_api_route_checks_the_role_in_the_table(tmp_path: Path) -> None:
     app = build_app(Service(Config(), str(tmp_path / "x.db")))
     ingest = {API + path for path, _ in INGEST_ROUTES.values()}
+    ingest |= {path for paths in INGEST_ALIASES.values() for path in paths}
     documents = {f"{API}/openapi.json"}
     seen: dict[tuple[str, str], str | None] = {}
     for route in app.routes:

@@ -24,7 +24,11 @@ FIRING = SignalReceived(
         "source": "//monitoring.example.com/rules/disk",
         "subject": "db-1",
     },
-    annotations={"summary": "Disk /var/lib/postgresql will be full within 4h"},
+    annotations={
+        "summary": "Disk /var/lib/postgresql will be full within 4h",
+        "ce.type": "com.example.alert.firing",  # the alertname is DiskFillingUp: kept aside
+        "ce.traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    },
     starts_at=datetime(2024, 5, 1, 11, 55, tzinfo=UTC),
     delivery_id="//monitoring.example.com/rules/disk/8d5c7e3a-4b1f-4f0e-9a57-0c1d2e3f4a5b",
 )
@@ -67,6 +71,10 @@ def test_golden_batch() -> None:
     assert third.labels == {
         "alertname": "com.example.deploy.finished",
         "source": "urn:example:deploys",
+    }
+    assert third.annotations == {
+        "data": "checkout v1.42 rolled out",
+        "ce.datacontenttype": "text/plain",
     }
     assert third.starts_at == RECEIVED_AT  # no time attribute: the time it was received
     assert third.delivery_id == "urn:example:deploys/evt-0003"
@@ -146,17 +154,200 @@ def test_data_fingerprint_is_used() -> None:
     assert _parse(event)[0].fingerprint == "disk:db-1"
 
 
-def test_binary_data_carries_no_alert_fields() -> None:
+def test_base64_data_carries_no_alert_fields_but_is_kept() -> None:
     event = {key: value for key, value in CLOUDEVENT.items() if key != "data"}
     event["data_base64"] = "eyJzdGF0dXMiOiAicmVzb2x2ZWQifQ=="
     [signal] = _parse(event)
     assert signal.status == "firing"
     assert signal.labels["alertname"] == "com.example.alert.firing"
+    assert signal.annotations["data"] == '{"status": "resolved"}'  # UTF-8 text: kept as text
+    assert signal.annotations["ce.datacontenttype"] == "application/json"
 
 
-def test_extensions_are_accepted() -> None:
+def test_extensions_are_kept_as_annotations() -> None:
     event = {**CLOUDEVENT, "partitionkey": "db", "sequence": 7, "sampled": True}
-    assert _parse(event) == _parse(CLOUDEVENT)
+    [signal] = _parse(event)
+    [plain] = _parse(CLOUDEVENT)
+    assert signal.labels == plain.labels and signal.fingerprint == plain.fingerprint
+    assert signal.annotations == {
+        **plain.annotations,
+        "ce.partitionkey": "db",
+        "ce.sequence": "7",
+        "ce.sampled": "true",
+    }
+
+
+def test_data_without_labels_keeps_every_field() -> None:
+    """Well-known names become labels, everything else an annotation (nested as compact JSON):
+    an event whose data has no `labels` object still names its service and instance."""
+    event = {
+        "specversion": "1.0",
+        "id": "e-1",
+        "source": "/monitoring/disk",
+        "type": "com.example.alert",
+        "subject": "/var/lib/pg",
+        "dataschema": "https://schemas.example.com/alert.json",
+        "data": {
+            "service": "paiement-✓",
+            "instance": "db-1",
+            "severity": "critical",
+            "alertname": "DiskFull",
+            "region": "eu-west-1",
+            "summary": "Disque plein à 98 % — 東京",
+            "used_ratio": 0.98,
+            "paging": True,
+            "owner": {"team": "payments", "oncall": ["ana", "bo"]},
+            "tags": ["db", "disk"],
+            "nothing": None,
+        },
+    }
+    [signal] = _parse(event)
+    assert signal.labels == {
+        "service": "paiement-✓",
+        "instance": "db-1",
+        "severity": "critical",
+        "alertname": "DiskFull",
+        "source": "/monitoring/disk",
+        "subject": "/var/lib/pg",
+    }
+    assert signal.annotations == {
+        "region": "eu-west-1",
+        "summary": "Disque plein à 98 % — 東京",
+        "used_ratio": "0.98",
+        "paging": "true",
+        "owner": '{"oncall":["ana","bo"],"team":"payments"}',
+        "tags": '["db","disk"]',
+        "nothing": "null",
+        "ce.type": "com.example.alert",
+        "ce.dataschema": "https://schemas.example.com/alert.json",
+    }
+
+
+def test_clashing_fields_keep_both_values() -> None:
+    event = copy.deepcopy(CLOUDEVENT)
+    event["data"].update(
+        service="db-primary",  # data.labels says "db": the field wins, the label is kept aside
+        summary="a summary outside annotations",
+        severity=3,  # not a string: no label, an annotation
+        status="pending",  # not a status: kept
+    )
+    event["data"]["labels"]["subject"] = "volume-7"
+    [signal] = _parse(event)
+    assert signal.labels["service"] == "db-primary"
+    assert signal.labels["severity"] == "warning"
+    assert signal.labels["subject"] == "volume-7"
+    assert signal.annotations["labels.service"] == "db"
+    assert signal.annotations["summary"] == CLOUDEVENT["data"]["annotations"]["summary"]
+    assert signal.annotations["data.summary"] == "a summary outside annotations"
+    assert signal.annotations["severity"] == "3"
+    assert signal.annotations["status"] == "pending"
+    assert signal.annotations["ce.subject"] == "db-1"
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"data": "plain words ✓"}, {"data": "plain words ✓"}),
+        ({"data": 42}, {"data": "42"}),
+        ({"data": [1, {"b": 2, "a": 1}]}, {"data": '[1,{"a":1,"b":2}]'}),
+        ({"data_base64": "AP8="}, {"data_base64": "AP8="}),  # not text: kept as base64
+        ({"data_base64": "w6l0w6k="}, {"data": "été"}),
+    ],
+)
+def test_data_that_is_not_an_object_is_kept(data: dict[str, Any], expected: dict[str, str]) -> None:
+    event = {"specversion": "1.0", "id": "x", "source": "/s", "type": "t", **data}
+    [signal] = _parse(event)
+    assert signal.annotations == expected
+    assert signal.labels == {"alertname": "t", "source": "/s"}
+
+
+def test_acknowledged_keeps_its_time() -> None:
+    event = _with(CLOUDEVENT, ["data", "status"], "acknowledged")
+    [signal] = _parse(event)
+    assert signal.starts_at is None and signal.ends_at is None
+    assert signal.annotations["ce.time"] == "2024-05-01T11:55:00+00:00"
+
+
+# --------------------------------------------------------------------------- binary mode
+
+BINARY_HEADERS = {
+    "ce-specversion": "1.0",
+    "ce-id": "b-1",
+    "ce-source": "//monitoring.example.com/rules/disk",
+    "ce-type": "com.example.alert.firing",
+    "ce-subject": "db-1",
+    "ce-time": "2024-05-01T11:55:00Z",
+    "ce-traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+}
+
+
+def _binary(
+    data: bytes, content_type: str | None, headers: dict[str, str] | None = None
+) -> list[Signal]:
+    return parse_cloudevents(
+        data,
+        received_at=RECEIVED_AT,
+        content_type=content_type,
+        headers=BINARY_HEADERS if headers is None else headers,
+    )
+
+
+@pytest.mark.parametrize("content_type", [None, "application/json", "application/json; x=1"])
+def test_binary_mode_json_data_is_mapped_like_structured(content_type: str | None) -> None:
+    [signal] = _binary(dump(CLOUDEVENT["data"]), content_type)
+    assert signal.labels == FIRING.labels
+    assert signal.annotations == FIRING.annotations
+    assert signal.starts_at == FIRING.starts_at
+    assert signal.delivery_id == "//monitoring.example.com/rules/disk/b-1"
+
+
+def test_binary_mode_header_values_are_percent_decoded() -> None:
+    headers = {**BINARY_HEADERS, "ce-subject": "h%C3%A9llo%20w%C3%B6rld", "ce-id": "%25x"}
+    [signal] = _binary(b'{"service": "db"}', "application/json", headers)
+    assert signal.labels["subject"] == "héllo wörld"
+    assert signal.delivery_id is not None and signal.delivery_id.endswith("/%x")
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "expected"),
+    [
+        (b"disk full \xe2\x9c\x93", "text/plain", {"data": "disk full ✓"}),
+        (b"caf\xe9", "text/plain; charset=latin-1", {"data": "café"}),
+        (b"\x00\xff\x10", "application/octet-stream", {"data_base64": "AP8Q"}),
+        (b"<alert>disk</alert>", "application/xml", {"data": "<alert>disk</alert>"}),
+        (b"not json", None, {"data": "not json"}),
+    ],
+)
+def test_binary_mode_data_that_is_not_json_is_kept(
+    body: bytes, content_type: str | None, expected: dict[str, str]
+) -> None:
+    [signal] = _binary(body, content_type)
+    kept = {k: v for k, v in signal.annotations.items() if k in ("data", "data_base64")}
+    assert kept == expected
+    if content_type is not None:
+        assert signal.annotations["ce.datacontenttype"] == content_type
+    assert signal.labels["alertname"] == "com.example.alert.firing"
+
+
+def test_binary_mode_names_the_header_at_fault() -> None:
+    without_id = {k: v for k, v in BINARY_HEADERS.items() if k != "ce-id"}
+    with pytest.raises(IngestError) as caught:
+        _binary(b"{}", "application/json", without_id)
+    assert (caught.value.status, caught.value.field) == (422, "ce-id")
+    with pytest.raises(IngestError) as caught:
+        _binary(b"{}", None, {**BINARY_HEADERS, "ce-time": "yesterday"})
+    assert (caught.value.status, caught.value.field) == (422, "ce-time")
+    with pytest.raises(IngestError) as caught:
+        _binary(b'{"labels": []}', None)
+    assert (caught.value.status, caught.value.field) == (422, "data.labels")
+    with pytest.raises(IngestError) as caught:
+        _binary(b"{not json", "application/json")
+    assert (caught.value.status, caught.value.field) == (400, None)
+
+
+def test_a_cloudevents_content_type_is_structured_whatever_the_headers() -> None:
+    [signal] = _binary(dump(CLOUDEVENT), STRUCTURED)
+    assert signal.delivery_id == FIRING.delivery_id
 
 
 def _with(document: Any, path: list[str | int], value: Any) -> Any:

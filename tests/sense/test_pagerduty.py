@@ -56,6 +56,11 @@ def test_golden_trigger() -> None:
                 "region": "eu-west-1",
                 "top_paths": '["/cart","/pay"]',
                 "owner": '{"slack":"#payments-oncall","team":"payments"}',
+                "client": "Prometheus",
+                "links": '[{"href":"https://runbooks.example.com/checkout/high-error-rate",'
+                '"text":"Runbook"}]',
+                "images": '[{"alt":"5xx ratio","href":"https://grafana.example.com/d/checkout",'
+                '"src":"https://grafana.example.com/render/checkout-5xx.png"}]',
             },
             starts_at=datetime(2024, 5, 1, 11, 52, 26, 739000, tzinfo=UTC),
             generator_url="http://prometheus:9090/alerts",
@@ -123,11 +128,66 @@ def test_group_is_the_service_when_there_is_no_component() -> None:
     assert "component" not in signal.labels
 
 
-def test_summary_wins_over_a_custom_detail_of_the_same_name() -> None:
+def test_a_custom_detail_named_like_a_field_is_kept_beside_it() -> None:
     trigger = copy.deepcopy(PAGERDUTY_TRIGGER)
-    trigger["payload"]["custom_details"] = {"summary": "detail", "n": None}
+    del trigger["links"], trigger["images"], trigger["client"]
+    trigger["payload"]["custom_details"] = {"summary": "detail", "n": None, "links": "mine"}
     [signal], _ = _parse(trigger)
-    assert signal.annotations == {"summary": PAGERDUTY_TRIGGER["payload"]["summary"], "n": "null"}
+    assert signal.annotations == {
+        "summary": PAGERDUTY_TRIGGER["payload"]["summary"],
+        "custom_details.summary": "detail",
+        "n": "null",
+        "links": "mine",
+    }
+
+
+def test_custom_details_with_well_known_names_fill_labels() -> None:
+    trigger = {
+        "routing_key": ROUTING_KEY,
+        "event_action": "trigger",
+        "payload": {
+            "summary": "Disk full",
+            "source": "db-1",
+            "severity": "error",
+            "custom_details": {
+                "service": "billing",  # no component or group: this names the service
+                "alertname": "DiskFull",  # no class: this names the alert
+                "instance": "db-1:9100",  # the source already named it: kept as a detail
+                "severity": "error",  # the same as the payload's: nothing to keep twice
+                "ticket": {"id": 42, "queue": "ops ✓"},
+            },
+        },
+    }
+    [signal], _ = _parse(trigger)
+    assert signal.labels == {
+        "alertname": "DiskFull",
+        "source": "db-1",
+        "severity": "error",
+        "service": "billing",
+        "instance": "db-1",
+    }
+    assert signal.annotations == {
+        "summary": "Disk full",
+        "instance": "db-1:9100",
+        "ticket": '{"id":42,"queue":"ops ✓"}',
+    }
+
+
+def test_acknowledge_and_resolve_keep_what_they_carry() -> None:
+    resolve = {
+        **PAGERDUTY_RESOLVE,
+        "payload": {"summary": "fixed", "timestamp": "2024-05-01T12:01:00Z"},
+        "links": [{"href": "https://status.example.com/1"}],
+        "client": "Grafana",
+    }
+    [signal], _ = _parse(resolve)
+    assert signal.status == "resolved"
+    assert signal.annotations == {
+        "summary": "fixed",
+        "timestamp": "2024-05-01T12:01:00Z",
+        "links": '[{"href":"https://status.example.com/1"}]',
+        "client": "Grafana",
+    }
 
 
 def _contains_key(signal: Signal) -> bool:

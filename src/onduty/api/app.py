@@ -97,6 +97,14 @@ def _pagerduty_routing_key(body: bytes) -> str | None:
 
 ACKNOWLEDGE = {"pagerduty": _pagerduty_acknowledgement}
 CREDENTIAL = {"pagerduty": _pagerduty_routing_key}
+# CloudEvents' binary mode carries the event's attributes as `ce-*` headers.
+HEADER_PREFIX = {"cloudevents": "ce-"}
+# Full paths a route also answers on, with the same parsing and credentials. PagerDuty's
+# clients append `/v2/enqueue` to the base URL they are given (https only): so both
+# `https://HOST` and `https://HOST/api/v1/signals/pagerduty` work as that base URL.
+INGEST_ALIASES: dict[str, tuple[str, ...]] = {
+    "pagerduty": ("/v2/enqueue", f"{API}/signals/pagerduty/v2/enqueue"),
+}
 
 # Who may do what, with access control on. Every route is listed; the ingest routes check their
 # own credentials (a per-source token or an HMAC signature), the probes are public.
@@ -264,7 +272,9 @@ def build_app(service: Service, *, console: bool = True, hosts: HostNames | None
     )
     access = service.access
     app.state.access = access
-    ingest_paths = frozenset(API + path for path, _ in INGEST_ROUTES.values())
+    ingest_paths = frozenset(API + path for path, _ in INGEST_ROUTES.values()) | frozenset(
+        path for paths in INGEST_ALIASES.values() for path in paths
+    )
 
     def guarded(path: str) -> bool:
         """The API (its documents too) and the metrics need a user token before any route
@@ -298,9 +308,18 @@ def build_app(service: Service, *, console: bool = True, hosts: HostNames | None
     )
     for name, (path, content_types) in INGEST_ROUTES.items():
         fmt = Format(
-            name, FORMATS[name], content_types, ACKNOWLEDGE.get(name), CREDENTIAL.get(name)
+            name,
+            FORMATS[name],
+            content_types,
+            ACKNOWLEDGE.get(name),
+            CREDENTIAL.get(name),
+            HEADER_PREFIX.get(name),
         )
         app.add_route(API + path, ingest.endpoint(fmt), methods=["POST"], name=f"ingest-{name}")
+        for number, alias in enumerate(INGEST_ALIASES.get(name, ()), 1):
+            app.add_route(
+                alias, ingest.endpoint(fmt), methods=["POST"], name=f"ingest-{name}-{number}"
+            )
 
     @app.get(f"{API}/incidents", dependencies=READ)
     def incidents(

@@ -50,6 +50,10 @@ class Format:
     # For senders that carry their credential in the body (PagerDuty's `routing_key`): the
     # token found there, checked like a bearer token when the request has no other credential.
     credential: Callable[[bytes], str | None] | None = None
+    # For formats that carry attributes in headers (CloudEvents' binary mode, `ce-*`): their
+    # prefix. A request with such headers may have any content type (it is the data's); the
+    # parser gets the headers (`headers=`) and the raw Content-Type, and decides.
+    header_prefix: str | None = None
 
 
 class JSONBody(Response):
@@ -124,6 +128,17 @@ def kept_raw(body: bytes) -> str:
     except (orjson.JSONDecodeError, orjson.JSONEncodeError, RecursionError):
         text = _SECRET_TEXT.sub(r'\1"[redacted]"', body.decode("utf-8", errors="replace"))
     return text if len(text) <= RAW_KEEP else text[:RAW_KEEP] + "…[truncated]"
+
+
+def _carried(request: Request, prefix: str | None) -> dict[str, str]:
+    """The request's headers that start with `prefix` (lower-case names), if it has one."""
+    if not prefix:
+        return {}
+    return {
+        name: value
+        for name, value in request.headers.items()
+        if name.startswith(prefix) and len(name) > len(prefix)
+    }
 
 
 class Ingest:
@@ -214,15 +229,21 @@ class Ingest:
                 return refused
         actor = source.name if source is not None else "onduty"
         kind = media_type(request)
-        if kind not in fmt.content_types:
+        options: dict[str, Any] = {"content_type": kind}
+        carried = _carried(request, fmt.header_prefix)
+        if carried:
+            options = {"content_type": request.headers.get("content-type"), "headers": carried}
+        elif kind not in fmt.content_types:
             expected = " or ".join(fmt.content_types)
+            if fmt.header_prefix:
+                expected += f" (or any, with {fmt.header_prefix}* headers)"
             return error(415, f"Content-Type must be {expected}, got {kind or 'none'}")
         if body is None:
             body = await read_limited(request, self._max_body)
         if body is None:
             return self._too_large()
         try:
-            signals = fmt.parse(body, received_at=datetime.now(UTC), content_type=kind)
+            signals = fmt.parse(body, received_at=datetime.now(UTC), **options)
         except IngestError as problem:
             if problem.status == 422:
                 rejected = SignalRejected(

@@ -12,6 +12,17 @@ the same signal. A trigger without a dedup_key gets one derived from what it say
 source, severity, component, group, class), so a re-sent trigger is the same alert; the key is
 returned for the HTTP layer to echo, as PagerDuty does.
 
+Every field is kept (the shared rule is in `onduty.sense._mapping`):
+
+- labels: `alertname` (`payload.class`, else `PagerDutyEvent`), `source`, `severity`,
+  `component`, `group`, `service` (the component, else the group) and `instance` (the source);
+  a custom detail named `alertname`, `service`, `instance` or `severity` whose value is a string
+  fills that label when the payload leaves it unset;
+- annotations: `summary`, `client`, `links` and `images` (compact JSON arrays, as sent), the
+  `timestamp` of an acknowledge or resolve, and every other custom detail under its own name (a
+  nested value as compact JSON; a detail whose name is taken, `custom_details.<name>`);
+- `client_url` is the generator URL, `payload.timestamp` when a trigger started.
+
 The routing_key is a secret: it is checked and dropped, never copied into a Signal, and should
 a sender have pasted it into a detail or a label, it is masked there.
 """
@@ -24,6 +35,7 @@ from typing import Any
 import msgspec
 
 from onduty.events import Signal, SignalReceived, SignalStatus
+from onduty.sense._mapping import LABEL_NAMES, as_text, keep
 from onduty.sense._wire import decode, parse_time, stable_hash, utc
 from onduty.sense.errors import EMPTY, IngestError
 
@@ -41,13 +53,13 @@ _ACTIONS: dict[str, SignalStatus] = {
 _SEVERITIES = frozenset({"critical", "error", "warning", "info"})
 
 
-class Image(msgspec.Struct, gc=False):
+class Image(msgspec.Struct, gc=False, omit_defaults=True):
     src: str
     href: str | None = None
     alt: str | None = None
 
 
-class Link(msgspec.Struct, gc=False):
+class Link(msgspec.Struct, gc=False, omit_defaults=True):
     href: str
     text: str | None = None
 
@@ -74,18 +86,11 @@ class AlertEvent(msgspec.Struct, gc=False):
     client_url: str | None = None
 
 
-def _detail(value: Any) -> str:
-    """A custom detail as annotation text: strings as they are, anything else as JSON."""
-    if isinstance(value, str):
-        return value
-    return msgspec.json.encode(value, order="sorted").decode()
-
-
 def _labels(payload: EventPayload | None) -> dict[str, str]:
     if payload is None:
-        return {"alertname": DEFAULT_ALERTNAME}
+        return {}
     candidates = {
-        "alertname": payload.class_ or DEFAULT_ALERTNAME,
+        "alertname": payload.class_,
         "source": payload.source,
         "severity": payload.severity,
         "component": payload.component,
@@ -96,13 +101,31 @@ def _labels(payload: EventPayload | None) -> dict[str, str]:
     return {name: value for name, value in candidates.items() if value}
 
 
-def _annotations(payload: EventPayload | None) -> dict[str, str]:
-    if payload is None:
-        return {}
-    annotations = {key: _detail(value) for key, value in (payload.custom_details or {}).items()}
-    if payload.summary:
+def _mapped(event: AlertEvent, status: SignalStatus) -> tuple[dict[str, str], dict[str, str]]:
+    """The event's labels and annotations: every field but the routing key, which is a secret,
+    and those that have a Signal field of their own (dedup_key, client_url, a trigger's
+    timestamp)."""
+    payload = event.payload
+    labels = _labels(payload)
+    annotations: dict[str, str] = {}
+    if payload is not None and payload.summary:
         annotations["summary"] = payload.summary
-    return annotations
+    if event.client:
+        keep(annotations, "client", event.client)
+    if event.links:
+        keep(annotations, "links", as_text(msgspec.to_builtins(event.links)))
+    if event.images:
+        keep(annotations, "images", as_text(msgspec.to_builtins(event.images)))
+    if payload is not None and payload.timestamp is not None and status != "firing":
+        keep(annotations, "timestamp", payload.timestamp)
+    details = (payload.custom_details if payload is not None else None) or {}
+    for key, value in details.items():
+        wellknown = key in LABEL_NAMES and isinstance(value, str) and value
+        if wellknown and labels.setdefault(key, value) == value:
+            continue  # a label now (or already, with this value)
+        keep(annotations, key, as_text(value), f"custom_details.{key}")
+    labels.setdefault("alertname", DEFAULT_ALERTNAME)
+    return labels, annotations
 
 
 def _derived_key(payload: EventPayload | None) -> str:
@@ -169,7 +192,7 @@ def parse_with_keys(
     starts_at = (timestamp or received) if status == "firing" else None
     ends_at = received if status == "resolved" else None
     dedup_key = event.dedup_key or _derived_key(payload)
-    labels, annotations = _labels(payload), _annotations(payload)
+    labels, annotations = _mapped(event, status)
     fingerprint, generator_url = "pd:" + dedup_key, event.client_url or None
     secret = event.routing_key
     if len(secret) >= _MIN_SECRET:
