@@ -5,6 +5,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from onduty.events import Signal, SignalReceived
 from onduty.sense import IngestError, parse_cloudevents
@@ -343,6 +345,33 @@ def test_binary_mode_names_the_header_at_fault() -> None:
     with pytest.raises(IngestError) as caught:
         _binary(b"{not json", "application/json")
     assert (caught.value.status, caught.value.field) == (400, None)
+
+
+HEADER_NAMES = st.sampled_from(
+    ["ce-specversion", "ce-id", "ce-source", "ce-type", "ce-time", "ce-subject", "ce-x", "ce-"]
+)
+CONTENT_TYPES = st.sampled_from(
+    [None, "application/json", "text/plain; charset=base64", "text/plain; charset=utf-8\x00",
+     "text/x; charset=latin-1", "application/octet-stream", STRUCTURED, BATCH, "a/b+json", ";"]
+)  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    headers=st.dictionaries(HEADER_NAMES, st.text(max_size=12) | st.sampled_from(["1.0"])),
+    body=st.binary(max_size=40) | st.sampled_from([b"{}", b'{"labels": {"a": 1}}', b'"x"']),
+    content_type=CONTENT_TYPES,
+)
+def test_binary_mode_answers_anything_with_signals_or_a_field_error(
+    headers: dict[str, str], body: bytes, content_type: str | None
+) -> None:
+    try:
+        signals = _binary(body, content_type, {**BINARY_HEADERS, **headers})
+    except IngestError as error:
+        assert error.status in (400, 422) and error.reason
+        return
+    for signal in signals:
+        assert type(signal).model_validate(signal.model_dump()) == signal
 
 
 def test_a_cloudevents_content_type_is_structured_whatever_the_headers() -> None:

@@ -17,8 +17,6 @@ The rule every wire format follows (the README's "What each field becomes" lists
 from __future__ import annotations
 
 import base64
-import codecs
-import contextlib
 from typing import Any
 
 import msgspec
@@ -58,12 +56,10 @@ def keep(target: dict[str, str], name: str, value: str, *alternates: str) -> Non
 
 def opaque(data: bytes, charset: str | None = None) -> tuple[str, str]:
     """Bytes that are not JSON, as an annotation: `("data", text)` when they decode as text
-    (in `charset`, UTF-8 by default), else `("data_base64", base64 of the bytes)`."""
-    encoding = "utf-8"
-    if charset:
-        with contextlib.suppress(LookupError):  # a charset Python does not know: UTF-8
-            encoding = codecs.lookup(charset).name
-    try:
-        return "data", data.decode(encoding)
-    except UnicodeDecodeError:
-        return "data_base64", base64.b64encode(data).decode("ascii")
+    (in `charset`, else UTF-8), else `("data_base64", base64 of the bytes)`."""
+    for encoding in (charset, "utf-8") if charset else ("utf-8",):
+        try:
+            return "data", data.decode(encoding)
+        except (LookupError, ValueError):  # not a text encoding Python knows; not this text
+            continue
+    return "data_base64", base64.b64encode(data).decode("ascii")
