@@ -16,8 +16,12 @@ def test_as_json_is_the_error_body() -> None:
 
 
 def test_public_api() -> None:
-    assert set(FORMATS) == {"alertmanager", "pagerduty", "cloudevents", "native"}
+    assert set(FORMATS) == {
+        "alertmanager", "grafana", "prometheus", "pagerduty", "cloudevents", "native"
+    }  # fmt: skip
     assert FORMATS["alertmanager"] is sense.parse_alertmanager
+    assert FORMATS["grafana"] is sense.parse_alertmanager  # Alertmanager's shape, version "1"
+    assert FORMATS["prometheus"] is sense.parse_promalerts
     assert FORMATS["pagerduty"] is sense.parse_pagerduty
     assert FORMATS["cloudevents"] is sense.parse_cloudevents
     assert FORMATS["native"] is sense.parse_native

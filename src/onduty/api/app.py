@@ -22,6 +22,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 from starlette.requests import Request
 from starlette.responses import Response
 
+from onduty.api import alertsv2
 from onduty.api.auth import (
     ADMIN,
     APPROVER,
@@ -69,6 +70,7 @@ API = "/api/v1"
 JSON = ("application/json",)
 INGEST_ROUTES = {
     "alertmanager": ("/signals/alertmanager", JSON),
+    "grafana": ("/signals/grafana", JSON),  # Grafana Alerting's webhook contact point
     "pagerduty": ("/signals/pagerduty", JSON),
     "cloudevents": (
         "/signals/cloudevents",
@@ -249,15 +251,19 @@ def build_app(service: Service, *, console: bool = True, hosts: HostNames | None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service.prepare()
+        expiring.seed(service)  # before the core runs: the alerts of /api/v2/alerts it holds
         service.start()
         stop_polling = asyncio.Event()
         polling = asyncio.create_task(poll(service, ingest, stop_polling))
+        expiry = asyncio.create_task(expiring.run(ingest, stop_polling))
         try:
             yield
         finally:
             # uvicorn stops accepting and lets in-flight requests finish before this runs
             stop_polling.set()
             await polling
+            await expiry
             await asyncio.to_thread(service.stop)
 
     app = FastAPI(
@@ -320,6 +326,9 @@ def build_app(service: Service, *, console: bool = True, hosts: HostNames | None
             app.add_route(
                 alias, ingest.endpoint(fmt), methods=["POST"], name=f"ingest-{name}-{number}"
             )
+    # Alertmanager's own API, for Prometheus delivering straight to onduty
+    expiring = alertsv2.ExpiryWatch(service.clock.now)
+    alertsv2.mount(app, service, ingest, expiring)
 
     @app.get(f"{API}/incidents", dependencies=READ)
     def incidents(

@@ -21,10 +21,10 @@ Roles are explicit sets, not a ladder: `viewer` reads, `operator` acknowledges a
 Every token is a `viewer`. The token's `name` is the actor of everything it records.
 
 With no tokens, access control is off and `onduty serve` only listens on loopback. With tokens,
-every route except `/healthz` and `/readyz` needs a credential: a user token
-(`Authorization: Bearer <token>`, or the console's `onduty_token` cookie) for the API, an ingest
-credential (its bearer token, or `X-Onduty-Signature: sha256=<hex HMAC-SHA256 of the body>`)
-for the ingest routes.
+every route except the probes (`/healthz`, `/readyz`, `/-/healthy`, `/-/ready`) needs a
+credential: a user token (`Authorization: Bearer <token>`, or the console's `onduty_token`
+cookie) for the API, an ingest credential (its bearer token, or
+`X-Onduty-Signature: sha256=<hex HMAC-SHA256 of the body>`) for the ingest routes.
 """
 
 from __future__ import annotations
@@ -55,7 +55,9 @@ from onduty.config import Duration, describe_validation_error
 VIEWER, OPERATOR, APPROVER, ADMIN = "viewer", "operator", "approver", "admin"
 ROLES = (VIEWER, OPERATOR, APPROVER, ADMIN)
 Role = Literal["viewer", "operator", "approver", "admin"]
-IngestRoute = Literal["alertmanager", "pagerduty", "cloudevents", "native"]
+IngestRoute = Literal[
+    "alertmanager", "grafana", "prometheus", "pagerduty", "cloudevents", "native"
+]  # fmt: skip
 
 COOKIE = "onduty_token"
 SIGNATURE_HEADER = "x-onduty-signature"

@@ -20,6 +20,7 @@ from onduty.sense.errors import IngestError
 from onduty.sense.native import parse as parse_native
 from onduty.sense.pagerduty import parse as parse_pagerduty
 from onduty.sense.pagerduty import parse_with_keys as parse_pagerduty_with_keys
+from onduty.sense.promalerts import parse as parse_promalerts
 
 
 class Parser(Protocol):
@@ -30,6 +31,10 @@ class Parser(Protocol):
 
 FORMATS: dict[str, Parser] = {
     "alertmanager": parse_alertmanager,
+    # Grafana Alerting's webhook: Alertmanager's shape, version "1" (the parser tells them apart)
+    "grafana": parse_alertmanager,
+    # Alertmanager's API v2 `POST /api/v2/alerts`, as Prometheus sends it
+    "prometheus": parse_promalerts,
     "pagerduty": parse_pagerduty,
     "cloudevents": parse_cloudevents,
     "native": parse_native,
@@ -44,4 +49,5 @@ __all__ = [
     "parse_native",
     "parse_pagerduty",
     "parse_pagerduty_with_keys",
+    "parse_promalerts",
 ]
