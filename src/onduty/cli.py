@@ -7,20 +7,21 @@ import importlib
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from onduty.config import ConfigError, load_config
 from onduty.log import EventLog, StoreError, open_log
 from onduty.policy_cli import policy_app
+from onduty.textsafe import markup, safe_text, visible
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -35,8 +36,9 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(events_app, name="events")
 app.add_typer(config_app, name="config")
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# Data never goes through markup or emoji codes: views build Text from it, or escape it (textsafe).
+out = Console(highlight=False, emoji=False)
+err = Console(stderr=True, highlight=False, emoji=False)
 
 StoreOption = Annotated[
     str, typer.Option("--store", "-s", help="The event log: a SQLite file path or sqlite:///PATH.")
@@ -50,8 +52,16 @@ class UsageProblem(Exception):
     """A problem the user can fix; printed as one line, exit 2, never a traceback."""
 
 
+class ServerRefused(UsageProblem):
+    """The server answered with an error status (the message names it and the reason)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}")
+    err.print(f"[bold red]error:[/] {markup(message)}")
     return typer.Exit(code)
 
 
@@ -94,9 +104,9 @@ def config_check(
     try:
         config = load_config(file)
     except ConfigError as error:
-        err.print(f"[bold red]invalid configuration[/] {escape(error.source)}:", soft_wrap=True)
+        err.print(f"[bold red]invalid configuration[/] {markup(error.source)}:", soft_wrap=True)
         for problem in error.problems:
-            err.print(f"  - {escape(problem)}", soft_wrap=True)
+            err.print(f"  - {markup(problem)}", soft_wrap=True)
         raise typer.Exit(2) from None
     sections = {name: getattr(config, name) for name in ("sources", "actuators", "channels")}
     warnings = unresolved_references(sections)
@@ -105,10 +115,11 @@ def config_check(
     except AccessError as error:
         warnings += error.problems
     for warning in warnings:
-        err.print(f"[yellow]warning[/]: {escape(warning)}", soft_wrap=True)
+        err.print(f"[yellow]warning[/]: {markup(warning)}", soft_wrap=True)
     out.print(
-        f"[green]valid[/]: {file} — {len(config.services)} services, {len(config.runbooks)} "
-        f"runbooks, {len(config.policy.guardrails)} guardrails; policy version {config.version}"
+        f"[green]valid[/]: {markup(file)} — {len(config.services)} services, "
+        f"{len(config.runbooks)} runbooks, {len(config.policy.guardrails)} guardrails; "
+        f"policy version {config.version}"
     )
 
 
@@ -142,10 +153,10 @@ def audit_verify(
             with _progress("folding", total=seq) as advance:
                 problems += _unfolded(log, [s for s in snapshots if s.seq not in bad], advance)
     if broken is not None:
-        err.print(f"[bold red]chain broken[/] at seq {broken.seq}: {escape(broken.reason)}")
+        err.print(f"[bold red]chain broken[/] at seq {broken.seq}: {markup(broken.reason)}")
     for problem in sorted(problems, key=lambda problem: -problem.seq):
         err.print(
-            f"[bold red]snapshot at seq {problem.seq} is bad[/]: {escape(problem.reason)}; "
+            f"[bold red]snapshot at seq {problem.seq} is bad[/]: {markup(problem.reason)}; "
             "onduty discards it at start-up and folds the log instead",
             soft_wrap=True,
         )
@@ -201,7 +212,7 @@ def replay(
         with _progress("replaying", total=total) as advance:
             events = _counting(log.read(), advance)
             report = run_replay(events, config=candidate)
-    what = f"against {config}" if config else "with the recorded configuration"
+    what = f"against {markup(config)}" if config else "with the recorded configuration"
     if report.same:
         out.print(
             f"[green]same[/]: {report.inputs} inputs replayed {what}; all "
@@ -212,16 +223,41 @@ def replay(
         f"[yellow]different[/]: {len(report.differences)} of {report.inputs} inputs lead to "
         f"other decisions {what}"
     )
-    table = Table("seq", "input", "recorded", "replayed", show_lines=True)
-    for difference in report.differences[:limit]:
+    out.print(differences_table(report.differences[:limit]))
+    raise typer.Exit(1)
+
+
+def differences_table(differences: list[Any]) -> Table:
+    """The inputs a replay or backtest decided differently, with both sets of decisions."""
+    table = data_table("seq", "input", "recorded", "replayed", show_lines=True)
+    for difference in differences:
         table.add_row(
             str(difference.seq),
-            difference.input_type,
-            "\n".join(difference.recorded) or "(nothing)",
-            "\n".join(difference.replayed) or "(nothing)",
+            safe_text(difference.input_type),
+            _lines(difference.recorded),
+            _lines(difference.replayed),
         )
-    out.print(table)
-    raise typer.Exit(1)
+    return table
+
+
+def _lines(items: Iterable[str]) -> Text:
+    """One line per item, each made visible (a newline inside an item shows as `\\n`)."""
+    return Text("\n".join(visible(item) for item in items) or "(nothing)")
+
+
+def data_table(*headers: str, ids: dict[str, Iterable[str]] | None = None, **options: Any) -> Table:
+    """A table of data: long values fold onto more lines instead of being cut with an ellipsis,
+    and the columns named in `ids` (header -> the IDs it shows) are never wrapped: an ID is
+    shown whole, on one line, ready to copy; the other columns give way."""
+    table = Table(**options)
+    for header in headers:
+        shown = (ids or {}).get(header)
+        if shown is None:
+            table.add_column(header, overflow="fold")
+        else:
+            widest = max((len(visible(value)) for value in shown), default=len(header))
+            table.add_column(header, no_wrap=True, overflow="fold", min_width=widest)
+    return table
 
 
 # ---------------------------------------------------------------------------- read models
@@ -239,20 +275,27 @@ def incidents(
         raise UsageProblem(f"--status must be open, resolved or all, not {status!r}")
     with existing_log(store) as log:
         projection = IncidentProjection().feed_all(log.read())
-    table = Table("incident", "opened", "service", "title", "status", "actions", "escalated")
-    for view in projection.ordered():
-        if status not in ("all", view.status):
-            continue
+    out.print(incidents_table(projection.ordered(), status))
+
+
+def incidents_table(views: Iterable[Any], status: str = "all") -> Table:
+    """The incidents (read-model views) with the given status, oldest first."""
+    chosen = [view for view in views if status in ("all", view.status)]
+    table = data_table(
+        "incident", "opened", "service", "title", "status", "actions", "escalated",
+        ids={"incident": [view.incident_id for view in chosen]},
+    )  # fmt: skip
+    for view in chosen:
         table.add_row(
-            view.incident_id,
+            safe_text(view.incident_id),
             view.opened_at.strftime("%Y-%m-%d %H:%M:%S"),
-            view.service or "-",
-            view.title,
-            view.status + (" (flapping)" if view.flapping else ""),
-            "\n".join(view.actions) or "-",
+            safe_text(view.service or "-"),
+            safe_text(view.title),
+            safe_text(view.status + (" (flapping)" if view.flapping else "")),
+            Text("\n".join(visible(action) for action in view.actions) or "-"),
             "yes" if view.escalated else "no",
         )
-    out.print(table)
+    return table
 
 
 @events_app.command("tail")
@@ -292,12 +335,21 @@ def events_tail(
 
 
 def _print_event(event: Any, describe: Callable[[Any], str]) -> None:
-    actor = f" by {event.actor}" if event.actor != "onduty" else ""
-    out.print(
-        f"[dim]{event.seq:>7}[/] {event.ts.strftime('%Y-%m-%d %H:%M:%S')} "
-        f"[cyan]{event.type}[/] [dim]{event.stream}[/]{actor}  "
-        f"{describe(event).removeprefix(event.type).strip()}",
-        soft_wrap=True,
+    out.print(event_line(event, describe), soft_wrap=True)
+
+
+def event_line(event: Any, describe: Callable[[Any], str]) -> Text:
+    """One event as one line: seq, time, type, stream, actor and its key facts, all as data."""
+    actor = f" by {visible(event.actor)}" if event.actor != "onduty" else ""
+    return Text.assemble(
+        (f"{event.seq:>7}", "dim"),
+        f" {event.ts.strftime('%Y-%m-%d %H:%M:%S')} ",
+        (visible(event.type), "cyan"),
+        " ",
+        (visible(event.stream), "dim"),
+        actor,
+        "  ",
+        visible(describe(event).removeprefix(event.type).strip()),
     )
 
 
@@ -416,7 +468,7 @@ def serve(
     from onduty.api.front import HostNames
     from onduty.api.server import DrainingServer
     from onduty.config import Config, ServerSettings, describe_validation_error
-    from onduty.obs import configure_logging
+    from onduty.obs import configure_logging, uvicorn_log_config
     from onduty.service import Service, StartupError, logger
 
     if log_level.lower() not in ("critical", "error", "warning", "info", "debug"):
@@ -486,6 +538,7 @@ def serve(
             host=host,
             port=port,
             log_level=log_level,
+            log_config=uvicorn_log_config(),
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=math.ceil(front.shutdown_timeout.total_seconds()),
@@ -627,8 +680,53 @@ def _call(method: str, url: str, path: str, body: Any = None, token: str | None 
             reason = f"{reason} ({hint})"
         elif response.status_code == 429 and "Retry-After" in response.headers:
             reason = f"{reason} (retry after {response.headers['Retry-After']}s)"
-        raise UsageProblem(f"{response.status_code}: {reason}")
+        raise ServerRefused(response.status_code, f"{response.status_code}: {reason}")
     return response.json()
+
+
+def resolve_id(kind: str, typed: str, known: Iterable[str]) -> str:
+    """The one ID in `known` that `typed` names: itself, or the only one it is the beginning of
+    (as with git commits). None or several: a UsageProblem (exit 2) that names them."""
+    candidates = list(dict.fromkeys(known))
+    if typed in candidates:
+        return typed
+    matches = [candidate for candidate in candidates if typed and candidate.startswith(typed)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise UsageProblem(f"no {kind} matches {typed!r}")
+    more = f" and {len(matches) - 10} more" if len(matches) > 10 else ""
+    shown = ", ".join(matches[:10]) + more
+    raise UsageProblem(f"{typed!r} is ambiguous: {len(matches)} {kind}s begin with it: {shown}")
+
+
+def _call_on_id(
+    kind: str,
+    typed: str,
+    known: Callable[[], Iterable[str]],
+    call: Callable[[str], Any],
+) -> tuple[str, Any]:
+    """`call` with the ID the user typed: a whole ID as it is; when the server knows no such ID,
+    `typed` is taken as the beginning of one of `known()` (listed from the server) and `call` is
+    made with that whole ID. Returns the ID used and what `call` returned."""
+    from urllib.parse import quote
+
+    if not typed.strip():
+        raise UsageProblem(f"the {kind} ID is empty")
+    try:
+        return typed, call(quote(typed, safe=""))
+    except ServerRefused as refused:
+        if refused.status != 404:
+            raise
+        try:
+            whole = resolve_id(kind, typed, known())
+        except UsageProblem as unresolved:
+            if str(unresolved).startswith("no "):
+                raise UsageProblem(f"{unresolved} ({refused})") from None
+            raise
+        if whole == typed:
+            raise
+    return whole, call(quote(whole, safe=""))
 
 
 @silence_app.command("add")
@@ -660,7 +758,10 @@ def silence_add(
         },
         token,
     )
-    out.print(f"[green]created[/] {created['id']} until {created['ends_at']}")
+    out.print(
+        f"[green]created[/] {markup(created['id'])} until {markup(created['ends_at'])}",
+        soft_wrap=True,
+    )
 
 
 @silence_app.command("list")
@@ -670,22 +771,39 @@ def silence_list(
     token: TokenOption = None,
 ) -> None:
     """List silences."""
-    table = Table("silence", "kind", "matchers", "until", "by", "comment", "state")
-    for item in _call("GET", url, f"/api/v1/silences?state={state}", token=token):
+    out.print(silences_table(_call("GET", url, f"/api/v1/silences?state={state}", token=token)))
+
+
+def silences_table(items: list[dict[str, Any]]) -> Table:
+    """Silences as the API lists them."""
+    table = data_table(
+        "silence", "kind", "matchers", "until", "by", "comment", "state",
+        ids={"silence": [str(item["id"]) for item in items]},
+    )  # fmt: skip
+    for item in items:
         table.add_row(
-            item["id"], item["kind"], ", ".join(item["matchers"]), item["ends_at"],
-            item["created_by"], item["comment"], item["state"],
-        )  # fmt: skip
-    out.print(table)
+            *(safe_text(item[key]) for key in ("id", "kind")),
+            safe_text(", ".join(str(matcher) for matcher in item["matchers"])),
+            *(safe_text(item[key]) for key in ("ends_at", "created_by", "comment", "state")),
+        )
+    return table
 
 
 @silence_app.command("expire")
 def silence_expire(
     silence_id: str, url: UrlOption = "http://127.0.0.1:8765", token: TokenOption = None
 ) -> None:
-    """End a silence now."""
-    _call("DELETE", url, f"/api/v1/silences/{silence_id}", token=token)
-    out.print(f"[green]expired[/] {silence_id}")
+    """End a silence now. SILENCE_ID: its ID or enough of its beginning to name one."""
+
+    def current() -> list[str]:
+        items = _call("GET", url, "/api/v1/silences?state=all", token=token)
+        return [str(item["id"]) for item in items if item.get("state") != "expired"]
+
+    def send(whole: str) -> Any:
+        return _call("DELETE", url, f"/api/v1/silences/{whole}", token=token)
+
+    whole, _ = _call_on_id("active or pending silence", silence_id, current, send)
+    out.print(f"[green]expired[/] {markup(whole)}", soft_wrap=True)
 
 
 @app.command()
@@ -695,12 +813,10 @@ def approve(
     url: UrlOption = "http://127.0.0.1:8765",
     token: TokenOption = None,
 ) -> None:
-    """Approve a pending action. Where several people must approve (the two-person rule), it
-    says how many have and who: "1 of 2: approved by alice, waiting for another approver"."""
-    result = _call(
-        "POST", url, f"/api/v1/approvals/{approval_id}/approve", {"comment": comment}, token
-    )
-    _print_answer("approved", "green", approval_id, result)
+    """Approve a pending action (ID: the approval's ID or enough of its beginning to name one).
+    Where several people must approve (the two-person rule), it says how many have and who:
+    "1 of 2: approved by alice, waiting for another approver"."""
+    _print_answer("approved", "green", *_answer(approval_id, "approve", comment, url, token))
 
 
 @app.command()
@@ -710,23 +826,33 @@ def deny(
     url: UrlOption = "http://127.0.0.1:8765",
     token: TokenOption = None,
 ) -> None:
-    """Deny a pending action (the incident goes to a human)."""
-    result = _call(
-        "POST", url, f"/api/v1/approvals/{approval_id}/deny", {"comment": comment}, token
-    )
-    _print_answer("denied", "yellow", approval_id, result)
+    """Deny a pending action (the incident goes to a human). ID: the approval's ID or enough
+    of its beginning to name one."""
+    _print_answer("denied", "yellow", *_answer(approval_id, "deny", comment, url, token))
+
+
+def _answer(
+    typed: str, verdict: str, comment: str, url: str, token: str | None
+) -> tuple[str, dict[str, Any]]:
+    def pending() -> list[str]:
+        return [str(item["id"]) for item in _call("GET", url, "/api/v1/approvals", token=token)]
+
+    def send(approval_id: str) -> Any:
+        path = f"/api/v1/approvals/{approval_id}/{verdict}"
+        return _call("POST", url, path, {"comment": comment}, token)
+
+    approval_id, result = _call_on_id("pending approval", typed, pending, send)
+    return approval_id, result
 
 
 def _print_answer(verb: str, color: str, approval_id: str, result: dict[str, Any]) -> None:
     """What became of an answer; exit 1 when onduty recorded it but did not count it."""
-    from rich.markup import escape
-
     if result.get("counted") is False:
-        reason = escape(str(result.get("refused") or "your role may not answer approvals"))
-        err.print(f"[bold red]not counted[/] {escape(approval_id)}: {reason}", soft_wrap=True)
+        reason = markup(str(result.get("refused") or "your role may not answer approvals"))
+        err.print(f"[bold red]not counted[/] {markup(approval_id)}: {reason}", soft_wrap=True)
         raise typer.Exit(1)
-    status = f": {escape(str(result['status']))}" if result.get("status") else ""
-    out.print(f"[{color}]{verb}[/] {escape(approval_id)}{status}", soft_wrap=True)
+    status = f": {markup(str(result['status']))}" if result.get("status") else ""
+    out.print(f"[{color}]{verb}[/] {markup(approval_id)}{status}", soft_wrap=True)
 
 
 @app.command("approvals")
@@ -735,15 +861,22 @@ def approvals_list(
     token: TokenOption = None,
 ) -> None:
     """List the approval requests waiting for an answer, with who has approved so far."""
-    from rich.text import Text
+    out.print(approvals_table(_call("GET", url, "/api/v1/approvals", token=token)))
 
-    table = Table("approval", "incident", "what", "status", "expires")
-    for item in _call("GET", url, "/api/v1/approvals", token=token):
-        table.add_row(
-            *(Text(str(item.get(key, ""))) for key in ("id", "incident_id", "summary", "status")),
-            Text(str(item.get("expires_at", ""))),
-        )
-    out.print(table)
+
+def approvals_table(items: list[dict[str, Any]]) -> Table:
+    """Pending approval requests as the API lists them."""
+    table = data_table(
+        "approval", "incident", "what", "status", "expires",
+        ids={
+            "approval": [str(item.get("id", "")) for item in items],
+            "incident": [str(item.get("incident_id", "")) for item in items],
+        },
+    )  # fmt: skip
+    for item in items:
+        keys = ("id", "incident_id", "summary", "status", "expires_at")
+        table.add_row(*(safe_text(item.get(key, "")) for key in keys))
+    return table
 
 
 @app.command()
@@ -753,9 +886,19 @@ def ack(
     url: UrlOption = "http://127.0.0.1:8765",
     token: TokenOption = None,
 ) -> None:
-    """Acknowledge an incident: someone has it, so escalation stops paging further tiers."""
-    _call("POST", url, f"/api/v1/incidents/{incident_id}/acknowledge", {"comment": comment}, token)
-    out.print(f"[green]acknowledged[/] {incident_id}")
+    """Acknowledge an incident: someone has it, so escalation stops paging further tiers.
+    INCIDENT_ID: the incident's ID or enough of its beginning to name one open incident."""
+
+    def open_incidents() -> list[str]:
+        path = "/api/v1/incidents?status=open&limit=1000"
+        return [str(item["id"]) for item in _call("GET", url, path, token=token)]
+
+    def send(whole: str) -> Any:
+        path = f"/api/v1/incidents/{whole}/acknowledge"
+        return _call("POST", url, path, {"comment": comment}, token)
+
+    whole, _ = _call_on_id("open incident", incident_id, open_incidents, send)
+    out.print(f"[green]acknowledged[/] {markup(whole)}", soft_wrap=True)
 
 
 AUTONOMY_LEVELS = ("observe", "suggest", "approve", "act")
@@ -776,17 +919,19 @@ def autonomy(
     path = f"/api/v1/services/{quote(service, safe='')}/autonomy"
     result = _call("PUT", url, path, {"level": level}, token)
     if result.get("pending"):  # a raise that needs more admins (the two-person rule)
-        from rich.markup import escape
-
         out.print(
-            f"[yellow]{escape(service)}[/]: raise to {level} requested "
-            f"({escape(str(result.get('request_id', '')))}): {escape(str(result['status']))}",
+            f"[yellow]{markup(service)}[/]: raise to {level} requested "
+            f"({markup(str(result.get('request_id', '')))}): {markup(str(result['status']))}",
             soft_wrap=True,
         )
     elif result.get("changed"):
-        out.print(f"[green]{service}[/]: autonomy {result['previous']} → {result['level']}")
+        out.print(
+            f"[green]{markup(service)}[/]: autonomy {markup(result['previous'])} → "
+            f"{markup(result['level'])}",
+            soft_wrap=True,
+        )
     else:
-        out.print(f"{service}: autonomy is already {result['level']}")
+        out.print(f"{markup(service)}: autonomy is already {markup(result['level'])}")
 
 
 # ---------------------------------------------------------------------------- tokens
@@ -828,12 +973,21 @@ app.add_typer(policy_app, name="policy")
 @policy_app.command("status")
 def policy_status(url: UrlOption = "http://127.0.0.1:8765", token: TokenOption = None) -> None:
     """The enforced policy version, and any candidate beside it."""
-    status = _call("GET", url, "/api/v1/policy", token=token)
-    out.print(f"active: {status['version']} (from {status['source'] or '-'})")
+    for line in policy_status_lines(_call("GET", url, "/api/v1/policy", token=token)):
+        out.print(line, soft_wrap=True)
+
+
+def policy_status_lines(status: dict[str, Any]) -> list[Text]:
+    """The policy status the API reports, as lines to print."""
+    source = visible(status["source"] or "-")
+    lines = [Text(f"active: {visible(status['version'])} (from {source})")]
     candidate = status.get("candidate")
     if candidate:
-        where = f" where `{candidate['selector']}`" if candidate.get("selector") else ""
-        out.print(f"candidate: {candidate['version']} as {candidate['mode']}{where}")
+        selector = candidate.get("selector")
+        where = f" where `{visible(selector)}`" if selector else ""
+        version, mode = visible(candidate["version"]), visible(candidate["mode"])
+        lines.append(Text(f"candidate: {version} as {mode}{where}"))
+    return lines
 
 
 @policy_app.command("reload")
@@ -841,7 +995,7 @@ def policy_reload(url: UrlOption = "http://127.0.0.1:8765", token: TokenOption =
     """Re-read the running server's configuration file (as SIGHUP does)."""
     result = _call("POST", url, "/api/v1/policy/reload", token=token)
     state = "activated" if result.get("changed") else "unchanged"
-    out.print(f"{state}: {result['version']}")
+    out.print(f"{state}: {markup(result['version'])}", soft_wrap=True)
 
 
 def _candidate(file: Path, mode: str, selector: str | None, url: str, token: str | None) -> None:
@@ -858,7 +1012,7 @@ def _candidate(file: Path, mode: str, selector: str | None, url: str, token: str
         },
         token,
     )
-    out.print(f"[green]{mode}[/]: {result['version']} runs beside the active policy")
+    out.print(f"[green]{mode}[/]: {markup(result['version'])} runs beside the active policy")
 
 
 @policy_app.command("shadow")
@@ -886,14 +1040,14 @@ def policy_canary(
 def policy_promote(url: UrlOption = "http://127.0.0.1:8765", token: TokenOption = None) -> None:
     """Make the candidate the active policy."""
     result = _call("POST", url, "/api/v1/policy/promote", token=token)
-    out.print(f"[green]promoted[/]: {result['version']} is active")
+    out.print(f"[green]promoted[/]: {markup(result['version'])} is active")
 
 
 @policy_app.command("rollback")
 def policy_rollback(url: UrlOption = "http://127.0.0.1:8765", token: TokenOption = None) -> None:
     """Drop the candidate; without one, go back to the previous active policy."""
     result = _call("POST", url, "/api/v1/policy/rollback", token=token)
-    out.print(f"[yellow]rolled back[/]: {result['role']} {result['version']}")
+    out.print(f"[yellow]rolled back[/]: {markup(result['role'])} {markup(result['version'])}")
 
 
 # ---------------------------------------------------------------------------- bench
@@ -961,7 +1115,7 @@ def _counting(events: Iterator[Any], advance: Callable[[int], None]) -> Iterator
 
 def problem_line(message: str) -> None:
     """A problem as exactly one line on stderr: `onduty: <message>` (never wrapped, markup-free)."""
-    err.print(f"[bold red]onduty:[/] {escape(' '.join(message.split()))}", soft_wrap=True)
+    err.print(f"[bold red]onduty:[/] {markup(' '.join(message.split()))}", soft_wrap=True)
 
 
 def main() -> None:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from onduty.textsafe import visible
 
 
 class Metrics:
@@ -44,11 +47,58 @@ class Metrics:
         )
 
 
+class SafeFormatter(logging.Formatter):
+    """Log lines that carry untrusted text (source names, labels, error messages) as data: each
+    message is one line with its control characters, bidi overrides and newlines written as
+    escapes (`\\x1b`, `\\u202e`, `\\n`), so it can neither steer the reader's terminal nor
+    forge a line. A traceback keeps its line breaks, escapes everything else and is indented, so
+    that no line of it (an exception's message may hold newlines) passes for a log line."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = visible(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:
+        return indented(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return indented(super().formatStack(stack_info))
+
+
+def indented(block: str) -> str:
+    """A multi-line block (a traceback) made visible, each of its lines indented."""
+    return "\n".join(f"    {line}" for line in visible(block, single_line=False).split("\n"))
+
+
+def uvicorn_log_config() -> dict[str, Any]:
+    """uvicorn's own logging set-up, with its messages and tracebacks escaped as ours are (an
+    error in a request handler carries the request's text)."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+    from uvicorn.logging import DefaultFormatter
+
+    class SafeUvicornFormatter(DefaultFormatter):
+        def formatMessage(self, record: logging.LogRecord) -> str:
+            record.message = visible(record.message)
+            return super().formatMessage(record)
+
+        def formatException(self, ei: Any) -> str:
+            return indented(super().formatException(ei))
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["default"]["()"] = SafeUvicornFormatter
+    return config
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 def configure_logging(level: str = "info") -> logging.Logger:
     logger = logging.getLogger("onduty")
     if not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(SafeFormatter(LOG_FORMAT))
         logger.addHandler(handler)
     logger.setLevel(level.upper())
     return logger

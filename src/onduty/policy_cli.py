@@ -15,11 +15,11 @@ from typing import Annotated, Any
 import typer
 import yaml
 from rich.console import Console
-from rich.markup import escape
 
 from onduty.config import ConfigError, load_config
 from onduty.govern.lint import Problem, check_policy, problems_of_config_error
 from onduty.policytest import CaseError, load_cases, run_cases
+from onduty.textsafe import markup
 
 policy_app = typer.Typer(
     no_args_is_help=True,
@@ -27,21 +27,22 @@ policy_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# data is escaped (textsafe.markup) before it meets markup; emoji codes stay text
+out = Console(highlight=False, soft_wrap=True, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 FileArgument = Annotated[Path, typer.Argument(help="An onduty.yaml configuration.")]
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(message)}")
+    err.print(f"[bold red]error:[/] {markup(message)}")
     return typer.Exit(code)
 
 
 def _config_problems(error: ConfigError) -> typer.Exit:
-    err.print(f"[bold red]invalid configuration[/] {escape(error.source)}:")
+    err.print(f"[bold red]invalid configuration[/] {markup(error.source)}:")
     for problem in error.problems:
-        err.print(f"  - {escape(problem)}")
+        err.print(f"  - {markup(problem)}")
     return typer.Exit(2)
 
 
@@ -78,10 +79,10 @@ def print_problem(problem: Problem) -> None:
     colour = "red" if problem.severity == "error" else "yellow"
     where = f"rule {problem.rule}" if problem.rule else "config"
     at = f" (position {problem.position})" if problem.position is not None else ""
-    out.print(f"[{colour}]{problem.severity:<7}[/] {escape(where)}: {escape(problem.message)}{at}")
+    out.print(f"[{colour}]{problem.severity:<7}[/] {markup(where)}: {markup(problem.message)}{at}")
     if problem.expression is not None and problem.position is not None:
         for line in _pointer(problem.expression, problem.position):
-            out.print(f"        {escape(line)}")
+            out.print(f"        {markup(line)}")
 
 
 @policy_app.command("check")
@@ -113,10 +114,10 @@ def check(
     errors = sum(1 for p in problems if p.severity == "error")
     warnings = len(problems) - errors
     if not problems:
-        out.print(f"[green]clean[/]: {escape(str(file))} — {rules} guardrails, no problems")
+        out.print(f"[green]clean[/]: {markup(str(file))} — {rules} guardrails, no problems")
         return
     out.print(
-        f"{escape(str(file))}: {errors} error{'s' if errors != 1 else ''}, "
+        f"{markup(str(file))}: {errors} error{'s' if errors != 1 else ''}, "
         f"{warnings} warning{'s' if warnings != 1 else ''}"
     )
     if errors:
@@ -141,22 +142,22 @@ def test(
     except CaseError as error:
         err.print("[bold red]invalid cases[/]:")
         for problem in error.problems:
-            err.print(f"  - {escape(problem)}")
+            err.print(f"  - {markup(problem)}")
         raise typer.Exit(2) from None
     failed = 0
     for result in results:
         mark = "[green]PASS[/]" if result.passed else "[red]FAIL[/]"
         out.print(
-            f"{mark} {escape(result.file)}: {escape(result.name)} → {result.verdict}"
-            f" ({escape(result.reason)})"
+            f"{mark} {markup(result.file)}: {markup(result.name)} → {markup(result.verdict)}"
+            f" ({markup(result.reason)})"
         )
         if result.passed:
             continue
         failed += 1
         for failure in result.failures:
-            out.print(f"     {escape(failure)}")
+            out.print(f"     {markup(failure)}")
         for outcome in result.rules:
-            out.print(f"     · {escape(outcome.rule)} ({outcome.effect}): {escape(outcome.reason)}")
+            out.print(f"     · {markup(outcome.rule)} ({outcome.effect}): {markup(outcome.reason)}")
     passed = len(results) - failed
     colour = "red" if failed else "green"
     out.print(f"[{colour}]{passed} passed, {failed} failed[/]")

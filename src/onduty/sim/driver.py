@@ -36,6 +36,7 @@ from onduty.sim.oncall import HumanFix, OnCall
 from onduty.sim.scenario import Scenario, load_builtin_config, load_scenario
 from onduty.sim.scorecard import Scorecard, median, percentile, score
 from onduty.sim.world import AppliedRecord, World
+from onduty.textsafe import markup, safe_text, visible
 
 
 class StoreMismatch(ValueError):
@@ -281,8 +282,8 @@ class LiveView:
         for event in self._recent:
             feed.add_row(
                 Text(event.ts.strftime("%H:%M:%S"), style="dim"),
-                Text(event.type, style=NOTABLE[event.type]),
-                Text(describe(event).removeprefix(event.type).strip()[:90]),
+                safe_text(event.type, style=NOTABLE[event.type]),
+                Text(visible(describe(event).removeprefix(event.type).strip())[:90]),
             )
         return Group(self._progress, summary, feed)
 
@@ -298,8 +299,15 @@ def render_scorecard(result: RunResult, console: Console) -> None:
     card = result.scorecard
     console.print()
     faults = Table(title="faults", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    widest = max((len(visible(fault.record.id)) for fault in card.faults), default=2)
     for column in ("id", "kind", "target", "at", "detect", "outcome", "recover"):
-        faults.add_column(column, no_wrap=column != "outcome")
+        # an id is shown whole, ready to copy; other text folds rather than being cut
+        faults.add_column(
+            column,
+            no_wrap=column != "outcome",
+            overflow="fold",
+            min_width=widest if column == "id" else None,
+        )
     for fault in card.faults:
         record = fault.record
         handled = (
@@ -315,9 +323,9 @@ def render_scorecard(result: RunResult, console: Console) -> None:
             or "-"
         )
         faults.add_row(
-            record.id,
-            record.kind,
-            record.target,
+            safe_text(record.id),
+            safe_text(record.kind),
+            safe_text(record.target),
             record.injected_at.strftime("%H:%M"),
             f"+{_fmt(fault.time_to_detect)}" if fault.detected_at else "[red]no[/]",
             handled,
@@ -327,7 +335,7 @@ def render_scorecard(result: RunResult, console: Console) -> None:
 
     detect, recover = card.detect_times(), card.recover_times()
     table = Table(
-        title=f"scorecard: {result.scenario.name}",
+        title=Text(f"scorecard: {visible(result.scenario.name)}"),
         title_justify="left",
         show_header=False,
         box=box.SIMPLE,
@@ -360,12 +368,13 @@ def render_scorecard(result: RunResult, console: Console) -> None:
         table.add_row(name, value)
     console.print(table)
     if card.denied_by:
-        blocked = ", ".join(f"{rule} ({n})" for rule, n in sorted(card.denied_by.items()))
+        blocked = ", ".join(f"{markup(rule)} ({n})" for rule, n in sorted(card.denied_by.items()))
         console.print(f"  actions blocked by: {blocked}\n")
     for expectation in card.expectations:
         mark = "[green]ok[/]" if expectation.ok else "[bold red]FAILED[/]"
         console.print(
-            f"  expect {expectation.name} {expectation.bound}: {expectation.actual}  {mark}"
+            f"  expect {markup(expectation.name)} {markup(expectation.bound)}: "
+            f"{expectation.actual}  {mark}"
         )
     recovered = (
         f"; resumed from its log ({result.recovery.folded} events folded, "
@@ -374,7 +383,7 @@ def render_scorecard(result: RunResult, console: Console) -> None:
         else ""
     )
     console.print(
-        f"\n{result.scorecard.events} events in {result.store}, "
+        f"\n{result.scorecard.events} events in {markup(result.store)}, "
         f"{result.elapsed_s:.1f}s of real time{recovered}"
     )
 
