@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
@@ -43,9 +43,10 @@ RETRY = timedelta(seconds=1)
 class ExpiryWatch:
     """The firing alerts of `POST /api/v2/alerts`, resolved when their `endsAt` passes."""
 
-    def __init__(self, now: Callable[[], datetime]) -> None:
+    def __init__(self, now: Callable[[], datetime] | None = None) -> None:
         self.expiry = Expiry()
-        self._now = now
+        # the wall clock, as the senders' `endsAt` and the ingest's time of receipt are
+        self._now = now or (lambda: datetime.now(UTC))
 
     def parse(
         self, body: bytes, *, received_at: datetime, content_type: str | None = None
@@ -69,11 +70,15 @@ class ExpiryWatch:
                 continue
             stream = log.read_stream(f"signal:{state.fingerprint}", newest_first=True)
             for event in stream:
-                if event.type == "SignalReceived" and event.data.get("source") == SOURCE:
-                    signal = SignalReceived.model_validate(event.data)
+                if event.type != "SignalReceived":
+                    continue
+                signal = SignalReceived.model_validate(event.data)
+                # a postable alert always has an end; the Prometheus poller's signals (the same
+                # source) have none and are resolved by the poller
+                if signal.source == SOURCE and signal.ends_at is not None:
                     self.expiry.seed(signal, recorded_at=event.ts, now=now)
                     found += 1
-                    break
+                break
         return found
 
     async def run(self, ingest: Ingest, stop: asyncio.Event) -> None:

@@ -327,7 +327,7 @@ def build_app(service: Service, *, console: bool = True, hosts: HostNames | None
                 alias, ingest.endpoint(fmt), methods=["POST"], name=f"ingest-{name}-{number}"
             )
     # Alertmanager's own API, for Prometheus delivering straight to onduty
-    expiring = alertsv2.ExpiryWatch(service.clock.now)
+    expiring = alertsv2.ExpiryWatch()
     alertsv2.mount(app, service, ingest, expiring)
 
     @app.get(f"{API}/incidents", dependencies=READ)
