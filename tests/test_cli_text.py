@@ -296,3 +296,31 @@ def test_the_server_log_shows_a_hostile_source_as_sent(tmp_path: Path) -> None:
     assert_shown(output, source)
     assert "\\x1b[2J\\x1b]0;owned\\x07\\u202eevil\\n2026-01-05" in output
     assert not [line for line in output.splitlines() if "forged" in line and "shadow" not in line]
+
+
+@FAST
+@given(texts=st.lists(hostile, min_size=6, max_size=6))
+def test_the_scorecard_shows_scenario_text_as_sent(texts: list[str]) -> None:
+    from types import SimpleNamespace
+
+    from onduty.sim.driver import render_scorecard
+    from onduty.sim.scorecard import Expectation, FaultScore, Scorecard
+
+    fault_id, kind, target, rule, name, store = texts
+    record = SimpleNamespace(
+        id=fault_id, kind=kind, target=target, injected_at=T0, cleared_at=None, cleared_by=None
+    )
+    card = Scorecard(
+        faults=[FaultScore(record=record)],  # type: ignore[arg-type]
+        actions_taken=0, guardrail_denials=1, approvals_requested=0, approved=0,
+        wrong_actions=0, control_incidents=0, incidents=0, escalations=0, events=3,
+        denied_by={rule: 1}, expectations=[Expectation(name, ">= 1", 0, False)],
+    )  # fmt: skip
+    result = SimpleNamespace(
+        scorecard=card, scenario=SimpleNamespace(name=name), resumed=False, elapsed_s=0.5,
+        store=store,
+    )  # fmt: skip
+    target_console = console()
+    render_scorecard(result, target_console)  # type: ignore[arg-type]
+    output = target_console.file.getvalue()  # type: ignore[attr-defined]
+    assert_shown(output, fault_id, kind, target, rule, name, store)
