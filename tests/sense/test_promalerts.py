@@ -10,7 +10,7 @@ import pytest
 
 from onduty.events import Signal
 from onduty.sense import FORMATS, IngestError
-from onduty.sense.promalerts import DEFAULT_VALIDITY, Expiry
+from onduty.sense.promalerts import DEFAULT_VALIDITY, Expiry, alertmanager_fingerprint
 
 from .payloads import RECEIVED_AT
 
@@ -57,6 +57,15 @@ def test_an_alert_is_firing_until_its_ends_at_and_resolved_after() -> None:
     # the same labels give the same fingerprint, whatever their order
     again = _parse([{"labels": dict(reversed(PROMETHEUS[0]["labels"].items()))}])
     assert again[0].fingerprint == firing.fingerprint != resolved.fingerprint
+
+
+def test_the_fingerprint_is_the_one_alertmanager_gives() -> None:
+    """Recorded from Alertmanager 0.25's `GET /api/v2/alerts` after posting these label sets."""
+    (firing, _) = _parse(PROMETHEUS)
+    assert firing.fingerprint == "86a1ffe6ff7c39bd"
+    assert alertmanager_fingerprint({"alertname": "Down", "zone": "é", "a": "b"}) == (
+        "ea15286b1d2cea55"
+    )
 
 
 def test_an_alert_without_times_is_firing_for_alertmanagers_resolve_timeout() -> None:

@@ -10,7 +10,8 @@ it once more with `endsAt` in the past when the rule stops holding. An alert tha
 re-sent without that last word (Prometheus stopped, the rule was deleted) must still end:
 `Expiry` remembers each firing alert's `endsAt` and gives back a resolution for it once that
 time has passed. An alert without `endsAt` is valid for `DEFAULT_VALIDITY`, Alertmanager's
-default `resolve_timeout`.
+default `resolve_timeout`. An alert's fingerprint is the one Alertmanager gives it, so the same
+alert is one signal whether it comes straight from Prometheus or through Alertmanager's webhook.
 
 `parse` is pure like every parser here; `Expiry` keeps no clock either (the time is passed in).
 """
@@ -25,11 +26,25 @@ from datetime import datetime, timedelta
 import msgspec
 
 from onduty.events import Signal, SignalReceived
-from onduty.sense._wire import decode, fingerprint_of, utc
+from onduty.sense._wire import decode, utc
 from onduty.sense.errors import EMPTY, IngestError
 
 SOURCE = "prometheus"
 DEFAULT_VALIDITY = timedelta(minutes=5)
+_FNV_OFFSET, _FNV_PRIME, _MASK = 14695981039346656037, 1099511628211, (1 << 64) - 1
+_SEPARATOR = 0xFF
+
+
+def alertmanager_fingerprint(labels: dict[str, str]) -> str:
+    """Alertmanager's fingerprint of a label set (Prometheus's `LabelSet.Fingerprint`): FNV-1a
+    64 over the sorted names and their values, each followed by 0xff, as 16 hex digits."""
+    state = _FNV_OFFSET
+    for name in sorted(labels):
+        for part in (name, labels[name]):
+            for byte in part.encode("utf-8", "surrogatepass"):
+                state = ((state ^ byte) * _FNV_PRIME) & _MASK
+            state = ((state ^ _SEPARATOR) * _FNV_PRIME) & _MASK
+    return f"{state:016x}"
 
 
 class PostableAlert(msgspec.Struct, gc=False):
@@ -60,7 +75,7 @@ def _signal(alert: PostableAlert, position: int, received: datetime) -> Signal:
     resolved = ends_at is not None and ends_at <= received
     return SignalReceived(
         source=SOURCE,
-        fingerprint=fingerprint_of(alert.labels),
+        fingerprint=alertmanager_fingerprint(alert.labels),
         status="resolved" if resolved else "firing",
         labels=alert.labels,
         annotations=alert.annotations or {},
