@@ -12,8 +12,15 @@ from pathlib import Path
 import pytest
 
 from onduty.act import ActuatorRegistry, Outcome
-from onduty.commands import StartAction, StartUndo
-from onduty.events import ActionStarted, Event, SignalReceived, make_event
+from onduty.commands import CheckOutcome, StartAction, StartUndo
+from onduty.events import (
+    ActionFailed,
+    ActionStarted,
+    Event,
+    SignalReceived,
+    UndoStarted,
+    make_event,
+)
 from onduty.log import EventLog, open_log
 from onduty.runtime import Runtime, RuntimeStopped, SystemClock, VirtualClock, run_realtime
 from tests.core.helpers import T0, config
@@ -212,6 +219,122 @@ def test_recovery_reconciles_an_action_in_doubt(
         assert len(actuator.runs) == expect_runs
         if expect == "ActionOutcomeUnknown":
             assert events[-1].type == "Escalated"
+    finally:
+        log.close()
+
+
+def _crash_during_undo(log: EventLog, *, started: bool) -> StartUndo:
+    """Leave an undo in flight in the log, as a SIGKILL would: the action failed and its undo
+    was decided (recorded with the failure), then — with `started` — `UndoStarted` was
+    recorded exactly as the executor does before it calls the undo's actuator."""
+    runtime, _ = Runtime.open(log, VirtualClock(T0), ActuatorRegistry(), config=config())
+    allowed = _allow(runtime)
+    runtime.submit(
+        ActionStarted(
+            command_id=allowed.command_id,
+            incident_id=allowed.incident_id,
+            action=allowed.action,
+            target=allowed.target,
+        ),
+        stream=allowed.incident_id,
+    )
+    failed = make_event(
+        ActionFailed(command_id=allowed.command_id, error="exit 1"),
+        id="crash-2",
+        ts=T0,
+        stream=allowed.incident_id,
+    )
+    decision = runtime.manager.handle(failed)
+    runtime.log.append([failed, *decision.events])
+    [undo] = [c for c in decision.commands if isinstance(c, StartUndo)]
+    if started:
+        runtime.submit(
+            UndoStarted(
+                command_id=undo.command_id,
+                of_command_id=undo.of_command_id,
+                action=undo.action,
+                target=undo.target,
+            ),
+            stream=undo.incident_id,
+        )
+    return undo
+
+
+def _undo_events(log: EventLog, undo: StartUndo) -> list[Event]:
+    return [
+        e
+        for e in log.read()
+        if e.type.startswith("Undo") and e.data.get("command_id") == undo.command_id
+    ]
+
+
+def test_recovery_runs_an_undo_decided_before_the_crash_exactly_once(tmp_path: Path) -> None:
+    store = str(tmp_path / "undo.db")
+    log = open_log(store)
+    undo = _crash_during_undo(log, started=False)
+    log.close()
+
+    actuator = RecordingActuator(idempotent=False, can_check=False)
+    for restart in range(2):  # a second restart finds nothing left to do
+        log = open_log(store)
+        try:
+            _, report = Runtime.open(log, VirtualClock(T0), registry(actuator), config=config())
+            assert report.in_doubt == ([undo] if restart == 0 else [])
+            assert [e.type for e in _undo_events(log, undo)] == ["UndoStarted", "UndoFinished"]
+        finally:
+            log.close()
+    assert actuator.runs == [undo.command_id], "the undo ran once, after the first restart"
+    assert (undo.action, undo.target) == ("traffic.drain", "web-1")
+
+
+@pytest.mark.parametrize(
+    ("idempotent", "can_check", "ran_before", "expect_runs", "expect_ok"),
+    [
+        (False, True, True, 0, True),  # the check finds it took effect: record it, run nothing
+        (False, True, False, 1, True),  # the check finds it never ran: this is its first run
+        (True, False, False, 1, True),  # idempotent: safe to run again
+        (False, False, False, 0, False),  # neither: unknown, escalated, never re-run
+    ],
+)
+def test_recovery_settles_an_undo_cut_off_by_the_crash(
+    tmp_path: Path,
+    idempotent: bool,
+    can_check: bool,
+    ran_before: bool,
+    expect_runs: int,
+    expect_ok: bool,
+) -> None:
+    store = str(tmp_path / "undo.db")
+    log = open_log(store)
+    undo = _crash_during_undo(log, started=True)
+    log.close()
+    actuator = RecordingActuator(idempotent=idempotent, can_check=can_check)
+    if ran_before:
+        actuator.done[undo.command_id] = Outcome(True, output="drained before the crash")
+
+    log = open_log(store)
+    try:
+        _, report = Runtime.open(log, VirtualClock(T0), registry(actuator), config=config())
+        assert report.in_doubt == [CheckOutcome(undo)]
+        events = _undo_events(log, undo)
+        assert [e.type for e in events] == ["UndoStarted", "UndoFinished"], "never started twice"
+        finished = events[-1].data
+        assert finished["ok"] is expect_ok
+        assert len(actuator.runs) == expect_runs
+        escalations = [e for e in log.read() if e.type == "Escalated"]
+        if expect_ok:
+            assert finished.get("unknown", False) is False
+            assert all(e.data["command_id"] != undo.command_id for e in escalations)
+        else:
+            assert finished["unknown"] is True
+            assert "the process stopped while the undo ran" in finished["error"]
+            last = escalations[-1].data
+            assert last["command_id"] == undo.command_id
+            assert "undo traffic.drain on web-1" in last["reason"]
+            assert "in doubt and was not run again" in last["reason"]
+        reopened, again = Runtime.open(log, VirtualClock(T0), registry(actuator), config=config())
+        assert again.in_doubt == [] and reopened.manager.state.undos == {}
+        assert len(actuator.runs) == expect_runs
     finally:
         log.close()
 

@@ -67,9 +67,11 @@ class RunCheck:
 
 @dataclass(frozen=True)
 class CheckOutcome:
-    """Ask an actuator whether an action whose outcome was never recorded took effect."""
+    """Ask an actuator whether an action (or an undo step) whose outcome was never recorded
+    took effect, after waiting for a run of it still in progress; record what it says, or the
+    outcome as unknown. Never a blind re-run of what is not idempotent."""
 
-    start: StartAction
+    start: StartAction | StartUndo
 
 
 Command = StartAction | StartUndo | ScheduleTimer | Notify | CheckOutcome | RunCheck

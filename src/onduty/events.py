@@ -315,6 +315,9 @@ class UndoFinished(Payload):
     of_command_id: str
     ok: bool
     error: str = ""
+    unknown: bool = False
+    """The outcome is unknown (`ok` is false): onduty stopped while the undo ran and its effect
+    could not be checked. It is not run again; the core escalates it."""
 
 
 class Escalated(Payload):

@@ -41,6 +41,8 @@ from onduty.events import (
     SilenceCreated,
     SilenceExpired,
     Tick,
+    UndoFinished,
+    UndoStarted,
     VerificationFailed,
     VerificationPassed,
     payload,
@@ -54,6 +56,7 @@ __all__ = ["Decision", "Manager", "derive_id"]
 from onduty.state import (
     ActionStatus,
     State,
+    UndoStatus,
 )
 
 
@@ -142,7 +145,9 @@ class Manager(IncidentLifecycle, ActionLifecycle):
         return sorted(timers, key=lambda timer: (timer.due, timer.timer_id))
 
     def in_doubt(self) -> list[Command]:
-        """After a restart: allowed actions never started, and started ones with no outcome."""
+        """After a restart: allowed actions never started, and started ones with no outcome
+        (checked, never blindly re-run); then undo steps decided but never started (run now,
+        once), and started ones with no outcome (settled the same way as actions)."""
         commands: list[Command] = []
         for action in self.state.actions.values():
             if action.status is ActionStatus.ALLOWED:
@@ -157,6 +162,9 @@ class Manager(IncidentLifecycle, ActionLifecycle):
                 commands.append(
                     RunCheck(action.command_id, action.incident_id, check, action.verify_deadline)
                 )
+        for undo in self._undos():
+            command = self._undo_command(undo)
+            commands.append(command if undo.status is UndoStatus.DECIDED else CheckOutcome(command))
         return commands
 
     def snapshot(self) -> dict[str, Any]:
@@ -193,6 +201,11 @@ class Manager(IncidentLifecycle, ActionLifecycle):
         if isinstance(body, ApprovalGranted | ApprovalDenied):
             approval = self.state.approvals.get(body.approval_id)
             return replace(approval, approvers=list(approval.approvers)) if approval else None
+        if isinstance(body, ActionFailed | ActionOutcomeUnknown):
+            action = self.state.actions.get(body.command_id)
+            return action.status if action else None
+        if isinstance(body, UndoFinished):
+            return self.state.undos.get(body.command_id)  # removed, never changed, by applying
         return None
 
     def _apply_policy(self, body: PolicyActivated, event: Event) -> None:
@@ -261,6 +274,8 @@ Manager._appliers = {
     VerificationFailed: Manager._apply_verification,
     Escalated: Manager._apply_escalated,
     Acknowledged: Manager._apply_acknowledged,
+    UndoStarted: Manager._apply_undo_started,
+    UndoFinished: Manager._apply_undo_finished,
 }
 
 Manager._reactions = {
@@ -274,4 +289,5 @@ Manager._reactions = {
     CheckCompleted: Manager._on_check,
     SilenceCreated: Manager._on_silence,
     SilenceExpired: Manager._on_silence,
+    UndoFinished: Manager._on_undo_finished,
 }

@@ -121,6 +121,36 @@ class BreakerState:
     opened_at: datetime | None = None
 
 
+class UndoStatus(StrEnum):
+    DECIDED = "decided"
+    """The core decided it (applying the action's failure); no `UndoStarted` yet."""
+    STARTED = "started"
+    """`UndoStarted` is recorded; its `UndoFinished` is not."""
+
+
+@dataclass
+class UndoState:
+    """An undo step the core decided whose outcome is not recorded yet: what a restart runs
+    (never started) or settles (started, outcome unknown)."""
+
+    command_id: str
+    of_command_id: str
+    incident_id: str
+    step: int
+    action: str
+    target: str
+    params: dict[str, Any]
+    timeout_s: float
+    decided: int
+    """`State.applied` when it was decided: undos are run in the order they were decided."""
+    of_action: str = ""
+    of_target: str = ""
+    service: str | None = None
+    title: str = ""
+    """The incident's title, to escalate with after the incident has closed."""
+    status: UndoStatus = UndoStatus.DECIDED
+
+
 @dataclass
 class State:
     policy: dict[str, Any] | None = None
@@ -140,11 +170,15 @@ class State:
     deliveries: dict[str, datetime] = field(default_factory=dict)
     silences: dict[str, dict[str, Any]] = field(default_factory=dict)
     breakers: dict[str, BreakerState] = field(default_factory=dict)
+    undos: dict[str, UndoState] = field(default_factory=dict)
+    """Undo steps decided and not finished, by undo command id."""
     last_ts: datetime | None = None
     applied: int = 0
 
     def to_snapshot(self) -> dict[str, Any]:
         encoded: dict[str, Any] = msgspec.to_builtins(self)
+        if not encoded["undos"]:  # no undo in flight: encoded as before undos were tracked
+            del encoded["undos"]
         return encoded
 
     @classmethod

@@ -6,6 +6,7 @@ import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from onduty.commands import StartUndo
 from onduty.config import Config, parse_config
 from onduty.events import Event, Payload, PolicyActivated, SignalReceived, make_event
 from onduty.manager import Decision, Manager
@@ -53,6 +54,8 @@ class Driver:
     def __init__(self, cfg: Config | None = None) -> None:
         self.manager = Manager()
         self.log: list[Event] = []
+        self.undos: list[tuple[int, StartUndo]] = []
+        """Every undo the core asked for, with the length of the log once it was decided."""
         self._ids = itertools.count(1)
         self.now = T0
         cfg = cfg or config()
@@ -66,6 +69,7 @@ class Driver:
         decision = self.manager.handle(event)
         self.log.append(event)
         self.log.extend(decision.events)
+        self.undos.extend((len(self.log), c) for c in decision.commands if isinstance(c, StartUndo))
         return decision
 
     def signal(

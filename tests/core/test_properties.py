@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from onduty.commands import StartAction
+from onduty.commands import CheckOutcome, Command, StartAction, StartUndo
 from onduty.events import (
     ActionFailed,
     ActionOutcomeUnknown,
@@ -17,10 +17,13 @@ from onduty.events import (
     ApprovalDenied,
     ApprovalGranted,
     AutonomyChanged,
+    Origin,
     SignalReceived,
     SilenceCreated,
     SilenceExpired,
     Tick,
+    UndoFinished,
+    UndoStarted,
 )
 from onduty.manager import Manager
 from onduty.replay import replay
@@ -70,7 +73,10 @@ autonomy = st.tuples(
     st.sampled_from(["web", "db"]),
     st.sampled_from(["observe", "suggest", "approve", "act"]),
 )
-operation = st.one_of(signal, tick, outcome, answer, autonomy)
+undo_outcome = st.tuples(
+    st.just("undo"), st.sampled_from(["started", "ok", "fail", "unknown"]), st.integers(0, 3)
+)
+operation = st.one_of(signal, tick, outcome, undo_outcome, answer, autonomy)
 
 new_silence = st.tuples(
     st.just("silence"),
@@ -158,6 +164,24 @@ def run(operations: list[tuple[Any, ...]], cfg: Any = None) -> Driver:
             else:
                 body = ActionOutcomeUnknown(command_id=command.command_id, reason="lost")
             decision = driver.feed(body, after=1)
+        elif op[0] == "undo" and driver.undos:
+            _, undo = driver.undos[op[2] % len(driver.undos)]
+            if op[1] == "started":
+                body = UndoStarted(
+                    command_id=undo.command_id,
+                    of_command_id=undo.of_command_id,
+                    action=undo.action,
+                    target=undo.target,
+                )
+            else:
+                body = UndoFinished(
+                    command_id=undo.command_id,
+                    of_command_id=undo.of_command_id,
+                    ok=op[1] == "ok",
+                    error="" if op[1] == "ok" else "boom",
+                    unknown=op[1] == "unknown",
+                )
+            decision = driver.feed(body, after=1)
         elif op[0] == "answer" and approvals:
             approval_id = approvals[op[2] % len(approvals)]
             answer: Any = (
@@ -183,6 +207,19 @@ correlated_histories = st.builds(
     list.__add__,
     st.lists(new_silence, max_size=2),
     st.lists(correlated_operation, min_size=8, max_size=60),
+)
+# Weighted towards actions that run and fail (or do not fix it), and undos that start and end.
+web_down = st.tuples(
+    st.just("signal"),
+    st.sampled_from(["web-1", "web-2", "web-3"]),
+    st.sampled_from(["firing", "firing", "resolved"]),
+    st.just("InstanceDown"),
+    st.integers(0, 400),
+)
+undo_histories = st.lists(
+    st.one_of(web_down, tick, outcome, outcome, undo_outcome, undo_outcome),
+    min_size=8,
+    max_size=60,
 )
 quick = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -282,3 +319,40 @@ def test_guardrail_limits_hold(operations: list[tuple[Any, ...]]) -> None:
                 in_flight[action.service or ""] = in_flight.get(action.service or "", 0) + 1
                 assert not action.target.startswith("ghost")
         assert all(count <= 1 for count in in_flight.values()), in_flight
+
+
+def _undo_part(commands: list[Command]) -> list[Command]:
+    return [
+        command
+        for command in commands
+        if isinstance(command, StartUndo)
+        or (isinstance(command, CheckOutcome) and isinstance(command.start, StartUndo))
+    ]
+
+
+@quick
+@given(undo_histories, st.integers(0, 10_000))
+def test_a_restart_anywhere_runs_or_settles_every_undo_in_flight(
+    operations: list[tuple[Any, ...]], cut: int
+) -> None:
+    """Cut the log anywhere (a crash) and fold it: every undo decided by then and not finished
+    is in doubt — to run when it never started, to settle when it did — in the order decided;
+    and no undo is ever asked for twice."""
+    driver = run(operations)
+    asked = [undo.command_id for _, undo in driver.undos]
+    assert len(asked) == len(set(asked)), "an undo was asked for twice"
+    # The runtime appends an input with its decisions in one batch: a crash cuts between two.
+    batches = [i for i, event in enumerate(driver.log) if event.origin is Origin.INPUT]
+    cut = [*batches, len(driver.log)][cut % (len(batches) + 1)]
+    folded = Manager()
+    for event in driver.log[:cut]:
+        folded.apply(event)
+    seen = driver.log[:cut]
+    started = {e.data["command_id"] for e in seen if e.type == "UndoStarted"}
+    finished = {e.data["command_id"] for e in seen if e.type == "UndoFinished"}
+    expected: list[Command] = [
+        CheckOutcome(undo) if undo.command_id in started else undo
+        for decided_at, undo in driver.undos
+        if decided_at <= cut and undo.command_id not in finished
+    ]
+    assert _undo_part(folded.in_doubt()) == expected

@@ -275,3 +275,152 @@ def test_no_action_runs_twice_whenever_onduty_is_killed(
     assert list((tmp_path / "onduty.db.runs").iterdir()) == [], "settled: no run lock is left"
     if delay == 0:  # the early run was still going when the restart settled it
         assert "an earlier run is still in progress" in output, output
+
+
+# ---------------------------------------------------------------------------- undo steps
+#
+# The same for undo steps: an instant action whose verification fails after a second, so its
+# slow, non-idempotent undo runs; onduty is SIGKILLed while three undos are at different points
+# (over, in the middle, just begun and held at a gate so it outlives the restart) and restarted
+# at once. With the undo's `check_argv`, every undo is settled by the check (or run for its
+# first time); without it, an undo cut off is recorded as unknown and escalated. Never twice.
+
+UNDO_DURATION = 1.2
+UNDO_POINTS = ("u-over", "u-middle", "u-begun")  # in the order their instances go down
+UNDO_STAGGER = 0.5
+"""Seconds between two instances going down, and so between their undos starting."""
+
+OK = "import sys; sys.exit(0)\n"
+
+UNDO = """\
+import os, sys, time
+runs, markers, command_id, target, duration, gate = sys.argv[1:7]
+with open(runs, "a") as out:
+    out.write(f"{command_id} {target} {os.getpid()} {time.time()!r}\\n")
+time.sleep(float(duration))
+deadline = time.monotonic() + 20
+while target == "u-begun" and not os.path.exists(gate):
+    if time.monotonic() > deadline:
+        sys.exit(3)
+    time.sleep(0.02)
+open(os.path.join(markers, command_id), "w").close()
+"""
+
+
+def write_undo_config(directory: Path, *, checkable: bool) -> Path:
+    (directory / "ok.py").write_text(OK)
+    (directory / "undo.py").write_text(UNDO)
+    (directory / "check.py").write_text(CHECK)
+    (directory / "markers").mkdir()
+    python = sys.executable
+    undo: dict[str, Any] = {
+        "kind": "shell",
+        "action": "traffic.drain",
+        "argv": [
+            python,
+            str(directory / "undo.py"),
+            str(directory / "runs.log"),
+            str(directory / "markers"),
+            "{{ command_id }}",
+            "{{ target }}",
+            str(UNDO_DURATION),
+            str(directory / "gate"),
+        ],
+        "allow": [python],
+        "timeout": "10s",
+    }
+    if checkable:
+        undo["check_argv"] = [
+            python,
+            str(directory / "check.py"),
+            str(directory / "markers"),
+            "{{ command_id }}",
+        ]
+    document = {
+        "services": [{"name": "web", "autonomy": "act", "instances": list(UNDO_POINTS)}],
+        "correlation": {"group_by": ["service", "alertname", "instance"], "group_wait": "0s"},
+        "runbooks": [
+            {
+                "name": "restart-down-instance",
+                "when": 'signal.labels.alertname == "InstanceDown"',
+                "do": [{"action": "process.restart", "target": "{{ signal.labels.instance }}"}],
+                "verify": {"signal_resolved_within": "1s"},  # never resolves: undone
+                "undo": [{"action": "traffic.drain", "target": "{{ signal.labels.instance }}"}],
+            }
+        ],
+        "actuators": [
+            {
+                "kind": "shell",
+                "action": "process.restart",
+                "argv": [python, str(directory / "ok.py")],
+                "allow": [python],
+                "timeout": "10s",
+            },
+            undo,
+        ],
+    }
+    path = directory / "onduty.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def undos_settled(events: list[dict[str, Any]]) -> bool:
+    started = {e["data"]["command_id"] for e in events if e["type"] == "UndoStarted"}
+    done = {e["data"]["command_id"] for e in events if e["type"] == "UndoFinished"}
+    return len(started) == len(UNDO_POINTS) and started <= done
+
+
+@pytest.mark.usefixtures("cleanup")
+@pytest.mark.parametrize("checkable", [True, False], ids=["with-check", "without-check"])
+def test_no_undo_runs_twice_whenever_onduty_is_killed(tmp_path: Path, checkable: bool) -> None:
+    config = write_undo_config(tmp_path, checkable=checkable)
+    store = tmp_path / "onduty.db"
+    with Server(store, config=config) as server, server.client() as client:
+        for name in UNDO_POINTS:
+            post_down(client, name)
+            time.sleep(UNDO_STAGGER)
+        first = started_run(tmp_path, UNDO_POINTS[0])
+        # The first undo is over (and maybe recorded), the second in its middle, the last begun.
+        wait_until(time.monotonic() + (first + UNDO_DURATION + 0.3 - time.time()))
+        started_run(tmp_path, UNDO_POINTS[-1])
+        time.sleep(0.1)
+        killed = time.time()
+        server.kill()
+    at_kill = {target: round(killed - began, 3) for _, target, _, began in runs(tmp_path)}
+    where = f"undos (seconds into each run at the kill): {at_kill}; runs: {runs(tmp_path)}"
+
+    gate = tmp_path / "gate"
+    with Server(store, config=config) as server, server.client() as client:
+        time.sleep(0.2)  # the restart waits for the gated undo on a worker; the API answers
+        assert client.get("/api/v1/incidents").status_code == 200
+        gate.touch()
+        deadline = time.monotonic() + 20
+        while not undos_settled(events := all_events(client)):
+            assert time.monotonic() < deadline, f"not every undo settled: {where}; {events}"
+            time.sleep(0.1)
+        time.sleep(0.3)  # a second run would have started by now
+        events = all_events(client)
+        assert server.terminate() == 0, server.output()
+        output = server.output()
+
+    ran = Counter(command_id for command_id, _, _, _ in runs(tmp_path))
+    started = Counter(e["data"]["command_id"] for e in events if e["type"] == "UndoStarted")
+    finished = [e["data"] for e in events if e["type"] == "UndoFinished"]
+    escalated = {e["data"].get("command_id"): e["data"] for e in events if e["type"] == "Escalated"}
+    assert len(started) == len(UNDO_POINTS) and set(started.values()) == {1}, where
+    assert sorted(f["command_id"] for f in finished) == sorted(started), "each settled once"
+    for undo in finished:
+        command_id = undo["command_id"]
+        marker = (tmp_path / "markers" / command_id).exists()
+        assert ran[command_id] <= 1, f"{command_id}: the undo ran {ran[command_id]} times; {where}"
+        if undo["ok"]:
+            assert ran[command_id] == 1 and marker, f"{command_id}: ok without its run; {where}"
+        else:
+            assert not checkable, f"{command_id}: the check could have settled it: {undo}; {where}"
+            assert undo["unknown"], f"{command_id}: the undo cannot fail here: {undo}"
+            reason = escalated[command_id]["reason"]
+            assert "in doubt and was not run again" in reason, reason
+    if not checkable:  # the undo just begun was cut off: its outcome cannot be known
+        assert any(not undo["ok"] for undo in finished), where
+    assert list((tmp_path / "onduty.db.runs").iterdir()) == [], "settled: no run lock is left"
+    assert "an earlier run is still in progress" in output, output

@@ -11,6 +11,11 @@ restart waits for an earlier run that may still be in progress (a program that o
 a request the other side may still be applying) before it asks whether it took effect — at most
 the run's timeout; a run still going after that is an unknown outcome, escalated, never re-run.
 The wait happens where `spawn` runs the reconciliation: with run locks, use a `WorkerPool`.
+
+Undo steps are settled the same way: an undo started before a crash (`UndoStarted` without its
+`UndoFinished`) is waited for, then checked (`check` with the undo's command id), re-run when
+idempotent, or recorded as finished with an unknown outcome (`UndoFinished(unknown=True)`),
+which the core escalates — never run again.
 """
 
 from __future__ import annotations
@@ -159,7 +164,8 @@ class Executor:
         return lambda: self._report(command, self._run(actuator, command))
 
     def reconcile(self, command: CheckOutcome) -> None:
-        """Settle an action that was started before a crash but has no recorded outcome."""
+        """Settle an action (or an undo step) that was started before a crash but has no
+        recorded outcome."""
         start = command.start
         actuator = self._actuators.find(start.action)
         if actuator is None:
@@ -172,7 +178,7 @@ class Executor:
         if self._runs is not None:
             self._runs.sweep(in_doubt)
 
-    def _settle(self, actuator: Actuator, start: StartAction) -> None:
+    def _settle(self, actuator: Actuator, start: StartAction | StartUndo) -> None:
         runs = self._runs
         if runs is None:
             self._decide(actuator, start, "")
@@ -203,7 +209,7 @@ class Executor:
         finally:
             runs.forget(start.command_id)
 
-    def _decide(self, actuator: Actuator, start: StartAction, note: str) -> None:
+    def _decide(self, actuator: Actuator, start: StartAction | StartUndo, note: str) -> None:
         """The earlier run, if any, is over: check, re-run (idempotent) or escalate."""
         if actuator.can_check:
             try:
@@ -218,9 +224,10 @@ class Executor:
         elif actuator.idempotent:
             self._report(start, self._run(actuator, start))
         else:
+            what = "undo" if isinstance(start, StartUndo) else "action"
             self._unknown(
                 start,
-                "the process stopped while the action ran; it is not idempotent and its "
+                f"the process stopped while the {what} ran; it is not idempotent and its "
                 "outcome cannot be checked, so it is not run again" + note,
             )
 
@@ -252,21 +259,13 @@ class Executor:
         )
         actuator = self._actuators.find(command.action)
 
-        def finish(outcome: Outcome) -> None:
-            self._record(
-                UndoFinished(
-                    command_id=command.command_id,
-                    of_command_id=command.of_command_id,
-                    ok=outcome.ok,
-                    error=outcome.error,
-                ),
-                stream,
-            )
-
         if actuator is None:
-            finish(Outcome(False, error=f"no actuator is configured for action {command.action!r}"))
+            self._report(
+                command,
+                Outcome(False, error=f"no actuator is configured for action {command.action!r}"),
+            )
             return
-        self._spawn(actuator, lambda: finish(self._run(actuator, command)))
+        self._spawn(actuator, lambda: self._report(command, self._run(actuator, command)))
 
     def _run(self, actuator: Actuator, command: StartAction | StartUndo) -> Outcome:
         """Run once, or — for an idempotent actuator — retry failures with backoff; under the
@@ -305,13 +304,35 @@ class Executor:
         except Exception as error:  # an actuator bug must become a recorded failure, not a crash
             return Outcome(False, error=f"{type(error).__name__}: {error}")
 
-    def _unknown(self, start: StartAction, reason: str) -> None:
+    def _unknown(self, start: StartAction | StartUndo, reason: str) -> None:
+        if isinstance(start, StartUndo):
+            self._record_outcome(
+                UndoFinished(
+                    command_id=start.command_id,
+                    of_command_id=start.of_command_id,
+                    ok=False,
+                    error=f"outcome unknown: {reason}"[:2000],
+                    unknown=True,
+                ),
+                start.incident_id,
+            )
+            return
         self._record_outcome(
             ActionOutcomeUnknown(command_id=start.command_id, reason=reason), start.incident_id
         )
 
-    def _report(self, command: StartAction, outcome: Outcome) -> None:
-        if outcome.ok:
+    def _report(self, command: StartAction | StartUndo, outcome: Outcome) -> None:
+        if isinstance(command, StartUndo):
+            self._record_outcome(
+                UndoFinished(
+                    command_id=command.command_id,
+                    of_command_id=command.of_command_id,
+                    ok=outcome.ok,
+                    error=outcome.error[:2000],
+                ),
+                command.incident_id,
+            )
+        elif outcome.ok:
             self._record_outcome(
                 ActionSucceeded(command_id=command.command_id, output=outcome.output[:2000]),
                 command.incident_id,

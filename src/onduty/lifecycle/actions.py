@@ -23,6 +23,8 @@ from onduty.events import (
     PolicyEvaluated,
     PolicyShadowDiverged,
     ProposalRejected,
+    UndoFinished,
+    UndoStarted,
     VerificationFailed,
     VerificationPassed,
 )
@@ -40,6 +42,8 @@ from onduty.state import (
     Approval,
     BreakerState,
     Incident,
+    UndoState,
+    UndoStatus,
 )
 from onduty.think import Proposal, arbitrate
 
@@ -154,6 +158,8 @@ class ActionLifecycle(CoreBase):
             return
         failed = isinstance(body, ActionFailed)
         self._finish(action, ActionStatus.FAILED if failed else ActionStatus.UNKNOWN)
+        if failed:
+            self._decide_undos(action, event)
         breaker = self.state.breakers.setdefault(
             breaker_key(action.action, action.target), BreakerState()
         )
@@ -167,7 +173,10 @@ class ActionLifecycle(CoreBase):
         action = self.state.actions.get(body.command_id)
         if action is not None:
             passed = isinstance(body, VerificationPassed)
+            settled = action.status in TERMINAL
             self._finish(action, ActionStatus.VERIFIED if passed else ActionStatus.VERIFY_FAILED)
+            if not passed and not settled:
+                self._decide_undos(action, event)
 
     def _finish(self, action: ActionState, status: ActionStatus) -> None:
         action.status = status
@@ -463,40 +472,124 @@ class ActionLifecycle(CoreBase):
             return
         self._fail_verification(incident, action, body.detail or "the verification check failed")
 
-    def _on_failed(self, body: ActionFailed | ActionOutcomeUnknown, prior: None) -> None:
+    def _on_failed(
+        self, body: ActionFailed | ActionOutcomeUnknown, prior: ActionStatus | None
+    ) -> None:
         incident_id = self._incident_of(body.command_id)
         incident = self.state.incidents.get(incident_id) if incident_id else None
         if incident is None:
             return
         if isinstance(body, ActionFailed):
-            self._undo(incident, body.command_id)
+            if prior is not None and prior not in TERMINAL:  # not a repeat: undo it, once
+                self._undo(incident, body.command_id)
             reason = f"action failed: {body.error}"
         else:
             reason = f"action outcome unknown, not re-run: {body.reason}"
         self._escalate(incident, reason, command_id=body.command_id)
         self._maybe_resolve(incident)
 
-    def _undo(self, incident: Incident, command_id: str) -> None:
-        action = self.state.actions.get(command_id)
-        if action is None:
+    # ------------------------------------------------------------------ undo
+
+    def _decide_undos(self, action: ActionState, event: Event) -> None:
+        """`action` failed, or did not fix its incident: its runbook's undo steps are decided
+        now, in reverse order (like a stack), and remembered until each has finished.
+
+        This happens as the event is applied, not in a reaction, so folding the log learns of
+        them exactly as handling it did: a restart runs an undo that was decided but never
+        started, and settles one that started but has no recorded outcome (`in_doubt`)."""
+        incident = self.state.incidents.get(action.incident_id)
+        if incident is None:
             return
-        steps = list(
-            enumerate(self._setup().agent.undo_steps(action.runbook, self._context(incident)))
-        )
-        for index, step in reversed(steps):  # undone in reverse order, like a stack
-            if not step.target or step.target not in self._setup().owner:
+        setup = self._setup()
+        cause = self._cause
+        # The context's `now` is the event's time: while folding (or applying an input before
+        # it is handled) there is no cause yet, and a decision shares its cause's time.
+        self._cause = cause or event
+        try:
+            steps = list(enumerate(setup.agent.undo_steps(action.runbook, self._context(incident))))
+        finally:
+            self._cause = cause
+        for index, step in reversed(steps):
+            if not step.target or step.target not in setup.owner:
                 continue  # an unknown target means do nothing, for undo too
-            self._commands.append(
-                StartUndo(
-                    command_id=derive_id("undo", command_id, str(index)),
-                    of_command_id=command_id,
+            command_id = derive_id("undo", action.command_id, str(index))
+            self.state.undos.setdefault(
+                command_id,
+                UndoState(
+                    command_id=command_id,
+                    of_command_id=action.command_id,
                     incident_id=incident.incident_id,
+                    step=index,
                     action=step.action,
                     target=step.target,
-                    params=step.params,
+                    params=dict(step.params),
                     timeout_s=step.timeout_s,
-                )
+                    decided=self.state.applied,
+                    of_action=action.action,
+                    of_target=action.target,
+                    service=incident.service,
+                    title=incident.title,
+                ),
             )
+
+    def _undo(self, incident: Incident, command_id: str) -> None:
+        """Run the undo steps decided for `command_id` that have not started."""
+        for undo in self._undos(of_command_id=command_id):
+            if undo.status is UndoStatus.DECIDED:
+                self._commands.append(self._undo_command(undo))
+
+    def _undos(self, of_command_id: str | None = None) -> list[UndoState]:
+        """Undo steps in flight (of one action), in the order they were decided."""
+        return sorted(
+            (
+                undo
+                for undo in self.state.undos.values()
+                if of_command_id is None or undo.of_command_id == of_command_id
+            ),
+            key=lambda undo: (undo.decided, -undo.step),
+        )
+
+    @staticmethod
+    def _undo_command(undo: UndoState) -> StartUndo:
+        return StartUndo(
+            command_id=undo.command_id,
+            of_command_id=undo.of_command_id,
+            incident_id=undo.incident_id,
+            action=undo.action,
+            target=undo.target,
+            params=undo.params,
+            timeout_s=undo.timeout_s,
+        )
+
+    def _apply_undo_started(self, body: UndoStarted, event: Event) -> None:
+        undo = self.state.undos.get(body.command_id)
+        if undo is not None:
+            undo.status = UndoStatus.STARTED
+
+    def _apply_undo_finished(self, body: UndoFinished, event: Event) -> None:
+        self.state.undos.pop(body.command_id, None)
+
+    def _on_undo_finished(self, body: UndoFinished, prior: UndoState | None) -> None:
+        """An undo whose outcome is unknown (onduty stopped while it ran, and it could not be
+        checked) is never run again: a human must look at it."""
+        if prior is None or not body.unknown:
+            return
+        incident = self.state.incidents.get(prior.incident_id)
+        if incident is None:  # closed since the undo was decided: page about it all the same
+            incident = Incident(
+                incident_id=prior.incident_id,
+                group_key={},
+                service=prior.service,
+                title=prior.title or prior.incident_id,
+                opened_at=self._now,
+                ready_at=self._now,
+            )
+        self._escalate(
+            incident,
+            f"undo {prior.action} on {prior.target} (of {prior.of_action} on {prior.of_target}) "
+            f"is in doubt and was not run again; check {prior.target} by hand: {body.error}",
+            command_id=prior.command_id,
+        )
 
     def _facts(
         self,
