@@ -229,6 +229,9 @@ class IncidentProjection:
         self._keep_timeline = keep_timeline
         self._command_incident: dict[str, str] = {}
         self._fed = 0
+        self.resolved: list[str] = []
+        """Resolved incidents' ids in the order they resolved (oldest first): the console's
+        history pages through it from the end."""
 
     def feed_all(self, events: Iterable[Event]) -> IncidentProjection:
         for event in events:
@@ -269,6 +272,8 @@ class IncidentProjection:
             elif data["change"] == "approval_refused":
                 self._undo_answer(view, event)
         elif event.type == "IncidentResolved":
+            if view.status != "resolved":
+                self.resolved.append(view.incident_id)
             view.status, view.resolved_at, view.resolution = "resolved", event.ts, data["reason"]
             for approval_id in list(view.awaiting_approval):  # moot: the core forgets them too
                 self._decide(view, approval_id, "moot")

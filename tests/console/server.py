@@ -23,6 +23,7 @@ from onduty.api import build_app
 from onduty.api.auth import Access, hash_token
 from onduty.api.console import console_router
 from onduty.config import parse_config
+from onduty.runtime import Clock
 from onduty.service import Service
 
 VIEWER_TOKEN = "viewer-token-8c1d0a3e5b7f"
@@ -119,10 +120,15 @@ class Console:
 
 
 @contextmanager
-def running_console(directory: Path, *, stream_lifetime: float = 15.0) -> Iterator[Console]:
-    """The app (`build_app` and the console's router) under uvicorn on a thread of its own."""
+def running_console(
+    directory: Path, *, stream_lifetime: float = 15.0, clock: Clock | None = None
+) -> Iterator[Console]:
+    """The app (`build_app` and the console's router) under uvicorn on a thread of its own;
+    on `clock` when given (a simulation's `ScaledClock`), else the wall clock."""
     config = parse_config(config_document(), "console-test")
-    service = Service(config, str(directory / "onduty.db"), access=Access.from_raw(config.access))
+    service = Service(
+        config, str(directory / "onduty.db"), access=Access.from_raw(config.access), clock=clock
+    )
     app = build_app(service, console=False)  # the console is mounted below, with test settings
     app.include_router(console_router(service, stream_lifetime=stream_lifetime))
     port = free_port()

@@ -50,6 +50,7 @@ from onduty.api.auth import (
     client_address,
     principal_of,
 )
+from onduty.api.console_signals import SignalDetails, signal_details
 from onduty.events import Event
 from onduty.log import verify_snapshots
 from onduty.readmodel import (
@@ -59,6 +60,7 @@ from onduty.readmodel import (
     SignalPage,
     signal_page,
 )
+from onduty.runtime import ScaledClock
 from onduty.service import Service
 
 COOKIE_MAX_AGE = 7 * 24 * 3600
@@ -117,6 +119,18 @@ def _stamp(moment: datetime) -> str:
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _clock_context(now: datetime, speed: float | None) -> dict[str, Any]:
+    """The service's own time for every relative time on a page ("5m ago", "expires in"): the
+    wall clock, or in a simulation the simulated one (`speed` times faster), which the page's
+    script then advances at that speed."""
+    return {
+        "now": now,
+        "clock_now": now.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "clock_speed": f"{speed:g}" if speed is not None else "1",
+        "simulated": speed is not None,
+    }
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -517,6 +531,15 @@ def _signals_shown(incident_id: str, asked: SignalsAsked, page: SignalPage) -> S
     )
 
 
+def _first_of_each(details: dict[int, SignalDetails]) -> set[int]:
+    """The seqs of the first event on a page for each signal: the page shows its annotations
+    open there, and folded where the same signal comes back."""
+    first: dict[str, int] = {}
+    for seq in sorted(details):
+        first.setdefault(details[seq].fingerprint, seq)
+    return set(first.values())
+
+
 # ---------------------------------------------------------------------------- approvals
 
 
@@ -838,7 +861,9 @@ def console_router(service: Service, *, stream_lifetime: float = 15.0) -> APIRou
                 1 for view in service.read.incidents.incidents.values() if view.status == "open"
             )
             approvals = len(service.read.incidents.approvals)
+        clock = service.clock
         return {
+            **_clock_context(clock.now(), clock.speed if isinstance(clock, ScaledClock) else None),
             "who": who,
             "access_open": not access_of(request).enabled,
             "policy_version": version,
@@ -847,7 +872,6 @@ def console_router(service: Service, *, stream_lifetime: float = 15.0) -> APIRou
             "audit": hub.audit,
             "open_count": open_count,
             "approval_count": approvals,
-            "now": datetime.now(UTC),
             "path": request.url.path,
         }
 
@@ -948,7 +972,14 @@ def console_router(service: Service, *, stream_lifetime: float = 15.0) -> APIRou
         if asked.after is None and asked.before is None:  # the latest page
             before = cursor.last_seq + 1
         page = signal_page(cursor, service.log, after=after, before=before, limit=SIGNALS_SHOWN)
-        return {**context, "signals": _signals_shown(cursor.incident_id, asked, page)}
+        opened = [entry.event for entry in context["entries"] if entry.kind == "signal"]
+        details = signal_details(service.log, [*opened, *page.events])
+        return {
+            **context,
+            "signals": _signals_shown(cursor.incident_id, asked, page),
+            "signal_details": details,
+            "signal_first": _first_of_each(details),
+        }
 
     def approvals_context(who: Principal | None) -> dict[str, Any]:
         with service.read.lock:
@@ -1183,4 +1214,7 @@ def console_router(service: Service, *, stream_lifetime: float = 15.0) -> APIRou
             },
         )
 
+    from onduty.api.console_shift import shift_router
+
+    router.include_router(shift_router(service, render, gate))
     return router

@@ -28,8 +28,40 @@
     return Math.floor(hours / 24) + "d " + (hours % 24) + "h";
   }
 
+  // The service's clock, not the browser's: the page carries the service's "now" and speed
+  // (the header's #clock, refreshed with every event), and the script advances it at that
+  // speed: the wall clock, or a simulation's time running `speed` times faster.
+  var clock = null;
+
+  function readClock() {
+    var el = document.getElementById("clock");
+    if (!el) return;
+    var stamped = el.getAttribute("data-clock-now");
+    if (clock && clock.stamped === stamped) return; // the same reading: keep advancing it
+    var at = Date.parse(stamped);
+    var speed = parseFloat(el.getAttribute("data-clock-speed"));
+    if (isNaN(at)) return;
+    clock = { at: at, real: performance.now(), speed: speed > 0 ? speed : 1, stamped: stamped };
+  }
+
+  function serviceNow() {
+    if (!clock) return Date.now();
+    return clock.at + (performance.now() - clock.real) * clock.speed;
+  }
+
+  function two(n) { return (n < 10 ? "0" : "") + n; }
+
+  function stamp(ms) {
+    var d = new Date(ms);
+    return d.getUTCFullYear() + "-" + two(d.getUTCMonth() + 1) + "-" + two(d.getUTCDate()) + " " +
+      two(d.getUTCHours()) + ":" + two(d.getUTCMinutes()) + ":" + two(d.getUTCSeconds()) + " UTC";
+  }
+
   function tick() {
-    var now = Date.now();
+    var now = serviceNow();
+    document.querySelectorAll("time[data-clock-text]").forEach(function (el) {
+      el.textContent = stamp(now);
+    });
     document.querySelectorAll("time[data-age]").forEach(function (el) {
       var at = Date.parse(el.getAttribute("datetime"));
       if (!isNaN(at)) el.textContent = age((now - at) / 1000) + (el.getAttribute("data-suffix") || "");
@@ -58,6 +90,7 @@
     this.el = el;
     this.url = el.getAttribute("data-fragment");
     this.incident = el.getAttribute("data-incident");
+    this.delay = parseInt(el.getAttribute("data-refresh-delay") || "120", 10) || 120;
     this.busy = false;
     this.again = false;
     this.timer = 0;
@@ -103,6 +136,7 @@
     var scroll = window.scrollY;
     this.el.innerHTML = html;
     window.scrollTo(0, scroll);
+    readClock();
     applyLive();
     tick();
     restoreSelection(focusedKey !== null);
@@ -137,7 +171,7 @@
     source.addEventListener("message", function (event) {
       var message = null;
       try { message = JSON.parse(event.data); } catch (e) { message = null; }
-      regions.forEach(function (region) { if (region.wants(message)) region.schedule(120); });
+      regions.forEach(function (region) { if (region.wants(message)) region.schedule(region.delay); });
     });
     source.addEventListener("resync", function () { refreshAll(0); });
   }
@@ -284,7 +318,7 @@
     var key = event.key;
     if (pendingG && Date.now() - pendingG < 1500) {
       pendingG = 0;
-      var to = { i: "/", a: "/approvals", s: "/services" }[key];
+      var to = { i: "/", a: "/approvals", s: "/services", h: "/history", m: "/silences", o: "/shift" }[key];
       if (to) { event.preventDefault(); location.assign(to); return; }
     }
     pendingG = 0;
@@ -301,7 +335,7 @@
     else if (key === "a") { event.preventDefault(); answer("approve"); }
     else if (key === "d") { event.preventDefault(); answer("deny"); }
     else if (key === "[" || key === "]") {
-      // an incident's signals: the earlier or the later page
+      // an incident's signals, or the history: the earlier or the later page
       var pager = document.querySelector('main a[data-pager="' + (key === "[" ? "prev" : "next") + '"]');
       if (pager) { event.preventDefault(); location.assign(pager.getAttribute("href")); }
     }
@@ -331,8 +365,9 @@
   // ------------------------------------------------------------------ start
 
   document.querySelectorAll("[data-fragment]").forEach(function (el) { regions.push(new Region(el)); });
+  readClock();
   applyLive();
   tick();
-  setInterval(tick, 1000);
+  setInterval(tick, clock && clock.speed > 1 ? 250 : 1000);
   connect();
 })();
