@@ -173,7 +173,8 @@ def test_only_the_configured_host_names_are_answered(open_server: Server) -> Non
         for host in ("localhost", "127.0.0.1:1", "[::1]:8765", "onduty.test", "ONDUTY.test:80"):
             assert client.get("/api/v1/incidents", headers={"Host": host}).status_code == 200
         # the probes answer any name: they tell nothing
-        assert client.get("/healthz", headers={"Host": "evil.example"}).status_code == 200
+        for probe in ("/healthz", "/readyz", "/-/healthy", "/-/ready"):
+            assert client.get(probe, headers={"Host": "evil.example"}).status_code == 200, probe
 
 
 def test_a_bad_allowed_host_is_refused_at_start(tmp_path: Path) -> None:

@@ -502,7 +502,7 @@ def build_app(service: Service, *, console: bool = True, hosts: HostNames | None
 
     @app.post(f"{API}/silences")
     async def create_silence(body: NewSilence, principal: Operator) -> Response:
-        starts = body.starts_at or datetime.now(UTC)
+        starts = body.starts_at or service.clock.now()
         ends = body.ends_at or starts + (body.duration or timedelta(0))
         if ends <= starts:
             return error(422, "the silence must end after it starts", "ends_at")
@@ -526,7 +526,7 @@ def build_app(service: Service, *, console: bool = True, hosts: HostNames | None
     def silences(
         state: Annotated[str, Query(pattern="^(active|pending|expired|all)$")] = "all",
     ) -> list[dict[str, Any]]:
-        now = datetime.now(UTC)
+        now = service.clock.now()
         with service.read.lock:
             views = list(service.read.silences.silences.values())
         return [
@@ -548,7 +548,7 @@ def build_app(service: Service, *, console: bool = True, hosts: HostNames | None
     async def expire_silence(silence_id: str, principal: Operator) -> Response:
         with service.read.lock:
             view = service.read.silences.silences.get(silence_id)
-        if view is None or view.state(datetime.now(UTC)) == "expired":
+        if view is None or view.state(service.clock.now()) == "expired":
             return error(404, f"no active or pending silence {silence_id}", "silence_id")
         expired = SilenceExpired(silence_id=silence_id)
         outcome = await ingest.durable([Input(expired, stream="silences", actor=principal.name)])

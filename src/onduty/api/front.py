@@ -33,7 +33,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 logger = logging.getLogger("onduty")
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+# Probes answer whatever name they are reached by (load balancers and Prometheus use their own).
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/-/healthy", "/-/ready"})
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 SAME_ORIGIN_FETCHES = frozenset({"same-origin", "none"})
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
