@@ -536,7 +536,7 @@ def test_config_error_from_a_file_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert str(caught.value) == (
-        f"{path}: runbook: unknown field (check its spelling and indentation)"
+        f"{path}: runbook: unknown field (line 1; did you mean 'runbooks'?)"
     )
 
 

@@ -82,12 +82,14 @@ def test_config_check_warns_about_unset_secrets_and_stays_valid(tmp_path: Path) 
     assert result.returncode == 0, result.stderr
     assert "valid" in result.stdout
     warnings = result.stderr.strip().splitlines()
-    assert warnings == [
-        "warning: actuators[0].password: secret ${ENV:SUPERVISOR_PASSWORD} is not set"
-    ]
+    secret = "warning: actuators[0].password: secret ${ENV:SUPERVISOR_PASSWORD} is not set"
+    # The example pages an `on-call` it configures no channel for: said too (see
+    # tests/test_config_check.py), and nothing else.
+    assert [w for w in warnings if "secret" in w] == [secret]
+    assert all(w == secret or "nobody would be paged" in w for w in warnings)
     with_secret = onduty("config", "check", str(SUPERVISOR), cwd=tmp_path, unset=())
     if "SUPERVISOR_PASSWORD" in os.environ:
-        assert with_secret.stderr == ""
+        assert "secret" not in with_secret.stderr
 
 
 ACCESS_FROM_AN_UNSET_VARIABLE = """
@@ -103,7 +105,7 @@ def test_unset_access_secrets_warn_in_config_check_and_stop_serve(tmp_path: Path
     unset = ("ONDUTY_TEST_UNSET_ROOT_HASH",)
     checked = onduty("config", "check", str(config), cwd=tmp_path, unset=unset)
     assert checked.returncode == 0 and "valid" in checked.stdout
-    assert checked.stderr.strip().splitlines() == [
+    assert [w for w in checked.stderr.strip().splitlines() if "nobody would be paged" not in w] == [
         "warning: access.tokens[0].hash_env: environment variable ONDUTY_TEST_UNSET_ROOT_HASH "
         "is not set"
     ]

@@ -96,9 +96,13 @@ def config_check(
     file: Annotated[Path, typer.Argument(help="The configuration to validate.")],
 ) -> None:
     """Validate a configuration: exit 0 when valid, 2 with every problem named when not.
-    Secret references that cannot be resolved here and now are warnings: the machine that
-    runs onduty may well have them."""
+    Warnings (exit still 0): secret references that cannot be resolved here and now (the
+    machine that runs onduty may well have them), an empty file, actions no actuator provides,
+    escalations that reach no channel, templates naming a variable or label that does not
+    exist."""
+    from onduty.act.sim import SIM_ACTIONS
     from onduty.api.auth import Access, AccessError
+    from onduty.configcheck import config_warnings
     from onduty.secrets import unresolved_references
 
     try:
@@ -114,6 +118,13 @@ def config_check(
         Access.from_raw(config.access)  # hashes and ingest secrets named by variable or file
     except AccessError as error:
         warnings += error.problems
+    if _is_empty(file):
+        warnings.insert(
+            0,
+            f"{file} is empty: onduty would run on the built-in defaults alone (no services, "
+            "no runbooks: it records and pages, and never acts)",
+        )
+    warnings += config_warnings(config, simulated_actions=SIM_ACTIONS)
     for warning in warnings:
         err.print(f"[yellow]warning[/]: {markup(warning)}", soft_wrap=True)
     out.print(
@@ -121,6 +132,16 @@ def config_check(
         f"{len(config.runbooks)} runbooks, {len(config.policy.guardrails)} guardrails; "
         f"policy version {config.version}"
     )
+
+
+def _is_empty(file: Path) -> bool:
+    """Whether a configuration file holds no settings at all (nothing, or only comments)."""
+    import yaml
+
+    try:
+        return yaml.safe_load(file.read_text(encoding="utf-8")) is None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
 
 
 # ---------------------------------------------------------------------------- audit
@@ -809,7 +830,9 @@ def silence_expire(
 @app.command()
 def approve(
     approval_id: str,
-    comment: Annotated[str, typer.Option("--comment", "-m")] = "",
+    comment: Annotated[
+        str, typer.Option("--comment", "-m", help="Why you approve (recorded with the answer).")
+    ] = "",
     url: UrlOption = "http://127.0.0.1:8765",
     token: TokenOption = None,
 ) -> None:
@@ -822,7 +845,9 @@ def approve(
 @app.command()
 def deny(
     approval_id: str,
-    comment: Annotated[str, typer.Option("--comment", "-m")] = "",
+    comment: Annotated[
+        str, typer.Option("--comment", "-m", help="Why you deny (recorded with the answer).")
+    ] = "",
     url: UrlOption = "http://127.0.0.1:8765",
     token: TokenOption = None,
 ) -> None:
@@ -882,7 +907,9 @@ def approvals_table(items: list[dict[str, Any]]) -> Table:
 @app.command()
 def ack(
     incident_id: str,
-    comment: Annotated[str, typer.Option("--comment", "-m")] = "",
+    comment: Annotated[
+        str, typer.Option("--comment", "-m", help="A note recorded with the acknowledgement.")
+    ] = "",
     url: UrlOption = "http://127.0.0.1:8765",
     token: TokenOption = None,
 ) -> None:
@@ -1118,9 +1145,59 @@ def problem_line(message: str) -> None:
     err.print(f"[bold red]onduty:[/] {markup(' '.join(message.split()))}", soft_wrap=True)
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from onduty import __version__
+
+        out.print(f"onduty {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _onduty(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print onduty's version and exit.",
+            is_eager=True,
+            callback=_show_version,
+        ),
+    ] = False,
+) -> None:
+    pass  # the commands do the work; this only takes the options before them  # fmt: skip
+
+
+def command() -> Any:
+    """The `onduty` command as it runs: every option's value named plainly in `--help` (a
+    flag takes none, a repeatable option names one value, not `<bool>` or `<list[str]>`)."""
+    root = typer.main.get_command(app)
+    pending = [root]
+    while pending:
+        current = pending.pop()
+        pending.extend(getattr(current, "commands", {}).values())
+        context = typer.Context(current)
+        help_option = current.get_help_option(context)
+        params: list[Any] = [*current.params, *([help_option] if help_option else [])]
+        for param in params:
+            if param.metavar is not None:
+                continue
+            shown = str(param.display_type_rich(context) or "")
+            if param.param_type_name != "option":
+                if shown.startswith("<list[") and shown.endswith("]>"):  # NAME... says "several"
+                    one = "<" + shown.removeprefix("<list[").removesuffix("]>") + ">"
+                    param.display_type_rich = lambda ctx, one=one: one
+                continue
+            if getattr(param, "is_flag", False) or getattr(param, "count", False):
+                param.metavar = ""
+            elif shown.startswith("<list[") and shown.endswith("]>"):
+                param.metavar = "<" + shown.removeprefix("<list[").removesuffix("]>") + ">"
+    return root
+
+
 def main() -> None:
     try:
-        app()
+        command()(prog_name="onduty")
     except ConfigError as error:  # `config check` lists every problem; elsewhere one line
         more = ""
         if len(error.problems) > 1:

@@ -7,14 +7,16 @@ replay always runs against the configuration that was live at the time.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
+import types
 from collections.abc import Collection, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from enum import IntEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import cel
@@ -118,15 +120,32 @@ AutonomyLevel = Annotated[
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class Service(Model):
+    """A service onduty looks after. An alert belongs to the service its `service` label names;
+    without one, to the service whose `instances` list its `instance` label (or else its `job`
+    label); else to no service, and acting on what onduty cannot place is never autonomous (it
+    counts as autonomy `suggest`: proposed to humans, not run)."""
+
     name: str = Field(min_length=1)
+    """The service's name: what a signal's `service` label names, and what `service.name` is in
+    conditions."""
     tier: Literal["critical", "high", "standard", "low"] = "standard"
+    """How critical it is (`critical`, `high`, `standard`, `low`); conditions read it as
+    `service.tier`."""
     region: str = ""
+    """Where it runs, free text; conditions read it as `service.region`."""
     autonomy: AutonomyLevel = Autonomy.SUGGEST
+    """How far onduty may go on its own: `observe` (record only), `suggest` (propose to humans),
+    `approve` (act once a human approves), `act` (act within the guardrails). `onduty autonomy
+    SERVICE LEVEL` changes it on a running server."""
     instances: list[str] = Field(default_factory=list)
+    """Its instances (host or program names). An alert without a `service` label whose `instance`
+    (or `job`) label is one of them belongs to this service; an action's target must be one of them
+    (or the service itself), else the `known-target` guardrail refuses it. Each instance belongs to
+    one service."""
 
     @field_validator("instances")
     @classmethod
@@ -143,13 +162,23 @@ class Service(Model):
 
 class Correlation(Model):
     group_by: list[str] = Field(default_factory=lambda: ["service", "alertname"], min_length=1)
+    """The labels whose values make one incident: signals with the same values (a missing label
+    counts as empty) join the open incident of that group, as in Alertmanager's `group_by`."""
     group_wait: Duration = timedelta(seconds=0)
+    """How long a new incident waits for more signals of its group before onduty plans what to
+    do."""
     flap_threshold: int = Field(default=4, ge=2)
+    """A signal that changes state (firing, resolved) this many times within `flap_window` is
+    flapping: automatic actions on its incident pause and a human is paged."""
     flap_window: Duration = timedelta(minutes=15)
-    # A firing signal not heard of for this long counts as resolved (for sources that never
-    # send a resolution); None: wait for the source to say so.
+    """The window `flap_threshold` counts state changes in; a flapping incident closes only once
+    calm for a whole window."""
     resolve_timeout: Duration | None = None
+    """A firing signal not heard of for this long counts as resolved (for sources that never send a
+    resolution); unset: wait for the source to say so."""
     inhibit_rules: list[InhibitRule] = Field(default_factory=list)
+    """Alerts that explain others: while a source alert fires, matching target alerts with the same
+    `equal` labels are muted (recorded, never acted on), as in Alertmanager."""
 
 
 def _check_condition(expression: str) -> str:
@@ -176,9 +205,18 @@ Template = Annotated[str, Field(min_length=1), AfterValidator(_check_template)]
 
 class Step(Model):
     action: str = Field(min_length=1, pattern=r"^[a-z][a-z0-9_.-]*$")
+    """The action's name (`process.restart`): routed to the actuator whose `action` names it or its
+    family (`process.*`)."""
     target: Template
+    """A template (see "Template variables") rendering what the action acts on, usually `{{
+    signal.labels.instance }}`; a target that renders empty or is not in the inventory is refused by
+    `known-target`."""
     params: dict[str, Any] = Field(default_factory=dict)
+    """Extra parameters handed to the actuator as they are (actuator templates read them as
+    `params`)."""
     timeout: Duration = timedelta(seconds=30)
+    """How long the action may run before its outcome counts as unknown (the actuator's own
+    `timeout` applies when shorter)."""
 
 
 _OPS = Literal[">", ">=", "<", "<=", "==", "!="]
@@ -188,9 +226,13 @@ class ProbeCheck(Model):
     """Verified when a GET of `url` answers one of `expect_status`."""
 
     url: str = Field(pattern=r"^https?://")
+    """The URL to GET (http or https)."""
     expect_status: list[int] = Field(default_factory=lambda: [200], min_length=1)
+    """The statuses that mean healthy."""
     interval: Duration = timedelta(seconds=5)
+    """How often the probe runs while verifying."""
     timeout: Duration = timedelta(seconds=5)
+    """The limit of one probe."""
 
 
 class PrometheusCheck(Model):
@@ -198,11 +240,17 @@ class PrometheusCheck(Model):
     least one)."""
 
     url: str = Field(pattern=r"^https?://")
+    """The Prometheus base URL."""
     query: str = Field(min_length=1)
+    """An instant PromQL query."""
     op: _OPS
+    """How each series' value is compared with `threshold`: `>`, `>=`, `<`, `<=`, `==`, `!=`."""
     threshold: float
+    """The value compared with."""
     interval: Duration = timedelta(seconds=15)
+    """How often the query runs while verifying."""
     timeout: Duration = timedelta(seconds=10)
+    """The limit of one query."""
 
 
 class Verify(Model):
@@ -210,8 +258,12 @@ class Verify(Model):
     resolving, or — when given — by an HTTP probe passing or a Prometheus query holding."""
 
     signal_resolved_within: Duration = timedelta(minutes=5)
+    """The verification window: the action is verified when the incident's signals resolve (or the
+    check passes) within it."""
     probe: ProbeCheck | None = None
+    """Verify by an HTTP probe instead of waiting for the signals."""
     prometheus: PrometheusCheck | None = None
+    """Verify by a Prometheus query instead of waiting for the signals."""
 
     @model_validator(mode="after")
     def _one_check(self) -> Verify:
@@ -230,27 +282,44 @@ class Verify(Model):
 
 class Runbook(Model):
     name: str = Field(min_length=1)
+    """The runbook's name (unique): recorded with each proposal, and what `action.runbook` is in
+    guardrail conditions."""
     when: Condition
+    """A CEL condition over `signal`, `incident`, `service` and `now` (see "CEL variables"): the
+    runbook proposes its steps for incidents where it is true."""
     do: list[Step] = Field(min_length=1)
+    """The steps, run in order, each an action on a target."""
     verify: Verify = Field(default_factory=Verify)
+    """How the result is checked; an action not verified in time is undone and escalated."""
     undo: list[Step] = Field(default_factory=list)
+    """Steps that reverse `do`, run in reverse order when verification fails."""
     priority: int = 0
+    """When several runbooks match, the highest priority wins (ties: the first listed)."""
     autonomy: AutonomyLevel | None = None
+    """At most this autonomy for this runbook's actions, whatever the service's level (a cap, never
+    a raise)."""
     excludes: list[str] = Field(default_factory=list)
     """Runbooks that must not act on the same target while this one does (and vice versa)."""
 
 
 class RateLimit(Model):
     action: str = "*"
+    """The action counted (`*`: every action; `process.*`: a family)."""
     max: int = Field(ge=0)
+    """How many are allowed within `per`."""
     per: Duration
+    """The sliding window."""
     key: Literal["target", "service", "runbook"] = "target"
+    """What is counted separately: each `target`, each `service` or each `runbook`."""
 
 
 class Concurrency(Model):
     max: int | None = Field(default=None, ge=0)
+    """At most this many actions in flight per scope."""
     max_fraction: float | None = Field(default=None, gt=0, le=1)
+    """At most this fraction of the scope's instances acted on at once."""
     scope: Literal["service"] = "service"
+    """What the limit is counted over: `service`."""
 
     @model_validator(mode="after")
     def _one_limit(self) -> Concurrency:
@@ -265,14 +334,18 @@ class BlastRadius(Model):
     `minAvailable`. An action on the whole service affects all its instances."""
 
     action: str = "*"
+    """The action counted (`*`: every action)."""
     max: int | None = Field(default=None, ge=0)
+    """At most this many instances affected."""
     max_fraction: float | None = Field(default=None, gt=0, le=1)
+    """At most this fraction of the service's instances affected (rounded down)."""
     window: Duration = timedelta(minutes=10)
-    # Instances with one of these alerts firing are already down: they count as affected, and
-    # acting on them adds no disruption.
+    """Instances acted on within this window still count as affected."""
     down_alerts: list[str] = Field(
         default_factory=lambda: ["InstanceDown", "TargetDown", "ProbeFailed"]
     )
+    """Instances with one of these alerts firing are already down: they count as affected, and
+    acting on them adds no disruption."""
 
     @model_validator(mode="after")
     def _one_limit(self) -> BlastRadius:
@@ -286,14 +359,20 @@ class OutageBrake(Model):
     autonomous actions pause and incidents go to humans: no fixing in the middle of an outage."""
 
     max_fraction: float = Field(gt=0, le=1)
+    """Brake when more than this fraction is alerting."""
     of: Literal["services", "instances"] = "services"
+    """What the fraction is of: `services` or `instances`."""
 
 
 class FreezeRange(Model):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, use_attribute_docstrings=True
+    )
 
     start: datetime = Field(alias="from")
+    """When the freeze starts (`from`, with a UTC offset)."""
     end: datetime = Field(alias="to")
+    """When it ends (`to`, with a UTC offset)."""
 
 
 class Freeze(Model):
@@ -301,9 +380,13 @@ class Freeze(Model):
     `duration`, in `timezone` (cron is read in local time, so DST is handled)."""
 
     ranges: list[FreezeRange] = Field(default_factory=list)
+    """Fixed ranges (`from`, `to`, with a UTC offset)."""
     cron: str | None = None
+    """A cron expression (5 fields) for recurring freezes, read in `timezone`."""
     duration: Duration | None = None
+    """How long each recurring freeze lasts."""
     timezone: str = "UTC"
+    """The IANA time zone `cron` is read in."""
 
     @field_validator("timezone")
     @classmethod
@@ -346,13 +429,23 @@ class Guardrail(Model):
     narrows where it applies, or a bare `when` condition with an `effect`."""
 
     name: str = Field(min_length=1)
+    """The rule's name (unique): recorded with every verdict it gives."""
     rate: RateLimit | None = None
+    """At most `max` actions per `per` (a rate limit)."""
     concurrent: Concurrency | None = None
+    """At most this many actions in flight at once."""
     blast: BlastRadius | None = None
+    """At most this many (or this fraction of) a service's instances affected at once (a blast
+    radius)."""
     outage: OutageBrake | None = None
+    """Pause autonomous actions when too much is alerting at once (an outage brake)."""
     freeze: Freeze | None = None
+    """No autonomous actions during these times (a change freeze)."""
     when: Condition | None = None
+    """A CEL condition (see "CEL variables"): with a kind, where the rule applies; alone, when
+    `effect` applies."""
     effect: Literal["allow", "deny", "require_approval"] | None = None
+    """For a bare `when` rule: `allow`, `deny` or `require_approval` when the condition holds."""
 
     @property
     def kind(self) -> str:
@@ -375,10 +468,12 @@ class Guardrail(Model):
 
 class Approvals(Model):
     timeout: Duration = timedelta(minutes=10)
-    # What an unanswered request becomes: deny (the safe default) or escalate to the next tier
-    # while still denying the action.
+    """How long a request waits for its answers."""
     on_timeout: Literal["deny", "escalate"] = "deny"
+    """What an unanswered request becomes: `deny` (the safe default), or `escalate`: page the next
+    tier while still denying the action."""
     notify: list[str] = Field(default_factory=lambda: ["on-call"])
+    """The channels an approval request is sent to."""
     required: int = Field(default=1, ge=1, le=5)
     """Distinct people who must approve (2: the two-person rule)."""
     roles: list[str] = Field(default_factory=list)
@@ -391,13 +486,19 @@ class Breaker(Model):
     ahead (half-open); a success closes it, a failure opens it again."""
 
     failures: int = Field(default=3, ge=1)
+    """Consecutive failures (or unknown outcomes) that open the breaker."""
     cooldown: Duration = timedelta(minutes=15)
+    """How long it stays open before one trial may go ahead."""
 
 
 class Policy(Model):
     guardrails: list[Guardrail] = Field(default_factory=list)
+    """The rules every proposal passes, besides the built-in `known-target` and `autonomy`; the most
+    restrictive verdict wins (deny > require approval > allow)."""
     approvals: Approvals = Field(default_factory=Approvals)
+    """How approvals are asked for and answered."""
     breaker: Breaker = Field(default_factory=Breaker)
+    """The circuit breaker per action and target."""
 
 
 class Tier(Model):
@@ -406,11 +507,16 @@ class Tier(Model):
     acknowledges (the incident is then overdue)."""
 
     notify: list[str] = Field(min_length=1)
+    """The channels paged, in fallback order (the next is tried when one fails). A name that is no
+    configured channel pages nobody (`onduty config check` warns)."""
     wait: Duration = timedelta(minutes=5)
+    """How long to wait for an acknowledgement before paging the next tier (the last tier repeats
+    every `wait`)."""
 
 
 class Escalation(Model):
     default: list[Tier] = Field(default_factory=lambda: [Tier(notify=["on-call"])], min_length=1)
+    """The tiers of every service without its own."""
     services: dict[str, list[Tier]] = Field(default_factory=dict)
     """Escalation policies of particular services; the others use `default`."""
     repeat_last: int = Field(default=3, ge=0)
@@ -427,7 +533,7 @@ def _check_sources(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
     try:
         parse_sources(raw)
     except ValidationError as error:
-        raise ValueError("; ".join(describe_validation_error(error))) from None
+        raise _SectionProblems(describe_validation_error(error, prefix="sources")) from None
     return raw
 
 
@@ -438,23 +544,30 @@ def _check_actuators(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
     try:
         parse_actuators(raw)
     except ActuatorConfigError as error:
-        raise ValueError("; ".join(error.problems)) from None
+        raise _SectionProblems(error.problems) from None
     return raw
 
 
 def _check_channels(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Notification channels are validated by the escalate layer's models."""
-    from onduty.escalate.channels import parse_channels
+    from onduty.escalate.channels import ChannelConfigError, parse_channels
 
-    parse_channels(raw)  # raises ValueError naming the field
+    try:
+        parse_channels(raw)
+    except ChannelConfigError as error:
+        raise _SectionProblems(error.problems) from None
     return raw
 
 
 def _check_access(raw: dict[str, Any]) -> dict[str, Any]:
     """Access control (tokens, roles, ingest secrets) is validated by the API layer's models."""
-    from onduty.api.auth import parse_access
+    from onduty.api.auth import AccessConfig, parse_access
 
-    parse_access(raw)  # raises ValueError naming the field
+    try:
+        AccessConfig.model_validate(raw or {})
+    except ValidationError as error:
+        raise _SectionProblems(describe_validation_error(error, prefix="access")) from None
+    parse_access(raw)  # what else the API layer checks; raises ValueError naming the field
     return raw
 
 
@@ -520,25 +633,46 @@ class ServerSettings(Model):
 
 class Config(Model):
     store: str = "sqlite:///onduty.db"
+    """Where the event log lives: `sqlite:///path/to/file.db` (a path relative to the working
+    directory), or a plain path. `onduty serve --store` overrides it."""
     bus: str = "memory"
+    """How inputs reach the core: `memory` (in the process; the default)."""
     sources: Annotated[list[dict[str, Any]], AfterValidator(_check_sources)] = Field(
         default_factory=list
     )
+    """Pollers that turn what they observe into signals (`http_probe`, `prometheus`): see "sources"
+    below."""
     actuators: Annotated[list[dict[str, Any]], AfterValidator(_check_actuators)] = Field(
         default_factory=list
     )
+    """What carries out the runbooks' actions, routed by action name (`process.restart`) or family
+    (`process.*`): see "actuators" below. An action no actuator provides is recorded as failed
+    (`onduty config check` warns)."""
     channels: Annotated[list[dict[str, Any]], AfterValidator(_check_channels)] = Field(
         default_factory=list
     )
+    """Where people are paged (`webhook`, `slack`, `email`, `pagerduty`), by the names the
+    escalation tiers use: see "channels" below."""
     access: Annotated[dict[str, Any], AfterValidator(_check_access)] = Field(default_factory=dict)
+    """Who may do what over HTTP (tokens, roles, ingest credentials): see "access" below. Without
+    tokens `serve` listens on loopback only."""
     server: ServerSettings = Field(default_factory=ServerSettings)
-    # Snapshots cost the core thread time; restart folds at most this many events after one.
+    """How `onduty serve` meets the network."""
     snapshot_every: int = Field(default=10_000, ge=1)
+    """Save a snapshot of the core's state every this many events; a restart folds at most this many
+    events after the newest trusted one (snapshots cost the core thread time)."""
     services: list[Service] = Field(default_factory=list)
+    """The services onduty looks after and their instances: how alerts are placed, how autonomous
+    onduty may be."""
     correlation: Correlation = Field(default_factory=Correlation)
+    """How signals become incidents: grouping, waiting, flapping, inhibition, timeouts."""
     runbooks: list[Runbook] = Field(default_factory=list)
+    """What to do about an incident: a CEL condition on its signal, the steps, how to verify them
+    and how to undo them."""
     policy: Policy = Field(default_factory=Policy)
+    """The guardrails every proposed action passes, the approvals and the circuit breaker."""
     escalation: Escalation = Field(default_factory=Escalation)
+    """Who is paged when a human must decide, in tiers, until someone acknowledges."""
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
@@ -600,6 +734,10 @@ class _FieldProblems(ValueError):
         super().__init__("; ".join(problems))
 
 
+class _SectionProblems(_FieldProblems):
+    """Problems of a section another layer validates, each already named by its full path."""
+
+
 class ConfigError(ValueError):
     """A configuration that cannot be used; `problems` name each field and its reason."""
 
@@ -638,6 +776,9 @@ def describe_validation_error(
             loc = loc[1:]
         loc = tuple(renames.get(part, part) if isinstance(part, str) else part for part in loc)
         cause = item.get("ctx", {}).get("error")
+        if isinstance(cause, _SectionProblems):
+            problems.extend(cause.problems)
+            continue
         if isinstance(cause, _FieldProblems):
             where = _path(prefix, loc) + "." if loc or prefix else ""
             problems.extend(where + problem for problem in cause.problems)
@@ -677,9 +818,148 @@ def load_config(path: str | Path) -> Config:
         ) from None
     try:
         document = yaml.safe_load(text)
+        nodes = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
         reason = getattr(error, "problem", None) or str(error)
         raise ConfigError(source, [f"{where}: not valid YAML: {reason}"]) from None
-    return parse_config(document, source)
+    try:
+        return parse_config(document, source)
+    except ConfigError as error:
+        error.problems = [_placed(problem, document, nodes) for problem in error.problems]
+        error.args = (f"{source}: " + "; ".join(error.problems),)
+        raise
+
+
+# ---------------------------------------------------------------------------- where problems are
+
+_UNKNOWN = "unknown field (check its spelling and indentation)"
+_SEGMENT = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _loc_of(path: str) -> tuple[str | int, ...] | None:
+    """`runbooks[0].do[1].action` as a location; None for what is not a path."""
+    if path == "(top level)":
+        return ()
+    loc: list[str | int] = []
+    end = 0
+    for match in _SEGMENT.finditer(path):
+        if match.start() not in (end, end + 1):
+            return None
+        loc.append(match.group(1) if match.group(1) is not None else int(match.group(2)))
+        end = match.end()
+    return tuple(loc) if end == len(path) else None
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[str | int, ...]) -> int | None:
+    """The line (from 1) of the key (or item) at `loc` in a composed YAML document."""
+    line = None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            entry = next((kv for kv in node.value if kv[0].value == part), None)
+            if entry is None:
+                return line
+            line, node = entry[0].start_mark.line + 1, entry[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                return line
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _placed(problem: str, document: Any, nodes: yaml.Node | None) -> str:
+    """A problem with the line it is on and, for an unknown field, the field meant."""
+    path, sep, message = problem.partition(": ")
+    loc = _loc_of(path) if sep else None
+    if loc is None:
+        return problem
+    line = _line_of(nodes, loc) if loc else None
+    where = f"line {line}" if line else ""
+    if message == _UNKNOWN and loc:
+        known = field_names(model_at(document, loc[:-1]))
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}?" if close else "check its spelling and indentation"
+        return f"{path}: unknown field ({'; '.join(filter(None, (where, hint)))})"
+    return f"{problem} ({where})" if where else problem
+
+
+def sections() -> dict[str, Any]:
+    """The sections other layers validate, as the types their models have."""
+    from onduty.act.specs import AlertmanagerSilenceSpec, HttpSpec, ShellSpec, SupervisorSpec
+    from onduty.api.auth import AccessConfig
+    from onduty.escalate.channels import AnyChannel
+    from onduty.sense.pollers import HttpProbe, PrometheusQuery
+
+    actuator = ShellSpec | HttpSpec | SupervisorSpec | AlertmanagerSilenceSpec
+    return {
+        "sources": list[HttpProbe | PrometheusQuery],
+        "actuators": list[actuator],
+        "channels": list[AnyChannel],
+        "access": AccessConfig,
+    }
+
+
+def _unwrap(annotation: Any, value: Any) -> Any:
+    """The model (or container type) an annotation stands for, given the value it holds:
+    Annotated and Optional are seen through; a union is decided by the value's `kind`."""
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if get_origin(annotation) in (Union, types.UnionType):
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+        kind = value.get("kind") if isinstance(value, dict) else None
+        for model in models:
+            field = model.model_fields.get("kind")
+            if field is not None and kind in (get_args(field.annotation) or (field.default,)):
+                return model
+        if len(members) == 1:
+            return _unwrap(members[0], value)
+        return models[0] if len(models) == 1 else None
+    return annotation
+
+
+def model_at(document: Any, loc: tuple[str | int, ...]) -> Any:
+    """The model that validates the part of `document` at `loc` (None when unknown)."""
+    current: Any = Config
+    value = document
+    for part in loc:
+        if isinstance(current, type) and issubclass(current, BaseModel) and isinstance(part, str):
+            fields = {f.alias or name: f for name, f in current.model_fields.items()}
+            field = fields.get(part)
+            if field is None:
+                return None
+            annotation: Any = field.annotation
+            if current is Config and part in sections():
+                annotation = sections()[part]
+            if field.metadata:
+                annotation = Annotated[(annotation, *field.metadata)]
+        elif get_origin(current) is list and isinstance(part, int):
+            annotation = get_args(current)[0]
+        elif get_origin(current) is dict and isinstance(part, str):
+            annotation = get_args(current)[1]
+        else:
+            return None
+        value = (
+            value.get(part)
+            if isinstance(value, dict)
+            else (
+                value[part]
+                if isinstance(value, list) and isinstance(part, int) and part < len(value)
+                else None
+            )
+        )
+        current = _unwrap(annotation, value)
+        if current is None:
+            return None
+    return current
+
+
+def field_names(model: Any) -> list[str]:
+    """The fields a model accepts, as a document spells them."""
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return []
+    return [field.alias or name for name, field in model.model_fields.items()]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from onduty.correlate.titles import counted_title, differing, member_noun
 from onduty.events import Event
 
 if TYPE_CHECKING:
@@ -105,6 +106,18 @@ class IncidentView:
     decisions: Window = field(default_factory=Window, repr=False)
     signal_events: Window = field(default_factory=Window, repr=False)
     """Its signal events (`SIGNAL_CHANGES`): how many, and the first and most recent ones."""
+    shared_title: str = ""
+    """The title the core recorded (what its signals share); `title` adds their count."""
+    first_labels: dict[str, str] = field(default_factory=dict, repr=False)
+    """Its first signal's labels, to tell which labels its members differ in."""
+    varying: set[str] = field(default_factory=set, repr=False)
+    """The member labels (pod, instance, …) its signals differ in: "60 pods"."""
+
+    def retitle(self) -> None:
+        """The title people read: the shared title and, for a group, how many and of what."""
+        if not self.shared_title:
+            self.shared_title = self.title
+        self.title = counted_title(self.shared_title, self.signals, member_noun(self.varying))
 
     @property
     def escalated(self) -> bool:
@@ -232,6 +245,9 @@ class IncidentProjection:
         self.resolved: list[str] = []
         """Resolved incidents' ids in the order they resolved (oldest first): the console's
         history pages through it from the end."""
+        self._signal: tuple[str, dict[str, str]] | None = None
+        """The last signal fed (its event id and labels): the one an incident note that
+        follows it, caused by it, is about."""
 
     def feed_all(self, events: Iterable[Event]) -> IncidentProjection:
         for event in events:
@@ -240,11 +256,16 @@ class IncidentProjection:
 
     def feed(self, event: Event) -> None:
         data = event.data
+        if event.type == "SignalReceived":
+            self._signal = (event.id, dict(data.get("labels") or {}))
+            return
         if event.type == "IncidentOpened":
             keep = self._keep_timeline
             self.incidents[data["incident_id"]] = IncidentView(
                 incident_id=data["incident_id"],
                 title=data["title"],
+                shared_title=data["title"],
+                first_labels=self._labels_behind(event),
                 service=data.get("service"),
                 opened_at=event.ts,
                 decisions=Window(*((DECISIONS_FIRST, DECISIONS_RECENT) if keep else (0, 0))),
@@ -267,6 +288,13 @@ class IncidentProjection:
         if event.type == "IncidentUpdated":
             if data["change"] == "signal_added":
                 view.signals += 1
+                labels = self._labels_behind(event)
+                if view.first_labels and labels:
+                    view.varying |= differing(view.first_labels, labels)
+                view.retitle()
+            elif data["change"] == "retitled":
+                view.shared_title = data.get("detail") or view.shared_title
+                view.retitle()
             elif data["change"] == "flapping":
                 view.flapping = True
             elif data["change"] == "approval_refused":
@@ -289,6 +317,12 @@ class IncidentProjection:
             self._answered(view, event)
         elif event.type == "ApprovalExpired":
             self._decide(view, data["approval_id"], "expired")
+
+    def _labels_behind(self, event: Event) -> dict[str, str]:
+        """The labels of the signal that caused `event` (empty when it is not the last fed)."""
+        if self._signal is not None and self._signal[0] == event.causation_id:
+            return self._signal[1]
+        return {}
 
     # The approvals mirror the core (lifecycle/actions.py): an answer counts unless the core
     # notes it as refused; a person approves once (names compared without regard to case); the

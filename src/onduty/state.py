@@ -72,6 +72,11 @@ class Incident:
     overdue: bool = False
     runbook: str | None = None
     commands: list[str] = field(default_factory=list)
+    shared_labels: dict[str, str] | None = None
+    """The labels all its signals have, with equal values; what its title is made of (None:
+    not known yet, for a state from a snapshot older than group titles)."""
+    shared_summary: str = ""
+    """The `summary` annotation all its signals have, if they have the same one."""
 
 
 @dataclass

@@ -215,8 +215,11 @@ def test_group_wait_delays_planning_and_groups_signals() -> None:
     assert types(first) == ["IncidentOpened"]
     assert [c for c in first.commands if isinstance(c, ScheduleTimer)]
     second = driver.signal("web-2", after=10)
-    assert types(second) == ["IncidentUpdated"]
+    assert types(second) == ["IncidentUpdated", "IncidentUpdated"]
     assert second.events[0].data["change"] == "signal_added"
+    # Two instances now: the group is titled by what they share.
+    assert second.events[1].data["change"] == "retitled"
+    assert second.events[1].data["detail"] == "InstanceDown on web"
     ready = driver.feed(Tick(), after=20)
     assert "ActionProposed" in types(ready)
 

@@ -181,10 +181,20 @@ def _status_list(value: Any) -> Any:
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """What every actuator shares. Its outcome is recorded in the log: a success as
+    `ActionSucceeded` with the output (a program's stdout and stderr together; a request's
+    status and response body), cut to `max_output` bytes with every resolved secret replaced by
+    `[redacted]`; a failure as `ActionFailed` with the last lines of that output; a run past its
+    timeout as `ActionOutcomeUnknown`, which is checked (`check_argv`, `check_url`) or
+    escalated, and never blindly re-run unless the action is idempotent."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     action: str = Field(pattern=ACTION_PATTERN)
+    """The action (`process.restart`) or family of actions (`process.*`) this actuator carries out;
+    one actuator per action."""
     timeout: Duration = DEFAULT_TIMEOUT
+    """The limit of one run; past it the outcome is unknown and escalated, never blindly re-run."""
 
     @field_validator("timeout")
     @classmethod
@@ -205,13 +215,26 @@ class ShellSpec(_Spec):
     took effect: exit 0 yes, 1 no, anything else unknown."""
 
     kind: Literal["shell"]
+    """`shell`."""
     argv: list[str] = Field(min_length=1)
+    """The program and its arguments, each a template rendering exactly one argument (see "Template
+    variables"); never a shell string."""
     allow: list[str] = Field(min_length=1)
+    """The absolute paths the rendered `argv[0]` may be; anything else is refused."""
     env: dict[str, str] = Field(default_factory=dict)
+    """Environment variables for the program (values may reference secrets); it gets nothing else
+    but `PATH` and `LANG`."""
     cwd: str | None = None
+    """The working directory (absolute); default: onduty's."""
     max_output: int = Field(default=DEFAULT_MAX_OUTPUT, ge=1024, le=16 * 1024 * 1024)
+    """Output kept, in bytes (the beginning and the end), secrets redacted: recorded as the action's
+    output, its last lines as the error of a failure."""
     idempotent: bool = False
+    """Whether running it twice does no harm: an idempotent action whose outcome is unknown may be
+    retried; any other is checked (`check_argv`) or escalated."""
     check_argv: list[str] | None = Field(default=None, min_length=1)
+    """A program that tells whether an earlier run took effect, given `{{ command_id }}`: exit 0
+    yes, 1 no, anything else unknown."""
 
     @field_validator("argv")
     @classmethod
@@ -272,19 +295,29 @@ class HttpSpec(_Spec):
     with GET and the command id, tells whether an earlier run took effect: 200 yes, 404 no."""
 
     kind: Literal["http"]
+    """`http`."""
     method: Annotated[Literal["GET", "POST", "PUT", "PATCH", "DELETE"], BeforeValidator(_upper)] = (
         "POST"
     )
+    """The request method; `GET`, `PUT` and `DELETE` are idempotent by default."""
     url: str
+    """A template; every value substituted is percent-encoded as one path segment or query value."""
     headers: dict[str, str] = Field(default_factory=dict)
+    """Request headers; values may reference `${ENV:NAME}` or `${FILE:/path}`."""
     body: JsonValue = None
+    """A JSON body whose string leaves are templates (a leaf that is one `{{ expression }}` keeps
+    its JSON type)."""
     expect_status: Annotated[list[int], BeforeValidator(_status_list)] = Field(
         default_factory=lambda: [200, 201, 202, 204], min_length=1
     )
+    """The statuses that mean success."""
     idempotent: bool = False
     """Defaults to true for GET, PUT and DELETE."""
     check_url: str | None = None
+    """A URL, given `{{ command_id }}`, that tells whether an earlier run took effect: 200 yes, 404
+    no."""
     max_output: int = Field(default=DEFAULT_MAX_OUTPUT, ge=1024, le=16 * 1024 * 1024)
+    """Response body kept, in bytes (secrets redacted): recorded as the action's output."""
 
     @model_validator(mode="before")
     @classmethod
@@ -338,12 +371,18 @@ class SupervisorSpec(_Spec):
     `group:name`) from the target."""
 
     kind: Literal["supervisor"]
+    """`supervisor`."""
     action: str = Field(default="process.*", pattern=ACTION_PATTERN)
+    """The actions it takes: the last part is the operation (`restart`, `start`, `stop`);
+    `process.*` covers all three."""
     url: str
+    """`http://host:port/RPC2` or `unix:///path/to/supervisor.sock`."""
     username: str | None = None
+    """The XML-RPC user (a reference or a name)."""
     password: str | None = None
     """A reference (`${ENV:NAME}` or `${FILE:/path}`), never the password itself."""
     program: str = "{{ target }}"
+    """A template rendering the supervisord program (`name` or `group:name`) from the target."""
 
     @field_validator("action")
     @classmethod
@@ -413,11 +452,17 @@ class AlertmanagerSilenceSpec(_Spec):
     the silence instead of creating another one, and `check(command_id)` finds it too."""
 
     kind: Literal["alertmanager.silence"]
+    """`alertmanager.silence`."""
     action: str = Field(default="alertmanager.*", pattern=ACTION_PATTERN)
+    """The actions it takes: `….expire` expires a silence, any other creates one."""
     url: str
+    """The Alertmanager's base URL."""
     headers: dict[str, str] = Field(default_factory=dict)
+    """Request headers; values may reference secrets."""
     default_duration: Duration = timedelta(hours=1)
+    """A silence's duration when the step's `params.duration` gives none."""
     max_duration: Duration = timedelta(hours=24)
+    """The longest silence it creates."""
 
     @field_validator("url")
     @classmethod

@@ -92,16 +92,22 @@ def _check_env_name(value: str | None) -> str | None:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class TokenSpec(_Model):
     """A person's or a tool's bearer token, by the hash of the token."""
 
     name: str = Field(pattern=_NAME)
+    """Who it is: recorded as the actor of every change made with it (names differing only in case
+    are refused)."""
     roles: list[Role] = Field(default_factory=list)
+    """What it may do: `viewer` (read), `operator` (acknowledge, silence), `approver` (answer
+    approvals), `admin` (autonomy, policy)."""
     hash: str | None = None
+    """The token's hash, `sha256:<64 hex digits>` (`onduty token hash --new`)."""
     hash_env: str | None = None
+    """The name of an environment variable holding the hash, instead of `hash`."""
 
     _hash = field_validator("hash")(_check_hash)
     _hash_env = field_validator("hash_env")(_check_env_name)
@@ -117,9 +123,14 @@ class IngestSpec(_Model):
     """A sender of signals: a bearer token (by its hash) or an HMAC secret (by reference)."""
 
     name: str = Field(pattern=_NAME)
+    """The sender's name: recorded as the actor of its signals."""
     hash: str | None = None
+    """Its bearer token's hash, `sha256:<64 hex digits>`."""
     hash_env: str | None = None
+    """An environment variable holding the hash, instead of `hash`."""
     hmac_secret: str | None = None
+    """A reference to a secret the sender signs bodies with (`X-Onduty-Signature:
+    sha256=<hmac>`)."""
     routes: list[IngestRoute] | None = None
     """The ingest routes this credential may use; all of them when absent."""
 
@@ -146,7 +157,9 @@ class IngestSpec(_Model):
 
 class Failures(_Model):
     max: int = Field(default=10, ge=1)
+    """Wrong credentials allowed per address within `per`."""
     per: Duration = timedelta(minutes=1)
+    """The window they are counted in."""
 
     @field_validator("per")
     @classmethod
@@ -158,8 +171,12 @@ class Failures(_Model):
 
 class AccessConfig(_Model):
     tokens: list[TokenSpec] = Field(default_factory=list)
+    """People's and tools' bearer tokens, by hash, with roles."""
     ingest: list[IngestSpec] = Field(default_factory=list)
+    """Senders of signals and their credentials."""
     failures: Failures = Field(default_factory=Failures)
+    """How many wrong credentials an address may present before it gets 429 (a credential that
+    verifies is always accepted)."""
 
     @model_validator(mode="after")
     def _cross_checks(self) -> AccessConfig:

@@ -57,12 +57,16 @@ class InhibitRule(BaseModel):
     """Mute alerts matching `target_matchers` while an alert matching `source_matchers` fires
     with the same values of the `equal` labels."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
     name: str | None = None
+    """A name for the rule, shown in the incident's timeline."""
     source_matchers: MatcherList
+    """Label matchers (`alertname="RegionDown"`) an inhibiting alert matches."""
     target_matchers: MatcherList
+    """Label matchers the muted alerts match."""
     equal: list[str] = Field(default_factory=list)
+    """Labels whose values must be equal on both (a missing label counts as empty)."""
 
     @field_validator("source_matchers", "target_matchers")
     @classmethod

@@ -207,9 +207,10 @@ def _check_address(value: str) -> str:
 
 
 class _Channel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     name: str = Field(min_length=1, max_length=100, pattern=_NAME)
+    """The channel's name, as escalation tiers and `policy.approvals.notify` name it."""
     retries: int = Field(default=3, ge=0, le=10)
     """How many times a failing delivery is tried again (so at most `retries + 1` attempts)."""
     backoff: Duration = timedelta(seconds=1)
@@ -243,8 +244,11 @@ class WebhookChannel(_Channel):
     permanent failures (redirects are not followed)."""
 
     kind: Literal["webhook"]
+    """`webhook`."""
     url: str = Field(repr=False)
+    """Where the JSON notification is POSTed."""
     headers: dict[str, str] = Field(default_factory=dict, repr=False)
+    """Request headers; values may reference secrets."""
 
     @field_validator("url")
     @classmethod
@@ -262,7 +266,9 @@ class SlackChannel(_Channel):
     `url: ${ENV:SLACK_WEBHOOK_URL}`; a literal URL is accepted but is never shown."""
 
     kind: Literal["slack"]
+    """`slack`."""
     url: str = Field(repr=False)
+    """The incoming webhook URL (a credential: reference it)."""
 
     @field_validator("url")
     @classmethod
@@ -276,18 +282,28 @@ class EmailChannel(_Channel):
     nothing goes out in clear text. `ca_file` trusts a private CA (PEM), e.g. an internal
     relay's. Credentials need `starttls`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, use_attribute_docstrings=True
+    )
 
     kind: Literal["email"]
+    """`email`."""
     host: str = Field(min_length=1)
+    """The SMTP server."""
     port: int = Field(default=587, ge=1, le=65535)
+    """Its port."""
     from_: str = Field(alias="from")
+    """The sender address (`from`)."""
     to: list[str] = Field(min_length=1)
+    """The recipients."""
     starttls: bool = True
+    """Upgrade to TLS before sending (a server that cannot is a permanent failure)."""
     username: str | None = None
+    """The SMTP user (with `password`; needs `starttls`)."""
     password: str | None = Field(default=None, repr=False)
     """A reference (`${ENV:NAME}` or `${FILE:/path}`), never the password itself."""
     ca_file: str | None = None
+    """A PEM file of a private CA to trust."""
 
     @field_validator("host")
     @classmethod
@@ -350,7 +366,9 @@ class PagerDutyChannel(_Channel):
     lands on the same alert and a resolve closes it."""
 
     kind: Literal["pagerduty"]
+    """`pagerduty`."""
     url: str = DEFAULT_PAGERDUTY_URL
+    """The Events API v2 endpoint."""
     routing_key: str = Field(repr=False)
     """A reference (`${ENV:NAME}` or `${FILE:/path}`) to the integration's routing key."""
     source: str = Field(default="onduty", min_length=1, max_length=255)

@@ -42,6 +42,7 @@ from onduty.config import (
     Step,
     parse_config,
 )
+from onduty.correlate.titles import signal_title
 from onduty.expressions import ExpressionError, Template
 from onduty.govern.facts import COUNTS
 
@@ -325,16 +326,6 @@ def _comparisons_of(result: Analysis, chain: Chain, chains_by_first: dict[int, C
 
 
 # ---------------------------------------------------------------------------- variables
-
-
-def signal_title(labels: Mapping[str, str], annotations: Mapping[str, str]) -> str:
-    """An incident's title, as the manager derives it from its first signal."""
-    summary = annotations.get("summary")
-    if summary:
-        return summary
-    what = labels.get("alertname", "signal")
-    where = labels.get("instance") or labels.get("service") or labels.get("job") or ""
-    return f"{what} on {where}" if where else what
 
 
 def condition_variables(

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from onduty.commands import ScheduleTimer
 from onduty.config import format_duration
+from onduty.correlate.titles import group_title, shared, signal_title
 from onduty.events import (
     Acknowledged,
     Escalated,
@@ -105,8 +106,11 @@ class IncidentLifecycle(CoreBase):
         )
         self.state.incidents[body.incident_id] = incident
         self.state.open_by_key[_key_text(body.group_key)] = body.incident_id
-        if body.fingerprint in self.state.signals:
-            self.state.signals[body.fingerprint].incident_id = body.incident_id
+        signal = self.state.signals.get(body.fingerprint)
+        if signal is not None:
+            signal.incident_id = body.incident_id
+            incident.shared_labels = dict(signal.labels)
+            incident.shared_summary = signal.annotations.get("summary", "")
 
     def _apply_updated(self, body: IncidentUpdated, event: Event) -> None:
         incident = self.state.incidents.get(body.incident_id)
@@ -114,8 +118,12 @@ class IncidentLifecycle(CoreBase):
             return
         if body.change == "signal_added" and body.fingerprint:
             incident.fingerprints.append(body.fingerprint)
-            if body.fingerprint in self.state.signals:
-                self.state.signals[body.fingerprint].incident_id = incident.incident_id
+            signal = self.state.signals.get(body.fingerprint)
+            if signal is not None:
+                signal.incident_id = incident.incident_id
+                self._share(incident, signal)
+        elif body.change == "retitled":
+            incident.title = body.detail
         elif body.change == "flapping":
             incident.flapping = True
         elif body.change == "muted":
@@ -136,6 +144,34 @@ class IncidentLifecycle(CoreBase):
         elif body.change == "planned":
             incident.planned = True
             incident.runbook = body.detail or None
+
+    def _share(self, incident: Incident, signal: SignalState) -> None:
+        """Narrow what the incident's signals have in common to what `signal` has too."""
+        if incident.shared_labels is None:  # from an older snapshot: gather it once
+            members = [
+                member
+                for fp in incident.fingerprints[:-1]
+                if (member := self.state.signals.get(fp)) is not None
+            ]
+            labels = dict(members[0].labels) if members else dict(signal.labels)
+            summaries = {m.annotations.get("summary", "") for m in members}
+            for member in members:
+                labels = shared(labels, member.labels)
+            incident.shared_labels = labels
+            incident.shared_summary = summaries.pop() if len(summaries) == 1 else ""
+        incident.shared_labels = shared(incident.shared_labels, signal.labels)
+        if signal.annotations.get("summary", "") != incident.shared_summary:
+            incident.shared_summary = ""
+
+    def _retitle(self, incident: Incident) -> None:
+        """A signal joined: if what the group shares reads differently now, record the new
+        title (a handful of times per incident at most: what members share only shrinks)."""
+        title = group_title(incident.shared_labels or {}, incident.shared_summary)
+        if title != incident.title:
+            self._emit(
+                IncidentUpdated(incident_id=incident.incident_id, change="retitled", detail=title),
+                incident.incident_id,
+            )
 
     def _apply_resolved(self, body: IncidentResolved, event: Event) -> None:
         incident = self.state.incidents.pop(body.incident_id, None)
@@ -263,7 +299,9 @@ class IncidentLifecycle(CoreBase):
                 ),
                 existing,
             )
-            return self.state.incidents[existing]
+            incident = self.state.incidents[existing]
+            self._retitle(incident)
+            return incident
         assert self._cause is not None
         incident_id = derive_id("inc", self._cause.id, body.fingerprint)
         self._emit(
@@ -271,7 +309,7 @@ class IncidentLifecycle(CoreBase):
                 incident_id=incident_id,
                 group_key=group_key,
                 service=self._service_of(body.labels),
-                title=_title(body),
+                title=signal_title(body.labels, body.annotations),
                 fingerprint=body.fingerprint,
             ),
             incident_id,
@@ -469,13 +507,3 @@ _REDELIVERED = object()
 
 def _key_text(group_key: dict[str, str]) -> str:
     return to_json(group_key).decode()
-
-
-def _title(signal: SignalReceived) -> str:
-    labels = signal.labels
-    summary = signal.annotations.get("summary")
-    if summary:
-        return summary
-    what = labels.get("alertname", "signal")
-    where = labels.get("instance") or labels.get("service") or labels.get("job") or ""
-    return f"{what} on {where}" if where else what

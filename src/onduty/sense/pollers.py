@@ -179,19 +179,26 @@ class _SourceModel(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         frozen=True,
+        use_attribute_docstrings=True,
         validate_by_name=True,
         validate_by_alias=True,
         serialize_by_alias=True,
     )
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+    """The source's name (letters, digits, `_.:-`): the signals' `source`, and part of their
+    fingerprint."""
     url: str
+    """What is polled: the probed URL, or Prometheus's base URL."""
     interval: Duration = timedelta(seconds=30)
+    """How often it polls."""
     timeout: Duration = timedelta(seconds=5)
+    """The limit of one poll; shorter than `interval`."""
     resend: Duration = DEFAULT_RESEND
     """How often a firing signal is sent again while it keeps firing (Prometheus's
     `resend_delay` as Alertmanager sees it)."""
     labels: dict[str, str] = Field(default_factory=dict)
+    """Labels added to every signal (e.g. `service`, `instance`, so that it is placed)."""
     headers: dict[str, str] = Field(default_factory=dict)
     """Request headers; values may reference `${ENV:NAME}` or `${FILE:/path}`."""
 
@@ -226,12 +233,15 @@ class HttpProbe(_SourceModel):
     error; firing after `failures_before_firing` unhealthy probes in a row."""
 
     kind: Literal["http_probe"]
+    """`http_probe`."""
     method: Annotated[Literal["GET", "HEAD"], BeforeValidator(_upper)] = "GET"
+    """`GET` or `HEAD`."""
     expect_status: Annotated[list[int], BeforeValidator(_parse_status_class)] = Field(
         default_factory=lambda: [200]
     )
     """Accepted statuses: a code (200), a class ("2xx"), or a list of either."""
     failures_before_firing: int = Field(default=1, ge=1)
+    """Unhealthy probes in a row before the signal fires (`alertname: ProbeFailed`)."""
 
     @field_validator("expect_status")
     @classmethod
@@ -266,11 +276,19 @@ class PrometheusQuery(_SourceModel):
     which `value <op> threshold` holds for `for` fires, like a Prometheus alerting rule."""
 
     kind: Literal["prometheus"]
+    """`prometheus`."""
     query: str = Field(min_length=1)
+    """An instant PromQL query; each series is a signal of its own, labelled with the series'
+    labels."""
     op: Operator
+    """How each series' value is compared with `threshold`: `>`, `>=`, `<`, `<=`, `==`, `!=`."""
     threshold: float
+    """The value compared with."""
     timeout: Duration = timedelta(seconds=10)
+    """The limit of one query; shorter than `interval`."""
     for_: Duration = Field(default=timedelta(0), alias="for")
+    """How long the comparison must hold before the signal fires (`for`, as in a Prometheus alerting
+    rule)."""
     alertname: str = ""
     """The `alertname` label of the signals; empty means the source's name."""
 
