@@ -3,7 +3,11 @@ and counted (never recorded per signal) by the read model."""
 
 from __future__ import annotations
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from onduty.commands import Notify
+from onduty.correlate.titles import group_title
 from onduty.events import Event, SignalReceived, Tick
 from onduty.manager import Manager
 from onduty.readmodel import IncidentProjection
@@ -112,4 +116,38 @@ def test_replay_reproduces_the_retitles() -> None:
     driver = by_service()
     for number in range(5):
         driver.feed(oom(f"pod-{number}"), after=1)
+    assert replay(driver.log).same
+
+
+LABEL_VALUES = st.dictionaries(
+    st.sampled_from(["pod", "instance", "job", "node", "alertname"]),
+    st.sampled_from(["a", "b"]),
+    max_size=4,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(members=st.lists(LABEL_VALUES, min_size=1, max_size=12))
+def test_a_group_is_titled_by_what_all_its_signals_share_and_retitled_rarely(
+    members: list[dict[str, str]],
+) -> None:
+    driver = Driver(config(correlation={"group_by": ["service"]}))
+    for number, labels in enumerate(members):
+        driver.feed(
+            SignalReceived(
+                source="k8s",
+                fingerprint=f"s-{number}",
+                status="firing",
+                labels={"service": "svc-0", **labels},
+            ),
+            after=1,
+        )
+    (incident,) = driver.manager.state.incidents.values()
+    common = {"service": "svc-0", **members[0]}
+    for labels in members[1:]:
+        common = {k: v for k, v in common.items() if {"service": "svc-0", **labels}.get(k) == v}
+    if len(members) > 1:
+        assert incident.title == group_title(common)
+    # What members share only shrinks: at most one retitle per label it can lose, plus one.
+    assert len(retitles(driver.log)) <= len(members[0]) + 2
     assert replay(driver.log).same
