@@ -94,6 +94,10 @@ def _validators(field: FieldInfo) -> set[str]:
 def type_text(annotation: Any, field: FieldInfo | None = None) -> str:
     """A type as people read it: `duration`, `list of string`, one of `a`, `b`."""
     checks = _validators(field) if field is not None else set()
+    if get_origin(annotation) is Annotated:
+        checks |= {
+            getattr(getattr(m, "func", None), "__name__", "") for m in annotation.__metadata__
+        }
     if "_check_condition" in checks:
         return "CEL condition"
     if "_check_template" in checks:
