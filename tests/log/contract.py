@@ -1,7 +1,9 @@
 """What every `EventLog` backend promises, as a suite a backend's test class inherits.
 
 A backend's tests subclass `EventLogContract` and implement `make_log` (which must open the same
-log every time it is given the same folder) and `failing_commits`.
+log every time it is given the same folder) and `failing_commits`: tests/log/test_sqlite.py and
+tests/log/test_memory.py do. Another backend (PostgreSQL, say) adds its own subclass, and every
+test below runs against it too; what is only true of one backend stays in that backend's file.
 """
 
 from __future__ import annotations
@@ -208,6 +210,30 @@ class EventLogContract:
         calls: list[tuple[int, int]] = []
         assert log.verify(progress=lambda done, total: calls.append((done, total))) is None
         assert calls[-1] == (5, 5)
+
+    def test_events_read_back_can_be_appended_again(self, log: EventLog, tmp_path: Path) -> None:
+        log.append(signals(0, 3))
+        read_back = list(log.read())
+        log.close()
+        second = self.make_log(tmp_path / "second")
+        try:
+            before = second.append(signals(10, 1))[-1]
+            placed = second.append(read_back)
+            assert placed == sealed_chain(read_back, 1, before.hash)
+            assert placed[0].model_copy(update={"actor": "someone"}).actor == "someone"
+            assert second.verify() is None
+        finally:
+            second.close()
+
+    def test_unserializable_event_fails_only_its_own_batch(self, log: EventLog) -> None:
+        bad = signal(50).model_copy(update={"data": {"labels": {1, 2}}})
+        placed = log.append(signals(0, 2))
+        with pytest.raises(TypeError):
+            log.append([signal(2), bad])
+        assert log.head() == (2, placed[-1].hash)
+        later = log.append([signal(3)])
+        assert later == sealed_chain([signal(3)], 2, placed[-1].hash)
+        assert log.verify() is None
 
     # ---------------------------------------------------------- snapshots bound to the chain
 
