@@ -4,14 +4,25 @@ that cannot reach its server."""
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import time
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
 
 from onduty.events import Signal
-from onduty.sense.pollers import HttpProbe, PollError, PrometheusQuery, build_source, run_pollers
+from onduty.sense.pollers import (
+    HttpProbe,
+    PollError,
+    PrometheusQuery,
+    Timer,
+    build_source,
+    run_pollers,
+)
 from onduty.sense.probe import ProbeSource
 from onduty.sense.prometheus import PrometheusSource
 
@@ -50,16 +61,84 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+
+class VirtualTimer(Timer):
+    """Virtual seconds that move only when every poller waits for its next turn: then straight
+    to the earliest wake-up. Polls themselves (real HTTP included) take no virtual time unless
+    a fake source advances it (`spend`)."""
+
+    def __init__(self, pollers: int) -> None:
+        self.now = 0.0
+        self.pollers = pollers
+        self._waiting: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def datetime(self) -> datetime:
+        return T0 + timedelta(seconds=self.now)
+
+    def spend(self, seconds: float) -> None:
+        self.now += seconds
+
+    async def wait(self, delay: float, stopper: asyncio.Task[Any]) -> None:
+        woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (self.now + delay, next(self._order), woken))
+        await asyncio.wait({woken, stopper}, return_when=asyncio.FIRST_COMPLETED)
+
+    async def run_until(
+        self, end: float, at: dict[float, Callable[[], None]] | None = None
+    ) -> None:
+        """Wake the pollers in turn until the next wake-up is after `end`; call `at[t]` once
+        the virtual clock has reached t."""
+        pending = sorted((at or {}).items())
+        while True:
+            for _ in range(5_000):  # every poller is waiting (polls are real I/O: real time)
+                if len(self._waiting) >= self.pollers:
+                    break
+                await asyncio.sleep(0.001)
+            else:
+                raise AssertionError("a poller never came back to wait")
+            wake = self._waiting[0][0]
+            while pending and pending[0][0] <= wake:
+                pending.pop(0)[1]()
+            if wake > end:
+                return
+            _, _, woken = heapq.heappop(self._waiting)
+            self.now = wake
+            woken.set_result(None)
+
+
+class SlowSource:
+    """A fake poller whose every poll takes `takes` virtual seconds; it records when it ran."""
+
+    name = "slow"
+    interval = timedelta(milliseconds=100)
+
+    def __init__(self, timer: VirtualTimer, takes: float) -> None:
+        self.timer, self.takes = timer, takes
+        self.started: list[float] = []
+
+    async def poll(self, now: datetime) -> list[Signal]:
+        self.started.append(round(self.timer.now, 6))
+        self.timer.spend(self.takes)
+        return []
+
+
 def test_a_failing_source_does_not_stop_the_others(
     health_server: HealthServer, closed_port: int
 ) -> None:
     submitted: list[Signal] = []
     errors: list[tuple[str, Exception]] = []
+    timer = VirtualTimer(pollers=2)
 
     async def submit(signal: Signal) -> None:
         submitted.append(signal)
 
-    async def run() -> float:
+    async def run() -> None:
         stop = asyncio.Event()
         async with httpx.AsyncClient() as client:
             sources = [
@@ -72,53 +151,79 @@ def test_a_failing_source_does_not_stop_the_others(
                 run_pollers(
                     sources,
                     submit,
-                    clock=now,
+                    clock=timer.datetime,
                     stop=stop,
                     on_error=lambda name, error: errors.append((name, error)),
+                    timer=timer,
                 )
             )
-            await asyncio.sleep(0.35)
-            health_server.set(status=503)
-            await asyncio.sleep(0.3)
-            health_server.set(status=200)
-            await asyncio.sleep(0.3)
+            flips = {
+                0.35: lambda: health_server.set(status=503),
+                0.65: lambda: health_server.set(status=200),
+            }
+            await timer.run_until(0.95, at=flips)
             stop.set()
-            stopped = time.monotonic()
             await asyncio.wait_for(task, timeout=2)
-            return time.monotonic() - stopped
 
-    took = asyncio.run(run())
-    assert took < 0.2, f"stopping took {took:.2f}s"
+    asyncio.run(run())
     assert [signal.status for signal in submitted] == ["firing", "resolved"]
-    assert len(errors) >= 8
+    # Polls at 0, 0.1, ... 0.9 (virtual seconds): ten of each source.
+    assert len(errors) == 10
     assert {name for name, _ in errors} == {"metrics"}
     assert all(isinstance(error, PollError) for _, error in errors)
     assert "connection refused" in str(errors[0][1])
-    # About one probe every 100ms over ~0.95s, on a fixed grid.
-    assert 8 <= len(health_server.health_requests()) <= 11
+    assert len(health_server.health_requests()) == 10
 
 
-def test_polls_keep_to_the_grid(health_server: HealthServer) -> None:
+def test_polls_keep_to_the_grid() -> None:
     """A poll that takes most of the interval does not push the next ones later."""
-    health_server.set(delay=0.06)
+    timer = VirtualTimer(pollers=1)
+    source = SlowSource(timer, takes=0.06)
 
     async def run() -> None:
         stop = asyncio.Event()
-        async with httpx.AsyncClient() as client:
-            source = build_source(probe_spec(f"{health_server.url}/health"), client)
-            task = asyncio.create_task(
-                run_pollers([source], lambda s: None, clock=now, stop=stop, on_error=print)
+        task = asyncio.create_task(
+            run_pollers(
+                [source],
+                lambda s: None,
+                clock=timer.datetime,
+                stop=stop,
+                on_error=print,
+                timer=timer,
             )
-            await asyncio.sleep(1.02)
-            stop.set()
-            await task
+        )
+        await timer.run_until(1.0)
+        stop.set()
+        await task
 
     asyncio.run(run())
-    times = [seen.at for seen in health_server.health_requests()]
-    assert 10 <= len(times) <= 12, times
-    # The k-th poll starts near k * interval after the first: no drift accumulates.
-    for k, at in enumerate(times):
-        assert abs((at - times[0]) - k * 0.1) < 0.05, (k, at - times[0])
+    assert source.started == [round(k * 0.1, 6) for k in range(11)]
+
+
+def test_turns_missed_by_an_overrunning_poll_are_skipped() -> None:
+    """A poll that outlasts two intervals is followed by the next turn on the grid, not by
+    the missed ones back to back."""
+    timer = VirtualTimer(pollers=1)
+    source = SlowSource(timer, takes=0.25)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            run_pollers(
+                [source],
+                lambda s: None,
+                clock=timer.datetime,
+                stop=stop,
+                on_error=print,
+                timer=timer,
+            )
+        )
+        await timer.run_until(1.0)
+        stop.set()
+        await task
+
+    asyncio.run(run())
+    assert source.started == [0.0, 0.3, 0.6, 0.9]
 
 
 def test_stop_abandons_a_poll_in_flight(health_server: HealthServer) -> None:
@@ -197,9 +302,12 @@ def test_duplicate_names_are_refused(health_server: HealthServer) -> None:
 def test_no_sources_waits_for_stop() -> None:
     async def run() -> None:
         stop = asyncio.Event()
-        asyncio.get_running_loop().call_later(0.05, stop.set)
-        await asyncio.wait_for(
-            run_pollers([], lambda s: None, clock=now, stop=stop, on_error=print), timeout=1
+        task = asyncio.create_task(
+            run_pollers([], lambda s: None, clock=now, stop=stop, on_error=print)
         )
+        await asyncio.sleep(0.05)
+        assert not task.done(), "run_pollers returned before stop was set"
+        stop.set()
+        await asyncio.wait_for(task, timeout=1)
 
     asyncio.run(run())

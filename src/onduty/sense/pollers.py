@@ -398,10 +398,10 @@ async def _run_one(
     clock: Callable[[], datetime],
     stopper: asyncio.Task[Any],
     on_error: Callable[[str, Exception], None],
+    timer: Timer,
 ) -> None:
-    loop = asyncio.get_running_loop()
     interval = source.interval.total_seconds()
-    due = loop.time()  # polls happen at due, due + interval, ... on the monotonic clock
+    due = timer.monotonic()  # polls happen at due, due + interval, ... on the monotonic clock
     while not stopper.done():
         try:
             signals = await _poll_once(source, clock(), stopper)
@@ -420,12 +420,24 @@ async def _run_one(
         # The next turn is on the fixed grid, so time spent polling does not accumulate as
         # drift; turns missed while a poll overran are skipped, not run back to back.
         due += interval
-        behind = loop.time() - due
+        behind = timer.monotonic() - due
         if behind > 0:
             due += math.ceil(behind / interval) * interval
-        delay = due - loop.time()
+        delay = due - timer.monotonic()
         if delay > 0:
-            await asyncio.wait({stopper}, timeout=delay)
+            await timer.wait(delay, stopper)
+
+
+class Timer:
+    """How pollers keep their schedule: `monotonic()` seconds, and `wait(delay, stopper)`,
+    which returns after `delay` seconds or as soon as `stopper` is done. The default is the
+    event loop's own clock; tests pass a virtual one."""
+
+    def monotonic(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def wait(self, delay: float, stopper: asyncio.Task[Any]) -> None:
+        await asyncio.wait({stopper}, timeout=delay)
 
 
 async def run_pollers(
@@ -435,6 +447,7 @@ async def run_pollers(
     clock: Callable[[], datetime],
     stop: asyncio.Event,
     on_error: Callable[[str, Exception], None],
+    timer: Timer | None = None,
 ) -> None:
     """Poll every source on its own interval until `stop` is set.
 
@@ -442,7 +455,8 @@ async def run_pollers(
     does not shift later ones). Every signal is passed to `submit` (which may be async), in
     order. A poll or a submit that raises is reported to `on_error(source name, error)` and the
     source carries on; no source can stop another. Setting `stop` abandons polls in flight and
-    returns promptly; a submit already running is awaited, not cut off."""
+    returns promptly; a submit already running is awaited, not cut off. `timer` keeps the
+    schedule (the event loop's clock by default)."""
     names = [source.name for source in sources]
     duplicated = sorted({name for name in names if names.count(name) > 1})
     if duplicated:
@@ -452,7 +466,8 @@ async def run_pollers(
         async with asyncio.TaskGroup() as group:
             for source in sources:
                 group.create_task(
-                    _run_one(source, submit, clock, stopper, on_error), name=f"poll:{source.name}"
+                    _run_one(source, submit, clock, stopper, on_error, timer or Timer()),
+                    name=f"poll:{source.name}",
                 )
             if not sources:
                 await stopper
