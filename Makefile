@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench docs lock clean
+.PHONY: demo test lint typecheck bench docs golden lock clean
 
 # Dependencies go through the lock file: pyproject.toml says what onduty needs, requirements.lock
 # the exact versions installed.
@@ -35,6 +35,11 @@ bench: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/python scripts/config_reference.py --write
+
+# Regenerate the golden decision logs tests/test_golden.py replays. Run it only when a change is
+# meant to alter decisions; review the diff and say why in the commit.
+golden: $(STAMP)
+	$(BIN)/python scripts/golden.py
 
 # Resolve pyproject.toml's dependencies afresh in a scratch environment and pin the result.
 lock:

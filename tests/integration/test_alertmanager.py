@@ -3,6 +3,8 @@ alerts are grouped into the expected incidents and resolve when Alertmanager say
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -82,6 +84,19 @@ receivers:
         process.terminate()
         process.wait(10)
         onduty.terminate()
+        save_log(tmp_path / "am.db")
+
+
+def save_log(store: Path) -> None:
+    """With ONDUTY_SAVE_LOG set (scripts/golden.py sets it), keep a copy of the store there:
+    it becomes the golden log tests/test_golden.py replays."""
+    target = os.environ.get("ONDUTY_SAVE_LOG")
+    if not target:
+        return
+    for suffix in ("", "-wal", "-shm"):
+        part = store.with_name(store.name + suffix)
+        if part.exists():
+            shutil.copyfile(part, target + suffix)
 
 
 def post_alerts(url: str, alerts: list[dict[str, str]], resolved: bool) -> None:
