@@ -228,7 +228,15 @@ def test_faults_become_clear_errors(supervisord: Supervisord) -> None:
     outcome = actuator.run(action("broken", name="process.start"))
     assert not outcome.ok
     assert outcome.error.startswith("supervisor: 'broken' ")
+    # `broken` exits at once, racing supervisord's own state machine; both outcomes are a
+    # failed start and the error says which one supervisord saw. startProcess answers
+    # SPAWN_ERROR when supervisord reaped the too-quick exit before the call returned,
+    # ABNORMAL_TERMINATION when it noticed the exit while the call waited for startsecs.
     assert "could not be spawned" in outcome.error or "exited while starting" in outcome.error
+    # The state read just after depends on how far supervisord got with the exit: BACKOFF until
+    # its next tick gives up (startretries is 0) and makes it FATAL, or EXITED when the exit
+    # was counted as an exit rather than a failed start; each is a program that is not running,
+    # and the error names the state seen.
     assert any(f"broken is {state}" in outcome.error for state in ("FATAL", "BACKOFF", "EXITED"))
     outcome = actuator.run(action("web", name="process.scale"))
     assert not outcome.ok and "restarts, starts or stops" in outcome.error
