@@ -1,0 +1,150 @@
+"""An incident's bounded timeline: the events a view keeps in memory, and signal pages read
+from the log for the rest."""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from onduty.events import Event
+
+if TYPE_CHECKING:
+    from onduty.log import EventLog
+    from onduty.readmodel.incidents import IncidentView
+
+SIGNAL_CHANGES = frozenset(
+    {"signal_added", "signal_resolved", "signal_refired", "signal_timed_out"}
+)
+"""The incident notes that are one signal's comings and goings: an incident of 40,000 alerts has
+that many of them. Everything else recorded about an incident is a decision (opened, verdicts,
+approvals, actions, verification, undo, escalation, acknowledgement, other notes, resolved)."""
+
+# What one incident keeps in memory, however long it runs and however many signals join it:
+# the first and the most recent decisions, and the first and the most recent signal events.
+# The rest stays in the log, where `signal_page` reads the signal events a page at a time.
+DECISIONS_FIRST = 200
+DECISIONS_RECENT = 200
+SIGNALS_FIRST = 100
+SIGNALS_RECENT = 100
+SIGNAL_PAGE = 100
+"""Signal events in a page, unless asked otherwise (at most `SIGNAL_PAGE_MAX`)."""
+SIGNAL_PAGE_MAX = 1000
+
+
+def is_signal_event(event: Event) -> bool:
+    return event.type == "IncidentUpdated" and event.data.get("change") in SIGNAL_CHANGES
+
+
+class Window:
+    """A bounded view of a run of events: the first `first` of them, the most recent `recent`,
+    and how many were seen in all (`omitted` fell between). Each event is kept with its place
+    in feed order, so that windows merge back into one timeline."""
+
+    __slots__ = ("_first", "first_seq", "last_seq", "recent", "start", "total")
+
+    def __init__(self, first: int = 0, recent: int = 0) -> None:
+        self._first = first
+        self.start: list[tuple[int, Event]] = []
+        self.recent: deque[tuple[int, Event]] = deque(maxlen=recent)
+        self.total = 0
+        self.first_seq = 0
+        self.last_seq = 0
+
+    def add(self, order: int, event: Event) -> None:
+        self.total += 1
+        if self.total == 1:
+            self.first_seq = event.seq
+        self.last_seq = event.seq
+        if len(self.start) < self._first:
+            self.start.append((order, event))
+        else:
+            self.recent.append((order, event))
+
+    @property
+    def omitted(self) -> int:
+        return self.total - len(self.start) - len(self.recent)
+
+    @property
+    def retained(self) -> int:
+        return len(self.start) + len(self.recent)
+
+    def kept(self) -> Iterator[tuple[int, Event]]:
+        return itertools.chain(self.start, self.recent)
+
+    def events(self) -> list[Event]:
+        return [event for _, event in self.kept()]
+
+
+@dataclass(frozen=True)
+class SignalCursor:
+    """What paging one incident's signal events needs from its view: taken while holding the
+    read models' lock, so that the log is then read without holding it."""
+
+    incident_id: str
+    total: int
+    first_seq: int
+    last_seq: int
+    kept: list[Event] | None
+    """Every signal event of the incident while the view still holds them all; else None."""
+
+    @classmethod
+    def of(cls, view: IncidentView) -> SignalCursor:
+        window = view.signal_events
+        whole = window.retained == window.total
+        return cls(
+            view.incident_id,
+            window.total,
+            window.first_seq,
+            window.last_seq,
+            window.events() if whole else None,
+        )
+
+
+@dataclass(frozen=True)
+class SignalPage:
+    """Signal events of an incident, in log order, and whether there are more either side."""
+
+    events: list[Event]
+    total: int
+    earlier: bool
+    later: bool
+
+
+def signal_page(
+    cursor: SignalCursor,
+    log: EventLog | None,
+    *,
+    after: int = 0,
+    before: int | None = None,
+    limit: int = SIGNAL_PAGE,
+) -> SignalPage:
+    """The first `limit` signal events with seq > `after`; with `before`, the last `limit`
+    with `after` < seq < `before`. From memory while the view holds them all, else from the
+    incident's stream in the log (where the core records them), so that a page costs the same
+    whether the incident has a hundred signals or millions."""
+    limit = max(1, min(limit, SIGNAL_PAGE_MAX))
+    backwards = before is not None
+    if cursor.kept is not None:
+        chosen = [e for e in cursor.kept if e.seq > after and (before is None or e.seq < before)]
+        events = chosen[-limit:] if backwards else chosen[:limit]
+    elif log is None:
+        raise RuntimeError("the event log is not open")
+    else:
+        stream = log.read_stream(cursor.incident_id, after, before, newest_first=backwards)
+        mine = (
+            event
+            for event in stream
+            if is_signal_event(event) and event.data.get("incident_id") == cursor.incident_id
+        )
+        events = list(itertools.islice(mine, limit))
+        if backwards:
+            events.reverse()
+    if events:
+        earlier, later = events[0].seq > cursor.first_seq, events[-1].seq < cursor.last_seq
+    else:
+        earlier = cursor.total > 0 and cursor.first_seq <= after
+        later = before is not None and cursor.total > 0 and cursor.last_seq >= before
+    return SignalPage(events, cursor.total, earlier, later)
