@@ -11,9 +11,7 @@ import difflib
 import hashlib
 import re
 import types
-from collections.abc import Collection, Mapping
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal
 from enum import IntEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -35,60 +33,76 @@ from pydantic import (
     model_validator,
 )
 
+from onduty.act.specs import (
+    ActuatorConfigError,
+    AlertmanagerSilenceSpec,
+    HttpSpec,
+    ShellSpec,
+    SupervisorSpec,
+    parse_actuators,
+)
+from onduty.api.access_config import AccessConfig, parse_access
 from onduty.correlate.inhibition import InhibitRule
+from onduty.escalate.specs import AnyChannel, ChannelConfigError, parse_channels
 from onduty.events import to_json
+from onduty.sense.specs import HttpProbe, PrometheusQuery, parse_sources
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_MICROSECONDS = {
-    "ms": 1_000,
-    "s": 1_000_000,
-    "m": 60_000_000,
-    "h": 3_600_000_000,
-    "d": 86_400_000_000,
-    None: 1_000_000,
-}
-_MICROSECOND = timedelta(microseconds=1)
+# Duration and the validation helpers live below every layer (onduty.values); they are
+# re-exported here for the modules that still import them from the configuration.
+from onduty.values import (
+    Duration,
+    FieldProblems,
+    SectionProblems,
+    describe_validation_error,
+    format_duration,
+    format_seconds,
+    line_of,
+    loc_of,
+    parse_duration,
+)
 
-
-def parse_duration(value: Any) -> timedelta:
-    """'30s', '2m', '1h', '1d', '250ms' or a number of seconds."""
-    if isinstance(value, timedelta):
-        if value < timedelta(0):
-            raise ValueError("a duration cannot be negative")
-        return value
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 30s, 2m or 1h")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
-        return timedelta(seconds=float(value))
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            # Decimal arithmetic, so that every string format_duration writes reads back exactly.
-            micros = Decimal(match.group(1)) * _UNIT_MICROSECONDS[match.group(2)]
-            return timedelta(microseconds=int(micros.to_integral_value(ROUND_HALF_EVEN)))
-    raise ValueError(f"expected a duration such as 30s, 2m or 1h, got {value!r}")
-
-
-def format_duration(value: timedelta) -> str:
-    """The shortest exact spelling: '1d', '90m', '30s', '250ms', '1.5s'; parses back equal."""
-    micros = value // _MICROSECOND
-    for unit, size in (("d", 86_400_000_000), ("h", 3_600_000_000), ("m", 60_000_000)):
-        if micros >= size and micros % size == 0:
-            return f"{micros // size}{unit}"
-    if 0 < micros < 1_000_000 and micros % 1_000 == 0:
-        return f"{micros // 1_000}ms"
-    whole, fraction = divmod(micros, 1_000_000)
-    if fraction == 0:
-        return f"{whole}s"
-    return f"{whole}.{fraction:06d}".rstrip("0") + "s"
-
-
-Duration = Annotated[
-    timedelta,
-    BeforeValidator(parse_duration),
-    PlainSerializer(format_duration, return_type=str),
+__all__ = [
+    "GUARDRAIL_KINDS",
+    "Approvals",
+    "Autonomy",
+    "AutonomyLevel",
+    "BlastRadius",
+    "Breaker",
+    "Concurrency",
+    "Condition",
+    "Config",
+    "ConfigError",
+    "Correlation",
+    "Duration",
+    "Escalation",
+    "Freeze",
+    "FreezeRange",
+    "Guardrail",
+    "HostName",
+    "Model",
+    "Network",
+    "OutageBrake",
+    "Policy",
+    "ProbeCheck",
+    "PrometheusCheck",
+    "RateLimit",
+    "Runbook",
+    "ServerSettings",
+    "Service",
+    "Step",
+    "Template",
+    "Tier",
+    "Verify",
+    "describe_validation_error",
+    "field_names",
+    "format_duration",
+    "format_seconds",
+    "load_config",
+    "model_at",
+    "parse_config",
+    "parse_duration",
+    "policy_version",
+    "sections",
 ]
 
 
@@ -528,45 +542,37 @@ class Escalation(Model):
 
 def _check_sources(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Pollers (HTTP probes, Prometheus queries) are validated by the sense layer's models."""
-    from onduty.sense.pollers import parse_sources
-
     try:
         parse_sources(raw)
     except ValidationError as error:
-        raise _SectionProblems(describe_validation_error(error, prefix="sources")) from None
+        raise SectionProblems(describe_validation_error(error, prefix="sources")) from None
     return raw
 
 
 def _check_actuators(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Actuators are validated by the act layer's models (names the field and the reason)."""
-    from onduty.act.specs import ActuatorConfigError, parse_actuators
-
     try:
         parse_actuators(raw)
     except ActuatorConfigError as error:
-        raise _SectionProblems(error.problems) from None
+        raise SectionProblems(error.problems) from None
     return raw
 
 
 def _check_channels(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Notification channels are validated by the escalate layer's models."""
-    from onduty.escalate.channels import ChannelConfigError, parse_channels
-
     try:
         parse_channels(raw)
     except ChannelConfigError as error:
-        raise _SectionProblems(error.problems) from None
+        raise SectionProblems(error.problems) from None
     return raw
 
 
 def _check_access(raw: dict[str, Any]) -> dict[str, Any]:
     """Access control (tokens, roles, ingest secrets) is validated by the API layer's models."""
-    from onduty.api.auth import AccessConfig, parse_access
-
     try:
         AccessConfig.model_validate(raw or {})
     except ValidationError as error:
-        raise _SectionProblems(describe_validation_error(error, prefix="access")) from None
+        raise SectionProblems(describe_validation_error(error, prefix="access")) from None
     parse_access(raw)  # what else the API layer checks; raises ValueError naming the field
     return raw
 
@@ -692,7 +698,7 @@ class Config(Model):
                 else:
                     owners[instance] = service.name
         if problems:
-            raise _FieldProblems(problems)
+            raise FieldProblems(problems)
         return self
 
     def policy_document(self) -> dict[str, Any]:
@@ -726,18 +732,6 @@ def _unique_names(where: str, names: list[str]) -> list[str]:
     return problems
 
 
-class _FieldProblems(ValueError):
-    """Raised by a model validator that checks several fields: each problem names its path."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(problems))
-
-
-class _SectionProblems(_FieldProblems):
-    """Problems of a section another layer validates, each already named by its full path."""
-
-
 class ConfigError(ValueError):
     """A configuration that cannot be used; `problems` name each field and its reason."""
 
@@ -745,51 +739,6 @@ class ConfigError(ValueError):
         self.source = source
         self.problems = problems
         super().__init__(f"{source}: " + "; ".join(problems))
-
-
-def _path(prefix: str, loc: tuple[int | str, ...]) -> str:
-    """`services[0].autonomy`: where in the document a problem is, under `prefix`."""
-    text = prefix
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        elif not part.startswith("function-"):  # validator frames, not fields
-            text += f".{part}" if text else part
-    return text or "(top level)"
-
-
-def describe_validation_error(
-    error: ValidationError,
-    *,
-    prefix: str = "",
-    tags: Collection[str] = (),
-    aliases: Mapping[str, str] | None = None,
-) -> list[str]:
-    """One line per problem, naming the field and the reason. `prefix` places the document
-    (`actuators[2]`); `tags` are a discriminated union's tags, which are not fields; `aliases`
-    spell fields as the document does (`from_` → `from`)."""
-    renames = aliases or {}
-    problems: list[str] = []
-    for item in error.errors(include_url=False):
-        loc = tuple(item["loc"])
-        if loc and loc[0] in tags:
-            loc = loc[1:]
-        loc = tuple(renames.get(part, part) if isinstance(part, str) else part for part in loc)
-        cause = item.get("ctx", {}).get("error")
-        if isinstance(cause, _SectionProblems):
-            problems.extend(cause.problems)
-            continue
-        if isinstance(cause, _FieldProblems):
-            where = _path(prefix, loc) + "." if loc or prefix else ""
-            problems.extend(where + problem for problem in cause.problems)
-            continue
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            message = "unknown field (check its spelling and indentation)"
-        elif item["type"] == "missing":
-            message = "required field is missing"
-        problems.append(f"{_path(prefix, loc)}: {message}")
-    return problems
 
 
 def parse_config(document: Any, source: str = "<config>") -> Config:
@@ -835,49 +784,15 @@ def load_config(path: str | Path) -> Config:
 # ---------------------------------------------------------------------------- where problems are
 
 _UNKNOWN = "unknown field (check its spelling and indentation)"
-_SEGMENT = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
-
-
-def _loc_of(path: str) -> tuple[str | int, ...] | None:
-    """`runbooks[0].do[1].action` as a location; None for what is not a path."""
-    if path == "(top level)":
-        return ()
-    loc: list[str | int] = []
-    end = 0
-    for match in _SEGMENT.finditer(path):
-        if match.start() not in (end, end + 1):
-            return None
-        loc.append(match.group(1) if match.group(1) is not None else int(match.group(2)))
-        end = match.end()
-    return tuple(loc) if end == len(path) else None
-
-
-def _line_of(node: yaml.Node | None, loc: tuple[str | int, ...]) -> int | None:
-    """The line (from 1) of the key (or item) at `loc` in a composed YAML document."""
-    line = None
-    for part in loc:
-        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
-            entry = next((kv for kv in node.value if kv[0].value == part), None)
-            if entry is None:
-                return line
-            line, node = entry[0].start_mark.line + 1, entry[1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            if part >= len(node.value):
-                return line
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            return line
-    return line
 
 
 def _placed(problem: str, document: Any, nodes: yaml.Node | None) -> str:
     """A problem with the line it is on and, for an unknown field, the field meant."""
     path, sep, message = problem.partition(": ")
-    loc = _loc_of(path) if sep else None
+    loc = loc_of(path) if sep else None
     if loc is None:
         return problem
-    line = _line_of(nodes, loc) if loc else None
+    line = line_of(nodes, loc) if loc else None
     where = f"line {line}" if line else ""
     if message == _UNKNOWN and loc:
         known = field_names(model_at(document, loc[:-1]))
@@ -888,12 +803,7 @@ def _placed(problem: str, document: Any, nodes: yaml.Node | None) -> str:
 
 
 def sections() -> dict[str, Any]:
-    """The sections other layers validate, as the types their models have."""
-    from onduty.act.specs import AlertmanagerSilenceSpec, HttpSpec, ShellSpec, SupervisorSpec
-    from onduty.api.auth import AccessConfig
-    from onduty.escalate.channels import AnyChannel
-    from onduty.sense.pollers import HttpProbe, PrometheusQuery
-
+    """The sections whose models other packages own, as the types their models have."""
     actuator = ShellSpec | HttpSpec | SupervisorSpec | AlertmanagerSilenceSpec
     return {
         "sources": list[HttpProbe | PrometheusQuery],

@@ -7,12 +7,13 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from onduty.act import ActuatorRegistry
 from onduty.act.executor import WorkerPool
 from onduty.act.plugins import build_registry
 from onduty.act.runs import RunLocks
+from onduty.api.credentials import Access, AccessError
 from onduty.commands import Notify
 from onduty.config import Config, ConfigError, load_config
 from onduty.escalate import Deliverer, parse_channels
@@ -28,9 +29,6 @@ from onduty.readmodel import (
 )
 from onduty.runtime import Clock, Input, RecoveryReport, Runtime, RuntimeStopped, SystemClock
 from onduty.secrets import unresolved_references
-
-if TYPE_CHECKING:
-    from onduty.api.auth import Access
 
 logger = logging.getLogger("onduty")
 
@@ -94,8 +92,6 @@ class Service:
         access: Access | None = None,
         clock: Clock | None = None,
     ) -> None:
-        from onduty.api.auth import Access
-
         self.config = config
         # The credentials the API accepts; a reload updates this object in place.
         self.access = access if access is not None else Access()
@@ -262,8 +258,6 @@ class Service:
     def _reload_access(self, config: Config) -> tuple[int, dict[str, Any]] | None:
         """Take the file's access section (tokens rotate without a restart); None when done,
         else the refusal. Access control once on is never turned off by a reload."""
-        from onduty.api.auth import Access, AccessError
-
         try:
             access = Access.from_raw(config.access)
         except AccessError as error:

@@ -46,8 +46,8 @@ from onduty.act.templates import (
     render_url,
 )
 from onduty.commands import StartAction, StartUndo
+from onduty.httpbits import connect_error_reason
 from onduty.secrets import SecretValues
-from onduty.sense.pollers import connect_error_reason
 
 _ERROR_BODY = 500
 

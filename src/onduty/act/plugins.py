@@ -25,18 +25,19 @@ import httpx
 from onduty.act import alertmanager, http, shell, supervisor
 from onduty.act.base import Actuator, ActuatorRegistry
 from onduty.act.specs import (
+    ENTRY_POINT_GROUP,
     AlertmanagerSilenceSpec,
     AnyActuatorSpec,
     HttpSpec,
     PluginSpec,
     ShellSpec,
     SupervisorSpec,
+    entry_point_kinds,
     parse_actuators,
 )
 
 log = logging.getLogger(__name__)
 
-ENTRY_POINT_GROUP = "onduty.actuators"
 
 ActuatorFactory = Callable[[Mapping[str, Any]], Actuator]
 
@@ -46,11 +47,6 @@ BUILTIN_KINDS: dict[str, ActuatorFactory] = {
     "supervisor": supervisor.from_spec,
     "alertmanager.silence": alertmanager.from_spec,
 }
-
-
-def entry_point_kinds() -> set[str]:
-    """The kinds installed packages declare (without importing them)."""
-    return {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)} - set(BUILTIN_KINDS)
 
 
 def discover_kinds() -> dict[str, ActuatorFactory]:

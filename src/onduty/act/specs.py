@@ -21,10 +21,11 @@ and whose `redact` hides every one of them in a text.
 
 from __future__ import annotations
 
-import os
+import posixpath
 import re
 from collections.abc import Collection, Mapping
 from datetime import timedelta
+from importlib.metadata import entry_points
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -48,13 +49,20 @@ from onduty.act.templates import (
     is_constant,
     json_templates,
 )
-from onduty.config import Duration, describe_validation_error, format_duration
+from onduty.httpbits import check_http_url
 from onduty.secrets import (
     SecretError,
     Secrets,
     check_headers,
     references,
     resolve_references,
+)
+from onduty.values import (
+    Duration,
+    FieldProblems,
+    describe_validation_error,
+    format_seconds,
+    parse_items,
 )
 
 __all__ = [
@@ -109,11 +117,6 @@ def effective_timeout(spec_timeout: timedelta, command_timeout_s: float) -> floa
     return limit
 
 
-def format_seconds(seconds: float) -> str:
-    """A number of seconds as the configuration writes durations: `30s`, `500ms`, `2m`."""
-    return format_duration(timedelta(seconds=seconds))
-
-
 # --------------------------------------------------------------------------- secrets
 
 # --------------------------------------------------------------------------- shared checks
@@ -121,22 +124,14 @@ def format_seconds(seconds: float) -> str:
 
 def _check_http_url(value: str, where: str = "") -> str:
     """An http(s) URL with a host and no credentials; `where` prefixes the messages."""
-    prefix = f"{where}: " if where else ""
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https"):
-        raise ValueError(f"{prefix}expected an http:// or https:// URL, got {value!r}")
-    if not parts.hostname:
-        raise ValueError(f"{prefix}the URL {value!r} has no host")
-    if parts.username is not None or parts.password is not None:
-        raise ValueError(
-            f"{prefix}credentials in the URL would be recorded and shown; use the "
-            "spec's header or password fields with ${ENV:NAME} or ${FILE:/path}"
-        )
-    try:
-        _ = parts.port
-    except ValueError as error:
-        raise ValueError(f"{prefix}the URL {value!r} has an invalid port: {error}") from None
+    check_http_url(
+        value,
+        where=where,
+        credentials="credentials in the URL would be recorded and shown; use the spec's header "
+        "or password fields with ${ENV:NAME} or ${FILE:/path}",
+    )
     if "${" in value:
+        prefix = f"{where}: " if where else ""
         raise ValueError(f"{prefix}a URL cannot reference secrets (it is recorded and shown)")
     return value
 
@@ -256,7 +251,7 @@ class ShellSpec(_Spec):
         for path in allow:
             if not path.startswith("/") or "\x00" in path:
                 raise ValueError(f"{path!r} must be an absolute path")
-            if os.path.normpath(path) != path:
+            if posixpath.normpath(path) != path:
                 raise ValueError(f"{path!r} must be a normalised path (no '..', '.' or '//')")
         return allow
 
@@ -512,6 +507,14 @@ class PluginSpec(BaseModel):
 
 AnyActuatorSpec = BuiltinSpec | PluginSpec
 
+ENTRY_POINT_GROUP = "onduty.actuators"
+
+
+def entry_point_kinds() -> set[str]:
+    """The kinds installed packages declare (without importing them)."""
+    return {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)} - set(BUILTIN_KIND_NAMES)
+
+
 _SPEC: TypeAdapter[BuiltinSpec] = TypeAdapter(ActuatorSpec)
 
 
@@ -529,49 +532,43 @@ def parse_actuators(
     if not isinstance(raw, list):
         raise ActuatorConfigError(["actuators: expected a list of actuator specs"])
     if plugin_kinds is None:
-        from onduty.act.plugins import entry_point_kinds
-
         plugin_kinds = entry_point_kinds()
-    specs: list[AnyActuatorSpec] = []
-    problems: list[str] = []
-    actions: dict[str, int] = {}
-    for index, item in enumerate(raw):
-        prefix = f"actuators[{index}]"
-        if not isinstance(item, Mapping):
-            problems.append(f"{prefix}: expected a mapping with a `kind`")
-            continue
+    kinds = plugin_kinds
+
+    def parse(prefix: str, item: Mapping[str, Any]) -> AnyActuatorSpec:
         kind = item.get("kind")
-        spec: AnyActuatorSpec
         try:
             if kind in BUILTIN_KIND_NAMES:
-                spec = _SPEC.validate_python(dict(item))
-            elif isinstance(kind, str) and kind in plugin_kinds:
-                spec = PluginSpec.model_validate(dict(item))
-            else:
-                known = sorted({*BUILTIN_KIND_NAMES, *plugin_kinds})
-                problems.append(
-                    f"{prefix}.kind: "
-                    + ("required field is missing" if kind is None else f"unknown kind {kind!r}")
-                    + f" (expected one of {', '.join(known)})"
-                )
-                continue
+                return _SPEC.validate_python(dict(item))
+            if isinstance(kind, str) and kind in kinds:
+                return PluginSpec.model_validate(dict(item))
         except ValidationError as error:
-            problems.extend(
+            raise FieldProblems(
                 describe_validation_error(
                     error,
                     prefix=prefix,
                     tags=BUILTIN_KIND_NAMES if kind in BUILTIN_KIND_NAMES else (),
                 )
-            )
-            continue
-        if spec.action in actions:
-            problems.append(
-                f"{prefix}.action: {spec.action!r} is already handled by "
-                f"actuators[{actions[spec.action]}]"
-            )
-        else:
-            actions[spec.action] = index
-        specs.append(spec)
+            ) from None
+        known = sorted({*BUILTIN_KIND_NAMES, *kinds})
+        raise FieldProblems(
+            [
+                f"{prefix}.kind: "
+                + ("required field is missing" if kind is None else f"unknown kind {kind!r}")
+                + f" (expected one of {', '.join(known)})"
+            ]
+        )
+
+    specs, problems = parse_items(
+        "actuators",
+        raw,
+        parse,
+        expected="a mapping with a `kind`",
+        key=lambda spec: spec.action,
+        repeated=lambda prefix, action, earlier: (
+            f"{prefix}.action: {action!r} is already handled by {earlier}"
+        ),
+    )
     if problems:
         raise ActuatorConfigError(problems)
     return specs

@@ -29,35 +29,72 @@ cookie) for the API, an ingest credential (its bearer token, or
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import math
-import os
-import re
-import threading
-import time
-from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
-from datetime import timedelta
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
 from fastapi import HTTPException
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from starlette.requests import HTTPConnection, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from onduty.config import Duration, describe_validation_error
+from onduty.api.access_config import (
+    ADMIN,
+    APPROVER,
+    OPERATOR,
+    ROLES,
+    VIEWER,
+    AccessConfig,
+    hash_token,
+    parse_access,
+)
+from onduty.api.credentials import (
+    LOCAL,
+    Access,
+    AccessError,
+    IngestSource,
+    Principal,
+    Throttle,
+    expand_roles,
+    sign,
+)
 
-VIEWER, OPERATOR, APPROVER, ADMIN = "viewer", "operator", "approver", "admin"
-ROLES = (VIEWER, OPERATOR, APPROVER, ADMIN)
-Role = Literal["viewer", "operator", "approver", "admin"]
-IngestRoute = Literal[
-    "alertmanager", "grafana", "prometheus", "pagerduty", "cloudevents", "native"
-]  # fmt: skip
+# The access section's model and the resolved credentials have modules of their own (free of
+# the web framework); their names stay importable from here.
+__all__ = [
+    "ADMIN",
+    "APPROVER",
+    "CONSOLE_HEADER",
+    "COOKIE",
+    "LOCAL",
+    "OPERATOR",
+    "ROLES",
+    "SIGNATURE_HEADER",
+    "TOO_MANY",
+    "UNAUTHENTICATED",
+    "UNSAFE_METHODS",
+    "VIEWER",
+    "Access",
+    "AccessConfig",
+    "AccessError",
+    "AccessGuard",
+    "AuthProblem",
+    "IngestSource",
+    "Principal",
+    "Throttle",
+    "access_of",
+    "approval_role",
+    "bearer_token",
+    "client_address",
+    "expand_roles",
+    "hash_token",
+    "parse_access",
+    "principal_of",
+    "required_role",
+    "requires",
+    "sign",
+    "sign_in",
+]
 
 COOKIE = "onduty_token"
 SIGNATURE_HEADER = "x-onduty-signature"
@@ -65,430 +102,8 @@ CONSOLE_HEADER = "x-onduty-console"
 TOO_MANY = "too many failed authentications; retry later"
 UNAUTHENTICATED = "authentication required: a bearer token"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-# Actors appear in the log and in the console: a short, plain name.
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$"
-_HASH = re.compile(r"^sha256:([0-9a-fA-F]{64})$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_SECRET_REFERENCE = re.compile(r"^\$\{(?:ENV:([A-Za-z_][A-Za-z0-9_]*)|FILE:(/.+))\}$")
 _SCOPE_ACCESS = "onduty.access"
 _SCOPE_PRINCIPAL = "onduty.principal"
-
-
-# --------------------------------------------------------------------------- configuration
-
-
-def _check_hash(value: str | None) -> str | None:
-    if value is not None and not _HASH.match(value):
-        raise ValueError(
-            "expected sha256:<64 hex digits> (make one with `onduty token hash --new`)"
-        )
-    return value.lower() if value is not None else None
-
-
-def _check_env_name(value: str | None) -> str | None:
-    if value is not None and not _ENV_NAME.match(value):
-        raise ValueError(f"{value!r} is not an environment variable name")
-    return value
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
-
-class TokenSpec(_Model):
-    """A person's or a tool's bearer token, by the hash of the token."""
-
-    name: str = Field(pattern=_NAME)
-    """Who it is: recorded as the actor of every change made with it (names differing only in case
-    are refused)."""
-    roles: list[Role] = Field(default_factory=list)
-    """What it may do: `viewer` (read), `operator` (acknowledge, silence), `approver` (answer
-    approvals), `admin` (autonomy, policy)."""
-    hash: str | None = None
-    """The token's hash, `sha256:<64 hex digits>` (`onduty token hash --new`)."""
-    hash_env: str | None = None
-    """The name of an environment variable holding the hash, instead of `hash`."""
-
-    _hash = field_validator("hash")(_check_hash)
-    _hash_env = field_validator("hash_env")(_check_env_name)
-
-    @model_validator(mode="after")
-    def _one_hash(self) -> TokenSpec:
-        if (self.hash is None) == (self.hash_env is None):
-            raise ValueError("give exactly one of hash or hash_env")
-        return self
-
-
-class IngestSpec(_Model):
-    """A sender of signals: a bearer token (by its hash) or an HMAC secret (by reference)."""
-
-    name: str = Field(pattern=_NAME)
-    """The sender's name: recorded as the actor of its signals."""
-    hash: str | None = None
-    """Its bearer token's hash, `sha256:<64 hex digits>`."""
-    hash_env: str | None = None
-    """An environment variable holding the hash, instead of `hash`."""
-    hmac_secret: str | None = None
-    """A reference to a secret the sender signs bodies with (`X-Onduty-Signature:
-    sha256=<hmac>`)."""
-    routes: list[IngestRoute] | None = None
-    """The ingest routes this credential may use; all of them when absent."""
-
-    _hash = field_validator("hash")(_check_hash)
-    _hash_env = field_validator("hash_env")(_check_env_name)
-
-    @field_validator("hmac_secret")
-    @classmethod
-    def _reference(cls, value: str | None) -> str | None:
-        if value is not None and not _SECRET_REFERENCE.match(value):
-            raise ValueError(
-                "reference the secret as ${ENV:NAME} or ${FILE:/absolute/path}; "
-                "it is never written in the configuration"
-            )
-        return value
-
-    @model_validator(mode="after")
-    def _one_credential(self) -> IngestSpec:
-        given = [self.hash, self.hash_env, self.hmac_secret]
-        if sum(value is not None for value in given) != 1:
-            raise ValueError("give exactly one of hash, hash_env or hmac_secret")
-        return self
-
-
-class Failures(_Model):
-    max: int = Field(default=10, ge=1)
-    """Wrong credentials allowed per address within `per`."""
-    per: Duration = timedelta(minutes=1)
-    """The window they are counted in."""
-
-    @field_validator("per")
-    @classmethod
-    def _positive(cls, value: timedelta) -> timedelta:
-        if value <= timedelta(0):
-            raise ValueError("the window must be longer than zero")
-        return value
-
-
-class AccessConfig(_Model):
-    tokens: list[TokenSpec] = Field(default_factory=list)
-    """People's and tools' bearer tokens, by hash, with roles."""
-    ingest: list[IngestSpec] = Field(default_factory=list)
-    """Senders of signals and their credentials."""
-    failures: Failures = Field(default_factory=Failures)
-    """How many wrong credentials an address may present before it gets 429 (a credential that
-    verifies is always accepted)."""
-
-    @model_validator(mode="after")
-    def _cross_checks(self) -> AccessConfig:
-        problems: list[str] = []
-        seen: dict[str, tuple[str, str]] = {}
-        every: list[tuple[str, TokenSpec | IngestSpec]] = [
-            *((f"tokens[{index}]", spec) for index, spec in enumerate(self.tokens)),
-            *((f"ingest[{index}]", spec) for index, spec in enumerate(self.ingest)),
-        ]
-        for where, spec in every:
-            key = spec.name.casefold()  # alice and Alice are one person (one approver)
-            if key in seen:
-                other, name = seen[key]
-                same = "" if name == spec.name else f" ({name!r}: names ignore case)"
-                problems.append(
-                    f"{where}.name: {spec.name!r} is already the name of {other}{same} "
-                    "(names are the actors in the log)"
-                )
-            else:
-                seen[key] = (where, spec.name)
-        hashes: dict[str, str] = {}
-        for where, spec in every:
-            if spec.hash is None:
-                continue
-            if spec.hash in hashes:
-                problems.append(
-                    f"{where}.hash: the same token as {hashes[spec.hash]}; "
-                    "every credential needs a token of its own"
-                )
-            else:
-                hashes[spec.hash] = where
-        if self.ingest and not self.tokens:
-            problems.append(
-                "ingest: ingest credentials need access control on: add at least one token "
-                "under access.tokens"
-            )
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
-
-
-def parse_access(raw: dict[str, Any]) -> AccessConfig:
-    """Validate the `access` section; a ValueError names each bad field."""
-    try:
-        return AccessConfig.model_validate(raw or {})
-    except ValidationError as error:
-        problems = [p.removeprefix("(top level): ") for p in describe_validation_error(error)]
-        raise ValueError("; ".join(problems)) from None
-
-
-class AccessError(ValueError):
-    """Credentials that cannot be resolved (an unset variable, an unreadable file)."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(problems))
-
-
-def hash_token(token: str) -> str:
-    """How a token is written in the configuration: `sha256:<hex>`."""
-    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
-
-
-# --------------------------------------------------------------------------- principals
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is asking, and what they may do."""
-
-    name: str
-    roles: frozenset[str]
-
-
-def expand_roles(roles: Iterable[str]) -> frozenset[str]:
-    """Every token is a viewer; an admin holds every role."""
-    granted = {VIEWER, *roles}
-    return frozenset(ROLES) if ADMIN in granted else frozenset(granted)
-
-
-# The caller when access control is off: the API itself, allowed everything (loopback only).
-LOCAL = Principal("api", frozenset(ROLES))
-
-
-@dataclass(frozen=True)
-class IngestSource:
-    name: str
-    routes: frozenset[str] | None
-
-    def may_use(self, route: str) -> bool:
-        return self.routes is None or route in self.routes
-
-
-@dataclass(frozen=True)
-class _Token:
-    principal: Principal
-    digest: bytes
-
-
-@dataclass(frozen=True)
-class _Ingest:
-    source: IngestSource
-    digest: bytes | None
-    hmac_key: bytes | None
-
-
-# --------------------------------------------------------------------------- throttling
-
-
-class Throttle:
-    """Failed authentications per client address in a sliding window; past `max`, the address
-    is refused (429) until its oldest counted failure leaves the window."""
-
-    def __init__(
-        self,
-        max_failures: int,
-        window: float,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        max_clients: int = 10_000,
-    ) -> None:
-        self.max_failures = max_failures
-        self.window = window
-        self._clock = clock
-        self._max_clients = max_clients
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def retry_after(self, address: str) -> int | None:
-        """Seconds until `address` may try again, or None when it is not throttled."""
-        with self._lock:
-            failures = self._failures.get(address)
-            if failures is None:
-                return None
-            now = self._clock()
-            self._prune(failures, now)
-            if not failures:
-                del self._failures[address]
-                return None
-            if len(failures) < self.max_failures:
-                return None
-            frees_at = failures[len(failures) - self.max_failures] + self.window
-            return max(1, math.ceil(frees_at - now))
-
-    def failed(self, address: str) -> None:
-        with self._lock:
-            now = self._clock()
-            failures = self._failures.get(address)
-            if failures is None:
-                failures = self._failures[address] = deque()
-                while len(self._failures) > self._max_clients:
-                    self._failures.popitem(last=False)  # forget the longest-quiet address
-            else:
-                self._failures.move_to_end(address)
-            self._prune(failures, now)
-            failures.append(now)
-            while len(failures) > self.max_failures:
-                failures.popleft()  # only the newest `max` decide when the address is free
-
-    def _prune(self, failures: deque[float], now: float) -> None:
-        while failures and failures[0] <= now - self.window:
-            failures.popleft()
-
-
-# --------------------------------------------------------------------------- the resolved set
-
-
-def _resolve_reference(reference: str, env: Mapping[str, str], where: str) -> str:
-    match = _SECRET_REFERENCE.match(reference)
-    if match is None:  # parse_access has refused it already
-        raise AccessError([f"{where}: not a ${{ENV:NAME}} or ${{FILE:/path}} reference"])
-    variable, path = match.groups()
-    if variable is not None:
-        if not env.get(variable):
-            raise AccessError([f"{where}: environment variable {variable} is not set"])
-        return env[variable]
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        reason = getattr(error, "strerror", None) or type(error).__name__
-        raise AccessError([f"{where}: cannot read the secret file {path}: {reason}"]) from None
-    value = text.removesuffix("\n").removesuffix("\r")
-    if not value:
-        raise AccessError([f"{where}: the secret file {path} is empty"])
-    return value
-
-
-def _digest(spec: TokenSpec | IngestSpec, env: Mapping[str, str], where: str) -> bytes:
-    value = spec.hash
-    if value is None:
-        variable = spec.hash_env or ""
-        value = env.get(variable, "").strip()
-        if not value:
-            raise AccessError([f"{where}.hash_env: environment variable {variable} is not set"])
-        if not _HASH.match(value):
-            raise AccessError(
-                [f"{where}.hash_env: {variable} does not hold sha256:<64 hex digits>"]
-            )
-    return bytes.fromhex(value.split(":", 1)[1])
-
-
-class Access:
-    """The credentials `onduty serve` accepts, resolved, and the failure throttle."""
-
-    def __init__(
-        self,
-        config: AccessConfig | None = None,
-        *,
-        env: Mapping[str, str] | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        config = config or AccessConfig()
-        environment = os.environ if env is None else env
-        problems: list[str] = []
-        tokens: list[_Token] = []
-        for index, spec in enumerate(config.tokens):
-            try:
-                digest = _digest(spec, environment, f"access.tokens[{index}]")
-            except AccessError as error:
-                problems.extend(error.problems)
-                continue
-            tokens.append(_Token(Principal(spec.name, expand_roles(spec.roles)), digest))
-        ingest: list[_Ingest] = []
-        for index, item in enumerate(config.ingest):
-            where = f"access.ingest[{index}]"
-            source = IngestSource(item.name, frozenset(item.routes) if item.routes else None)
-            try:
-                if item.hmac_secret is not None:
-                    key = _resolve_reference(item.hmac_secret, environment, f"{where}.hmac_secret")
-                    ingest.append(_Ingest(source, None, key.encode()))
-                else:
-                    ingest.append(_Ingest(source, _digest(item, environment, where), None))
-            except AccessError as error:
-                problems.extend(error.problems)
-        digests = [t.digest for t in tokens] + [i.digest for i in ingest if i.digest]
-        if len(set(digests)) != len(digests):
-            problems.append("access: two credentials share one token; give each its own")
-        if problems:
-            raise AccessError(problems)
-        self._tokens = tuple(tokens)
-        self._ingest = tuple(ingest)
-        self.throttle = Throttle(
-            config.failures.max, config.failures.per.total_seconds(), clock=clock
-        )
-
-    @classmethod
-    def from_raw(cls, raw: dict[str, Any], *, env: Mapping[str, str] | None = None) -> Access:
-        """Validate and resolve the configuration's `access` section."""
-        try:
-            config = parse_access(raw)
-        except ValueError as error:
-            raise AccessError([f"access: {error}"]) from None
-        return cls(config, env=env)
-
-    @property
-    def enabled(self) -> bool:
-        """Access control is on exactly when at least one token is configured."""
-        return bool(self._tokens)
-
-    def describe(self) -> str:
-        return f"{len(self._tokens)} tokens, {len(self._ingest)} ingest credentials"
-
-    def update(self, other: Access) -> None:
-        """Take `other`'s credentials (a reload); the failures counted so far stay."""
-        self._tokens, self._ingest = other._tokens, other._ingest
-        self.throttle.max_failures = other.throttle.max_failures
-        self.throttle.window = other.throttle.window
-
-    def authenticate(self, token: str) -> Principal | None:
-        """The principal a user token belongs to. Every hash is compared, in constant time."""
-        digest = hashlib.sha256(token.encode()).digest()
-        found: Principal | None = None
-        for entry in self._tokens:
-            if hmac.compare_digest(digest, entry.digest):
-                found = entry.principal
-        return found
-
-    def ingest_token(self, token: str) -> IngestSource | None:
-        digest = hashlib.sha256(token.encode()).digest()
-        found: IngestSource | None = None
-        for entry in self._ingest:
-            if entry.digest is not None and hmac.compare_digest(digest, entry.digest):
-                found = entry.source
-        return found
-
-    def ingest_signature(self, body: bytes, signature: str) -> IngestSource | None:
-        """The source whose HMAC secret signed `body`; `signature` is `sha256=<hex>`."""
-        scheme, _, text = signature.strip().partition("=")
-        if scheme.strip().lower() != "sha256":
-            return None
-        try:
-            given = bytes.fromhex(text.strip())
-        except ValueError:
-            return None
-        found: IngestSource | None = None
-        for entry in self._ingest:
-            if entry.hmac_key is not None:
-                expected = hmac.new(entry.hmac_key, body, hashlib.sha256).digest()
-                if hmac.compare_digest(given, expected):
-                    found = entry.source
-        return found
-
-    @property
-    def signs(self) -> bool:
-        """Whether any ingest credential is an HMAC secret."""
-        return any(entry.hmac_key is not None for entry in self._ingest)
-
-
-def sign(secret: bytes | str, body: bytes) -> str:
-    """The `X-Onduty-Signature` value for `body`."""
-    key = secret.encode() if isinstance(secret, str) else secret
-    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
 
 
 # --------------------------------------------------------------------------- requests

@@ -5,6 +5,11 @@ runtime's notifier, delivering each `Notify` command with retries and fallback a
 `NotificationSent` / `NotificationFailed`.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from onduty.escalate.channels import (
     AnyChannel,
     ChannelConfigError,
@@ -16,7 +21,16 @@ from onduty.escalate.channels import (
     WebhookChannel,
     parse_channels,
 )
-from onduty.escalate.deliver import Deliverer, Record, Sender, Spawn, build_sender, dedup_key
+
+if TYPE_CHECKING:
+    from onduty.escalate.deliver import Deliverer, Record, Sender, Spawn, build_sender, dedup_key
+
+# The senders are imported on first use, so that importing the channels' configuration models
+# (`onduty.escalate.specs`) loads no HTTP client.
+_LAZY = dict.fromkeys(
+    ("Deliverer", "Record", "Sender", "Spawn", "build_sender", "dedup_key"),
+    "onduty.escalate.deliver",
+)
 
 __all__ = [
     "AnyChannel",
@@ -35,3 +49,10 @@ __all__ = [
     "dedup_key",
     "parse_channels",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The deliverer and its senders, imported when first asked for."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

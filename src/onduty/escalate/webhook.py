@@ -23,7 +23,6 @@ from typing import Any
 import httpx
 import orjson
 
-from onduty.act.specs import format_seconds
 from onduty.commands import Notify
 from onduty.escalate.channels import (
     DeliveryError,
@@ -33,8 +32,9 @@ from onduty.escalate.channels import (
     title_of,
     url_for_display,
 )
+from onduty.httpbits import connect_error_reason
 from onduty.secrets import Secrets, resolve_references
-from onduty.sense.pollers import connect_error_reason
+from onduty.values import format_seconds
 
 _MAX_ANSWER = 4096
 _ERROR_TEXT = 300

@@ -17,15 +17,15 @@ from datetime import datetime, timedelta
 
 import httpx
 
-from onduty.config import format_duration
 from onduty.events import Signal, SignalReceived
+from onduty.httpbits import connect_error_reason
 from onduty.sense.pollers import (
-    HttpProbe,
     ResolvedHeaders,
-    connect_error_reason,
     fingerprint,
     resolve_headers,
 )
+from onduty.sense.specs import HttpProbe
+from onduty.values import format_duration
 
 SOURCE = "probe"
 ALERTNAME = "ProbeFailed"

@@ -23,17 +23,16 @@ from urllib.parse import quote_plus
 
 import httpx
 
-from onduty.config import format_duration
 from onduty.events import Signal, SignalReceived
+from onduty.httpbits import connect_error_reason
 from onduty.sense.pollers import (
-    COMPARE,
     PollError,
-    PrometheusQuery,
     ResolvedHeaders,
-    connect_error_reason,
     fingerprint,
     resolve_headers,
 )
+from onduty.sense.specs import COMPARE, PrometheusQuery
+from onduty.values import format_duration
 
 SOURCE = "prometheus"
 _BODY_EXCERPT = 300

@@ -1,0 +1,48 @@
+"""HTTP helpers that several layers share: whether a URL may be configured, and why a
+connection could not be made.
+
+Below every layer (it imports nothing of ours), so that sense, act and escalate use one copy
+instead of borrowing from each other.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+__all__ = ["check_http_url", "connect_error_reason"]
+
+
+def check_http_url(value: str, *, credentials: str, where: str = "", base: bool = False) -> str:
+    """An http(s) URL with a host, a valid port and no credentials. `credentials` says where
+    credentials go instead (the URL is recorded and shown); `where` prefixes every message;
+    `base`: no query string or fragment either."""
+    prefix = f"{where}: " if where else ""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{prefix}expected an http:// or https:// URL, got {value!r}")
+    if not parts.hostname:
+        raise ValueError(f"{prefix}the URL {value!r} has no host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"{prefix}{credentials}")
+    try:
+        _ = parts.port
+    except ValueError as error:
+        raise ValueError(f"{prefix}the URL {value!r} has an invalid port: {error}") from None
+    if base and (parts.query or parts.fragment):
+        raise ValueError(f"{prefix}a base URL cannot have a query string or a fragment")
+    return value
+
+
+def connect_error_reason(error: BaseException) -> str:
+    """Why a connection could not be made: "connection refused", or the error's own text."""
+    cause: BaseException | None = error
+    seen: set[int] = set()
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    text = str(error)
+    if "refused" in text.lower():
+        return "connection refused"
+    return f"cannot connect: {text}" if text else "cannot connect"
