@@ -1,23 +1,99 @@
-"""The benchmark workloads still run (a smoke run at small sizes; figures live in
-BENCHMARKS.md, never in assertions)."""
+"""The benchmark workloads still run, from an installed onduty (a smoke run at small sizes;
+figures live in BENCHMARKS.md, never in assertions)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import sysconfig
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_bench_quick_runs_every_workload() -> None:
+def install_wheel(tmp_path: Path) -> Path:
+    """Build onduty's wheel and install it alone into a fresh virtual environment that finds
+    the dependencies in this one's site-packages (but not the checkout); its python."""
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "-w",
+            str(wheels),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = wheels.glob("onduty-*.whl")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile",
+         "--target", site, str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )  # fmt: skip
+    # The dependencies, as a plain path: the .pth files there (this checkout's editable
+    # install among them) are not processed, so onduty itself comes from the wheel.
+    (Path(site) / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return python
+
+
+def test_bench_quick_runs_every_workload_from_the_installed_package(tmp_path: Path) -> None:
+    python = install_wheel(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"COLUMNS": "200"}
+    where = subprocess.run(
+        [python, "-c", "import onduty.bench; print(onduty.bench.__file__)"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert Path(where).is_relative_to(tmp_path / "venv"), where
     result = subprocess.run(
-        [sys.executable, "-m", "onduty", "bench", "--quick"],
+        [python, "-m", "onduty", "bench", "--quick"],
+        cwd=elsewhere,
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
-        env={**os.environ, "COLUMNS": "200"},
+        env=env,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    for workload in ("core_fold", "log_append", "restart"):
-        assert workload in result.stdout
+    for workload in ("act_overhead", "core_fold", "ingest", "log_append", "restart", "verdict"):
+        assert f"{workload} …" in result.stdout
     assert "events/s" in result.stdout
+
+
+def test_an_unknown_workload_is_named_with_those_that_exist() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "onduty", "bench", "--only", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert result.returncode != 0
+    assert "no benchmark workload named 'nope'; the workloads are act_overhead, core_fold" in (
+        result.stdout + result.stderr
+    )

@@ -1090,29 +1090,21 @@ def bench(
     ] = None,
 ) -> None:
     """Run the benchmark workloads and print their figures (record them in BENCHMARKS.md)."""
-    root = _benchmarks_root()
-    sys.path.insert(0, str(root.parent))
-    names = only or [p.stem for p in sorted(root.glob("*.py")) if not p.stem.startswith("_")]
+    from onduty.bench import workloads
+
+    known = workloads()
+    for name in only or []:
+        if name not in known:
+            raise UsageProblem(
+                f"no benchmark workload named {name!r}; the workloads are {', '.join(known)}"
+            )
     table = Table("workload", "figure", "peer", "ratio")
-    for name in names:
-        try:
-            module = importlib.import_module(f"benchmarks.{name}")
-        except ModuleNotFoundError:
-            raise UsageProblem(f"no benchmark workload named {name!r} in {root}") from None
+    for name in only or known:
+        module = importlib.import_module(f"onduty.bench.{name}")
         out.print(f"[bold]{name}[/] …")
         for row in module.run(quick=quick):
             table.add_row(row["name"], row["figure"], row.get("peer", "-"), row.get("ratio", "-"))
     out.print(table)
-
-
-def _benchmarks_root() -> Path:
-    for candidate in (
-        Path.cwd() / "benchmarks",
-        Path(__file__).resolve().parents[2] / "benchmarks",
-    ):
-        if candidate.is_dir():
-            return candidate
-    raise UsageProblem("the benchmarks folder was not found; run `onduty bench` from a checkout")
 
 
 # ---------------------------------------------------------------------------- plumbing

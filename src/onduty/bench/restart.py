@@ -22,7 +22,8 @@ from pathlib import Path
 
 import orjson
 
-from benchmarks._workload import (
+from onduty.act import ActuatorRegistry
+from onduty.bench._workload import (
     HistoryDriver,
     Row,
     append_all,
@@ -33,7 +34,6 @@ from benchmarks._workload import (
     row,
     seconds,
 )
-from onduty.act import ActuatorRegistry
 from onduty.config import Config
 from onduty.log.base import check_snapshot
 from onduty.log.sqlite import SQLiteEventLog

@@ -48,9 +48,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks._workload import Row, row
 from onduty.act import ActuatorRegistry
 from onduty.act.base import Outcome
+from onduty.bench._workload import Row, row
 from onduty.commands import StartAction, StartUndo
 from onduty.config import Config, parse_config
 from onduty.events import Event, SignalReceived

@@ -34,7 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-ROOT = Path(__file__).resolve().parents[1]
+# The checkout's scripts/ (installers of the peers' tools), when running from a checkout; an
+# installed onduty has none and uses what is already on PATH.
+SCRIPTS = Path(__file__).resolve().parents[3] / "scripts"
 # Answered 404 by both onduty and Alertmanager. POST, not GET: Alertmanager answers 503 to GETs
 # beyond its --web.get-concurrency.
 IDLE_PATH = "/bench-idle-not-a-route"
@@ -191,7 +193,7 @@ def wrk_available() -> bool:
     """wrk on PATH, installing it with scripts/ensure_wrk.sh when it is missing."""
     if shutil.which("wrk"):
         return True
-    script = ROOT / "scripts" / "ensure_wrk.sh"
+    script = SCRIPTS / "ensure_wrk.sh"
     if script.exists():
         subprocess.run(
             ["bash", str(script)],
@@ -317,11 +319,10 @@ def python_burst(
     workers = [
         subprocess.Popen(
             [
-                sys.executable, "-c", "from benchmarks._loadgen import worker; worker()",
+                sys.executable, "-c", "from onduty.bench._loadgen import worker; worker()",
                 json.dumps([url, path, str(bodies_file), i * len(bodies) // processes,
                             ok_status, share, deadline]),
             ],
-            cwd=ROOT,
             stdout=subprocess.PIPE,
         )
         for i, share in enumerate(shares)

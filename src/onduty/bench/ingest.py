@@ -46,13 +46,12 @@ from urllib.parse import quote
 
 import httpx
 import orjson
-from tests.integration.server import Server, free_port
 
-from benchmarks._loadgen import Burst, CpuWatch, Latencies, burst, open_loop
-from benchmarks._workload import FLEET, Row, per_second, row
+from onduty.bench._loadgen import SCRIPTS, Burst, CpuWatch, Latencies, burst, open_loop
+from onduty.bench._serve import Server, free_port
+from onduty.bench._workload import FLEET, Row, per_second, row
 
 ALERTMANAGER = Path("/usr/bin/prometheus-alertmanager")
-ROOT = Path(__file__).resolve().parents[1]
 ONDUTY_PATH = "/api/v1/signals/alertmanager"
 ALERTMANAGER_PATH = "/api/v2/alerts"
 
@@ -404,9 +403,10 @@ def _stop(server: Server) -> int | None:
 
 
 def _ensure_alertmanager() -> bool:
-    if not ALERTMANAGER.exists():
+    script = SCRIPTS / "ensure_alertmanager.sh"
+    if not ALERTMANAGER.exists() and script.exists():
         subprocess.run(
-            ["bash", str(ROOT / "scripts" / "ensure_alertmanager.sh")],
+            ["bash", str(script)],
             check=False,
             capture_output=True,
             timeout=300,

@@ -26,7 +26,7 @@ from typing import Any
 
 import cel
 
-from benchmarks._workload import FLEET, Row, bench_config, row
+from onduty.bench._workload import FLEET, Row, bench_config, row
 from onduty.config import Autonomy, Config, parse_config
 from onduty.events import PolicyEvaluated
 from onduty.expressions import prepare

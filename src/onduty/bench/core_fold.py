@@ -22,7 +22,7 @@ from pathlib import Path
 
 import orjson
 
-from benchmarks._workload import (
+from onduty.bench._workload import (
     HistoryDriver,
     Row,
     append_all,

@@ -13,7 +13,7 @@ a fresh file; each log figure has a peer measured in the same run:
 both with `synchronous=FULL` and again with `synchronous=NORMAL`. `ratio` is the log's
 throughput over the peer's.
 
-    python -m benchmarks.log_append [--quick]
+    python -m onduty.bench.log_append [--quick]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from itertools import count
 from pathlib import Path
 from typing import Any
 
-from benchmarks._workload import per_second, row
+from onduty.bench._workload import per_second, row
 from onduty.events import Event, SignalReceived, canonical_body, make_event, seal
 from onduty.log.sqlite import SQLiteEventLog
 
