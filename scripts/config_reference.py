@@ -27,9 +27,8 @@ from onduty.act.templates import ACTION_VARIABLES, CHECK_VARIABLES
 from onduty.config import Config, format_duration, sections
 from onduty.configcheck import MEANINGS, TEMPLATE_VARIABLES
 from onduty.govern.autonomy import AutonomyLevel
-from onduty.govern.facts import COUNTS
-from onduty.govern.lint import FIELDS, KNOWN_VARIABLES
 from onduty.govern.target import KnownTarget
+from onduty.govern.variables import COUNTS, FIELDS, KNOWN_VARIABLES
 
 BUILTIN_RULES = (KnownTarget(), AutonomyLevel())
 BUILTIN_DETAILS = {

@@ -49,8 +49,9 @@ from onduty.config import Config, Duration, Runbook, Service, describe_validatio
 from onduty.events import PolicyEvaluated, RuleOutcome
 from onduty.expressions import Condition, prepare
 from onduty.govern.context import Facts
-from onduty.govern.lint import condition_variables, label_literals
+from onduty.govern.lint import label_literals
 from onduty.govern.policy import Policy
+from onduty.govern.variables import condition_variables
 from onduty.state import ActionRecord
 from onduty.think.proposal import Proposal
 

@@ -16,7 +16,7 @@ CORE = [
     SOURCE / "expressions.py",
     SOURCE / "commands.py",
     *sorted((SOURCE / "think").glob("*.py")),
-    *sorted((SOURCE / "govern").glob("*.py")),
+    *sorted((SOURCE / "govern").rglob("*.py")),
     *sorted((SOURCE / "correlate").glob("*.py")),
     *sorted((SOURCE / "lifecycle").glob("*.py")),
 ]

@@ -10,11 +10,9 @@ from typing import Any
 from onduty.config import Autonomy, Service
 from onduty.govern.breaker import breaker_key
 from onduty.govern.context import Facts
+from onduty.govern.variables import COUNTS
 from onduty.state import IN_FLIGHT, State
 from onduty.think.proposal import Proposal
-
-COUNTS = ("target_actions_1h", "service_actions_1h", "target_actions_24h", "open_incidents")
-"""The `counts` CEL variable: how busy automation has been, from the action history."""
 
 
 def history_counts(

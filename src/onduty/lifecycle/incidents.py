@@ -3,7 +3,9 @@ inhibition), timeouts and resolution."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any, ClassVar
 
 from onduty.commands import ScheduleTimer
 from onduty.config import format_duration
@@ -15,6 +17,7 @@ from onduty.events import (
     IncidentOpened,
     IncidentResolved,
     IncidentUpdated,
+    Payload,
     SignalReceived,
     SilenceCreated,
     SilenceExpired,
@@ -22,12 +25,14 @@ from onduty.events import (
     VerificationPassed,
     to_json,
 )
-from onduty.lifecycle.base import CoreBase, derive_id
+from onduty.lifecycle.base import Emitter, Prior, SignalBefore, derive_id, escalate
+from onduty.lifecycle.setup import Setup
 from onduty.state import (
     TERMINAL,
     ActionStatus,
     Incident,
     SignalState,
+    State,
 )
 
 # How long a notification's delivery id is remembered to recognise a redelivery.
@@ -35,7 +40,31 @@ _DELIVERY_MEMORY = timedelta(hours=24)
 _DELIVERY_SWEEP_AT = 10_000
 
 
-class IncidentLifecycle(CoreBase):
+class IncidentLifecycle:
+    """Signals into incidents. `plan` is called for an incident that is ready to be acted on
+    (its group wait is over and not all its signals are muted): the action lifecycle's."""
+
+    def __init__(
+        self,
+        state: State,
+        setup: Setup,
+        emitter: Emitter,
+        plan: Callable[[Incident], None],
+    ) -> None:
+        self.state = state
+        self.setup = setup
+        self.emitter = emitter
+        self._plan_actions = plan
+
+    def _escalate(
+        self,
+        incident: Incident,
+        reason: str,
+        command_id: str | None = None,
+        tier: int | None = None,
+    ) -> None:
+        escalate(self.emitter, self.setup.active.config, incident, reason, command_id, tier)
+
     def _apply_signal(self, body: SignalReceived, event: Event) -> None:
         if body.delivery_id is not None:
             deliveries = self.state.deliveries
@@ -50,7 +79,7 @@ class IncidentLifecycle(CoreBase):
             known.last_seen = event.ts  # a re-send keeps a firing signal alive
         if body.status == "acknowledged" or (known is not None and known.status == body.status):
             return
-        correlator = self._correlator
+        correlator = self.setup.correlator
         if correlator is not None:
             correlator.flaps.record(body.fingerprint, event.ts)
         else:
@@ -80,21 +109,21 @@ class IncidentLifecycle(CoreBase):
             del self.state.signals[body.fingerprint]
 
     def _apply_silence(self, body: SilenceCreated | SilenceExpired, event: Event) -> None:
-        if self._correlator is None:
+        if self.setup.correlator is None:
             return  # no policy yet: nothing can be muted, and there is nothing to mute
         if isinstance(body, SilenceCreated):
             data = body.model_dump(mode="json")
             data["created_by"] = event.actor
-            self._correlator.add_silence(data)
+            self.setup.correlator.add_silence(data)
         else:
-            self._correlator.expire_silence(body.silence_id, event.ts)
+            self.setup.correlator.expire_silence(body.silence_id, event.ts)
 
     def _apply_tick(self, body: Tick, event: Event) -> None:
-        if self._correlator is not None:
-            self._correlator.prune(event.ts)
+        if self.setup.correlator is not None:
+            self.setup.correlator.prune(event.ts)
 
     def _apply_opened(self, body: IncidentOpened, event: Event) -> None:
-        wait = self._setup().config.correlation.group_wait
+        wait = self.setup.active.config.correlation.group_wait
         incident = Incident(
             incident_id=body.incident_id,
             group_key=dict(body.group_key),
@@ -134,8 +163,8 @@ class IncidentLifecycle(CoreBase):
             signal = self.state.signals.get(body.fingerprint)
             if signal is not None:
                 signal.status = "resolved"
-                if self._correlator is not None:
-                    self._correlator.not_firing(body.fingerprint)
+                if self.setup.correlator is not None:
+                    self.setup.correlator.not_firing(body.fingerprint)
         elif body.change == "acknowledged":
             incident.acknowledged = True
             incident.escalation_due = None
@@ -168,10 +197,7 @@ class IncidentLifecycle(CoreBase):
         title (a handful of times per incident at most: what members share only shrinks)."""
         title = group_title(incident.shared_labels or {}, incident.shared_summary)
         if title != incident.title:
-            self._emit(
-                IncidentUpdated(incident_id=incident.incident_id, change="retitled", detail=title),
-                incident.incident_id,
-            )
+            self.emitter.note(incident.incident_id, "retitled", title)
 
     def _apply_resolved(self, body: IncidentResolved, event: Event) -> None:
         incident = self.state.incidents.pop(body.incident_id, None)
@@ -182,8 +208,8 @@ class IncidentLifecycle(CoreBase):
             signal = self.state.signals.get(fingerprint)
             if signal is not None and signal.incident_id == incident.incident_id:
                 del self.state.signals[fingerprint]
-                if self._correlator is not None:
-                    self._correlator.not_firing(fingerprint)
+                if self.setup.correlator is not None:
+                    self.setup.correlator.not_firing(fingerprint)
         for approval_id in [
             a.approval_id
             for a in self.state.approvals.values()
@@ -202,7 +228,7 @@ class IncidentLifecycle(CoreBase):
         if incident is None:
             return
         incident.escalated = True
-        escalation = self._setup().config.escalation
+        escalation = self.setup.active.config.escalation
         tiers = escalation.tiers(incident.service)
         last = len(tiers) - 1
         if body.tier > incident.escalation_tier:
@@ -223,88 +249,70 @@ class IncidentLifecycle(CoreBase):
             incident.acknowledged = True
             incident.escalation_due = None  # an acknowledgement stops the escalation
 
-    def _on_signal(self, body: SignalReceived, prior: tuple[str, str] | object | None) -> None:
-        if prior is _REDELIVERED:
+    def _on_signal(self, body: SignalReceived, before: Prior) -> None:
+        if before.redelivered:
             return
-        assert prior is None or isinstance(prior, tuple)
+        prior = before.signal
         if body.status == "acknowledged":
             self._on_acknowledged_at_source(body, prior)
             return
-        timeout = self._setup().config.correlation.resolve_timeout
+        timeout = self.setup.active.config.correlation.resolve_timeout
         if timeout is not None and body.status == "firing":
-            self._commands.append(ScheduleTimer(f"stale:{body.fingerprint}", self._now + timeout))
-        if prior is not None and prior[0] == body.status:
+            self.emitter.command(
+                ScheduleTimer(f"stale:{body.fingerprint}", self.emitter.now + timeout)
+            )
+        if prior is not None and prior.status == body.status:
             return  # a repeat of what we already know: counts once
         if body.status == "resolved":
             if prior is None:
                 return  # resolved, and never seen firing (or its incident is gone)
-            incident = self.state.incidents.get(prior[1])
+            incident = self.state.incidents.get(prior.incident_id)
             if incident is not None:
-                self._emit(
-                    IncidentUpdated(
-                        incident_id=incident.incident_id,
-                        change="signal_resolved",
-                        fingerprint=body.fingerprint,
-                        detail=body.labels.get("alertname", ""),
-                    ),
+                self.emitter.note(
                     incident.incident_id,
+                    "signal_resolved",
+                    body.labels.get("alertname", ""),
+                    fingerprint=body.fingerprint,
                 )
-                self._maybe_resolve(incident)
+                self.maybe_resolve(incident)
             self._recheck_muted()  # an inhibiting alert may just have resolved
             return
-        incident = self.state.incidents.get(prior[1]) if prior is not None else None
+        incident = self.state.incidents.get(prior.incident_id) if prior is not None else None
         if incident is not None:
-            self._emit(
-                IncidentUpdated(
-                    incident_id=incident.incident_id,
-                    change="signal_refired",
-                    fingerprint=body.fingerprint,
-                ),
-                incident.incident_id,
-            )
+            self.emitter.note(incident.incident_id, "signal_refired", fingerprint=body.fingerprint)
         else:
             incident = self._join_or_open(body)
         self._check_flapping(incident, body.fingerprint)
-        if not incident.planned and incident.ready_at <= self._now:
+        if not incident.planned and incident.ready_at <= self.emitter.now:
             self._plan(incident)
         elif not incident.planned:
-            self._commands.append(ScheduleTimer(f"ready:{incident.incident_id}", incident.ready_at))
+            self.emitter.command(ScheduleTimer(f"ready:{incident.incident_id}", incident.ready_at))
 
-    def _on_acknowledged_at_source(
-        self, body: SignalReceived, prior: tuple[str, str] | None
-    ) -> None:
-        incident = self.state.incidents.get(prior[1]) if prior is not None else None
+    def _on_acknowledged_at_source(self, body: SignalReceived, prior: SignalBefore | None) -> None:
+        incident = self.state.incidents.get(prior.incident_id) if prior is not None else None
         if incident is None or incident.acknowledged:
             return
-        self._emit(
-            IncidentUpdated(
-                incident_id=incident.incident_id,
-                change="acknowledged",
-                fingerprint=body.fingerprint,
-                detail=f"acknowledged at {body.source}",
-            ),
+        self.emitter.note(
             incident.incident_id,
+            "acknowledged",
+            f"acknowledged at {body.source}",
+            fingerprint=body.fingerprint,
         )
 
     def _join_or_open(self, body: SignalReceived) -> Incident:
-        setup = self._setup()
+        setup = self.setup.active
         group_key = {
             label: body.labels.get(label, "") for label in setup.config.correlation.group_by
         }
         existing = self.state.open_by_key.get(_key_text(group_key))
         if existing is not None:
-            self._emit(
-                IncidentUpdated(
-                    incident_id=existing, change="signal_added", fingerprint=body.fingerprint
-                ),
-                existing,
-            )
+            self.emitter.note(existing, "signal_added", fingerprint=body.fingerprint)
             incident = self.state.incidents[existing]
             self._retitle(incident)
             return incident
-        assert self._cause is not None
-        incident_id = derive_id("inc", self._cause.id, body.fingerprint)
-        self._emit(
+        assert self.emitter.cause is not None
+        incident_id = derive_id("inc", self.emitter.cause.id, body.fingerprint)
+        self.emitter.emit(
             IncidentOpened(
                 incident_id=incident_id,
                 group_key=group_key,
@@ -317,19 +325,16 @@ class IncidentLifecycle(CoreBase):
         return self.state.incidents[incident_id]
 
     def _check_flapping(self, incident: Incident, fingerprint: str) -> None:
-        correlation = self._setup().config.correlation
-        changes = self._correlation().flaps.count(fingerprint, self._now)
+        correlation = self.setup.active.config.correlation
+        changes = self.setup.correlation.flaps.count(fingerprint, self.emitter.now)
         if incident.flapping or changes < correlation.flap_threshold:
             return
         window = format_duration(correlation.flap_window)
-        self._emit(
-            IncidentUpdated(
-                incident_id=incident.incident_id,
-                change="flapping",
-                fingerprint=fingerprint,
-                detail=f"{changes} state changes within {window}",
-            ),
+        self.emitter.note(
             incident.incident_id,
+            "flapping",
+            f"{changes} state changes within {window}",
+            fingerprint=fingerprint,
         )
         if self._mute_reason(incident) is not None:
             return  # a silence or maintenance window means nobody is to be paged for it
@@ -340,9 +345,9 @@ class IncidentLifecycle(CoreBase):
 
     def _mute_reason(self, incident: Incident) -> str | None:
         """Why the incident must not be acted on: every firing signal of it is muted."""
-        correlator = self._correlation()
+        correlator = self.setup.correlation
         reasons = [
-            correlator.mute_reason(fp, signal.labels, self._now)
+            correlator.mute_reason(fp, signal.labels, self.emitter.now)
             for fp in incident.fingerprints
             if (signal := self.state.signals.get(fp)) is not None and signal.status == "firing"
         ]
@@ -351,33 +356,31 @@ class IncidentLifecycle(CoreBase):
     def _muted(self, incident: Incident) -> bool:
         """Whether every firing signal of the incident is silenced or inhibited; the change is
         recorded either way, so the timeline says why nothing happened (or now does)."""
-        correlator = self._correlation()
+        correlator = self.setup.correlation
         reason = self._mute_reason(incident)
         if reason and reason != incident.muted:
-            self._emit(
-                IncidentUpdated(incident_id=incident.incident_id, change="muted", detail=reason),
-                incident.incident_id,
-            )
+            self.emitter.note(incident.incident_id, "muted", reason)
         elif not reason and incident.muted:
-            self._emit(
-                IncidentUpdated(incident_id=incident.incident_id, change="unmuted"),
-                incident.incident_id,
-            )
+            self.emitter.note(incident.incident_id, "unmuted")
         if reason:
-            change = correlator.next_silence_change(self._now)
+            change = correlator.next_silence_change(self.emitter.now)
             if change is not None:
-                self._commands.append(ScheduleTimer("silences", change))
+                self.emitter.command(ScheduleTimer("silences", change))
         return reason is not None
+
+    def _plan(self, incident: Incident) -> None:
+        if not self._muted(incident):  # muted: recorded, never acted on; re-examined when
+            self._plan_actions(incident)  # silences or sources change
 
     def _recheck_muted(self) -> None:
         for incident in list(self.state.incidents.values()):
-            if incident.muted and not incident.planned and incident.ready_at <= self._now:
+            if incident.muted and not incident.planned and incident.ready_at <= self.emitter.now:
                 self._plan(incident)
 
     def _time_out_silent_signals(self) -> None:
         """Sources that never send a resolution: a firing signal not heard of for
         `resolve_timeout` counts as resolved."""
-        timeout = self._setup().config.correlation.resolve_timeout
+        timeout = self.setup.active.config.correlation.resolve_timeout
         if timeout is None:
             return
         stale = [
@@ -385,49 +388,46 @@ class IncidentLifecycle(CoreBase):
             for signal in self.state.signals.values()
             if signal.status == "firing"
             and signal.last_seen is not None
-            and signal.last_seen + timeout <= self._now
+            and signal.last_seen + timeout <= self.emitter.now
         ]
         for signal in stale:
             incident = self.state.incidents.get(signal.incident_id)
             if incident is None:
                 continue
-            self._emit(
-                IncidentUpdated(
-                    incident_id=incident.incident_id,
-                    change="signal_timed_out",
-                    fingerprint=signal.fingerprint,
-                    detail=f"not heard of for {format_duration(timeout)}",
-                ),
+            self.emitter.note(
                 incident.incident_id,
+                "signal_timed_out",
+                f"not heard of for {format_duration(timeout)}",
+                fingerprint=signal.fingerprint,
             )
-            self._maybe_resolve(incident)
+            self.maybe_resolve(incident)
 
-    def _on_silence(self, body: SilenceCreated | SilenceExpired, prior: None) -> None:
+    def _on_silence(self, body: SilenceCreated | SilenceExpired, before: Prior) -> None:
         if isinstance(body, SilenceExpired):
             self._recheck_muted()
         else:
-            change = self._correlation().next_silence_change(self._now)
+            change = self.setup.correlation.next_silence_change(self.emitter.now)
             if change is not None:
-                self._commands.append(ScheduleTimer("silences", change))
+                self.emitter.command(ScheduleTimer("silences", change))
 
-    def _maybe_resolve(self, incident: Incident) -> None:
-        if incident.incident_id not in self.state.incidents or not self._all_resolved(incident):
+    def maybe_resolve(self, incident: Incident) -> None:
+        if incident.incident_id not in self.state.incidents or not self.all_resolved(incident):
             return
         actions = [self.state.actions[c] for c in incident.commands if c in self.state.actions]
         if any(a.status in (ActionStatus.ALLOWED, ActionStatus.STARTED) for a in actions):
             return  # wait for the action's outcome before closing
-        if incident.flapping and not self._correlation().flaps.is_calm(
-            incident.fingerprints, self._now
+        if incident.flapping and not self.setup.correlation.flaps.is_calm(
+            incident.fingerprints, self.emitter.now
         ):
             # A flapping incident stays open until it has been calm for a whole window.
-            calm = self._calm_at(incident)
+            calm = self.calm_at(incident)
             if calm is not None:
-                self._commands.append(ScheduleTimer(f"calm:{incident.incident_id}", calm))
+                self.emitter.command(ScheduleTimer(f"calm:{incident.incident_id}", calm))
             return
         reason = "all signals resolved"
         for action in actions:
             if action.status is ActionStatus.VERIFYING:
-                self._emit(
+                self.emitter.emit(
                     VerificationPassed(
                         command_id=action.command_id,
                         incident_id=incident.incident_id,
@@ -436,22 +436,22 @@ class IncidentLifecycle(CoreBase):
                     incident.incident_id,
                 )
                 reason = f"resolved after {action.action} on {action.target}, verified"
-        self._emit(
+        self.emitter.emit(
             IncidentResolved(incident_id=incident.incident_id, reason=reason), incident.incident_id
         )
 
-    def _calm_at(self, incident: Incident) -> datetime | None:
+    def calm_at(self, incident: Incident) -> datetime | None:
         """When a flapping incident's signals will have been calm for a whole window."""
-        return self._correlation().flaps.calm_at(incident.fingerprints)
+        return self.setup.correlation.flaps.calm_at(incident.fingerprints)
 
-    def _all_resolved(self, incident: Incident) -> bool:
+    def all_resolved(self, incident: Incident) -> bool:
         return all(
             (signal := self.state.signals.get(fp)) is None or signal.status == "resolved"
             for fp in incident.fingerprints
         )
 
     def _service_of(self, labels: dict[str, str]) -> str | None:
-        owner = self._setup().owner
+        owner = self.setup.active.owner
         if labels.get("service"):
             return labels["service"]
         for label in ("instance", "job"):
@@ -461,7 +461,7 @@ class IncidentLifecycle(CoreBase):
 
     def _page_next_tier(self, incident: Incident) -> None:
         """Nobody acknowledged in time: page the next tier; the last one repeats, overdue."""
-        tiers = self._setup().config.escalation.tiers(incident.service)
+        tiers = self.setup.active.config.escalation.tiers(incident.service)
         current = max(incident.escalation_tier, 0)
         wait = format_duration(tiers[min(current, len(tiers) - 1)].wait)
         if current + 1 < len(tiers):
@@ -473,24 +473,19 @@ class IncidentLifecycle(CoreBase):
             return
         repeat = incident.last_tier_pages
         if not incident.overdue:
-            self._emit(
-                IncidentUpdated(
-                    incident_id=incident.incident_id,
-                    change="overdue",
-                    detail=f"the last tier has not acknowledged within {wait}",
-                ),
-                incident.incident_id,
+            self.emitter.note(
+                incident.incident_id, "overdue", f"the last tier has not acknowledged within {wait}"
             )
         self._escalate(
             incident,
             f"still not acknowledged: paging {', '.join(tiers[-1].notify)} again "
-            f"({repeat} of {self._setup().config.escalation.repeat_last} repeats)",
+            f"({repeat} of {self.setup.active.config.escalation.repeat_last} repeats)",
             tier=current,
         )
 
-    def _tick_incidents(self) -> None:
+    def tick(self) -> None:
         """Silent signals, incidents ready to plan (or re-examine), flapping calm-downs."""
-        now = self._now
+        now = self.emitter.now
         self._time_out_silent_signals()
         for incident in list(self.state.incidents.values()):
             due = incident.escalation_due
@@ -498,11 +493,25 @@ class IncidentLifecycle(CoreBase):
                 self._page_next_tier(incident)
             if not incident.planned and incident.ready_at <= now:
                 self._plan(incident)
-            elif incident.flapping and self._all_resolved(incident):
-                self._maybe_resolve(incident)
+            elif incident.flapping and self.all_resolved(incident):
+                self.maybe_resolve(incident)
 
-
-_REDELIVERED = object()
+    APPLIERS: ClassVar[dict[type[Payload], Callable[[Any, Any, Event], None]]] = {
+        SignalReceived: _apply_signal,
+        SilenceCreated: _apply_silence,
+        SilenceExpired: _apply_silence,
+        Tick: _apply_tick,
+        IncidentOpened: _apply_opened,
+        IncidentUpdated: _apply_updated,
+        IncidentResolved: _apply_resolved,
+        Escalated: _apply_escalated,
+        Acknowledged: _apply_acknowledged,
+    }
+    REACTIONS: ClassVar[dict[type[Payload], Callable[[Any, Any, Prior], None]]] = {
+        SignalReceived: _on_signal,
+        SilenceCreated: _on_silence,
+        SilenceExpired: _on_silence,
+    }
 
 
 def _key_text(group_key: dict[str, str]) -> str:
