@@ -12,7 +12,6 @@ import pytest
 from onduty.config import Config, ConfigError, load_config, parse_config
 from onduty.events import Tick
 from onduty.govern import lint
-from onduty.govern import policy as policy_module
 from onduty.govern.lint import Problem, check_document, check_policy, condition_variables
 from tests.core.helpers import Driver
 from tests.core.helpers import config as core_config
@@ -301,20 +300,14 @@ def test_duplicated_and_contradicting_rules_are_warnings() -> None:
 # ---------------------------------------------------------------------------- the variables
 
 
-def test_condition_variables_have_the_shape_the_manager_gives_them(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_condition_variables_have_the_shape_the_manager_gives_them() -> None:
     """If the manager's CEL variables change, lint and table tests must change with them."""
     seen: list[dict[str, Any]] = []
-    evaluate = policy_module.Policy.evaluate
-
-    def spy(self: policy_module.Policy, facts: Any, **kw: str) -> Any:
-        seen.append(facts.variables.variables)
-        return evaluate(self, facts, **kw)
-
-    monkeypatch.setattr(policy_module.Policy, "evaluate", spy)
     cfg = core_config(policy={"guardrails": [condition('service.tier == "critical"')]})
     driver = Driver(cfg)
+    driver.manager.actions.verdicts.on_facts.append(
+        lambda facts: seen.append(facts.variables.variables)
+    )
     driver.signal("web-1")
     driver.feed(Tick(timer_id="wake"), after=60)
     assert seen, "the manager never evaluated the policy"
@@ -351,7 +344,7 @@ def test_representative_contexts_cover_every_service_and_step() -> None:
 
 
 def test_the_benchmark_policy_is_clean() -> None:
-    from benchmarks.verdict import policy_config
+    from onduty.bench.verdict import policy_config
 
     config = policy_config()
     assert len(config.policy.guardrails) == 20

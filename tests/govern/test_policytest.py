@@ -12,7 +12,7 @@ import yaml
 
 from onduty.config import Autonomy, load_config
 from onduty.events import Tick
-from onduty.govern import policy as policy_module
+from onduty.govern import Facts
 from onduty.policytest import (
     DEFAULT_NOW,
     Case,
@@ -152,22 +152,20 @@ def test_parse_cases_accepts_yaml_anchors() -> None:
     assert [c.case.given.target for c in cases] == ["payments-1", "payments-2"]
 
 
-def test_the_facts_are_those_the_manager_gathers(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[Any] = []
-    evaluate = policy_module.Policy.evaluate
+def test_the_facts_are_those_the_manager_gathers() -> None:
+    seen: list[Facts] = []
 
-    def spy(self: policy_module.Policy, facts: Any, **kw: str) -> Any:
+    def keep(facts: Facts) -> None:
         # the manager lends its live history; keep it as it was at this verdict
         seen.append(dataclasses.replace(facts, history=tuple(facts.history)))
-        return evaluate(self, facts, **kw)
 
-    monkeypatch.setattr(policy_module.Policy, "evaluate", spy)
     guardrails = [
         {"name": "critical", "when": 'service.tier == "critical"', "effect": "require_approval"},
         {"name": "capacity", "blast": {"max": 2}},
     ]
     cfg = core_config(policy={"guardrails": guardrails})
     driver = Driver(cfg)
+    driver.manager.actions.verdicts.on_facts.append(keep)
     driver.signal("web-2", alertname="HighLatency")
     driver.signal("web-1")
     driver.feed(Tick(timer_id="wake"), after=0)

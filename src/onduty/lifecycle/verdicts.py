@@ -3,6 +3,7 @@ a canary's, where its selector holds), and where a candidate policy disagrees.""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from onduty.events import PolicyEvaluated, PolicyShadowDiverged
@@ -21,6 +22,10 @@ class Verdicts:
         self.state = state
         self.setup = setup
         self.emitter = emitter
+        self.on_facts: list[Callable[[Facts], None]] = []
+        """Called with the facts of each verdict before any policy sees them (the table tests
+        and the linter check theirs against these). The facts lend the live history: copy what
+        you keep."""
 
     def decide(
         self,
@@ -43,6 +48,8 @@ class Verdicts:
             timeout_s=action.timeout_s,
         )
         facts = self._facts(incident, proposal, context, approved_by)
+        for observe in self.on_facts:
+            observe(facts)
         ids = {"command_id": action.command_id, "incident_id": incident.incident_id}
         verdict = setup.policy.evaluate(facts, **ids)
         candidate = self.setup.candidate
