@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 
 from onduty.events import GENESIS_HASH, Event, canonical_body, chain_hash, seal
 from onduty.log import open_log
-from onduty.log import sqlite as sqlite_log
 from onduty.log.base import (
     ChainBreak,
     EventLog,
@@ -413,10 +412,8 @@ def test_cancelled_append_async_still_appends(tmp_path: Path) -> None:
         assert log.verify() is None
 
 
-def test_long_batches_and_paged_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sqlite_log, "PAGE", 7)
-    monkeypatch.setattr(sqlite_log, "PROGRESS_EVERY", 40)
-    with SQLiteEventLog(str(log_path(tmp_path))) as log:
+def test_long_batches_and_paged_reads(tmp_path: Path) -> None:
+    with SQLiteEventLog(str(log_path(tmp_path)), page=7, progress_every=40) as log:
         placed = log.append(signals(0, 100)) + log.append(signals(100, 3))
         assert placed == sealed_chain(signals(0, 103))
         assert list(log.read()) == placed
@@ -468,6 +465,8 @@ def test_bad_arguments(tmp_path: Path) -> None:
         SQLiteEventLog(str(log_path(tmp_path)), synchronous="OFF")
     with pytest.raises(ValueError, match="snapshot_keep"):
         SQLiteEventLog(str(log_path(tmp_path)), snapshot_keep=0)
+    with pytest.raises(ValueError, match="page and progress_every"):
+        SQLiteEventLog(str(log_path(tmp_path)), page=0)
 
 
 def test_snapshots_are_pruned(tmp_path: Path) -> None:

@@ -154,14 +154,27 @@ class SQLiteEventLog:
     event survives a power loss. `"NORMAL"` syncs only at checkpoints: appended events survive
     a crash of the process, but a power loss or OS crash can lose the last commits (the file
     stays consistent and the chain intact). `snapshot_keep` is how many snapshots are kept.
+    `page` is how many rows a read fetches at a time, and `verify` reports progress every
+    `progress_every` rows.
     """
 
-    def __init__(self, path: str, *, synchronous: str = "FULL", snapshot_keep: int = 3) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        synchronous: str = "FULL",
+        snapshot_keep: int = 3,
+        page: int = PAGE,
+        progress_every: int = PROGRESS_EVERY,
+    ) -> None:
         if synchronous.upper() not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
         if snapshot_keep < 1:
             raise ValueError("snapshot_keep must be at least 1")
+        if page < 1 or progress_every < 1:
+            raise ValueError("page and progress_every must be at least 1")
         self.path, self.snapshot_keep = path, snapshot_keep
+        self.page, self.progress_every = page, progress_every
         self._memory = path == ":memory:"
         if not self._memory and os.path.dirname(path):
             folder = os.path.dirname(path)
@@ -360,7 +373,7 @@ class SQLiteEventLog:
     def _rows(self, columns: str, after: int, limit: int | None) -> Iterator[tuple[Any, ...]]:
         """The rows with seq > `after` in order (at most `limit`), a page at a time."""
         while limit is None or limit > 0:
-            size = PAGE if limit is None else min(PAGE, limit)
+            size = self.page if limit is None else min(self.page, limit)
             with self._reading() as conn:
                 rows = conn.execute(
                     f"SELECT seq, {columns} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
@@ -388,7 +401,7 @@ class SQLiteEventLog:
             "SELECT seq, body, hash FROM events WHERE stream = ? AND seq > ? AND seq < ? "
             f"ORDER BY seq {order} LIMIT ?"
         )
-        size = STREAM_PAGE
+        size = min(STREAM_PAGE, self.page)
         while low < high - 1:
             with self._reading() as conn:
                 rows = conn.execute(query, (stream, low, high, size)).fetchall()
@@ -400,12 +413,12 @@ class SQLiteEventLog:
                 high = rows[-1][0]
             else:
                 low = rows[-1][0]
-            size = min(size * 2, PAGE)
+            size = min(size * 2, self.page)
 
     def verify(self, progress: Callable[[int, int], Any] | None = None) -> ChainBreak | None:
         """Walk the whole chain; None when intact, else the first place where it breaks.
 
-        `progress(done, total)` is called every `PROGRESS_EVERY` rows and at the end.
+        `progress(done, total)` is called every `progress_every` rows and at the end.
         """
         with self._reading() as conn:
             total = conn.execute("SELECT count(*) FROM events").fetchone()[0]
@@ -418,7 +431,7 @@ class SQLiteEventLog:
             reason = _check_row(seq, (id_, type_, stream), body, hash_, prev)
             if reason is not None:
                 return ChainBreak(seq, reason)
-            if progress is not None and seq % PROGRESS_EVERY == 0:
+            if progress is not None and seq % self.progress_every == 0:
                 progress(seq, total)
             expected, prev = seq + 1, hash_
         if progress is not None:
