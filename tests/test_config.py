@@ -21,11 +21,11 @@ from onduty.config import (
     Correlation,
     Step,
     format_duration,
-    load_config,
     parse_config,
     parse_duration,
     policy_version,
 )
+from onduty.configfile import load_config
 
 GOLDEN_EVENTS = Path(__file__).resolve().parent / "fixtures" / "events_v1.jsonl"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from onduty.config import load_config
+from onduty.configfile import load_config
 from onduty.sim.scenario import load_scenario, read_builtin
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

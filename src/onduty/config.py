@@ -100,6 +100,7 @@ __all__ = [
     "load_config",
     "model_at",
     "parse_config",
+    "parse_config_text",
     "parse_duration",
     "policy_version",
     "sections",
@@ -755,16 +756,14 @@ def parse_config(document: Any, source: str = "<config>") -> Config:
 
 
 def load_config(path: str | Path) -> Config:
-    """Read and validate a YAML config file."""
-    source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError(source, [f"cannot read the file: {error.strerror or error}"]) from None
-    except UnicodeDecodeError as error:
-        raise ConfigError(
-            source, [f"cannot read the file: not UTF-8 text (byte {error.start})"]
-        ) from None
+    """Read and validate a YAML config file (moving to `onduty.configfile.load_config`)."""
+    from onduty.configfile import load_config
+
+    return load_config(path)
+
+
+def parse_config_text(text: str, source: str = "<config>") -> Config:
+    """Validate a YAML document; each problem names its field and the line it is on."""
     try:
         document = yaml.safe_load(text)
         nodes = yaml.compose(text, Loader=yaml.SafeLoader)

@@ -1,15 +1,37 @@
-"""HTTP helpers that several layers share: whether a URL may be configured, and why a
-connection could not be made.
+"""HTTP helpers that several layers share: whether a URL or a header may be configured, and
+why a connection could not be made.
 
-Below every layer (it imports nothing of ours), so that sense, act and escalate use one copy
+Below every layer (it imports only `onduty.values`), so that sense, act and escalate use one copy
 instead of borrowing from each other.
 """
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
-__all__ = ["check_http_url", "connect_error_reason"]
+from onduty.values import references
+
+__all__ = ["check_headers", "check_http_url", "connect_error_reason"]
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_SENSITIVE_WORDS = ("authorization", "cookie", "token", "secret", "password", "key")
+
+
+def check_headers(headers: dict[str, str]) -> dict[str, str]:
+    """Valid header names, no line breaks, and credentials only as secret references."""
+    for name, value in headers.items():
+        if not _HEADER_NAME.match(name):
+            raise ValueError(f"{name!r} is not a valid HTTP header name")
+        if "\r" in value or "\n" in value or "\x00" in value:
+            raise ValueError(f"header {name!r}: a value cannot contain line breaks or NUL")
+        found = references(value, f"header {name!r}")
+        if any(word in name.lower() for word in _SENSITIVE_WORDS) and not found:
+            raise ValueError(
+                f"header {name!r} carries a credential: reference it as ${{ENV:NAME}} or "
+                "${FILE:/path} instead of writing it in the configuration"
+            )
+    return headers
 
 
 def check_http_url(value: str, *, credentials: str, where: str = "", base: bool = False) -> str:

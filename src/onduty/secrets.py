@@ -10,6 +10,23 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from onduty.httpbits import check_headers
+from onduty.values import ENV_REFERENCE as _ENV_REFERENCE
+from onduty.values import FILE_REFERENCE as _FILE_REFERENCE
+from onduty.values import REFERENCE as _REFERENCE
+from onduty.values import references
+
+__all__ = [
+    "SecretError",
+    "SecretValues",
+    "Secrets",
+    "check_headers",
+    "references",
+    "resolve_references",
+    "unresolved",
+    "unresolved_references",
+]
+
 
 class SecretError(ValueError):
     """A secret reference could not be resolved. The message names the reference, never a
@@ -38,25 +55,6 @@ class SecretValues:
 
     def __reduce__(self) -> Any:  # never pickled, copied into a log, or sent elsewhere
         raise TypeError("resolved values hold secrets and cannot be pickled")
-
-
-_REFERENCE = re.compile(r"\$\{([^}]*)\}")
-_ENV_REFERENCE = re.compile(r"^ENV:([A-Za-z_][A-Za-z0-9_]*)$")
-_FILE_REFERENCE = re.compile(r"^FILE:(/.*)$")
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-_SENSITIVE_WORDS = ("authorization", "cookie", "token", "secret", "password", "key")
-
-
-def references(value: str, where: str) -> list[str]:
-    """The `${...}` references in a value, each checked to be `ENV:NAME` or `FILE:/path`."""
-    found = _REFERENCE.findall(value)
-    for reference in found:
-        if not (_ENV_REFERENCE.match(reference) or _FILE_REFERENCE.match(reference)):
-            raise ValueError(
-                f"{where}: unknown reference ${{{reference}}}; "
-                "expected ${ENV:NAME} or ${FILE:/absolute/path}"
-            )
-    return found
 
 
 class Secrets:
@@ -184,19 +182,3 @@ def unresolved_references(
         for index, value in enumerate(document):
             found += unresolved_references(value, f"{where}[{index}]", env)
     return found
-
-
-def check_headers(headers: dict[str, str]) -> dict[str, str]:
-    """Valid header names, no line breaks, and credentials only as secret references."""
-    for name, value in headers.items():
-        if not _HEADER_NAME.match(name):
-            raise ValueError(f"{name!r} is not a valid HTTP header name")
-        if "\r" in value or "\n" in value or "\x00" in value:
-            raise ValueError(f"header {name!r}: a value cannot contain line breaks or NUL")
-        found = references(value, f"header {name!r}")
-        if any(word in name.lower() for word in _SENSITIVE_WORDS) and not found:
-            raise ValueError(
-                f"header {name!r} carries a credential: reference it as ${{ENV:NAME}} or "
-                "${FILE:/path} instead of writing it in the configuration"
-            )
-    return headers

@@ -15,7 +15,8 @@ from onduty.act.plugins import build_registry
 from onduty.act.runs import RunLocks
 from onduty.api.credentials import Access, AccessError
 from onduty.commands import Notify
-from onduty.config import Config, ConfigError, load_config
+from onduty.config import Config, ConfigError
+from onduty.configfile import load_config
 from onduty.escalate import Deliverer, parse_channels
 from onduty.events import Event, Payload, PolicyActivated
 from onduty.log import EventLog, StoreError, open_log

@@ -18,6 +18,9 @@ import yaml
 from pydantic import BeforeValidator, PlainSerializer, ValidationError
 
 __all__ = [
+    "ENV_REFERENCE",
+    "FILE_REFERENCE",
+    "REFERENCE",
     "Duration",
     "FieldProblems",
     "SectionProblems",
@@ -28,6 +31,7 @@ __all__ = [
     "loc_of",
     "parse_duration",
     "parse_items",
+    "references",
 ]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -186,6 +190,27 @@ def parse_items(
             first[name] = index
         items.append(parsed)
     return items, problems
+
+
+# --------------------------------------------------------------------------- secret references
+
+# A value may name a secret instead of holding it: `${ENV:NAME}` or `${FILE:/absolute/path}`.
+# The syntax is checked with the configuration; `onduty.secrets` resolves references.
+REFERENCE = re.compile(r"\$\{([^}]*)\}")
+ENV_REFERENCE = re.compile(r"^ENV:([A-Za-z_][A-Za-z0-9_]*)$")
+FILE_REFERENCE = re.compile(r"^FILE:(/.*)$")
+
+
+def references(value: str, where: str) -> list[str]:
+    """The `${...}` references in a value, each checked to be `ENV:NAME` or `FILE:/path`."""
+    found = REFERENCE.findall(value)
+    for reference in found:
+        if not (ENV_REFERENCE.match(reference) or FILE_REFERENCE.match(reference)):
+            raise ValueError(
+                f"{where}: unknown reference ${{{reference}}}; "
+                "expected ${ENV:NAME} or ${FILE:/absolute/path}"
+            )
+    return found
 
 
 # --------------------------------------------------------------------------- where in the YAML

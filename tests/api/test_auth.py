@@ -417,7 +417,7 @@ def test_every_api_route_checks_the_role_in_the_table(tmp_path: Path) -> None:
 
 
 def test_a_reload_rotates_tokens_but_never_turns_access_control_off(tmp_path: Path) -> None:
-    from onduty.config import load_config
+    from onduty.configfile import load_config
 
     file = tmp_path / "onduty.yaml"
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from onduty.config import Config, ConfigError, load_config, parse_config
+from onduty.config import Config, ConfigError, parse_config
+from onduty.configfile import load_config
 from onduty.events import Tick
 from onduty.govern import lint
 from onduty.govern.lint import Problem, check_document, check_policy, condition_variables

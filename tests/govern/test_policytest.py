@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from onduty.config import Autonomy, load_config
+from onduty.config import Autonomy
+from onduty.configfile import load_config
 from onduty.events import Tick
 from onduty.govern import Facts
 from onduty.policytest import (

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from onduty.config import Config, ConfigError, load_config
+from onduty.config import Config, ConfigError
+from onduty.configfile import load_config
 from onduty.sim import (
     DEFAULT_START,
     Scenario,

@@ -42,11 +42,11 @@ from onduty.act.specs import (
     AlertmanagerSilenceSpec,
     OutcomeUnknown,
     effective_timeout,
-    resolve_references,
 )
 from onduty.act.templates import TemplateError, command_context, render_regex, render_text
 from onduty.commands import StartAction, StartUndo
 from onduty.config import format_duration, parse_duration
+from onduty.secrets import resolve_references
 
 MARKER = "onduty_command_id="
 CREATED_BY = "onduty"

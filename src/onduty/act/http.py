@@ -33,10 +33,8 @@ from onduty.act.runs import InFlight, current_run
 from onduty.act.specs import (
     HttpSpec,
     OutcomeUnknown,
-    Secrets,
     effective_timeout,
     format_seconds,
-    resolve_references,
 )
 from onduty.act.templates import (
     TemplateError,
@@ -47,7 +45,7 @@ from onduty.act.templates import (
 )
 from onduty.commands import StartAction, StartUndo
 from onduty.httpbits import connect_error_reason
-from onduty.secrets import SecretValues
+from onduty.secrets import Secrets, SecretValues, resolve_references
 
 _ERROR_BODY = 500
 

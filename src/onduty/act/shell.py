@@ -42,14 +42,13 @@ from onduty.act.base import Outcome
 from onduty.act.runs import InFlight, RunHandle, current_run
 from onduty.act.specs import (
     OutcomeUnknown,
-    Secrets,
     ShellSpec,
     effective_timeout,
     format_seconds,
-    resolve_references,
 )
 from onduty.act.templates import TemplateError, check_context, command_context, render_argv
 from onduty.commands import StartAction, StartUndo
+from onduty.secrets import Secrets, resolve_references
 
 SAFE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 KILL_GRACE = 2.0

@@ -49,20 +49,14 @@ from onduty.act.templates import (
     is_constant,
     json_templates,
 )
-from onduty.httpbits import check_http_url
-from onduty.secrets import (
-    SecretError,
-    Secrets,
-    check_headers,
-    references,
-    resolve_references,
-)
+from onduty.httpbits import check_headers, check_http_url
 from onduty.values import (
     Duration,
     FieldProblems,
     describe_validation_error,
     format_seconds,
     parse_items,
+    references,
 )
 
 __all__ = [
@@ -73,14 +67,11 @@ __all__ = [
     "HttpSpec",
     "OutcomeUnknown",
     "PluginSpec",
-    "SecretError",
-    "Secrets",
     "ShellSpec",
     "SupervisorSpec",
     "effective_timeout",
     "format_seconds",
     "parse_actuators",
-    "resolve_references",
 ]
 
 ACTION_PATTERN = r"^[a-z][a-z0-9_-]*(?:\.[a-z0-9_-]+)*(?:\.\*)?$"

@@ -38,14 +38,13 @@ from onduty.act.base import Outcome
 from onduty.act.runs import InFlight, current_run
 from onduty.act.specs import (
     OutcomeUnknown,
-    Secrets,
     SupervisorSpec,
     effective_timeout,
     format_seconds,
-    resolve_references,
 )
 from onduty.act.templates import TemplateError, command_context, render_text
 from onduty.commands import StartAction, StartUndo
+from onduty.secrets import Secrets, resolve_references
 
 # supervisor.xmlrpc.Faults
 BAD_NAME = 10

@@ -28,9 +28,14 @@ from pydantic import (
     model_validator,
 )
 
-from onduty.httpbits import check_http_url
-from onduty.secrets import check_headers, references
-from onduty.values import Duration, FieldProblems, describe_validation_error, parse_items
+from onduty.httpbits import check_headers, check_http_url
+from onduty.values import (
+    Duration,
+    FieldProblems,
+    describe_validation_error,
+    parse_items,
+    references,
+)
 
 __all__ = [
     "DEFAULT_PAGERDUTY_URL",

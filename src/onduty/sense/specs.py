@@ -22,8 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from onduty.httpbits import check_http_url
-from onduty.secrets import check_headers
+from onduty.httpbits import check_headers, check_http_url
 from onduty.values import Duration, format_duration
 
 __all__ = [

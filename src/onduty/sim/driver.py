@@ -26,7 +26,8 @@ from rich.text import Text
 
 from onduty.act import ActuatorRegistry
 from onduty.act.sim import SIM_ACTIONS, SimActuator
-from onduty.config import Config, ConfigError, load_config
+from onduty.config import Config, ConfigError
+from onduty.configfile import load_config
 from onduty.events import Event, SignalReceived
 from onduty.log import EventLog, StoreError, open_log
 from onduty.readmodel import IncidentProjection
