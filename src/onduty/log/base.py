@@ -7,7 +7,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from onduty.events import Event, to_json
+import orjson
+
+from onduty.events import Event, chain_hash, to_json
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,45 @@ class EventLog(Protocol):
 
 class StoreError(ValueError):
     """The store cannot be opened as an event log; the message names the store and why."""
+
+
+def stored_snapshot(seq: int, state: Any, event_hash: Any, digest: Any) -> Snapshot:
+    """A snapshot as a backend stored it (its state as JSON bytes, its binding or NULLs); one
+    whose state does not decode carries the `problem`."""
+    binding = (str(event_hash) if event_hash else "", str(digest) if digest else "")
+    try:
+        decoded = orjson.loads(state)
+    except (orjson.JSONDecodeError, TypeError) as exc:
+        return Snapshot(seq, {}, *binding, problem=f"its state does not decode: {exc}")
+    if not isinstance(decoded, dict):
+        return Snapshot(seq, {}, *binding, problem="its state is not a JSON object")
+    return Snapshot(seq, decoded, *binding)
+
+
+def check_row(
+    seq: int, columns: tuple[str, str, str], body: bytes, hash_: str, prev: str
+) -> str | None:
+    """Why the stored event at `seq` (its id, type and stream `columns`, its canonical `body`
+    and `hash_`) does not continue the chain after `prev`, or None if it does: what every
+    backend's `verify` checks of each event."""
+    if not isinstance(body, bytes):
+        return f"body is a {type(body).__name__}, not a BLOB"
+    try:
+        fields = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return f"body does not parse: {exc}"
+    if not isinstance(fields, dict):
+        return "body is not a JSON object"
+    if fields.get("seq") != seq:
+        return f"body says seq {fields.get('seq')!r}, the row is seq {seq}"
+    if fields.get("prev_hash") != prev:
+        return "prev_hash is not the previous event's hash"
+    if chain_hash(prev, body) != hash_:
+        return "hash does not match the body"
+    for name, value in zip(("id", "type", "stream"), columns, strict=True):
+        if fields.get(name) != value:
+            return f"{name} column {value!r} does not match the body's {fields.get(name)!r}"
+    return None
 
 
 def open_log(url: str) -> EventLog:

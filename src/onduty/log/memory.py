@@ -18,8 +18,7 @@ from typing import Any
 import orjson
 
 from onduty.events import GENESIS_HASH, Event, event_from_body, seal
-from onduty.log.base import ChainBreak, Snapshot
-from onduty.log.sqlite import _check_row, _snapshot
+from onduty.log.base import ChainBreak, Snapshot, check_row, stored_snapshot
 
 PROGRESS_EVERY = 10_000
 
@@ -128,7 +127,7 @@ class MemoryEventLog:
         for row in rows:
             if row.seq != expected:
                 return ChainBreak(expected, f"seq {expected} is missing (found {row.seq})")
-            reason = _check_row(row.seq, (row.id, row.type, row.stream), row.body, row.hash, prev)
+            reason = check_row(row.seq, (row.id, row.type, row.stream), row.body, row.hash, prev)
             if reason is not None:
                 return ChainBreak(row.seq, reason)
             if progress is not None and row.seq % PROGRESS_EVERY == 0:
@@ -153,7 +152,8 @@ class MemoryEventLog:
         with store.lock:
             stored = sorted(store.snapshots.items(), reverse=True)
         return [
-            _snapshot(seq, state, event_hash, digest) for seq, (state, event_hash, digest) in stored
+            stored_snapshot(seq, state, event_hash, digest)
+            for seq, (state, event_hash, digest) in stored
         ]
 
     def latest_snapshot(self) -> Snapshot | None:

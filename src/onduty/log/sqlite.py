@@ -21,8 +21,8 @@ from typing import Any
 
 import orjson
 
-from onduty.events import GENESIS_HASH, Event, chain_hash, event_from_body
-from onduty.log.base import ChainBreak, Snapshot, StoreError
+from onduty.events import GENESIS_HASH, Event, event_from_body
+from onduty.log.base import ChainBreak, Snapshot, StoreError, check_row, stored_snapshot
 
 FORMAT = "onduty-eventlog/1"
 PAGE = 2_000  # rows fetched at a time by `read` and `verify`
@@ -428,7 +428,7 @@ class SQLiteEventLog:
         ):
             if seq != expected:
                 return ChainBreak(expected, f"seq {expected} is missing (found {seq})")
-            reason = _check_row(seq, (id_, type_, stream), body, hash_, prev)
+            reason = check_row(seq, (id_, type_, stream), body, hash_, prev)
             if reason is not None:
                 return ChainBreak(seq, reason)
             if progress is not None and seq % self.progress_every == 0:
@@ -465,7 +465,7 @@ class SQLiteEventLog:
         query = "SELECT seq, state, event_hash, digest FROM snapshots ORDER BY seq DESC LIMIT ?"
         with self._reading() as conn:
             rows = conn.execute(query, (limit,)).fetchall()
-        return [_snapshot(*row) for row in rows]
+        return [stored_snapshot(*row) for row in rows]
 
     def latest_snapshot(self) -> Snapshot | None:
         found = self._snapshots(1)
@@ -508,39 +508,3 @@ class SQLiteEventLog:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def _snapshot(seq: int, state: Any, event_hash: Any, digest: Any) -> Snapshot:
-    """A stored row as a Snapshot; one whose state does not decode carries the `problem`."""
-    binding = (str(event_hash) if event_hash else "", str(digest) if digest else "")
-    try:
-        decoded = orjson.loads(state)
-    except (orjson.JSONDecodeError, TypeError) as exc:
-        return Snapshot(seq, {}, *binding, problem=f"its state does not decode: {exc}")
-    if not isinstance(decoded, dict):
-        return Snapshot(seq, {}, *binding, problem="its state is not a JSON object")
-    return Snapshot(seq, decoded, *binding)
-
-
-def _check_row(
-    seq: int, columns: tuple[str, str, str], body: bytes, hash_: str, prev: str
-) -> str | None:
-    """Why the row at `seq` does not continue the chain after `prev`, or None if it does."""
-    if not isinstance(body, bytes):
-        return f"body is a {type(body).__name__}, not a BLOB"
-    try:
-        fields = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        return f"body does not parse: {exc}"
-    if not isinstance(fields, dict):
-        return "body is not a JSON object"
-    if fields.get("seq") != seq:
-        return f"body says seq {fields.get('seq')!r}, the row is seq {seq}"
-    if fields.get("prev_hash") != prev:
-        return "prev_hash is not the previous event's hash"
-    if chain_hash(prev, body) != hash_:
-        return "hash does not match the body"
-    for name, value in zip(("id", "type", "stream"), columns, strict=True):
-        if fields.get(name) != value:
-            return f"{name} column {value!r} does not match the body's {fields.get(name)!r}"
-    return None
