@@ -1,0 +1,147 @@
+"""Imports point one way: no module of onduty imports one of a layer to its right.
+
+The layers, left to right, follow the loop (sense → think → govern → act → escalate) with the
+shared foundations below it and the shell's wiring above it. A module's layer is the one of the
+longest prefix that names it, so a pure piece of a shell package (a section's configuration
+model) can sit with the configuration. Every module must be placed: a new one is put in its
+layer on purpose. docs/architecture.md draws the same graph.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import onduty
+
+SOURCE = Path(onduty.__file__).parent
+
+LAYERS: list[tuple[str, list[str]]] = [
+    (
+        "foundation",
+        [
+            "onduty",
+            "onduty.values",
+            "onduty.httpbits",
+            "onduty.secrets",
+            "onduty.textsafe",
+            "onduty.events",
+            "onduty.commands",
+            "onduty.expressions",
+            "onduty.state",
+        ],
+    ),
+    (
+        "configuration",
+        [
+            "onduty.sense.specs",
+            "onduty.act.specs",
+            "onduty.act.templates",
+            "onduty.escalate.specs",
+            "onduty.api.access_config",
+            "onduty.correlate.matchers",
+            "onduty.correlate.inhibition",
+            "onduty.config",
+            "onduty.configfile",
+            "onduty.configcheck",
+        ],
+    ),
+    ("correlate", ["onduty.correlate"]),
+    ("think", ["onduty.think"]),
+    ("govern", ["onduty.govern", "onduty.policytest"]),
+    ("core", ["onduty.lifecycle", "onduty.manager", "onduty.replay"]),
+    ("log", ["onduty.log"]),
+    ("sense", ["onduty.sense"]),
+    ("act", ["onduty.act"]),
+    ("escalate", ["onduty.escalate"]),
+    (
+        "runtime",
+        [
+            "onduty.runtime",
+            "onduty.loop",
+            "onduty.readmodel",
+            "onduty.approvals",
+            "onduty.obs",
+            "onduty.api.credentials",
+        ],
+    ),
+    ("service", ["onduty.service"]),
+    ("edges", ["onduty.api", "onduty.sim", "onduty.bench"]),
+    ("command line", ["onduty.cli", "onduty.__main__"]),
+]
+
+
+def module_names() -> dict[str, Path]:
+    names: dict[str, Path] = {}
+    for path in SOURCE.rglob("*.py"):
+        parts = ["onduty", *path.relative_to(SOURCE).with_suffix("").parts]
+        if parts[-1] == "__init__":
+            parts.pop()
+        names[".".join(parts)] = path
+    return names
+
+
+def layer_of(module: str) -> int | None:
+    """The index of the module's layer: the one of the longest prefix that names it."""
+    best: tuple[int, int] | None = None
+    for index, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and (
+                best is None or len(prefix) > best[0]
+            ):
+                best = (len(prefix), index)
+    return None if best is None else best[1]
+
+
+def imports_of(source: str, known: set[str]) -> set[str]:
+    """The project's modules a module imports (anywhere in it, function bodies included)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+        for name in names:
+            module = name
+            while module and module not in known:
+                module = module.rpartition(".")[0]
+            if module.startswith("onduty"):
+                found.add(module)
+    return found
+
+
+def violations(graph: dict[str, set[str]]) -> list[str]:
+    problems = []
+    for module, imported in sorted(graph.items()):
+        layer = layer_of(module)
+        if layer is None:
+            problems.append(f"{module} is in no layer (add it to LAYERS)")
+            continue
+        for target in sorted(imported):
+            target_layer = layer_of(target)
+            if target_layer is not None and target_layer > layer:
+                problems.append(
+                    f"{module} ({LAYERS[layer][0]}) imports {target} ({LAYERS[target_layer][0]}), "
+                    "a layer to its right"
+                )
+    return problems
+
+
+def test_no_module_imports_from_a_layer_to_its_right() -> None:
+    modules = module_names()
+    known = set(modules)
+    graph = {name: imports_of(path.read_text(), known) - {name} for name, path in modules.items()}
+    assert violations(graph) == []
+
+
+def test_the_layer_check_catches_an_import_against_the_flow() -> None:
+    graph = {
+        "onduty.sense.pollers": {"onduty.act.executor"},
+        "onduty.config": {"onduty.api.auth"},
+        "onduty.act.http": {"onduty.sense.pollers", "onduty.httpbits"},
+    }
+    assert violations(graph) == [
+        "onduty.config (configuration) imports onduty.api.auth (edges), a layer to its right",
+        "onduty.sense.pollers (sense) imports onduty.act.executor (act), a layer to its right",
+    ]
