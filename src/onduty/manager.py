@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from onduty.commands import CheckOutcome, Command, RunCheck, ScheduleTimer
 from onduty.config import Config, policy_version
@@ -24,7 +24,7 @@ from onduty.events import (
     payload,
 )
 from onduty.lifecycle.actions import ActionLifecycle
-from onduty.lifecycle.base import Decision, Emitter, Prior, derive_id
+from onduty.lifecycle.base import Decision, Emitter, Pager, Prior, derive_id
 from onduty.lifecycle.incidents import IncidentLifecycle
 from onduty.lifecycle.setup import Setup
 from onduty.lifecycle.undo import Undos
@@ -36,6 +36,28 @@ Applier = Callable[[Payload, Event], None]
 Reaction = Callable[[Payload, Prior], None]
 
 
+class Part(Protocol):
+    """A piece of the core: how it applies events to the state, and how it reacts to inputs
+    (tables of plain functions taking the part first, built in its class body)."""
+
+    APPLIERS: ClassVar[dict[type[Payload], Callable[[Any, Any, Event], None]]]
+    REACTIONS: ClassVar[dict[type[Payload], Callable[[Any, Any, Prior], None]]]
+
+
+def handlers(*parts: Part) -> tuple[dict[type[Payload], Applier], dict[type[Payload], Reaction]]:
+    """The parts' appliers and reactions, bound to them. An event type is applied by one part
+    at most, and reacted to by one part at most: a second claim is a wiring error."""
+    appliers: dict[type[Payload], Applier] = {}
+    reactions: dict[type[Payload], Reaction] = {}
+    for part in parts:
+        for table, bound in ((part.APPLIERS, appliers), (part.REACTIONS, reactions)):
+            for kind, function in table.items():
+                if kind in bound:
+                    raise ValueError(f"{kind.__name__} is handled twice: by {type(part).__name__}")
+                bound[kind] = partial(function, part)
+    return appliers, reactions
+
+
 class Manager:
     """Composes the lifecycles and wires them: the incident lifecycle plans through the action
     lifecycle, which resolves through the incident lifecycle and undoes through `undos`. All of
@@ -45,16 +67,13 @@ class Manager:
         self.state = state if state is not None else State()
         self.setup = Setup(self.state, config_override)
         self.emitter = Emitter(self._apply)
-        self.incidents = IncidentLifecycle(self.state, self.setup, self.emitter, self._plan)
-        self.undos = Undos(self.state, self.setup, self.emitter)
+        pager = Pager(self.setup, self.emitter)
+        self.incidents = IncidentLifecycle(self.state, self.setup, self.emitter, pager, self._plan)
+        self.undos = Undos(self.state, self.setup, self.emitter, pager)
         self.actions = ActionLifecycle(
-            self.state, self.setup, self.emitter, self.incidents, self.undos
+            self.state, self.setup, self.emitter, pager, self.incidents, self.undos
         )
-        self._appliers: dict[type[Payload], Applier] = {}
-        self._reactions: dict[type[Payload], Reaction] = {}
-        for part in (self, self.incidents, self.actions, self.undos):
-            self._appliers.update({t: partial(f, part) for t, f in part.APPLIERS.items()})
-            self._reactions.update({t: partial(f, part) for t, f in part.REACTIONS.items()})
+        self._appliers, self._reactions = handlers(self, self.incidents, self.actions, self.undos)
         self.setup.load_candidate()
         if self.state.policy is not None:
             self.setup.activate(self.state.policy)

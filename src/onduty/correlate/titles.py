@@ -13,7 +13,7 @@ members by the label that tells them apart (`member_noun`).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 
 PLACE_LABELS = ("instance", "service", "job")
 """Where a signal (or a group) is, most specific first: the title's "on …" part."""
@@ -61,6 +61,34 @@ def group_title(shared_labels: Mapping[str, str], shared_summary: str = "") -> s
 def shared(labels: Mapping[str, str], other: Mapping[str, str]) -> dict[str, str]:
     """The labels two sets have in common, with equal values."""
     return {k: v for k, v in labels.items() if other.get(k) == v}
+
+
+def summary_of(annotations: Mapping[str, str]) -> str:
+    """A signal's `summary` annotation, or "" without one."""
+    return annotations.get("summary", "")
+
+
+def narrowed(
+    labels: Mapping[str, str],
+    summary: str,
+    member_labels: Mapping[str, str],
+    member_annotations: Mapping[str, str],
+) -> tuple[dict[str, str], str]:
+    """What a group shares — its labels with equal values, and its summary if all have the
+    same — once a member with these labels and annotations joins."""
+    kept = summary if summary_of(member_annotations) == summary else ""
+    return shared(labels, member_labels), kept
+
+
+def shared_by(
+    members: Sequence[tuple[Mapping[str, str], Mapping[str, str]]],
+) -> tuple[dict[str, str], str]:
+    """What a group of members (labels, annotations), at least one, shares."""
+    first_labels, first_annotations = members[0]
+    labels, summary = dict(first_labels), summary_of(first_annotations)
+    for member_labels, member_annotations in members[1:]:
+        labels, summary = narrowed(labels, summary, member_labels, member_annotations)
+    return labels, summary
 
 
 def differing(labels: Mapping[str, str], other: Mapping[str, str]) -> set[str]:

@@ -1,2 +1,4 @@
-"""The core's two lifecycles, composed by `onduty.manager.Manager`: signals into incidents, and
-incidents into actions. Pure, like the rest of the core."""
+"""The core's parts, composed and wired by `onduty.manager.Manager`: signals into incidents
+(`incidents`), incidents into actions (`actions`, with `verdicts` and `undo`), sharing the state,
+the active configuration (`setup`) and the emitter of decisions (`base`). Pure, like the rest of
+the core."""

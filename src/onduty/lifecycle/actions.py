@@ -27,7 +27,7 @@ from onduty.events import (
     VerificationPassed,
 )
 from onduty.govern.breaker import breaker_key
-from onduty.lifecycle.base import Emitter, Prior, derive_id, escalate
+from onduty.lifecycle.base import Emitter, Pager, Prior, derive_id
 from onduty.lifecycle.setup import Setup
 from onduty.lifecycle.undo import Undos
 from onduty.lifecycle.verdicts import Verdicts
@@ -65,11 +65,18 @@ class ActionLifecycle:
     approvals, follow the action's outcome and verification; `undos` runs what must be undone."""
 
     def __init__(
-        self, state: State, setup: Setup, emitter: Emitter, incidents: Incidents, undos: Undos
+        self,
+        state: State,
+        setup: Setup,
+        emitter: Emitter,
+        pager: Pager,
+        incidents: Incidents,
+        undos: Undos,
     ) -> None:
         self.state = state
         self.setup = setup
         self.emitter = emitter
+        self.pager = pager
         self.incidents = incidents
         self.undos = undos
         self.verdicts = Verdicts(state, setup, emitter)
@@ -196,15 +203,6 @@ class ActionLifecycle:
             if not passed and not settled:
                 self.undos.decide(action, event.ts)
 
-    def _escalate(
-        self,
-        incident: Incident,
-        reason: str,
-        command_id: str | None = None,
-        tier: int | None = None,
-    ) -> None:
-        escalate(self.emitter, self.setup.active.config, incident, reason, command_id, tier)
-
     def _variables(self, incident: Incident) -> dict[str, Any]:
         return self.setup.variables(incident, self.emitter.now)
 
@@ -222,7 +220,7 @@ class ActionLifecycle:
             return  # already escalated when flapping was detected
         if not runbooks:
             alert = context["signal"]["labels"].get("alertname", "this alert")
-            self._escalate(incident, f"no runbook matches {alert}")
+            self.pager.escalate(incident, f"no runbook matches {alert}")
             return
         proposals = [
             proposal
@@ -246,7 +244,7 @@ class ActionLifecycle:
                 incident.incident_id,
             )
         if winner is None:
-            self._escalate(incident, f"no proposal could go ahead: {losers[0][1]}")
+            self.pager.escalate(incident, f"no proposal could go ahead: {losers[0][1]}")
             return
         self._propose(incident, winner, context)
 
@@ -282,7 +280,7 @@ class ActionLifecycle:
         elif verdict.verdict == "require_approval":
             self._request_approval(incident, action, verdict)
         else:
-            self._escalate(
+            self.pager.escalate(
                 incident,
                 f"action {action.action} on {action.target or '?'} not taken: {verdict.reason}",
                 command_id=action.command_id,
@@ -325,28 +323,34 @@ class ActionLifecycle:
         )
         self.emitter.command(ScheduleTimer(f"approval:{approval_id}", expires))
 
+    def _answered(self, before: Prior, role: str | None) -> tuple[Approval, Incident] | None:
+        """The approval an answer is for and its incident, unless the answer changes nothing:
+        the approval is unknown, already answered, expired or moot, or the role may not answer
+        (recorded, not obeyed)."""
+        approval = before.approval
+        incident = self.state.incidents.get(approval.incident_id) if approval else None
+        if approval is None or incident is None or self._refused(incident, role):
+            return None
+        return approval, incident
+
     def _on_approval_granted(self, body: ApprovalGranted, before: Prior) -> None:
-        prior = before.approval
-        if prior is None:
-            return  # unknown, already answered, expired or moot: nothing to do
-        action = self.state.actions.get(prior.command_id)
-        incident = self.state.incidents.get(prior.incident_id)
-        if action is None or incident is None:
+        action = self.state.actions.get(before.approval.command_id) if before.approval else None
+        answered = self._answered(before, body.role) if action is not None else None
+        if action is None or answered is None:
             return
+        prior, incident = answered
         actor = self.emitter.actor
-        if self._refused(incident, body.role):
-            return
         if _same_person(actor, prior.approvers):
-            self._note(
-                incident,
+            self.emitter.note(
+                incident.incident_id,
                 "approval_repeated",
                 f"{actor} already approved; {prior.required} different people must approve",
             )
             return
         approvers = [*prior.approvers, actor]
         if len(approvers) < prior.required:
-            self._note(
-                incident,
+            self.emitter.note(
+                incident.incident_id,
                 "approval_partial",
                 f"{len(approvers)} of {prior.required} approvals: {', '.join(approvers)}",
             )
@@ -363,39 +367,37 @@ class ActionLifecycle:
         if self._may_answer(role):
             return False
         roles = ", ".join(self.setup.active.config.policy.approvals.roles)
-        self._note(
-            incident,
+        self.emitter.note(
+            incident.incident_id,
             "approval_refused",
             f"{self.emitter.actor} (role {role or 'none'}) may not answer approvals; "
             f"allowed roles: {roles}",
         )
         return True
 
-    def _note(self, incident: Incident, change: str, detail: str) -> None:
-        self.emitter.note(incident.incident_id, change, detail)
-
     def _on_approval_denied(self, body: ApprovalDenied, before: Prior) -> None:
-        prior = before.approval
-        if prior is None:
+        answered = self._answered(before, body.role)
+        if answered is None:
             return
-        incident = self.state.incidents.get(prior.incident_id)
-        if incident is not None:
-            if self._refused(incident, body.role):
-                return
-            note = f": {body.comment}" if body.comment else ""
-            self._escalate(
-                incident,
-                f"approval denied by {self.emitter.actor}{note}",
-                command_id=prior.command_id,
-            )
+        approval, incident = answered
+        note = f": {body.comment}" if body.comment else ""
+        self.pager.escalate(
+            incident,
+            f"approval denied by {self.emitter.actor}{note}",
+            command_id=approval.command_id,
+        )
+
+    def _acting(self, command_id: str) -> tuple[ActionState, Incident] | None:
+        """The action and its incident, while both are open."""
+        action = self.state.actions.get(command_id)
+        incident = self.state.incidents.get(action.incident_id) if action else None
+        return (action, incident) if action and incident else None
 
     def _on_succeeded(self, body: ActionSucceeded, before: Prior) -> None:
-        action = self.state.actions.get(body.command_id)
-        if action is None:
+        acting = self._acting(body.command_id)
+        if acting is None:
             return
-        incident = self.state.incidents.get(action.incident_id)
-        if incident is None:
-            return
+        action, incident = acting
         if action.status is ActionStatus.VERIFIED:  # an earlier step of a longer runbook
             proposal = self.setup.active.agent.propose_step(
                 action.runbook, action.step + 1, self._variables(incident)
@@ -431,7 +433,7 @@ class ActionLifecycle:
             incident.incident_id,
         )
         self.undos.run(action.command_id)
-        self._escalate(
+        self.pager.escalate(
             incident,
             f"{action.action} on {action.target} did not fix it: {summary or reason}",
             command_id=action.command_id,
@@ -439,12 +441,10 @@ class ActionLifecycle:
 
     def _on_check(self, body: CheckCompleted, before: Prior) -> None:
         """The shell's probe or query of an action's effect came back."""
-        action = self.state.actions.get(body.command_id)
-        if action is None or action.status is not ActionStatus.VERIFYING:
+        acting = self._acting(body.command_id)
+        if acting is None or acting[0].status is not ActionStatus.VERIFYING:
             return  # already settled (the signals resolved, or the deadline passed)
-        incident = self.state.incidents.get(action.incident_id)
-        if incident is None:
-            return
+        action, incident = acting
         if body.ok:
             self.emitter.emit(
                 VerificationPassed(
@@ -459,23 +459,19 @@ class ActionLifecycle:
         self._fail_verification(incident, action, body.detail or "the verification check failed")
 
     def _on_failed(self, body: ActionFailed | ActionOutcomeUnknown, before: Prior) -> None:
-        prior = before.action
-        incident_id = self._incident_of(body.command_id)
-        incident = self.state.incidents.get(incident_id) if incident_id else None
-        if incident is None:
+        acting = self._acting(body.command_id)
+        if acting is None:
             return
+        incident = acting[1]
         if isinstance(body, ActionFailed):
-            if prior is not None and prior not in TERMINAL:  # not a repeat: undo it, once
+            repeated = before.action is None or before.action in TERMINAL
+            if not repeated:  # undo it once, never again for a repeated failure
                 self.undos.run(body.command_id)
             reason = f"action failed: {body.error}"
         else:
             reason = f"action outcome unknown, not re-run: {body.reason}"
-        self._escalate(incident, reason, command_id=body.command_id)
+        self.pager.escalate(incident, reason, command_id=body.command_id)
         self.incidents.maybe_resolve(incident)
-
-    def _incident_of(self, command_id: str) -> str | None:
-        action = self.state.actions.get(command_id)
-        return action.incident_id if action else None
 
     def start_command(self, action: ActionState) -> StartAction:
         return StartAction(
@@ -489,6 +485,12 @@ class ActionLifecycle:
 
     def tick(self) -> None:
         """Deadlines of approvals and verifications."""
+        self._expire_approvals()
+        self._end_verifications()
+
+    def _expire_approvals(self) -> None:
+        """An unanswered approval is asked of the next tier (`on_timeout: escalate`) or denied,
+        the safe default."""
         now = self.emitter.now
         approvals = self.setup.active.config.policy.approvals
         for approval in [a for a in self.state.approvals.values() if a.expires_at <= now]:
@@ -502,7 +504,7 @@ class ActionLifecycle:
                 and approval.round + 1 < len(tiers)
             ):
                 tier = tiers[approval.round + 1]
-                self._escalate(
+                self.pager.escalate(
                     incident,
                     f"approval not answered within {format_duration(approvals.timeout)}; "
                     f"asking {', '.join(tier.notify)}",
@@ -523,32 +525,33 @@ class ActionLifecycle:
                 approval.incident_id,
             )
             if incident is not None:
-                self._escalate(
+                self.pager.escalate(
                     incident,
                     "nobody answered the approval in time; the safe default is deny",
                     command_id=approval.command_id,
                 )
-        for action in [
-            a for a in self.state.actions.values() if a.status is ActionStatus.VERIFYING
-        ]:
-            if action.verify_deadline is None or action.verify_deadline > now:
+
+    def _end_verifications(self) -> None:
+        """A verification window passed without the fix being seen: it failed."""
+        now = self.emitter.now
+        due = [
+            a.command_id
+            for a in self.state.actions.values()
+            if a.status is ActionStatus.VERIFYING
+            and a.verify_deadline is not None
+            and a.verify_deadline <= now
+        ]
+        for acting in [self._acting(command_id) for command_id in due]:
+            if acting is None:
                 continue
-            incident = self.state.incidents.get(action.incident_id)
-            if incident is None:
-                continue
+            action, incident = acting
             if self.verification_check(action) is None:
-                self._fail_verification(
-                    incident,
-                    action,
-                    "the incident's signals did not resolve within the verification window",
-                    "still firing after the verification window",
-                )
+                reason = "the incident's signals did not resolve within the verification window"
+                summary = "still firing after the verification window"
             else:
-                self._fail_verification(
-                    incident,
-                    action,
-                    "the verification check did not pass within the verification window",
-                )
+                reason = "the verification check did not pass within the verification window"
+                summary = ""
+            self._fail_verification(incident, action, reason, summary)
 
     APPLIERS: ClassVar[dict[type[Payload], Callable[[Any, Any, Event], None]]] = {
         ActionProposed: _apply_proposed,

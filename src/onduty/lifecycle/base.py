@@ -9,7 +9,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from onduty.commands import Command, Notify, ScheduleTimer
-from onduty.config import Config
 from onduty.events import (
     ActionFailed,
     ActionOutcomeUnknown,
@@ -23,6 +22,7 @@ from onduty.events import (
     UndoFinished,
     make_event,
 )
+from onduty.lifecycle.setup import Setup
 from onduty.state import ActionStatus, Approval, Incident, State, UndoState
 
 
@@ -139,39 +139,48 @@ class Prior:
         return cls()
 
 
-def escalate(
-    emitter: Emitter,
-    config: Config,
-    incident: Incident,
-    reason: str,
-    command_id: str | None = None,
-    tier: int | None = None,
-) -> None:
-    """Hand the incident to humans: page `tier` (by default the tier already paged, or the
-    first), and wait for an acknowledgement before paging the next one."""
-    tiers = config.escalation.tiers(incident.service)
-    level = min(max(incident.escalation_tier, 0) if tier is None else tier, len(tiers) - 1)
-    event = emitter.emit(
-        Escalated(
-            incident_id=incident.incident_id,
-            reason=reason,
-            tier=level,
-            notify=list(tiers[level].notify),
-            command_id=command_id,
-        ),
-        incident.incident_id,
-    )
-    emitter.command(
-        Notify(
-            "escalation",
+class Pager:
+    """Hands incidents to humans along the escalation tiers of the active configuration."""
+
+    def __init__(self, setup: Setup, emitter: Emitter) -> None:
+        self.setup = setup
+        self.emitter = emitter
+
+    def escalate(
+        self,
+        incident: Incident,
+        reason: str,
+        command_id: str | None = None,
+        tier: int | None = None,
+    ) -> None:
+        """Page `tier` (by default the tier already paged, or the first), and wait for an
+        acknowledgement before paging the next one."""
+        emitter = self.emitter
+        tiers = self.setup.active.config.escalation.tiers(incident.service)
+        level = min(max(incident.escalation_tier, 0) if tier is None else tier, len(tiers) - 1)
+        event = emitter.emit(
+            Escalated(
+                incident_id=incident.incident_id,
+                reason=reason,
+                tier=level,
+                notify=list(tiers[level].notify),
+                command_id=command_id,
+            ),
             incident.incident_id,
-            tuple(tiers[level].notify),
-            f"{incident.title}: {reason}",
-            tier=level,
-            dedup_key=event.id,
-            title=incident.title,
-            service=incident.service,
         )
-    )
-    if incident.escalation_due is not None:
-        emitter.command(ScheduleTimer(f"escalate:{incident.incident_id}", incident.escalation_due))
+        emitter.command(
+            Notify(
+                "escalation",
+                incident.incident_id,
+                tuple(tiers[level].notify),
+                f"{incident.title}: {reason}",
+                tier=level,
+                dedup_key=event.id,
+                title=incident.title,
+                service=incident.service,
+            )
+        )
+        if incident.escalation_due is not None:
+            emitter.command(
+                ScheduleTimer(f"escalate:{incident.incident_id}", incident.escalation_due)
+            )

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 from onduty.commands import ScheduleTimer
 from onduty.config import format_duration
-from onduty.correlate.titles import group_title, shared, signal_title
+from onduty.correlate.titles import group_title, narrowed, shared_by, signal_title, summary_of
 from onduty.events import (
     Acknowledged,
     Escalated,
@@ -25,7 +25,7 @@ from onduty.events import (
     VerificationPassed,
     to_json,
 )
-from onduty.lifecycle.base import Emitter, Prior, SignalBefore, derive_id, escalate
+from onduty.lifecycle.base import Emitter, Pager, Prior, SignalBefore, derive_id
 from onduty.lifecycle.setup import Setup
 from onduty.state import (
     TERMINAL,
@@ -49,21 +49,14 @@ class IncidentLifecycle:
         state: State,
         setup: Setup,
         emitter: Emitter,
+        pager: Pager,
         plan: Callable[[Incident], None],
     ) -> None:
         self.state = state
         self.setup = setup
         self.emitter = emitter
+        self.pager = pager
         self._plan_actions = plan
-
-    def _escalate(
-        self,
-        incident: Incident,
-        reason: str,
-        command_id: str | None = None,
-        tier: int | None = None,
-    ) -> None:
-        escalate(self.emitter, self.setup.active.config, incident, reason, command_id, tier)
 
     def _apply_signal(self, body: SignalReceived, event: Event) -> None:
         if body.delivery_id is not None:
@@ -139,7 +132,7 @@ class IncidentLifecycle:
         if signal is not None:
             signal.incident_id = body.incident_id
             incident.shared_labels = dict(signal.labels)
-            incident.shared_summary = signal.annotations.get("summary", "")
+            incident.shared_summary = summary_of(signal.annotations)
 
     def _apply_updated(self, body: IncidentUpdated, event: Event) -> None:
         incident = self.state.incidents.get(body.incident_id)
@@ -178,19 +171,15 @@ class IncidentLifecycle:
         """Narrow what the incident's signals have in common to what `signal` has too."""
         if incident.shared_labels is None:  # from an older snapshot: gather it once
             members = [
-                member
+                (member.labels, member.annotations)
                 for fp in incident.fingerprints[:-1]
                 if (member := self.state.signals.get(fp)) is not None
             ]
-            labels = dict(members[0].labels) if members else dict(signal.labels)
-            summaries = {m.annotations.get("summary", "") for m in members}
-            for member in members:
-                labels = shared(labels, member.labels)
-            incident.shared_labels = labels
-            incident.shared_summary = summaries.pop() if len(summaries) == 1 else ""
-        incident.shared_labels = shared(incident.shared_labels, signal.labels)
-        if signal.annotations.get("summary", "") != incident.shared_summary:
-            incident.shared_summary = ""
+            shared = shared_by(members or [(signal.labels, {})])
+            incident.shared_labels, incident.shared_summary = shared
+        incident.shared_labels, incident.shared_summary = narrowed(
+            incident.shared_labels, incident.shared_summary, signal.labels, signal.annotations
+        )
 
     def _retitle(self, incident: Incident) -> None:
         """A signal joined: if what the group shares reads differently now, record the new
@@ -338,7 +327,7 @@ class IncidentLifecycle:
         )
         if self._mute_reason(incident) is not None:
             return  # a silence or maintenance window means nobody is to be paged for it
-        self._escalate(
+        self.pager.escalate(
             incident,
             f"flapping: {changes} state changes within {window}; automatic actions paused",
         )
@@ -465,7 +454,7 @@ class IncidentLifecycle:
         current = max(incident.escalation_tier, 0)
         wait = format_duration(tiers[min(current, len(tiers) - 1)].wait)
         if current + 1 < len(tiers):
-            self._escalate(
+            self.pager.escalate(
                 incident,
                 f"not acknowledged within {wait}; paging {', '.join(tiers[current + 1].notify)}",
                 tier=current + 1,
@@ -476,7 +465,7 @@ class IncidentLifecycle:
             self.emitter.note(
                 incident.incident_id, "overdue", f"the last tier has not acknowledged within {wait}"
             )
-        self._escalate(
+        self.pager.escalate(
             incident,
             f"still not acknowledged: paging {', '.join(tiers[-1].notify)} again "
             f"({repeat} of {self.setup.active.config.escalation.repeat_last} repeats)",

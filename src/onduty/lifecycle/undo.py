@@ -9,16 +9,17 @@ from typing import Any, ClassVar
 
 from onduty.commands import StartUndo
 from onduty.events import Event, Payload, UndoFinished, UndoStarted
-from onduty.lifecycle.base import Emitter, Prior, derive_id, escalate
+from onduty.lifecycle.base import Emitter, Pager, Prior, derive_id
 from onduty.lifecycle.setup import Setup
 from onduty.state import ActionState, Incident, State, UndoState, UndoStatus
 
 
 class Undos:
-    def __init__(self, state: State, setup: Setup, emitter: Emitter) -> None:
+    def __init__(self, state: State, setup: Setup, emitter: Emitter, pager: Pager) -> None:
         self.state = state
         self.setup = setup
         self.emitter = emitter
+        self.pager = pager
 
     def decide(self, action: ActionState, now: datetime) -> None:
         """`action` failed, or did not fix its incident: its runbook's undo steps are decided
@@ -111,9 +112,7 @@ class Undos:
                 opened_at=now,
                 ready_at=now,
             )
-        escalate(
-            self.emitter,
-            self.setup.active.config,
+        self.pager.escalate(
             incident,
             f"undo {undo.action} on {undo.target} (of {undo.of_action} on {undo.of_target}) "
             f"is in doubt and was not run again; check {undo.target} by hand: {body.error}",
