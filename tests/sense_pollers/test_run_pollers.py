@@ -264,6 +264,8 @@ def test_submit_and_error_handler_failures_are_contained(health_server: HealthSe
         if len(errors) == 1:
             raise ValueError("the handler itself broke")
 
+    timer = VirtualTimer(pollers=1)
+
     async def run() -> None:
         stop = asyncio.Event()
         async with httpx.AsyncClient() as client:
@@ -271,15 +273,18 @@ def test_submit_and_error_handler_failures_are_contained(health_server: HealthSe
                 build_source(probe_spec(f"{health_server.url}/health", resend="100ms"), client),
             ]
             task = asyncio.create_task(
-                run_pollers(sources, submit, clock=now, stop=stop, on_error=on_error)
+                run_pollers(
+                    sources, submit, clock=timer.datetime, stop=stop, on_error=on_error, timer=timer
+                )
             )
-            await asyncio.sleep(0.45)
+            await timer.run_until(0.45)
             stop.set()
             await task
 
     asyncio.run(run())
-    # Firing is re-sent every 100ms, and each submit fails: the loop goes on regardless.
-    assert len(errors) >= 3
+    # Polls at 0, 0.1, ... 0.4 (virtual seconds); firing is sent at the first and re-sent at
+    # each later one, and each submit fails: the loop goes on regardless.
+    assert len(errors) == 5
     assert all(isinstance(error, RuntimeError) for _, error in errors)
 
 
