@@ -1,7 +1,9 @@
 """The HTTP API: ingest under /api/v1/signals, read models, approvals, audit, and the probes.
 
-With access control on (tokens in the configuration's `access` section), every route but the
-probes needs a credential and each checks its role; the table is `ROUTE_ROLES`."""
+`build_app` composes the middleware, the ingest routes and one router per resource
+(`onduty.api.routes`). With access control on (tokens in the configuration's `access` section),
+every route but the probes needs a credential and each checks its role; the table is
+`ROUTE_ROLES`."""
 
 from __future__ import annotations
 
