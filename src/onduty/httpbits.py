@@ -8,11 +8,14 @@ instead of borrowing from each other.
 from __future__ import annotations
 
 import re
+from typing import Annotated
 from urllib.parse import urlsplit
+
+from pydantic import AfterValidator
 
 from onduty.values import references
 
-__all__ = ["check_headers", "check_http_url", "connect_error_reason"]
+__all__ = ["Headers", "check_headers", "check_http_url", "connect_error_reason"]
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _SENSITIVE_WORDS = ("authorization", "cookie", "token", "secret", "password", "key")
@@ -68,3 +71,7 @@ def connect_error_reason(error: BaseException) -> str:
     if "refused" in text.lower():
         return "connection refused"
     return f"cannot connect: {text}" if text else "cannot connect"
+
+
+Headers = Annotated[dict[str, str], AfterValidator(check_headers)]
+"""Request headers as a configuration writes them: checked by `check_headers`."""

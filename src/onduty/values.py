@@ -15,12 +15,13 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BeforeValidator, PlainSerializer, ValidationError
+from pydantic import AfterValidator, BeforeValidator, PlainSerializer, ValidationError
 
 __all__ = [
     "ENV_REFERENCE",
     "FILE_REFERENCE",
     "REFERENCE",
+    "AbsolutePath",
     "Duration",
     "FieldProblems",
     "SectionProblems",
@@ -32,6 +33,7 @@ __all__ = [
     "parse_duration",
     "parse_items",
     "references",
+    "unknown_kind",
 ]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -91,6 +93,16 @@ Duration = Annotated[
     BeforeValidator(parse_duration),
     PlainSerializer(format_duration, return_type=str),
 ]
+
+
+def _absolute(path: str) -> str:
+    if not path.startswith("/"):
+        raise ValueError(f"{path!r} must be an absolute path")
+    return path
+
+
+AbsolutePath = Annotated[str, AfterValidator(_absolute)]
+"""A file or directory named from the root (`/etc/onduty/ca.pem`)."""
 
 
 # --------------------------------------------------------------------------- validation errors
@@ -156,6 +168,12 @@ def describe_validation_error(
 Item = TypeVar("Item")
 
 
+def unknown_kind(prefix: str, kind: object, known: Iterable[str]) -> FieldProblems:
+    """The problem of an item whose `kind` is missing or names no kind in `known`."""
+    what = "required field is missing" if kind is None else f"unknown kind {kind!r}"
+    return FieldProblems([f"{prefix}.kind: {what} (expected one of {', '.join(known)})"])
+
+
 def parse_items(
     section: str,
     raw: Iterable[Any],
@@ -164,12 +182,13 @@ def parse_items(
     expected: str,
     key: Callable[[Item], str],
     repeated: Callable[[str, str, str], str],
-) -> tuple[list[Item], list[str]]:
+    error: Callable[[list[str]], Exception],
+) -> list[Item]:
     """Validate a section's list item by item, collecting every problem rather than stopping at
-    the first. `parse(prefix, item)` validates one mapping or raises `FieldProblems` naming each
-    bad field under `prefix` (`channels[1]`); an item that is no mapping is a problem ("expected
-    `expected`"); so is one whose `key` repeats an earlier item's, in the words of
-    `repeated(prefix, key, earlier)`."""
+    the first, and raise `error(problems)` if there is any. `parse(prefix, item)` validates one
+    mapping or raises `FieldProblems` naming each bad field under `prefix` (`channels[1]`); an
+    item that is no mapping is a problem ("expected `expected`"); so is one whose `key` repeats
+    an earlier item's, in the words of `repeated(prefix, key, earlier)`."""
     items: list[Item] = []
     problems: list[str] = []
     first: dict[str, int] = {}
@@ -180,8 +199,8 @@ def parse_items(
             continue
         try:
             parsed = parse(prefix, item)
-        except FieldProblems as error:
-            problems.extend(error.problems)
+        except FieldProblems as failure:
+            problems.extend(failure.problems)
             continue
         name = key(parsed)
         if name in first:
@@ -189,7 +208,9 @@ def parse_items(
         else:
             first[name] = index
         items.append(parsed)
-    return items, problems
+    if problems:
+        raise error(problems)
+    return items
 
 
 # --------------------------------------------------------------------------- secret references

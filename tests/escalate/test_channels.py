@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from onduty.config import ConfigError, parse_config
-from onduty.escalate.channels import (
+from onduty.escalate.specs import (
     DEFAULT_PAGERDUTY_URL,
     ChannelConfigError,
     EmailChannel,

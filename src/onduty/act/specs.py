@@ -49,14 +49,16 @@ from onduty.act.templates import (
     is_constant,
     json_templates,
 )
-from onduty.httpbits import check_headers, check_http_url
+from onduty.httpbits import Headers, check_http_url
 from onduty.values import (
+    AbsolutePath,
     Duration,
     FieldProblems,
     describe_validation_error,
     format_seconds,
     parse_items,
     references,
+    unknown_kind,
 )
 
 __all__ = [
@@ -210,7 +212,7 @@ class ShellSpec(_Spec):
     env: dict[str, str] = Field(default_factory=dict)
     """Environment variables for the program (values may reference secrets); it gets nothing else
     but `PATH` and `LANG`."""
-    cwd: str | None = None
+    cwd: AbsolutePath | None = None
     """The working directory (absolute); default: onduty's."""
     max_output: int = Field(default=DEFAULT_MAX_OUTPUT, ge=1024, le=16 * 1024 * 1024)
     """Output kept, in bytes (the beginning and the end), secrets redacted: recorded as the action's
@@ -257,13 +259,6 @@ class ShellSpec(_Spec):
             references(value, f"env {name!r}")
         return env
 
-    @field_validator("cwd")
-    @classmethod
-    def _cwd(cls, cwd: str | None) -> str | None:
-        if cwd is not None and not cwd.startswith("/"):
-            raise ValueError(f"{cwd!r} must be an absolute path")
-        return cwd
-
     @model_validator(mode="after")
     def _programs_allowed(self) -> ShellSpec:
         for field, argv in (("argv", self.argv), ("check_argv", self.check_argv)):
@@ -288,7 +283,7 @@ class HttpSpec(_Spec):
     """The request method; `GET`, `PUT` and `DELETE` are idempotent by default."""
     url: str
     """A template; every value substituted is percent-encoded as one path segment or query value."""
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: Headers = Field(default_factory=dict)
     """Request headers; values may reference `${ENV:NAME}` or `${FILE:/path}`."""
     body: JsonValue = None
     """A JSON body whose string leaves are templates (a leaf that is one `{{ expression }}` keeps
@@ -323,11 +318,6 @@ class HttpSpec(_Spec):
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
         return None if value is None else _check_url_template(value, CHECK_VARIABLES)
-
-    @field_validator("headers")
-    @classmethod
-    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
-        return check_headers(value)
 
     @field_validator("body")
     @classmethod
@@ -443,7 +433,7 @@ class AlertmanagerSilenceSpec(_Spec):
     """The actions it takes: `….expire` expires a silence, any other creates one."""
     url: str
     """The Alertmanager's base URL."""
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: Headers = Field(default_factory=dict)
     """Request headers; values may reference secrets."""
     default_duration: Duration = timedelta(hours=1)
     """A silence's duration when the step's `params.duration` gives none."""
@@ -458,11 +448,6 @@ class AlertmanagerSilenceSpec(_Spec):
         if parts.query or parts.fragment:
             raise ValueError("the Alertmanager URL is a base URL: no query string or fragment")
         return value.rstrip("/")
-
-    @field_validator("headers")
-    @classmethod
-    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
-        return check_headers(value)
 
     @model_validator(mode="after")
     def _durations(self) -> AlertmanagerSilenceSpec:
@@ -541,16 +526,9 @@ def parse_actuators(
                     tags=BUILTIN_KIND_NAMES if kind in BUILTIN_KIND_NAMES else (),
                 )
             ) from None
-        known = sorted({*BUILTIN_KIND_NAMES, *kinds})
-        raise FieldProblems(
-            [
-                f"{prefix}.kind: "
-                + ("required field is missing" if kind is None else f"unknown kind {kind!r}")
-                + f" (expected one of {', '.join(known)})"
-            ]
-        )
+        raise unknown_kind(prefix, kind, sorted({*BUILTIN_KIND_NAMES, *kinds}))
 
-    specs, problems = parse_items(
+    return parse_items(
         "actuators",
         raw,
         parse,
@@ -559,7 +537,5 @@ def parse_actuators(
         repeated=lambda prefix, action, earlier: (
             f"{prefix}.action: {action!r} is already handled by {earlier}"
         ),
+        error=ActuatorConfigError,
     )
-    if problems:
-        raise ActuatorConfigError(problems)
-    return specs

@@ -11,10 +11,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from onduty.escalate.channels import (
+    DeliveryError,
+)
+from onduty.escalate.specs import (
     AnyChannel,
     ChannelConfigError,
     ChannelSpec,
-    DeliveryError,
     EmailChannel,
     PagerDutyChannel,
     SlackChannel,

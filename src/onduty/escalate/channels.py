@@ -2,7 +2,7 @@
 link to its incident, `DeliveryError`).
 
 The `channels:` section's models (`webhook`, `slack`, `email`, `pagerduty`) are in
-`onduty.escalate.specs`, re-exported here. Secrets are resolved when a channel's sender is
+`onduty.escalate.specs`. Secrets are resolved when a channel's sender is
 built, and never appear in an event, an error or a `repr`.
 """
 
@@ -11,38 +11,12 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from onduty.commands import Notify
-from onduty.escalate.specs import (
-    DEFAULT_PAGERDUTY_URL,
-    KINDS,
-    AnyChannel,
-    ChannelConfigError,
-    ChannelSpec,
-    EmailChannel,
-    PagerDutyChannel,
-    SlackChannel,
-    WebhookChannel,
-    check_resolved_url,
-    parse_channels,
-    url_for_display,
-)
 
 __all__ = [
-    "DEFAULT_PAGERDUTY_URL",
-    "KINDS",
-    "AnyChannel",
-    "ChannelConfigError",
-    "ChannelSpec",
     "DeliveryError",
-    "EmailChannel",
-    "PagerDutyChannel",
-    "SlackChannel",
-    "WebhookChannel",
-    "check_resolved_url",
     "incident_url",
     "kind_word",
-    "parse_channels",
     "title_of",
-    "url_for_display",
 ]
 
 

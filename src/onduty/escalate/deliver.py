@@ -48,16 +48,18 @@ from tenacity import (
 from onduty.act.executor import WorkerPool
 from onduty.commands import Notify
 from onduty.escalate.channels import (
-    AnyChannel,
     DeliveryError,
+)
+from onduty.escalate.email import EmailSender
+from onduty.escalate.pagerduty import PagerDutySender
+from onduty.escalate.slack import SlackSender
+from onduty.escalate.specs import (
+    AnyChannel,
     EmailChannel,
     PagerDutyChannel,
     SlackChannel,
     WebhookChannel,
 )
-from onduty.escalate.email import EmailSender
-from onduty.escalate.pagerduty import PagerDutySender
-from onduty.escalate.slack import SlackSender
 from onduty.escalate.webhook import WebhookSender
 from onduty.events import NotificationFailed, NotificationSent, Payload, to_json
 from onduty.secrets import Secrets

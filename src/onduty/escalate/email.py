@@ -29,10 +29,12 @@ from onduty.commands import Notify
 from onduty.config import format_duration
 from onduty.escalate.channels import (
     DeliveryError,
-    EmailChannel,
     incident_url,
     kind_word,
     title_of,
+)
+from onduty.escalate.specs import (
+    EmailChannel,
 )
 from onduty.secrets import resolve_references
 

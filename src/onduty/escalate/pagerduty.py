@@ -24,10 +24,12 @@ import httpx
 
 from onduty.commands import Notify
 from onduty.escalate.channels import (
-    PagerDutyChannel,
     incident_url,
     kind_word,
     title_of,
+)
+from onduty.escalate.specs import (
+    PagerDutyChannel,
     url_for_display,
 )
 from onduty.escalate.webhook import post_json

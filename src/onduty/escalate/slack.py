@@ -19,11 +19,13 @@ import httpx
 
 from onduty.commands import Notify
 from onduty.escalate.channels import (
-    SlackChannel,
-    check_resolved_url,
     incident_url,
     kind_word,
     title_of,
+)
+from onduty.escalate.specs import (
+    SlackChannel,
+    check_resolved_url,
 )
 from onduty.escalate.webhook import post_json
 from onduty.secrets import Secrets, resolve_references

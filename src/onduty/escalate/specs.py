@@ -28,13 +28,15 @@ from pydantic import (
     model_validator,
 )
 
-from onduty.httpbits import check_headers, check_http_url
+from onduty.httpbits import Headers, check_http_url
 from onduty.values import (
+    AbsolutePath,
     Duration,
     FieldProblems,
     describe_validation_error,
     parse_items,
     references,
+    unknown_kind,
 )
 
 __all__ = [
@@ -188,18 +190,13 @@ class WebhookChannel(_Channel):
     """`webhook`."""
     url: str = Field(repr=False)
     """Where the JSON notification is POSTed."""
-    headers: dict[str, str] = Field(default_factory=dict, repr=False)
+    headers: Headers = Field(default_factory=dict, repr=False)
     """Request headers; values may reference secrets."""
 
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
         return _check_url(value)
-
-    @field_validator("headers")
-    @classmethod
-    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
-        return check_headers(value)
 
 
 class SlackChannel(_Channel):
@@ -243,7 +240,7 @@ class EmailChannel(_Channel):
     """The SMTP user (with `password`; needs `starttls`)."""
     password: str | None = Field(default=None, repr=False)
     """A reference (`${ENV:NAME}` or `${FILE:/path}`), never the password itself."""
-    ca_file: str | None = None
+    ca_file: AbsolutePath | None = None
     """A PEM file of a private CA to trust."""
 
     @field_validator("host")
@@ -281,13 +278,6 @@ class EmailChannel(_Channel):
     @classmethod
     def _password(cls, value: str | None) -> str | None:
         return None if value is None else _require_reference(value, "password")
-
-    @field_validator("ca_file")
-    @classmethod
-    def _ca_file(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith("/"):
-            raise ValueError(f"{value!r} must be an absolute path")
-        return value
 
     @model_validator(mode="after")
     def _credentials(self) -> EmailChannel:
@@ -348,13 +338,7 @@ def parse_channels(raw: Any) -> list[ChannelSpec]:
     def parse(prefix: str, item: Mapping[str, Any]) -> ChannelSpec:
         kind = item.get("kind")
         if kind not in KINDS:
-            raise FieldProblems(
-                [
-                    f"{prefix}.kind: "
-                    + ("required field is missing" if kind is None else f"unknown kind {kind!r}")
-                    + f" (expected one of {', '.join(KINDS)})"
-                ]
-            )
+            raise unknown_kind(prefix, kind, KINDS)
         try:
             return _SPEC.validate_python(dict(item))
         except ValidationError as error:
@@ -364,7 +348,7 @@ def parse_channels(raw: Any) -> list[ChannelSpec]:
                 )
             ) from None
 
-    specs, problems = parse_items(
+    return parse_items(
         "channels",
         raw,
         parse,
@@ -373,7 +357,5 @@ def parse_channels(raw: Any) -> list[ChannelSpec]:
         repeated=lambda prefix, name, earlier: (
             f"{prefix}.name: the name {name!r} is already used by {earlier}"
         ),
+        error=ChannelConfigError,
     )
-    if problems:
-        raise ChannelConfigError(problems)
-    return specs

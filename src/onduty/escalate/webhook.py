@@ -26,10 +26,12 @@ import orjson
 from onduty.commands import Notify
 from onduty.escalate.channels import (
     DeliveryError,
-    WebhookChannel,
-    check_resolved_url,
     incident_url,
     title_of,
+)
+from onduty.escalate.specs import (
+    WebhookChannel,
+    check_resolved_url,
     url_for_display,
 )
 from onduty.httpbits import connect_error_reason

@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from onduty.httpbits import check_headers, check_http_url
+from onduty.httpbits import Headers, check_http_url
 from onduty.values import Duration, format_duration
 
 __all__ = [
@@ -113,18 +113,13 @@ class _SourceModel(BaseModel):
     `resend_delay` as Alertmanager sees it)."""
     labels: dict[str, str] = Field(default_factory=dict)
     """Labels added to every signal (e.g. `service`, `instance`, so that it is placed)."""
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: Headers = Field(default_factory=dict)
     """Request headers; values may reference `${ENV:NAME}` or `${FILE:/path}`."""
 
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
         return _check_url(value)
-
-    @field_validator("headers")
-    @classmethod
-    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
-        return check_headers(value)
 
     @model_validator(mode="after")
     def _timing(self) -> _SourceModel:
