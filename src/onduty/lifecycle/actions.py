@@ -4,6 +4,7 @@ the action's outcome, verification, undo."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from onduty.commands import Notify, RunCheck, ScheduleTimer, StartAction
@@ -60,26 +61,21 @@ class Incidents(Protocol):
     def all_resolved(self, incident: Incident) -> bool: ...
 
 
+@dataclass(eq=False, repr=False)
 class ActionLifecycle:
     """Incidents into actions: `plan` an incident that is ready, govern each proposal, ask for
     approvals, follow the action's outcome and verification; `undos` runs what must be undone."""
 
-    def __init__(
-        self,
-        state: State,
-        setup: Setup,
-        emitter: Emitter,
-        pager: Pager,
-        incidents: Incidents,
-        undos: Undos,
-    ) -> None:
-        self.state = state
-        self.setup = setup
-        self.emitter = emitter
-        self.pager = pager
-        self.incidents = incidents
-        self.undos = undos
-        self.verdicts = Verdicts(state, setup, emitter)
+    state: State
+    setup: Setup
+    emitter: Emitter
+    pager: Pager
+    incidents: Incidents
+    undos: Undos
+    verdicts: Verdicts = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.verdicts = Verdicts(self.state, self.setup, self.emitter)
 
     def _apply_proposed(self, body: ActionProposed, event: Event) -> None:
         incident = self.state.incidents.get(body.incident_id)

@@ -97,22 +97,16 @@ class Emitter:
 
 
 @dataclass(frozen=True)
-class SignalBefore:
-    """A signal as the state knew it before the input."""
-
-    status: str
-    incident_id: str
-
-
-@dataclass(frozen=True)
 class Prior:
     """What a reaction needs to know about the state as it was before its input was applied
     (applying it may change or remove exactly that)."""
 
     redelivered: bool = False
     """A `SignalReceived` whose delivery id was seen before: the same notification again."""
-    signal: SignalBefore | None = None
-    """The signal of a `SignalReceived`, when it was known."""
+    signal_status: str | None = None
+    """The status of the signal of a `SignalReceived`, None when it was not known"""
+    signal_incident: str = ""
+    """and the incident it belonged to ("" for none)."""
     approval: Approval | None = None
     """The approval an answer is for, when it was pending."""
     action: ActionStatus | None = None
@@ -126,7 +120,9 @@ class Prior:
             if body.delivery_id is not None and body.delivery_id in state.deliveries:
                 return cls(redelivered=True)
             known = state.signals.get(body.fingerprint)
-            return cls(signal=SignalBefore(known.status, known.incident_id) if known else None)
+            if known is None:
+                return cls()
+            return cls(signal_status=known.status, signal_incident=known.incident_id)
         if isinstance(body, ApprovalGranted | ApprovalDenied):
             approval = state.approvals.get(body.approval_id)
             copy = replace(approval, approvers=list(approval.approvers)) if approval else None
@@ -139,12 +135,12 @@ class Prior:
         return cls()
 
 
+@dataclass(eq=False, repr=False)
 class Pager:
     """Hands incidents to humans along the escalation tiers of the active configuration."""
 
-    def __init__(self, setup: Setup, emitter: Emitter) -> None:
-        self.setup = setup
-        self.emitter = emitter
+    setup: Setup
+    emitter: Emitter
 
     def escalate(
         self,

@@ -4,6 +4,7 @@ inhibition), timeouts and resolution."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
@@ -25,7 +26,7 @@ from onduty.events import (
     VerificationPassed,
     to_json,
 )
-from onduty.lifecycle.base import Emitter, Pager, Prior, SignalBefore, derive_id
+from onduty.lifecycle.base import Emitter, Pager, Prior, derive_id
 from onduty.lifecycle.setup import Setup
 from onduty.state import (
     TERMINAL,
@@ -40,23 +41,16 @@ _DELIVERY_MEMORY = timedelta(hours=24)
 _DELIVERY_SWEEP_AT = 10_000
 
 
+@dataclass(eq=False, repr=False)
 class IncidentLifecycle:
     """Signals into incidents. `plan` is called for an incident that is ready to be acted on
     (its group wait is over and not all its signals are muted): the action lifecycle's."""
 
-    def __init__(
-        self,
-        state: State,
-        setup: Setup,
-        emitter: Emitter,
-        pager: Pager,
-        plan: Callable[[Incident], None],
-    ) -> None:
-        self.state = state
-        self.setup = setup
-        self.emitter = emitter
-        self.pager = pager
-        self._plan_actions = plan
+    state: State
+    setup: Setup
+    emitter: Emitter
+    pager: Pager
+    plan: Callable[[Incident], None]
 
     def _apply_signal(self, body: SignalReceived, event: Event) -> None:
         if body.delivery_id is not None:
@@ -241,21 +235,21 @@ class IncidentLifecycle:
     def _on_signal(self, body: SignalReceived, before: Prior) -> None:
         if before.redelivered:
             return
-        prior = before.signal
+        known = before.signal_status is not None
+        incident = self.state.incidents.get(before.signal_incident)
         if body.status == "acknowledged":
-            self._on_acknowledged_at_source(body, prior)
+            self._on_acknowledged_at_source(body, incident)
             return
         timeout = self.setup.active.config.correlation.resolve_timeout
         if timeout is not None and body.status == "firing":
             self.emitter.command(
                 ScheduleTimer(f"stale:{body.fingerprint}", self.emitter.now + timeout)
             )
-        if prior is not None and prior.status == body.status:
+        if before.signal_status == body.status:
             return  # a repeat of what we already know: counts once
         if body.status == "resolved":
-            if prior is None:
+            if not known:
                 return  # resolved, and never seen firing (or its incident is gone)
-            incident = self.state.incidents.get(prior.incident_id)
             if incident is not None:
                 self.emitter.note(
                     incident.incident_id,
@@ -266,7 +260,6 @@ class IncidentLifecycle:
                 self.maybe_resolve(incident)
             self._recheck_muted()  # an inhibiting alert may just have resolved
             return
-        incident = self.state.incidents.get(prior.incident_id) if prior is not None else None
         if incident is not None:
             self.emitter.note(incident.incident_id, "signal_refired", fingerprint=body.fingerprint)
         else:
@@ -277,8 +270,7 @@ class IncidentLifecycle:
         elif not incident.planned:
             self.emitter.command(ScheduleTimer(f"ready:{incident.incident_id}", incident.ready_at))
 
-    def _on_acknowledged_at_source(self, body: SignalReceived, prior: SignalBefore | None) -> None:
-        incident = self.state.incidents.get(prior.incident_id) if prior is not None else None
+    def _on_acknowledged_at_source(self, body: SignalReceived, incident: Incident | None) -> None:
         if incident is None or incident.acknowledged:
             return
         self.emitter.note(
@@ -359,7 +351,7 @@ class IncidentLifecycle:
 
     def _plan(self, incident: Incident) -> None:
         if not self._muted(incident):  # muted: recorded, never acted on; re-examined when
-            self._plan_actions(incident)  # silences or sources change
+            self.plan(incident)  # silences or sources change
 
     def _recheck_muted(self) -> None:
         for incident in list(self.state.incidents.values()):

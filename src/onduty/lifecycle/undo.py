@@ -4,6 +4,7 @@ as the failure is applied, run once, and tracked until each has finished."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -14,12 +15,12 @@ from onduty.lifecycle.setup import Setup
 from onduty.state import ActionState, Incident, State, UndoState, UndoStatus
 
 
+@dataclass(eq=False, repr=False)
 class Undos:
-    def __init__(self, state: State, setup: Setup, emitter: Emitter, pager: Pager) -> None:
-        self.state = state
-        self.setup = setup
-        self.emitter = emitter
-        self.pager = pager
+    state: State
+    setup: Setup
+    emitter: Emitter
+    pager: Pager
 
     def decide(self, action: ActionState, now: datetime) -> None:
         """`action` failed, or did not fix its incident: its runbook's undo steps are decided

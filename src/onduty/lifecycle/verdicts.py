@@ -4,6 +4,7 @@ a canary's, where its selector holds), and where a candidate policy disagrees.""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from onduty.events import PolicyEvaluated, PolicyShadowDiverged
@@ -17,15 +18,15 @@ from onduty.state import ActionState, Incident, State
 from onduty.think import Proposal
 
 
+@dataclass(eq=False, repr=False)
 class Verdicts:
-    def __init__(self, state: State, setup: Setup, emitter: Emitter) -> None:
-        self.state = state
-        self.setup = setup
-        self.emitter = emitter
-        self.on_facts: list[Callable[[Facts], None]] = []
-        """Called with the facts of each verdict before any policy sees them (the table tests
-        and the linter check theirs against these). The facts lend the live history: copy what
-        you keep."""
+    state: State
+    setup: Setup
+    emitter: Emitter
+    on_facts: list[Callable[[Facts], None]] = field(default_factory=list)
+    """Called with the facts of each verdict before any policy sees them (the table tests and
+    the linter check theirs against these). The facts lend the live history: copy what you
+    keep."""
 
     def decide(
         self,
