@@ -23,8 +23,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from rich.console import Console, RenderableType
 
-from onduty import cli
 from onduty.act import ActuatorRegistry
+from onduty.cli import base, talk
+from onduty.cli import views as cli_views
 from onduty.events import Event, IncidentOpened, SignalReceived, make_event
 from onduty.log import open_log
 from onduty.obs import SafeFormatter
@@ -58,7 +59,7 @@ FORBIDDEN |= {"\u2069", "\u200e", "\u200f", "\u061c", "\u200b", "\ufeff", "\u202
 
 
 def console() -> Console:
-    """A console set up as the command's own (`cli.out`), writing into a string, wide enough
+    """A console set up as the command's own (`cli.base.out`), writing into a string, wide enough
     that no value is wrapped."""
     return Console(file=io.StringIO(), width=2000, highlight=False, emoji=False, color_system=None)
 
@@ -141,10 +142,10 @@ def test_incidents_and_events_tail_show_alert_text_as_sent(
     log = _hostile_log(f"s{summary}", instance, alertname)
     views = IncidentProjection().feed_all(log).ordered()
     assert any(view.title == f"s{summary}" for view in views)
-    output = render(cli.incidents_table(views))
+    output = render(cli_views.incidents_table(views))
     for view in views:
         assert_shown(output, view.incident_id, view.title, view.service or "-", *view.actions)
-    lines = render(*(cli.event_line(event, describe) for event in log))
+    lines = render(*(cli_views.event_line(event, describe) for event in log))
     assert_shown(lines, *(describe(event).removeprefix(event.type).strip() for event in log))
     assert len(lines.splitlines()) == len(log)  # one line per event, whatever the text holds
 
@@ -155,18 +156,18 @@ def test_incidents_and_events_tail_show_alert_text_as_sent(
 def test_approvals_silences_and_policy_status_show_server_text_as_sent(texts: list[str]) -> None:
     a, b, c, d, e, f = texts
     approvals = [{"id": "apr-1", "incident_id": a, "summary": b, "status": c, "expires_at": d}]
-    assert_shown(render(cli.approvals_table(approvals)), a, b, c, d)
+    assert_shown(render(cli_views.approvals_table(approvals)), a, b, c, d)
     silence = {
         "id": "sil-1", "kind": e, "matchers": [a, b], "ends_at": c,
         "created_by": d, "comment": f, "state": "active",
     }  # fmt: skip
-    assert_shown(render(cli.silences_table([silence])), e, a, b, c, d, f)
+    assert_shown(render(cli_views.silences_table([silence])), e, a, b, c, d, f)
     status = {
         "version": a,
         "source": b,
         "candidate": {"version": c, "mode": d, "selector": e},
     }
-    assert_shown(render(*cli.policy_status_lines(status)), a, b, c, d, e)
+    assert_shown(render(*cli_views.policy_status_lines(status)), a, b, c, d, e)
 
 
 @FAST
@@ -176,7 +177,7 @@ def test_replay_differences_show_decisions_as_sent(texts: list[str]) -> None:
     difference = Difference(
         seq=7, input_type=kind, input_id="ev-7", recorded=(recorded, kind), replayed=(replayed,)
     )
-    assert_shown(render(cli.differences_table([difference])), kind, recorded, replayed)
+    assert_shown(render(cli_views.differences_table([difference])), kind, recorded, replayed)
 
 
 @FAST
@@ -196,11 +197,11 @@ def test_the_demo_live_view_shows_event_text_as_sent(title: str) -> None:
 @example(texts=["regex [/a-z]+ failed [/bold]", "[bold red]X[/]", "\x1b]0;t\x07"])
 def test_printed_answers_and_problems_show_text_as_sent(texts: list[str]) -> None:
     approval_id, status, problem = texts
-    with cli.out.capture() as captured:
-        cli._print_answer("approved", "green", approval_id, {"status": status})
+    with base.out.capture() as captured:
+        talk.print_answer("approved", "green", approval_id, {"status": status})
     assert_shown(captured.get(), approval_id, status)
-    with cli.err.capture() as captured:
-        cli.problem_line(problem)
+    with base.err.capture() as captured:
+        base.problem_line(problem)
     assert_shown(captured.get(), " ".join(problem.split()))
     assert len(captured.get().splitlines()) == 1
 

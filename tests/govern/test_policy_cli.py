@@ -12,7 +12,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner, Result
 
-from onduty.policy_cli import policy_app
+from onduty.cli.policy import policy_app
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "policy"
 CONFIG = EXAMPLES / "onduty.yaml"
@@ -157,20 +157,9 @@ def test_test_needs_cases() -> None:
 # ---------------------------------------------------------------------------- a real process
 
 
-def _mounted() -> bool:
-    from onduty.cli import app
-
-    return any(group.name == "policy" for group in app.registered_groups)
-
-
 def policy_command(*args: str) -> subprocess.CompletedProcess[str]:
-    """`python -m onduty policy ...` once cli.py mounts the sub-app; until then the same
-    sub-app run as its own program."""
-    if _mounted():
-        command = [sys.executable, "-m", "onduty", "policy", *args]
-    else:
-        runner = "from onduty.policy_cli import policy_app; policy_app()"
-        command = [sys.executable, "-c", runner, *args]
+    """`python -m onduty policy ...` as a real process."""
+    command = [sys.executable, "-m", "onduty", "policy", *args]
     result = subprocess.run(
         command,
         capture_output=True,

@@ -1,9 +1,12 @@
-"""`onduty policy`: check a policy's guardrails, and run its table tests.
+"""`onduty policy`: check a policy's guardrails, run its table tests, and manage the policy a
+running server enforces.
 
 onduty policy check onduty.yaml [--now 2026-01-05T09:00:00Z]
     exit 0: clean or warnings only; 2: errors (or a file that cannot be read)
 onduty policy test onduty.yaml --cases cases/
     exit 0: every case passes; 1: a case fails; 2: a bad configuration or case file
+onduty policy status|reload|shadow|canary|promote|rollback
+    the policy of a running server (see `onduty policy --help`)
 """
 
 from __future__ import annotations
@@ -14,9 +17,12 @@ from typing import Annotated, Any
 
 import typer
 import yaml
-from rich.console import Console
 
-from onduty.config import ConfigError, load_config
+from onduty.cli.base import SERVER, TokenOption, UrlOption, config_problems, err, fail, out
+from onduty.cli.client import call
+from onduty.cli.views import policy_status_lines
+from onduty.config import ConfigError
+from onduty.configfile import load_config
 from onduty.govern.lint import Problem, check_policy, problems_of_config_error
 from onduty.policytest import CaseError, load_cases, run_cases
 from onduty.textsafe import markup
@@ -27,23 +33,7 @@ policy_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# data is escaped (textsafe.markup) before it meets markup; emoji codes stay text
-out = Console(highlight=False, soft_wrap=True, emoji=False)
-err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
-
 FileArgument = Annotated[Path, typer.Argument(help="An onduty.yaml configuration.")]
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {markup(message)}")
-    return typer.Exit(code)
-
-
-def _config_problems(error: ConfigError) -> typer.Exit:
-    err.print(f"[bold red]invalid configuration[/] {markup(error.source)}:")
-    for problem in error.problems:
-        err.print(f"  - {markup(problem)}")
-    return typer.Exit(2)
 
 
 def parse_now(text: str | None) -> datetime:
@@ -53,9 +43,9 @@ def parse_now(text: str | None) -> datetime:
     try:
         value = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise _fail(f"--now: {text!r} is not an ISO time such as 2026-01-05T09:00:00Z") from None
+        raise fail(f"--now: {text!r} is not an ISO time such as 2026-01-05T09:00:00Z") from None
     if value.tzinfo is None:
-        raise _fail(f"--now: {text!r} needs a UTC offset, e.g. 2026-01-05T09:00:00Z")
+        raise fail(f"--now: {text!r} needs a UTC offset, e.g. 2026-01-05T09:00:00Z")
     return value.astimezone(UTC)
 
 
@@ -79,10 +69,13 @@ def print_problem(problem: Problem) -> None:
     colour = "red" if problem.severity == "error" else "yellow"
     where = f"rule {problem.rule}" if problem.rule else "config"
     at = f" (position {problem.position})" if problem.position is not None else ""
-    out.print(f"[{colour}]{problem.severity:<7}[/] {markup(where)}: {markup(problem.message)}{at}")
+    out.print(
+        f"[{colour}]{problem.severity:<7}[/] {markup(where)}: {markup(problem.message)}{at}",
+        soft_wrap=True,
+    )
     if problem.expression is not None and problem.position is not None:
         for line in _pointer(problem.expression, problem.position):
-            out.print(f"        {markup(line)}")
+            out.print(f"        {markup(line)}", soft_wrap=True)
 
 
 @policy_app.command("check")
@@ -103,7 +96,7 @@ def check(
     except ConfigError as error:
         readable, document = _read_document(file)
         if not readable:
-            raise _config_problems(error) from None
+            raise config_problems(error) from None
         problems = problems_of_config_error(document, error, now=moment)
         rules = "?"
     else:
@@ -114,11 +107,15 @@ def check(
     errors = sum(1 for p in problems if p.severity == "error")
     warnings = len(problems) - errors
     if not problems:
-        out.print(f"[green]clean[/]: {markup(str(file))} — {rules} guardrails, no problems")
+        out.print(
+            f"[green]clean[/]: {markup(str(file))} — {rules} guardrails, no problems",
+            soft_wrap=True,
+        )
         return
     out.print(
         f"{markup(str(file))}: {errors} error{'s' if errors != 1 else ''}, "
-        f"{warnings} warning{'s' if warnings != 1 else ''}"
+        f"{warnings} warning{'s' if warnings != 1 else ''}",
+        soft_wrap=True,
     )
     if errors:
         raise typer.Exit(2)
@@ -136,30 +133,99 @@ def test(
     try:
         config = load_config(file)
     except ConfigError as error:
-        raise _config_problems(error) from None
+        raise config_problems(error) from None
     try:
         results = run_cases(config, load_cases(cases))
     except CaseError as error:
-        err.print("[bold red]invalid cases[/]:")
+        err.print("[bold red]invalid cases[/]:", soft_wrap=True)
         for problem in error.problems:
-            err.print(f"  - {markup(problem)}")
+            err.print(f"  - {markup(problem)}", soft_wrap=True)
         raise typer.Exit(2) from None
     failed = 0
     for result in results:
         mark = "[green]PASS[/]" if result.passed else "[red]FAIL[/]"
         out.print(
             f"{mark} {markup(result.file)}: {markup(result.name)} → {markup(result.verdict)}"
-            f" ({markup(result.reason)})"
+            f" ({markup(result.reason)})",
+            soft_wrap=True,
         )
         if result.passed:
             continue
         failed += 1
         for failure in result.failures:
-            out.print(f"     {markup(failure)}")
+            out.print(f"     {markup(failure)}", soft_wrap=True)
         for outcome in result.rules:
-            out.print(f"     · {markup(outcome.rule)} ({outcome.effect}): {markup(outcome.reason)}")
+            out.print(
+                f"     · {markup(outcome.rule)} ({outcome.effect}): {markup(outcome.reason)}",
+                soft_wrap=True,
+            )
     passed = len(results) - failed
     colour = "red" if failed else "green"
-    out.print(f"[{colour}]{passed} passed, {failed} failed[/]")
+    out.print(f"[{colour}]{passed} passed, {failed} failed[/]", soft_wrap=True)
     if failed:
         raise typer.Exit(1)
+
+
+@policy_app.command("status")
+def policy_status(url: UrlOption = SERVER, token: TokenOption = None) -> None:
+    """The enforced policy version, and any candidate beside it."""
+    for line in policy_status_lines(call("GET", url, "/api/v1/policy", token=token)):
+        out.print(line, soft_wrap=True)
+
+
+@policy_app.command("reload")
+def policy_reload(url: UrlOption = SERVER, token: TokenOption = None) -> None:
+    """Re-read the running server's configuration file (as SIGHUP does)."""
+    result = call("POST", url, "/api/v1/policy/reload", token=token)
+    state = "activated" if result.get("changed") else "unchanged"
+    out.print(f"{state}: {markup(result['version'])}", soft_wrap=True)
+
+
+def _candidate(file: Path, mode: str, selector: str | None, url: str, token: str | None) -> None:
+    config = load_config(file)
+    result = call(
+        "POST",
+        url,
+        "/api/v1/policy/candidate",
+        {
+            "config": config.model_dump(mode="json"),
+            "mode": mode,
+            "selector": selector,
+            "source": str(file),
+        },
+        token,
+    )
+    out.print(f"[green]{mode}[/]: {markup(result['version'])} runs beside the active policy")
+
+
+@policy_app.command("shadow")
+def policy_shadow(file: Path, url: UrlOption = SERVER, token: TokenOption = None) -> None:
+    """Run FILE's policy beside the active one, recording where it disagrees; never enforced."""
+    _candidate(file, "shadow", None, url, token)
+
+
+@policy_app.command("canary")
+def policy_canary(
+    file: Path,
+    selector: Annotated[
+        str, typer.Option(help='CEL over signal/incident/service, e.g. service.name == "search"')
+    ],
+    url: UrlOption = SERVER,
+    token: TokenOption = None,
+) -> None:
+    """Enforce FILE's policy where SELECTOR holds; the active one everywhere else."""
+    _candidate(file, "canary", selector, url, token)
+
+
+@policy_app.command("promote")
+def policy_promote(url: UrlOption = SERVER, token: TokenOption = None) -> None:
+    """Make the candidate the active policy."""
+    result = call("POST", url, "/api/v1/policy/promote", token=token)
+    out.print(f"[green]promoted[/]: {markup(result['version'])} is active")
+
+
+@policy_app.command("rollback")
+def policy_rollback(url: UrlOption = SERVER, token: TokenOption = None) -> None:
+    """Drop the candidate; without one, go back to the previous active policy."""
+    result = call("POST", url, "/api/v1/policy/rollback", token=token)
+    out.print(f"[yellow]rolled back[/]: {markup(result['role'])} {markup(result['version'])}")

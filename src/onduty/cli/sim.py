@@ -1,0 +1,88 @@
+"""The commands that run onduty offline: `demo`, `sim` and `bench`."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from onduty.cli.base import ConfigOption, StoreOption, UsageProblem, out
+
+SeedOption = Annotated[int | None, typer.Option(help="Override the scenario's seed.")]
+
+
+def demo(
+    store: StoreOption = "onduty-demo.db",
+    seed: SeedOption = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue an interrupted demo in --store instead of starting over.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option(help="No live view; just the scorecard.")] = False,
+    pace: Annotated[
+        float, typer.Option(help="Real seconds the live view spreads the simulated day over.")
+    ] = 12.0,
+) -> None:
+    """Run the built-in scenario on a simulated fleet and print a scorecard."""
+    from onduty.sim.driver import run_scenario_command
+
+    code = run_scenario_command(
+        "demo",
+        None,
+        store,
+        seed=seed,
+        fresh=not resume,
+        live=not quiet,
+        pace=0.0 if quiet else pace,
+        console=out,
+    )
+    raise typer.Exit(code)
+
+
+def sim(
+    scenario: Annotated[str, typer.Argument(help="A scenario file, or a built-in name (demo).")],
+    config: ConfigOption = None,
+    store: StoreOption = "onduty-sim.db",
+    seed: SeedOption = None,
+    fresh: Annotated[
+        bool, typer.Option(help="Start over even if --store holds an interrupted run.")
+    ] = False,
+    live: Annotated[bool, typer.Option(help="Show the live view while it runs.")] = False,
+    pace: Annotated[
+        float, typer.Option(help="Real seconds to spread the simulated span over (0: flat out).")
+    ] = 0.0,
+) -> None:
+    """Run a scenario in virtual time; exit 1 if one of its expectations fails."""
+    from onduty.sim.driver import run_scenario_command
+
+    code = run_scenario_command(
+        scenario, config, store, seed=seed, fresh=fresh, live=live, pace=pace, console=out
+    )
+    raise typer.Exit(code)
+
+
+def bench(
+    quick: Annotated[
+        bool, typer.Option(help="Small sizes: a smoke run, not a measurement.")
+    ] = False,
+    only: Annotated[
+        list[str] | None, typer.Option(help="Run only these workloads (module names).")
+    ] = None,
+) -> None:
+    """Run the benchmark workloads and print their figures (record them in BENCHMARKS.md)."""
+    from onduty.bench import workloads
+
+    known = workloads()
+    for name in only or []:
+        if name not in known:
+            raise UsageProblem(
+                f"no benchmark workload named {name!r}; the workloads are {', '.join(known)}"
+            )
+    table = Table("workload", "figure", "peer", "ratio")
+    for name in only or known:
+        module = importlib.import_module(f"onduty.bench.{name}")
+        out.print(f"[bold]{name}[/] …")
+        for row in module.run(quick=quick):
+            table.add_row(row["name"], row["figure"], row.get("peer", "-"), row.get("ratio", "-"))
+    out.print(table)

@@ -1,0 +1,179 @@
+"""The commands that read an event log on disk: `audit verify`, `replay`, `incidents`,
+`events tail`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+
+from onduty.cli.base import (
+    ConfigOption,
+    StoreOption,
+    UsageProblem,
+    counting,
+    err,
+    existing_log,
+    out,
+    progress,
+)
+from onduty.cli.views import differences_table, event_line, incidents_table
+from onduty.configfile import load_config
+from onduty.log import EventLog
+from onduty.textsafe import markup
+
+audit_app = typer.Typer(no_args_is_help=True, help="Check the log's integrity.")
+events_app = typer.Typer(no_args_is_help=True, help="Read the event log.")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    store: StoreOption = "onduty.db",
+    deep: Annotated[
+        bool,
+        typer.Option(
+            "--deep",
+            help="Also fold the log and check that each stored snapshot is exactly the state "
+            "at its seq (catches one forged with a recomputed digest; costs a replay).",
+        ),
+    ] = False,
+) -> None:
+    """Check the hash chain and the stored snapshots: exit 0 intact, 1 broken (naming the first
+    bad sequence number, or each snapshot that is not bound to the chain and why)."""
+    from onduty.log import verify_snapshots
+
+    with existing_log(store) as log:
+        seq, _ = log.head()
+        with progress("verifying", total=seq) as advance:
+            broken = log.verify(progress=lambda done, total: advance(done))
+        snapshots = log.snapshots()
+        problems = verify_snapshots(log)
+        if deep and broken is None:
+            bad = {problem.seq for problem in problems}
+            with progress("folding", total=seq) as advance:
+                problems += _unfolded(log, [s for s in snapshots if s.seq not in bad], advance)
+    if broken is not None:
+        err.print(f"[bold red]chain broken[/] at seq {broken.seq}: {markup(broken.reason)}")
+    for problem in sorted(problems, key=lambda problem: -problem.seq):
+        err.print(
+            f"[bold red]snapshot at seq {problem.seq} is bad[/]: {markup(problem.reason)}; "
+            "onduty discards it at start-up and folds the log instead",
+            soft_wrap=True,
+        )
+    if broken is not None or problems:
+        raise typer.Exit(1)
+    kept = f"; {len(snapshots)} snapshots bound to it" if snapshots else ""
+    folded = " and equal to the log folded up to their seq" if snapshots and deep else ""
+    out.print(f"[green]chain intact[/]: {seq} events verified{kept}{folded}")
+
+
+def _unfolded(log: EventLog, snapshots: list[Any], advance: Callable[[int], None]) -> list[Any]:
+    """The snapshots whose state is not the state of the core after folding the log up to their
+    seq (the state is compared in its stored JSON form)."""
+    import orjson
+
+    from onduty.log import SnapshotProblem
+    from onduty.manager import Manager
+
+    wanted = {snapshot.seq: snapshot for snapshot in snapshots}
+    manager, problems = Manager(), []
+    last = max(wanted, default=0)
+    for event in counting(log.read(), advance):
+        if event.seq > last:
+            break
+        manager.apply(event)
+        snapshot = wanted.get(event.seq)
+        if (
+            snapshot is not None
+            and orjson.loads(orjson.dumps(manager.snapshot())) != snapshot.state
+        ):
+            reason = "its state is not the log folded up to its seq (forged or stale)"
+            problems.append(SnapshotProblem(event.seq, reason))
+    return problems
+
+
+def replay(
+    store: StoreOption = "onduty.db",
+    config: ConfigOption = None,
+    limit: Annotated[int, typer.Option(help="Show at most this many differences.")] = 20,
+) -> None:
+    """Re-run the core over a log: exit 0 when every decision is reproduced, 1 when any differs.
+
+    With -c, a backtest: the decisions the new configuration would have made differently."""
+    from onduty.replay import replay as run_replay
+
+    candidate = load_config(config) if config else None
+    with existing_log(store) as log:
+        total = log.head()[0]
+        with progress("replaying", total=total) as advance:
+            events = counting(log.read(), advance)
+            report = run_replay(events, config=candidate)
+    what = f"against {markup(config)}" if config else "with the recorded configuration"
+    if report.same:
+        out.print(
+            f"[green]same[/]: {report.inputs} inputs replayed {what}; all "
+            f"{report.decisions} recorded decisions reproduced exactly"
+        )
+        return
+    out.print(
+        f"[yellow]different[/]: {len(report.differences)} of {report.inputs} inputs lead to "
+        f"other decisions {what}"
+    )
+    out.print(differences_table(report.differences[:limit]))
+    raise typer.Exit(1)
+
+
+def incidents(
+    store: StoreOption = "onduty.db",
+    status: Annotated[str, typer.Option(help="open, resolved or all")] = "all",
+) -> None:
+    """List incidents from the log."""
+    from onduty.readmodel import IncidentProjection
+
+    if status not in ("open", "resolved", "all"):
+        raise UsageProblem(f"--status must be open, resolved or all, not {status!r}")
+    with existing_log(store) as log:
+        projection = IncidentProjection().feed_all(log.read())
+    out.print(incidents_table(projection.ordered(), status))
+
+
+@events_app.command("tail")
+def events_tail(
+    store: StoreOption = "onduty.db",
+    lines: Annotated[int, typer.Option("-n", "--lines", help="How many events to show.")] = 20,
+    type_: Annotated[
+        list[str] | None, typer.Option("--type", "-t", help="Only events of this type.")
+    ] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new events.")
+    ] = False,
+) -> None:
+    """Print the newest events of the log."""
+    from onduty.events import EVENT_TYPES
+    from onduty.replay import describe
+
+    for name in type_ or []:
+        if name not in EVENT_TYPES:
+            raise UsageProblem(
+                f"--type {name!r} is not an event type; known: {', '.join(EVENT_TYPES)}"
+            )
+    wanted = set(type_ or [])
+    with existing_log(store) as log:
+        head = log.head()[0]
+        matches = [e for e in log.read(after=max(0, head - lines * 50 if wanted else head - lines))]
+        shown = [e for e in matches if not wanted or e.type in wanted][-lines:]
+        for event in shown:
+            _print_event(event, describe)
+        last = head
+        while follow:
+            time.sleep(0.5)
+            for event in log.read(after=last):
+                last = event.seq
+                if not wanted or event.type in wanted:
+                    _print_event(event, describe)
+
+
+def _print_event(event: Any, describe: Callable[[Any], str]) -> None:
+    out.print(event_line(event, describe), soft_wrap=True)
