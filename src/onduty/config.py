@@ -9,25 +9,16 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import re
 import types
-from datetime import UTC, datetime, timedelta
-from enum import IntEnum
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import cel
-import jinja2
 import yaml
-from cronsim import CronSim, CronSimError
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
-    PlainSerializer,
     ValidationError,
     field_validator,
     model_validator,
@@ -42,14 +33,29 @@ from onduty.act.specs import (
     parse_actuators,
 )
 from onduty.api.access_config import AccessConfig, parse_access
+from onduty.config_policy import (
+    GUARDRAIL_KINDS,
+    Approvals,
+    BlastRadius,
+    Breaker,
+    Concurrency,
+    Condition,
+    Freeze,
+    FreezeRange,
+    Guardrail,
+    OutageBrake,
+    Policy,
+    RateLimit,
+)
+from onduty.config_runbooks import ProbeCheck, PrometheusCheck, Runbook, Step, Template, Verify
+from onduty.config_server import HostName, Network, ServerSettings
 from onduty.correlate.inhibition import InhibitRule
 from onduty.escalate.specs import AnyChannel, ChannelConfigError, parse_channels
 from onduty.events import to_json
 from onduty.sense.specs import HttpProbe, PrometheusQuery, parse_sources
-
-# Duration and the validation helpers live below every layer (onduty.values); they are
-# re-exported here for the modules that still import them from the configuration.
 from onduty.values import (
+    Autonomy,
+    AutonomyLevel,
     Duration,
     FieldProblems,
     SectionProblems,
@@ -60,6 +66,10 @@ from onduty.values import (
     loc_of,
     parse_duration,
 )
+
+# Duration and the validation helpers live below every layer (onduty.values); they are
+# re-exported here for the modules that still import them from the configuration.
+from onduty.values import ConfigModel as Model
 
 __all__ = [
     "GUARDRAIL_KINDS",
@@ -105,37 +115,6 @@ __all__ = [
     "policy_version",
     "sections",
 ]
-
-
-class Autonomy(IntEnum):
-    """Progressive empowerment, least to most: record, propose, act after approval, act."""
-
-    OBSERVE = 0
-    SUGGEST = 1
-    APPROVE = 2
-    ACT = 3
-
-    @classmethod
-    def parse(cls, value: Any) -> Autonomy:
-        if isinstance(value, Autonomy):
-            return value
-        try:
-            return cls[str(value).upper()]
-        except KeyError:
-            raise ValueError(
-                f"unknown autonomy level {value!r}; expected one of observe, suggest, approve, act"
-            ) from None
-
-
-AutonomyLevel = Annotated[
-    Autonomy,
-    BeforeValidator(Autonomy.parse),
-    PlainSerializer(lambda level: level.name.lower(), return_type=str),
-]
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class Service(Model):
@@ -194,326 +173,6 @@ class Correlation(Model):
     inhibit_rules: list[InhibitRule] = Field(default_factory=list)
     """Alerts that explain others: while a source alert fires, matching target alerts with the same
     `equal` labels are muted (recorded, never acted on), as in Alertmanager."""
-
-
-def _check_condition(expression: str) -> str:
-    """A CEL condition must compile; the message keeps the compiler's position."""
-    try:
-        cel.compile(expression)
-    except (ValueError, RuntimeError) as error:
-        raise ValueError(f"not a valid CEL expression: {error}") from None
-    return expression
-
-
-def _check_template(text: str) -> str:
-    try:
-        _TEMPLATE_SYNTAX.parse(text)
-    except jinja2.TemplateSyntaxError as error:
-        raise ValueError(f"not a valid template (line {error.lineno}): {error.message}") from None
-    return text
-
-
-_TEMPLATE_SYNTAX = jinja2.Environment(autoescape=False)
-Condition = Annotated[str, Field(min_length=1), AfterValidator(_check_condition)]
-Template = Annotated[str, Field(min_length=1), AfterValidator(_check_template)]
-
-
-class Step(Model):
-    action: str = Field(min_length=1, pattern=r"^[a-z][a-z0-9_.-]*$")
-    """The action's name (`process.restart`): routed to the actuator whose `action` names it or its
-    family (`process.*`)."""
-    target: Template
-    """A template (see "Template variables") rendering what the action acts on, usually `{{
-    signal.labels.instance }}`; a target that renders empty or is not in the inventory is refused by
-    `known-target`."""
-    params: dict[str, Any] = Field(default_factory=dict)
-    """Extra parameters handed to the actuator as they are (actuator templates read them as
-    `params`)."""
-    timeout: Duration = timedelta(seconds=30)
-    """How long the action may run before its outcome counts as unknown (the actuator's own
-    `timeout` applies when shorter)."""
-
-
-_OPS = Literal[">", ">=", "<", "<=", "==", "!="]
-
-
-class ProbeCheck(Model):
-    """Verified when a GET of `url` answers one of `expect_status`."""
-
-    url: str = Field(pattern=r"^https?://")
-    """The URL to GET (http or https)."""
-    expect_status: list[int] = Field(default_factory=lambda: [200], min_length=1)
-    """The statuses that mean healthy."""
-    interval: Duration = timedelta(seconds=5)
-    """How often the probe runs while verifying."""
-    timeout: Duration = timedelta(seconds=5)
-    """The limit of one probe."""
-
-
-class PrometheusCheck(Model):
-    """Verified when every series of `query` compares true with `threshold` (and there is at
-    least one)."""
-
-    url: str = Field(pattern=r"^https?://")
-    """The Prometheus base URL."""
-    query: str = Field(min_length=1)
-    """An instant PromQL query."""
-    op: _OPS
-    """How each series' value is compared with `threshold`: `>`, `>=`, `<`, `<=`, `==`, `!=`."""
-    threshold: float
-    """The value compared with."""
-    interval: Duration = timedelta(seconds=15)
-    """How often the query runs while verifying."""
-    timeout: Duration = timedelta(seconds=10)
-    """The limit of one query."""
-
-
-class Verify(Model):
-    """How an action is verified, within `signal_resolved_within`: by the incident's signals
-    resolving, or — when given — by an HTTP probe passing or a Prometheus query holding."""
-
-    signal_resolved_within: Duration = timedelta(minutes=5)
-    """The verification window: the action is verified when the incident's signals resolve (or the
-    check passes) within it."""
-    probe: ProbeCheck | None = None
-    """Verify by an HTTP probe instead of waiting for the signals."""
-    prometheus: PrometheusCheck | None = None
-    """Verify by a Prometheus query instead of waiting for the signals."""
-
-    @model_validator(mode="after")
-    def _one_check(self) -> Verify:
-        if self.probe is not None and self.prometheus is not None:
-            raise ValueError("give at most one of probe and prometheus")
-        return self
-
-    def check(self) -> dict[str, Any] | None:
-        """The configured check as plain data for the shell, with its kind."""
-        if self.probe is not None:
-            return {"kind": "probe", **self.probe.model_dump(mode="json")}
-        if self.prometheus is not None:
-            return {"kind": "prometheus", **self.prometheus.model_dump(mode="json")}
-        return None
-
-
-class Runbook(Model):
-    name: str = Field(min_length=1)
-    """The runbook's name (unique): recorded with each proposal, and what `action.runbook` is in
-    guardrail conditions."""
-    when: Condition
-    """A CEL condition over `signal`, `incident`, `service` and `now` (see "CEL variables"): the
-    runbook proposes its steps for incidents where it is true."""
-    do: list[Step] = Field(min_length=1)
-    """The steps, run in order, each an action on a target."""
-    verify: Verify = Field(default_factory=Verify)
-    """How the result is checked; an action not verified in time is undone and escalated."""
-    undo: list[Step] = Field(default_factory=list)
-    """Steps that reverse `do`, run in reverse order when verification fails."""
-    priority: int = 0
-    """When several runbooks match, the highest priority wins (ties: the first listed)."""
-    autonomy: AutonomyLevel | None = None
-    """At most this autonomy for this runbook's actions, whatever the service's level (a cap, never
-    a raise)."""
-    excludes: list[str] = Field(default_factory=list)
-    """Runbooks that must not act on the same target while this one does (and vice versa)."""
-
-
-class RateLimit(Model):
-    action: str = "*"
-    """The action counted (`*`: every action; `process.*`: a family)."""
-    max: int = Field(ge=0)
-    """How many are allowed within `per`."""
-    per: Duration
-    """The sliding window."""
-    key: Literal["target", "service", "runbook"] = "target"
-    """What is counted separately: each `target`, each `service` or each `runbook`."""
-
-
-class Concurrency(Model):
-    max: int | None = Field(default=None, ge=0)
-    """At most this many actions in flight per scope."""
-    max_fraction: float | None = Field(default=None, gt=0, le=1)
-    """At most this fraction of the scope's instances acted on at once."""
-    scope: Literal["service"] = "service"
-    """What the limit is counted over: `service`."""
-
-    @model_validator(mode="after")
-    def _one_limit(self) -> Concurrency:
-        if (self.max is None) == (self.max_fraction is None):
-            raise ValueError("give exactly one of max or max_fraction")
-        return self
-
-
-class BlastRadius(Model):
-    """At most `max` (or `max_fraction` of a service's instances) affected at once, counting
-    instances already down and those acted on within `window`, like a PodDisruptionBudget's
-    `minAvailable`. An action on the whole service affects all its instances."""
-
-    action: str = "*"
-    """The action counted (`*`: every action)."""
-    max: int | None = Field(default=None, ge=0)
-    """At most this many instances affected."""
-    max_fraction: float | None = Field(default=None, gt=0, le=1)
-    """At most this fraction of the service's instances affected (rounded down)."""
-    window: Duration = timedelta(minutes=10)
-    """Instances acted on within this window still count as affected."""
-    down_alerts: list[str] = Field(
-        default_factory=lambda: ["InstanceDown", "TargetDown", "ProbeFailed"]
-    )
-    """Instances with one of these alerts firing are already down: they count as affected, and
-    acting on them adds no disruption."""
-
-    @model_validator(mode="after")
-    def _one_limit(self) -> BlastRadius:
-        if (self.max is None) == (self.max_fraction is None):
-            raise ValueError("give exactly one of max or max_fraction")
-        return self
-
-
-class OutageBrake(Model):
-    """When more than `max_fraction` of the services (or instances) are alerting at once,
-    autonomous actions pause and incidents go to humans: no fixing in the middle of an outage."""
-
-    max_fraction: float = Field(gt=0, le=1)
-    """Brake when more than this fraction is alerting."""
-    of: Literal["services", "instances"] = "services"
-    """What the fraction is of: `services` or `instances`."""
-
-
-class FreezeRange(Model):
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, populate_by_name=True, use_attribute_docstrings=True
-    )
-
-    start: datetime = Field(alias="from")
-    """When the freeze starts (`from`, with a UTC offset)."""
-    end: datetime = Field(alias="to")
-    """When it ends (`to`, with a UTC offset)."""
-
-
-class Freeze(Model):
-    """No autonomous actions during fixed ranges, or from each `cron` occurrence for
-    `duration`, in `timezone` (cron is read in local time, so DST is handled)."""
-
-    ranges: list[FreezeRange] = Field(default_factory=list)
-    """Fixed ranges (`from`, `to`, with a UTC offset)."""
-    cron: str | None = None
-    """A cron expression (5 fields) for recurring freezes, read in `timezone`."""
-    duration: Duration | None = None
-    """How long each recurring freeze lasts."""
-    timezone: str = "UTC"
-    """The IANA time zone `cron` is read in."""
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r} (use an IANA name)") from None
-        return value
-
-    @field_validator("cron")
-    @classmethod
-    def _valid_cron(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                CronSim(value, datetime(2026, 1, 1, tzinfo=UTC))
-            except CronSimError as error:
-                raise ValueError(f"not a valid cron expression: {error}") from None
-        return value
-
-    @model_validator(mode="after")
-    def _complete(self) -> Freeze:
-        if (self.cron is None) != (self.duration is None):
-            raise ValueError("a recurring freeze needs both cron and duration")
-        if self.cron is None and not self.ranges:
-            raise ValueError("give ranges, or cron with duration")
-        for index, span in enumerate(self.ranges):
-            if span.start.tzinfo is None or span.end.tzinfo is None:
-                raise ValueError(f"ranges[{index}]: times need a UTC offset")
-            if span.end <= span.start:
-                raise ValueError(f"ranges[{index}]: `to` must be after `from`")
-        return self
-
-
-GUARDRAIL_KINDS = ("rate", "concurrent", "blast", "outage", "freeze")
-
-
-class Guardrail(Model):
-    """One rule. A kind (rate, concurrent, blast, outage, freeze) with an optional `when` that
-    narrows where it applies, or a bare `when` condition with an `effect`."""
-
-    name: str = Field(min_length=1)
-    """The rule's name (unique): recorded with every verdict it gives."""
-    rate: RateLimit | None = None
-    """At most `max` actions per `per` (a rate limit)."""
-    concurrent: Concurrency | None = None
-    """At most this many actions in flight at once."""
-    blast: BlastRadius | None = None
-    """At most this many (or this fraction of) a service's instances affected at once (a blast
-    radius)."""
-    outage: OutageBrake | None = None
-    """Pause autonomous actions when too much is alerting at once (an outage brake)."""
-    freeze: Freeze | None = None
-    """No autonomous actions during these times (a change freeze)."""
-    when: Condition | None = None
-    """A CEL condition (see "CEL variables"): with a kind, where the rule applies; alone, when
-    `effect` applies."""
-    effect: Literal["allow", "deny", "require_approval"] | None = None
-    """For a bare `when` rule: `allow`, `deny` or `require_approval` when the condition holds."""
-
-    @property
-    def kind(self) -> str:
-        return next((k for k in GUARDRAIL_KINDS if getattr(self, k) is not None), "condition")
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> Guardrail:
-        kinds = [k for k in GUARDRAIL_KINDS if getattr(self, k) is not None]
-        if not kinds and self.effect is not None and self.when is None:
-            raise ValueError("a condition guardrail needs `when`")
-        if len(kinds) > 1 or (not kinds and (self.when is None or self.effect is None)):
-            raise ValueError(
-                "a guardrail is exactly one of: rate, concurrent, blast, outage, freeze, or a "
-                "`when` condition with an `effect`"
-            )
-        if kinds and self.effect is not None:
-            raise ValueError(f"`effect` is for condition guardrails; a {kinds[0]} rule denies")
-        return self
-
-
-class Approvals(Model):
-    timeout: Duration = timedelta(minutes=10)
-    """How long a request waits for its answers."""
-    on_timeout: Literal["deny", "escalate"] = "deny"
-    """What an unanswered request becomes: `deny` (the safe default), or `escalate`: page the next
-    tier while still denying the action."""
-    notify: list[str] = Field(default_factory=lambda: ["on-call"])
-    """The channels an approval request is sent to."""
-    required: int = Field(default=1, ge=1, le=5)
-    """Distinct people who must approve (2: the two-person rule)."""
-    roles: list[str] = Field(default_factory=list)
-    """Roles allowed to approve; empty: anyone who may answer approvals."""
-
-
-class Breaker(Model):
-    """Per action and target: after `failures` consecutive failures (or unknown outcomes) the
-    breaker opens and proposals escalate instead of acting; after `cooldown` one trial may go
-    ahead (half-open); a success closes it, a failure opens it again."""
-
-    failures: int = Field(default=3, ge=1)
-    """Consecutive failures (or unknown outcomes) that open the breaker."""
-    cooldown: Duration = timedelta(minutes=15)
-    """How long it stays open before one trial may go ahead."""
-
-
-class Policy(Model):
-    guardrails: list[Guardrail] = Field(default_factory=list)
-    """The rules every proposal passes, besides the built-in `known-target` and `autonomy`; the most
-    restrictive verdict wins (deny > require approval > allow)."""
-    approvals: Approvals = Field(default_factory=Approvals)
-    """How approvals are asked for and answered."""
-    breaker: Breaker = Field(default_factory=Breaker)
-    """The circuit breaker per action and target."""
 
 
 class Tier(Model):
@@ -576,66 +235,6 @@ def _check_access(raw: dict[str, Any]) -> dict[str, Any]:
         raise SectionProblems(describe_validation_error(error, prefix="access")) from None
     parse_access(raw)  # what else the API layer checks; raises ValueError naming the field
     return raw
-
-
-_HOST_NAME = re.compile(
-    r"^(\*|(\*\.)?[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*)$"
-)
-
-
-def _check_host(value: str) -> str:
-    """A host name (`onduty.example.com`), a pattern (`*.example.com`, or `*` for any), or an
-    IP address (`10.0.0.5`, `::1`, `[::1]`); never a port or a scheme."""
-    import ipaddress
-
-    text = value.strip().lower().rstrip(".")
-    try:
-        address = ipaddress.ip_address(text.removeprefix("[").removesuffix("]"))
-    except ValueError:
-        if not _HOST_NAME.match(text):
-            raise ValueError(
-                f"{value!r} is not a host name (give a name such as onduty.example.com, a "
-                "pattern such as *.example.com, or an IP address; no scheme and no port)"
-            ) from None
-        return text
-    return f"[{address}]" if address.version == 6 else str(address)
-
-
-def _check_network(value: str) -> str:
-    """An address or a CIDR block (`10.0.0.0/8`, `::1`)."""
-    import ipaddress
-
-    try:
-        return str(ipaddress.ip_network(value.strip(), strict=False))
-    except ValueError:
-        raise ValueError(f"{value!r} is not an IP address or a CIDR block") from None
-
-
-HostName = Annotated[str, AfterValidator(_check_host)]
-Network = Annotated[str, AfterValidator(_check_network)]
-
-
-class ServerSettings(Model):
-    """How `onduty serve` meets the network. Read when it starts; a reload does not change it."""
-
-    allowed_hosts: list[HostName] = Field(default_factory=list)
-    """Host names answered besides the loopback names, the bind address and IP addresses."""
-    trusted_proxies: list[Network] = Field(default_factory=list)
-    """Peers whose X-Forwarded-For / X-Forwarded-Proto are believed; none by default."""
-    body_timeout: Duration = timedelta(seconds=10)
-    """A request body must arrive within this long of its headers, else 408."""
-    max_unauthenticated: int = Field(default=64, ge=1)
-    """Bodies read at once before their sender is known (HMAC signatures, PagerDuty routing
-    keys); past it, 503 with Retry-After."""
-    shutdown_timeout: Duration = timedelta(seconds=10)
-    """After SIGTERM, how long in-flight requests may take before what is left is closed."""
-
-    @field_validator("body_timeout", "shutdown_timeout")
-    @classmethod
-    def _positive(cls, value: timedelta) -> timedelta:
-        if value <= timedelta(0):
-            raise ValueError("must be longer than zero")
-        return value
 
 
 class Config(Model):

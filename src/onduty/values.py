@@ -12,16 +12,27 @@ import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
+from enum import IntEnum
 from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import AfterValidator, BeforeValidator, PlainSerializer, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    PlainSerializer,
+    ValidationError,
+)
 
 __all__ = [
     "ENV_REFERENCE",
     "FILE_REFERENCE",
     "REFERENCE",
     "AbsolutePath",
+    "Autonomy",
+    "AutonomyLevel",
+    "ConfigModel",
     "Duration",
     "FieldProblems",
     "SectionProblems",
@@ -95,6 +106,13 @@ Duration = Annotated[
 ]
 
 
+class ConfigModel(BaseModel):
+    """A part of the configuration: unknown fields are errors, values are frozen, and each
+    field's docstring documents it (in the generated configuration reference)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
 def _absolute(path: str) -> str:
     if not path.startswith("/"):
         raise ValueError(f"{path!r} must be an absolute path")
@@ -103,6 +121,36 @@ def _absolute(path: str) -> str:
 
 AbsolutePath = Annotated[str, AfterValidator(_absolute)]
 """A file or directory named from the root (`/etc/onduty/ca.pem`)."""
+
+
+# --------------------------------------------------------------------------- autonomy
+
+
+class Autonomy(IntEnum):
+    """Progressive empowerment, least to most: record, propose, act after approval, act."""
+
+    OBSERVE = 0
+    SUGGEST = 1
+    APPROVE = 2
+    ACT = 3
+
+    @classmethod
+    def parse(cls, value: Any) -> Autonomy:
+        if isinstance(value, Autonomy):
+            return value
+        try:
+            return cls[str(value).upper()]
+        except KeyError:
+            raise ValueError(
+                f"unknown autonomy level {value!r}; expected one of observe, suggest, approve, act"
+            ) from None
+
+
+AutonomyLevel = Annotated[
+    Autonomy,
+    BeforeValidator(Autonomy.parse),
+    PlainSerializer(lambda level: level.name.lower(), return_type=str),
+]
 
 
 # --------------------------------------------------------------------------- validation errors

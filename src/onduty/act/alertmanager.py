@@ -45,8 +45,8 @@ from onduty.act.specs import (
 )
 from onduty.act.templates import TemplateError, command_context, render_regex, render_text
 from onduty.commands import StartAction, StartUndo
-from onduty.config import format_duration, parse_duration
 from onduty.secrets import resolve_references
+from onduty.values import format_duration, parse_duration
 
 MARKER = "onduty_command_id="
 CREATED_BY = "onduty"

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from onduty.config import parse_duration
+from onduty.values import parse_duration
 
 _COMPARE: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,

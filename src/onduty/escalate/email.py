@@ -26,7 +26,6 @@ from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 
 from onduty.commands import Notify
-from onduty.config import format_duration
 from onduty.escalate.channels import (
     DeliveryError,
     incident_url,
@@ -37,6 +36,7 @@ from onduty.escalate.specs import (
     EmailChannel,
 )
 from onduty.secrets import resolve_references
+from onduty.values import format_duration
 
 logger = logging.getLogger(__name__)
 

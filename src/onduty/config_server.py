@@ -1,0 +1,76 @@
+"""The `server:` section of the configuration: how `onduty serve` meets the network (host
+names, trusted proxies, body and shutdown deadlines). Read when it starts; a reload does not
+change it.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated
+
+from pydantic import AfterValidator, Field, field_validator
+
+from onduty.values import ConfigModel as Model
+from onduty.values import Duration
+
+__all__ = ["HostName", "Network", "ServerSettings"]
+
+_HOST_NAME = re.compile(
+    r"^(\*|(\*\.)?[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*)$"
+)
+
+
+def _check_host(value: str) -> str:
+    """A host name (`onduty.example.com`), a pattern (`*.example.com`, or `*` for any), or an
+    IP address (`10.0.0.5`, `::1`, `[::1]`); never a port or a scheme."""
+    import ipaddress
+
+    text = value.strip().lower().rstrip(".")
+    try:
+        address = ipaddress.ip_address(text.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        if not _HOST_NAME.match(text):
+            raise ValueError(
+                f"{value!r} is not a host name (give a name such as onduty.example.com, a "
+                "pattern such as *.example.com, or an IP address; no scheme and no port)"
+            ) from None
+        return text
+    return f"[{address}]" if address.version == 6 else str(address)
+
+
+def _check_network(value: str) -> str:
+    """An address or a CIDR block (`10.0.0.0/8`, `::1`)."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=False))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address or a CIDR block") from None
+
+
+HostName = Annotated[str, AfterValidator(_check_host)]
+Network = Annotated[str, AfterValidator(_check_network)]
+
+
+class ServerSettings(Model):
+    """How `onduty serve` meets the network. Read when it starts; a reload does not change it."""
+
+    allowed_hosts: list[HostName] = Field(default_factory=list)
+    """Host names answered besides the loopback names, the bind address and IP addresses."""
+    trusted_proxies: list[Network] = Field(default_factory=list)
+    """Peers whose X-Forwarded-For / X-Forwarded-Proto are believed; none by default."""
+    body_timeout: Duration = timedelta(seconds=10)
+    """A request body must arrive within this long of its headers, else 408."""
+    max_unauthenticated: int = Field(default=64, ge=1)
+    """Bodies read at once before their sender is known (HMAC signatures, PagerDuty routing
+    keys); past it, 503 with Retry-After."""
+    shutdown_timeout: Duration = timedelta(seconds=10)
+    """After SIGTERM, how long in-flight requests may take before what is left is closed."""
+
+    @field_validator("body_timeout", "shutdown_timeout")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be longer than zero")
+        return value
