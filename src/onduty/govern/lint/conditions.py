@@ -55,25 +55,25 @@ def compile_problem(rule: str, source: str) -> tuple[Any, Problem | None]:
     )
 
 
+_TYPES: tuple[tuple[type | tuple[type, ...], str], ...] = (
+    (bool, "bool"),  # before int: a bool is an int to Python
+    (int, "int"),
+    (float, "double"),
+    (str, "string"),
+    (bytes, "bytes"),
+    (datetime, "timestamp"),
+    ((list, tuple), "list"),
+    (dict, "map"),
+)
+
+
 def _type_name(value: Any) -> str:
+    """The CEL type of a value as the CEL library hands it back."""
     if value is None:
         return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "double"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, bytes):
-        return "bytes"
-    if isinstance(value, datetime):
-        return "timestamp"
-    if isinstance(value, list | tuple):
-        return "list"
-    if isinstance(value, dict):
-        return "map"
+    for kinds, name in _TYPES:
+        if isinstance(value, kinds):
+            return name
     name = type(value).__name__
     return "duration" if name == "timedelta" else name
 

@@ -28,27 +28,19 @@ def _in_scope(check: ConditionCheck | None, service: str) -> bool:
 def _fraction_problems(
     spec: Guardrail, config: Config, scope: ConditionCheck | None
 ) -> Iterator[Problem]:
-    if spec.concurrent is not None and spec.concurrent.max_fraction is not None:
-        fraction = spec.concurrent.max_fraction
+    """A `max_fraction` that allows no instance at all on some service in the rule's scope."""
+    limits = (
+        (spec.concurrent, False, "every action there is denied"),
+        (spec.blast, True, "no instance there may ever be affected"),
+    )
+    for limit, of_instances, consequence in limits:
+        fraction = limit.max_fraction if limit is not None else None
+        if fraction is None:
+            continue
         starved = [
             s
             for s in config.services
-            if _in_scope(scope, s.name) and math.floor(fraction * len(s.instances)) == 0
-        ]
-        if starved:
-            listed = ", ".join(f"{s.name} ({len(s.instances)})" for s in starved)
-            yield Problem(
-                spec.name,
-                "warning",
-                f"max_fraction {fraction:g} of the instances rounds down to 0 on {listed}: "
-                "every action there is denied",
-            )
-    if spec.blast is not None and spec.blast.max_fraction is not None:
-        fraction = spec.blast.max_fraction
-        starved = [
-            s
-            for s in config.services
-            if s.instances
+            if (s.instances or not of_instances)
             and _in_scope(scope, s.name)
             and math.floor(fraction * len(s.instances)) == 0
         ]
@@ -58,7 +50,7 @@ def _fraction_problems(
                 spec.name,
                 "warning",
                 f"max_fraction {fraction:g} of the instances rounds down to 0 on {listed}: "
-                "no instance there may ever be affected",
+                + consequence,
             )
 
 
