@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "onduty.httpbits",
             "onduty.secrets",
             "onduty.textsafe",
+            "onduty.workers",
             "onduty.events",
             "onduty.commands",
             "onduty.expressions",

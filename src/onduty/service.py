@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from onduty.act import ActuatorRegistry
-from onduty.act.executor import WorkerPool
 from onduty.act.plugins import build_registry
 from onduty.act.runs import RunLocks
 from onduty.api.credentials import Access, AccessError
@@ -30,6 +29,7 @@ from onduty.readmodel import (
 )
 from onduty.runtime import Clock, Input, RecoveryReport, Runtime, RuntimeStopped, SystemClock
 from onduty.secrets import unresolved_references
+from onduty.workers import WorkerPool
 
 logger = logging.getLogger("onduty")
 

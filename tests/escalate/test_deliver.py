@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from onduty.act.executor import WorkerPool, inline
+from onduty.act.executor import inline
 from onduty.escalate import Deliverer, dedup_key, parse_channels
 from onduty.events import NotificationFailed, NotificationSent
+from onduty.workers import WorkerPool
 from tests.escalate.conftest import Receiver, Recorder, closed_url, notify
 
 FAST = {"backoff": "10ms", "timeout": "2s"}

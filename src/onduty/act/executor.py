@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -69,31 +67,6 @@ _CHECKS: Any = _Checks()
 
 def inline(actuator: Actuator, work: Callable[[], None]) -> None:
     work()
-
-
-class WorkerPool:
-    """Actuator calls on worker threads, at most `per_actuator` at once for any one actuator."""
-
-    def __init__(self, workers: int = 32, per_actuator: int = 4) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="onduty-act")
-        self._per_actuator = per_actuator
-        self._limits: dict[int, threading.Semaphore] = {}
-        self._lock = threading.Lock()
-
-    def __call__(self, actuator: Actuator, work: Callable[[], None]) -> None:
-        with self._lock:
-            limit = self._limits.setdefault(
-                id(actuator), threading.BoundedSemaphore(self._per_actuator)
-            )
-
-        def bounded() -> None:
-            with limit:
-                work()
-
-        self._pool.submit(bounded)
-
-    def close(self, wait: bool = True) -> None:
-        self._pool.shutdown(wait=wait, cancel_futures=False)
 
 
 class Executor:

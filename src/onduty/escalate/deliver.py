@@ -13,7 +13,7 @@ one notification carries the same dedup key (`dedup_key(command)`), on every cha
 receiver can drop a duplicate.
 
 Deliveries run off the caller's thread, through a `spawn` strategy like the executor's:
-`onduty.act.executor.WorkerPool` under `onduty serve` (the core must never wait on a slow SMTP
+`onduty.workers.WorkerPool` under `onduty serve` (the core must never wait on a slow SMTP
 server), `inline` in tests and simulations. Notifications about one incident are delivered one
 after another, in the order they were asked for (an alert is never resolved before it is
 triggered); different incidents are delivered concurrently.
@@ -45,7 +45,6 @@ from tenacity import (
     wait_exponential,
 )
 
-from onduty.act.executor import WorkerPool
 from onduty.commands import Notify
 from onduty.escalate.channels import (
     DeliveryError,
@@ -63,6 +62,7 @@ from onduty.escalate.specs import (
 from onduty.escalate.webhook import WebhookSender
 from onduty.events import NotificationFailed, NotificationSent, Payload, to_json
 from onduty.secrets import Secrets
+from onduty.workers import WorkerPool
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ Record = Callable[[Payload, str], None]
 
 Spawn = Callable[[Any, Callable[[], None]], None]
 """Run a piece of work for a key (at most a few at once per key): now, or on a worker.
-`onduty.act.executor.inline` and `WorkerPool` both fit."""
+`onduty.act.executor.inline` and `onduty.workers.WorkerPool` both fit."""
 
 _ERROR_LIMIT = 2000
 _MAX_WAIT_S = 30.0
