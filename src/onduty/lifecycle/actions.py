@@ -4,7 +4,7 @@ the action's outcome, verification, undo."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from onduty.commands import Notify, RunCheck, ScheduleTimer, StartAction
@@ -246,19 +246,10 @@ class ActionLifecycle:
 
     def _propose(self, incident: Incident, proposal: Proposal, context: dict[str, Any]) -> None:
         command_id = derive_id("cmd", incident.incident_id, proposal.runbook, str(proposal.step))
+        proposed = asdict(proposal)
+        del proposed["priority"]  # the arbiter's business, already settled
         self.emitter.emit(
-            ActionProposed(
-                command_id=command_id,
-                incident_id=incident.incident_id,
-                agent=proposal.agent,
-                runbook=proposal.runbook,
-                step=proposal.step,
-                action=proposal.action,
-                target=proposal.target,
-                params=proposal.params,
-                timeout_s=proposal.timeout_s,
-                rationale=proposal.rationale,
-            ),
+            ActionProposed(command_id=command_id, incident_id=incident.incident_id, **proposed),
             incident.incident_id,
         )
         self._govern(incident, self.state.actions[command_id], context, approved_by=None)
