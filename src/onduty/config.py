@@ -11,7 +11,6 @@ import difflib
 import hashlib
 import types
 from datetime import timedelta
-from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
@@ -107,7 +106,6 @@ __all__ = [
     "field_names",
     "format_duration",
     "format_seconds",
-    "load_config",
     "model_at",
     "parse_config",
     "parse_config_text",
@@ -352,13 +350,6 @@ def parse_config(document: Any, source: str = "<config>") -> Config:
     except ValidationError as error:
         raise ConfigError(source, describe_validation_error(error)) from None
     return config
-
-
-def load_config(path: str | Path) -> Config:
-    """Read and validate a YAML config file (moving to `onduty.configfile.load_config`)."""
-    from onduty.configfile import load_config
-
-    return load_config(path)
 
 
 def parse_config_text(text: str, source: str = "<config>") -> Config:

@@ -19,6 +19,12 @@ CORE = [
     *sorted((SOURCE / "govern").rglob("*.py")),
     *sorted((SOURCE / "correlate").glob("*.py")),
     *sorted((SOURCE / "lifecycle").glob("*.py")),
+    # The configuration the core reads, its sections, and the value types below them.
+    SOURCE / "config.py",
+    SOURCE / "config_policy.py",
+    SOURCE / "config_runbooks.py",
+    SOURCE / "config_server.py",
+    SOURCE / "values.py",
 ]
 BANNED_MODULES = {
     "time",
@@ -66,6 +72,16 @@ ALLOWED_PROJECT = {
     "onduty.govern",
     "onduty.correlate",
     "onduty.lifecycle",
+    "onduty.values",
+    "onduty.config_policy",
+    "onduty.config_runbooks",
+    "onduty.config_server",
+    # The sections the configuration composes: pure models their packages own, checked by
+    # tests/test_config_imports.py (they may parse URLs with urllib.parse).
+    "onduty.sense.specs",
+    "onduty.act.specs",
+    "onduty.escalate.specs",
+    "onduty.api.access_config",
 }
 
 
