@@ -28,7 +28,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from onduty.events import Signal, to_json
 from onduty.secrets import SecretError, SecretValues, resolve_references
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HttpProbe",
+    "HttpSource",
     "PollError",
     "Poller",
     "PrometheusQuery",
@@ -96,6 +97,29 @@ def resolve_headers(
         if "\r" in value or "\n" in value:  # a secret must not smuggle in another header
             raise SecretError(f"header {name!r}: the resolved value contains a line break")
     return ResolvedHeaders(resolved)
+
+
+Spec = TypeVar("Spec", HttpProbe, PrometheusQuery)
+
+
+class HttpSource(Generic[Spec]):
+    """What every polled HTTP source holds: its spec, the client, and its headers with their
+    secrets resolved (when it is created, so a missing secret fails at start-up)."""
+
+    def __init__(
+        self, spec: Spec, client: httpx.AsyncClient, *, env: Mapping[str, str] | None = None
+    ) -> None:
+        self.spec: Spec = spec
+        self._client = client
+        self._headers: ResolvedHeaders = resolve_headers(spec.headers, env=env)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def interval(self) -> timedelta:
+        return self.spec.interval
 
 
 # --------------------------------------------------------------------------- running

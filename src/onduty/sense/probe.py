@@ -13,16 +13,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import httpx
 
 from onduty.events import Signal, SignalReceived
 from onduty.httpbits import connect_error_reason
 from onduty.sense.pollers import (
-    ResolvedHeaders,
+    HttpSource,
     fingerprint,
-    resolve_headers,
 )
 from onduty.sense.specs import HttpProbe
 from onduty.values import format_duration
@@ -41,7 +40,7 @@ class ProbeResult:
     elapsed: float = 0.0
 
 
-class ProbeSource:
+class ProbeSource(HttpSource[HttpProbe]):
     """Runs one `HttpProbe`. Secrets in its headers are resolved when it is created."""
 
     def __init__(
@@ -51,9 +50,7 @@ class ProbeSource:
         *,
         env: Mapping[str, str] | None = None,
     ) -> None:
-        self.spec = spec
-        self._client = client
-        self._headers: ResolvedHeaders = resolve_headers(spec.headers, env=env)
+        super().__init__(spec, client, env=env)
         self.labels: dict[str, str] = {**spec.labels, "alertname": ALERTNAME, "probe": spec.name}
         self.fingerprint = fingerprint(self.labels)
         self.failures = 0
@@ -62,14 +59,6 @@ class ProbeSource:
         self.fired_at: datetime | None = None
         self.last_sent_at: datetime | None = None
         self.last_result: ProbeResult | None = None
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def interval(self) -> timedelta:
-        return self.spec.interval
 
     def __repr__(self) -> str:
         state = "firing" if self.firing else "ok"

@@ -26,10 +26,9 @@ import httpx
 from onduty.events import Signal, SignalReceived
 from onduty.httpbits import connect_error_reason
 from onduty.sense.pollers import (
+    HttpSource,
     PollError,
-    ResolvedHeaders,
     fingerprint,
-    resolve_headers,
 )
 from onduty.sense.specs import COMPARE, PrometheusQuery
 from onduty.values import format_duration
@@ -127,7 +126,7 @@ def parse_query_response(body: Any) -> list[Sample]:
     return samples
 
 
-class PrometheusSource:
+class PrometheusSource(HttpSource[PrometheusQuery]):
     """Runs one `PrometheusQuery`; keeps pending/firing state per series between polls."""
 
     def __init__(
@@ -137,20 +136,10 @@ class PrometheusSource:
         *,
         env: Mapping[str, str] | None = None,
     ) -> None:
-        self.spec = spec
-        self._client = client
-        self._headers: ResolvedHeaders = resolve_headers(spec.headers, env=env)
+        super().__init__(spec, client, env=env)
         self._compare = COMPARE[spec.op]
         self.alerts: dict[str, SeriesAlert] = {}
         """Pending and firing series, by fingerprint."""
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def interval(self) -> timedelta:
-        return self.spec.interval
 
     @property
     def generator_url(self) -> str:
