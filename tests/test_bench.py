@@ -4,6 +4,7 @@ figures live in BENCHMARKS.md, never in assertions)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -15,6 +16,13 @@ ROOT = Path(__file__).resolve().parents[1]
 def install_wheel(tmp_path: Path) -> Path:
     """Build onduty's wheel and install it alone into a fresh virtual environment that finds
     the dependencies in this one's site-packages (but not the checkout); its python."""
+    # Built from a copy, so the build leaves nothing (build/, *.egg-info) in the checkout.
+    source = tmp_path / "source"
+    shutil.copytree(
+        ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+    )
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
     wheels = tmp_path / "wheels"
     subprocess.run(
         [
@@ -26,7 +34,7 @@ def install_wheel(tmp_path: Path) -> Path:
             "--no-deps",
             "-w",
             str(wheels),
-            str(ROOT),
+            str(source),
         ],
         check=True,
         capture_output=True,
