@@ -64,6 +64,7 @@ from onduty.values import (
     line_of,
     loc_of,
     parse_duration,
+    unique_names,
 )
 
 # Duration and the validation helpers live below every layer (onduty.values); they are
@@ -139,17 +140,9 @@ class Service(Model):
     (or the service itself), else the `known-target` guardrail refuses it. Each instance belongs to
     one service."""
 
-    @field_validator("instances")
-    @classmethod
-    def _unique(cls, instances: list[str]) -> list[str]:
-        seen: set[str] = set()
-        for name in instances:
-            if not name:
-                raise ValueError("an instance name cannot be empty")
-            if name in seen:
-                raise ValueError(f"instance {name!r} is listed twice")
-            seen.add(name)
-        return instances
+    _unique = field_validator("instances")(
+        unique_names("an instance name cannot be empty", "instance {name!r} is listed twice")
+    )
 
 
 class Correlation(Model):

@@ -44,6 +44,7 @@ __all__ = [
     "parse_duration",
     "parse_items",
     "references",
+    "unique_names",
     "unknown_kind",
 ]
 
@@ -259,6 +260,23 @@ def parse_items(
     if problems:
         raise error(problems)
     return items
+
+
+def unique_names(empty: str, twice: str) -> Callable[[list[str]], list[str]]:
+    """A field validator for a list of names: none empty (the error is `empty`), none listed
+    twice (the error is `twice`, formatted with the repeated `name`)."""
+
+    def check(names: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for name in names:
+            if not name:
+                raise ValueError(empty)
+            if name in seen:
+                raise ValueError(twice.format(name=name))
+            seen.add(name)
+        return names
+
+    return check
 
 
 # --------------------------------------------------------------------------- secret references

@@ -51,6 +51,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from onduty.correlate.matchers import MatcherList, Matchers, format_labels
+from onduty.values import unique_names
 
 
 class InhibitRule(BaseModel):
@@ -75,17 +76,11 @@ class InhibitRule(BaseModel):
             raise ValueError("needs at least one matcher (an empty list matches every alert)")
         return matchers
 
-    @field_validator("equal")
-    @classmethod
-    def _names(cls, names: list[str]) -> list[str]:
-        seen: set[str] = set()
-        for name in names:
-            if not name:
-                raise ValueError("a label name in `equal` cannot be empty")
-            if name in seen:
-                raise ValueError(f"label {name!r} is listed twice in `equal`")
-            seen.add(name)
-        return names
+    _names = field_validator("equal")(
+        unique_names(
+            "a label name in `equal` cannot be empty", "label {name!r} is listed twice in `equal`"
+        )
+    )
 
     def describe(self) -> str:
         """The rule's name, or a readable summary of it."""
