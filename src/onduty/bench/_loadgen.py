@@ -241,6 +241,15 @@ def burst(
     )
 
 
+def _bodies_file(path: Path, bodies: Sequence[bytes]) -> Path:
+    """Write `bodies` one per line to `path` (creating its folder) for a generator to read."""
+    if any(b"\n" in body for body in bodies):
+        raise ValueError("bodies are passed one per line: a body may not contain a newline")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\n".join(bodies) + b"\n")
+    return path
+
+
 def wrk_burst(
     url: str,
     path: str,
@@ -253,11 +262,7 @@ def wrk_burst(
     threads: int = 1,
     tail: float = 1.5,
 ) -> Burst:
-    if any(b"\n" in body for body in bodies):
-        raise ValueError("wrk bodies are read one per line: a body may not contain a newline")
-    folder.mkdir(parents=True, exist_ok=True)
-    bodies_file = folder / "wrk-bodies.ndjson"
-    bodies_file.write_bytes(b"\n".join(bodies) + b"\n")
+    bodies_file = _bodies_file(folder / "wrk-bodies.ndjson", bodies)
     script = folder / "wrk-bench.lua"
     script.write_text(
         WRK_SCRIPT.replace("@IDLE_PATH@", IDLE_PATH).replace("@RESULT_MARK@", RESULT_MARK)
@@ -309,11 +314,7 @@ def python_burst(
     parent's main module, which for `python -m onduty bench` would run the command again.
     """
     processes = max(1, min(processes, connections))
-    if any(b"\n" in body for body in bodies):
-        raise ValueError("bodies are passed one per line: a body may not contain a newline")
-    folder.mkdir(parents=True, exist_ok=True)
-    bodies_file = folder / "python-bodies.ndjson"
-    bodies_file.write_bytes(b"\n".join(bodies) + b"\n")
+    bodies_file = _bodies_file(folder / "python-bodies.ndjson", bodies)
     deadline = time.monotonic() + 1.5 + seconds  # interpreters need a moment to start
     shares = [connections // processes + (i < connections % processes) for i in range(processes)]
     workers = [

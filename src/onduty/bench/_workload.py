@@ -61,9 +61,9 @@ ACUTE = ("InstanceDown", "HighMemoryUsage", "HighErrorRate")
 CHRONIC = ("DiskSpaceLow", "HighLatency")
 
 
-def bench_config() -> Config:
-    """Six services, 300 instances, four runbooks, four guardrails."""
-    services = [
+def fleet_services() -> list[dict[str, Any]]:
+    """The `services` section of a config for FLEET: 300 instances, regions alternating."""
+    return [
         {
             "name": name,
             "tier": tier,
@@ -73,9 +73,13 @@ def bench_config() -> Config:
         }
         for index, (name, (tier, autonomy, count)) in enumerate(FLEET.items())
     ]
+
+
+def bench_config() -> Config:
+    """Six services, 300 instances, four runbooks, four guardrails."""
     return parse_config(
         {
-            "services": services,
+            "services": fleet_services(),
             "correlation": {
                 "group_by": ["service", "alertname", "instance"],
                 "group_wait": "30s",

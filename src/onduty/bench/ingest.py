@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -49,7 +50,7 @@ import orjson
 
 from onduty.bench._loadgen import SCRIPTS, Burst, CpuWatch, Latencies, burst, open_loop
 from onduty.bench._serve import Server, free_port
-from onduty.bench._workload import FLEET, Row, per_second, row
+from onduty.bench._workload import FLEET, Row, fleet_services, per_second, row
 
 ALERTMANAGER = Path("/usr/bin/prometheus-alertmanager")
 ONDUTY_PATH = "/api/v1/signals/alertmanager"
@@ -229,16 +230,7 @@ def alert_stream(seed: int = 29) -> Stream:
 def config_document() -> dict[str, Any]:
     """The fleet's services and a correlation by (service, alertname): a realistic core."""
     return {
-        "services": [
-            {
-                "name": name,
-                "tier": tier,
-                "region": "eu-west" if index % 2 == 0 else "us-east",
-                "autonomy": autonomy,
-                "instances": [f"{name}-{i}" for i in range(1, count + 1)],
-            }
-            for index, (name, (tier, autonomy, count)) in enumerate(FLEET.items())
-        ],
+        "services": fleet_services(),
         "correlation": {
             "group_by": ["service", "alertname"],
             "group_wait": "30s",
@@ -314,27 +306,15 @@ def _run_onduty(stream: Stream, quick: bool, folder: Path) -> OndutyRun:
         server.start()
         warmup = None
         if WARMUP[quick]:
-            warmup = burst(
-                server.url,
-                ONDUTY_PATH,
-                stream.onduty,
-                ok_status=202,
-                connections=CONNECTIONS,
-                seconds=WARMUP[quick],
-                folder=folder / "warmup",
+            warmup = _closed_loop(
+                server.url, ONDUTY_PATH, stream.onduty, 202, WARMUP[quick], folder / "warmup"
             )
             checks.failures += _burst_problems("warm-up", warmup, 202)
             acknowledged += warmup.ok * PER_REQUEST
         assert server.process is not None
         with CpuWatch(server.process.pid) as during_throughput:
-            throughput = burst(
-                server.url,
-                ONDUTY_PATH,
-                stream.onduty,
-                ok_status=202,
-                connections=CONNECTIONS,
-                seconds=SECONDS[quick],
-                folder=folder / "throughput",
+            throughput = _closed_loop(
+                server.url, ONDUTY_PATH, stream.onduty, 202, SECONDS[quick], folder / "throughput"
             )
         checks.failures += _burst_problems("throughput", throughput, 202)
         acknowledged += throughput.ok * PER_REQUEST
@@ -389,6 +369,21 @@ def _run_onduty(stream: Stream, quick: bool, folder: Path) -> OndutyRun:
     )
     others = max(during_throughput.others, during_latency.others)
     return OndutyRun(throughput, warmup, latency, checks, stream.bytes_per_alert(), others)
+
+
+def _closed_loop(
+    url: str, path: str, bodies: Sequence[bytes], ok_status: int, seconds: float, folder: Path
+) -> Burst:
+    """POST `bodies` round-robin over the runs' CONNECTIONS keep-alive connections."""
+    return burst(
+        url,
+        path,
+        bodies,
+        ok_status=ok_status,
+        connections=CONNECTIONS,
+        seconds=seconds,
+        folder=folder,
+    )
 
 
 def _stop(server: Server) -> int | None:
@@ -454,25 +449,17 @@ def _run_alertmanager(stream: Stream, folder: Path) -> tuple[Burst, float] | str
             if process.poll() is not None or time.monotonic() > deadline:
                 return "Alertmanager did not start"
             time.sleep(0.1)
-        warmup = burst(
-            url,
-            ALERTMANAGER_PATH,
-            stream.alertmanager,
-            ok_status=200,
-            connections=CONNECTIONS,
-            seconds=WARMUP[False],
-            folder=folder / "am-warmup",
+        _closed_loop(
+            url, ALERTMANAGER_PATH, stream.alertmanager, 200, WARMUP[False], folder / "am-warmup"
         )
-        del warmup
         with CpuWatch(process.pid) as during:
-            result = burst(
+            result = _closed_loop(
                 url,
                 ALERTMANAGER_PATH,
                 stream.alertmanager,
-                ok_status=200,
-                connections=CONNECTIONS,
-                seconds=SECONDS[False],
-                folder=folder / "am-throughput",
+                200,
+                SECONDS[False],
+                folder / "am-throughput",
             )
         return result, during.others
     finally:
