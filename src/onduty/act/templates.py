@@ -148,6 +148,20 @@ def _compile(environment: ImmutableSandboxedEnvironment, text: str) -> jinja2.Te
     return environment.from_string(text)
 
 
+# What rendering or evaluating may raise; `_reason` says why, in the message's words.
+_RENDER_ERRORS = (jinja2.TemplateError, TypeError, ValueError, ArithmeticError, LookupError)
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, jinja2.UndefinedError):
+        return f"{error.message}"
+    if isinstance(error, SecurityError):
+        return f"refused by the sandbox: {error}"
+    if isinstance(error, jinja2.TemplateError):
+        return f"{error}"
+    return f"{type(error).__name__}: {error}"
+
+
 def _render(
     environment: ImmutableSandboxedEnvironment, text: str, context: Mapping[str, Any], where: str
 ) -> str:
@@ -155,14 +169,8 @@ def _render(
         return _compile(environment, text).render(dict(context))
     except TemplateError as error:
         raise TemplateError(f"{where} ({text!r}): {error}") from None
-    except jinja2.UndefinedError as error:
-        raise TemplateError(f"{where} ({text!r}): {error.message}") from None
-    except SecurityError as error:
-        raise TemplateError(f"{where} ({text!r}): refused by the sandbox: {error}") from None
-    except jinja2.TemplateError as error:
-        raise TemplateError(f"{where} ({text!r}): {error}") from None
-    except (TypeError, ValueError, ArithmeticError, LookupError) as error:
-        raise TemplateError(f"{where} ({text!r}): {type(error).__name__}: {error}") from None
+    except _RENDER_ERRORS as error:
+        raise TemplateError(f"{where} ({text!r}): {_reason(error)}") from None
 
 
 def render_text(text: str, context: Mapping[str, Any], *, where: str = "template") -> str:
@@ -220,14 +228,8 @@ def _evaluate(expression: str, context: Mapping[str, Any], where: str) -> Any:
         if isinstance(value, jinja2.Undefined):
             str(value)  # StrictUndefined raises, naming what is missing
             raise TemplateError(f"{where}: the expression is undefined")
-    except jinja2.UndefinedError as error:
-        raise TemplateError(f"{where}: {error.message}") from None
-    except SecurityError as error:
-        raise TemplateError(f"{where}: refused by the sandbox: {error}") from None
-    except jinja2.TemplateError as error:
-        raise TemplateError(f"{where}: {error}") from None
-    except (TypeError, ValueError, ArithmeticError, LookupError) as error:
-        raise TemplateError(f"{where}: {type(error).__name__}: {error}") from None
+    except _RENDER_ERRORS as error:
+        raise TemplateError(f"{where}: {_reason(error)}") from None
     return value
 
 

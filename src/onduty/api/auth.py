@@ -29,11 +29,9 @@ cookie) for the API, an ingest credential (its bearer token, or
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
 from urllib.parse import urlsplit
 
-import orjson
 from fastapi import HTTPException
 from starlette.requests import HTTPConnection, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -58,6 +56,7 @@ from onduty.api.credentials import (
     expand_roles,
     sign,
 )
+from onduty.api.front import close_websocket, refuse
 
 # The access section's model and the resolved credentials have modules of their own (free of
 # the web framework); their names stay importable from here.
@@ -238,19 +237,6 @@ def approval_role(principal: Principal, allowed: Iterable[str]) -> str:
 # --------------------------------------------------------------------------- the guard
 
 
-def _json(status: int, reason: str, headers: Mapping[str, str]) -> tuple[dict[str, Any], bytes]:
-    body = orjson.dumps({"error": reason, "field": None})
-    return {
-        "type": "http.response.start",
-        "status": status,
-        "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            *((k.lower().encode(), v.encode()) for k, v in headers.items()),
-        ],
-    }, body
-
-
 class AccessGuard:
     """Pure ASGI middleware: with access control on, a request to a guarded path must carry a
     known user token, else 401 — or 429 once its address has failed too often (a known token
@@ -284,16 +270,11 @@ class AccessGuard:
         if retry is None:
             self.access.throttle.failed(address)
         if scope["type"] == "websocket":
-            await receive()  # websocket.connect
-            await send({"type": "websocket.close", "code": 4429 if retry else 4401})
-            return
-        if retry is not None:
-            reason, headers = TOO_MANY, {"Retry-After": str(retry)}
-            start, body = _json(429, reason, headers)
+            await close_websocket(receive, send, 4429 if retry else 4401)
+        elif retry is not None:
+            await refuse(send, 429, TOO_MANY, **{"Retry-After": str(retry)})
         else:
-            start, body = _json(401, UNAUTHENTICATED, {"WWW-Authenticate": "Bearer"})
-        await send(start)
-        await send({"type": "http.response.body", "body": body})
+            await refuse(send, 401, UNAUTHENTICATED, **{"WWW-Authenticate": "Bearer"})
 
 
 _OFF = Access()

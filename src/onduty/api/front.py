@@ -149,9 +149,17 @@ def _json_start(status: int, body: bytes, headers: dict[str, str]) -> Message:
 async def refuse(
     send: Send, status: int, reason: str, field: str | None = None, **headers: str
 ) -> None:
+    """Answer with a JSON error, `{"error": reason, "field": field}`, and the given headers
+    (names with dashes are passed as `**{"Retry-After": "3"}`)."""
     body = orjson.dumps({"error": reason, "field": field})
     await send(_json_start(status, body, headers))
     await send({"type": "http.response.body", "body": body})
+
+
+async def close_websocket(receive: Receive, send: Send, code: int) -> None:
+    """Refuse a websocket: take its connect message, then close with `code`."""
+    await receive()  # websocket.connect
+    await send({"type": "websocket.close", "code": code})
 
 
 def describe(problem: BaseException) -> str:
@@ -195,8 +203,7 @@ class FrontDoor:
         problem = self._problem(scope, path)
         if problem is not None:
             if scope["type"] == "websocket":
-                await receive()  # websocket.connect
-                await send({"type": "websocket.close", "code": 4000 + problem[0]})
+                await close_websocket(receive, send, 4000 + problem[0])
                 return
             await refuse(send, *problem)
             return

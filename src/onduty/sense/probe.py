@@ -17,7 +17,7 @@ from datetime import datetime
 
 import httpx
 
-from onduty.events import Signal, SignalReceived
+from onduty.events import Signal, SignalReceived, SignalStatus
 from onduty.httpbits import connect_error_reason
 from onduty.sense.pollers import (
     HttpSource,
@@ -148,36 +148,37 @@ class ProbeSource(HttpSource[HttpProbe]):
     def _firing(self, result: ProbeResult) -> Signal:
         since = self.first_failure_at.isoformat() if self.first_failure_at else "now"
         count = self.failures
-        return SignalReceived(
-            source=SOURCE,
-            fingerprint=self.fingerprint,
-            status="firing",
-            labels=dict(self.labels),
-            annotations={
-                "summary": f"{self.target}: {result.reason}",
-                "description": (
-                    f"Probe {self.spec.name} has failed {count} time{'s' if count != 1 else ''} "
-                    f"in a row since {since}; last: {self.target}: {result.reason}."
-                ),
-            },
-            starts_at=self.fired_at,
-            generator_url=self.spec.url,
+        return self._signal(
+            "firing",
+            f"{self.target}: {result.reason}",
+            f"Probe {self.spec.name} has failed {count} time{'s' if count != 1 else ''} "
+            f"in a row since {since}; last: {self.target}: {result.reason}.",
         )
 
     def _resolved(self, now: datetime, result: ProbeResult, failures: int) -> Signal:
+        return self._signal(
+            "resolved",
+            f"{self.target}: healthy again ({result.reason})",
+            f"Probe {self.spec.name} answered {result.reason} after {failures} failed "
+            f"probe{'s' if failures != 1 else ''}.",
+            ends_at=now,
+        )
+
+    def _signal(
+        self,
+        status: SignalStatus,
+        summary: str,
+        description: str,
+        *,
+        ends_at: datetime | None = None,
+    ) -> Signal:
         return SignalReceived(
             source=SOURCE,
             fingerprint=self.fingerprint,
-            status="resolved",
+            status=status,
             labels=dict(self.labels),
-            annotations={
-                "summary": f"{self.target}: healthy again ({result.reason})",
-                "description": (
-                    f"Probe {self.spec.name} answered {result.reason} after {failures} failed "
-                    f"probe{'s' if failures != 1 else ''}."
-                ),
-            },
+            annotations={"summary": summary, "description": description},
             starts_at=self.fired_at,
-            ends_at=now,
+            ends_at=ends_at,
             generator_url=self.spec.url,
         )
