@@ -50,7 +50,7 @@ import orjson
 
 from onduty.bench._loadgen import SCRIPTS, Burst, CpuWatch, Latencies, burst, open_loop
 from onduty.bench._serve import Server, free_port
-from onduty.bench._workload import FLEET, Row, fleet_services, per_second, row
+from onduty.bench._workload import FLEET, Row, fleet_services, per_second, plain_row, row
 
 ALERTMANAGER = Path("/usr/bin/prometheus-alertmanager")
 ONDUTY_PATH = "/api/v1/signals/alertmanager"
@@ -474,18 +474,6 @@ def _run_alertmanager(stream: Stream, folder: Path) -> tuple[Burst, float] | str
 # --------------------------------------------------------------------------- the rows
 
 
-def _plain(name: str, figure: str, value: float, unit: str, peer: str = "-") -> Row:
-    """A row without a peer ratio."""
-    return {
-        "name": name,
-        "figure": figure,
-        "value": value,
-        "unit": unit,
-        "peer": peer,
-        "ratio": "-",
-    }
-
-
 def _elsewhere(cores: float) -> str:
     """The caveat of a shared machine: CPU other processes used during the run."""
     if math.isnan(cores):
@@ -534,11 +522,11 @@ def run(quick: bool = False) -> list[Row]:
         )
     else:
         reason = peer or "skipped with --quick"
-        throughput_row = _plain(name, figure, alerts_rate, "alerts/s", f"Alertmanager: {reason}")
+        throughput_row = plain_row(name, figure, alerts_rate, "alerts/s", f"Alertmanager: {reason}")
 
     answered = result.ok + result.unexpected
     non_202 = result.unexpected + result.errors + result.timeouts + result.unanswered
-    responses_row = _plain(
+    responses_row = plain_row(
         "durable ingest: answers other than 202 in the throughput run "
         "(429 = ingest queue full, 503 = log unavailable)",
         f"{'OK' if not non_202 else 'FAILURE'}: {non_202:,} of {result.sent:,} requests "
@@ -556,7 +544,7 @@ def run(quick: bool = False) -> list[Row]:
     )
     p50, worst = latency.percentile(0.5), latency.max()
     latency_rows = [
-        _plain(f"{latency_name}: p50", f"p50 {_ms(p50)}", p50 * 1000, "ms"),
+        plain_row(f"{latency_name}: p50", f"p50 {_ms(p50)}", p50 * 1000, "ms"),
         row(
             f"{latency_name} for {seconds:.0f} s after the throughput run, timed from the "
             f"scheduled send to the 202 (asyncio HTTP/1.1 client, {LATENCY_CONNECTIONS} "
@@ -568,11 +556,11 @@ def run(quick: bool = False) -> list[Row]:
             f"target p99 < {TARGET_P99 * 1000:.0f} ms",
             p99 / TARGET_P99 if not math.isnan(p99) else math.inf,
         ),
-        _plain(f"{latency_name}: max", f"max {_ms(worst)}", worst * 1000, "ms"),
+        plain_row(f"{latency_name}: max", f"max {_ms(worst)}", worst * 1000, "ms"),
     ]
 
     checks = onduty.checks
-    check_row = _plain(
+    check_row = plain_row(
         "durable ingest checks: every request 202, `onduty audit verify` exit 0, "
         "SignalReceived rows in the log == alerts acknowledged with 202",
         ("FAILURE: " + " | ".join(checks.failures))
