@@ -23,7 +23,7 @@ from onduty.events import Signal
 from onduty.sim.alerts import AlertEvaluator
 from onduty.sim.faults import FAULT_KINDS, INSTANCE_KINDS, Fault, FaultRecord
 from onduty.sim.fleet import Fleet, FleetError
-from onduty.sim.scenario import Scenario, scenario_problems
+from onduty.sim.scenario import FaultSpec, Scenario, scenario_problems
 
 ACTIONS = ("deploy.rollback", "process.restart", "service.scale_out")
 AppliedRecord = tuple[datetime, str, str, Mapping[str, Any], str]
@@ -203,25 +203,12 @@ class World:
             where = f"faults[{index}].target"
             if spec.kind in INSTANCE_KINDS:
                 instance = self.fleet.instances.get(spec.target)
-                if instance is None:
-                    hint = (
-                        f"{spec.target!r} is a service; {spec.kind} needs one of its instances"
-                        if spec.target in self.fleet.services
-                        else f"no instance {spec.target!r} in the config"
-                    )
-                    problems.append(f"{where}: {hint}")
-                    continue
-                service = instance.service
+                service = None if instance is None else instance.service
             else:
-                if spec.target not in self.fleet.services:
-                    hint = (
-                        f"{spec.target!r} is an instance; {spec.kind} needs a service"
-                        if spec.target in self.fleet.instances
-                        else f"no service {spec.target!r} in the config"
-                    )
-                    problems.append(f"{where}: {hint}")
-                    continue
-                service = spec.target
+                service = spec.target if spec.target in self.fleet.services else None
+            if service is None:
+                problems.append(f"{where}: {self._wrong_target(spec)}")
+                continue
             fault = FAULT_KINDS[spec.kind](
                 f"F{index + 1:02d}",
                 spec.target,
@@ -234,6 +221,16 @@ class World:
         if problems:
             raise ConfigError(f"scenario {self.scenario.name}", problems)
         return [fault for _, _, fault in sorted(plan, key=lambda item: (item[0], item[1]))]
+
+    def _wrong_target(self, spec: FaultSpec) -> str:
+        """Why a fault's target is not what its kind needs: a name of the other kind, or none."""
+        if spec.kind in INSTANCE_KINDS:
+            if spec.target in self.fleet.services:
+                return f"{spec.target!r} is a service; {spec.kind} needs one of its instances"
+            return f"no instance {spec.target!r} in the config"
+        if spec.target in self.fleet.instances:
+            return f"{spec.target!r} is an instance; {spec.kind} needs a service"
+        return f"no service {spec.target!r} in the config"
 
     def _move_to(self, now: datetime) -> None:
         now = _utc(now)
