@@ -15,7 +15,7 @@ import heapq
 import itertools
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -427,6 +427,15 @@ def append_all(
 
 
 # --------------------------------------------------------------------------- measuring
+
+
+def fold(events: Iterable[Event]) -> Manager:
+    """A fresh manager with `events` applied in order, as a restart without a snapshot does."""
+    manager = Manager()
+    apply = manager.apply
+    for event in events:
+        apply(event)
+    return manager
 
 
 def best_of(repeats: int, run: Callable[[], object]) -> float:

@@ -27,26 +27,17 @@ from onduty.bench._workload import (
     Row,
     append_all,
     best_of,
+    fold,
     per_second,
     rate,
     row,
 )
-from onduty.events import Event
 from onduty.log.sqlite import SQLiteEventLog
-from onduty.manager import Manager
 from onduty.replay import replay
 
 FULL_EVENTS = 200_000
 QUICK_EVENTS = 5_000
 REPEATS = 3
-
-
-def _fold(events: list[Event]) -> Manager:
-    manager = Manager()
-    apply = manager.apply
-    for event in events:
-        apply(event)
-    return manager
 
 
 def _raw_bodies(path: Path) -> list[bytes]:
@@ -102,10 +93,10 @@ def run(quick: bool = False) -> list[Row]:
 
             t_loads = best_of(REPEATS, lambda: _loads_all(bodies))
             t_raw = best_of(REPEATS, lambda: _raw_read_and_loads(path))
-            t_fold = best_of(REPEATS, lambda: _fold(events))
+            t_fold = best_of(REPEATS, lambda: fold(events))
             reports = []
             t_replay = best_of(REPEATS, lambda: reports.append(replay(events)))
-            t_read_fold = best_of(REPEATS, lambda: _fold_from(log))
+            t_read_fold = best_of(REPEATS, lambda: fold(log.read()))
             t_read = best_of(REPEATS, lambda: sum(1 for _ in log.read()))
         finally:
             log.close()
@@ -155,11 +146,3 @@ def run(quick: bool = False) -> list[Row]:
             read_rate / raw_rate,
         ),
     ]
-
-
-def _fold_from(log: SQLiteEventLog) -> Manager:
-    manager = Manager()
-    apply = manager.apply
-    for event in log.read():
-        apply(event)
-    return manager

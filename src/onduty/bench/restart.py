@@ -28,6 +28,7 @@ from onduty.bench._workload import (
     Row,
     append_all,
     file_size,
+    fold,
     megabytes,
     per_second,
     rate,
@@ -96,10 +97,7 @@ def _fold_from_zero(path: Path) -> float:
     started = time.perf_counter()
     log = SQLiteEventLog(str(path))
     try:
-        manager = Manager()
-        apply = manager.apply
-        for event in log.read():
-            apply(event)
+        fold(log.read())
         return time.perf_counter() - started
     finally:
         log.close()
