@@ -133,7 +133,7 @@ class Executor:
         for command, actuator in ready:
             self._spawn(actuator, self._job(actuator, command))
 
-    def _job(self, actuator: Actuator, command: StartAction) -> Callable[[], None]:
+    def _job(self, actuator: Actuator, command: StartAction | StartUndo) -> Callable[[], None]:
         return lambda: self._report(command, self._run(actuator, command))
 
     def reconcile(self, command: CheckOutcome) -> None:
@@ -238,7 +238,7 @@ class Executor:
                 Outcome(False, error=f"no actuator is configured for action {command.action!r}"),
             )
             return
-        self._spawn(actuator, lambda: self._report(command, self._run(actuator, command)))
+        self._spawn(actuator, self._job(actuator, command))
 
     def _run(self, actuator: Actuator, command: StartAction | StartUndo) -> Outcome:
         """Run once, or — for an idempotent actuator — retry failures with backoff; under the
