@@ -305,6 +305,23 @@ def test_every_started_action_was_allowed_first(operations: list[tuple[Any, ...]
             assert verdicts.get(event.data["command_id"]) == "allow"
 
 
+@given(histories)
+def test_planning_sees_the_same_actions_in_flight_as_a_scan_of_every_action(
+    operations: list[tuple[Any, ...]],
+) -> None:
+    """Planning looks up the actions on a proposal's target through an index kept as actions
+    come and go; whatever happened, it names the runbook a scan of every action would."""
+    driver = run(operations)
+    scanned = {
+        action.target: action.runbook
+        for action in driver.manager.state.actions.values()
+        if action.status in IN_FLIGHT
+    }
+    targets = {action.target for action in driver.manager.state.actions.values()}
+    for target in targets | {"web-1", "web-2", "nowhere"}:
+        assert driver.manager.actions._runbook_acting_on(target) == scanned.get(target)
+
+
 @quick
 @given(histories)
 def test_guardrail_limits_hold(operations: list[tuple[Any, ...]]) -> None:

@@ -73,12 +73,21 @@ class ActionLifecycle:
     incidents: Incidents
     undos: Undos
     verdicts: Verdicts = field(init=False)
+    _by_target: dict[str, dict[str, None]] | None = field(init=False, default=None)
+    """Command ids by target, in the order `state.actions` holds them, so that planning looks
+    at the actions on the proposed targets instead of scanning every action. Built on first use;
+    ids of actions since dropped from the state are forgotten when next met."""
 
     def __post_init__(self) -> None:
         self.verdicts = Verdicts(self.state, self.setup, self.emitter)
 
     def _apply_proposed(self, body: ActionProposed, event: Event) -> None:
         incident = self.state.incidents.get(body.incident_id)
+        if self._by_target is not None:
+            ids = self._by_target.setdefault(body.target, {})
+            if body.command_id not in self.state.actions:  # a new key goes last, as in the dict
+                ids.pop(body.command_id, None)
+            ids[body.command_id] = None
         self.state.actions[body.command_id] = ActionState(
             command_id=body.command_id,
             incident_id=body.incident_id,
@@ -223,8 +232,11 @@ class ActionLifecycle:
             for runbook in runbooks
             if (proposal := setup.agent.propose_step(runbook.name, 0, context)) is not None
         ]
+        targets = {proposal.target for proposal in proposals}
         in_flight = {
-            a.target: a.runbook for a in self.state.actions.values() if a.status in IN_FLIGHT
+            target: runbook
+            for target in targets
+            if (runbook := self._runbook_acting_on(target)) is not None
         }
         winner, losers = arbitrate(proposals, in_flight, setup.excludes)
         for loser, reason in losers:
@@ -243,6 +255,23 @@ class ActionLifecycle:
             self.pager.escalate(incident, f"no proposal could go ahead: {losers[0][1]}")
             return
         self._propose(incident, winner, context)
+
+    def _runbook_acting_on(self, target: str) -> str | None:
+        """The runbook of the last in-flight action on `target` (in `state.actions` order), as
+        the arbiter needs it; None when nothing is acting there."""
+        if self._by_target is None:
+            self._by_target = {}
+            for known in self.state.actions.values():
+                self._by_target.setdefault(known.target, {})[known.command_id] = None
+        ids = self._by_target.get(target, {})
+        acting: str | None = None
+        for command_id in list(ids):
+            action = self.state.actions.get(command_id)
+            if action is None or action.target != target:
+                del ids[command_id]
+            elif action.status in IN_FLIGHT:
+                acting = action.runbook
+        return acting
 
     def _propose(self, incident: Incident, proposal: Proposal, context: dict[str, Any]) -> None:
         command_id = derive_id("cmd", incident.incident_id, proposal.runbook, str(proposal.step))
