@@ -71,15 +71,14 @@ class MemoryEventLog:
         if not batch:
             return []
         with store.lock:
-            seq, prev = (store.rows[-1].seq, store.rows[-1].hash) if store.rows else (0, "")
-            prev = prev or GENESIS_HASH
-            placed: list[Event] = []
+            seq, prev = (
+                (store.rows[-1].seq, store.rows[-1].hash) if store.rows else (0, GENESIS_HASH)
+            )
             rows: list[_Row] = []
             for event in batch:
                 seq += 1
                 sealed, body = seal(event, seq, prev)
                 prev = sealed.hash
-                placed.append(sealed)
                 rows.append(_Row(seq, sealed.id, sealed.type, sealed.stream, body, sealed.hash))
             if store.before_commit is not None:
                 store.before_commit(rows)
