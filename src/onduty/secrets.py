@@ -10,18 +10,14 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from onduty.httpbits import check_headers
 from onduty.values import ENV_REFERENCE as _ENV_REFERENCE
 from onduty.values import FILE_REFERENCE as _FILE_REFERENCE
 from onduty.values import REFERENCE as _REFERENCE
-from onduty.values import references
 
 __all__ = [
     "SecretError",
     "SecretValues",
     "Secrets",
-    "check_headers",
-    "references",
     "resolve_references",
     "unresolved",
     "unresolved_references",
