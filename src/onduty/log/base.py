@@ -226,8 +226,6 @@ def open_log(url: str) -> EventLog:
         raise StoreError(f"store {url!r}: no file path given")
     try:
         return SQLiteEventLog(path)
-    except StoreError:
-        raise
     except OSError as error:
         raise StoreError(
             f"cannot open the event log {path}: {error.strerror or type(error).__name__}"
