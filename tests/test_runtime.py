@@ -154,8 +154,12 @@ def test_snapshots_and_restart_rebuild_the_same_state(tmp_path: Path) -> None:
 def _crash_after_start(log: EventLog) -> str:
     """Leave an ActionStarted with no outcome in the log, as a SIGKILL mid-action would."""
     runtime, _ = Runtime.open(log, VirtualClock(T0), ActuatorRegistry(), config=config())
-    # Decide and record without running the commands, then record the start exactly as the
-    # executor does before it calls an actuator.
+    return _start(runtime).command_id
+
+
+def _start(runtime: Runtime) -> StartAction:
+    """Decide and record without running the commands, then record the start exactly as the
+    executor does before it calls an actuator."""
     allowed = _allow(runtime)
     runtime.submit(
         ActionStarted(
@@ -166,7 +170,7 @@ def _crash_after_start(log: EventLog) -> str:
         ),
         stream=allowed.incident_id,
     )
-    return allowed.command_id
+    return allowed
 
 
 def _allow(runtime: Runtime) -> StartAction:
@@ -228,16 +232,7 @@ def _crash_during_undo(log: EventLog, *, started: bool) -> StartUndo:
     was decided (recorded with the failure), then — with `started` — `UndoStarted` was
     recorded exactly as the executor does before it calls the undo's actuator."""
     runtime, _ = Runtime.open(log, VirtualClock(T0), ActuatorRegistry(), config=config())
-    allowed = _allow(runtime)
-    runtime.submit(
-        ActionStarted(
-            command_id=allowed.command_id,
-            incident_id=allowed.incident_id,
-            action=allowed.action,
-            target=allowed.target,
-        ),
-        stream=allowed.incident_id,
-    )
+    allowed = _start(runtime)
     failed = make_event(
         ActionFailed(command_id=allowed.command_id, error="exit 1"),
         id="crash-2",
