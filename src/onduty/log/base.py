@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
 
-from onduty.events import Event, chain_hash, to_json
+from onduty.events import GENESIS_HASH, Event, chain_hash, to_json
 
 
 @dataclass(frozen=True)
@@ -202,6 +202,30 @@ def check_row(
     for name, value in zip(("id", "type", "stream"), columns, strict=True):
         if fields.get(name) != value:
             return f"{name} column {value!r} does not match the body's {fields.get(name)!r}"
+    return None
+
+
+def walk_chain(
+    rows: Iterable[tuple[int, str, str, str, bytes, str]],
+    total: int,
+    progress: Callable[[int, int], Any] | None,
+    every: int,
+) -> ChainBreak | None:
+    """Every backend's `verify`: walk the stored `rows` (seq, id, type, stream, body, hash) in
+    seq order from the genesis; None when the chain is intact, else the first place where it
+    breaks. `progress(done, total)` is called every `every` rows and at the end."""
+    expected, prev = 1, GENESIS_HASH
+    for seq, id_, type_, stream, body, hash_ in rows:
+        if seq != expected:
+            return ChainBreak(expected, f"seq {expected} is missing (found {seq})")
+        reason = check_row(seq, (id_, type_, stream), body, hash_, prev)
+        if reason is not None:
+            return ChainBreak(seq, reason)
+        if progress is not None and seq % every == 0:
+            progress(seq, total)
+        expected, prev = seq + 1, hash_
+    if progress is not None:
+        progress(expected - 1, total)
     return None
 
 

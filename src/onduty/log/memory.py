@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from onduty.events import GENESIS_HASH, Event, event_from_body, seal
-from onduty.log.base import ChainBreak, Snapshot, check_row, stored_snapshot
+from onduty.log.base import ChainBreak, Snapshot, stored_snapshot, walk_chain
 
 PROGRESS_EVERY = 10_000
 
@@ -122,19 +122,8 @@ class MemoryEventLog:
 
     def verify(self, progress: Callable[[int, int], Any] | None = None) -> ChainBreak | None:
         rows = self._snapshot_rows()
-        expected, prev = 1, GENESIS_HASH
-        for row in rows:
-            if row.seq != expected:
-                return ChainBreak(expected, f"seq {expected} is missing (found {row.seq})")
-            reason = check_row(row.seq, (row.id, row.type, row.stream), row.body, row.hash, prev)
-            if reason is not None:
-                return ChainBreak(row.seq, reason)
-            if progress is not None and row.seq % PROGRESS_EVERY == 0:
-                progress(row.seq, len(rows))
-            expected, prev = row.seq + 1, row.hash
-        if progress is not None:
-            progress(expected - 1, len(rows))
-        return None
+        chain = ((r.seq, r.id, r.type, r.stream, r.body, r.hash) for r in rows)
+        return walk_chain(chain, len(rows), progress, PROGRESS_EVERY)
 
     # ------------------------------------------------------------------ snapshots, meta
 

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from onduty.events import GENESIS_HASH, Event, event_from_body
-from onduty.log.base import ChainBreak, Snapshot, StoreError, check_row, stored_snapshot
+from onduty.log.base import ChainBreak, Snapshot, StoreError, stored_snapshot, walk_chain
 
 FORMAT = "onduty-eventlog/1"
 PAGE = 2_000  # rows fetched at a time by `read` and `verify`
@@ -422,21 +422,8 @@ class SQLiteEventLog:
         """
         with self._reading() as conn:
             total = conn.execute("SELECT count(*) FROM events").fetchone()[0]
-        expected, prev = 1, GENESIS_HASH
-        for seq, id_, type_, stream, body, hash_ in self._rows(
-            "id, type, stream, body, hash", 0, None
-        ):
-            if seq != expected:
-                return ChainBreak(expected, f"seq {expected} is missing (found {seq})")
-            reason = check_row(seq, (id_, type_, stream), body, hash_, prev)
-            if reason is not None:
-                return ChainBreak(seq, reason)
-            if progress is not None and seq % self.progress_every == 0:
-                progress(seq, total)
-            expected, prev = seq + 1, hash_
-        if progress is not None:
-            progress(expected - 1, total)
-        return None
+        rows = self._rows("id, type, stream, body, hash", 0, None)
+        return walk_chain(rows, total, progress, self.progress_every)
 
     # ------------------------------------------------------------------ snapshots, meta
 
