@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, Dialog, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Dialog, Page, expect
 
-from tests.console.test_browser import CHROMIUM, SHOTS, TIMEOUT_MS, ensure_chromium
+from tests.console.test_browser import SHOTS, TIMEOUT_MS, browser  # noqa: F401 (the fixture)
 from tests.integration.server import Server
 from tests.integration.test_two_person import TOKENS, config_text, signal, verdicts
 
@@ -22,24 +22,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield running
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    ensure_chromium()
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-            timeout=30_000,
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-def signed_in(browser: Browser, server: Server, name: str, problems: list[str]) -> Page:
+def signed_in(browser: Browser, server: Server, name: str, problems: list[str]) -> Page:  # noqa: F811
     """A browser context of its own for `name`, signed in with their token, at the inbox."""
     context = browser.new_context(base_url=server.url, viewport={"width": 1280, "height": 860})
     context.set_default_timeout(TIMEOUT_MS)
@@ -59,7 +42,8 @@ def dialog_accept(dialog: Dialog) -> None:
 
 
 def test_alice_and_bob_complete_one_approval_in_two_browsers(
-    browser: Browser, server: Server
+    browser: Browser,  # noqa: F811
+    server: Server,
 ) -> None:
     problems: list[str] = []
     alice = signed_in(browser, server, "alice", problems)
