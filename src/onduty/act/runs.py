@@ -94,12 +94,6 @@ class Earlier:
     detail: str = ""
     record: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def doing(self) -> str:
-        """What the run said it was doing when onduty stopped (empty when it did not say)."""
-        value = self.record.get("doing")
-        return value if isinstance(value, str) else ""
-
 
 _current: contextvars.ContextVar[RunHandle | None] = contextvars.ContextVar(
     "onduty_run", default=None
