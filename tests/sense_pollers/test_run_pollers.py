@@ -128,6 +128,32 @@ class SlowSource:
         return []
 
 
+def slow_poll_starts(takes: float) -> list[float]:
+    """When each poll began, over one virtual second, of a source polled every 0.1 s whose
+    polls take `takes` virtual seconds."""
+    timer = VirtualTimer(pollers=1)
+    source = SlowSource(timer, takes=takes)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            run_pollers(
+                [source],
+                lambda s: None,
+                clock=timer.datetime,
+                stop=stop,
+                on_error=print,
+                timer=timer,
+            )
+        )
+        await timer.run_until(1.0)
+        stop.set()
+        await task
+
+    asyncio.run(run())
+    return source.started
+
+
 def test_a_failing_source_does_not_stop_the_others(
     health_server: HealthServer, closed_port: int
 ) -> None:
@@ -177,53 +203,13 @@ def test_a_failing_source_does_not_stop_the_others(
 
 def test_polls_keep_to_the_grid() -> None:
     """A poll that takes most of the interval does not push the next ones later."""
-    timer = VirtualTimer(pollers=1)
-    source = SlowSource(timer, takes=0.06)
-
-    async def run() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(
-            run_pollers(
-                [source],
-                lambda s: None,
-                clock=timer.datetime,
-                stop=stop,
-                on_error=print,
-                timer=timer,
-            )
-        )
-        await timer.run_until(1.0)
-        stop.set()
-        await task
-
-    asyncio.run(run())
-    assert source.started == [round(k * 0.1, 6) for k in range(11)]
+    assert slow_poll_starts(takes=0.06) == [round(k * 0.1, 6) for k in range(11)]
 
 
 def test_turns_missed_by_an_overrunning_poll_are_skipped() -> None:
     """A poll that outlasts two intervals is followed by the next turn on the grid, not by
     the missed ones back to back."""
-    timer = VirtualTimer(pollers=1)
-    source = SlowSource(timer, takes=0.25)
-
-    async def run() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(
-            run_pollers(
-                [source],
-                lambda s: None,
-                clock=timer.datetime,
-                stop=stop,
-                on_error=print,
-                timer=timer,
-            )
-        )
-        await timer.run_until(1.0)
-        stop.set()
-        await task
-
-    asyncio.run(run())
-    assert source.started == [0.0, 0.3, 0.6, 0.9]
+    assert slow_poll_starts(takes=0.25) == [0.0, 0.3, 0.6, 0.9]
 
 
 def test_stop_abandons_a_poll_in_flight(health_server: HealthServer) -> None:
