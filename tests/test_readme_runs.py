@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import re
 import shlex
 import signal
@@ -23,6 +22,7 @@ import httpx
 import pytest
 
 from onduty import __version__
+from tests import run_cli
 from tests.integration.server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,17 +30,7 @@ README = (ROOT / "README.md").read_text()
 
 
 def onduty(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "onduty", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-        check=False,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-    assert "Traceback" not in result.stderr, result.stderr
-    return result
+    return run_cli.onduty(*args, cwd=cwd, columns=200)
 
 
 def readme_sql(pattern: str) -> str:

@@ -5,10 +5,7 @@ instead, and `onduty audit verify` names it."""
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -23,6 +20,7 @@ from onduty.manager import Manager
 from onduty.runtime import RecoveryReport, Runtime, VirtualClock
 from tests.core.helpers import T0, config
 from tests.integration.server import Server
+from tests.run_cli import onduty
 from tests.test_runtime import RecordingActuator, down, registry
 
 CFG = config()  # "db" needs a human's approval; "web" may act on its own
@@ -109,17 +107,6 @@ def folded(log: EventLog) -> dict[str, object]:
 
 def discarded_events(log: EventLog) -> list[dict[str, object]]:
     return [event.data for event in log.read() if event.type == "SnapshotDiscarded"]
-
-
-def onduty(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "onduty", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, "COLUMNS": "240"},
-    )
 
 
 def test_an_edited_snapshot_is_discarded_and_the_service_still_needs_approval(

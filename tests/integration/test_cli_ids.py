@@ -5,14 +5,13 @@ unique prefix, an ambiguous one (exit 2 naming the candidates) and one that matc
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from tests import run_cli
 from tests.integration.server import Server
 
 CONFIG = """
@@ -27,14 +26,7 @@ runbooks:
 
 
 def onduty(*args: str, columns: int = 240) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if k not in ("ONDUTY_TOKEN", "ONDUTY_URL")}
-    result = subprocess.run(
-        [sys.executable, "-m", "onduty", *args],
-        capture_output=True, text=True, timeout=60, check=False,
-        env={**environment, "COLUMNS": str(columns)},
-    )  # fmt: skip
-    assert "Traceback" not in result.stderr, result.stderr
-    return result
+    return run_cli.onduty(*args, columns=columns, timeout=60, unset=("ONDUTY_TOKEN", "ONDUTY_URL"))
 
 
 def unique_prefix(whole: str, others: list[str]) -> str:
