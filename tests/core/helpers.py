@@ -6,9 +6,16 @@ import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from onduty.commands import StartUndo
+from onduty.commands import StartAction, StartUndo
 from onduty.config import Config, parse_config
-from onduty.events import Event, Payload, PolicyActivated, SignalReceived, make_event
+from onduty.events import (
+    ActionStarted,
+    Event,
+    Payload,
+    PolicyActivated,
+    SignalReceived,
+    make_event,
+)
 from onduty.manager import Decision, Manager
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -71,6 +78,17 @@ class Driver:
         self.log.extend(decision.events)
         self.undos.extend((len(self.log), c) for c in decision.commands if isinstance(c, StartUndo))
         return decision
+
+    def start(self, command: StartAction) -> Decision:
+        """The actuator reports that it started `command`."""
+        return self.feed(
+            ActionStarted(
+                command_id=command.command_id,
+                incident_id=command.incident_id,
+                action=command.action,
+                target=command.target,
+            )
+        )
 
     def signal(
         self, instance: str, status: str = "firing", alertname: str = "InstanceDown", **kw: float

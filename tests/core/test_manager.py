@@ -6,7 +6,6 @@ from onduty.commands import CheckOutcome, Notify, ScheduleTimer, StartAction, St
 from onduty.events import (
     ActionFailed,
     ActionOutcomeUnknown,
-    ActionStarted,
     ActionSucceeded,
     ApprovalDenied,
     ApprovalGranted,
@@ -15,17 +14,6 @@ from onduty.events import (
 )
 from onduty.manager import Manager
 from tests.core.helpers import Driver, config, types
-
-
-def start(driver: Driver, command: StartAction) -> None:
-    driver.feed(
-        ActionStarted(
-            command_id=command.command_id,
-            incident_id=command.incident_id,
-            action=command.action,
-            target=command.target,
-        )
-    )
 
 
 def only_start(decision_commands: tuple[object, ...]) -> StartAction:
@@ -60,7 +48,7 @@ def test_the_same_alert_delivered_twice_counts_once() -> None:
 def test_verified_fix_resolves_the_incident() -> None:
     driver = Driver()
     command = only_start(driver.signal("web-1").commands)
-    start(driver, command)
+    driver.start(command)
     succeeded = driver.feed(ActionSucceeded(command_id=command.command_id), after=5)
     assert any(isinstance(c, ScheduleTimer) for c in succeeded.commands)
     resolved = driver.signal("web-1", "resolved", after=30)
@@ -72,7 +60,7 @@ def test_verified_fix_resolves_the_incident() -> None:
 def test_a_fix_that_does_not_verify_is_undone_and_escalated() -> None:
     driver = Driver()
     command = only_start(driver.signal("web-1").commands)
-    start(driver, command)
+    driver.start(command)
     driver.feed(ActionSucceeded(command_id=command.command_id), after=5)
     early = driver.feed(Tick(), after=60)
     assert early.events == ()
@@ -88,7 +76,7 @@ def test_a_fix_that_does_not_verify_is_undone_and_escalated() -> None:
 def test_a_failed_action_is_undone_and_escalated() -> None:
     driver = Driver()
     command = only_start(driver.signal("web-1").commands)
-    start(driver, command)
+    driver.start(command)
     failed = driver.feed(ActionFailed(command_id=command.command_id, error="exit 1"))
     assert types(failed) == ["Escalated"]
     assert "action failed: exit 1" in failed.events[0].data["reason"]
@@ -98,7 +86,7 @@ def test_a_failed_action_is_undone_and_escalated() -> None:
 def test_an_unknown_outcome_is_escalated_never_rerun() -> None:
     driver = Driver()
     command = only_start(driver.signal("web-1").commands)
-    start(driver, command)
+    driver.start(command)
     unknown = driver.feed(ActionOutcomeUnknown(command_id=command.command_id, reason="crash"))
     assert types(unknown) == ["Escalated"]
     assert not any(isinstance(c, StartAction) for c in unknown.commands)
@@ -116,7 +104,7 @@ def test_rate_limit_allows_the_nth_and_denies_the_next() -> None:
     driver = Driver(cfg)
     for _ in range(2):
         command = only_start(driver.signal("web-1", after=60).commands)
-        start(driver, command)
+        driver.start(command)
         driver.feed(ActionSucceeded(command_id=command.command_id))
         driver.signal("web-1", "resolved", after=10)
     third = driver.signal("web-1", after=60)
@@ -230,7 +218,7 @@ def test_flapping_signal_pauses_actions() -> None:
     )
     driver = Driver(cfg)
     command = only_start(driver.signal("web-1").commands)
-    start(driver, command)
+    driver.start(command)
     driver.feed(ActionSucceeded(command_id=command.command_id))
     driver.signal("web-1", "resolved", after=30)
     driver.signal("web-1", after=30)
@@ -249,7 +237,7 @@ def test_recovery_lists_actions_in_doubt() -> None:
     for event in driver.log:
         folded.apply(event)
     assert folded.in_doubt() == [allowed]
-    start(driver, allowed)
+    driver.start(allowed)
     folded.apply(driver.log[-1])
     assert folded.in_doubt() == [CheckOutcome(allowed)]
 
@@ -460,7 +448,7 @@ def test_a_probe_verifies_an_action_and_a_failing_one_undoes_it() -> None:
     for ok, expected in ((True, ["VerificationPassed"]), (False, ["VerificationFailed"])):
         driver = Driver(config(runbooks=[runbook]))
         command = only_start(driver.signal("web-1").commands)
-        start(driver, command)
+        driver.start(command)
         succeeded = driver.feed(ActionSucceeded(command_id=command.command_id))
         checks = [c for c in succeeded.commands if isinstance(c, RunCheck)]
         assert [c.check["url"] for c in checks] == ["http://web.internal/health"]

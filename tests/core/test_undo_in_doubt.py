@@ -8,7 +8,6 @@ from __future__ import annotations
 from onduty.commands import CheckOutcome, Notify, StartAction, StartUndo
 from onduty.events import (
     ActionFailed,
-    ActionStarted,
     ActionSucceeded,
     Event,
     Tick,
@@ -31,21 +30,10 @@ TWO_UNDO_STEPS = {
 }
 
 
-def _start(driver: Driver, command: StartAction) -> None:
-    driver.feed(
-        ActionStarted(
-            command_id=command.command_id,
-            incident_id=command.incident_id,
-            action=command.action,
-            target=command.target,
-        )
-    )
-
-
 def _failed_action(driver: Driver) -> tuple[StartAction, list[StartUndo]]:
     """An action that ran and failed: the core decides its undo steps."""
     command = next(c for c in driver.signal("web-1").commands if isinstance(c, StartAction))
-    _start(driver, command)
+    driver.start(command)
     failed = driver.feed(ActionFailed(command_id=command.command_id, error="exit 1"))
     return command, [c for c in failed.commands if isinstance(c, StartUndo)]
 
@@ -90,7 +78,7 @@ def test_an_undo_decided_but_never_started_is_run_after_a_restart() -> None:
 def test_an_undo_of_a_fix_that_did_not_verify_is_run_after_a_restart() -> None:
     driver = Driver()
     command = next(c for c in driver.signal("web-1").commands if isinstance(c, StartAction))
-    _start(driver, command)
+    driver.start(command)
     driver.feed(ActionSucceeded(command_id=command.command_id), after=5)
     late = driver.feed(Tick(), after=121)  # the verification window (2m) has passed
     assert types(late) == ["VerificationFailed", "Escalated"]
@@ -161,7 +149,7 @@ def test_an_undo_with_an_unknown_outcome_is_escalated_naming_it() -> None:
 def test_an_undo_in_doubt_is_escalated_after_its_incident_closed() -> None:
     driver = Driver()
     command = next(c for c in driver.signal("web-1").commands if isinstance(c, StartAction))
-    _start(driver, command)
+    driver.start(command)
     driver.signal("web-1", "resolved", after=10)  # the incident waits for the action's outcome
     failed = driver.feed(ActionFailed(command_id=command.command_id, error="exit 1"))
     assert types(failed)[-1] == "IncidentResolved"  # undo decided, then the incident closed
