@@ -86,12 +86,13 @@ class Verdicts:
         approved_by: str | None,
     ) -> Facts:
         setup = self.setup.active
-        variables = None
         candidate = self.setup.candidate
-        if setup.policy.needs_variables or (
-            candidate is not None and candidate.configured.policy.needs_variables
-        ):
-            target_service = setup.owner.get(proposal.target, "")
+        policies = (
+            [setup.policy] if candidate is None else [setup.policy, candidate.configured.policy]
+        )
+        target_service = setup.owner.get(proposal.target, "")
+        variables = None
+        if any(policy.needs_variables for policy in policies):
             counts = history_counts(
                 self.state, target=proposal.target, service=incident.service, now=self.emitter.now
             )
@@ -108,9 +109,7 @@ class Verdicts:
                     ),
                 }
             )
-        service = setup.services.get(incident.service or "") or setup.services.get(
-            setup.owner.get(proposal.target, "")
-        )
+        service = setup.services.get(incident.service or "") or setup.services.get(target_service)
         return gather(
             self.state,
             proposal=proposal,
@@ -121,10 +120,8 @@ class Verdicts:
             approved_by=approved_by,
             variables=variables,
             now=self.emitter.now,
-            fleet=setup.policy.needs_fleet
-            or (candidate is not None and candidate.configured.policy.needs_fleet),
-            in_flight_needed=setup.policy.needs_in_flight
-            or (candidate is not None and candidate.configured.policy.needs_in_flight),
+            fleet=any(policy.needs_fleet for policy in policies),
+            in_flight_needed=any(policy.needs_in_flight for policy in policies),
             members=setup.members,
             total_instances=setup.total_instances,
         )
