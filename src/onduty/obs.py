@@ -78,13 +78,8 @@ def uvicorn_log_config() -> dict[str, Any]:
     from uvicorn.config import LOGGING_CONFIG
     from uvicorn.logging import DefaultFormatter
 
-    class SafeUvicornFormatter(DefaultFormatter):
-        def formatMessage(self, record: logging.LogRecord) -> str:
-            record.message = visible(record.message)
-            return super().formatMessage(record)
-
-        def formatException(self, ei: Any) -> str:
-            return indented(super().formatException(ei))
+    class SafeUvicornFormatter(SafeFormatter, DefaultFormatter):
+        """uvicorn's formatter (its colours and level padding) behind `SafeFormatter`."""
 
     config = copy.deepcopy(LOGGING_CONFIG)
     config["formatters"]["default"]["()"] = SafeUvicornFormatter
