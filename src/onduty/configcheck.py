@@ -19,15 +19,15 @@ import jinja2
 from jinja2 import nodes
 
 from onduty.config import Config, Step, Tier
+from onduty.govern.variables import FIELDS
 
 TEMPLATE_VARIABLES: dict[str, tuple[str, ...]] = {
-    "signal": ("labels", "annotations", "status", "source", "fingerprint"),
-    "incident": ("id", "title", "service", "signals", "flapping"),
-    "service": ("name", "tier", "region", "autonomy", "instances"),
+    **{name: tuple(FIELDS[name]) for name in ("signal", "incident", "service")},
     "now": (),
 }
-"""What a runbook step's `target` template may use, and the fields of each variable (`now` is
-a timestamp; `signal.labels` and `signal.annotations` are maps of strings)."""
+"""What a runbook step's `target` template may use, and the fields of each variable, as the
+manager builds them (`govern.variables.FIELDS`; `now` is a timestamp; `signal.labels` and
+`signal.annotations` are maps of strings)."""
 
 MEANINGS: dict[str, str] = {
     "signal": "the incident's signal the action is for: its first firing one that is not muted",
