@@ -19,7 +19,7 @@ import sqlite3
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +205,25 @@ def settled(events: list[dict[str, Any]]) -> bool:
     return len(started) == len(KILL_POINTS) and started <= done
 
 
+def stop_once(
+    server: Server,
+    client: httpx.Client,
+    done: Callable[[list[dict[str, Any]]], bool],
+    timeout: float,
+    failure: str,
+) -> tuple[list[dict[str, Any]], str]:
+    """Wait until `done` holds for the log, and a little longer (a second run would have
+    started by then); stop the server cleanly. The log then, and the server's output."""
+    deadline = time.monotonic() + timeout
+    while not done(events := all_events(client)):
+        assert time.monotonic() < deadline, f"{failure}; {events}"
+        time.sleep(0.1)
+    time.sleep(0.3)
+    events = all_events(client)
+    assert server.terminate() == 0, server.output()
+    return events, server.output()
+
+
 @pytest.fixture
 def cleanup(tmp_path: Path) -> Iterator[None]:
     """Every program the killed servers started runs in a process group of its own (its pid);
@@ -241,14 +260,7 @@ def test_no_action_runs_twice_whenever_onduty_is_killed(
             assert not settled(all_events(client)), "the gated runs cannot have ended yet"
             assert client.get("/api/v1/incidents").status_code == 200
         gate.touch()  # let the runs still in progress end
-        deadline = time.monotonic() + 30
-        while not settled(events := all_events(client)):
-            assert time.monotonic() < deadline, f"not every action settled: {events}"
-            time.sleep(0.1)
-        time.sleep(0.3)  # a second run would have started by now
-        events = all_events(client)
-        assert server.terminate() == 0, server.output()
-        output = server.output()
+        events, output = stop_once(server, client, settled, 30, "not every action settled")
 
     ran = Counter(command_id for command_id, _, _, _ in runs(tmp_path))
     started = {
@@ -394,14 +406,9 @@ def test_no_undo_runs_twice_whenever_onduty_is_killed(tmp_path: Path, checkable:
         time.sleep(0.2)  # the restart waits for the gated undo on a worker; the API answers
         assert client.get("/api/v1/incidents").status_code == 200
         gate.touch()
-        deadline = time.monotonic() + 20
-        while not undos_settled(events := all_events(client)):
-            assert time.monotonic() < deadline, f"not every undo settled: {where}; {events}"
-            time.sleep(0.1)
-        time.sleep(0.3)  # a second run would have started by now
-        events = all_events(client)
-        assert server.terminate() == 0, server.output()
-        output = server.output()
+        events, output = stop_once(
+            server, client, undos_settled, 20, f"not every undo settled: {where}"
+        )
 
     ran = Counter(command_id for command_id, _, _, _ in runs(tmp_path))
     started = Counter(e["data"]["command_id"] for e in events if e["type"] == "UndoStarted")
