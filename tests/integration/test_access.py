@@ -3,6 +3,8 @@ credentials, the actor in the log, throttling, TLS, and the CLI with its token."
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
 import os
 import subprocess
@@ -13,6 +15,10 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from onduty.api.auth import hash_token, sign
 from tests.integration.server import Server
@@ -404,22 +410,6 @@ def test_token_hash_prints_what_to_configure() -> None:
 def self_signed(folder: Path) -> tuple[Path, Path]:
     """A certificate for 127.0.0.1 and its key."""
     cert, key = folder / "cert.pem", folder / "key.pem"
-    try:
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
-    except ImportError:
-        subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-             "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
-             "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-            capture_output=True, check=True, timeout=60,
-        )  # fmt: skip
-        return cert, key
-    import datetime
-    import ipaddress
-
     private = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.datetime.now(datetime.UTC)
