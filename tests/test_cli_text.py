@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import subprocess
-import sys
 import unicodedata
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -34,6 +32,7 @@ from onduty.replay import Difference, describe
 from onduty.runtime import Runtime, VirtualClock
 from onduty.sim.driver import LiveView
 from onduty.textsafe import markup, visible
+from tests import run_cli
 from tests.core.helpers import Driver, config
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -264,11 +263,7 @@ def hostile_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def onduty(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "onduty", *args],
-        capture_output=True, text=True, timeout=60, check=False,
-        env={**os.environ, "COLUMNS": "400"},
-    )  # fmt: skip
+    return run_cli.onduty(*args, columns=400, timeout=60)
 
 
 @pytest.mark.parametrize(

@@ -6,11 +6,11 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests import run_cli
 from tests.integration.server import free_port
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -28,17 +28,8 @@ sources:
 def onduty(
     *args: str, cwd: Path, unset: tuple[str, ...] = ("SUPERVISOR_PASSWORD",)
 ) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if k not in unset}
-    environment["COLUMNS"] = "80"  # narrow: a long message must still be one line
-    return subprocess.run(
-        [sys.executable, "-m", "onduty", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=cwd,
-        env=environment,
-    )
+    # narrow: a long message must still be one line
+    return run_cli.onduty(*args, cwd=cwd, columns=80, timeout=60, unset=unset)
 
 
 def serve(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
