@@ -14,10 +14,12 @@ def onduty(
     columns: int = 240,
     timeout: float = 120,
     unset: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run `onduty *args` with a terminal `columns` wide and the variables in `unset` removed;
-    a traceback on stderr fails the calling test."""
+    """Run `onduty *args` with a terminal `columns` wide, the variables in `unset` removed and
+    those in `env` set; a traceback on stderr fails the calling test."""
     environment = {key: value for key, value in os.environ.items() if key not in unset}
+    environment.update(env or {})
     result = subprocess.run(
         [sys.executable, "-m", "onduty", *args],
         capture_output=True,

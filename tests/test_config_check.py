@@ -4,12 +4,12 @@ probably meant (exit 2)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests import run_cli
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -34,16 +34,7 @@ actuators:
 def check(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
     path = tmp_path / "onduty.yaml"
     path.write_text(text)
-    result = subprocess.run(
-        [sys.executable, "-m", "onduty", "config", "check", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, "COLUMNS": "400"},
-    )
-    assert "Traceback" not in result.stderr, result.stderr
-    return result
+    return run_cli.onduty("config", "check", str(path), columns=400, timeout=60)
 
 
 def warnings(result: subprocess.CompletedProcess[str]) -> list[str]:

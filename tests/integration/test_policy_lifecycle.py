@@ -3,15 +3,14 @@ candidate, promotion and rollback; an invalid bundle never activates."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
+from tests import run_cli
 from tests.integration.server import Server
 
 BASE = """
@@ -35,11 +34,7 @@ def write(path: Path, budget: int) -> Path:
 
 
 def cli(*args: str, url: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "onduty", "policy", *args, "--url", url],
-        capture_output=True, text=True, timeout=60, check=False,
-        env={**os.environ, "COLUMNS": "240"},
-    )  # fmt: skip
+    return run_cli.onduty("policy", *args, "--url", url, timeout=60)
 
 
 def down(client: httpx.Client, instance: str) -> list[dict[str, object]]:

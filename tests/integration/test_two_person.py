@@ -4,7 +4,6 @@ two admins while lowering it takes one; token names that differ only in case are
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 
 from onduty.api.auth import hash_token
+from tests import run_cli
 from tests.integration.server import Server
 
 TOKENS = {
@@ -105,14 +105,7 @@ def verdicts(server: Server, incident_id: str) -> list[tuple[str, str]]:
 
 
 def cli(*args: str, url: str, token: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if k != "ONDUTY_TOKEN"}
-    environment.update(COLUMNS="240", ONDUTY_TOKEN=token)
-    result = subprocess.run(
-        [sys.executable, "-m", "onduty", *args, "--url", url],
-        capture_output=True, text=True, timeout=60, check=False, env=environment,
-    )  # fmt: skip
-    assert "Traceback" not in result.stderr, result.stderr
-    return result
+    return run_cli.onduty(*args, "--url", url, timeout=60, env={"ONDUTY_TOKEN": token})
 
 
 def test_two_people_complete_one_approval_over_http(server: Server) -> None:
