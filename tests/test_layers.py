@@ -47,12 +47,13 @@ LAYERS: list[tuple[str, list[str]]] = [
             "onduty.config_server",
             "onduty.config",
             "onduty.configfile",
-            "onduty.configcheck",
         ],
     ),
     ("correlate", ["onduty.correlate"]),
     ("think", ["onduty.think"]),
-    ("govern", ["onduty.govern", "onduty.policytest"]),
+    # configcheck reads a configuration the way the policy linter does: with the variables
+    # conditions and templates see (govern.variables), so it stands beside the linter.
+    ("govern", ["onduty.govern", "onduty.policytest", "onduty.configcheck"]),
     ("core", ["onduty.lifecycle", "onduty.manager", "onduty.replay"]),
     ("log", ["onduty.log"]),
     ("sense", ["onduty.sense"]),
