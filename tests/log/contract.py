@@ -127,6 +127,14 @@ class EventLogContract:
         early = log.read_stream("inc:a", newest_first=True)
         assert [next(early).seq for _ in range(3)] == [e.seq for e in mine[::-1][:3]]
 
+    def test_read_seqs_reads_the_events_at_those_seqs(self, log: EventLog) -> None:
+        # more seqs than one query of any backend asks for, unordered and repeated
+        placed = log.append(signals(0, 1_200))
+        wanted = [1_200, 3, 3, 700, *range(1_000, 0, -2), 99_999]
+        found = log.read_seqs(wanted)
+        assert found == [placed[seq - 1] for seq in sorted(set(wanted) - {99_999})]
+        assert log.read_seqs([]) == [] and log.read_seqs([0, 5_000]) == []
+
     def test_appended_events_are_durable(self, log: EventLog, tmp_path: Path) -> None:
         placed = log.append(signals(0, 5))
         other = self.make_log(tmp_path)  # a second handle on the same storage

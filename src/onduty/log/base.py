@@ -131,6 +131,11 @@ class EventLog(Protocol):
         that stops early reads little."""
         ...
 
+    def read_seqs(self, seqs: Iterable[int]) -> list[Event]:
+        """The events at `seqs`, in seq order, each once; a seq the log does not hold is
+        skipped. What read models keep of an event is its seq: this reads them back."""
+        ...
+
     def head(self) -> tuple[int, str]:
         """(last seq, its hash); (0, GENESIS_HASH) when empty."""
         ...

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,6 +119,15 @@ class MemoryEventLog:
         mine = [row for row in rows if row.stream == stream and after < row.seq < high]
         for row in reversed(mine) if newest_first else mine:
             yield event_from_body(row.body, row.hash)
+
+    def read_seqs(self, seqs: Iterable[int]) -> list[Event]:
+        rows = self._snapshot_rows()
+        found = []
+        for seq in sorted(set(seqs)):
+            at = bisect.bisect_left(rows, seq, key=lambda row: row.seq)
+            if at < len(rows) and rows[at].seq == seq:
+                found.append(event_from_body(rows[at].body, rows[at].hash))
+        return found
 
     def verify(self, progress: Callable[[int, int], Any] | None = None) -> ChainBreak | None:
         rows = self._snapshot_rows()

@@ -13,7 +13,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from hashlib import sha256
@@ -26,6 +26,7 @@ from onduty.log.base import ChainBreak, Snapshot, StoreError, stored_snapshot, w
 
 FORMAT = "onduty-eventlog/1"
 PAGE = 2_000  # rows fetched at a time by `read` and `verify`
+SEQS_CHUNK = 500  # seqs `read_seqs` asks for in one query (SQLite allows 32,766 parameters)
 STREAM_PAGE = 128  # rows `read_stream` fetches first (then twice as many, up to PAGE)
 PROGRESS_EVERY = 10_000
 EARLY_BUILD = 64  # a batch this long is rebuilt as events while its commit is in flight
@@ -414,6 +415,21 @@ class SQLiteEventLog:
             else:
                 low = rows[-1][0]
             size = min(size * 2, self.page)
+
+    def read_seqs(self, seqs: Iterable[int]) -> list[Event]:
+        """The events at `seqs`, in seq order, each once (missing seqs skipped), through the
+        primary key a chunk of `SEQS_CHUNK` at a time."""
+        wanted = sorted(set(seqs))
+        found: list[Event] = []
+        for start in range(0, len(wanted), SEQS_CHUNK):
+            chunk = wanted[start : start + SEQS_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            with self._reading() as conn:
+                rows = conn.execute(
+                    f"SELECT body, hash FROM events WHERE seq IN ({marks}) ORDER BY seq", chunk
+                ).fetchall()
+            found.extend(event_from_body(body, hash_) for body, hash_ in rows)
+        return found
 
     def verify(self, progress: Callable[[int, int], Any] | None = None) -> ChainBreak | None:
         """Walk the whole chain; None when intact, else the first place where it breaks.
