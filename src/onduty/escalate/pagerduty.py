@@ -32,7 +32,7 @@ from onduty.escalate.specs import (
     PagerDutyChannel,
     url_for_display,
 )
-from onduty.escalate.webhook import post_json
+from onduty.escalate.webhook import JsonSender
 from onduty.secrets import resolve_references
 
 _SUMMARY_LIMIT = 1024
@@ -108,7 +108,7 @@ def pagerduty_event(
     return event
 
 
-class PagerDutySender:
+class PagerDutySender(JsonSender[PagerDutyChannel]):
     """Delivers to a `PagerDutyChannel`. The routing key is resolved here (raising
     `SecretError` naming the reference) and never appears in `repr` or messages."""
 
@@ -121,16 +121,17 @@ class PagerDutySender:
         clock: Callable[[], datetime] = _utcnow,
         console_url: str | None = None,
     ) -> None:
-        self.spec = spec
-        self.name = spec.name
+        super().__init__(
+            spec,
+            where=f"pagerduty {spec.name!r} ({url_for_display(spec.url)})",
+            client=client,
+            console_url=console_url,
+        )
         resolved, self.secrets = resolve_references(
             {"routing_key": spec.routing_key}, what="channel " + repr(spec.name), env=env
         )
         self._routing_key = resolved.as_dict()["routing_key"]
-        self._client = client
         self._clock = clock
-        self._console_url = spec.console_url or console_url
-        self._where = f"pagerduty {spec.name!r} ({url_for_display(spec.url)})"
 
     def __repr__(self) -> str:
         return f"PagerDutySender(name={self.name!r}, routing_key=[redacted])"
@@ -144,12 +145,4 @@ class PagerDutySender:
             now=self._clock(),
             console_url=self._console_url,
         )
-        post_json(
-            self.spec.url,
-            event,
-            headers={"X-Onduty-Dedup-Key": dedup_key},
-            timeout=self.spec.timeout.total_seconds(),
-            secrets=self.secrets,
-            where=self._where,
-            client=self._client,
-        )
+        self._post(self.spec.url, event, {"X-Onduty-Dedup-Key": dedup_key})

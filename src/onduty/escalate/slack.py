@@ -27,7 +27,7 @@ from onduty.escalate.specs import (
     SlackChannel,
     check_resolved_url,
 )
-from onduty.escalate.webhook import post_json
+from onduty.escalate.webhook import JsonSender
 from onduty.secrets import Secrets, resolve_references
 
 _HEADER_LIMIT = 150
@@ -107,7 +107,7 @@ def slack_message(command: Notify, dedup_key: str, *, console_url: str | None) -
     return {"text": fallback, "blocks": blocks}
 
 
-class SlackSender:
+class SlackSender(JsonSender[SlackChannel]):
     """Delivers to a `SlackChannel`. The webhook URL (a credential) is resolved here and is
     never shown: messages say `slack 'name'`."""
 
@@ -119,24 +119,14 @@ class SlackSender:
         client: httpx.Client | None = None,
         console_url: str | None = None,
     ) -> None:
-        self.spec = spec
-        self.name = spec.name
+        super().__init__(spec, where=f"slack {spec.name!r}", client=client, console_url=console_url)
         resolved, secrets = resolve_references({"url": spec.url}, what="channel", env=env)
         self._url = check_resolved_url(resolved.as_dict()["url"], f"channel {spec.name!r}")
         self.secrets = secrets | Secrets([self._url])
-        self._client = client
-        self._console_url = spec.console_url or console_url
 
     def __repr__(self) -> str:
         return f"SlackSender(name={self.name!r}, url=[redacted])"
 
     def send(self, command: Notify, dedup_key: str) -> None:
-        post_json(
-            self._url,
-            slack_message(command, dedup_key, console_url=self._console_url),
-            headers={"X-Onduty-Dedup-Key": dedup_key},
-            timeout=self.spec.timeout.total_seconds(),
-            secrets=self.secrets,
-            where=f"slack {self.name!r}",
-            client=self._client,
-        )
+        message = slack_message(command, dedup_key, console_url=self._console_url)
+        self._post(self._url, message, {"X-Onduty-Dedup-Key": dedup_key})

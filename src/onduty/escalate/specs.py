@@ -149,7 +149,7 @@ def _check_address(value: str) -> str:
 # --------------------------------------------------------------------------- models
 
 
-class _Channel(BaseModel):
+class ChannelFields(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     name: str = Field(min_length=1, max_length=100, pattern=_NAME)
@@ -181,7 +181,7 @@ class _Channel(BaseModel):
         return _check_plain_url(value, base=True).rstrip("/")
 
 
-class WebhookChannel(_Channel):
+class WebhookChannel(ChannelFields):
     """A JSON POST to `url` (see `onduty.escalate.webhook` for the body). Any 2xx answer is a
     delivery; 408, 425, 429 and 5xx answers and network errors are retried; other answers are
     permanent failures (redirects are not followed)."""
@@ -199,7 +199,7 @@ class WebhookChannel(_Channel):
         return _check_url(value)
 
 
-class SlackChannel(_Channel):
+class SlackChannel(ChannelFields):
     """A Slack-compatible incoming webhook. Its URL is a credential: prefer
     `url: ${ENV:SLACK_WEBHOOK_URL}`; a literal URL is accepted but is never shown."""
 
@@ -214,7 +214,7 @@ class SlackChannel(_Channel):
         return _check_url(value)
 
 
-class EmailChannel(_Channel):
+class EmailChannel(ChannelFields):
     """A plain-text message through an SMTP server. With `starttls` (the default) the session
     is upgraded to TLS before anything is sent, and a server that cannot is a permanent failure:
     nothing goes out in clear text. `ca_file` trusts a private CA (PEM), e.g. an internal
@@ -290,7 +290,7 @@ class EmailChannel(_Channel):
         return self
 
 
-class PagerDutyChannel(_Channel):
+class PagerDutyChannel(ChannelFields):
     """The PagerDuty Events API v2. Escalations, approval requests and suggestions trigger an
     alert; `resolved` resolves it and `acknowledged` acknowledges it. The alert's `dedup_key`
     is stable per incident (`onduty-<incident id>`), so every notification about one incident

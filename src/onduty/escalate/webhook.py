@@ -18,7 +18,7 @@ again can help, with every secret redacted.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 import orjson
@@ -30,6 +30,7 @@ from onduty.escalate.channels import (
     title_of,
 )
 from onduty.escalate.specs import (
+    ChannelFields,
     WebhookChannel,
     check_resolved_url,
     url_for_display,
@@ -83,6 +84,37 @@ def post_json(
     raise DeliveryError(message, permanent=permanent)
 
 
+SpecT = TypeVar("SpecT", bound=ChannelFields)
+
+
+class JsonSender(Generic[SpecT]):
+    """What the senders that POST JSON share: the channel's name, where it is in messages, the
+    console to link to, and one POST with the channel's timeout and redacted secrets."""
+
+    secrets: Secrets
+
+    def __init__(
+        self, spec: SpecT, *, where: str, client: httpx.Client | None,
+        console_url: str | None,
+    ) -> None:  # fmt: skip
+        self.spec = spec
+        self.name = spec.name
+        self._where = where
+        self._client = client
+        self._console_url = spec.console_url or console_url
+
+    def _post(self, url: str, body: Any, headers: Mapping[str, str]) -> None:
+        post_json(
+            url,
+            body,
+            headers=headers,
+            timeout=self.spec.timeout.total_seconds(),
+            secrets=self.secrets,
+            where=self._where,
+            client=self._client,
+        )
+
+
 def _exchange(
     client: httpx.Client, url: str, content: bytes, headers: Mapping[str, str], timeout: float
 ) -> tuple[int, str]:
@@ -121,7 +153,7 @@ def notification_body(
     }
 
 
-class WebhookSender:
+class WebhookSender(JsonSender[WebhookChannel]):
     """Delivers to a `WebhookChannel`. Header and URL references are resolved here (raising
     `SecretError` naming the reference); the values are kept out of `repr` and messages."""
 
@@ -133,16 +165,17 @@ class WebhookSender:
         client: httpx.Client | None = None,
         console_url: str | None = None,
     ) -> None:
-        self.spec = spec
-        self.name = spec.name
+        super().__init__(
+            spec,
+            where=f"webhook {spec.name!r} ({url_for_display(spec.url)})",
+            client=client,
+            console_url=console_url,
+        )
         headers, header_secrets = resolve_references(spec.headers, what="header", env=env)
         url, url_secrets = resolve_references({"url": spec.url}, what="channel", env=env)
         self._url = check_resolved_url(url.as_dict()["url"], f"channel {spec.name!r}")
         self._headers = headers
         self.secrets = header_secrets | url_secrets
-        self._client = client
-        self._console_url = spec.console_url or console_url
-        self._where = f"webhook {spec.name!r} ({url_for_display(spec.url)})"
 
     def __repr__(self) -> str:
         return f"WebhookSender(name={self.name!r}, headers={self._headers.names()!r})"
@@ -156,12 +189,4 @@ class WebhookSender:
             "X-Onduty-Dedup-Key": dedup_key,
             "Idempotency-Key": dedup_key,
         }
-        post_json(
-            self._url,
-            body,
-            headers=headers,
-            timeout=self.spec.timeout.total_seconds(),
-            secrets=self.secrets,
-            where=self._where,
-            client=self._client,
-        )
+        self._post(self._url, body, headers)
