@@ -8,11 +8,21 @@ built, and never appear in an event, an error or a `repr`.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Generic, TypeVar
 from urllib.parse import quote
 
 from onduty.commands import Notify
+from onduty.escalate.specs import ChannelFields
+from onduty.secrets import Secrets
+
+if TYPE_CHECKING:  # the configuration imports this module; it must not load an HTTP client
+    import httpx
 
 __all__ = [
+    "ChannelSender",
     "DeliveryError",
     "incident_url",
     "kind_word",
@@ -28,6 +38,49 @@ class DeliveryError(Exception):
     def __init__(self, message: str, *, permanent: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+SpecT = TypeVar("SpecT", bound=ChannelFields)
+
+
+class ChannelSender(ABC, Generic[SpecT]):
+    """What every sender shares: built from its channel's spec with the same arguments (so a
+    table can build any of them), it resolves its secrets at once (`_resolve`, raising
+    `SecretError` naming the reference) and names itself in messages by `_describe` (never by a
+    resolved secret)."""
+
+    def __init__(
+        self,
+        spec: SpecT,
+        *,
+        env: Mapping[str, str] | None = None,
+        client: httpx.Client | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        console_url: str | None = None,
+    ) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self._client = client
+        self._clock = clock
+        self._console_url = spec.console_url or console_url
+        self.secrets = self._resolve(env)
+        self._where = self._describe()
+
+    @abstractmethod
+    def _resolve(self, env: Mapping[str, str] | None) -> Secrets:
+        """Resolve the channel's secret references; return every secret value to redact."""
+
+    @abstractmethod
+    def _describe(self) -> str:
+        """How messages name the channel."""
+
+    @abstractmethod
+    def send(self, command: Notify, dedup_key: str) -> None:
+        """Deliver one notification, or raise `DeliveryError`."""
 
 
 # --------------------------------------------------------------------------- wording

@@ -33,7 +33,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 import httpx
@@ -46,9 +46,7 @@ from tenacity import (
 )
 
 from onduty.commands import Notify
-from onduty.escalate.channels import (
-    DeliveryError,
-)
+from onduty.escalate.channels import ChannelSender, DeliveryError, utcnow
 from onduty.escalate.email import EmailSender
 from onduty.escalate.pagerduty import PagerDutySender
 from onduty.escalate.slack import SlackSender
@@ -88,10 +86,6 @@ class Sender(Protocol):
     def send(self, command: Notify, dedup_key: str) -> None: ...
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def dedup_key(command: Notify) -> str:
     """The notification's identity for receivers: `command.dedup_key` when it is set (and
     safe to put in a header), else a stable hash of the incident, kind, tier and approval."""
@@ -118,24 +112,25 @@ class _Unavailable:
         raise DeliveryError(self.reason, permanent=True)
 
 
+_SENDERS: dict[type[AnyChannel], type[ChannelSender[Any]]] = {
+    WebhookChannel: WebhookSender,
+    SlackChannel: SlackSender,
+    EmailChannel: EmailSender,
+    PagerDutyChannel: PagerDutySender,
+}
+
+
 def build_sender(
     spec: AnyChannel,
     *,
     env: Mapping[str, str] | None = None,
     client: httpx.Client | None = None,
-    clock: Callable[[], datetime] = _utcnow,
+    clock: Callable[[], datetime] = utcnow,
     console_url: str | None = None,
 ) -> Sender:
     """The sender for a channel spec (raises `SecretError` when a reference cannot be read)."""
-    if isinstance(spec, WebhookChannel):
-        return WebhookSender(spec, env=env, client=client, console_url=console_url)
-    if isinstance(spec, SlackChannel):
-        return SlackSender(spec, env=env, client=client, console_url=console_url)
-    if isinstance(spec, EmailChannel):
-        return EmailSender(spec, env=env, clock=clock, console_url=console_url)
-    if isinstance(spec, PagerDutyChannel):
-        return PagerDutySender(spec, env=env, client=client, clock=clock, console_url=console_url)
-    raise TypeError(f"no sender for channel kind {type(spec).__name__}")
+    sender = _SENDERS[type(spec)]
+    return sender(spec, env=env, client=client, clock=clock, console_url=console_url)
 
 
 class Deliverer:
@@ -152,7 +147,7 @@ class Deliverer:
         *,
         spawn: Spawn | None = None,
         sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = utcnow,
         env: Mapping[str, str] | None = None,
         client: httpx.Client | None = None,
         console_url: str | None = None,

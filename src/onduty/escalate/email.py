@@ -20,13 +20,14 @@ import re
 import smtplib
 import socket
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 
 from onduty.commands import Notify
 from onduty.escalate.channels import (
+    ChannelSender,
     DeliveryError,
     incident_url,
     kind_word,
@@ -35,7 +36,7 @@ from onduty.escalate.channels import (
 from onduty.escalate.specs import (
     EmailChannel,
 )
-from onduty.secrets import resolve_references
+from onduty.secrets import Secrets, resolve_references
 from onduty.values import format_duration
 
 logger = logging.getLogger(__name__)
@@ -43,10 +44,6 @@ logger = logging.getLogger(__name__)
 _SUBJECT_LIMIT = 200
 _ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 _DOMAIN = re.compile(r"^[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*$")
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def message_id(dedup_key: str, sender: str) -> str:
@@ -115,31 +112,24 @@ def email_message(
     return message
 
 
-class EmailSender:
+class EmailSender(ChannelSender[EmailChannel]):
     """Delivers to an `EmailChannel`. The credentials are resolved here (raising `SecretError`
     naming the reference) and kept out of `repr` and messages."""
 
-    def __init__(
-        self,
-        spec: EmailChannel,
-        *,
-        env: Mapping[str, str] | None = None,
-        clock: Callable[[], datetime] = _utcnow,
-        console_url: str | None = None,
-    ) -> None:
-        self.spec = spec
-        self.name = spec.name
+    def _resolve(self, env: Mapping[str, str] | None) -> Secrets:
+        spec = self.spec
         credentials = (
             {"username": spec.username, "password": spec.password}
             if spec.username is not None and spec.password is not None
             else {}
         )
-        self._credentials, self.secrets = resolve_references(
+        self._credentials, secrets = resolve_references(
             credentials, what="channel " + repr(spec.name), env=env
         )
-        self._clock = clock
-        self._console_url = spec.console_url or console_url
-        self._where = f"email {spec.name!r} (smtp {spec.host}:{spec.port})"
+        return secrets
+
+    def _describe(self) -> str:
+        return f"email {self.name!r} (smtp {self.spec.host}:{self.spec.port})"
 
     def __repr__(self) -> str:
         return f"EmailSender(name={self.name!r}, host={self.spec.host!r}, port={self.spec.port})"

@@ -16,11 +16,9 @@ requires it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
-
-import httpx
 
 from onduty.commands import Notify
 from onduty.escalate.channels import (
@@ -33,16 +31,12 @@ from onduty.escalate.specs import (
     url_for_display,
 )
 from onduty.escalate.webhook import JsonSender
-from onduty.secrets import resolve_references
+from onduty.secrets import Secrets, resolve_references
 
 _SUMMARY_LIMIT = 1024
 _KEY_LIMIT = 255
 EVENT_ACTIONS = {"resolved": "resolve", "acknowledged": "acknowledge"}
 SEVERITIES = {"escalation": "critical", "approval": "warning", "suggestion": "info"}
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def incident_dedup_key(incident_id: str) -> str:
@@ -112,26 +106,15 @@ class PagerDutySender(JsonSender[PagerDutyChannel]):
     """Delivers to a `PagerDutyChannel`. The routing key is resolved here (raising
     `SecretError` naming the reference) and never appears in `repr` or messages."""
 
-    def __init__(
-        self,
-        spec: PagerDutyChannel,
-        *,
-        env: Mapping[str, str] | None = None,
-        client: httpx.Client | None = None,
-        clock: Callable[[], datetime] = _utcnow,
-        console_url: str | None = None,
-    ) -> None:
-        super().__init__(
-            spec,
-            where=f"pagerduty {spec.name!r} ({url_for_display(spec.url)})",
-            client=client,
-            console_url=console_url,
-        )
-        resolved, self.secrets = resolve_references(
-            {"routing_key": spec.routing_key}, what="channel " + repr(spec.name), env=env
+    def _resolve(self, env: Mapping[str, str] | None) -> Secrets:
+        resolved, secrets = resolve_references(
+            {"routing_key": self.spec.routing_key}, what="channel " + repr(self.name), env=env
         )
         self._routing_key = resolved.as_dict()["routing_key"]
-        self._clock = clock
+        return secrets
+
+    def _describe(self) -> str:
+        return f"pagerduty {self.name!r} ({url_for_display(self.spec.url)})"
 
     def __repr__(self) -> str:
         return f"PagerDutySender(name={self.name!r}, routing_key=[redacted])"

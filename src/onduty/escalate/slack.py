@@ -15,8 +15,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
-
 from onduty.commands import Notify
 from onduty.escalate.channels import (
     incident_url,
@@ -111,18 +109,13 @@ class SlackSender(JsonSender[SlackChannel]):
     """Delivers to a `SlackChannel`. The webhook URL (a credential) is resolved here and is
     never shown: messages say `slack 'name'`."""
 
-    def __init__(
-        self,
-        spec: SlackChannel,
-        *,
-        env: Mapping[str, str] | None = None,
-        client: httpx.Client | None = None,
-        console_url: str | None = None,
-    ) -> None:
-        super().__init__(spec, where=f"slack {spec.name!r}", client=client, console_url=console_url)
-        resolved, secrets = resolve_references({"url": spec.url}, what="channel", env=env)
-        self._url = check_resolved_url(resolved.as_dict()["url"], f"channel {spec.name!r}")
-        self.secrets = secrets | Secrets([self._url])
+    def _resolve(self, env: Mapping[str, str] | None) -> Secrets:
+        resolved, secrets = resolve_references({"url": self.spec.url}, what="channel", env=env)
+        self._url = check_resolved_url(resolved.as_dict()["url"], f"channel {self.name!r}")
+        return secrets | Secrets([self._url])
+
+    def _describe(self) -> str:
+        return f"slack {self.name!r}"
 
     def __repr__(self) -> str:
         return f"SlackSender(name={self.name!r}, url=[redacted])"

@@ -18,19 +18,20 @@ again can help, with every secret redacted.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import httpx
 import orjson
 
 from onduty.commands import Notify
 from onduty.escalate.channels import (
+    ChannelSender,
     DeliveryError,
+    SpecT,
     incident_url,
     title_of,
 )
 from onduty.escalate.specs import (
-    ChannelFields,
     WebhookChannel,
     check_resolved_url,
     url_for_display,
@@ -84,24 +85,8 @@ def post_json(
     raise DeliveryError(message, permanent=permanent)
 
 
-SpecT = TypeVar("SpecT", bound=ChannelFields)
-
-
-class JsonSender(Generic[SpecT]):
-    """What the senders that POST JSON share: the channel's name, where it is in messages, the
-    console to link to, and one POST with the channel's timeout and redacted secrets."""
-
-    secrets: Secrets
-
-    def __init__(
-        self, spec: SpecT, *, where: str, client: httpx.Client | None,
-        console_url: str | None,
-    ) -> None:  # fmt: skip
-        self.spec = spec
-        self.name = spec.name
-        self._where = where
-        self._client = client
-        self._console_url = spec.console_url or console_url
+class JsonSender(ChannelSender[SpecT]):
+    """A sender that POSTs JSON: one request with the channel's timeout and redacted secrets."""
 
     def _post(self, url: str, body: Any, headers: Mapping[str, str]) -> None:
         post_json(
@@ -157,25 +142,15 @@ class WebhookSender(JsonSender[WebhookChannel]):
     """Delivers to a `WebhookChannel`. Header and URL references are resolved here (raising
     `SecretError` naming the reference); the values are kept out of `repr` and messages."""
 
-    def __init__(
-        self,
-        spec: WebhookChannel,
-        *,
-        env: Mapping[str, str] | None = None,
-        client: httpx.Client | None = None,
-        console_url: str | None = None,
-    ) -> None:
-        super().__init__(
-            spec,
-            where=f"webhook {spec.name!r} ({url_for_display(spec.url)})",
-            client=client,
-            console_url=console_url,
-        )
-        headers, header_secrets = resolve_references(spec.headers, what="header", env=env)
+    def _resolve(self, env: Mapping[str, str] | None) -> Secrets:
+        spec = self.spec
+        self._headers, header_secrets = resolve_references(spec.headers, what="header", env=env)
         url, url_secrets = resolve_references({"url": spec.url}, what="channel", env=env)
         self._url = check_resolved_url(url.as_dict()["url"], f"channel {spec.name!r}")
-        self._headers = headers
-        self.secrets = header_secrets | url_secrets
+        return header_secrets | url_secrets
+
+    def _describe(self) -> str:
+        return f"webhook {self.name!r} ({url_for_display(self.spec.url)})"
 
     def __repr__(self) -> str:
         return f"WebhookSender(name={self.name!r}, headers={self._headers.names()!r})"
