@@ -1,4 +1,5 @@
-"""`onduty serve` as a subprocess on a free loopback port, for the HTTP workloads."""
+"""The servers of the HTTP workloads, each a subprocess on a free loopback port, on
+SERVER_CPUS: `onduty serve`, and its peer, a real Prometheus Alertmanager."""
 
 from __future__ import annotations
 
@@ -11,6 +12,13 @@ import time
 from pathlib import Path
 
 import httpx
+
+from onduty.bench._procs import SERVER_CPUS, pinned, rss, stop
+
+ALERTMANAGER = Path("/usr/bin/prometheus-alertmanager")
+# The checkout's scripts/ (installers of the peers' tools), when running from a checkout; an
+# installed onduty has none and uses what is already on PATH.
+SCRIPTS = Path(__file__).resolve().parents[3] / "scripts"
 
 
 def free_port() -> int:
@@ -40,19 +48,22 @@ class Server:
         if self.config is not None:
             command += ["-c", str(self.config)]
         with self.log_path.open("ab") as output:  # the child keeps its own copy of the file
-            self.process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"onduty serve exited early:\n{self.output()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=0.5).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        self.kill()
-        raise RuntimeError(f"onduty serve did not become ready:\n{self.output()}")
+            self.process = subprocess.Popen(
+                pinned(command, SERVER_CPUS), stdout=output, stderr=subprocess.STDOUT
+            )
+        if not wait_ready(f"{self.url}/readyz", self.process, timeout):
+            self.kill()
+            raise RuntimeError(f"onduty serve did not become ready:\n{self.output()}")
+        return self
+
+    @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise RuntimeError("onduty serve was never started")
+        return self.process.pid
+
+    def rss(self) -> int:
+        return rss(self.pid)
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -67,3 +78,90 @@ class Server:
         if self.process is not None and self.process.poll() is None:
             os.kill(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
+
+    def stop(self) -> int | None:
+        """SIGTERM (onduty drains and exits 0), or SIGKILL when it does not stop in time."""
+        if self.process is None:
+            return None
+        return stop(self.process, timeout=60)
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Poll `url` until it answers 200 (True), the process exits or `timeout` passes (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        try:
+            if httpx.get(url, timeout=0.5).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        time.sleep(0.02)
+    return False
+
+
+class Alertmanager:
+    """A real Prometheus Alertmanager on a free loopback port, routing every alert to a
+    receiver that does nothing, its data in `folder`; None from `start` when it cannot run."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def available() -> bool:
+        """Installed, or installed now by scripts/ensure_alertmanager.sh."""
+        script = SCRIPTS / "ensure_alertmanager.sh"
+        if not ALERTMANAGER.exists() and script.exists():
+            subprocess.run(["bash", str(script)], check=False, capture_output=True, timeout=300)
+        return ALERTMANAGER.exists()
+
+    @staticmethod
+    def version() -> str:
+        done = subprocess.run(
+            [str(ALERTMANAGER), "--version"], capture_output=True, text=True, check=False
+        )
+        words = (done.stdout + done.stderr).split()
+        return words[2].rstrip(",") if len(words) > 2 and words[1] == "version" else "?"
+
+    def start(self, timeout: float = 20.0) -> Alertmanager | None:
+        if not self.available():
+            return None
+        self.folder.mkdir(parents=True, exist_ok=True)
+        config = self.folder / "alertmanager.yml"
+        config.write_text('route:\n  receiver: "null"\nreceivers:\n  - name: "null"\n')
+        command = [
+            str(ALERTMANAGER), f"--config.file={config}",
+            f"--storage.path={self.folder / 'alertmanager-data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=",
+        ]  # fmt: skip
+        with (self.folder / "alertmanager.log").open("ab") as output:
+            self.process = subprocess.Popen(
+                pinned(command, SERVER_CPUS), stdout=subprocess.DEVNULL, stderr=output
+            )
+        if wait_ready(f"{self.url}/-/ready", self.process, timeout):
+            return self
+        self.stop()
+        return None
+
+    @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise RuntimeError("Alertmanager was never started")
+        return self.process.pid
+
+    def rss(self) -> int:
+        return rss(self.pid)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process)
+
+    def __enter__(self) -> Alertmanager:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()

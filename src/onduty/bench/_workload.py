@@ -14,6 +14,7 @@ import gc
 import heapq
 import itertools
 import random
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -456,6 +457,11 @@ def file_size(path: Path) -> int:
         for candidate in (path, Path(f"{path}-wal"), Path(f"{path}-shm"))
         if candidate.exists()
     )
+
+
+def progress(message: str) -> None:
+    """Say what a long workload is doing now, on stderr (the figures go to stdout)."""
+    print(f"  {time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
 
 
 def rate(count: int, seconds: float) -> float:
