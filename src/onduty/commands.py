@@ -9,24 +9,35 @@ from typing import Any
 
 
 @dataclass(frozen=True)
-class StartAction:
+class RunCommand:
+    """What every run of an actuator carries: an action, or an undo step."""
+
     command_id: str
+    """Derived from the events that caused it: the run lock and the outcome carry it, so a
+    re-issued command after a restart is recognised instead of run twice."""
     incident_id: str
     action: str
+    """The action's name, as the `actuators:` section maps it to an actuator."""
     target: str
+    """What it acts on (an instance, a service), as the runbook step named it."""
     params: dict[str, Any] = field(default_factory=dict)
+    """The step's parameters, already rendered from its templates."""
     timeout_s: float = 30.0
+    """After this, the run is stopped and its outcome is recorded as unknown."""
 
 
 @dataclass(frozen=True)
-class StartUndo:
-    command_id: str
-    of_command_id: str
-    incident_id: str
-    action: str
-    target: str
-    params: dict[str, Any] = field(default_factory=dict)
-    timeout_s: float = 30.0
+class StartAction(RunCommand):
+    """Run an approved action through the actuator that handles `action`."""
+
+
+@dataclass(frozen=True)
+class StartUndo(RunCommand):
+    """Run one of its runbook's undo steps for an action that failed or did not fix its
+    incident (`action` is the undo step's own action)."""
+
+    of_command_id: str = field(kw_only=True)
+    """The action being undone: the undo's run lock and outcome are tied to it."""
 
 
 @dataclass(frozen=True)

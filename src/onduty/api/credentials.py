@@ -82,6 +82,8 @@ class IngestSource:
 
 @dataclass(frozen=True)
 class _Token:
+    """A bearer token as kept in memory: its holder and the digest it is compared by."""
+
     principal: Principal
     digest: bytes
 

@@ -60,13 +60,18 @@ class Expectation:
 
 @dataclass
 class Scorecard:
+    """What a scenario's run did, counted from its event log."""
+
     faults: list[FaultScore]
     actions_taken: int
     guardrail_denials: int
+    """Verdicts that denied an action (`denied_by` says which rule)."""
     approvals_requested: int
     approved: int
     wrong_actions: int
+    """Actions on a healthy target (one with no fault at the time)."""
     control_incidents: int
+    """Incidents opened in the no-fault control periods: false alarms."""
     incidents: int
     escalations: int
     events: int

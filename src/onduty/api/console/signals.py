@@ -36,6 +36,8 @@ _URL_SUFFIX = re.compile(r"(?:_?url|_?link|_?href)$", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class Link:
+    """A link a signal carries (a runbook, a dashboard), shown only when it is http(s)."""
+
     label: str
     href: str
 
