@@ -14,7 +14,7 @@ from cronsim import CronSim, CronSimError
 from pydantic import AfterValidator, ConfigDict, Field, field_validator, model_validator
 
 from onduty.values import ConfigModel as Model
-from onduty.values import Duration
+from onduty.values import Duration, require_exactly_one
 
 __all__ = [
     "GUARDRAIL_KINDS",
@@ -66,8 +66,7 @@ class Concurrency(Model):
 
     @model_validator(mode="after")
     def _one_limit(self) -> Concurrency:
-        if (self.max is None) == (self.max_fraction is None):
-            raise ValueError("give exactly one of max or max_fraction")
+        require_exactly_one(self, "max", "max_fraction")
         return self
 
 
@@ -92,8 +91,7 @@ class BlastRadius(Model):
 
     @model_validator(mode="after")
     def _one_limit(self) -> BlastRadius:
-        if (self.max is None) == (self.max_fraction is None):
-            raise ValueError("give exactly one of max or max_fraction")
+        require_exactly_one(self, "max", "max_fraction")
         return self
 
 

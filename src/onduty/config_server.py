@@ -9,10 +9,10 @@ import re
 from datetime import timedelta
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import AfterValidator, Field
 
 from onduty.values import ConfigModel as Model
-from onduty.values import Duration
+from onduty.values import PositiveDuration
 
 __all__ = ["HostName", "Network", "ServerSettings"]
 
@@ -60,17 +60,10 @@ class ServerSettings(Model):
     """Host names answered besides the loopback names, the bind address and IP addresses."""
     trusted_proxies: list[Network] = Field(default_factory=list)
     """Peers whose X-Forwarded-For / X-Forwarded-Proto are believed; none by default."""
-    body_timeout: Duration = timedelta(seconds=10)
+    body_timeout: PositiveDuration = timedelta(seconds=10)
     """A request body must arrive within this long of its headers, else 408."""
     max_unauthenticated: int = Field(default=64, ge=1)
     """Bodies read at once before their sender is known (HMAC signatures, PagerDuty routing
     keys); past it, 503 with Retry-After."""
-    shutdown_timeout: Duration = timedelta(seconds=10)
+    shutdown_timeout: PositiveDuration = timedelta(seconds=10)
     """After SIGTERM, how long in-flight requests may take before what is left is closed."""
-
-    @field_validator("body_timeout", "shutdown_timeout")
-    @classmethod
-    def _positive(cls, value: timedelta) -> timedelta:
-        if value <= timedelta(0):
-            raise ValueError("must be longer than zero")
-        return value

@@ -35,6 +35,7 @@ __all__ = [
     "ConfigModel",
     "Duration",
     "FieldProblems",
+    "PositiveDuration",
     "SectionProblems",
     "describe_validation_error",
     "format_duration",
@@ -44,6 +45,7 @@ __all__ = [
     "parse_duration",
     "parse_items",
     "references",
+    "require_exactly_one",
     "unique_names",
     "unknown_kind",
 ]
@@ -105,6 +107,23 @@ Duration = Annotated[
     BeforeValidator(parse_duration),
     PlainSerializer(format_duration, return_type=str),
 ]
+
+
+def _longer_than_zero(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("must be longer than zero")
+    return value
+
+
+PositiveDuration = Annotated[Duration, AfterValidator(_longer_than_zero)]
+"""A duration that must be longer than zero (a timeout, a window)."""
+
+
+def require_exactly_one(model: BaseModel, *names: str) -> None:
+    """Raise unless exactly one of the fields `names` is given (not None)."""
+    if sum(getattr(model, name) is not None for name in names) != 1:
+        listed = ", ".join(names[:-1]) + " or " + names[-1]
+        raise ValueError(f"give exactly one of {listed}")
 
 
 class ConfigModel(BaseModel):

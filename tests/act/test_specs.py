@@ -166,7 +166,7 @@ def test_supervisor_idempotence_follows_the_operation() -> None:
                 "allow": ["/bin/true"],
                 "timeout": "0s",
             },
-            "actuators[0].timeout: the timeout must be positive",
+            "actuators[0].timeout: must be longer than zero",
         ),
         (
             {"kind": "http", "action": "a", "url": "http://{{ target }}/restart"},

@@ -101,7 +101,7 @@ def test_errors_name_the_field() -> None:
         ),
         (
             {"kind": "webhook", "name": "x", "url": "https://e.com", "timeout": "0s"},
-            "channels[0].timeout: the timeout must be positive",
+            "channels[0].timeout: must be longer than zero",
         ),
         (
             {"kind": "webhook", "name": "x", "url": "https://user:pw@e.com/hook"},

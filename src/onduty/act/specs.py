@@ -54,6 +54,7 @@ from onduty.values import (
     AbsolutePath,
     Duration,
     FieldProblems,
+    PositiveDuration,
     describe_validation_error,
     format_seconds,
     parse_items,
@@ -181,15 +182,8 @@ class _Spec(BaseModel):
     action: str = Field(pattern=ACTION_PATTERN)
     """The action (`process.restart`) or family of actions (`process.*`) this actuator carries out;
     one actuator per action."""
-    timeout: Duration = DEFAULT_TIMEOUT
+    timeout: PositiveDuration = DEFAULT_TIMEOUT
     """The limit of one run; past it the outcome is unknown and escalated, never blindly re-run."""
-
-    @field_validator("timeout")
-    @classmethod
-    def _positive_timeout(cls, value: timedelta) -> timedelta:
-        if value <= timedelta(0):
-            raise ValueError("the timeout must be positive")
-        return value
 
 
 class ShellSpec(_Spec):

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from onduty.values import Duration, describe_validation_error
+from onduty.values import PositiveDuration, describe_validation_error, require_exactly_one
 
 __all__ = [
     "ADMIN",
@@ -82,8 +82,7 @@ class TokenSpec(_Model):
 
     @model_validator(mode="after")
     def _one_hash(self) -> TokenSpec:
-        if (self.hash is None) == (self.hash_env is None):
-            raise ValueError("give exactly one of hash or hash_env")
+        require_exactly_one(self, "hash", "hash_env")
         return self
 
 
@@ -117,24 +116,15 @@ class IngestSpec(_Model):
 
     @model_validator(mode="after")
     def _one_credential(self) -> IngestSpec:
-        given = [self.hash, self.hash_env, self.hmac_secret]
-        if sum(value is not None for value in given) != 1:
-            raise ValueError("give exactly one of hash, hash_env or hmac_secret")
+        require_exactly_one(self, "hash", "hash_env", "hmac_secret")
         return self
 
 
 class Failures(_Model):
     max: int = Field(default=10, ge=1)
     """Wrong credentials allowed per address within `per`."""
-    per: Duration = timedelta(minutes=1)
+    per: PositiveDuration = timedelta(minutes=1)
     """The window they are counted in."""
-
-    @field_validator("per")
-    @classmethod
-    def _positive(cls, value: timedelta) -> timedelta:
-        if value <= timedelta(0):
-            raise ValueError("the window must be longer than zero")
-        return value
 
 
 class AccessConfig(_Model):

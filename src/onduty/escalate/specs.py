@@ -33,6 +33,7 @@ from onduty.values import (
     AbsolutePath,
     Duration,
     FieldProblems,
+    PositiveDuration,
     describe_validation_error,
     parse_items,
     references,
@@ -159,17 +160,10 @@ class ChannelFields(BaseModel):
     backoff: Duration = timedelta(seconds=1)
     """The wait before the first retry; it doubles before each further one (at most 30s, or
     `backoff` itself when that is longer)."""
-    timeout: Duration = timedelta(seconds=10)
+    timeout: PositiveDuration = timedelta(seconds=10)
     """The limit of one attempt (connecting, sending, reading the answer)."""
     console_url: str | None = None
     """The web console's base URL; notifications then link to `{console_url}/incidents/{id}`."""
-
-    @field_validator("timeout")
-    @classmethod
-    def _positive_timeout(cls, value: timedelta) -> timedelta:
-        if value <= timedelta(0):
-            raise ValueError("the timeout must be positive")
-        return value
 
     @field_validator("console_url")
     @classmethod

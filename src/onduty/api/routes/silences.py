@@ -13,11 +13,11 @@ from starlette.responses import Response
 from onduty.api.auth import LOCAL
 from onduty.api.ingest import Ingest, error
 from onduty.api.routes.common import API, READ, Operator, record
-from onduty.config import Duration
 from onduty.correlate.matchers import MatcherList
 from onduty.events import SilenceCreated, SilenceExpired
 from onduty.runtime import Input
 from onduty.service import Service
+from onduty.values import Duration, require_exactly_one
 
 
 class NewSilence(BaseModel):
@@ -36,8 +36,7 @@ class NewSilence(BaseModel):
 
     @model_validator(mode="after")
     def _one_end(self) -> NewSilence:
-        if (self.ends_at is None) == (self.duration is None):
-            raise ValueError("give exactly one of ends_at or duration")
+        require_exactly_one(self, "ends_at", "duration")
         return self
 
 
