@@ -22,6 +22,7 @@ from onduty.events import (
     SignalReceived,
     make_event,
 )
+from onduty.log.memory import MemoryEventLog
 from onduty.log.sqlite import SQLiteEventLog
 from onduty.readmodel import (
     DECISIONS_FIRST,
@@ -80,14 +81,14 @@ def flood(make: Events, count: int) -> Iterator[Event]:
 
 def test_forty_thousand_signals_keep_a_bounded_timeline() -> None:
     make = Events()
-    projection = IncidentProjection(keep_timeline=True)
-    projection.feed(opened(make))
-    projection.feed(make(Escalated(incident_id=INCIDENT, reason="no runbook", tier=0)))
-    projection.feed_all(flood(make, 40_000))
-    projection.feed(make(IncidentResolved(incident_id=INCIDENT, reason="all signals resolved")))
+    log = MemoryEventLog()
+    events = [opened(make), make(Escalated(incident_id=INCIDENT, reason="no runbook", tier=0))]
+    events += [*flood(make, 40_000)]
+    events.append(make(IncidentResolved(incident_id=INCIDENT, reason="all signals resolved")))
+    projection = IncidentProjection(keep_timeline=True).feed_all(log.append(events))
 
     view = projection.incidents[INCIDENT]
-    timeline = view.timeline
+    timeline = view.timeline(log)
     assert len(timeline) <= BOUND
     assert view.signals == 40_001  # the one that opened it, and every one that joined
     assert view.signal_events.total == 40_000
@@ -107,28 +108,29 @@ def test_forty_thousand_signals_keep_a_bounded_timeline() -> None:
 
 def test_a_long_incidents_decisions_keep_the_first_and_the_latest() -> None:
     make = Events()
-    projection = IncidentProjection(keep_timeline=True)
-    projection.feed(opened(make))
-    projection.feed(make(IncidentUpdated(incident_id=INCIDENT, change="muted", detail="silence")))
+    log = MemoryEventLog()
+    events = [opened(make)]
+    events.append(make(IncidentUpdated(incident_id=INCIDENT, change="muted", detail="silence")))
     for n in range(1_000):
-        projection.feed(make(Escalated(incident_id=INCIDENT, reason=f"repeat {n}", tier=0)))
-    projection.feed(make(IncidentUpdated(incident_id=INCIDENT, change="unmuted")))
-    projection.feed(
+        events.append(make(Escalated(incident_id=INCIDENT, reason=f"repeat {n}", tier=0)))
+    events.append(make(IncidentUpdated(incident_id=INCIDENT, change="unmuted")))
+    events.append(
         make(ActionStarted(command_id="cmd-1", incident_id=INCIDENT, action="restart", target="w1"))
     )
+    projection = IncidentProjection(keep_timeline=True).feed_all(log.append(events))
     view = projection.incidents[INCIDENT]
     decisions = view.decisions
     assert decisions.total == 1_004
     assert decisions.retained == DECISIONS_FIRST + DECISIONS_RECENT
     assert decisions.omitted == 1_004 - DECISIONS_FIRST - DECISIONS_RECENT
-    kept = decisions.events()
+    kept = decisions.events(log)
     assert kept[0].type == "IncidentOpened" and kept[-1].type == "ActionStarted"
     # what the console shows of it follows every event, kept or not
     assert not view.muted
-    assert view.acting == {"cmd-1"}
+    assert view.acting == ["cmd-1"]
     assert len(view.escalations) == 100 and view.escalations[-1] == "repeat 999"
     projection.feed(make(ActionSucceeded(command_id="cmd-1")))
-    assert view.acting == set() and view.verifying == {"cmd-1"}
+    assert view.acting == [] and view.verifying == ["cmd-1"]
 
 
 def test_without_a_timeline_nothing_is_kept_but_the_counts() -> None:
@@ -137,7 +139,7 @@ def test_without_a_timeline_nothing_is_kept_but_the_counts() -> None:
     projection.feed(opened(make))
     projection.feed_all(flood(make, 500))
     view = projection.incidents[INCIDENT]
-    assert view.timeline == [] and view.signal_events.total == 500
+    assert view.timeline(None) == [] and view.signal_events.total == 500
 
 
 @pytest.fixture

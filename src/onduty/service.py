@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +20,17 @@ from onduty.events import Event, Payload, PolicyActivated
 from onduty.log import EventLog, StoreError, open_log
 from onduty.loop import CoreLoop, Draining
 from onduty.obs import Metrics
-from onduty.readmodel import (
-    AutonomyRaises,
-    IncidentProjection,
-    PolicyView,
-    SilenceProjection,
-)
+from onduty.readmodel.archive import Archive
+from onduty.readmodel.models import AutonomyView, ReadModels  # noqa: F401 (re-exported)
 from onduty.runtime import Clock, Input, RecoveryReport, Runtime, RuntimeStopped, SystemClock
 from onduty.secrets import unresolved_references
 from onduty.workers import WorkerPool
 
 logger = logging.getLogger("onduty")
+
+READ_SNAPSHOT_EVERY = 100_000
+"""Events between two snapshots of the read models (also saved at a graceful stop): a start
+feeds them at most this many events after a crash, instead of the whole log."""
 
 
 def run_lock_directory(store: str) -> Path | None:
@@ -45,39 +44,6 @@ def run_lock_directory(store: str) -> Path | None:
 
 class StartupError(Exception):
     """`onduty serve` cannot start; the message is one line naming the field, secret or file."""
-
-
-@dataclass
-class AutonomyView:
-    """Autonomy levels changed at run time (`AutonomyChanged`), by service."""
-
-    overrides: dict[str, str] = field(default_factory=dict)
-
-    def feed(self, event: Event) -> None:
-        if event.type == "AutonomyChanged":
-            self.overrides[event.data["service"]] = event.data["level"]
-
-
-@dataclass
-class ReadModels:
-    """Projections the API reads while the core thread writes them."""
-
-    incidents: IncidentProjection = field(
-        default_factory=lambda: IncidentProjection(keep_timeline=True)
-    )
-    silences: SilenceProjection = field(default_factory=SilenceProjection)
-    policy: PolicyView = field(default_factory=PolicyView)
-    autonomy: AutonomyView = field(default_factory=AutonomyView)
-    raises: AutonomyRaises = field(default_factory=AutonomyRaises)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def feed(self, event: Event) -> None:
-        with self.lock:
-            self.incidents.feed(event)
-            self.silences.feed(event)
-            self.policy.feed(event)
-            self.autonomy.feed(event)
-            self.raises.feed(event)
 
 
 class Service:
@@ -102,6 +68,9 @@ class Service:
         self.max_pending = max_pending
         self.metrics = Metrics()
         self.read = ReadModels()
+        self.archive = Archive()
+        """Resolved incidents that left the read models' memory, read back from the log."""
+        self._read_saved = 0
         self._actuators = actuators
         self._workers = WorkerPool()
         self._runs: RunLocks | None = None
@@ -181,8 +150,10 @@ class Service:
                     f"{error.strerror or type(error).__name__}"
                 ) from None
         try:
-            for event in log.read():
-                self.read.feed(event)
+            fed = self.read.restore(log)
+            if fed >= READ_SNAPSHOT_EVERY:  # the next start need not fold them again
+                self.read.save(log)
+            self._read_saved = self.read.seq
             runtime, self.recovery = Runtime.open(
                 log,
                 self.clock,
@@ -234,6 +205,8 @@ class Service:
         self._workers.close(wait=True)  # actions in flight finish and record their outcomes
         if self.runtime is not None and self.loop is not None and self.loop.failure is None:
             self.runtime.snapshot_now()
+            if self.log is not None:
+                self.read.save(self.log)
         if self.log is not None:
             self.log.close()
             self.log = None
@@ -324,6 +297,9 @@ class Service:
 
     def _on_event(self, event: Event) -> None:
         self.read.feed(event)
+        if event.seq - self._read_saved >= READ_SNAPSHOT_EVERY and self.log is not None:
+            self._read_saved = event.seq  # on the core's thread, the only one feeding them
+            self.read.save(self.log)
         self.metrics.events.labels(event.type).inc()
         self.metrics.log_head.set(event.seq)
         for callback in self._subscribers:  # a tuple, replaced (never mutated) on change

@@ -1,14 +1,20 @@
-"""Incidents as people see them: title, status, what was done, and a bounded timeline."""
+"""Incidents as people see them: title, status, what was done, and a bounded timeline.
+
+What the projection holds is bounded over months: a view keeps seqs, never events (the events
+stay in the log); with `keep_resolved`, only that many resolved incidents stay in memory, and
+older ones are read back from the log when asked for (`archive`), their place in the history
+kept as one seq each (`resolved`) and, for the shift overview, a small `Fact` for a week."""
 
 from __future__ import annotations
 
-import heapq
+from array import array
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, NamedTuple
 
-from onduty.correlate.titles import counted_title, differing, member_noun
+from onduty.correlate.titles import MEMBER_LABELS, counted_title, differing, member_noun
 from onduty.events import Event
 from onduty.readmodel.approvals import ApprovalBook, PendingApproval
 from onduty.readmodel.timeline import (
@@ -20,11 +26,45 @@ from onduty.readmodel.timeline import (
     is_signal_event,
 )
 
+if TYPE_CHECKING:
+    from onduty.log import EventLog
+
 LIST_KEPT = 100
 """The most recent escalation reasons, actions and denials an incident keeps."""
+RESOLVED_KEPT = 2_000
+"""Resolved incidents the service keeps in memory (the most recently resolved): at least the
+most the incident list returns at once, so that its answers are the same."""
+FACTS_KEPT = 100_000
+FACTS_AGE = timedelta(days=8)
+"""How long (after the latest resolution) the shift overview's facts about resolved incidents
+that left memory are kept: longer than its widest window (7 days)."""
 
 
-@dataclass
+class Fact(NamedTuple):
+    """What the shift overview needs of a resolved incident that left memory."""
+
+    service: str | None
+    opened_at: datetime
+    resolved_at: datetime
+    escalated: bool
+    acted: bool
+
+
+def member_labels(labels: Mapping[str, str]) -> dict[str, str] | None:
+    """The labels that tell a group's members apart (all `differing` compares), or None when
+    the signal has no labels at all."""
+    if not labels:
+        return None
+    return {name: labels[name] for name, _ in MEMBER_LABELS if name in labels}
+
+
+def _push(items: list[str], item: str) -> None:
+    items.append(item)
+    if len(items) > LIST_KEPT:
+        del items[0]
+
+
+@dataclass(slots=True)
 class IncidentView:
     incident_id: str
     title: str
@@ -35,25 +75,29 @@ class IncidentView:
     resolution: str = ""
     signals: int = 1
     flapping: bool = False
-    escalations: deque[str] = field(default_factory=lambda: deque(maxlen=LIST_KEPT))
-    actions: deque[str] = field(default_factory=lambda: deque(maxlen=LIST_KEPT))
-    denied: deque[str] = field(default_factory=lambda: deque(maxlen=LIST_KEPT))
+    escalations: list[str] = field(default_factory=list)
+    """The most recent `LIST_KEPT` escalation reasons (likewise `actions` and `denied`)."""
+    actions: list[str] = field(default_factory=list)
+    denied: list[str] = field(default_factory=list)
     awaiting_approval: list[str] = field(default_factory=list)
     muted: bool = False
     acknowledged: bool = False
-    acting: set[str] = field(default_factory=set)
+    acting: list[str] = field(default_factory=list)
     """Actions and undos started and not finished (command ids)."""
-    verifying: set[str] = field(default_factory=set)
+    verifying: list[str] = field(default_factory=list)
     """Actions that succeeded and wait for their verification (command ids)."""
     decisions: Window = field(default_factory=Window, repr=False)
     signal_events: Window = field(default_factory=Window, repr=False)
     """Its signal events (`SIGNAL_CHANGES`): how many, and the first and most recent ones."""
     shared_title: str = ""
     """The title the core recorded (what its signals share); `title` adds their count."""
-    first_labels: dict[str, str] = field(default_factory=dict, repr=False)
-    """Its first signal's labels, to tell which labels its members differ in."""
-    varying: set[str] = field(default_factory=set, repr=False)
+    first_labels: dict[str, str] | None = field(default=None, repr=False)
+    """Its first signal's member labels, to tell which of them its members differ in (None
+    when unknown); dropped once it is resolved."""
+    varying: tuple[str, ...] = field(default=(), repr=False)
     """The member labels (pod, instance, …) its signals differ in: "60 pods"."""
+    commands: list[str] | None = field(default=None, repr=False)
+    """The command and approval ids that lead to it, forgotten when it leaves memory."""
 
     def retitle(self) -> None:
         """The title people read: the shared title and, for a group, how many and of what."""
@@ -65,21 +109,22 @@ class IncidentView:
     def escalated(self) -> bool:
         return bool(self.escalations)
 
-    @property
-    def timeline(self) -> list[Event]:
-        """The events this view keeps, in log order: its decisions (all but the middle of a
-        very long incident's) and its first and most recent signal events."""
-        merged = heapq.merge(
-            self.decisions.kept(), self.signal_events.kept(), key=lambda item: item[0]
-        )
-        return [event for _, event in merged]
+    def timeline(self, log: EventLog | None) -> list[Event]:
+        """The events this view keeps, read back from `log`, in log order: its decisions (all
+        but the middle of a very long incident's) and its first and most recent signal events."""
+        seqs = [*self.decisions.kept(), *self.signal_events.kept()]
+        if not seqs:
+            return []
+        if log is None:
+            raise RuntimeError("the event log is not open")
+        return log.read_seqs(seqs)
 
-    def note(self, order: int, event: Event) -> None:
-        """Keep `event` (within the bounds) and follow the state the console shows."""
+    def note(self, event: Event) -> None:
+        """Keep `event`'s seq (within the bounds) and follow the state the console shows."""
         if is_signal_event(event):
-            self.signal_events.add(order, event)
+            self.signal_events.add(event.seq)
             return
-        self.decisions.add(order, event)
+        self.decisions.add(event.seq)
         data, kind = event.data, event.type
         command = str(data.get("command_id", ""))
         if kind == "IncidentUpdated":
@@ -91,20 +136,31 @@ class IncidentView:
         elif kind == "Acknowledged":
             self.acknowledged = True
         elif kind in ("ActionStarted", "UndoStarted"):
-            self.acting.add(command)
+            if command not in self.acting:
+                self.acting.append(command)
         elif kind == "ActionSucceeded":
-            self.acting.discard(command)
-            self.verifying.add(command)
+            _discard(self.acting, command)
+            if command not in self.verifying:
+                self.verifying.append(command)
         elif kind in ("ActionFailed", "ActionOutcomeUnknown", "UndoFinished"):
-            self.acting.discard(command)
+            _discard(self.acting, command)
         elif kind in ("VerificationPassed", "VerificationFailed"):
-            self.verifying.discard(command)
+            _discard(self.verifying, command)
+
+
+def _discard(items: list[str], item: str) -> None:
+    if item in items:
+        items.remove(item)
 
 
 class IncidentProjection:
-    """Incidents with their timelines; feed it events in log order."""
+    """Incidents with their timelines; feed it events in log order.
 
-    def __init__(self, keep_timeline: bool = False) -> None:
+    `keep_timeline`: each view keeps the seqs of its first and latest decisions and signal
+    events. `keep_resolved`: how many resolved incidents stay in memory (None: all of them);
+    the ones that leave are in `resolved` (their resolution's seq) and `facts`."""
+
+    def __init__(self, keep_timeline: bool = False, keep_resolved: int | None = None) -> None:
         self.incidents: dict[str, IncidentView] = {}
         self._book = ApprovalBook()
         self.approvals: dict[str, PendingApproval] = self._book.pending
@@ -112,14 +168,19 @@ class IncidentProjection:
         self.answered = self._book.answered
         """Approvals decided lately (granted in full, denied, expired, moot), oldest first."""
         self._keep_timeline = keep_timeline
+        self.keep_resolved = keep_resolved
         self._command_incident: dict[str, str] = {}
-        self._fed = 0
-        self.resolved: list[str] = []
-        """Resolved incidents' ids in the order they resolved (oldest first): the console's
-        history pages through it from the end."""
-        self._signal: tuple[str, dict[str, str]] | None = None
-        """The last signal fed (its event id and labels): the one an incident note that
-        follows it, caused by it, is about."""
+        self.resolved: array[int] = array("q")
+        """The seq of each incident's resolution, in the order they resolved (oldest first):
+        the console's history pages through it from the end."""
+        self.kept_resolved: deque[str] = deque()
+        """The ids of the resolved incidents still in memory, in the order they resolved: the
+        last entries of `resolved`."""
+        self.facts: deque[Fact] = deque(maxlen=FACTS_KEPT)
+        """Resolved incidents that left memory lately, in the order they did."""
+        self._signal: tuple[str, dict[str, str] | None] | None = None
+        """The last signal fed (its event id and member labels): the one an incident note
+        that follows it, caused by it, is about."""
 
     def feed_all(self, events: Iterable[Event]) -> IncidentProjection:
         for event in events:
@@ -129,20 +190,10 @@ class IncidentProjection:
     def feed(self, event: Event) -> None:
         data = event.data
         if event.type == "SignalReceived":
-            self._signal = (event.id, dict(data.get("labels") or {}))
+            self._signal = (event.id, member_labels(data.get("labels") or {}))
             return
         if event.type == "IncidentOpened":
-            keep = self._keep_timeline
-            self.incidents[data["incident_id"]] = IncidentView(
-                incident_id=data["incident_id"],
-                title=data["title"],
-                shared_title=data["title"],
-                first_labels=self._labels_behind(event),
-                service=data.get("service"),
-                opened_at=event.ts,
-                decisions=Window(*((DECISIONS_FIRST, DECISIONS_RECENT) if keep else (0, 0))),
-                signal_events=Window(*((SIGNALS_FIRST, SIGNALS_RECENT) if keep else (0, 0))),
-            )
+            self.incidents[data["incident_id"]] = self._opened(event)
         incident_id = (
             data.get("incident_id")
             or self._command_incident.get(data.get("command_id", ""))
@@ -153,36 +204,22 @@ class IncidentProjection:
         if view is None:
             return
         for key in ("command_id", "approval_id"):
-            if key in data:
+            if key in data and data[key] not in self._command_incident:
                 self._command_incident[data[key]] = view.incident_id
-        self._fed += 1
-        view.note(self._fed, event)
+                if view.commands is None:
+                    view.commands = []
+                view.commands.append(data[key])
+        view.note(event)
         if event.type == "IncidentUpdated":
-            if data["change"] == "signal_added":
-                view.signals += 1
-                labels = self._labels_behind(event)
-                if view.first_labels and labels:
-                    view.varying |= differing(view.first_labels, labels)
-                view.retitle()
-            elif data["change"] == "retitled":
-                view.shared_title = data.get("detail") or view.shared_title
-                view.retitle()
-            elif data["change"] == "flapping":
-                view.flapping = True
-            elif data["change"] == "approval_refused":
-                self._book.refused(view.awaiting_approval, event)
+            self._updated(view, event)
         elif event.type == "IncidentResolved":
-            if view.status != "resolved":
-                self.resolved.append(view.incident_id)
-            view.status, view.resolved_at, view.resolution = "resolved", event.ts, data["reason"]
-            for approval_id in list(view.awaiting_approval):  # moot: the core forgets them too
-                self._book.decide(view.awaiting_approval, approval_id, "moot")
+            self._resolved(view, event)
         elif event.type == "Escalated":
-            view.escalations.append(data["reason"])
+            _push(view.escalations, data["reason"])
         elif event.type == "ActionStarted":
-            view.actions.append(f"{data['action']} {data['target']}")
+            _push(view.actions, f"{data['action']} {data['target']}")
         elif event.type == "PolicyEvaluated" and data["verdict"] == "deny":
-            view.denied.append(data["reason"])
+            _push(view.denied, data["reason"])
         elif event.type == "ApprovalRequested":
             self._book.requested(view.incident_id, view.awaiting_approval, event)
         elif event.type in ("ApprovalGranted", "ApprovalDenied"):
@@ -190,11 +227,79 @@ class IncidentProjection:
         elif event.type == "ApprovalExpired":
             self._book.decide(view.awaiting_approval, data["approval_id"], "expired")
 
-    def _labels_behind(self, event: Event) -> dict[str, str]:
-        """The labels of the signal that caused `event` (empty when it is not the last fed)."""
+    def _opened(self, event: Event) -> IncidentView:
+        data, keep = event.data, self._keep_timeline
+        return IncidentView(
+            incident_id=data["incident_id"],
+            title=data["title"],
+            shared_title=data["title"],
+            first_labels=self._labels_behind(event),
+            service=data.get("service"),
+            opened_at=event.ts,
+            decisions=Window(*((DECISIONS_FIRST, DECISIONS_RECENT) if keep else (0, 0))),
+            signal_events=Window(*((SIGNALS_FIRST, SIGNALS_RECENT) if keep else (0, 0))),
+        )
+
+    def _updated(self, view: IncidentView, event: Event) -> None:
+        data = event.data
+        if data["change"] == "signal_added":
+            view.signals += 1
+            labels = self._labels_behind(event)
+            if view.first_labels is not None and labels is not None:
+                more = differing(view.first_labels, labels).difference(view.varying)
+                if more:
+                    view.varying = tuple(sorted({*view.varying, *more}))
+            view.retitle()
+        elif data["change"] == "retitled":
+            view.shared_title = data.get("detail") or view.shared_title
+            view.retitle()
+        elif data["change"] == "flapping":
+            view.flapping = True
+        elif data["change"] == "approval_refused":
+            self._book.refused(view.awaiting_approval, event)
+
+    def _resolved(self, view: IncidentView, event: Event) -> None:
+        first = view.status != "resolved"
+        view.status, view.resolved_at, view.resolution = "resolved", event.ts, event.data["reason"]
+        view.first_labels = None  # no signal joins a resolved incident
+        for approval_id in list(view.awaiting_approval):  # moot: the core forgets them too
+            self._book.decide(view.awaiting_approval, approval_id, "moot")
+        if not first:
+            return
+        self.resolved.append(event.seq)
+        self.kept_resolved.append(view.incident_id)
+        if self.keep_resolved is None:
+            return
+        while len(self.kept_resolved) > self.keep_resolved:
+            self._forget(self.kept_resolved.popleft(), event.ts)
+
+    def _forget(self, incident_id: str, now: datetime) -> None:
+        """A resolved incident leaves memory: the log has it (`archive` reads it back)."""
+        view = self.incidents.pop(incident_id, None)
+        if view is None or view.resolved_at is None:
+            return
+        for key in view.commands or ():
+            if self._command_incident.get(key) == incident_id:
+                del self._command_incident[key]
+        facts = self.facts
+        facts.append(
+            Fact(view.service, view.opened_at, view.resolved_at, view.escalated, bool(view.actions))
+        )
+        while facts and facts[0].resolved_at < now - FACTS_AGE:
+            facts.popleft()
+
+    def _labels_behind(self, event: Event) -> dict[str, str] | None:
+        """The member labels of the signal that caused `event` (None when it is not the last
+        fed, or has no labels)."""
         if self._signal is not None and self._signal[0] == event.causation_id:
             return self._signal[1]
-        return {}
+        return None
+
+    def resolved_id(self, position: int) -> str | None:
+        """The id of the `position`th incident resolved (from 0) while it is in memory; None
+        when it has left (read it back from the log by its seq, `resolved[position]`)."""
+        offset = len(self.resolved) - len(self.kept_resolved)
+        return self.kept_resolved[position - offset] if position >= offset else None
 
     def approval(self, approval_id: str) -> PendingApproval | None:
         """A pending approval, or one decided lately."""

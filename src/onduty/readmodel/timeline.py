@@ -4,10 +4,10 @@ from the log for the rest."""
 from __future__ import annotations
 
 import itertools
+from array import array
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from onduty.events import Event
 
@@ -39,43 +39,75 @@ def is_signal_event(event: Event) -> bool:
 
 
 class Window:
-    """A bounded view of a run of events: the first `first` of them, the most recent `recent`,
-    and how many were seen in all (`omitted` fell between). Each event is kept with its place
-    in feed order, so that windows merge back into one timeline."""
+    """A bounded view of a run of events: the seqs of the first `first` of them and of the most
+    recent `recent`, and how many were seen in all (`omitted` fell between). Only seqs are kept
+    (the events stay in the log: `events` reads them back), in compact arrays allocated when
+    first needed, so that an incident with one decision costs a few dozen bytes here."""
 
-    __slots__ = ("_first", "first_seq", "last_seq", "recent", "start", "total")
+    __slots__ = ("_first", "_recent", "first_seq", "last_seq", "recent", "start", "total")
 
     def __init__(self, first: int = 0, recent: int = 0) -> None:
-        self._first = first
-        self.start: list[tuple[int, Event]] = []
-        self.recent: deque[tuple[int, Event]] = deque(maxlen=recent)
+        self._first, self._recent = first, recent
+        self.start: array[int] | None = None
+        self.recent: deque[int] | None = None
         self.total = 0
         self.first_seq = 0
         self.last_seq = 0
 
-    def add(self, order: int, event: Event) -> None:
+    def add(self, seq: int) -> None:
         self.total += 1
         if self.total == 1:
-            self.first_seq = event.seq
-        self.last_seq = event.seq
-        if len(self.start) < self._first:
-            self.start.append((order, event))
-        else:
-            self.recent.append((order, event))
+            self.first_seq = seq
+        self.last_seq = seq
+        if self.start is None and self._first:
+            self.start = array("q")
+        if self.start is not None and len(self.start) < self._first:
+            self.start.append(seq)
+        elif self._recent:
+            if self.recent is None:
+                self.recent = deque(maxlen=self._recent)
+            self.recent.append(seq)
+
+    @property
+    def split(self) -> int:
+        """How many of the kept seqs are the first ones (the rest are the most recent)."""
+        return len(self.start or ())
 
     @property
     def omitted(self) -> int:
-        return self.total - len(self.start) - len(self.recent)
+        return self.total - self.retained
 
     @property
     def retained(self) -> int:
-        return len(self.start) + len(self.recent)
+        return len(self.start or ()) + len(self.recent or ())
 
-    def kept(self) -> Iterator[tuple[int, Event]]:
-        return itertools.chain(self.start, self.recent)
+    def kept(self) -> list[int]:
+        """The seqs kept, in log order."""
+        return [*(self.start or ()), *(self.recent or ())]
 
-    def events(self) -> list[Event]:
-        return [event for _, event in self.kept()]
+    def events(self, log: EventLog | None) -> list[Event]:
+        """The kept events, read back from `log`, in log order."""
+        seqs = self.kept()
+        if not seqs:
+            return []
+        if log is None:
+            raise RuntimeError("the event log is not open")
+        return log.read_seqs(seqs)
+
+    def state(self) -> list[Any]:
+        seqs = [list(self.start or ()), list(self.recent or ())]
+        return [self._first, self._recent, self.total, self.first_seq, self.last_seq, *seqs]
+
+    @classmethod
+    def from_state(cls, state: list[Any]) -> Window:
+        first, recent, total, first_seq, last_seq, start, latest = state
+        window = cls(first, recent)
+        window.total, window.first_seq, window.last_seq = total, first_seq, last_seq
+        if start:
+            window.start = array("q", start)
+        if latest:
+            window.recent = deque(latest, maxlen=recent)
+        return window
 
 
 @dataclass(frozen=True)
@@ -87,8 +119,9 @@ class SignalCursor:
     total: int
     first_seq: int
     last_seq: int
-    kept: list[Event] | None
-    """Every signal event of the incident while the view still holds them all; else None."""
+    kept: list[int] | None
+    """The seqs of every signal event of the incident while the view holds them all; else
+    None (the incident's stream in the log is paged instead)."""
 
     @classmethod
     def of(cls, view: IncidentView) -> SignalCursor:
@@ -99,7 +132,7 @@ class SignalCursor:
             window.total,
             window.first_seq,
             window.last_seq,
-            window.events() if whole else None,
+            window.kept() if whole else None,
         )
 
 
@@ -122,16 +155,16 @@ def signal_page(
     limit: int = SIGNAL_PAGE,
 ) -> SignalPage:
     """The first `limit` signal events with seq > `after`; with `before`, the last `limit`
-    with `after` < seq < `before`. From memory while the view holds them all, else from the
+    with `after` < seq < `before`. By their seqs while the view holds them all, else from the
     incident's stream in the log (where the core records them), so that a page costs the same
     whether the incident has a hundred signals or millions."""
     limit = max(1, min(limit, SIGNAL_PAGE_MAX))
     backwards = before is not None
-    if cursor.kept is not None:
-        chosen = [e for e in cursor.kept if e.seq > after and (before is None or e.seq < before)]
-        events = chosen[-limit:] if backwards else chosen[:limit]
-    elif log is None:
+    if log is None:
         raise RuntimeError("the event log is not open")
+    if cursor.kept is not None:
+        chosen = [seq for seq in cursor.kept if seq > after and (before is None or seq < before)]
+        events = log.read_seqs(chosen[-limit:] if backwards else chosen[:limit])
     else:
         stream = log.read_stream(cursor.incident_id, after, before, newest_first=backwards)
         mine = (

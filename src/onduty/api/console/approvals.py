@@ -13,6 +13,7 @@ from starlette.requests import Request
 from onduty.api.auth import Principal
 from onduty.api.console.pages import LISTING, Context, Pages
 from onduty.api.console.timeline import entry
+from onduty.log import EventLog
 from onduty.readmodel import IncidentView, PendingApproval
 from onduty.service import Service
 
@@ -42,7 +43,10 @@ class Inbox:
 
 
 def inbox(
-    views: dict[str, IncidentView], pending: Iterable[PendingApproval], who: Principal | None
+    views: dict[str, IncidentView],
+    pending: Iterable[PendingApproval],
+    who: Principal | None,
+    log: EventLog | None,
 ) -> list[Inbox]:
     """The requests with what an approver needs; who has approved comes from the read model,
     which counts approvals exactly as the core does."""
@@ -51,7 +55,7 @@ def inbox(
         view = views.get(item.incident_id)
         action = target = runbook = rationale = ""
         rules: list[dict[str, str]] = []
-        for event in view.timeline if view else []:
+        for event in view.decisions.events(log) if view else []:
             data = event.data
             if event.type == "ActionProposed" and data.get("command_id") == item.command_id:
                 action, target = str(data.get("action", "")), str(data.get("target", ""))
@@ -87,7 +91,9 @@ def approvals_router(service: Service, pages: Pages) -> APIRouter:
     def approvals(request: Request, who: Principal) -> Context:
         with service.read.lock:
             incidents = service.read.incidents
-            return {"inbox": inbox(incidents.incidents, incidents.approvals.values(), who)}
+            return {
+                "inbox": inbox(incidents.incidents, incidents.approvals.values(), who, service.log)
+            }
 
     pages.route(router, "/approvals", LISTING, "_approvals.html", "Approvals", approvals)
     return router

@@ -208,24 +208,37 @@ def incidents_router(service: Service, pages: Pages) -> APIRouter:
             }
 
     def incident_context(incident_id: str, who: Principal | None) -> dict[str, Any] | None:
+        """The incident from the read models (or, resolved long ago, read back from the log),
+        its decisions read from the log outside the read models' lock."""
+        log = service.log
         with service.read.lock:
-            view = service.read.incidents.incidents.get(incident_id)
+            projection = service.read.incidents
+            view = projection.incidents.get(incident_id)
+            if view is not None:
+                pending = [
+                    projection.approvals[approval]
+                    for approval in view.awaiting_approval
+                    if approval in projection.approvals
+                ]
+                waiting = inbox(projection.incidents, pending, who, log)
+                taken = (row(view), view.decisions, SignalCursor.of(view))
+                seqs = view.decisions.kept()
+        if view is None:
+            view = service.archive.view(log, incident_id)
             if view is None:
                 return None
-            decisions = view.decisions
-            pending = [
-                service.read.incidents.approvals[approval]
-                for approval in view.awaiting_approval
-                if approval in service.read.incidents.approvals
-            ]
-            return {
-                "incident": row(view),
-                "entries": [entry(event) for event in decisions.events()],
-                "inbox": inbox(service.read.incidents.incidents, pending, who),
-                "decisions_omitted": decisions.omitted,
-                "decisions_split": len(decisions.start),
-                "cursor": SignalCursor.of(view),
-            }
+            waiting, seqs = [], view.decisions.kept()
+            taken = (row(view), view.decisions, SignalCursor.of(view))
+        shown, decisions, cursor = taken
+        events = log.read_seqs(seqs) if log is not None and seqs else []
+        return {
+            "incident": shown,
+            "entries": [entry(event) for event in events],
+            "inbox": waiting,
+            "decisions_omitted": decisions.omitted,
+            "decisions_split": decisions.split,
+            "cursor": cursor,
+        }
 
     def with_signals(context: dict[str, Any], asked: SignalsAsked) -> dict[str, Any]:
         """The context with the page of signal events `asked` for, read (from the log, for a

@@ -37,6 +37,8 @@ from onduty.api.console.charts import (
 )
 from onduty.api.console.incidents import Row, row
 from onduty.api.console.pages import LISTING, Context, Pages, Problem, age
+from onduty.events import Event
+from onduty.log import EventLog
 from onduty.readmodel import IncidentView, SilenceView
 from onduty.service import Service
 
@@ -47,17 +49,27 @@ links to the next stretch."""
 QUERY_LONGEST = 200
 QUERY_TERMS = 8
 SILENCES_EXPIRED_SHOWN = 20
+ARCHIVE_SCAN = 500
+"""Resolved incidents that left memory one page of the history reads back from the log, at
+most; past that, the page says so and links to the next stretch, as for `SEARCH_SCAN`."""
 SHIFT_SCAN = 100_000
 """Incidents the overview looks at, newest first, at most."""
 
 
-def group_labels(view: IncidentView) -> list[str]:
+def group_labels(opened: Event | None) -> list[str]:
     """The labels the incident was grouped by (`key=value`), from its opening event."""
-    for event in view.decisions.events()[:1]:
-        if event.type == "IncidentOpened":
-            key = event.data.get("group_key") or {}
-            return [f"{k}={v}" for k, v in sorted(key.items())]
-    return []
+    if opened is None or opened.type != "IncidentOpened":
+        return []
+    key = opened.data.get("group_key") or {}
+    return [f"{k}={v}" for k, v in sorted(key.items())]
+
+
+def opening_labels(log: EventLog | None, views: Sequence[IncidentView]) -> list[list[str]]:
+    """Each view's `group_labels`, its opening event (its first decision) read from the log."""
+    if log is None:
+        return [[] for _ in views]
+    opened = {event.seq: event for event in log.read_seqs(v.decisions.first_seq for v in views)}
+    return [group_labels(opened.get(view.decisions.first_seq)) for view in views]
 
 
 # ---------------------------------------------------------------------------- history
@@ -129,29 +141,49 @@ def _matches(terms: Sequence[str], view: IncidentView, labels: list[str]) -> boo
     return all(term in haystack for term in terms)
 
 
-def history(service: Service, asked: HistoryAsked) -> HistoryShown:
-    terms = asked.terms()
-    scan = SEARCH_SCAN if terms else HISTORY_PAGE + 1
+def _scan(
+    service: Service, asked: HistoryAsked, scan: int
+) -> tuple[int, int, int, list[tuple[int, IncidentView]]]:
+    """The resolved incidents one page looks through, in the order it does: (total, low,
+    high, [(position, view)]). Those still in memory are taken under the read models' lock;
+    at most `ARCHIVE_SCAN` of those that left it are read back from the log, outside it."""
     with service.read.lock:
         projection = service.read.incidents
-        order, incidents = projection.resolved, projection.incidents
-        total = len(order)
+        total = len(projection.resolved)
+        gone = total - len(projection.kept_resolved)  # positions below this left memory
         if asked.after is not None:
             low = min(asked.after + 1, total)
             high = min(total, low + scan)
-            span = range(low, high)
+            high = min(high, max(low + ARCHIVE_SCAN, gone))
+            span: range = range(low, high)
         else:
             high = total if asked.before is None else min(asked.before, total)
             low = max(0, high - scan)
+            low = max(low, min(high - ARCHIVE_SCAN, gone))
             span = range(high - 1, low - 1, -1)
-        candidates = [(i, incidents[order[i]]) for i in span if order[i] in incidents]
-        chosen: list[tuple[int, IncidentView, list[str]]] = []
-        for position, view in candidates:
-            labels = group_labels(view)
+        kept = {p: projection.incidents.get(projection.resolved_id(p) or "") for p in span}
+        seqs = {p: projection.resolved[p] for p in span if p < gone}
+    views = service.archive.resolved(service.log, list(seqs.values()))
+    archived = dict(zip(seqs, views, strict=True))
+    found = [(p, kept.get(p) or archived.get(p)) for p in span]
+    return total, low, high, [(p, view) for p, view in found if view is not None]
+
+
+def history(service: Service, asked: HistoryAsked) -> HistoryShown:
+    terms = asked.terms()
+    scan = SEARCH_SCAN if terms else HISTORY_PAGE + 1
+    total, low, high, candidates = _scan(service, asked, scan)
+    chosen: list[tuple[int, IncidentView, list[str]]] = []
+    for start in range(0, len(candidates), HISTORY_PAGE + 1):
+        stretch = candidates[start : start + HISTORY_PAGE + 1]
+        labelled = opening_labels(service.log, [view for _, view in stretch])
+        for (position, view), labels in zip(stretch, labelled, strict=True):
             if _matches(terms, view, labels):
                 chosen.append((position, view, labels))
-                if len(chosen) > HISTORY_PAGE:
-                    break
+        if len(chosen) > HISTORY_PAGE:
+            chosen = chosen[: HISTORY_PAGE + 1]
+            break
+    with service.read.lock:  # a resolved incident in memory may still note a late outcome
         rows = [
             HistoryRow(
                 row=row(view),
@@ -247,11 +279,13 @@ def silences(service: Service) -> dict[str, Any]:
 
 def shift_facts(service: Service, start: datetime) -> list[Fact]:
     """The incidents that matter to a window starting at `start`: opened in it, resolved in
-    it, or still open; newest first, read under the lock without computing anything."""
+    it, or still open; newest first, read under the lock without computing anything. Those
+    that left memory are in the read model's facts (resolved within the last week)."""
     facts: list[Fact] = []
     oldest = start - timedelta(days=7)
     with service.read.lock:
-        for scanned, view in enumerate(reversed(service.read.incidents.incidents.values())):
+        projection = service.read.incidents
+        for scanned, view in enumerate(reversed(projection.incidents.values())):
             if scanned >= SHIFT_SCAN or view.opened_at < oldest:
                 break
             resolved = view.resolved_at
@@ -265,7 +299,13 @@ def shift_facts(service: Service, start: datetime) -> list[Fact]:
                     outcome_of(view.status, view.escalated, bool(view.actions)),
                 )
             )
-    return facts
+        gone = [
+            Fact(fact.service or "—", fact.opened_at, fact.resolved_at,
+                 outcome_of("resolved", fact.escalated, fact.acted))
+            for fact in reversed(projection.facts)
+            if fact.opened_at >= oldest and fact.resolved_at >= start
+        ][: max(0, SHIFT_SCAN - len(facts))]  # fmt: skip
+    return facts + gone
 
 
 def shift(service: Service, window: Window) -> dict[str, Any]:

@@ -4,6 +4,7 @@ at a time (acknowledging one: `approvals`)."""
 from __future__ import annotations
 
 import heapq
+from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -12,6 +13,7 @@ from starlette.responses import Response
 
 from onduty.api.ingest import JSONBody, error
 from onduty.api.routes.common import API, READ, event_json
+from onduty.events import Event
 from onduty.readmodel import (
     SIGNAL_PAGE,
     SIGNAL_PAGE_MAX,
@@ -44,13 +46,9 @@ def _signal_links(
     }
 
 
-def incident_json(
-    view: IncidentView, timeline: bool = False, signals: SignalPage | None = None
-) -> dict[str, Any]:
-    """An incident. With `timeline`: its decisions (all but the middle of a very long
-    incident's) and `signals`, the first page of its signal events, in log order, with where to
-    read the rest; the answer's size is bounded however many signals the incident has."""
-    body: dict[str, Any] = {
+def incident_json(view: IncidentView) -> dict[str, Any]:
+    """An incident as the list shows it."""
+    return {
         "id": view.incident_id,
         "title": view.title,
         "service": view.service,
@@ -63,22 +61,53 @@ def incident_json(
         "escalations": list(view.escalations),
         "actions": list(view.actions),
         "denied": list(view.denied),
-        "awaiting_approval": view.awaiting_approval,
+        "awaiting_approval": list(view.awaiting_approval),
     }
-    if timeline:
-        page = signals.events if signals is not None else []
-        merged = heapq.merge(view.decisions.events(), page, key=lambda event: event.seq)
-        body["timeline"] = [event_json(event) for event in merged]
-        body["timeline_omitted"] = {
-            "decisions": view.decisions.omitted,
-            "signals": view.signal_events.total - len(page),
-        }
-        if signals is not None:
-            links = _signal_links(
-                view.incident_id, signals, view.signal_events.last_seq, SIGNAL_PAGE
-            )
-            body["signal_events"] = {"total": signals.total, "limit": SIGNAL_PAGE, **links}
-    return body
+
+
+@dataclass(frozen=True)
+class Found:
+    """An incident as taken from its view (under the read models' lock while the view is in
+    memory): its fields, where its signal events are, and the seqs of the decisions it keeps;
+    the events themselves are then read from the log without holding the lock."""
+
+    body: dict[str, Any]
+    cursor: SignalCursor
+    decisions: list[int]
+    decisions_omitted: int
+
+    @classmethod
+    def of(cls, view: IncidentView) -> Found:
+        kept = view.decisions
+        return cls(incident_json(view), SignalCursor.of(view), kept.kept(), kept.omitted)
+
+
+def timeline_json(found: Found, signals: SignalPage, decisions: list[Event]) -> dict[str, Any]:
+    """An incident with its decisions (all but the middle of a very long incident's) and
+    `signals`, the first page of its signal events, in log order, with where to read the rest;
+    the answer's size is bounded however many signals the incident has."""
+    page, cursor = signals.events, found.cursor
+    merged = heapq.merge(decisions, page, key=lambda event: event.seq)
+    links = _signal_links(cursor.incident_id, signals, cursor.last_seq, SIGNAL_PAGE)
+    return {
+        **found.body,
+        "timeline": [event_json(event) for event in merged],
+        "timeline_omitted": {
+            "decisions": found.decisions_omitted,
+            "signals": cursor.total - len(page),
+        },
+        "signal_events": {"total": signals.total, "limit": SIGNAL_PAGE, **links},
+    }
+
+
+def find(service: Service, incident_id: str) -> Found | None:
+    """The incident from the read models, or (resolved long ago) read back from the log."""
+    with service.read.lock:
+        view = service.read.incidents.incidents.get(incident_id)
+        if view is not None:
+            return Found.of(view)
+    view = service.archive.view(service.log, incident_id)
+    return Found.of(view) if view is not None else None
 
 
 def incidents_router(service: Service) -> APIRouter:
@@ -96,19 +125,18 @@ def incidents_router(service: Service) -> APIRouter:
 
     def signals_of(
         incident_id: str, after: int = 0, before: int | None = None, limit: int = SIGNAL_PAGE
-    ) -> tuple[SignalCursor, SignalPage] | Response:
+    ) -> tuple[Found, SignalPage] | Response:
         """A page of an incident's signal events: read from the log without holding the read
         models' lock (the core thread takes it for every event)."""
-        with service.read.lock:
-            view = service.read.incidents.incidents.get(incident_id)
-            cursor = SignalCursor.of(view) if view is not None else None
-        if cursor is None:
+        found = find(service, incident_id)
+        if found is None:
             return error(404, f"no incident {incident_id}", "incident_id")
+        log = service.log
         try:
-            page = signal_page(cursor, service.log, after=after, before=before, limit=limit)
+            page = signal_page(found.cursor, log, after=after, before=before, limit=limit)
         except RuntimeError:
             return error(503, "not ready", **{"Retry-After": "1"})
-        return cursor, page
+        return found, page
 
     @router.get(f"{API}/incidents/{{incident_id}}", dependencies=READ)
     def incident(incident_id: str) -> Response:
@@ -117,11 +145,9 @@ def incidents_router(service: Service) -> APIRouter:
         found = signals_of(incident_id)
         if isinstance(found, Response):
             return found
-        with service.read.lock:
-            view = service.read.incidents.incidents.get(incident_id)
-            if view is None:
-                return error(404, f"no incident {incident_id}", "incident_id")
-            return JSONBody(incident_json(view, timeline=True, signals=found[1]))
+        log = service.log
+        decisions = log.read_seqs(found[0].decisions) if log is not None else []
+        return JSONBody(timeline_json(*found, decisions))
 
     @router.get(f"{API}/incidents/{{incident_id}}/signals", dependencies=READ)
     def incident_signals(
@@ -137,7 +163,7 @@ def incidents_router(service: Service) -> APIRouter:
         found = signals_of(incident_id, after, before, limit)
         if isinstance(found, Response):
             return found
-        cursor, page = found
+        cursor, page = found[0].cursor, found[1]
         return JSONBody(
             {
                 "incident_id": incident_id,

@@ -1,0 +1,252 @@
+"""The read models the service keeps together (`ReadModels`), and their snapshots.
+
+A restart does not replay the whole log into the read models: it loads their latest snapshot
+and feeds them the events after it, as the core does with its own (`runtime`). The snapshot is
+stored in the log's meta table under `SNAPSHOT_KEY`, bound to the chain like the core's
+(`Snapshot.bound`: the seq and hash of the last event it folds, and a digest of its content);
+one that `check_snapshot` refuses, or written by another version of this module (`FORMAT`), is
+ignored and the read models are rebuilt from the log."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from array import array
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from onduty.events import Event
+from onduty.log.base import Snapshot, check_snapshot
+from onduty.readmodel.approvals import PendingApproval, _Answer
+from onduty.readmodel.autonomy import AutonomyRaise, AutonomyRaises
+from onduty.readmodel.incidents import RESOLVED_KEPT, Fact, IncidentProjection, IncidentView
+from onduty.readmodel.policy import PolicyView
+from onduty.readmodel.silences import SilenceProjection, SilenceView
+from onduty.readmodel.timeline import Window
+
+if TYPE_CHECKING:
+    from onduty.log import EventLog
+
+logger = logging.getLogger("onduty")
+
+SNAPSHOT_KEY = "readmodels.snapshot"
+FORMAT = 1
+"""Changes whenever what a snapshot holds changes: an older one is then rebuilt from the log."""
+
+
+@dataclass
+class AutonomyView:
+    """Autonomy levels changed at run time (`AutonomyChanged`), by service."""
+
+    overrides: dict[str, str] = field(default_factory=dict)
+
+    def feed(self, event: Event) -> None:
+        if event.type == "AutonomyChanged":
+            self.overrides[event.data["service"]] = event.data["level"]
+
+
+@dataclass
+class ReadModels:
+    """Projections the API reads while the core thread writes them."""
+
+    incidents: IncidentProjection = field(
+        default_factory=lambda: IncidentProjection(keep_timeline=True, keep_resolved=RESOLVED_KEPT)
+    )
+    silences: SilenceProjection = field(default_factory=SilenceProjection)
+    policy: PolicyView = field(default_factory=PolicyView)
+    autonomy: AutonomyView = field(default_factory=AutonomyView)
+    raises: AutonomyRaises = field(default_factory=AutonomyRaises)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    seq: int = 0
+    """The seq of the last event fed (0: none), and its hash: what a snapshot is bound to."""
+    event_hash: str = ""
+
+    def feed(self, event: Event) -> None:
+        with self.lock:
+            self.incidents.feed(event)
+            self.silences.feed(event)
+            self.policy.feed(event)
+            self.autonomy.feed(event)
+            self.raises.feed(event)
+            self.seq, self.event_hash = event.seq, event.hash
+
+    def save(self, log: EventLog) -> int:
+        """Store a snapshot of the read models as of the last event fed; its size in bytes."""
+        with self.lock:  # encoded under the lock: the state shares lists with the live views
+            if not self.seq:
+                return 0
+            snapshot = Snapshot.bound(self.seq, self.event_hash, state_of(self))
+            binding = {"seq": snapshot.seq, "event_hash": snapshot.event_hash}
+            body = orjson.dumps({**binding, "digest": snapshot.digest, "state": snapshot.state})
+        log.set_meta(SNAPSHOT_KEY, body.decode())
+        return len(body)
+
+    def restore(self, log: EventLog) -> int:
+        """Fill the read models from the log: from their snapshot and the events after it when
+        the snapshot is bound to this chain, else from the start. Returns the events fed."""
+        snapshot, why = stored(log)
+        if snapshot is not None:
+            try:
+                restored = from_state(snapshot.state)
+            except (KeyError, TypeError, ValueError, IndexError) as error:
+                why = f"its content does not decode ({type(error).__name__}: {error})"
+            else:
+                self.incidents, self.silences, self.policy = restored[:3]
+                self.autonomy, self.raises = restored[3:]
+                self.seq, self.event_hash = snapshot.seq, snapshot.event_hash
+        if why:
+            logger.warning("read-model snapshot refused: %s; rebuilding from the log", why)
+        fed = 0
+        for event in log.read(after=self.seq):
+            self.feed(event)
+            fed += 1
+        return fed
+
+
+def stored(log: EventLog) -> tuple[Snapshot | None, str]:
+    """The stored read-model snapshot if it can be trusted, else None and why not ("" when
+    there is none)."""
+    raw = log.get_meta(SNAPSHOT_KEY)
+    if raw is None:
+        return None, ""
+    try:
+        found = orjson.loads(raw)
+        snapshot = Snapshot(found["seq"], found["state"], found["event_hash"], found["digest"])
+    except (orjson.JSONDecodeError, KeyError, TypeError) as error:
+        return None, f"it does not decode ({error})"
+    why = check_snapshot(log, snapshot)
+    if why is None and snapshot.state.get("format") != FORMAT:
+        why = f"it was written in format {snapshot.state.get('format')!r}, not {FORMAT}"
+    return (None, why) if why else (snapshot, "")
+
+
+# ---------------------------------------------------------------------------- the codec
+
+_VIEW_FIELDS = [item.name for item in dataclasses.fields(IncidentView)]
+_VIEW_WINDOWS = ("decisions", "signal_events")
+_VIEW_TIMES = ("opened_at", "resolved_at")
+
+
+def _time(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _plain(item: Any) -> dict[str, Any]:
+    """A dataclass as a JSON object, its datetimes as ISO 8601."""
+    return {
+        name: value.isoformat() if isinstance(value, datetime) else value
+        for name, value in vars(item).items()
+    }
+
+
+def _dated(cls: type[Any], data: dict[str, Any]) -> Any:
+    """The dataclass `cls` from `_plain`'s object: its datetime fields parsed back."""
+    for item in dataclasses.fields(cls):
+        if "datetime" in str(item.type):
+            data[item.name] = _time(data[item.name])
+    return cls(**data)
+
+
+def _view_state(view: IncidentView) -> list[Any]:
+    row: list[Any] = []
+    for name in _VIEW_FIELDS:
+        value = getattr(view, name)
+        if name in _VIEW_WINDOWS:
+            value = value.state()
+        elif name in _VIEW_TIMES:
+            value = value.isoformat() if value is not None else None
+        row.append(value)
+    return row
+
+
+def _view(row: list[Any]) -> IncidentView:
+    values = dict(zip(_VIEW_FIELDS, row, strict=True))
+    for name in _VIEW_WINDOWS:
+        values[name] = Window.from_state(values[name])
+    for name in _VIEW_TIMES:
+        values[name] = _time(values[name])
+    values["varying"] = tuple(values["varying"])
+    return IncidentView(**values)
+
+
+def _fact_state(fact: Fact) -> list[Any]:
+    opened, resolved = fact.opened_at.isoformat(), fact.resolved_at.isoformat()
+    return [fact.service, opened, resolved, fact.escalated, fact.acted]
+
+
+def state_of(models: ReadModels) -> dict[str, Any]:
+    """Everything the read models hold, as JSON."""
+    incidents = models.incidents
+    book = incidents._book
+    answer = book._answer
+    return {
+        "format": FORMAT,
+        "incidents": {
+            "keep_timeline": incidents._keep_timeline,
+            "keep_resolved": incidents.keep_resolved,
+            "views": [_view_state(view) for view in incidents.incidents.values()],
+            "commands": incidents._command_incident,
+            "resolved": incidents.resolved.tolist(),
+            "kept_resolved": list(incidents.kept_resolved),
+            "facts": [_fact_state(fact) for fact in incidents.facts],
+            "signal": incidents._signal,
+            "pending": [_plain(item) for item in book.pending.values()],
+            "answered": [_plain(item) for item in book.answered.values()],
+            "answer": None
+            if answer is None
+            else [answer.event_id, answer.actor, answer.approval.approval_id, answer.approved_by],
+        },
+        "silences": [_plain(view) for view in models.silences.silences.values()],
+        "policy": _plain(models.policy),
+        "autonomy": models.autonomy.overrides,
+        "raises": {
+            "kept": models.raises._kept,
+            "requests": [_plain(item) for item in models.raises.requests.values()],
+        },
+    }
+
+
+def from_state(
+    state: dict[str, Any],
+) -> tuple[IncidentProjection, SilenceProjection, PolicyView, AutonomyView, AutonomyRaises]:
+    """The read models `state_of` described."""
+    kept = state["incidents"]
+    incidents = IncidentProjection(kept["keep_timeline"], kept["keep_resolved"])
+    incidents.incidents = {view.incident_id: view for view in map(_view, kept["views"])}
+    incidents._command_incident = dict(kept["commands"])
+    incidents.resolved = array("q", kept["resolved"])
+    incidents.kept_resolved = deque(kept["kept_resolved"])
+    incidents.facts.extend(
+        Fact(service, datetime.fromisoformat(opened), datetime.fromisoformat(resolved), *flags)
+        for service, opened, resolved, *flags in kept["facts"]
+    )
+    signal = kept["signal"]
+    incidents._signal = None if signal is None else (signal[0], signal[1])
+    book = incidents._book
+    book.pending.update(
+        (item.approval_id, item) for item in (_dated(PendingApproval, d) for d in kept["pending"])
+    )
+    book.answered.update(
+        (item.approval_id, item) for item in (_dated(PendingApproval, d) for d in kept["answered"])
+    )
+    if kept["answer"] is not None:
+        event_id, actor, approval_id, approved_by = kept["answer"]
+        approval = book.get(approval_id)
+        if approval is not None:
+            book._answer = _Answer(event_id, actor, approval, approved_by)
+    silences = SilenceProjection()
+    silences.silences = {
+        view.silence_id: view for view in (_dated(SilenceView, d) for d in state["silences"])
+    }
+    raises = AutonomyRaises(state["raises"]["kept"])
+    raises.requests = OrderedDict(
+        (item.request_id, item)
+        for item in (_dated(AutonomyRaise, d) for d in state["raises"]["requests"])
+    )
+    policy = PolicyView(**state["policy"])
+    return incidents, silences, policy, AutonomyView(dict(state["autonomy"])), raises
