@@ -16,7 +16,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from onduty.api.access_config import (
     ADMIN,
@@ -80,16 +80,14 @@ class IngestSource:
         return self.routes is None or route in self.routes
 
 
-@dataclass(frozen=True)
-class _Token:
+class _Token(NamedTuple):
     """A bearer token as kept in memory: its holder and the digest it is compared by."""
 
     principal: Principal
     digest: bytes
 
 
-@dataclass(frozen=True)
-class _Ingest:
+class _Ingest(NamedTuple):
     source: IngestSource
     digest: bytes | None
     hmac_key: bytes | None

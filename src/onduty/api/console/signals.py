@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from onduty.events import Event
@@ -34,16 +35,14 @@ _UNSAFE_IN_URL = re.compile(r"[\x00-\x20\x7f-\x9f\\<>\"'`]")
 _URL_SUFFIX = re.compile(r"(?:_?url|_?link|_?href)$", re.IGNORECASE)
 
 
-@dataclass(frozen=True)
-class Link:
+class Link(NamedTuple):
     """A link a signal carries (a runbook, a dashboard), shown only when it is http(s)."""
 
     label: str
     href: str
 
 
-@dataclass(frozen=True)
-class Annotation:
+class Annotation(NamedTuple):
     key: str
     text: str
     href: str | None
