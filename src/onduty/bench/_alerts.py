@@ -189,12 +189,12 @@ def postable(alerts: list[Alert], ends_at: str) -> bytes:
     )
 
 
-def alert_stream(seed: int = 29) -> Stream:
+def alert_stream(seed: int = 29, per_request: int = PER_REQUEST) -> Stream:
     moment = datetime.now(UTC)
     ends_at = (moment + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     pool = sorted(alert_pool(moment, seed), key=lambda a: a.group)
     rng = random.Random(seed)
-    chunks = [pool[i : i + PER_REQUEST] for i in range(0, len(pool), PER_REQUEST)]
+    chunks = [pool[i : i + per_request] for i in range(0, len(pool), per_request)]
     rng.shuffle(chunks)
     stream = Stream(fingerprints=len(pool))
     for chunk in chunks:

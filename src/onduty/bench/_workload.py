@@ -78,86 +78,89 @@ def fleet_services() -> list[dict[str, Any]]:
 
 def bench_config() -> Config:
     """Six services, 300 instances, four runbooks, four guardrails."""
-    return parse_config(
-        {
-            "services": fleet_services(),
-            "correlation": {
-                "group_by": ["service", "alertname", "instance"],
-                "group_wait": "30s",
-                "flap_threshold": 6,
-                "flap_window": "20m",
+    return parse_config(bench_config_document())
+
+
+def bench_config_document() -> dict[str, Any]:
+    """The document of `bench_config`, as a config file would hold it."""
+    return {
+        "services": fleet_services(),
+        "correlation": {
+            "group_by": ["service", "alertname", "instance"],
+            "group_wait": "30s",
+            "flap_threshold": 6,
+            "flap_window": "20m",
+        },
+        "runbooks": [
+            {
+                "name": "restart-crashed-instance",
+                "when": 'signal.labels.alertname == "InstanceDown"',
+                "do": [
+                    {
+                        "action": "process.restart",
+                        "target": "{{ signal.labels.instance }}",
+                        "timeout": "60s",
+                    }
+                ],
+                "verify": {"signal_resolved_within": "3m"},
+                "undo": [{"action": "traffic.drain", "target": "{{ signal.labels.instance }}"}],
             },
-            "runbooks": [
+            {
+                "name": "restart-leaking-instance",
+                "when": 'signal.labels.alertname == "HighMemoryUsage"',
+                "do": [{"action": "process.restart", "target": "{{ signal.labels.instance }}"}],
+                "verify": {"signal_resolved_within": "4m"},
+            },
+            {
+                "name": "rollback-bad-deploy",
+                "when": 'signal.labels.alertname == "HighErrorRate"',
+                "do": [
+                    {
+                        "action": "deploy.rollback",
+                        "target": "{{ signal.labels.service }}",
+                        "timeout": "2m",
+                    }
+                ],
+                "verify": {"signal_resolved_within": "5m"},
+            },
+            {
+                "name": "drain-and-restart",
+                "when": 'signal.labels.alertname == "InstanceDown" && '
+                'signal.labels.service == "cache"',
+                "priority": 10,
+                "do": [
+                    {"action": "traffic.drain", "target": "{{ signal.labels.instance }}"},
+                    {"action": "process.restart", "target": "{{ signal.labels.instance }}"},
+                ],
+                "verify": {"signal_resolved_within": "3m"},
+            },
+        ],
+        "policy": {
+            "guardrails": [
                 {
-                    "name": "restart-crashed-instance",
-                    "when": 'signal.labels.alertname == "InstanceDown"',
-                    "do": [
-                        {
-                            "action": "process.restart",
-                            "target": "{{ signal.labels.instance }}",
-                            "timeout": "60s",
-                        }
-                    ],
-                    "verify": {"signal_resolved_within": "3m"},
-                    "undo": [{"action": "traffic.drain", "target": "{{ signal.labels.instance }}"}],
+                    "name": "restart-budget",
+                    "rate": {"action": "process.restart", "max": 3, "per": "1h"},
                 },
                 {
-                    "name": "restart-leaking-instance",
-                    "when": 'signal.labels.alertname == "HighMemoryUsage"',
-                    "do": [{"action": "process.restart", "target": "{{ signal.labels.instance }}"}],
-                    "verify": {"signal_resolved_within": "4m"},
+                    "name": "rollback-budget",
+                    "rate": {
+                        "action": "deploy.rollback",
+                        "max": 2,
+                        "per": "6h",
+                        "key": "service",
+                    },
                 },
+                {"name": "a-few-at-a-time", "concurrent": {"max": 2, "scope": "service"}},
                 {
-                    "name": "rollback-bad-deploy",
-                    "when": 'signal.labels.alertname == "HighErrorRate"',
-                    "do": [
-                        {
-                            "action": "deploy.rollback",
-                            "target": "{{ signal.labels.service }}",
-                            "timeout": "2m",
-                        }
-                    ],
-                    "verify": {"signal_resolved_within": "5m"},
-                },
-                {
-                    "name": "drain-and-restart",
-                    "when": 'signal.labels.alertname == "InstanceDown" && '
-                    'signal.labels.service == "cache"',
-                    "priority": 10,
-                    "do": [
-                        {"action": "traffic.drain", "target": "{{ signal.labels.instance }}"},
-                        {"action": "process.restart", "target": "{{ signal.labels.instance }}"},
-                    ],
-                    "verify": {"signal_resolved_within": "3m"},
+                    "name": "critical-needs-a-human",
+                    "when": 'service.tier == "critical"',
+                    "effect": "require_approval",
                 },
             ],
-            "policy": {
-                "guardrails": [
-                    {
-                        "name": "restart-budget",
-                        "rate": {"action": "process.restart", "max": 3, "per": "1h"},
-                    },
-                    {
-                        "name": "rollback-budget",
-                        "rate": {
-                            "action": "deploy.rollback",
-                            "max": 2,
-                            "per": "6h",
-                            "key": "service",
-                        },
-                    },
-                    {"name": "a-few-at-a-time", "concurrent": {"max": 2, "scope": "service"}},
-                    {
-                        "name": "critical-needs-a-human",
-                        "when": 'service.tier == "critical"',
-                        "effect": "require_approval",
-                    },
-                ],
-                "approvals": {"timeout": "10m", "notify": ["sre-primary"]},
-            },
-            "escalation": {"default": [{"notify": ["sre-primary"]}]},
-        }
-    )
+            "approvals": {"timeout": "10m", "notify": ["sre-primary"]},
+        },
+        "escalation": {"default": [{"notify": ["sre-primary"]}]},
+    }
 
 
 @dataclass
@@ -404,6 +407,7 @@ def append_all(
     snapshot: Callable[[], dict[str, Any]] | None = None,
     snapshot_every: int = 1000,
     ready: Callable[[], bool] = lambda: True,
+    appended: Callable[[int], None] = lambda seq: None,
 ) -> int:
     """Append whole groups in batches of about `batch` events until `total` are in the log.
 
@@ -419,6 +423,7 @@ def append_all(
         if len(pending) >= batch or last:
             placed = log.append(pending)[-1]
             seq, pending = placed.seq, []
+            appended(seq)
             if snapshot is not None and seq - last_snapshot >= snapshot_every:
                 log.save_snapshot(Snapshot.bound(seq, placed.hash, snapshot()))
                 last_snapshot = seq
