@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import types
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -24,7 +25,6 @@ from pydantic import (
 )
 
 from onduty.act.specs import (
-    ActuatorConfigError,
     AlertmanagerSilenceSpec,
     HttpSpec,
     ShellSpec,
@@ -49,7 +49,7 @@ from onduty.config_policy import (
 from onduty.config_runbooks import ProbeCheck, PrometheusCheck, Runbook, Step, Template, Verify
 from onduty.config_server import HostName, Network, ServerSettings
 from onduty.correlate.inhibition import InhibitRule
-from onduty.escalate.specs import AnyChannel, ChannelConfigError, parse_channels
+from onduty.escalate.specs import AnyChannel, parse_channels
 from onduty.events import to_json
 from onduty.sense.specs import HttpProbe, PrometheusQuery, parse_sources
 from onduty.values import (
@@ -191,31 +191,23 @@ class Escalation(Model):
         return self.services.get(service or "", self.default) or self.default
 
 
-def _check_sources(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Pollers (HTTP probes, Prometheus queries) are validated by the sense layer's models."""
-    try:
-        parse_sources(raw)
-    except ValidationError as error:
-        raise SectionProblems(describe_validation_error(error, prefix="sources")) from None
-    return raw
+RawSection = list[dict[str, Any]]
 
 
-def _check_actuators(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Actuators are validated by the act layer's models (names the field and the reason)."""
-    try:
-        parse_actuators(raw)
-    except ActuatorConfigError as error:
-        raise SectionProblems(error.problems) from None
-    return raw
+def _checked_by(parse: Callable[[RawSection], object], section: str) -> AfterValidator:
+    """A section another layer owns, validated by that layer's models (pollers by sense,
+    actuators by act, channels by escalate) and kept raw here; each problem names its field."""
 
+    def check(raw: RawSection) -> RawSection:
+        try:
+            parse(raw)
+        except ValidationError as error:
+            raise SectionProblems(describe_validation_error(error, prefix=section)) from None
+        except FieldProblems as error:
+            raise SectionProblems(error.problems) from None
+        return raw
 
-def _check_channels(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Notification channels are validated by the escalate layer's models."""
-    try:
-        parse_channels(raw)
-    except ChannelConfigError as error:
-        raise SectionProblems(error.problems) from None
-    return raw
+    return AfterValidator(check)
 
 
 def _check_access(raw: dict[str, Any]) -> dict[str, Any]:
@@ -234,18 +226,18 @@ class Config(Model):
     directory), or a plain path. `onduty serve --store` overrides it."""
     bus: str = "memory"
     """How inputs reach the core: `memory` (in the process; the default)."""
-    sources: Annotated[list[dict[str, Any]], AfterValidator(_check_sources)] = Field(
+    sources: Annotated[RawSection, _checked_by(parse_sources, "sources")] = Field(
         default_factory=list
     )
     """Pollers that turn what they observe into signals (`http_probe`, `prometheus`): see "sources"
     below."""
-    actuators: Annotated[list[dict[str, Any]], AfterValidator(_check_actuators)] = Field(
+    actuators: Annotated[RawSection, _checked_by(parse_actuators, "actuators")] = Field(
         default_factory=list
     )
     """What carries out the runbooks' actions, routed by action name (`process.restart`) or family
     (`process.*`): see "actuators" below. An action no actuator provides is recorded as failed
     (`onduty config check` warns)."""
-    channels: Annotated[list[dict[str, Any]], AfterValidator(_check_channels)] = Field(
+    channels: Annotated[RawSection, _checked_by(parse_channels, "channels")] = Field(
         default_factory=list
     )
     """Where people are paged (`webhook`, `slack`, `email`, `pagerduty`), by the names the

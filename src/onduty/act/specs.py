@@ -93,13 +93,9 @@ class OutcomeUnknown(Exception):
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-class ActuatorConfigError(ValueError):
+class ActuatorConfigError(FieldProblems):
     """An `actuators:` list that cannot be used; `problems` name each field and the reason,
     e.g. `actuators[2].allow[0]: must be an absolute path`."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(problems))
 
 
 def effective_timeout(spec_timeout: timedelta, command_timeout_s: float) -> float:

@@ -62,13 +62,9 @@ _NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.:@-]*$"
 _HOST = re.compile(r"^[A-Za-z0-9._:\[\]-]+$")
 
 
-class ChannelConfigError(ValueError):
+class ChannelConfigError(FieldProblems):
     """A `channels:` list that cannot be used; `problems` name each field and the reason,
     e.g. `channels[1].url: expected an http:// or https:// URL`."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(problems))
 
 
 # --------------------------------------------------------------------------- checks
