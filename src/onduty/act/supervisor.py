@@ -233,24 +233,26 @@ class SupervisorActuator:
             raise SupervisorError(f"supervisor: {doing} {program!r} failed: {'; '.join(failed)}")
 
     def _stop(self, deadline: float, program: str) -> None:
-        try:
-            self._group_results(
-                self._call(deadline, "stopProcess", program, True), program, "stopping"
-            )
-        except xmlrpc.client.Fault as fault:
-            if fault.faultCode != NOT_RUNNING:
-                raise self._fault(fault, program, "stopping") from None
+        fault = self._control(deadline, program, "stopProcess", "stopping", NOT_RUNNING)
+        if fault is not None:
+            raise self._fault(fault, program, "stopping")
 
     def _start(self, deadline: float, program: str) -> None:
+        fault = self._control(deadline, program, "startProcess", "starting", ALREADY_STARTED)
+        if fault is not None:
+            error = self._fault(fault, program, "starting")
+            raise SupervisorError(f"{error}{self._spawn_error(deadline, program)}")
+
+    def _control(
+        self, deadline: float, program: str, method: str, doing: str, already: int
+    ) -> xmlrpc.client.Fault | None:
+        """Call `method` (waiting for the program); return its fault unless that says the
+        program is `already` there (stopping a stopped program is done)."""
         try:
-            self._group_results(
-                self._call(deadline, "startProcess", program, True), program, "starting"
-            )
+            self._group_results(self._call(deadline, method, program, True), program, doing)
         except xmlrpc.client.Fault as fault:
-            if fault.faultCode != ALREADY_STARTED:
-                error = self._fault(fault, program, "starting")
-                detail = self._spawn_error(deadline, program)
-                raise SupervisorError(f"{error}{detail}") from None
+            return None if fault.faultCode == already else fault
+        return None
 
     def _spawn_error(self, deadline: float, program: str) -> str:
         try:
