@@ -138,8 +138,8 @@ class Stream:
         return sum(len(body) for body in self.onduty) / max(1, self.alerts)
 
 
-def webhook(alerts: list[Alert]) -> bytes:
-    """A webhook notification (payload v4) of firing alerts, as Alertmanager sends it."""
+def webhook(alerts: list[Alert], status: str = "firing", ends_at: str = ZERO_TIME) -> bytes:
+    """A webhook notification (payload v4) of alerts, as Alertmanager sends it."""
     common = {
         key: value
         for key, value in alerts[0].labels.items()
@@ -151,7 +151,7 @@ def webhook(alerts: list[Alert]) -> bytes:
             "version": "4",
             "groupKey": '{}:{alertname="' + alertname + '"}',
             "truncatedAlerts": 0,
-            "status": "firing",
+            "status": status,
             "receiver": "onduty",
             "groupLabels": {"alertname": alertname},
             "commonLabels": common,
@@ -159,11 +159,11 @@ def webhook(alerts: list[Alert]) -> bytes:
             "externalURL": "http://alertmanager-main-0.monitoring.svc:9093",
             "alerts": [
                 {
-                    "status": "firing",
+                    "status": status,
                     "labels": alert.labels,
                     "annotations": alert.annotations,
                     "startsAt": alert.starts_at,
-                    "endsAt": ZERO_TIME,
+                    "endsAt": ends_at,
                     "generatorURL": alert.generator_url,
                     "fingerprint": alert.fingerprint,
                 }

@@ -212,15 +212,30 @@ async def _send_each(
 
 
 async def _open_loop(
-    url: str,
-    requests: Requests,
-    ok_status: int,
-    rate: float,
-    seconds: float,
-    connections: int,
+    url: str, requests: Requests, ok_status: int, rate: float, seconds: float, connections: int
 ) -> Latencies:
     count = round(rate * seconds)
-    result = Latencies(scheduled=count, rate=rate, seconds=seconds, latencies=[])
+    plan = [(index / rate, requests[index]) for index in range(count)]
+    result = await _scheduled(url, plan, ok_status, connections)
+    result.rate, result.seconds = rate, seconds
+    return result
+
+
+def scheduled(
+    url: str, plan: Sequence[tuple[float, bytes]], *, ok_status: int, connections: int
+) -> Latencies:
+    """Send each complete request of `plan` (see `post`) that many seconds after the start,
+    each timed from its scheduled send (from this process, its thread on LOAD_CPUS)."""
+    with pinned_thread(LOAD_CPUS):
+        return run_async(_scheduled(url, plan, ok_status, connections))
+
+
+async def _scheduled(
+    url: str, plan: Sequence[tuple[float, bytes]], ok_status: int, connections: int
+) -> Latencies:
+    span = plan[-1][0] if plan else 0.0
+    result = Latencies(scheduled=len(plan), rate=len(plan) / max(span, 1e-9), seconds=span,
+                       latencies=[])  # fmt: skip
     queue: asyncio.Queue[tuple[bytes, float] | None] = asyncio.Queue()
     clients = [await Connection.open(url) for _ in range(connections)]
 
@@ -246,13 +261,13 @@ async def _open_loop(
 
     workers = [asyncio.create_task(worker(client)) for client in clients]
     start = result.start = time.monotonic() + 0.05
-    for index in range(count):
-        at = start + index / rate
+    for offset, request in plan:
+        at = start + offset
         delay = at - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
         result.max_send_lag = max(result.max_send_lag, time.monotonic() - at)
-        queue.put_nowait((requests[index], at))
+        queue.put_nowait((request, at))
     for _ in workers:
         queue.put_nowait(None)
     await asyncio.gather(*workers)
