@@ -42,6 +42,23 @@ def signal(i: int, stream: str = "svc:api") -> Event:
     return make_event(body, id=f"ev-{i:06d}", ts=T0 + timedelta(seconds=i), stream=stream)
 
 
+def resent(
+    i: int, stream: str = "signal:a", ends_at: datetime | None = None, actor: str = "onduty"
+) -> Event:
+    """The same firing alert again, as its `i`th delivery (a new id and time)."""
+    body = SignalReceived(
+        source="alertmanager",
+        fingerprint=stream.removeprefix("signal:"),
+        status="firing",
+        labels={"alertname": "HighLatency", "service": "api", "instance": "api-1"},
+        annotations={"summary": "p99 latency above 500 ms", "runbook_url": "https://rb/api"},
+        starts_at=T0 - timedelta(hours=1),
+        ends_at=ends_at,
+    )
+    when = T0 + timedelta(seconds=30 * i, microseconds=i)
+    return make_event(body, id=f"re-{i:04d}", ts=when, stream=stream, actor=actor)
+
+
 def signals(start: int, count: int) -> list[Event]:
     return [signal(i) for i in range(start, start + count)]
 
@@ -98,6 +115,36 @@ class EventLogContract:
             assert after.prev_hash == before.hash
         assert list(log.read()) == placed
         assert log.verify() is None
+
+    def test_resent_signals_read_back_exactly(self, log: EventLog, tmp_path: Path) -> None:
+        # Alertmanager re-sends a firing alert until it resolves: the same signal with a new
+        # id and time, sometimes a new `ends_at`, sometimes from another sender
+        placed = log.append([resent(0), resent(1, stream="signal:b"), resent(2)])
+        placed += log.append([resent(3), resent(4, ends_at=T0), resent(5, stream="signal:b")])
+        placed += log.append([resent(6, actor="prometheus"), resent(7), resent(8, ends_at=T0)])
+        expected = sealed_chain([resent(0), resent(1, stream="signal:b"), resent(2), resent(3)])
+        assert placed[:4] == expected
+        assert placed[4].data["ends_at"] == "2024-05-01T12:00:00Z"
+        assert log.verify() is None
+        assert list(log.read()) == placed
+        assert list(log.read(after=4, limit=3)) == placed[4:7]
+        assert list(log.read_stream("signal:b")) == [placed[1], placed[5]]
+        assert list(log.read_stream("signal:a", newest_first=True)) == [
+            e for e in reversed(placed) if e.stream == "signal:a"
+        ]
+        assert log.read_seqs([9, 3, 5]) == [placed[2], placed[4], placed[8]]
+        log.close()
+        reopened = self.make_log(tmp_path)
+        try:
+            assert reopened.head() == (9, placed[-1].hash)
+            more = reopened.append([resent(9), resent(10, stream="signal:b")])
+            assert more == sealed_chain(
+                [resent(9), resent(10, stream="signal:b")], 9, placed[-1].hash
+            )
+            assert list(reopened.read()) == placed + more
+            assert reopened.verify() is None
+        finally:
+            reopened.close()
 
     def test_head_is_the_last_event(self, log: EventLog) -> None:
         placed = log.append(signals(0, 4))

@@ -18,7 +18,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from onduty.events import GENESIS_HASH, Event, canonical_body, chain_hash, seal
+from onduty.events import (
+    GENESIS_HASH,
+    Event,
+    SignalReceived,
+    canonical_body,
+    chain_hash,
+    make_event,
+    seal,
+)
 from onduty.log import open_log
 from onduty.log.base import (
     ChainBreak,
@@ -47,16 +55,19 @@ class TestSQLiteEventLog(EventLogContract):
 
     @contextmanager
     def failing_commits(self, log: EventLog, tmp_path: Path) -> Iterator[None]:
+        tables = ("events", "repeats")  # a re-sent signal is stored in `repeats`
         with raw(log_path(tmp_path)) as db:
-            db.execute(
-                "CREATE TRIGGER fail_inserts BEFORE INSERT ON events"
-                " BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
-            )
+            for table in tables:
+                db.execute(
+                    f"CREATE TRIGGER fail_{table} BEFORE INSERT ON {table}"
+                    " BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+                )
         try:
             yield
         finally:
             with raw(log_path(tmp_path)) as db:
-                db.execute("DROP TRIGGER fail_inserts")
+                for table in tables:
+                    db.execute(f"DROP TRIGGER fail_{table}")
 
 
 @contextmanager
@@ -70,8 +81,9 @@ def raw(path: Path) -> Iterator[sqlite3.Connection]:
 
 
 def build(path: Path, count: int) -> list[Event]:
+    """`count` signals of distinct streams: each is stored in full, as a row of `events`."""
     with SQLiteEventLog(str(path)) as log:
-        return log.append(signals(0, count))
+        return log.append([signal(i, f"svc:s{i}") for i in range(count)])
 
 
 def verify_after(path: Path, tamper: Tamper) -> ChainBreak | None:
@@ -251,8 +263,9 @@ def test_placement_is_exactly_seal(batches: list[list[Event]]) -> None:
             assert list(log.read()) == expected
             assert log.verify() is None
         with raw(path) as db:
-            stored = db.execute("SELECT id, type, stream, body, hash FROM events ORDER BY seq")
-            for event, (id_, type_, stream, body, hash_) in zip(expected, stored, strict=True):
+            stored = db.execute("SELECT seq, id, type, stream, body, hash FROM events ORDER BY seq")
+            for seq, id_, type_, stream, body, hash_ in stored:
+                event = expected[seq - 1]
                 assert body == canonical_body(event.model_copy(update={"hash": ""}))
                 assert hash_ == event.hash == chain_hash(event.prev_hash, body)
                 assert (id_, type_, stream) == (event.id, event.type, event.stream)
@@ -433,9 +446,9 @@ def test_file_is_in_wal_mode_with_the_expected_tables(tmp_path: Path) -> None:
     with raw(path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert tables == {"events", "snapshots", "meta"}
+        assert tables == {"events", "repeats", "snapshots", "meta"}
         indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-        assert {"events_type", "events_stream"} <= indexes
+        assert {"events_type", "events_stream", "repeats_base"} <= indexes
 
 
 def test_parent_folders_are_created(tmp_path: Path) -> None:
@@ -561,3 +574,101 @@ def test_a_store_that_cannot_be_opened_names_the_file_and_why(tmp_path: Path) ->
         open_log(str(tmp_path))  # a folder
     with pytest.raises(StoreError, match="unsupported scheme 'postgres'"):
         open_log("postgres://db/onduty")
+
+
+# --------------------------------------------------------------------------- re-sent signals
+
+
+def alert(i: int, instance: str = "api-1") -> Event:
+    """A firing alert as Alertmanager delivers it (~1 KB of labels and annotations), its `i`th
+    delivery: a new id and time, the same content."""
+    labels = {
+        "alertname": "HighLatency", "service": "api", "instance": instance, "job": "api",
+        "severity": "critical", "team": "team-api", "env": "production", "region": "eu-west-1",
+        "cluster": "prod-eu-west-1", "namespace": "api-prod", "pod": f"{instance}-5f7c9d8b6d",
+        "prometheus": "monitoring/k8s",
+    }  # fmt: skip
+    body = SignalReceived(
+        source="alertmanager",
+        fingerprint=f"fp-{instance}",
+        status="firing",
+        labels=labels,
+        annotations={
+            "summary": f"HighLatency on {instance}",
+            "description": f"HighLatency has been active on {instance} (api, eu-west-1) for "
+            "more than 5 minutes; current value 0.953.",
+            "runbook_url": "https://runbooks.example.com/api/HighLatency",
+            "dashboard": f"https://grafana.example.com/d/api?var-instance={instance}",
+        },
+        starts_at=datetime(2024, 5, 1, 11, 0, tzinfo=UTC),
+        generator_url="http://prometheus:9090/graph?g0.expr=latency%7Bjob%3D%22api%22%7D",
+    )
+    ts = datetime(2024, 5, 1, 12, 0, tzinfo=UTC) + timedelta(seconds=i, microseconds=7 * i)
+    return make_event(body, id=f"3f2a9c1b7d4e-{i}", ts=ts, stream=f"signal:fp-{instance}")
+
+
+def file_bytes(path: Path) -> int:
+    with raw(path) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return int(db.execute("PRAGMA page_count").fetchone()[0]) * int(
+            db.execute("PRAGMA page_size").fetchone()[0]
+        )
+
+
+def test_a_resent_alert_costs_a_tenth_of_a_new_one(tmp_path: Path) -> None:
+    """Bytes on disk per alert: 50 alerts re-sent 40 times against 2,000 distinct ones."""
+    sizes = {}
+    for name, instances in (("new", lambda r, k: f"api-{r}-{k}"), ("resent", lambda r, k: k)):
+        path = tmp_path / f"{name}.db"
+        with SQLiteEventLog(str(path)) as log:
+            log.append([alert(k, f"api-{k}") for k in range(50)])
+            start = file_bytes(path)
+            for r in range(40):
+                log.append([alert(100 + 50 * r + k, f"api-{instances(r, k)}") for k in range(50)])
+            assert log.verify() is None
+        sizes[name] = (file_bytes(path) - start) / 2_000
+    assert sizes["new"] > 1_000
+    assert sizes["resent"] <= sizes["new"] / 10
+
+
+def test_a_changed_repeat_is_found_at_its_seq(tmp_path: Path) -> None:
+    path = log_path(tmp_path)
+    with SQLiteEventLog(str(path)) as log:
+        placed = log.append([alert(i) for i in range(6)])
+    with raw(path) as db:
+        assert [r[0] for r in db.execute("SELECT seq FROM repeats ORDER BY seq")] == [2, 3, 4, 5, 6]
+        assert list(db.execute("SELECT seq FROM events")) == [(1,)]
+    changes = {
+        "id": "UPDATE repeats SET id = 'forged' WHERE seq = 4",
+        "ts": "UPDATE repeats SET ts = ts + 1 WHERE seq = 4",
+        "delta": """UPDATE repeats SET delta = '{"status":"resolved"}' WHERE seq = 4""",
+        "hash": "UPDATE repeats SET hash = zeroblob(32) WHERE seq = 4",
+        "base": "UPDATE repeats SET base = 5 WHERE seq = 4",
+    }
+    for column, statement in changes.items():
+        copy = tmp_path / f"{column}.db"
+        with raw(path) as db:
+            db.execute(f"VACUUM INTO '{copy}'")
+        broken = verify_after(copy, lambda db, sql=statement: db.execute(sql))
+        assert broken is not None and broken.seq == 4, column
+    with SQLiteEventLog(str(path)) as log:
+        assert list(log.read()) == placed
+
+
+def test_a_log_of_the_first_format_is_read_and_upgraded(tmp_path: Path) -> None:
+    path = log_path(tmp_path)
+    placed = build(path, 3)
+    with raw(path) as db:
+        db.executescript(
+            "DROP TABLE repeats; UPDATE meta SET value = 'onduty-eventlog/1' WHERE key = 'format'"
+        )
+    with SQLiteEventLog(str(path)) as log:
+        assert list(log.read()) == placed
+        more = log.append([alert(1), alert(2)])
+        assert list(log.read()) == placed + more
+        assert log.verify() is None
+    with raw(path) as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone() == (
+            "onduty-eventlog/2",
+        )
+        assert db.execute("SELECT count(*) FROM repeats").fetchone() == (1,)

@@ -3,7 +3,8 @@
 `append` hands its batch to the writer thread, which drains everything queued so far, places the
 batches one after the other at the head of the chain and commits them in ONE transaction, then
 wakes each caller. Readers page through their own connections, so `read` and `verify` never
-block the writer. One process writes a file at a time; others may read it.
+block the writer. One process writes a file at a time; others may read it. A re-sent signal
+that repeats the last one of its stream is stored compactly (`onduty.log.repeats`).
 """
 
 from __future__ import annotations
@@ -22,9 +23,13 @@ from typing import Any
 import orjson
 
 from onduty.events import GENESIS_HASH, Event, event_from_body
+from onduty.log import repeats
 from onduty.log.base import ChainBreak, Snapshot, StoreError, stored_snapshot, walk_chain
+from onduty.log.repeats import COMPACT_TYPES, Bases, BrokenRepeat, Expander, RepeatRow
 
-FORMAT = "onduty-eventlog/1"
+FORMAT = "onduty-eventlog/2"
+# Logs of format 1 (no `repeats` table) are read as they are and upgraded when opened.
+_OLD_FORMATS = ("onduty-eventlog/1",)
 PAGE = 2_000  # rows fetched at a time by `read` and `verify`
 SEQS_CHUNK = 500  # seqs `read_seqs` asks for in one query (SQLite allows 32,766 parameters)
 STREAM_PAGE = 128  # rows `read_stream` fetches first (then twice as many, up to PAGE)
@@ -43,7 +48,7 @@ CREATE TABLE IF NOT EXISTS snapshots(seq INTEGER PRIMARY KEY, state BLOB, event_
     digest TEXT);
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
 INSERT OR IGNORE INTO meta(key, value) VALUES ('format', '{FORMAT}');
-"""
+{repeats.SCHEMA}"""
 _INSERT = "INSERT INTO events(seq, id, type, stream, ts, body, hash) VALUES (?, ?, ?, ?, ?, ?, ?)"
 _SET_META = "INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2"
 _SAVE_SNAPSHOT = (
@@ -72,6 +77,13 @@ def _placed(event: Event, seq: int, prev_hash: str, hash_: str) -> Event:
     return placed
 
 
+def _checked(rows: list[repeats.FullRow | BrokenRepeat]) -> Iterator[repeats.FullRow]:
+    for row in rows:
+        if isinstance(row, BrokenRepeat):
+            raise row
+        yield row
+
+
 def _held_lock() -> threading.Lock:
     lock = threading.Lock()
     lock.acquire()
@@ -97,8 +109,11 @@ class _Request:
         self.hashes: list[str] = []
         self.error: BaseException | None = None
 
-    def seal(self, seq: int, prev: str, rows: list[_Row]) -> tuple[int, str]:
-        """Place the batch after (`seq`, `prev`) and add its rows; return the new head.
+    def seal(
+        self, seq: int, prev: str, rows: list[_Row], reps: list[RepeatRow], bases: Bases
+    ) -> tuple[int, str]:
+        """Place the batch after (`seq`, `prev`) and add its rows (a signal that repeats its
+        stream's base to `reps`); return the new head.
 
         The body is built exactly as `canonical_body` builds it (the tests hold it to `seal`).
         """
@@ -122,10 +137,17 @@ class _Request:
                 },
                 option=_OPT,
             )
-            prev = sha256(prev.encode() + body).hexdigest()
+            digest = sha256(prev.encode() + body)
+            prev = digest.hexdigest()
             add_hash(prev)
-            ts = dumps(e.ts, option=_OPT)[1:-1].decode()
-            add_row((seq, e.id, e.type, e.stream, ts, body, prev))
+            repeat = bases.repeat(e, seq) if e.type in COMPACT_TYPES else None
+            if repeat is not None:
+                reps.append(
+                    (seq, repeat[0], e.id, repeats.micros(e.ts), repeat[1], digest.digest())
+                )
+            else:
+                ts = dumps(e.ts, option=_OPT)[1:-1].decode()
+                add_row((seq, e.id, e.type, e.stream, ts, body, prev))
         return seq, prev
 
     def placed(self) -> list[Event]:
@@ -195,15 +217,17 @@ class SQLiteEventLog:
             self._conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._init_schema()
-            last = self._conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
-            row = last.fetchone()
+            row = self._conn.execute(repeats.HEAD).fetchone()
         except sqlite3.OperationalError as exc:  # cannot open, read-only, locked, a folder …
             self._conn.close()
             raise StoreError(f"cannot open the event log {path}: {exc}") from exc
         except sqlite3.DatabaseError as exc:
             self._conn.close()
             raise StoreError(f"{path} is not an onduty event log: {exc}") from exc
-        self._head: tuple[int, str] = (row[0], row[1]) if row else (0, GENESIS_HASH)
+        self._head: tuple[int, str] = (
+            (row[0], repeats.hash_text(row[1])) if row else (0, GENESIS_HASH)
+        )
+        self._bases = Bases()  # the writer's: the last full signal of each stream
         self._conn_lock = threading.Lock()  # the writer connection, and all of ":memory:"
         self._readers: list[sqlite3.Connection] = []  # idle reader connections
         self._readers_lock = threading.Lock()
@@ -228,7 +252,12 @@ class SQLiteEventLog:
         if {"events", "snapshots", "meta"} <= tables:
             row = self._conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
             found = row[0] if row else None
-        if found != FORMAT:
+        if found in _OLD_FORMATS:
+            self._conn.executescript(
+                f"BEGIN IMMEDIATE;{repeats.SCHEMA}"
+                f"UPDATE meta SET value = '{FORMAT}' WHERE key = 'format';COMMIT;"
+            )
+        elif found != FORMAT:
             raise sqlite3.DatabaseError(f"format is {found!r}, not {FORMAT!r}")
         columns = {r[1] for r in self._conn.execute("PRAGMA table_info(snapshots)")}
         missing = [name for name in _SNAPSHOT_BINDING if name not in columns]
@@ -336,21 +365,28 @@ class SQLiteEventLog:
         """
         seq, prev = self._head
         rows: list[_Row] = []
+        reps: list[RepeatRow] = []
         placed: list[_Request] = []
+        bases = self._bases
         for request in group:
+            kept = len(rows), len(reps)
             try:
-                seq, prev = request.seal(seq, prev, rows)
+                seq, prev = request.seal(seq, prev, rows, reps, bases)
             except Exception as exc:  # an event that cannot be serialized fails its batch only
                 seq, prev = request.first - 1, request.prev
-                del rows[seq - self._head[0] :]
+                del rows[kept[0] :], reps[kept[1] :]
+                bases.undo_request()
                 request.finish(exc)
             else:
+                bases.request_done()
                 placed.append(request)
         try:
             with self._conn_lock:
                 try:
                     self._conn.execute("BEGIN IMMEDIATE")
                     self._conn.executemany(_INSERT, rows)
+                    if reps:
+                        self._conn.executemany(repeats.INSERT, reps)
                     for request in placed:
                         request.release_sealed()
                     self._conn.execute("COMMIT")
@@ -359,9 +395,11 @@ class SQLiteEventLog:
                         self._conn.execute("ROLLBACK")
                     raise
         except BaseException as exc:
+            bases.aborted()
             for request in placed:
                 request.finish(exc)
             return []
+        bases.committed()
         self._head = (seq, prev)
         return placed
 
@@ -371,24 +409,24 @@ class SQLiteEventLog:
         """(last seq, its hash); (0, GENESIS_HASH) when empty."""
         return self._head
 
-    def _rows(self, columns: str, after: int, limit: int | None) -> Iterator[tuple[Any, ...]]:
-        """The rows with seq > `after` in order (at most `limit`), a page at a time."""
+    def _rows(self, after: int, limit: int | None) -> Iterator[repeats.FullRow]:
+        """The stored events with seq > `after` in order (at most `limit`), a page at a time,
+        as (seq, id, type, stream, canonical body, hash), repeats rebuilt; a repeat that
+        cannot be rebuilt raises `BrokenRepeat` where it stands."""
+        expander = Expander()
         while limit is None or limit > 0:
             size = self.page if limit is None else min(self.page, limit)
             with self._reading() as conn:
-                rows = conn.execute(
-                    f"SELECT seq, {columns} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-                    (after, size),
-                ).fetchall()
-            yield from rows
+                rows = expander.expand(conn, conn.execute(repeats.READ, (after, size)).fetchall())
+            yield from _checked(rows)
             if len(rows) < size:
                 return
-            after, limit = rows[-1][0], None if limit is None else limit - size
+            after, limit = repeats.last_seq(rows), None if limit is None else limit - size
 
     def read(self, after: int = 0, limit: int | None = None) -> Iterator[Event]:
         """The events with seq > `after`, in order (at most `limit`), streamed page by page."""
-        for _seq, body, hash_ in self._rows("body, hash", after, limit):
-            yield event_from_body(body, hash_)
+        for row in self._rows(after, limit):
+            yield event_from_body(row[4], row[5])
 
     def read_stream(
         self, stream: str, after: int = 0, before: int | None = None, *, newest_first: bool = False
@@ -397,23 +435,21 @@ class SQLiteEventLog:
         first), through the stream index; pages grow from a few rows, so a caller that stops
         after a page of results reads little more than that."""
         low, high = after, (1 << 62) if before is None else before
-        order = "DESC" if newest_first else "ASC"
-        query = (
-            "SELECT seq, body, hash FROM events WHERE stream = ? AND seq > ? AND seq < ? "
-            f"ORDER BY seq {order} LIMIT ?"
-        )
+        query = repeats.READ_STREAM.format(order="DESC" if newest_first else "ASC")
         size = min(STREAM_PAGE, self.page)
+        expander = Expander()
         while low < high - 1:
             with self._reading() as conn:
-                rows = conn.execute(query, (stream, low, high, size)).fetchall()
-            for _seq, body, hash_ in rows:
-                yield event_from_body(body, hash_)
+                raw = conn.execute(query, (stream, low, high, size)).fetchall()
+                rows = expander.expand(conn, raw)
+            for row in _checked(rows):
+                yield event_from_body(row[4], row[5])
             if len(rows) < size:
                 return
             if newest_first:
-                high = rows[-1][0]
+                high = repeats.last_seq(rows)
             else:
-                low = rows[-1][0]
+                low = repeats.last_seq(rows)
             size = min(size * 2, self.page)
 
     def read_seqs(self, seqs: Iterable[int]) -> list[Event]:
@@ -421,14 +457,13 @@ class SQLiteEventLog:
         primary key a chunk of `SEQS_CHUNK` at a time."""
         wanted = sorted(set(seqs))
         found: list[Event] = []
+        expander = Expander()
         for start in range(0, len(wanted), SEQS_CHUNK):
             chunk = wanted[start : start + SEQS_CHUNK]
-            marks = ",".join("?" * len(chunk))
             with self._reading() as conn:
-                rows = conn.execute(
-                    f"SELECT body, hash FROM events WHERE seq IN ({marks}) ORDER BY seq", chunk
-                ).fetchall()
-            found.extend(event_from_body(body, hash_) for body, hash_ in rows)
+                raw = conn.execute(repeats.read_seqs_query(len(chunk)), chunk + chunk).fetchall()
+                rows = expander.expand(conn, raw)
+            found.extend(event_from_body(row[4], row[5]) for row in _checked(rows))
         return found
 
     def verify(self, progress: Callable[[int, int], Any] | None = None) -> ChainBreak | None:
@@ -437,9 +472,11 @@ class SQLiteEventLog:
         `progress(done, total)` is called every `progress_every` rows and at the end.
         """
         with self._reading() as conn:
-            total = conn.execute("SELECT count(*) FROM events").fetchone()[0]
-        rows = self._rows("id, type, stream, body, hash", 0, None)
-        return walk_chain(rows, total, progress, self.progress_every)
+            total = conn.execute(repeats.COUNT).fetchone()[0]
+        try:
+            return walk_chain(self._rows(0, None), total, progress, self.progress_every)
+        except BrokenRepeat as broken:
+            return ChainBreak(broken.seq, broken.reason)
 
     # ------------------------------------------------------------------ snapshots, meta
 

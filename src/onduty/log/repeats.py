@@ -1,0 +1,268 @@
+"""Re-sent signals, stored compactly: a row that names the earlier event it repeats.
+
+Alertmanager and Prometheus re-send every firing alert until it resolves, so most of a busy
+log is the same `SignalReceived` again and again with only its envelope's id and time (and
+sometimes a field such as `ends_at`) changed. The SQLite log stores such an event as a row of
+`repeats` — its seq, id, time, the seq of its *base* (the last event of its stream stored in
+full, in `events`), the fields of `data` that changed (as JSON, or NULL) and its hash (32
+bytes) — about a tenth of a full row.
+
+Nothing else changes: the event's hash is still `sha256(prev_hash + canonical body)` of the
+whole event, so `read` rebuilds exactly the event that would have been stored in full, and
+`verify` rebuilds its canonical body from the row and its base and checks that hash: every
+stored byte is covered (a changed id, time, delta or base gives another body, hence another
+hash).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from onduty.events import GENESIS_HASH, Event
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS repeats(seq INTEGER PRIMARY KEY, base INTEGER NOT NULL,
+    id TEXT NOT NULL, ts INTEGER NOT NULL, delta BLOB, hash BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS repeats_base ON repeats(base);
+"""
+INSERT = "INSERT INTO repeats(seq, base, id, ts, delta, hash) VALUES (?, ?, ?, ?, ?, ?)"
+COMPACT_TYPES = frozenset({"SignalReceived"})
+MAX_BASES = 50_000  # streams whose base the writer remembers (a forgotten one is re-based)
+MAX_DELTA = 3  # fields of `data` a repeat may change; more, and the event is stored in full
+BASE_CACHE = 10_000  # parsed bases a reader keeps
+
+# (seq, id, type, stream, body, hash, base, ts, delta): what the read queries return; a row
+# of `events` has NULL base, ts and delta, a row of `repeats` NULL type, stream and body.
+RawRow = tuple[Any, ...]
+FullRow = tuple[int, str, str, str, bytes, str]  # (seq, id, type, stream, body, hash)
+RepeatRow = tuple[int, int, str, int, bytes | None, bytes]
+
+_OPT = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+_EVENT_COLUMNS = "seq, id, type, stream, body, hash, NULL, NULL, NULL"
+_REPEAT_COLUMNS = "seq, id, NULL, NULL, NULL, hash, base, ts, delta"
+
+# every stored event with seq > ?1, in seq order (SQLite merges the two primary-key scans)
+READ = (
+    f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ?1 UNION ALL "
+    f"SELECT {_REPEAT_COLUMNS} FROM repeats WHERE seq > ?1 ORDER BY 1 LIMIT ?2"
+)
+# the events of stream ?1 with ?2 < seq < ?3: its full rows and the repeats of those
+READ_STREAM = (
+    f"SELECT {_EVENT_COLUMNS} FROM events WHERE stream = ?1 AND seq > ?2 AND seq < ?3 "
+    f"UNION ALL SELECT {_REPEAT_COLUMNS} FROM repeats "
+    "WHERE base IN (SELECT seq FROM events WHERE stream = ?1) AND seq > ?2 AND seq < ?3 "
+    "ORDER BY 1 {order} LIMIT ?4"
+)
+HEAD = (
+    "SELECT seq, hash FROM (SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1) "
+    "UNION ALL SELECT seq, hash FROM (SELECT seq, hash FROM repeats ORDER BY seq DESC LIMIT 1) "
+    "ORDER BY seq DESC LIMIT 1"
+)
+COUNT = "SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM repeats)"
+
+
+def read_seqs_query(count: int) -> str:
+    marks = ",".join("?" * count)
+    return (
+        f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq IN ({marks}) UNION ALL "
+        f"SELECT {_REPEAT_COLUMNS} FROM repeats WHERE seq IN ({marks}) ORDER BY 1"
+    )
+
+
+def hash_text(value: str | bytes) -> str:
+    """A stored hash as hex: `events` keeps it as text, `repeats` as its 32 bytes."""
+    return value.hex() if isinstance(value, bytes) else value
+
+
+def micros(moment: datetime) -> int:
+    return (moment - _EPOCH) // _US
+
+
+def last_seq(rows: Sequence[FullRow | BrokenRepeat]) -> int:
+    last = rows[-1]
+    return last.seq if isinstance(last, BrokenRepeat) else last[0]
+
+
+class BrokenRepeat(ValueError):
+    """A stored repeat that cannot be rebuilt (its base is missing, its delta unreadable)."""
+
+    def __init__(self, seq: int, reason: str) -> None:
+        super().__init__(f"event {seq}: {reason}")
+        self.seq, self.reason = seq, reason
+
+
+_Base = tuple[int, Event, bytes]  # (seq, event, canonical JSON of its data)
+
+
+class Bases:
+    """The writer's memory of the last event of each stream stored in full.
+
+    Bases noted while a group is being placed are staged, and kept only once the group is
+    committed (`committed`); a request that fails to serialize undoes its own notes
+    (`undo_request`), a failed commit all of the group's (`aborted`)."""
+
+    def __init__(self, limit: int = MAX_BASES) -> None:
+        self.limit = limit
+        self._known: dict[str, _Base] = {}
+        self._staged: dict[str, _Base] = {}
+        self._undo: list[tuple[str, _Base | None]] = []
+
+    def repeat(self, event: Event, seq: int) -> tuple[int, bytes | None] | None:
+        """(base seq, delta) when `event` (placed at `seq`) can be stored as a repeat, else
+        None, and then it is noted as its stream's new base."""
+        stream = event.stream
+        data = orjson.dumps(event.data, option=_OPT)
+        found = self._staged.get(stream) or self._known.get(stream)
+        if found is not None:
+            delta = _delta(found, event, data)
+            if delta != _NOT_A_REPEAT:
+                return found[0], delta
+        self._undo.append((stream, self._staged.get(stream)))
+        self._staged[stream] = (seq, event, data)
+        return None
+
+    def request_done(self) -> None:
+        self._undo.clear()
+
+    def undo_request(self) -> None:
+        for stream, before in reversed(self._undo):
+            if before is None:
+                self._staged.pop(stream, None)
+            else:
+                self._staged[stream] = before
+        self._undo.clear()
+
+    def committed(self) -> None:
+        known = self._known
+        for stream, base in self._staged.items():
+            known.pop(stream, None)  # re-inserted last: the oldest bases go first
+            known[stream] = base
+        self._staged.clear()
+        if len(known) > self.limit:
+            for stream in list(known)[: len(known) - self.limit + self.limit // 10]:
+                del known[stream]
+
+    def aborted(self) -> None:
+        self._staged.clear()
+        self._undo.clear()
+
+
+_NOT_A_REPEAT = b""
+
+
+def _delta(base: _Base, event: Event, data: bytes) -> bytes | None:
+    """What a repeat of `base` stores of `event`'s data: None when it is the same, the changed
+    fields as JSON when only a few changed, `_NOT_A_REPEAT` when it is not a repeat."""
+    _seq, was, was_data = base
+    if (
+        event.type != was.type
+        or event.v != was.v
+        or event.actor != was.actor
+        or event.correlation_id != was.correlation_id
+        or event.causation_id != was.causation_id
+    ):
+        return _NOT_A_REPEAT
+    if data == was_data:
+        return None
+    old, new = was.data, event.data
+    if old.keys() != new.keys():
+        return _NOT_A_REPEAT
+    changed = {key: value for key, value in new.items() if value != old[key]}
+    if not changed or len(changed) > MAX_DELTA:
+        return _NOT_A_REPEAT
+    # stored only when rebuilding gives back these very bytes (1 == 1.0 in Python, not JSON)
+    if orjson.dumps({**old, **changed}, option=_OPT) != data:
+        return _NOT_A_REPEAT
+    return orjson.dumps(changed, option=_OPT)
+
+
+class Expander:
+    """Turns the rows the read queries return into full rows, rebuilding each repeat's
+    canonical body from its base (kept parsed, up to `BASE_CACHE` of them)."""
+
+    def __init__(self) -> None:
+        self._bases: dict[int, dict[str, Any] | str] = {}
+
+    def expand(
+        self, conn: sqlite3.Connection, rows: Sequence[RawRow]
+    ) -> list[FullRow | BrokenRepeat]:
+        """Full rows for `rows`, in their order; a repeat that cannot be rebuilt is given as
+        the `BrokenRepeat` saying why, in its place."""
+        if all(row[6] is None for row in rows):
+            return [row[:6] for row in rows]
+        self._load(conn, {row[6] for row in rows if row[6] is not None})
+        hashes = {row[0]: hash_text(row[5]) for row in rows}
+        out: list[FullRow | BrokenRepeat] = []
+        for row in rows:
+            seq, id_, _type, _stream, _body, _hash, base, ts, delta = row
+            if base is None:
+                out.append(row[:6])
+                continue
+            prev = hashes.get(seq - 1) or _hash_at(conn, seq - 1)
+            try:
+                fields = self._rebuild(seq, base, id_, ts, delta, prev)
+            except BrokenRepeat as broken:
+                out.append(broken)
+                continue
+            body = orjson.dumps(fields, option=_OPT)
+            out.append((seq, id_, fields["type"], fields["stream"], body, hashes[seq]))
+        return out
+
+    def _rebuild(
+        self, seq: int, base: int, id_: str, ts: int, delta: bytes | None, prev: str
+    ) -> dict[str, Any]:
+        fields = self._bases.get(base)
+        if not isinstance(fields, dict):
+            raise BrokenRepeat(seq, fields or f"its base event {base} is not stored in full")
+        if base >= seq:
+            raise BrokenRepeat(seq, f"its base event {base} does not come before it")
+        data = fields.get("data")
+        if delta is not None:
+            try:
+                changed = orjson.loads(delta)
+            except orjson.JSONDecodeError as exc:
+                raise BrokenRepeat(seq, f"its changed fields do not parse: {exc}") from None
+            if not isinstance(changed, dict) or not isinstance(data, dict):
+                raise BrokenRepeat(seq, "its changed fields are not a JSON object")
+            data = {**data, **changed}
+        ts_text = orjson.dumps(_EPOCH + ts * _US, option=_OPT)[1:-1].decode()
+        return {**fields, "seq": seq, "id": id_, "ts": ts_text, "prev_hash": prev, "data": data}
+
+    def _load(self, conn: sqlite3.Connection, wanted: Iterable[int]) -> None:
+        missing = [seq for seq in wanted if seq not in self._bases]
+        if not missing:
+            return
+        if len(self._bases) + len(missing) > BASE_CACHE:
+            self._bases.clear()
+        for seq in missing:
+            self._bases[seq] = f"its base event {seq} is not stored in full"
+        for start in range(0, len(missing), 500):
+            chunk = missing[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT seq, body FROM events WHERE seq IN ({marks})"
+            for seq, body in conn.execute(query, chunk):
+                try:
+                    fields = orjson.loads(body)
+                except (orjson.JSONDecodeError, TypeError):
+                    fields = None
+                if isinstance(fields, dict) and fields.get("type") in COMPACT_TYPES:
+                    self._bases[seq] = fields
+                else:
+                    self._bases[seq] = f"its base event {seq} is not a readable signal"
+
+
+def _hash_at(conn: sqlite3.Connection, seq: int) -> str:
+    if seq == 0:
+        return GENESIS_HASH
+    row = conn.execute(
+        "SELECT hash FROM events WHERE seq = ?1 UNION ALL SELECT hash FROM repeats WHERE seq = ?1",
+        (seq,),
+    ).fetchone()
+    return hash_text(row[0]) if row else ""
