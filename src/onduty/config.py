@@ -12,7 +12,7 @@ import hashlib
 import types
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -324,29 +324,41 @@ class ConfigError(ValueError):
         super().__init__(f"{source}: " + "; ".join(problems))
 
 
-def parse_config(document: Any, source: str = "<config>") -> Config:
-    """Validate a parsed document; raise ConfigError naming every bad field."""
-    if document is None:
-        document = {}
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def validate_document(model: type[ModelT], document: Any, source: str) -> ModelT:
+    """Validate a parsed document (a configuration, a scenario) as `model`; raise ConfigError
+    naming every bad field."""
     if not isinstance(document, dict):
         raise ConfigError(source, ["(top level): expected a mapping of settings"])
     try:
-        config = Config.model_validate(document)
+        return model.model_validate(document)
     except ValidationError as error:
         raise ConfigError(source, describe_validation_error(error)) from None
-    return config
 
 
-def parse_config_text(text: str, source: str = "<config>") -> Config:
-    """Validate a YAML document; each problem names its field and the line it is on."""
+def read_yaml(text: str, source: str) -> Any:
+    """Parse YAML text; a syntax error is a ConfigError saying where it is."""
     try:
-        document = yaml.safe_load(text)
-        nodes = yaml.compose(text, Loader=yaml.SafeLoader)
+        return yaml.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
         reason = getattr(error, "problem", None) or str(error)
         raise ConfigError(source, [f"{where}: not valid YAML: {reason}"]) from None
+
+
+def parse_config(document: Any, source: str = "<config>") -> Config:
+    """Validate a parsed document (none: every default); raise ConfigError naming every bad
+    field."""
+    return validate_document(Config, {} if document is None else document, source)
+
+
+def parse_config_text(text: str, source: str = "<config>") -> Config:
+    """Validate a YAML document; each problem names its field and the line it is on."""
+    document = read_yaml(text, source)
+    nodes = yaml.compose(text, Loader=yaml.SafeLoader)  # the text parsed: this cannot fail
     try:
         return parse_config(document, source)
     except ConfigError as error:

@@ -22,13 +22,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
-    ValidationError,
     field_validator,
 )
 
@@ -36,10 +34,11 @@ from onduty.config import (
     Config,
     ConfigError,
     Model,
-    describe_validation_error,
     format_duration,
     parse_config,
     parse_duration,
+    read_yaml,
+    validate_document,
 )
 from onduty.sim.faults import DEFAULT_DURATIONS
 
@@ -198,26 +197,11 @@ def scenario_problems(scenario: Scenario) -> list[str]:
 
 def parse_scenario(document: Any, source: str = "<scenario>") -> Scenario:
     """Validate a parsed document; raise ConfigError naming every bad field."""
-    if not isinstance(document, dict):
-        raise ConfigError(source, ["(top level): expected a mapping of settings"])
-    try:
-        scenario = Scenario.model_validate(document)
-    except ValidationError as error:
-        raise ConfigError(source, describe_validation_error(error)) from None
+    scenario = validate_document(Scenario, document, source)
     problems = scenario_problems(scenario)
     if problems:
         raise ConfigError(source, problems)
     return scenario
-
-
-def _parse_yaml(text: str, source: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
-        reason = getattr(error, "problem", None) or str(error)
-        raise ConfigError(source, [f"{where}: not valid YAML: {reason}"]) from None
 
 
 def builtin_scenarios() -> list[str]:
@@ -257,15 +241,15 @@ def load_scenario(path_or_builtin_name: str | Path) -> Scenario:
                 ],
             )
         source = f"builtin:{text_name}"
-        return parse_scenario(_parse_yaml(read_builtin(f"{text_name}.yaml"), source), source)
+        return parse_scenario(read_yaml(read_builtin(f"{text_name}.yaml"), source), source)
     try:
         text = candidate.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(text_name, [f"cannot read the file: {error.strerror or error}"]) from None
-    return parse_scenario(_parse_yaml(text, text_name), text_name)
+    return parse_scenario(read_yaml(text, text_name), text_name)
 
 
 def load_builtin_config(name: str = "demo") -> Config:
     """The onduty config a built-in scenario runs against (`<name>-config.yaml`)."""
     source = f"builtin:{name}-config.yaml"
-    return parse_config(_parse_yaml(read_builtin(f"{name}-config.yaml"), source), source)
+    return parse_config(read_yaml(read_builtin(f"{name}-config.yaml"), source), source)
