@@ -25,16 +25,17 @@ from onduty.escalate.specs import (
 )
 
 if TYPE_CHECKING:
-    from onduty.escalate.deliver import Deliverer, Record, Sender, Spawn, build_sender, dedup_key
+    from onduty.escalate.deliver import SENDERS, Deliverer, Record, Sender, Spawn, dedup_key
 
 # The senders are imported on first use, so that importing the channels' configuration models
 # (`onduty.escalate.specs`) loads no HTTP client.
 _LAZY = dict.fromkeys(
-    ("Deliverer", "Record", "Sender", "Spawn", "build_sender", "dedup_key"),
+    ("Deliverer", "Record", "Sender", "Spawn", "SENDERS", "dedup_key"),
     "onduty.escalate.deliver",
 )
 
 __all__ = [
+    "SENDERS",
     "AnyChannel",
     "ChannelConfigError",
     "ChannelSpec",
@@ -47,7 +48,6 @@ __all__ = [
     "SlackChannel",
     "Spawn",
     "WebhookChannel",
-    "build_sender",
     "dedup_key",
     "parse_channels",
 ]

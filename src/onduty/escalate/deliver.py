@@ -112,25 +112,14 @@ class _Unavailable:
         raise DeliveryError(self.reason, permanent=True)
 
 
-_SENDERS: dict[type[AnyChannel], type[ChannelSender[Any]]] = {
+SENDERS: dict[type[AnyChannel], type[ChannelSender[Any]]] = {
     WebhookChannel: WebhookSender,
     SlackChannel: SlackSender,
     EmailChannel: EmailSender,
     PagerDutyChannel: PagerDutySender,
 }
-
-
-def build_sender(
-    spec: AnyChannel,
-    *,
-    env: Mapping[str, str] | None = None,
-    client: httpx.Client | None = None,
-    clock: Callable[[], datetime] = utcnow,
-    console_url: str | None = None,
-) -> Sender:
-    """The sender for a channel spec (raises `SecretError` when a reference cannot be read)."""
-    sender = _SENDERS[type(spec)]
-    return sender(spec, env=env, client=client, clock=clock, console_url=console_url)
+"""Each kind of channel's sender, built from its spec (raising `SecretError` when a reference
+cannot be read)."""
 
 
 class Deliverer:
@@ -163,7 +152,7 @@ class Deliverer:
         self._senders: dict[str, Sender] = {}
         for spec in specs:
             try:
-                self._senders[spec.name] = build_sender(
+                self._senders[spec.name] = SENDERS[type(spec)](
                     spec, env=env, client=client, clock=clock, console_url=console_url
                 )
             except ValueError as error:  # SecretError: names the reference, never a value
