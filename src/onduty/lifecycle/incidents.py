@@ -4,8 +4,8 @@ inhibition), timeouts and resolution."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, ClassVar
 
 from onduty.commands import ScheduleTimer
@@ -27,6 +27,7 @@ from onduty.events import (
     to_json,
 )
 from onduty.lifecycle.base import Emitter, Pager, Prior, derive_id
+from onduty.lifecycle.indexes import Deliveries, Due
 from onduty.lifecycle.setup import Setup
 from onduty.state import (
     TERMINAL,
@@ -35,10 +36,6 @@ from onduty.state import (
     SignalState,
     State,
 )
-
-# How long a notification's delivery id is remembered to recognise a redelivery.
-_DELIVERY_MEMORY = timedelta(hours=24)
-_DELIVERY_SWEEP_AT = 10_000
 
 
 @dataclass(eq=False, repr=False)
@@ -51,19 +48,21 @@ class IncidentLifecycle:
     emitter: Emitter
     pager: Pager
     plan: Callable[[Incident], None]
+    deliveries: Deliveries = field(init=False)
+    due: Due = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.deliveries, self.due = Deliveries(self.state), Due(self.state)
 
     def _apply_signal(self, body: SignalReceived, event: Event) -> None:
-        if body.delivery_id is not None:
-            deliveries = self.state.deliveries
-            if body.delivery_id in deliveries:
-                return  # the same notification again: it changes nothing
-            deliveries[body.delivery_id] = event.ts
-            if len(deliveries) >= _DELIVERY_SWEEP_AT:
-                horizon = event.ts - _DELIVERY_MEMORY
-                self.state.deliveries = {k: t for k, t in deliveries.items() if t > horizon}
+        if body.delivery_id is not None and not self.deliveries.remember(
+            body.delivery_id, event.ts
+        ):
+            return  # the same notification again: it changes nothing
         known = self.state.signals.get(body.fingerprint)
         if known is not None and body.status == "firing":
             known.last_seen = event.ts  # a re-send keeps a firing signal alive
+            self.due.heard(known)
         if body.status == "acknowledged" or (known is not None and known.status == body.status):
             return
         correlator = self.setup.correlator
@@ -73,7 +72,7 @@ class IncidentLifecycle:
             self.state.transitions.setdefault(body.fingerprint, []).append(event.ts)
         if known is None:
             if body.status == "firing":
-                self.state.signals[body.fingerprint] = SignalState(
+                signal = SignalState(
                     body.fingerprint,
                     body.status,
                     dict(body.labels),
@@ -82,11 +81,14 @@ class IncidentLifecycle:
                     "",
                     last_seen=event.ts,
                 )
+                self.state.signals[body.fingerprint] = signal
+                self.due.added(signal)
                 if correlator is not None:
                     correlator.firing(body.fingerprint, body.labels)
             return
         known.status = body.status
         known.labels, known.annotations = dict(body.labels), dict(body.annotations)
+        self.due.heard(known)
         if correlator is not None:
             if body.status == "firing":
                 correlator.firing(body.fingerprint, body.labels)
@@ -94,6 +96,7 @@ class IncidentLifecycle:
                 correlator.not_firing(body.fingerprint)
         if body.status == "resolved" and known.incident_id not in self.state.incidents:
             del self.state.signals[body.fingerprint]
+            self.due.removed(body.fingerprint)
 
     def _apply_silence(self, body: SilenceCreated | SilenceExpired, event: Event) -> None:
         if self.setup.correlator is None:
@@ -122,6 +125,7 @@ class IncidentLifecycle:
         )
         self.state.incidents[body.incident_id] = incident
         self.state.open_by_key[_key_text(body.group_key)] = body.incident_id
+        self.due.opened(incident)
         signal = self.state.signals.get(body.fingerprint)
         if signal is not None:
             signal.incident_id = body.incident_id
@@ -142,10 +146,13 @@ class IncidentLifecycle:
             incident.title = body.detail
         elif body.change == "flapping":
             incident.flapping = True
+            self.due.flapping.add(incident.incident_id)
         elif body.change == "muted":
             incident.muted = body.detail
+            (self.due.muted.add if body.detail else self.due.muted.discard)(incident.incident_id)
         elif body.change == "unmuted":
             incident.muted = ""
+            self.due.muted.discard(incident.incident_id)
         elif body.change == "signal_timed_out" and body.fingerprint:
             signal = self.state.signals.get(body.fingerprint)
             if signal is not None:
@@ -187,10 +194,12 @@ class IncidentLifecycle:
         if incident is None:
             return
         self.state.open_by_key.pop(_key_text(incident.group_key), None)
+        self.due.closed(incident.incident_id)
         for fingerprint in incident.fingerprints:
             signal = self.state.signals.get(fingerprint)
             if signal is not None and signal.incident_id == incident.incident_id:
                 del self.state.signals[fingerprint]
+                self.due.removed(fingerprint)
                 if self.setup.correlator is not None:
                     self.setup.correlator.not_firing(fingerprint)
         for approval_id in [
@@ -225,6 +234,7 @@ class IncidentLifecycle:
             incident.escalation_due = None  # acknowledged, or every repeat has been paged
         else:
             incident.escalation_due = event.ts + tiers[min(body.tier, last)].wait
+            self.due.deadlines(incident)
 
     def _apply_acknowledged(self, body: Acknowledged, event: Event) -> None:
         incident = self.state.incidents.get(body.incident_id)
@@ -354,7 +364,7 @@ class IncidentLifecycle:
             self.plan(incident)  # silences or sources change
 
     def _recheck_muted(self) -> None:
-        for incident in list(self.state.incidents.values()):
+        for incident in self.due.in_order(self.due.muted):
             if incident.muted and not incident.planned and incident.ready_at <= self.emitter.now:
                 self._plan(incident)
 
@@ -364,16 +374,11 @@ class IncidentLifecycle:
         timeout = self.setup.active.config.correlation.resolve_timeout
         if timeout is None:
             return
-        stale = [
-            signal
-            for signal in self.state.signals.values()
-            if signal.status == "firing"
-            and signal.last_seen is not None
-            and signal.last_seen + timeout <= self.emitter.now
-        ]
+        stale = self.due.stale(self.emitter.now, timeout)
         for signal in stale:
             incident = self.state.incidents.get(signal.incident_id)
             if incident is None:
+                self.due.heard(signal)  # still firing, and still stale at the next tick
                 continue
             self.emitter.note(
                 incident.incident_id,
@@ -468,7 +473,8 @@ class IncidentLifecycle:
         """Silent signals, incidents ready to plan (or re-examine), flapping calm-downs."""
         now = self.emitter.now
         self._time_out_silent_signals()
-        for incident in list(self.state.incidents.values()):
+        incidents = self.due.due(now)  # what a scan of every incident would act on, and more
+        for incident in incidents:
             due = incident.escalation_due
             if due is not None and due <= now and not incident.acknowledged:
                 self._page_next_tier(incident)
@@ -476,6 +482,8 @@ class IncidentLifecycle:
                 self._plan(incident)
             elif incident.flapping and self.all_resolved(incident):
                 self.maybe_resolve(incident)
+        for incident in incidents:  # still due (muted, say): looked at again at the next tick
+            self.due.deadlines(incident, by=now)
 
     APPLIERS: ClassVar[dict[type[Payload], Callable[[Any, Any, Event], None]]] = {
         SignalReceived: _apply_signal,
