@@ -108,7 +108,7 @@ class CoreLoop:
                 batch = self._take()
                 if batch:
                     self._handle(batch)
-                self.runtime.fire_due_timers()
+                self.runtime.fire_due_timers(budget=0.05)  # inputs waiting are taken between
                 with self._wake:
                     if self._stopping and not self._queue:
                         break
