@@ -32,7 +32,7 @@ CREATE INDEX IF NOT EXISTS repeats_base ON repeats(base);
 """
 INSERT = "INSERT INTO repeats(seq, base, id, ts, delta, hash) VALUES (?, ?, ?, ?, ?, ?)"
 COMPACT_TYPES = frozenset({"SignalReceived"})
-MAX_BASES = 50_000  # streams whose base the writer remembers (a forgotten one is re-based)
+MAX_BASES = 20_000  # streams whose base the writer remembers (a forgotten one is re-based)
 MAX_DELTA = 3  # fields of `data` a repeat may change; more, and the event is stored in full
 BASE_CACHE = 10_000  # parsed bases a reader keeps
 
@@ -98,7 +98,8 @@ class BrokenRepeat(ValueError):
         self.seq, self.reason = seq, reason
 
 
-_Base = tuple[int, Event, bytes]  # (seq, event, canonical JSON of its data)
+# (seq, (type, v, actor, correlation_id, causation_id), canonical JSON of its data)
+_Base = tuple[int, tuple[str, int, str, str | None, str | None], bytes]
 
 
 class Bases:
@@ -114,18 +115,19 @@ class Bases:
         self._staged: dict[str, _Base] = {}
         self._undo: list[tuple[str, _Base | None]] = []
 
-    def repeat(self, event: Event, seq: int) -> tuple[int, bytes | None] | None:
-        """(base seq, delta) when `event` (placed at `seq`) can be stored as a repeat, else
-        None, and then it is noted as its stream's new base."""
+    def repeat(self, event: Event, seq: int, data: bytes) -> tuple[int, bytes | None] | None:
+        """(base seq, delta) when `event` (placed at `seq`, `data` the canonical JSON of its
+        data) can be stored as a repeat, else None, and then it is noted as its stream's new
+        base."""
         stream = event.stream
-        data = orjson.dumps(event.data, option=_OPT)
+        envelope = (event.type, event.v, event.actor, event.correlation_id, event.causation_id)
         found = self._staged.get(stream) or self._known.get(stream)
-        if found is not None:
-            delta = _delta(found, event, data)
+        if found is not None and found[1] == envelope:
+            delta = _delta(found[2], event.data, data)
             if delta != _NOT_A_REPEAT:
                 return found[0], delta
         self._undo.append((stream, self._staged.get(stream)))
-        self._staged[stream] = (seq, event, data)
+        self._staged[stream] = (seq, envelope, data)
         return None
 
     def request_done(self) -> None:
@@ -157,21 +159,13 @@ class Bases:
 _NOT_A_REPEAT = b""
 
 
-def _delta(base: _Base, event: Event, data: bytes) -> bytes | None:
-    """What a repeat of `base` stores of `event`'s data: None when it is the same, the changed
-    fields as JSON when only a few changed, `_NOT_A_REPEAT` when it is not a repeat."""
-    _seq, was, was_data = base
-    if (
-        event.type != was.type
-        or event.v != was.v
-        or event.actor != was.actor
-        or event.correlation_id != was.correlation_id
-        or event.causation_id != was.causation_id
-    ):
-        return _NOT_A_REPEAT
-    if data == was_data:
+def _delta(was: bytes, new: dict[str, Any], data: bytes) -> bytes | None:
+    """What a repeat stores of data `new` (`data` its canonical JSON) against its base's data
+    (`was`, canonical JSON): None when they are the same, the changed fields as JSON when
+    only a few changed, `_NOT_A_REPEAT` when it is not worth a repeat."""
+    if data == was:
         return None
-    old, new = was.data, event.data
+    old = orjson.loads(was)
     if old.keys() != new.keys():
         return _NOT_A_REPEAT
     changed = {key: value for key, value in new.items() if value != old[key]}

@@ -121,6 +121,8 @@ class _Request:
         dumps, add_hash, add_row = orjson.dumps, self.hashes.append, rows.append
         for e in self.events:
             seq += 1
+            # a signal's data is serialized once: for its body, and to compare with its base
+            data = dumps(e.data, option=_OPT) if e.type in COMPACT_TYPES else None
             body = dumps(
                 {
                     "seq": seq,
@@ -132,7 +134,7 @@ class _Request:
                     "correlation_id": e.correlation_id,
                     "causation_id": e.causation_id,
                     "actor": e.actor,
-                    "data": e.data,
+                    "data": e.data if data is None else orjson.Fragment(data),
                     "prev_hash": prev,
                 },
                 option=_OPT,
@@ -140,7 +142,7 @@ class _Request:
             digest = sha256(prev.encode() + body)
             prev = digest.hexdigest()
             add_hash(prev)
-            repeat = bases.repeat(e, seq) if e.type in COMPACT_TYPES else None
+            repeat = None if data is None else bases.repeat(e, seq, data)
             if repeat is not None:
                 reps.append(
                     (seq, repeat[0], e.id, repeats.micros(e.ts), repeat[1], digest.digest())
