@@ -1,15 +1,17 @@
 """Incidents that left the read model's memory, read back from the log when someone asks.
 
-The core records everything about an incident in the stream named by its id, so its view is
-rebuilt by feeding that stream to a fresh projection, with the signals that opened it or joined
-it (for the title's "60 pods"): each sits just before the notes it caused, at the seq their ids
-say. A few rebuilt views are cached; a resolved incident no longer changes."""
+The core records what it decides about an incident in the stream named by its id, so its view
+is rebuilt by feeding that stream to a fresh projection, with the inputs from other streams that
+caused those decisions: the signals that opened it or joined it (for the title's "60 pods") and
+the answers to its approvals. Each input sits just before the decisions it caused, at the seq
+their ids say. A few rebuilt views are cached; a resolved incident no longer changes."""
 
 from __future__ import annotations
 
 import heapq
 import threading
 from collections import OrderedDict
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from onduty.events import Event
@@ -18,6 +20,8 @@ from onduty.readmodel.incidents import IncidentProjection, IncidentView
 if TYPE_CHECKING:
     from onduty.log import EventLog
 
+APPROVALS = "approvals"
+"""The stream approval answers are recorded in (`onduty.approvals.STREAM`)."""
 CACHED = 256
 """Rebuilt views kept for the next request (a history page shows 25)."""
 
@@ -32,10 +36,22 @@ def _cause_seq(event: Event) -> int | None:
     return event.seq - int(index) - 1 if index.isdigit() else None
 
 
-def _opens_or_joins(event: Event) -> bool:
-    if event.type == "IncidentOpened":
-        return True
-    return event.type == "IncidentUpdated" and event.data.get("change") == "signal_added"
+def _answers(log: EventLog, mine: list[Event], known: set[int]) -> list[Event]:
+    """The answers to the incident's approvals: recorded in the approvals' stream from its
+    first request until the last one expires (an answer may come after the incident resolved,
+    and a granted one is not always followed by a decision of the core)."""
+    asked = [event for event in mine if event.type == "ApprovalRequested"]
+    if not asked:
+        return []
+    ids = {event.data.get("approval_id") for event in asked}
+    until = max(datetime.fromisoformat(event.data["expires_at"]) for event in asked)
+    found = []
+    for event in log.read_stream(APPROVALS, after=asked[0].seq):
+        if event.ts > until:
+            break
+        if event.data.get("approval_id") in ids and event.seq not in known:
+            found.append(event)
+    return found
 
 
 def rebuild(log: EventLog, incident_id: str) -> IncidentView | None:
@@ -44,16 +60,14 @@ def rebuild(log: EventLog, incident_id: str) -> IncidentView | None:
     mine = list(log.read_stream(incident_id))
     if not mine or mine[0].type != "IncidentOpened":
         return None
+    own = {event.seq for event in mine}
     wanted: dict[int, str | None] = {}
     for event in mine:
-        seq = _cause_seq(event) if _opens_or_joins(event) else None
-        if seq is not None:
+        seq = _cause_seq(event)
+        if seq is not None and seq not in own:
             wanted[seq] = event.causation_id
-    causes = [
-        event
-        for event in log.read_seqs(wanted)
-        if event.type == "SignalReceived" and wanted.get(event.seq) == event.id
-    ]
+    causes = [event for event in log.read_seqs(wanted) if wanted.get(event.seq) == event.id]
+    causes = sorted([*causes, *_answers(log, mine, own | wanted.keys())], key=lambda e: e.seq)
     projection = IncidentProjection(keep_timeline=True)
     projection.feed_all(heapq.merge(causes, mine, key=lambda event: event.seq))
     return projection.incidents.get(incident_id)

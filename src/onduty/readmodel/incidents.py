@@ -204,11 +204,12 @@ class IncidentProjection:
         if view is None:
             return
         for key in ("command_id", "approval_id"):
-            if key in data and data[key] not in self._command_incident:
-                self._command_incident[data[key]] = view.incident_id
+            value = data.get(key)
+            if isinstance(value, str) and value not in self._command_incident:
+                self._command_incident[value] = view.incident_id
                 if view.commands is None:
                     view.commands = []
-                view.commands.append(data[key])
+                view.commands.append(value)
         view.note(event)
         if event.type == "IncidentUpdated":
             self._updated(view, event)

@@ -96,7 +96,10 @@ class ReadModels:
             except (KeyError, TypeError, ValueError, IndexError) as error:
                 why = f"its content does not decode ({type(error).__name__}: {error})"
             else:
-                self.incidents, self.silences, self.policy = restored[:3]
+                incidents = restored[0]  # bounded as configured here, not as it was
+                incidents.keep_resolved = self.incidents.keep_resolved
+                incidents._keep_timeline = self.incidents._keep_timeline
+                self.incidents, self.silences, self.policy = incidents, *restored[1:3]
                 self.autonomy, self.raises = restored[3:]
                 self.seq, self.event_hash = snapshot.seq, snapshot.event_hash
         if why:
