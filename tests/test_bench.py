@@ -3,6 +3,7 @@ figures live in BENCHMARKS.md, never in assertions)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -64,6 +65,8 @@ def install_wheel(tmp_path: Path) -> Path:
 
 
 def test_bench_quick_runs_every_workload_from_the_installed_package(tmp_path: Path) -> None:
+    """Every workload runs, and every row it prints sets its figure beside a peer measured in
+    the same run (or a target, or what a check expects) with their ratio."""
     python = install_wheel(tmp_path)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -77,8 +80,9 @@ def test_bench_quick_runs_every_workload_from_the_installed_package(tmp_path: Pa
         check=True,
     ).stdout.strip()
     assert Path(where).is_relative_to(tmp_path / "venv"), where
+    figures = tmp_path / "bench.json"
     result = subprocess.run(
-        [python, "-m", "onduty", "bench", "--quick"],
+        [python, "-m", "onduty", "bench", "--quick", "--json", str(figures)],
         cwd=elsewhere,
         capture_output=True,
         text=True,
@@ -87,9 +91,20 @@ def test_bench_quick_runs_every_workload_from_the_installed_package(tmp_path: Pa
         env=env,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    for workload in ("act_overhead", "core_fold", "ingest", "log_append", "restart", "verdict"):
+    workloads = ("act_overhead", "core_fold", "flat", "ingest", "log_append", "memory", "restart",
+                 "soak", "verdict")  # fmt: skip
+    for workload in workloads:
         assert f"{workload} …" in result.stdout
     assert "events/s" in result.stdout
+    rows = json.loads(figures.read_text())["workloads"]
+    assert sorted(rows) == list(workloads)
+    for workload, measured in rows.items():
+        assert measured, f"{workload} measured nothing"
+        for row in measured:
+            assert row["peer"] not in ("", "-"), f"{workload}: no peer for {row['name']}"
+            assert row["ratio"] not in ("", "-"), f"{workload}: no ratio for {row['name']}"
+            assert not str(row["name"]).startswith("FAILED"), row
+            assert row["ratio"] != "FAILED", row
 
 
 def test_an_unknown_workload_is_named_with_those_that_exist() -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-import sqlite3
 import subprocess
 import sys
 from collections import Counter
@@ -30,6 +29,7 @@ import orjson
 from onduty.bench._http import UNIQUE, Burst
 from onduty.bench._serve import Server
 from onduty.bench._workload import FLEET, Row, fleet_services
+from onduty.log.sqlite import SQLiteEventLog
 
 ONDUTY_PATH = "/api/v1/signals/alertmanager"
 ALERTMANAGER_PATH = "/api/v2/alerts"
@@ -265,14 +265,13 @@ class Checks:
 
 
 def signals_in_log(store: Path) -> int:
-    conn = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+    """The `SignalReceived` events in the log, read back through the log itself (however it
+    stores them)."""
+    log = SQLiteEventLog(str(store))
     try:
-        (count,) = conn.execute(
-            "SELECT count(*) FROM events WHERE type = 'SignalReceived'"
-        ).fetchone()
-        return int(count)
+        return sum(1 for event in log.read() if event.type == "SignalReceived")
     finally:
-        conn.close()
+        log.close()
 
 
 def statuses(counts: Counter[int]) -> str:

@@ -149,6 +149,16 @@ class Connection:
         self._writer.close()
 
 
+async def attempt(client: Connection, url: str, request: bytes) -> tuple[Connection, int | None]:
+    """Send `request` on `client`: the connection to go on with and the answer's status, or
+    None when the connection broke (a fresh one is opened in its place)."""
+    try:
+        return client, await client.send(request)
+    except (OSError, asyncio.IncompleteReadError, ValueError):
+        client.close()
+        return await Connection.open(url), None
+
+
 def open_loop(
     url: str,
     path: str,
@@ -192,14 +202,10 @@ async def _send_each(
         try:
             for body in pending:
                 result.sent += 1
-                try:
-                    status = await client.send(post(url, path, body))
-                except (OSError, asyncio.IncompleteReadError, ValueError):
+                client, status = await attempt(client, url, post(url, path, body))
+                if status is None:
                     result.errors += 1
-                    client.close()
-                    client = await Connection.open(url)
-                    continue
-                if status == ok_status:
+                elif status == ok_status:
                     result.ok += 1
                 else:
                     result.statuses[status] += 1
@@ -243,14 +249,10 @@ async def _scheduled(
         try:
             while (item := await queue.get()) is not None:
                 request, at = item
-                try:
-                    status = await client.send(request)
-                except (OSError, asyncio.IncompleteReadError, ValueError):
+                client, status = await attempt(client, url, request)
+                if status is None:
                     result.errors += 1
-                    client.close()
-                    client = await Connection.open(url)
-                    continue
-                if status == ok_status:
+                elif status == ok_status:
                     answered = time.monotonic()
                     result.latencies.append(answered - at)
                     result.answered.append(answered)

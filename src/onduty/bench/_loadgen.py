@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from onduty.bench._http import UNIQUE, Burst, Connection, Requests, run_async
+from onduty.bench._http import UNIQUE, Burst, Connection, Requests, attempt, run_async
 from onduty.bench._procs import LOAD_CPUS, pinned
 
 # The checkout's scripts/ (installers of the peers' tools), when running from a checkout; an
@@ -333,14 +333,10 @@ async def _closed_loop(
                 position += 1
                 state["sent"] += 1
                 state["first"] = state["first"] or now
-                try:
-                    status = await client.send(request)
-                except (OSError, asyncio.IncompleteReadError, ValueError):
+                client, status = await attempt(client, url, request)
+                if status is None:
                     state["errors"] += 1
-                    client.close()
-                    client = await Connection.open(url)
-                    continue
-                if status == ok_status:
+                elif status == ok_status:
                     state["ok"] += 1
                     state["last"] = time.monotonic()
                 else:

@@ -27,9 +27,28 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class Server:
+class Started:
+    """A server process this workload started (and alone may stop)."""
+
+    name = "the server"
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise RuntimeError(f"{self.name} was never started")
+        return self.process.pid
+
+    def rss(self) -> int:
+        """Its resident memory, in bytes."""
+        return rss(self.pid)
+
+
+class Server(Started):
     """`onduty serve --store STORE ARGS… [-c CONFIG]` on a free port; its output goes to a file
     beside the store."""
+
+    name = "onduty serve"
 
     def __init__(self, store: Path, *args: str, config: Path | None = None) -> None:
         self.store = store
@@ -37,7 +56,7 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = list(args)
         self.config = config
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process = None
         self.log_path = store.with_suffix(".serve.log")
 
     def start(self, timeout: float = 20.0) -> Server:
@@ -55,15 +74,6 @@ class Server:
             self.kill()
             raise RuntimeError(f"onduty serve did not become ready:\n{self.output()}")
         return self
-
-    @property
-    def pid(self) -> int:
-        if self.process is None:
-            raise RuntimeError("onduty serve was never started")
-        return self.process.pid
-
-    def rss(self) -> int:
-        return rss(self.pid)
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -101,15 +111,17 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float) -> bo
     return False
 
 
-class Alertmanager:
+class Alertmanager(Started):
     """A real Prometheus Alertmanager on a free loopback port, routing every alert to a
     receiver that does nothing, its data in `folder`; None from `start` when it cannot run."""
+
+    name = "Alertmanager"
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process = None
 
     @staticmethod
     def available() -> bool:
@@ -146,15 +158,6 @@ class Alertmanager:
             return self
         self.stop()
         return None
-
-    @property
-    def pid(self) -> int:
-        if self.process is None:
-            raise RuntimeError("Alertmanager was never started")
-        return self.process.pid
-
-    def rss(self) -> int:
-        return rss(self.pid)
 
     def stop(self) -> None:
         if self.process is not None:

@@ -490,16 +490,12 @@ def ratio(value: float) -> str:
 
 
 def row(name: str, figure: str, value: float, unit: str, peer: str, ratio_: float) -> Row:
-    return plain_row(name, figure, value, unit, peer) | {"ratio": ratio(ratio_)}
-
-
-def plain_row(name: str, figure: str, value: float, unit: str, peer: str = "-") -> Row:
-    """A row without a peer ratio."""
+    """A figure beside its peer measured in the same run, and their ratio."""
     return {
         "name": name,
         "figure": figure,
         "value": value,
         "unit": unit,
         "peer": peer,
-        "ratio": "-",
+        "ratio": ratio(ratio_),
     }

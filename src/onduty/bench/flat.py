@@ -6,12 +6,12 @@ LOAD_CPUS) sends on a fixed schedule and times every request from its *scheduled
 stall shows in every request scheduled during it.
 
 1. steady: webhooks of 10 alerts, every alert new (unique per request), 100 requests/s (1,000
-   alerts/s) for 60 s (3 s with `quick`), 16 connections. Per second of the run: the alerts
+   alerts/s) for 60 s (2 s with `quick`), 16 connections. Per second of the run: the alerts
    acknowledged (202 for onduty, 200 for Alertmanager); the longest pause between two
    consecutive answers (the schedule leaves 10 ms between requests, so a pause far beyond that
    is a stall of the server); the requests' latency. The series itself is in the row's
    `detail` (`onduty bench --json`).
-2. single alerts (from the re-sent pool, one per request) at 500 requests/s for 10 s (2 s with
+2. single alerts (from the re-sent pool, one per request) at 500 requests/s for 10 s (1 s with
    `quick`), 32 connections, right after the steady run: p50 / p99 / max.
 """
 
@@ -39,10 +39,10 @@ from onduty.bench._workload import Row, progress, row
 
 PER_REQUEST = 10
 RATE = 100.0
-SECONDS = {True: 3.0, False: 60.0}
+SECONDS = {True: 2.0, False: 60.0}
 CONNECTIONS = 16
 SINGLE_RATE = 500.0
-SINGLE_SECONDS = {True: 2.0, False: 10.0}
+SINGLE_SECONDS = {True: 1.0, False: 10.0}
 SINGLE_CONNECTIONS = 32
 PAUSE = 0.100
 TARGET_P99 = 0.020

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -69,6 +71,10 @@ def bench(
     only: Annotated[
         list[str] | None, typer.Option(help="Run only these workloads (module names).")
     ] = None,
+    json_out: Annotated[
+        Path | None,
+        typer.Option("--json", help="Also write every row (with its details) to this file."),
+    ] = None,
 ) -> None:
     """Run the benchmark workloads and print their figures (record them in BENCHMARKS.md)."""
     from onduty.bench import workloads
@@ -79,10 +85,14 @@ def bench(
             raise UsageProblem(
                 f"no benchmark workload named {name!r}; the workloads are {', '.join(known)}"
             )
-    table = Table("workload", "figure", "peer", "ratio")
+    results: dict[str, list[dict[str, str | float]]] = {}
     for name in only or known:
         module = importlib.import_module(f"onduty.bench.{name}")
         out.print(f"[bold]{name}[/] …")
-        for row in module.run(quick=quick):
-            table.add_row(row["name"], row["figure"], row.get("peer", "-"), row.get("ratio", "-"))
-    out.print(table)
+        results[name] = module.run(quick=quick)
+        table = Table("workload", "figure", "peer", "ratio")  # each as soon as it is measured
+        for row in results[name]:
+            table.add_row(str(row["name"]), str(row["figure"]), str(row["peer"]), str(row["ratio"]))
+        out.print(table)
+        if json_out is not None:
+            json_out.write_text(json.dumps({"quick": quick, "workloads": results}, indent=1))
