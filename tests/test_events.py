@@ -734,3 +734,44 @@ def test_payload_applies_upcasters_from_the_stored_version(
     evaluated = payload_as(old, PolicyEvaluated)
     assert evaluated.rules[0].rule == "freeze"
     assert "outcomes" not in evaluated.model_dump()
+
+
+_maybe_times = st.none() | _times | st.datetimes(timezones=st.just(UTC))
+_texts = st.dictionaries(st.text(max_size=8), st.text(max_size=12), max_size=4)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    labels=_texts,
+    annotations=_texts,
+    starts_at=_maybe_times,
+    ends_at=_maybe_times,
+    url=st.none() | st.text(max_size=12),
+    extra=st.none() | st.text(max_size=6),
+)
+def test_a_received_signal_is_recorded_as_pydantic_dumps_it(
+    labels: dict[str, str],
+    annotations: dict[str, str],
+    starts_at: datetime | None,
+    ends_at: datetime | None,
+    url: str | None,
+    extra: str | None,
+) -> None:
+    # the envelope writes a received signal's data itself (the ingest hot path): it must be
+    # what pydantic writes, for any times (in UTC or not) and with extra fields
+    fields: dict[str, Any] = {} if extra is None else {"extra_field": extra}
+    body = SignalReceived(
+        source="alertmanager",
+        fingerprint="fp",
+        status="firing",
+        labels=labels,
+        annotations=annotations,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        generator_url=url,
+        delivery_id=extra,
+        **fields,
+    )
+    event = make_event(body, id="e-1", ts=T0, stream="signal:fp")
+    assert event.data == body.model_dump(mode="json")
+    assert orjson.dumps(event.data) == orjson.dumps(body.model_dump(mode="json"))

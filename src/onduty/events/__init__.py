@@ -23,6 +23,7 @@ from onduty.events.chain import GENESIS_HASH, chain_hash, seal
 from onduty.events.codec import (
     Event,
     canonical_body,
+    encode_body,
     event_from_body,
     json_schemas,
     make_event,
@@ -130,6 +131,7 @@ __all__ = [
     "VerificationPassed",
     "canonical_body",
     "chain_hash",
+    "encode_body",
     "event_from_body",
     "json_schemas",
     "make_event",

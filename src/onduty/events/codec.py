@@ -14,7 +14,14 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from onduty.events.upcasters import upcast
-from onduty.events.vocabulary import EVENT_TYPES, Origin, P, Payload, UnknownEventType
+from onduty.events.vocabulary import (
+    EVENT_TYPES,
+    Origin,
+    P,
+    Payload,
+    SignalReceived,
+    UnknownEventType,
+)
 
 
 class Event(BaseModel):
@@ -51,24 +58,38 @@ class Event(BaseModel):
 _ENVELOPE_FIELDS = frozenset(Event.model_fields)
 
 
+_OPT = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z
+
+
 def canonical_body(event: Event) -> bytes:
     """Canonical JSON of the envelope without `hash`: sorted keys, no spaces, UTC 'Z' times."""
-    return orjson.dumps(
+    return encode_body(event, event.seq, event.prev_hash)[0]
+
+
+def encode_body(event: Event, seq: int, prev_hash: str) -> tuple[bytes, bytes, str]:
+    """The canonical body of `event` placed at `seq` after `prev_hash`; with the canonical JSON
+    of its data and its time as text, which a log stores or compares besides.
+
+    The data is serialized once, with sorted keys; the envelope around it is written with its
+    keys already in sorted order (the canonical order) instead of sorting them every time."""
+    data = orjson.dumps(event.data, option=_OPT)
+    ts = orjson.dumps(event.ts, option=_OPT)[1:-1].decode()
+    body = orjson.dumps(
         {
-            "seq": event.seq,
+            "actor": event.actor,
+            "causation_id": event.causation_id,
+            "correlation_id": event.correlation_id,
+            "data": orjson.Fragment(data),
             "id": event.id,
+            "prev_hash": prev_hash,
+            "seq": seq,
+            "stream": event.stream,
+            "ts": ts,
             "type": event.type,
             "v": event.v,
-            "ts": event.ts,
-            "stream": event.stream,
-            "correlation_id": event.correlation_id,
-            "causation_id": event.causation_id,
-            "actor": event.actor,
-            "data": event.data,
-            "prev_hash": event.prev_hash,
-        },
-        option=orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z,
+        }
     )
+    return body, data, ts
 
 
 def event_from_body(body: bytes, hash_: str) -> Event:
@@ -96,7 +117,7 @@ def _trusted_event(fields: dict[str, Any]) -> Event:
 
 def to_json(value: Any) -> bytes:
     """Canonical JSON for anything the project hashes or compares (configs, decisions)."""
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z)
+    return orjson.dumps(value, option=_OPT)
 
 
 def payload(event: Event) -> Payload:
@@ -145,11 +166,47 @@ def make_event(
             "correlation_id": correlation_id,
             "causation_id": causation_id,
             "actor": actor,
-            "data": body.model_dump(mode="json"),
+            "data": _signal_json(body) or body.model_dump(mode="json"),
             "prev_hash": "",
             "hash": "",
         }
     )
+
+
+# The fields `_signal_json` writes: a field added to Signal turns it off until it writes that one
+_SIGNAL_FIELDS = {
+    "source", "fingerprint", "status", "labels", "annotations", "starts_at", "ends_at",
+    "generator_url", "delivery_id",
+}  # fmt: skip
+_SIGNAL_FAST = set(SignalReceived.model_fields) == _SIGNAL_FIELDS
+
+
+def _utc_text(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+
+
+def _signal_json(body: Payload) -> dict[str, Any] | None:
+    """`body.model_dump(mode="json")` of a received signal, written out rather than through
+    pydantic's generic serializer (every received alert goes through here); None for any
+    other payload, and for a signal with extra fields or a time not in UTC."""
+    if type(body) is not SignalReceived or body.__pydantic_extra__ or not _SIGNAL_FAST:
+        return None
+    starts, ends = body.starts_at, body.ends_at
+    if (starts is not None and starts.tzinfo is not UTC) or (
+        ends is not None and ends.tzinfo is not UTC
+    ):
+        return None
+    return {
+        "source": body.source,
+        "fingerprint": body.fingerprint,
+        "status": body.status,
+        "labels": dict(body.labels),
+        "annotations": dict(body.annotations),
+        "starts_at": _utc_text(starts),
+        "ends_at": _utc_text(ends),
+        "generator_url": body.generator_url,
+        "delivery_id": body.delivery_id,
+    }
 
 
 def json_schemas() -> dict[str, Any]:

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from onduty.events import GENESIS_HASH, Event, event_from_body
+from onduty.events import GENESIS_HASH, Event, encode_body, event_from_body
 from onduty.log import repeats
 from onduty.log.base import ChainBreak, Snapshot, StoreError, stored_snapshot, walk_chain
 from onduty.log.repeats import COMPACT_TYPES, Bases, BrokenRepeat, Expander, RepeatRow
@@ -118,37 +118,19 @@ class _Request:
         The body is built exactly as `canonical_body` builds it (the tests hold it to `seal`).
         """
         self.first, self.prev, self.hashes = seq + 1, prev, []
-        dumps, add_hash, add_row = orjson.dumps, self.hashes.append, rows.append
+        add_hash, add_row = self.hashes.append, rows.append
         for e in self.events:
             seq += 1
-            # a signal's data is serialized once: for its body, and to compare with its base
-            data = dumps(e.data, option=_OPT) if e.type in COMPACT_TYPES else None
-            body = dumps(
-                {
-                    "seq": seq,
-                    "id": e.id,
-                    "type": e.type,
-                    "v": e.v,
-                    "ts": e.ts,
-                    "stream": e.stream,
-                    "correlation_id": e.correlation_id,
-                    "causation_id": e.causation_id,
-                    "actor": e.actor,
-                    "data": e.data if data is None else orjson.Fragment(data),
-                    "prev_hash": prev,
-                },
-                option=_OPT,
-            )
+            body, data, ts = encode_body(e, seq, prev)
             digest = sha256(prev.encode() + body)
             prev = digest.hexdigest()
             add_hash(prev)
-            repeat = None if data is None else bases.repeat(e, seq, data)
+            repeat = bases.repeat(e, seq, data) if e.type in COMPACT_TYPES else None
             if repeat is not None:
                 reps.append(
                     (seq, repeat[0], e.id, repeats.micros(e.ts), repeat[1], digest.digest())
                 )
             else:
-                ts = dumps(e.ts, option=_OPT)[1:-1].decode()
                 add_row((seq, e.id, e.type, e.stream, ts, body, prev))
         return seq, prev
 
