@@ -4,6 +4,7 @@ what a full rebuild shows; a snapshot not bound to the chain is refused and rebu
 
 from __future__ import annotations
 
+import gc
 import shutil
 import tracemalloc
 from collections.abc import Iterator
@@ -149,9 +150,11 @@ def test_memory_does_not_grow_with_resolved_incidents() -> None:
     for n in range(1_000):
         projection.feed_all(cycle(log, n, t0 + timedelta(hours=n)))
     tracemalloc.start()
+    gc.collect()
     before = tracemalloc.take_snapshot()
     for n in range(1_000, 3_000):
         projection.feed_all(cycle(log, n, t0 + timedelta(hours=n)))
+    gc.collect()  # what a collection frees is not held
     grown = tracemalloc.take_snapshot().compare_to(before, "filename")
     tracemalloc.stop()
     mine = [stat for stat in grown if "/onduty/readmodel/" in stat.traceback[0].filename]

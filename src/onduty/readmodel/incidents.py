@@ -7,14 +7,15 @@ kept as one seq each (`resolved`) and, for the shift overview, a small `Fact` fo
 
 from __future__ import annotations
 
+import sys
 from array import array
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, NamedTuple
 
-from onduty.correlate.titles import MEMBER_LABELS, counted_title, differing, member_noun
+from onduty.correlate.titles import MEMBER_LABELS, counted_title, member_noun
 from onduty.events import Event
 from onduty.readmodel.approvals import ApprovalBook, PendingApproval
 from onduty.readmodel.timeline import (
@@ -40,6 +41,11 @@ FACTS_AGE = timedelta(days=8)
 that left memory are kept: longer than its widest window (7 days)."""
 
 
+def _shared(name: str | None) -> str | None:
+    """One string object for a service name, however many incidents name it."""
+    return None if name is None else sys.intern(name)
+
+
 class Fact(NamedTuple):
     """What the shift overview needs of a resolved incident that left memory."""
 
@@ -50,18 +56,44 @@ class Fact(NamedTuple):
     acted: bool
 
 
-def member_labels(labels: Mapping[str, str]) -> dict[str, str] | None:
+Members = tuple[str, ...]
+"""A signal's values of the `MEMBER_LABELS`, in their order ("" where it has none)."""
+
+
+def member_labels(labels: Mapping[str, str]) -> Members | None:
     """The labels that tell a group's members apart (all `differing` compares), or None when
-    the signal has no labels at all."""
+    the signal has no labels at all; a tuple costs less than a dict, per open incident."""
     if not labels:
         return None
-    return {name: labels[name] for name, _ in MEMBER_LABELS if name in labels}
+    return tuple(str(labels.get(name, "")) for name, _ in MEMBER_LABELS)
 
 
-def _push(items: list[str], item: str) -> None:
-    items.append(item)
-    if len(items) > LIST_KEPT:
-        del items[0]
+def differing(first: Members, other: Members) -> set[str]:
+    """The member labels whose values differ (`correlate.titles.differing`)."""
+    return {name for (name, _), a, b in zip(MEMBER_LABELS, first, other, strict=True) if a != b}
+
+
+def _pushed(items: Sequence[str], item: str, kept: int = LIST_KEPT) -> list[str]:
+    """`items` with `item` appended, at most `kept` of the most recent; a view starts with
+    empty tuples (shared, free) and holds a list only once something happened."""
+    found = items if isinstance(items, list) else list(items)
+    found.append(item)
+    if len(found) > kept:
+        del found[0]
+    return found
+
+
+def _without(items: Sequence[str], item: str) -> Sequence[str]:
+    if item not in items:
+        return items
+    found = list(items)
+    found.remove(item)
+    return found
+
+
+_NO_SIGNALS = (Window(0, 0), Window(SIGNALS_FIRST, SIGNALS_RECENT))
+"""Shared, never added to: the signal events of the many incidents that have only the one
+that opened them (`keep_timeline` False, True)."""
 
 
 @dataclass(slots=True)
@@ -75,23 +107,24 @@ class IncidentView:
     resolution: str = ""
     signals: int = 1
     flapping: bool = False
-    escalations: list[str] = field(default_factory=list)
+    escalations: Sequence[str] = ()
     """The most recent `LIST_KEPT` escalation reasons (likewise `actions` and `denied`)."""
-    actions: list[str] = field(default_factory=list)
-    denied: list[str] = field(default_factory=list)
-    awaiting_approval: list[str] = field(default_factory=list)
+    actions: Sequence[str] = ()
+    denied: Sequence[str] = ()
+    awaiting_approval: Sequence[str] = ()
+    """Its approval requests waiting for an answer (ids)."""
     muted: bool = False
     acknowledged: bool = False
-    acting: list[str] = field(default_factory=list)
+    acting: Sequence[str] = ()
     """Actions and undos started and not finished (command ids)."""
-    verifying: list[str] = field(default_factory=list)
+    verifying: Sequence[str] = ()
     """Actions that succeeded and wait for their verification (command ids)."""
     decisions: Window = field(default_factory=Window, repr=False)
     signal_events: Window = field(default_factory=Window, repr=False)
     """Its signal events (`SIGNAL_CHANGES`): how many, and the first and most recent ones."""
     shared_title: str = ""
     """The title the core recorded (what its signals share); `title` adds their count."""
-    first_labels: dict[str, str] | None = field(default=None, repr=False)
+    first_labels: Members | None = field(default=None, repr=False)
     """Its first signal's member labels, to tell which of them its members differ in (None
     when unknown); dropped once it is resolved."""
     varying: tuple[str, ...] = field(default=(), repr=False)
@@ -122,6 +155,8 @@ class IncidentView:
     def note(self, event: Event) -> None:
         """Keep `event`'s seq (within the bounds) and follow the state the console shows."""
         if is_signal_event(event):
+            if self.signal_events in _NO_SIGNALS:  # its first: a window of its own
+                self.signal_events = self.signal_events.copy()
             self.signal_events.add(event.seq)
             return
         self.decisions.add(event.seq)
@@ -137,20 +172,21 @@ class IncidentView:
             self.acknowledged = True
         elif kind in ("ActionStarted", "UndoStarted"):
             if command not in self.acting:
-                self.acting.append(command)
+                self.acting = _pushed(self.acting, command, kept=1 << 30)
         elif kind == "ActionSucceeded":
-            _discard(self.acting, command)
+            self.acting = _without(self.acting, command)
             if command not in self.verifying:
-                self.verifying.append(command)
+                self.verifying = _pushed(self.verifying, command, kept=1 << 30)
         elif kind in ("ActionFailed", "ActionOutcomeUnknown", "UndoFinished"):
-            _discard(self.acting, command)
+            self.acting = _without(self.acting, command)
         elif kind in ("VerificationPassed", "VerificationFailed"):
-            _discard(self.verifying, command)
+            self.verifying = _without(self.verifying, command)
 
-
-def _discard(items: list[str], item: str) -> None:
-    if item in items:
-        items.remove(item)
+    def awaiting(self) -> list[str]:
+        """`awaiting_approval` as a list the approval book may change."""
+        if not isinstance(self.awaiting_approval, list):
+            self.awaiting_approval = list(self.awaiting_approval)
+        return self.awaiting_approval
 
 
 class IncidentProjection:
@@ -178,7 +214,7 @@ class IncidentProjection:
         last entries of `resolved`."""
         self.facts: deque[Fact] = deque(maxlen=FACTS_KEPT)
         """Resolved incidents that left memory lately, in the order they did."""
-        self._signal: tuple[str, dict[str, str] | None] | None = None
+        self._signal: tuple[str, Members | None] | None = None
         """The last signal fed (its event id and member labels): the one an incident note
         that follows it, caused by it, is about."""
 
@@ -216,17 +252,17 @@ class IncidentProjection:
         elif event.type == "IncidentResolved":
             self._resolved(view, event)
         elif event.type == "Escalated":
-            _push(view.escalations, data["reason"])
+            view.escalations = _pushed(view.escalations, data["reason"])
         elif event.type == "ActionStarted":
-            _push(view.actions, f"{data['action']} {data['target']}")
+            view.actions = _pushed(view.actions, f"{data['action']} {data['target']}")
         elif event.type == "PolicyEvaluated" and data["verdict"] == "deny":
-            _push(view.denied, data["reason"])
+            view.denied = _pushed(view.denied, data["reason"])
         elif event.type == "ApprovalRequested":
-            self._book.requested(view.incident_id, view.awaiting_approval, event)
+            self._book.requested(view.incident_id, view.awaiting(), event)
         elif event.type in ("ApprovalGranted", "ApprovalDenied"):
-            self._book.answer(view.awaiting_approval, event)
+            self._book.answer(view.awaiting(), event)
         elif event.type == "ApprovalExpired":
-            self._book.decide(view.awaiting_approval, data["approval_id"], "expired")
+            self._book.decide(view.awaiting(), data["approval_id"], "expired")
 
     def _opened(self, event: Event) -> IncidentView:
         data, keep = event.data, self._keep_timeline
@@ -235,10 +271,10 @@ class IncidentProjection:
             title=data["title"],
             shared_title=data["title"],
             first_labels=self._labels_behind(event),
-            service=data.get("service"),
+            service=_shared(data.get("service")),
             opened_at=event.ts,
             decisions=Window(*((DECISIONS_FIRST, DECISIONS_RECENT) if keep else (0, 0))),
-            signal_events=Window(*((SIGNALS_FIRST, SIGNALS_RECENT) if keep else (0, 0))),
+            signal_events=_NO_SIGNALS[keep],
         )
 
     def _updated(self, view: IncidentView, event: Event) -> None:
@@ -257,14 +293,14 @@ class IncidentProjection:
         elif data["change"] == "flapping":
             view.flapping = True
         elif data["change"] == "approval_refused":
-            self._book.refused(view.awaiting_approval, event)
+            self._book.refused(view.awaiting(), event)
 
     def _resolved(self, view: IncidentView, event: Event) -> None:
         first = view.status != "resolved"
         view.status, view.resolved_at, view.resolution = "resolved", event.ts, event.data["reason"]
         view.first_labels = None  # no signal joins a resolved incident
         for approval_id in list(view.awaiting_approval):  # moot: the core forgets them too
-            self._book.decide(view.awaiting_approval, approval_id, "moot")
+            self._book.decide(view.awaiting(), approval_id, "moot")
         if not first:
             return
         self.resolved.append(event.seq)
@@ -289,7 +325,7 @@ class IncidentProjection:
         while facts and facts[0].resolved_at < now - FACTS_AGE:
             facts.popleft()
 
-    def _labels_behind(self, event: Event) -> dict[str, str] | None:
+    def _labels_behind(self, event: Event) -> Members | None:
         """The member labels of the signal that caused `event` (None when it is not the last
         fed, or has no labels)."""
         if self._signal is not None and self._signal[0] == event.causation_id:

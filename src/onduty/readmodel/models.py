@@ -24,7 +24,14 @@ from onduty.events import Event
 from onduty.log.base import Snapshot, check_snapshot
 from onduty.readmodel.approvals import PendingApproval, _Answer
 from onduty.readmodel.autonomy import AutonomyRaise, AutonomyRaises
-from onduty.readmodel.incidents import RESOLVED_KEPT, Fact, IncidentProjection, IncidentView
+from onduty.readmodel.incidents import (
+    _NO_SIGNALS,
+    RESOLVED_KEPT,
+    Fact,
+    IncidentProjection,
+    IncidentView,
+    _shared,
+)
 from onduty.readmodel.policy import PolicyView
 from onduty.readmodel.silences import SilenceProjection, SilenceView
 from onduty.readmodel.timeline import Window
@@ -35,7 +42,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("onduty")
 
 SNAPSHOT_KEY = "readmodels.snapshot"
-FORMAT = 1
+FORMAT = 2
 """Changes whenever what a snapshot holds changes: an older one is then rebuilt from the log."""
 
 
@@ -133,6 +140,7 @@ def stored(log: EventLog) -> tuple[Snapshot | None, str]:
 _VIEW_FIELDS = [item.name for item in dataclasses.fields(IncidentView)]
 _VIEW_WINDOWS = ("decisions", "signal_events")
 _VIEW_TIMES = ("opened_at", "resolved_at")
+_VIEW_LISTS = ("escalations", "actions", "denied", "awaiting_approval", "acting", "verifying")
 
 
 def _time(value: str | None) -> datetime | None:
@@ -155,6 +163,10 @@ def _dated(cls: type[Any], data: dict[str, Any]) -> Any:
     return cls(**data)
 
 
+def _members(labels: list[str] | None) -> tuple[str, ...] | None:
+    return None if labels is None else tuple(labels)
+
+
 def _view_state(view: IncidentView) -> list[Any]:
     row: list[Any] = []
     for name in _VIEW_FIELDS:
@@ -171,9 +183,15 @@ def _view(row: list[Any]) -> IncidentView:
     values = dict(zip(_VIEW_FIELDS, row, strict=True))
     for name in _VIEW_WINDOWS:
         values[name] = Window.from_state(values[name])
+    if not values["signal_events"].total:  # shared, as when fed
+        values["signal_events"] = _NO_SIGNALS[bool(values["signal_events"].kept_first)]
     for name in _VIEW_TIMES:
         values[name] = _time(values[name])
     values["varying"] = tuple(values["varying"])
+    values["first_labels"] = _members(values["first_labels"])
+    for name in _VIEW_LISTS:  # empty ones shared, as when fed
+        values[name] = values[name] or ()
+    values["service"] = _shared(values["service"])
     return IncidentView(**values)
 
 
@@ -229,7 +247,7 @@ def from_state(
         for service, opened, resolved, *flags in kept["facts"]
     )
     signal = kept["signal"]
-    incidents._signal = None if signal is None else (signal[0], signal[1])
+    incidents._signal = None if signal is None else (signal[0], _members(signal[1]))
     book = incidents._book
     book.pending.update(
         (item.approval_id, item) for item in (_dated(PendingApproval, d) for d in kept["pending"])

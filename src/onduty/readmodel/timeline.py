@@ -69,6 +69,15 @@ class Window:
             self.recent.append(seq)
 
     @property
+    def kept_first(self) -> int:
+        """How many of the first seqs it keeps, at most."""
+        return self._first
+
+    def copy(self) -> Window:
+        """A window of the same bounds holding the same seqs."""
+        return Window.from_state(self.state())
+
+    @property
     def split(self) -> int:
         """How many of the kept seqs are the first ones (the rest are the most recent)."""
         return len(self.start or ())
