@@ -63,6 +63,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         "runtime",
         [
             "onduty.runtime",
+            "onduty.snapshots",
             "onduty.loop",
             "onduty.readmodel",
             "onduty.approvals",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from onduty import runtime as runtime_module
 from onduty.act import ActuatorRegistry, Outcome
 from onduty.commands import CheckOutcome, StartAction, StartUndo
 from onduty.events import (
@@ -21,8 +22,16 @@ from onduty.events import (
     UndoStarted,
     make_event,
 )
-from onduty.log import EventLog, open_log
-from onduty.runtime import Runtime, RuntimeStopped, SystemClock, VirtualClock, run_realtime
+from onduty.log import EventLog, Snapshot, open_log, verify_snapshots
+from onduty.log.memory import MemoryEventLog
+from onduty.runtime import (
+    Runtime,
+    RuntimeStopped,
+    SystemClock,
+    VirtualClock,
+    counter_ids,
+    run_realtime,
+)
 from tests.core.helpers import T0, config
 
 
@@ -124,19 +133,27 @@ def test_real_clock_fires_timers(log: EventLog) -> None:
     assert len(actuator.runs) == 1
 
 
-def test_snapshots_and_restart_rebuild_the_same_state(tmp_path: Path) -> None:
+@pytest.mark.parametrize("background", [False, True], ids=["inline", "background"])
+def test_snapshots_and_restart_rebuild_the_same_state(tmp_path: Path, background: bool) -> None:
     store = str(tmp_path / "snap.db")
     cfg = config(correlation={"group_by": ["instance"], "flap_threshold": 100})
     clock = VirtualClock(T0)
     first = open_log(store)
     runtime, _ = Runtime.open(
-        first, clock, registry(RecordingActuator()), config=cfg, snapshot_every=10
+        first,
+        clock,
+        registry(RecordingActuator()),
+        config=cfg,
+        snapshot_every=10,
+        background_snapshots=background,
     )
     for minute in range(30):
         clock.advance_to(T0 + timedelta(minutes=minute))
         runtime.fire_due_timers()
         runtime.submit(down(f"web-{minute % 3 + 1}", "firing" if minute % 2 else "resolved"))
     live_state = runtime.manager.snapshot()
+    runtime.flush_snapshots()
+    assert verify_snapshots(first) == []  # bound to the chain, content matching its digest
     snapshot = first.latest_snapshot()
     assert snapshot is not None and snapshot.seq > 0
     first.close()
@@ -356,3 +373,64 @@ def test_a_failed_append_stops_the_runtime(log: EventLog) -> None:
     with pytest.raises(RuntimeStopped):
         runtime.submit(down("web-2"))
     assert actuator.runs == []
+
+
+class _RefusingSnapshots(MemoryEventLog):
+    """A log whose snapshot writes fail, as a full disk or a crash mid-write would."""
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        raise OSError("no space left on device")
+
+
+def test_a_snapshot_that_cannot_be_written_leaves_the_log_and_the_core_going() -> None:
+    log = _RefusingSnapshots()
+    clock = VirtualClock(T0)
+    cfg = config(correlation={"group_by": ["instance"]})
+    runtime, _ = Runtime.open(
+        log, clock, ActuatorRegistry(), config=cfg, snapshot_every=5, background_snapshots=True
+    )
+    for n in range(12):
+        runtime.submit(down(f"web-{n % 3 + 1}", "firing" if n % 2 else "resolved"))
+    runtime.flush_snapshots()
+    assert log.snapshots() == []  # nothing half-written is there to be trusted
+    live = runtime.manager.snapshot()
+    reopened, report = Runtime.open(log, clock, ActuatorRegistry(), config=cfg)
+    assert report.snapshot_seq == 0 and reopened.manager.snapshot() == live
+
+
+class _CountingLog(MemoryEventLog):
+    def __init__(self) -> None:
+        super().__init__()
+        self.appends = 0
+
+    def append(self, batch: Sequence[Event]) -> list[Event]:
+        self.appends += 1
+        return super().append(batch)
+
+
+def _stale_burst(batch: int, monkeypatch: pytest.MonkeyPatch) -> tuple[_CountingLog, int]:
+    """300 signals that go silent, then one call firing all their timers at once."""
+    monkeypatch.setattr(runtime_module, "TIMER_BATCH", batch)
+    log = _CountingLog()
+    clock = VirtualClock(T0)
+    cfg = config(correlation={"group_by": ["instance"], "resolve_timeout": "5m"})
+    runtime, _ = Runtime.open(
+        log, clock, ActuatorRegistry(), config=cfg, new_id=counter_ids("in", 1)
+    )
+    for n in range(300):
+        runtime.submit(down(f"host-{n}"))
+    clock.advance_to(T0 + timedelta(hours=1))
+    before = log.appends
+    assert runtime.fire_due_timers() == 300  # each signal's `stale` timer
+    return log, log.appends - before
+
+
+def test_a_burst_of_due_timers_is_committed_in_batches_with_the_same_decisions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    batch = runtime_module.TIMER_BATCH
+    one_by_one, commits_each = _stale_burst(1, monkeypatch)
+    batched, commits = _stale_burst(batch, monkeypatch)
+    assert commits_each == 300 and commits <= 300 // 10
+    decided = [(e.id, e.type, e.ts, e.data) for e in one_by_one.read()]
+    assert [(e.id, e.type, e.ts, e.data) for e in batched.read()] == decided

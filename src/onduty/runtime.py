@@ -9,6 +9,7 @@ fails the runtime stops (fail-stop) and a restart rebuilds the state from the lo
 
 from __future__ import annotations
 
+import gc
 import heapq
 import itertools
 import logging
@@ -35,8 +36,9 @@ from onduty.commands import (
 )
 from onduty.config import Config
 from onduty.events import Event, Payload, PolicyActivated, SnapshotDiscarded, Tick, make_event
-from onduty.log import EventLog, Snapshot, SnapshotProblem, check_snapshot
+from onduty.log import EventLog, SnapshotProblem, check_snapshot
 from onduty.manager import Decision, Manager
+from onduty.snapshots import SnapshotWriter, save
 
 logger = logging.getLogger("onduty.runtime")
 
@@ -136,6 +138,7 @@ class Runtime:
         spawn: Spawn = inline,
         attempts: int = 1,
         runs: RunLocks | None = None,
+        background_snapshots: bool = False,
     ) -> None:
         self.log = log
         self.manager = manager
@@ -158,6 +161,9 @@ class Runtime:
         self._draining = False
         self._stopped: BaseException | None = None
         self._last_snapshot = 0
+        # With background snapshots, the core thread only encodes the state; a writer thread
+        # makes and stores the snapshot (without, the caller waits for it: simulations, tests).
+        self._snapshots = SnapshotWriter(log) if background_snapshots else None
         # Inputs may arrive from several threads (ingest, timers); the core sees one at a time,
         # in the order they are appended. Re-entrant: an executor's outcome is submitted from
         # within the command loop of the input that started it.
@@ -180,6 +186,7 @@ class Runtime:
         spawn: Spawn = inline,
         attempts: int = 1,
         runs: RunLocks | None = None,
+        background_snapshots: bool = False,
     ) -> tuple[Runtime, RecoveryReport]:
         """Rebuild the core from the newest snapshot bound to this chain plus the log's tail
         (a refused snapshot is recorded as `SnapshotDiscarded`), then activate `config` when it
@@ -205,6 +212,7 @@ class Runtime:
             spawn=spawn,
             attempts=attempts,
             runs=runs,
+            background_snapshots=background_snapshots,
         )
         # Run locks of settled commands go; those in doubt stay to be waited on.
         runtime._executor.sweep_runs(
@@ -330,7 +338,7 @@ class Runtime:
                 events.append(event)
                 events.extend(decision.events)
                 timers = [c for c in decision.commands if isinstance(c, ScheduleTimer)]
-                if len(timers) < len(decision.commands):
+                if any(not self._inert(c) for c in decision.commands):
                     commands = decision.commands
                     break
                 for timer in timers:  # armed now: it may be due within this batch
@@ -338,6 +346,13 @@ class Runtime:
         finally:  # what the core decided is appended, even when a later tick raised
             self._append_and_run(events, commands)
         return fired
+
+    def _inert(self, command: Command) -> bool:
+        """Whether running `command` can feed nothing back to the core: a timer to arm, or
+        a notification nobody is told of."""
+        return isinstance(command, ScheduleTimer) or (
+            isinstance(command, Notify) and self._notifier is None
+        )
 
     def _pop_due(self, moment: datetime) -> tuple[datetime, str] | None:
         while self._timer_heap and self._timer_heap[0][0] <= moment:
@@ -359,10 +374,19 @@ class Runtime:
         return self._timer_heap[0][0] if self._timer_heap else None
 
     def snapshot_now(self) -> None:
-        seq, event_hash = self.log.head()
-        if seq > self._last_snapshot:
-            self.log.save_snapshot(Snapshot.bound(seq, event_hash, self.manager.snapshot()))
-            self._last_snapshot = seq
+        """Save a snapshot at the head (if none is there yet); return once every snapshot is
+        stored, those written in the background too."""
+        with self._lock:
+            self.flush_snapshots()
+            seq, event_hash = self.log.head()
+            if seq > self._last_snapshot:
+                save(self.log, seq, event_hash, self.manager.state.encode())
+                self._last_snapshot = seq
+
+    def flush_snapshots(self) -> None:
+        """Return once every snapshot taken so far is stored (or failed to be)."""
+        if self._snapshots is not None:
+            self._snapshots.wait()
 
     def _record_discarded(self, discarded: Sequence[SnapshotProblem]) -> None:
         """Record each snapshot start-up refused, then drop it from the store: the record in
@@ -426,8 +450,27 @@ class Runtime:
 
     def _maybe_snapshot(self, last: Event) -> None:
         if last.seq - self._last_snapshot >= self.snapshot_every:
-            self.log.save_snapshot(Snapshot.bound(last.seq, last.hash, self.manager.snapshot()))
+            encoded = self.manager.state.encode()
+            if self._snapshots is None:
+                save(self.log, last.seq, last.hash, encoded)
+            else:
+                self._snapshots.submit(last.seq, last.hash, encoded)
             self._last_snapshot = last.seq
+
+
+GC_THRESHOLDS = (10_000, 20, 50)
+"""The cyclic collector's thresholds for a long-running service (Python's are 700, 10, 10): its
+state is many small long-lived objects, that a collection walks again and again, freeing none."""
+
+
+def settle_heap() -> None:
+    """Once start-up has built what a service keeps (the state from the snapshot and the log's
+    tail, the read models): collect what start-up left, then freeze what is alive, so the
+    collector never walks it again, and collect less often. For a service's process only:
+    garbage cycles among frozen objects are never reclaimed."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _restore(log: EventLog) -> tuple[Manager, int, list[SnapshotProblem]]:

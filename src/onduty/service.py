@@ -22,7 +22,15 @@ from onduty.loop import CoreLoop, Draining
 from onduty.obs import Metrics
 from onduty.readmodel.archive import Archive
 from onduty.readmodel.models import AutonomyView, ReadModels  # noqa: F401 (re-exported)
-from onduty.runtime import Clock, Input, RecoveryReport, Runtime, RuntimeStopped, SystemClock
+from onduty.runtime import (
+    Clock,
+    Input,
+    RecoveryReport,
+    Runtime,
+    RuntimeStopped,
+    SystemClock,
+    settle_heap,
+)
 from onduty.secrets import unresolved_references
 from onduty.workers import WorkerPool
 
@@ -165,6 +173,7 @@ class Service:
                 spawn=self._workers,
                 attempts=3,
                 runs=self._runs,
+                background_snapshots=True,
             )
         except (ValueError, KeyError, TypeError, RuntimeStopped) as error:  # a stored event that
             # does not decode, or a log that refuses appends
@@ -180,6 +189,7 @@ class Service:
         log, runtime = self.log, self.runtime
         assert log is not None and runtime is not None and self.recovery is not None
         self.metrics.log_head.set(log.head()[0])
+        settle_heap()
         self.loop = CoreLoop(runtime, max_pending=self.max_pending)
         runtime.send_outcomes_to(self._record_outcome)
         self.loop.start()
@@ -207,6 +217,8 @@ class Service:
             self.runtime.snapshot_now()
             if self.log is not None:
                 self.read.save(self.log)
+        if self.runtime is not None:
+            self.runtime.flush_snapshots()  # one being written in the background is finished
         if self.log is not None:
             self.log.close()
             self.log = None

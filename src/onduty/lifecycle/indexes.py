@@ -142,4 +142,5 @@ class Due:
     def in_order(self, incident_ids: set[str]) -> list[Incident]:
         """The open incidents among `incident_ids`, in the state's order."""
         incidents, rank = self._state.incidents, self._incident_rank
-        return [incidents[i] for i in sorted(incident_ids & rank.keys(), key=rank.__getitem__)]
+        open_ids = [i for i in incident_ids if i in rank]
+        return [incidents[i] for i in sorted(open_ids, key=rank.__getitem__)]
