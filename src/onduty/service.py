@@ -219,6 +219,7 @@ class Service:
                 self.read.save(self.log)
         if self.runtime is not None:
             self.runtime.flush_snapshots()  # one being written in the background is finished
+        self.read.wait_saved()
         if self.log is not None:
             self.log.close()
             self.log = None
@@ -310,8 +311,8 @@ class Service:
     def _on_event(self, event: Event) -> None:
         self.read.feed(event)
         if event.seq - self._read_saved >= READ_SNAPSHOT_EVERY and self.log is not None:
-            self._read_saved = event.seq  # on the core's thread, the only one feeding them
-            self.read.save(self.log)
+            self._read_saved = event.seq  # encoded and stored off the core's thread
+            self.read.save_soon(self.log)
         self.metrics.events.labels(event.type).inc()
         self.metrics.log_head.set(event.seq)
         for callback in self._subscribers:  # a tuple, replaced (never mutated) on change

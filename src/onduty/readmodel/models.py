@@ -72,6 +72,7 @@ class ReadModels:
     seq: int = 0
     """The seq of the last event fed (0: none), and its hash: what a snapshot is bound to."""
     event_hash: str = ""
+    _saving: threading.Thread | None = field(default=None, repr=False)
 
     def feed(self, event: Event) -> None:
         with self.lock:
@@ -83,15 +84,30 @@ class ReadModels:
             self.seq, self.event_hash = event.seq, event.hash
 
     def save(self, log: EventLog) -> int:
-        """Store a snapshot of the read models as of the last event fed; its size in bytes."""
-        with self.lock:  # encoded under the lock: the state shares lists with the live views
-            if not self.seq:
-                return 0
-            snapshot = Snapshot.bound(self.seq, self.event_hash, state_of(self))
-            binding = {"seq": snapshot.seq, "event_hash": snapshot.event_hash}
-            body = orjson.dumps({**binding, "digest": snapshot.digest, "state": snapshot.state})
-        log.set_meta(SNAPSHOT_KEY, body.decode())
-        return len(body)
+        """Store a snapshot of the read models as of the last event fed; its size in bytes.
+        Waits for a snapshot being saved in the background first."""
+        self.wait_saved()
+        with self.lock:  # a copy: encoded and stored without holding the lock
+            seq, event_hash, state = self.seq, self.event_hash, state_of(self)
+        return _store(log, seq, event_hash, state)
+
+    def save_soon(self, log: EventLog) -> None:
+        """Like `save`, with only the copy of the state taken here (on the core's thread,
+        which must not wait for the encoding and the write); none when one is still saving."""
+        if self._saving is not None and self._saving.is_alive():
+            return
+        with self.lock:
+            seq, event_hash, state = self.seq, self.event_hash, state_of(self)
+        self._saving = threading.Thread(
+            target=_store, args=(log, seq, event_hash, state), name="onduty-readmodel-snapshot"
+        )
+        self._saving.start()
+
+    def wait_saved(self) -> None:
+        """Wait for the snapshot being saved in the background, if any (before closing)."""
+        if self._saving is not None:
+            self._saving.join()
+            self._saving = None
 
     def restore(self, log: EventLog) -> int:
         """Fill the read models from the log: from their snapshot and the events after it when
@@ -116,6 +132,20 @@ class ReadModels:
             self.feed(event)
             fed += 1
         return fed
+
+
+def _store(log: EventLog, seq: int, event_hash: str, state: dict[str, Any]) -> int:
+    if not seq:
+        return 0
+    snapshot = Snapshot.bound(seq, event_hash, state)
+    binding = {"seq": seq, "event_hash": event_hash, "digest": snapshot.digest}
+    body = orjson.dumps({**binding, "state": state})
+    try:
+        log.set_meta(SNAPSHOT_KEY, body.decode())
+    except RuntimeError:  # the log closed meanwhile: the next start folds a little more
+        logger.warning("read-model snapshot at seq %s not saved: the log is closed", seq)
+        return 0
+    return len(body)
 
 
 def stored(log: EventLog) -> tuple[Snapshot | None, str]:
@@ -147,12 +177,18 @@ def _time(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
 
+def _copied(value: Any) -> Any:
+    """`value` as JSON needs it, copied when the live read models may change it."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return list(value)
+    return dict(value) if isinstance(value, dict) else value
+
+
 def _plain(item: Any) -> dict[str, Any]:
     """A dataclass as a JSON object, its datetimes as ISO 8601."""
-    return {
-        name: value.isoformat() if isinstance(value, datetime) else value
-        for name, value in vars(item).items()
-    }
+    return {name: _copied(value) for name, value in vars(item).items()}
 
 
 def _dated(cls: type[Any], data: dict[str, Any]) -> Any:
@@ -168,15 +204,10 @@ def _members(labels: list[str] | None) -> tuple[str, ...] | None:
 
 
 def _view_state(view: IncidentView) -> list[Any]:
-    row: list[Any] = []
-    for name in _VIEW_FIELDS:
-        value = getattr(view, name)
-        if name in _VIEW_WINDOWS:
-            value = value.state()
-        elif name in _VIEW_TIMES:
-            value = value.isoformat() if value is not None else None
-        row.append(value)
-    return row
+    return [
+        getattr(view, name).state() if name in _VIEW_WINDOWS else _copied(getattr(view, name))
+        for name in _VIEW_FIELDS
+    ]
 
 
 def _view(row: list[Any]) -> IncidentView:
@@ -200,9 +231,14 @@ def _fact_state(fact: Fact) -> list[Any]:
     return [fact.service, opened, resolved, fact.escalated, fact.acted]
 
 
+def _answer_state(answer: _Answer) -> list[Any]:
+    return [answer.event_id, answer.actor, answer.approval.approval_id, list(answer.approved_by)]
+
+
 def state_of(models: ReadModels) -> dict[str, Any]:
     """Everything the read models hold, as JSON."""
     incidents = models.incidents
+    signal = incidents._signal
     book = incidents._book
     answer = book._answer
     return {
@@ -211,20 +247,18 @@ def state_of(models: ReadModels) -> dict[str, Any]:
             "keep_timeline": incidents._keep_timeline,
             "keep_resolved": incidents.keep_resolved,
             "views": [_view_state(view) for view in incidents.incidents.values()],
-            "commands": incidents._command_incident,
+            "commands": dict(incidents._command_incident),
             "resolved": incidents.resolved.tolist(),
             "kept_resolved": list(incidents.kept_resolved),
             "facts": [_fact_state(fact) for fact in incidents.facts],
-            "signal": incidents._signal,
+            "signal": None if signal is None else [signal[0], _copied(signal[1])],
             "pending": [_plain(item) for item in book.pending.values()],
             "answered": [_plain(item) for item in book.answered.values()],
-            "answer": None
-            if answer is None
-            else [answer.event_id, answer.actor, answer.approval.approval_id, answer.approved_by],
+            "answer": None if answer is None else _answer_state(answer),
         },
         "silences": [_plain(view) for view in models.silences.silences.values()],
         "policy": _plain(models.policy),
-        "autonomy": models.autonomy.overrides,
+        "autonomy": dict(models.autonomy.overrides),
         "raises": {
             "kept": models.raises._kept,
             "requests": [_plain(item) for item in models.raises.requests.values()],
