@@ -161,8 +161,7 @@ def parse(body: bytes, *, received_at: datetime, content_type: str | None = None
         if grafana:
             annotations = {**group_extras, **alert_extras[position], **annotations}
         signals.append(
-            # every field is typed by the decoder and checked above: not validated again
-            SignalReceived.model_construct(
+            SignalReceived(
                 source=GRAFANA if grafana else SOURCE,
                 fingerprint=alert.fingerprint or fingerprint_of(alert.labels),
                 status=status,

@@ -73,8 +73,7 @@ def _signal(alert: PostableAlert, position: int, received: datetime) -> Signal:
     if starts_at is not None and ends_at is not None and ends_at < starts_at:
         raise IngestError.invalid(f"{where}.endsAt", "must not be before startsAt")
     resolved = ends_at is not None and ends_at <= received
-    # every field is typed by the decoder and checked above: not validated again
-    return SignalReceived.model_construct(
+    return SignalReceived(
         source=SOURCE,
         fingerprint=alertmanager_fingerprint(alert.labels),
         status="resolved" if resolved else "firing",
