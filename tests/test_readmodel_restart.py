@@ -258,3 +258,18 @@ def test_a_service_restarts_from_its_read_model_snapshot(
     finally:
         assert second.log is not None
         second.log.close()
+    # restored in place: the API's routes hold the read models they were built with (the
+    # approvals' desk), before the service restores them
+    third = Service(config, str(copy), actuators=ActuatorRegistry(), clock=second.clock)
+    third.read.incidents.keep_resolved = KEPT
+    held, api = third.read.incidents, client(third)
+    third.prepare()
+    try:
+        assert third.read.incidents is held and comparable(third.read) == expected
+        pending = sorted(held.approvals.values(), key=lambda approval: approval.expires_at)
+        assert [a["id"] for a in api.get("/api/v1/approvals").json()] == [
+            approval.approval_id for approval in pending
+        ]
+    finally:
+        assert third.log is not None
+        third.log.close()

@@ -122,8 +122,9 @@ class ReadModels:
                 incidents = restored[0]  # bounded as configured here, not as it was
                 incidents.keep_resolved = self.incidents.keep_resolved
                 incidents._keep_timeline = self.incidents._keep_timeline
-                self.incidents, self.silences, self.policy = incidents, *restored[1:3]
-                self.autonomy, self.raises = restored[3:]
+                mine = (self.incidents, self.silences, self.policy, self.autonomy, self.raises)
+                for model, loaded in zip(mine, restored, strict=True):
+                    _adopt(model, loaded)
                 self.seq, self.event_hash = snapshot.seq, snapshot.event_hash
         if why:
             logger.warning("read-model snapshot refused: %s; rebuilding from the log", why)
@@ -132,6 +133,13 @@ class ReadModels:
             self.feed(event)
             fed += 1
         return fed
+
+
+def _adopt(model: object, loaded: object) -> None:
+    """`model` becomes `loaded`, in place: the API's routes hold the read models they were
+    built with (the approvals' desk, its projection), before the service restores them."""
+    vars(model).clear()
+    vars(model).update(vars(loaded))
 
 
 def _store(log: EventLog, seq: int, event_hash: str, state: dict[str, Any]) -> int:
