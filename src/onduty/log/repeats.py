@@ -127,7 +127,9 @@ class Bases:
             if delta != _NOT_A_REPEAT:
                 return found[0], delta
         self._undo.append((stream, self._staged.get(stream)))
-        self._staged[stream] = (seq, envelope, data)
+        # kept as an exact-size copy: holding on to orjson's own output buffers makes every
+        # later `orjson.dumps` several times slower (measured: ~4 -> ~13 us for 1 KB)
+        self._staged[stream] = (seq, envelope, bytes(memoryview(data)))
         return None
 
     def request_done(self) -> None:
