@@ -672,3 +672,23 @@ def test_a_log_of_the_first_format_is_read_and_upgraded(tmp_path: Path) -> None:
             "onduty-eventlog/2",
         )
         assert db.execute("SELECT count(*) FROM repeats").fetchone() == (1,)
+
+
+def test_only_the_same_alert_again_is_stored_as_a_repeat(tmp_path: Path) -> None:
+    path = log_path(tmp_path)
+    first = alert(0)
+    relabelled = first.data["labels"] | {"severity": "warning"}
+    later = first.model_copy(update={"id": "e-2", "data": first.data | {"labels": relabelled}})
+    ended = first.model_copy(
+        update={"id": "e-3", "data": first.data | {"ends_at": "2024-05-01T13:00:00Z"}}
+    )
+    with SQLiteEventLog(str(path)) as log:
+        placed = log.append([first, alert(1), ended, later])
+        assert list(log.read()) == placed
+        assert log.verify() is None
+    with raw(path) as db:
+        assert [r[0] for r in db.execute("SELECT seq FROM events ORDER BY seq")] == [1, 4]
+        assert list(db.execute("SELECT seq, base, delta FROM repeats ORDER BY seq")) == [
+            (2, 1, None),
+            (3, 1, b'{"ends_at":"2024-05-01T13:00:00Z"}'),
+        ]

@@ -34,6 +34,8 @@ INSERT = "INSERT INTO repeats(seq, base, id, ts, delta, hash) VALUES (?, ?, ?, ?
 COMPACT_TYPES = frozenset({"SignalReceived"})
 MAX_BASES = 20_000  # streams whose base the writer remembers (a forgotten one is re-based)
 MAX_DELTA = 3  # fields of `data` a repeat may change; more, and the event is stored in full
+# a signal with other labels (or another fingerprint) is another alert, not a re-send of it
+_SAME_ALERT = frozenset({"fingerprint", "labels"})
 BASE_CACHE = 10_000  # parsed bases a reader keeps
 
 # (seq, id, type, stream, body, hash, base, ts, delta): what the read queries return; a row
@@ -171,7 +173,7 @@ def _delta(was: bytes, new: dict[str, Any], data: bytes) -> bytes | None:
     if old.keys() != new.keys():
         return _NOT_A_REPEAT
     changed = {key: value for key, value in new.items() if value != old[key]}
-    if not changed or len(changed) > MAX_DELTA:
+    if not changed or len(changed) > MAX_DELTA or not _SAME_ALERT.isdisjoint(changed):
         return _NOT_A_REPEAT
     # stored only when rebuilding gives back these very bytes (1 == 1.0 in Python, not JSON)
     if orjson.dumps({**old, **changed}, option=_OPT) != data:
