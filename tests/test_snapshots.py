@@ -5,19 +5,26 @@ instead, and `onduty audit verify` names it."""
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
+import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from onduty.events import SignalReceived
-from onduty.log import EventLog, open_log
+from onduty.log import EventLog, Snapshot, open_log
 from onduty.log.base import snapshot_digest
 from onduty.manager import Manager
 from onduty.runtime import RecoveryReport, Runtime, VirtualClock
+from onduty.snapshots import bind
+from onduty.state import FLOAT_FIELDS, SignalState, State
 from tests.core.helpers import T0, config
 from tests.integration.server import Server
 from tests.run_cli import onduty
@@ -278,3 +285,47 @@ def test_serve_restarted_on_an_edited_snapshot_still_asks_for_approval(tmp_path:
         page = client.get("/audit")
         assert page.status_code == 200
         assert "a stored snapshot is BAD: snapshot at seq 1: not bound to the chain" in page.text
+
+
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    policy=st.dictionaries(st.text(), _values, max_size=4),
+    labels=st.dictionaries(st.text(), st.text(), max_size=4),
+    seq=st.integers(1, 2**40),
+)
+def test_a_snapshot_bound_from_encoded_bytes_is_the_one_bound_from_its_content(
+    policy: dict[str, object], labels: dict[str, str], seq: int
+) -> None:
+    """What the writer stores without decoding is what start-up checks: the same digest as
+    the content's canonical JSON gives, and bytes that decode to that content."""
+    state = State(policy=policy, autonomy_overrides=labels)
+    state.signals["fp"] = SignalState("fp", "firing", labels, dict(labels), "test", "", T0)
+    made = bind(seq, "ab" * 32, state.encode(), state.encodes_canonically())
+    content = state.to_snapshot()
+    assert made.digest == Snapshot.bound(seq, "ab" * 32, content).digest
+    stored = made.encoded or orjson.dumps(made.state)
+    assert orjson.loads(stored) == content
+
+
+def _holds_floats(hint: object) -> bool:
+    """Whether a value of type `hint` can hold a float: float, Any, or a dataclass or
+    container of those."""
+    if hint is float or hint is Any:
+        return True
+    if dataclasses.is_dataclass(hint):
+        return any(_holds_floats(h) for h in typing.get_type_hints(hint).values())
+    return any(_holds_floats(arg) for arg in typing.get_args(hint))
+
+
+def test_only_the_fields_named_as_such_can_hold_floats() -> None:
+    """A snapshot is stored without decoding only when no float is written unlike the canonical
+    JSON; that is checked in the fields that can hold floats, so they must all be named."""
+    hints = typing.get_type_hints(State)
+    assert {name for name, hint in hints.items() if _holds_floats(hint)} == set(FLOAT_FIELDS)

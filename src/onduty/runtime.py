@@ -380,7 +380,7 @@ class Runtime:
             self.flush_snapshots()
             seq, event_hash = self.log.head()
             if seq > self._last_snapshot:
-                save(self.log, seq, event_hash, self.manager.state.encode())
+                save(self.log, seq, event_hash, self.manager.state)
                 self._last_snapshot = seq
 
     def flush_snapshots(self) -> None:
@@ -450,11 +450,10 @@ class Runtime:
 
     def _maybe_snapshot(self, last: Event) -> None:
         if last.seq - self._last_snapshot >= self.snapshot_every:
-            encoded = self.manager.state.encode()
             if self._snapshots is None:
-                save(self.log, last.seq, last.hash, encoded)
+                save(self.log, last.seq, last.hash, self.manager.state)
             else:
-                self._snapshots.submit(last.seq, last.hash, encoded)
+                self._snapshots.submit(last.seq, last.hash, self.manager.state)
             self._last_snapshot = last.seq
 
 

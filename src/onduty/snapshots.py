@@ -1,17 +1,20 @@
 """Snapshots of the core's state, written off the thread that owns the state.
 
 The core thread pays for one encoding of the state to JSON bytes (`State.encode`: one pass in
-C that makes no Python objects); a writer thread turns them into the snapshot's content, binds
-it to the chain (`Snapshot.bound`: the digest) and stores it. A snapshot is only ever of events
-already durable, and a backend stores it in one transaction: a crash while writing leaves the
-previous snapshots, never a partial one that start-up would take (and one whose content does
-not match its digest is refused anyway).
+C that makes no Python objects, keys sorted as the canonical JSON has them); a writer thread
+binds them to the chain (the digest, over those very bytes) and stores them as they are. A
+snapshot is only ever of events already durable, and a backend stores it in one transaction: a
+crash while writing leaves the previous snapshots, never a partial one that start-up would
+take (and one whose content does not match its digest is refused anyway).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
+
+import orjson
 
 from onduty.log import EventLog, Snapshot
 from onduty.state import State
@@ -19,9 +22,24 @@ from onduty.state import State
 logger = logging.getLogger("onduty.snapshots")
 
 
-def save(log: EventLog, seq: int, event_hash: str, encoded: bytes) -> None:
-    """Store the snapshot of the state `encoded` (`State.encode`) after the event at `seq`."""
-    log.save_snapshot(Snapshot.bound(seq, event_hash, State.snapshot_of(encoded)))
+def bind(seq: int, event_hash: str, encoded: bytes, canonical: bool) -> Snapshot:
+    """The snapshot of the state `encoded` (`State.encode`) after the event at `seq`, bound to
+    the chain as `Snapshot.bound` binds it. When the bytes are the canonical JSON that
+    `snapshot_digest` hashes (`State.encodes_canonically`), the digest is taken over them
+    (hashing releases the GIL) and they are stored as they are; otherwise the content is
+    decoded and bound the ordinary way."""
+    if not canonical:
+        return Snapshot.bound(seq, event_hash, State.snapshot_of(encoded))
+    digest = hashlib.sha256(b'{"event_hash":' + orjson.dumps(event_hash) + b',"seq":')
+    digest.update(b"%d" % seq + b',"state":')
+    digest.update(encoded)
+    digest.update(b"}")
+    return Snapshot(seq, {}, event_hash, digest.hexdigest(), encoded=encoded)
+
+
+def save(log: EventLog, seq: int, event_hash: str, state: State) -> None:
+    """Store a snapshot of `state` after the event at `seq`, here and now."""
+    log.save_snapshot(bind(seq, event_hash, state.encode(), state.encodes_canonically()))
 
 
 class SnapshotWriter:
@@ -32,12 +50,15 @@ class SnapshotWriter:
     def __init__(self, log: EventLog) -> None:
         self._log = log
         self._cond = threading.Condition()
-        self._waiting: tuple[int, str, bytes] | None = None
+        self._waiting: tuple[int, str, bytes, bool] | None = None
         self._running = False
 
-    def submit(self, seq: int, event_hash: str, encoded: bytes) -> None:
+    def submit(self, seq: int, event_hash: str, state: State) -> None:
+        """Snapshot `state` after the event at `seq`: encoded now, on the caller's thread (that
+        owns the state), bound and stored on the writer's."""
+        job = (seq, event_hash, state.encode(), state.encodes_canonically())
         with self._cond:
-            self._waiting = (seq, event_hash, encoded)
+            self._waiting = job
             if not self._running:
                 self._running = True
                 threading.Thread(target=self._run, name="onduty-snapshots", daemon=True).start()
@@ -57,6 +78,6 @@ class SnapshotWriter:
                     self._cond.notify_all()
                     return
             try:
-                save(self._log, *job)
+                self._log.save_snapshot(bind(*job))
             except Exception:  # the log still holds every event: the next snapshot may succeed
                 logger.exception("the snapshot at seq %s could not be saved", job[0])

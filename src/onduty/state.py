@@ -6,6 +6,7 @@ states, which is what replay, recovery and snapshots rely on.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -27,7 +28,13 @@ class ActionStatus(StrEnum):
     VERIFY_FAILED = "verify_failed"
 
 
-_ENCODER = msgspec.json.Encoder()
+# Keys sorted, as in the canonical JSON a snapshot's digest is taken over (`to_json`).
+_ENCODER = msgspec.json.Encoder(order="sorted")
+_NO_UNDOS = b',"undos":{}}'
+# A float with a positive exponent is the one thing msgspec writes unlike the canonical JSON
+# (`1e16`, not `1e+16`): a number after `:`, `,` or `[`. It may match inside a string too
+# (`"x:1e5"`), which only costs a slower snapshot.
+_EXPONENT = re.compile(rb"[:,\[]-?[0-9]+(?:\.[0-9]+)?e[0-9]")
 
 IN_FLIGHT = frozenset({ActionStatus.ALLOWED, ActionStatus.STARTED, ActionStatus.VERIFYING})
 TERMINAL = frozenset(
@@ -186,18 +193,31 @@ class State:
         return State.snapshot_of(self.encode())
 
     def encode(self) -> bytes:
-        """The state as JSON, in one pass that makes no objects: all a snapshot needs of the
-        thread that owns the state (`snapshot_of` turns it into the snapshot's content)."""
-        return _ENCODER.encode(self)
+        """The snapshot's content (`to_snapshot`) as JSON with sorted keys, in one pass that
+        makes no objects: all a snapshot needs of the thread that owns the state."""
+        encoded = _ENCODER.encode(self)
+        if encoded.endswith(_NO_UNDOS):  # the last key: no undo in flight, encoded as before
+            encoded = encoded[: -len(_NO_UNDOS)] + b"}"  # undos were tracked
+        return encoded
+
+    def encodes_canonically(self) -> bool:
+        """Whether `encode` is byte for byte the canonical JSON of the snapshot's content
+        (`to_json`, that its digest is taken over): unless a float with a positive exponent is
+        in the fields that can hold floats (`FLOAT_FIELDS`), checked without the bulk of the
+        state (signals, incidents)."""
+        parts = tuple(getattr(self, name) for name in FLOAT_FIELDS)
+        return _EXPONENT.search(_ENCODER.encode(parts)) is None
 
     @staticmethod
     def snapshot_of(encoded: bytes) -> dict[str, Any]:
         """The content of a snapshot of the state `encode` returned."""
         data: dict[str, Any] = msgspec.json.decode(encoded)
-        if not data["undos"]:  # no undo in flight: encoded as before undos were tracked
-            del data["undos"]
         return data
 
     @classmethod
     def from_snapshot(cls, data: dict[str, Any]) -> State:
         return msgspec.convert(data, cls, strict=False)
+
+
+FLOAT_FIELDS = ("policy", "previous_policy", "candidate", "actions", "undos", "silences")
+"""The fields of `State` that can hold a float (directly or as `Any`); the others cannot."""

@@ -35,6 +35,9 @@ class Snapshot:
     event_hash: str = ""
     digest: str = ""
     problem: str = field(default="", compare=False)
+    encoded: bytes = field(default=b"", compare=False, repr=False)
+    """`state` as JSON when the snapshot was made from it (its `state` is then left empty): a
+    backend stores these bytes as they are."""
 
     @classmethod
     def bound(cls, seq: int, event_hash: str, state: dict[str, Any]) -> Snapshot:

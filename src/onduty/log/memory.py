@@ -138,7 +138,7 @@ class MemoryEventLog:
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         store = self._open_store()
-        state = orjson.dumps(snapshot.state)
+        state = snapshot.encoded or orjson.dumps(snapshot.state)
         with store.lock:
             store.snapshots[snapshot.seq] = (state, snapshot.event_hash, snapshot.digest)
             for seq in sorted(store.snapshots, reverse=True)[self.snapshot_keep :]:

@@ -481,7 +481,7 @@ class SQLiteEventLog:
     def save_snapshot(self, snapshot: Snapshot) -> None:
         """Store `snapshot` (its state as JSON, with its binding), keeping only the newest
         `snapshot_keep`."""
-        state = orjson.dumps(snapshot.state)
+        state = snapshot.encoded or orjson.dumps(snapshot.state)
         row = (snapshot.seq, state, snapshot.event_hash or None, snapshot.digest or None)
         self._write((_SAVE_SNAPSHOT, row), (_PRUNE_SNAPSHOTS, (self.snapshot_keep,)))
 
