@@ -12,12 +12,14 @@ per request, so that every alert sent is new.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import random
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -238,6 +240,16 @@ def fleet_server(folder: Path, name: str, *args: str) -> Server:
         "--max-pending", "200000", "--log-level", "warning", *args,
         config=config,
     )  # fmt: skip
+
+
+@contextlib.contextmanager
+def serving(server: Server, checks: Checks) -> Iterator[Server]:
+    """`server` started; on the way out stopped, and that it exited 0 noted in `checks`."""
+    try:
+        yield server.start()
+    finally:
+        code = server.stop()
+        checks.expect(code == 0, f"onduty serve exited {code} on SIGTERM")
 
 
 @dataclass

@@ -32,6 +32,7 @@ from onduty.bench._alerts import (
     Checks,
     alert_stream,
     fleet_server,
+    serving,
 )
 from onduty.bench._http import Latencies, open_loop
 from onduty.bench._serve import Alertmanager
@@ -116,15 +117,10 @@ def run(quick: bool = False) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="onduty-bench-flat-") as name:
         folder = Path(name)
         progress(f"flat: onduty serve, {SECONDS[quick]:g} s steady, then single alerts")
-        server = fleet_server(folder / "onduty", "flat")
-        try:
-            server.start()
+        with serving(fleet_server(folder / "onduty", "flat"), checks) as server:
             onduty = _measure(
                 server.url, ONDUTY_PATH, stream.unique_onduty, stream.single, 202, quick
             )
-        finally:
-            code = server.stop()
-        checks.expect(code == 0, f"onduty serve exited {code} on SIGTERM")
         progress(f"flat: Alertmanager, {SECONDS[quick]:g} s steady, then single alerts")
         with Alertmanager(folder / "alertmanager") as started:
             peer = started.start()

@@ -34,6 +34,7 @@ from onduty.bench._alerts import (
     burst_problems,
     elsewhere,
     fleet_server,
+    serving,
     signals_in_log,
 )
 from onduty.bench._http import Burst
@@ -87,21 +88,16 @@ def _onduty(
     bodies: list[bytes], unique: bool, quick: bool, folder: Path
 ) -> tuple[Measured, Checks]:
     checks = Checks()
-    server = fleet_server(folder, "ingest")
-    try:
-        server.start()
+    with serving(fleet_server(folder, "ingest"), checks) as server:
         measured, warmup = _load(
             server.url, ONDUTY_PATH, bodies, 202, quick, folder,
             "u" if unique else None, (server.pid,),
         )  # fmt: skip
-        acknowledged = 0
-        for name, result in (("warm-up", warmup), ("throughput", measured.result)):
-            if result is not None:
-                checks.failures += burst_problems(name, result, 202)
-                acknowledged += result.ok * PER_REQUEST
-    finally:
-        code = server.stop()
-    checks.expect(code == 0, f"onduty serve exited {code} on SIGTERM")
+    acknowledged = 0
+    for name, result in (("warm-up", warmup), ("throughput", measured.result)):
+        if result is not None:
+            checks.failures += burst_problems(name, result, 202)
+            acknowledged += result.ok * PER_REQUEST
     audit_verify(server.store, checks)
     logged = signals_in_log(server.store)
     checks.expect(

@@ -27,6 +27,7 @@ from onduty.bench._alerts import (
     alert_stream,
     burst_problems,
     fleet_server,
+    serving,
 )
 from onduty.bench._http import UNIQUE, Burst, send_each
 from onduty.bench._serve import Alertmanager
@@ -85,15 +86,10 @@ def run(quick: bool = False) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="onduty-bench-memory-") as name:
         folder = Path(name)
         progress(f"memory: {alerts:,} unique alerts into onduty serve")
-        server = fleet_server(folder / "onduty", "memory")
-        try:
-            server.start()
+        with serving(fleet_server(folder / "onduty", "memory"), checks) as server:
             before, after, warmup, fill = _growth(
                 server.url, ONDUTY_PATH, stream.unique_onduty, 202, requests, server.rss
             )
-        finally:
-            code = server.stop()
-        checks.expect(code == 0, f"onduty serve exited {code} on SIGTERM")
         checks.failures += burst_problems("onduty warm-up", warmup, 202)
         checks.failures += burst_problems("onduty", fill, 202)
         progress(f"memory: {alerts:,} unique alerts into Alertmanager")

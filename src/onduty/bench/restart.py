@@ -13,7 +13,10 @@ Timed:
 1. the service: `onduty serve` started on a copy of the log (it may append to it), from the
    moment the process is started until `/readyz` answers 200 and then the API
    (`GET /api/v1/incidents`) and the console (`GET /`) both answer 200: what an operator waits
-   for after a restart. Its peer, in the same run: a fresh `sqlite3` process reading every
+   for after a restart. Twice: the first start on the log (written without the service, so
+   the read models have no saved state to start from), then again after that one was stopped
+   with SIGTERM (a clean stop, which saves what the next start needs); the target (< 2 s) is
+   for the second. Their peer, in the same run: a fresh `sqlite3` process reading every
    event's body of the same file (`SELECT sum(length(body)) FROM events`, and the compact
    rows of repeated signals where the log keeps them apart): the least any process that reads
    its log on start-up has to do.
@@ -34,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -143,29 +147,42 @@ def _cached_log(total: int) -> Path:
     return path
 
 
-def _serve_restart(path: Path, folder: Path) -> tuple[float, float, str]:
-    """Start `onduty serve` on the log; (seconds to /readyz 200, seconds until the API and
-    the console answered 200 too, what went wrong or "")."""
+@dataclass
+class Started:
+    """One start of `onduty serve` on the log."""
+
+    ready: float = 0.0  # seconds from the process start to /readyz 200
+    answering: float = 0.0  # … until the API and the console answered 200 too
+    failed: str = ""
+    stopped: int | None = None  # its exit code on SIGTERM (None: it had to be killed)
+
+
+def _serve_restart(path: Path, folder: Path) -> Started:
+    """Start `onduty serve` on the log, wait for it to answer, and stop it with SIGTERM."""
     config = folder / "bench.yaml"
     config.write_bytes(orjson.dumps(bench_config_document()))  # JSON is YAML
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "onduty", "serve", "--port", str(port), "--store",
                str(path), "-c", str(config), "--log-level", "warning"]  # fmt: skip
+    result = Started()
     with (folder / "serve.log").open("ab") as output:
         started = time.monotonic()
         process = subprocess.Popen(pinned(command, SERVER_CPUS), stdout=output, stderr=output)
     try:
         if not wait_ready(f"{url}/readyz", process, SERVE_TIMEOUT):
-            return 0.0, 0.0, f"not ready within {SERVE_TIMEOUT:.0f} s (exit {process.poll()})"
-        ready = time.monotonic() - started
+            result.failed = f"not ready within {SERVE_TIMEOUT:.0f} s (exit {process.poll()})"
+            return result
+        result.ready = time.monotonic() - started
         for page in ("/api/v1/incidents", "/"):
             answer = httpx.get(url + page, timeout=SERVE_TIMEOUT)
             if answer.status_code != 200:
-                return ready, 0.0, f"GET {page} answered {answer.status_code}"
-        return ready, time.monotonic() - started, ""
+                result.failed = f"GET {page} answered {answer.status_code}"
+                return result
+        result.answering = time.monotonic() - started
+        return result
     finally:
-        stop(process, timeout=60)
+        result.stopped = stop(process, timeout=60)
 
 
 def _sqlite_read(path: Path) -> float:
@@ -291,7 +308,8 @@ def run(quick: bool = False) -> list[Row]:
         # Folding a million events takes a while: once at the full size, best of 3 in quick.
         t_fold = min(_fold_from_zero(path) for _ in range(REPEATS if quick else 1))
         progress("restart: onduty serve on the log, and sqlite3 reading it")
-        ready, answering, failed = _serve_restart(path, Path(folder))
+        first = _serve_restart(path, Path(folder))
+        second = _serve_restart(path, Path(folder))
         t_sqlite = min(_sqlite_read(path) for _ in range(REPEATS))
 
     runs = "best of 3" if quick else "1 run"
@@ -300,32 +318,42 @@ def run(quick: bool = False) -> list[Row]:
     raw_rate = rate(count, t_raw)
     serve_name = (
         f"restart to ready, {count:,}-event log: `onduty serve` process start → /readyz 200, "
-        f"then GET /api/v1/incidents and the console (/) 200; target < {TARGET:g} s"
+        "then GET /api/v1/incidents and the console (/) 200"
     )
     peer_read = (
         f"a fresh sqlite3 process reading every event's body (best of 3): {seconds(t_sqlite)}"
     )
-    if failed:
-        serve_rows = [row(f"FAILED: {serve_name}: {failed}", "failed", 0.0, "s", peer_read, 0.0)]
-    else:
-        serve_rows = [
+    serve_rows = []
+    for started, when in (
+        (first, "first start on a log the service never ran on (read models built from it)"),
+        (second, f"after a clean stop of the first (SIGTERM, exit {first.stopped})"),
+    ):
+        name = f"{serve_name}, {when}"
+        if started.failed:
+            serve_rows.append(row(f"FAILED: {name}: {started.failed}", "failed", 0.0, "s",
+                                  peer_read, 0.0) | {"ratio": "FAILED"})  # fmt: skip
+            continue
+        serve_rows.append(
             row(
-                serve_name,
-                f"{seconds(answering)} (ready after {seconds(ready)})",
-                answering,
+                name,
+                f"{seconds(started.answering)} (ready after {seconds(started.ready)})",
+                started.answering,
                 "s",
                 peer_read,
-                answering / t_sqlite,
-            ),
+                started.answering / t_sqlite,
+            )
+        )
+    if not second.failed:
+        serve_rows.append(
             row(
-                f"{serve_name}: against the target",
-                seconds(answering),
-                answering,
+                f"{serve_name}, after a clean stop: against the target",
+                seconds(second.answering),
+                second.answering,
                 "s",
                 f"target < {TARGET:g} s",
-                answering / TARGET,
-            ),
-        ]
+                second.answering / TARGET,
+            )
+        )
     return [
         *serve_rows,
         row(

@@ -49,6 +49,7 @@ from onduty.bench._alerts import (
     audit_verify,
     burst_problems,
     config_document,
+    serving,
     webhook,
 )
 from onduty.bench._http import Burst, Latencies, open_loop, post, scheduled, send_each
@@ -197,8 +198,7 @@ def run(quick: bool = False) -> list[Row]:
         config.write_bytes(orjson.dumps(_config(quick)))
         server = Server(folder / "soak.db", "--max-pending", "200000", "--log-level", "warning",
                         config=config)  # fmt: skip
-        try:
-            server.start()
+        with serving(server, checks):
             url = server.url
             progress("soak: delivery ids, the cost per signal with few seen")
             few = send_each(url, NATIVE_PATH, _native(0, MEASURE_REQUESTS[quick]),
@@ -260,9 +260,6 @@ def run(quick: bool = False) -> list[Row]:
                              ok_status=202, connections=CONNECTIONS)  # fmt: skip
             _noted("many delivery ids", many, checks)
             checks.notes.append(f"{steady.ok:,} steady requests answered 202")
-        finally:
-            code = server.stop()
-        checks.expect(code == 0, f"onduty serve exited {code} on SIGTERM")
         audit_verify(server.store, checks)
 
     samples = sampler.samples
