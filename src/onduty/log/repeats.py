@@ -186,7 +186,8 @@ class Expander:
     canonical body from its base (kept parsed, up to `BASE_CACHE` of them)."""
 
     def __init__(self) -> None:
-        self._bases: dict[int, dict[str, Any] | str] = {}
+        # base seq -> (its fields, with its data as ready JSON; its data), or why it is no base
+        self._bases: dict[int, tuple[dict[str, Any], dict[str, Any]] | str] = {}
 
     def expand(
         self, conn: sqlite3.Connection, rows: Sequence[RawRow]
@@ -210,28 +211,29 @@ class Expander:
                 out.append(broken)
                 continue
             body = orjson.dumps(fields, option=_OPT)
-            out.append((seq, id_, fields["type"], fields["stream"], body, hashes[seq]))
+            out.append((seq, id_, str(fields["type"]), str(fields["stream"]), body, hashes[seq]))
         return out
 
     def _rebuild(
         self, seq: int, base: int, id_: str, ts: int, delta: bytes | None, prev: str
     ) -> dict[str, Any]:
-        fields = self._bases.get(base)
-        if not isinstance(fields, dict):
-            raise BrokenRepeat(seq, fields or f"its base event {base} is not stored in full")
+        found = self._bases.get(base)
+        if not isinstance(found, tuple):
+            raise BrokenRepeat(seq, found or f"its base event {base} is not stored in full")
         if base >= seq:
             raise BrokenRepeat(seq, f"its base event {base} does not come before it")
-        data = fields.get("data")
+        fields, data = found
+        ts_text = orjson.dumps(_EPOCH + ts * _US, option=_OPT)[1:-1].decode()
+        rebuilt = {**fields, "seq": seq, "id": id_, "ts": ts_text, "prev_hash": prev}
         if delta is not None:
             try:
                 changed = orjson.loads(delta)
             except orjson.JSONDecodeError as exc:
                 raise BrokenRepeat(seq, f"its changed fields do not parse: {exc}") from None
-            if not isinstance(changed, dict) or not isinstance(data, dict):
+            if not isinstance(changed, dict):
                 raise BrokenRepeat(seq, "its changed fields are not a JSON object")
-            data = {**data, **changed}
-        ts_text = orjson.dumps(_EPOCH + ts * _US, option=_OPT)[1:-1].decode()
-        return {**fields, "seq": seq, "id": id_, "ts": ts_text, "prev_hash": prev, "data": data}
+            rebuilt["data"] = {**data, **changed}
+        return rebuilt
 
     def _load(self, conn: sqlite3.Connection, wanted: Iterable[int]) -> None:
         missing = [seq for seq in wanted if seq not in self._bases]
@@ -250,8 +252,11 @@ class Expander:
                     fields = orjson.loads(body)
                 except (orjson.JSONDecodeError, TypeError):
                     fields = None
-                if isinstance(fields, dict) and fields.get("type") in COMPACT_TYPES:
-                    self._bases[seq] = fields
+                data = fields.get("data") if isinstance(fields, dict) else None
+                if isinstance(data, dict) and fields.get("type") in COMPACT_TYPES:
+                    # its data serialized once, not again for every repeat of it
+                    ready = orjson.Fragment(orjson.dumps(data, option=_OPT))
+                    self._bases[seq] = ({**fields, "data": ready}, data)
                 else:
                     self._bases[seq] = f"its base event {seq} is not a readable signal"
 
