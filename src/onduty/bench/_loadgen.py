@@ -26,11 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from onduty.bench._http import UNIQUE, Burst, Connection, Requests, attempt, run_async
-from onduty.bench._procs import LOAD_CPUS, pinned
+from onduty.bench._procs import LOAD_CPUS, SCRIPTS, pinned
 
-# The checkout's scripts/ (installers of the peers' tools), when running from a checkout; an
-# installed onduty has none and uses what is already on PATH.
-SCRIPTS = Path(__file__).resolve().parents[3] / "scripts"
 # Answered 404 by both onduty and Alertmanager. POST, not GET: Alertmanager answers 503 to GETs
 # beyond its --web.get-concurrency.
 IDLE_PATH = "/bench-idle-not-a-route"

@@ -18,6 +18,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+# The checkout's scripts/ (installers of the peers' tools), when running from a checkout; an
+# installed onduty has none and uses what is already on PATH.
+SCRIPTS = Path(__file__).resolve().parents[3] / "scripts"
+
 
 def _cpus() -> tuple[set[int] | None, set[int] | None]:
     """One core for the server, another for the load generator, when there are two or more."""

@@ -13,12 +13,9 @@ from pathlib import Path
 
 import httpx
 
-from onduty.bench._procs import SERVER_CPUS, pinned, rss, stop
+from onduty.bench._procs import SCRIPTS, SERVER_CPUS, pinned, rss, stop
 
 ALERTMANAGER = Path("/usr/bin/prometheus-alertmanager")
-# The checkout's scripts/ (installers of the peers' tools), when running from a checkout; an
-# installed onduty has none and uses what is already on PATH.
-SCRIPTS = Path(__file__).resolve().parents[3] / "scripts"
 
 
 def free_port() -> int:
