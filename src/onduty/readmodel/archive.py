@@ -57,9 +57,13 @@ def _answers(log: EventLog, mine: list[Event], known: set[int]) -> list[Event]:
 def rebuild(log: EventLog, incident_id: str) -> IncidentView | None:
     """The incident's view as the service's projection holds it, from the log alone; None
     when the log has no such incident."""
-    mine = list(log.read_stream(incident_id))
-    if not mine or mine[0].type != "IncidentOpened":
+    stream = log.read_stream(incident_id)
+    first = next(stream, None)  # another stream ("timers", a signal's) is not read through
+    if first is None or first.type != "IncidentOpened":
         return None
+    if first.data.get("incident_id") != incident_id:
+        return None
+    mine = [first, *stream]
     own = {event.seq for event in mine}
     wanted: dict[int, str | None] = {}
     for event in mine:
