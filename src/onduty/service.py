@@ -36,7 +36,7 @@ from onduty.workers import WorkerPool
 
 logger = logging.getLogger("onduty")
 
-READ_SNAPSHOT_EVERY = 100_000
+READ_SNAPSHOT_EVERY = 50_000
 """Events between two snapshots of the read models (also saved at a graceful stop): a start
 feeds them at most this many events after a crash, instead of the whole log."""
 
@@ -160,7 +160,7 @@ class Service:
         try:
             fed = self.read.restore(log)
             if fed >= READ_SNAPSHOT_EVERY:  # the next start need not fold them again
-                self.read.save(log)
+                self.read.save_soon(log)
             self._read_saved = self.read.seq
             runtime, self.recovery = Runtime.open(
                 log,

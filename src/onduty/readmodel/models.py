@@ -150,8 +150,8 @@ def _store(log: EventLog, seq: int, event_hash: str, state: dict[str, Any]) -> i
     body = orjson.dumps({**binding, "state": state})
     try:
         log.set_meta(SNAPSHOT_KEY, body.decode())
-    except RuntimeError:  # the log closed meanwhile: the next start folds a little more
-        logger.warning("read-model snapshot at seq %s not saved: the log is closed", seq)
+    except Exception as error:  # the log closed meanwhile, say: the next start folds more
+        logger.warning("read-model snapshot at seq %s not saved: %s", seq, error)
         return 0
     return len(body)
 
