@@ -307,7 +307,7 @@ def test_a_snapshot_bound_from_encoded_bytes_is_the_one_bound_from_its_content(
     the content's canonical JSON gives, and bytes that decode to that content."""
     state = State(policy=policy, autonomy_overrides=labels)
     state.signals["fp"] = SignalState("fp", "firing", labels, dict(labels), "test", "", T0)
-    made = bind(seq, "ab" * 32, state.encode(), state.encodes_canonically())
+    made = bind(seq, "ab" * 32, state.encode(), state.encode_canonical())
     content = state.to_snapshot()
     assert made.digest == Snapshot.bound(seq, "ab" * 32, content).digest
     stored = made.encoded or orjson.dumps(made.state)
@@ -329,3 +329,14 @@ def test_only_the_fields_named_as_such_can_hold_floats() -> None:
     JSON; that is checked in the fields that can hold floats, so they must all be named."""
     hints = typing.get_type_hints(State)
     assert {name for name, hint in hints.items() if _holds_floats(hint)} == set(FLOAT_FIELDS)
+
+
+def test_a_state_made_from_its_snapshot_visits_signals_and_incidents_in_the_same_order() -> None:
+    """The core acts on what a tick finds in the order the state's dicts were filled; a state
+    restored from a snapshot must keep that order, not the sorted one the digest is over."""
+    state = State()
+    for fingerprint in ("zeta", "alpha", "mu"):
+        state.signals[fingerprint] = SignalState(fingerprint, "firing", {}, {}, "test", "", T0)
+    stored = bind(3, "ab" * 32, state.encode(), state.encode_canonical())
+    restored = State.from_snapshot(orjson.loads(stored.encoded))
+    assert list(restored.signals) == ["zeta", "alpha", "mu"]

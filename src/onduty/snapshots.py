@@ -1,8 +1,8 @@
 """Snapshots of the core's state, written off the thread that owns the state.
 
 The core thread pays for one encoding of the state to JSON bytes (`State.encode`: one pass in
-C that makes no Python objects, keys sorted as the canonical JSON has them); a writer thread
-binds them to the chain (the digest, over those very bytes) and stores them as they are. A
+C that makes no Python objects), and once more with keys sorted, as the canonical JSON the
+digest is taken over has them; a writer thread hashes the one and stores the other. A
 snapshot is only ever of events already durable, and a backend stores it in one transaction: a
 crash while writing leaves the previous snapshots, never a partial one that start-up would
 take (and one whose content does not match its digest is refused anyway).
@@ -22,24 +22,24 @@ from onduty.state import State
 logger = logging.getLogger("onduty.snapshots")
 
 
-def bind(seq: int, event_hash: str, encoded: bytes, canonical: bool) -> Snapshot:
+def bind(seq: int, event_hash: str, encoded: bytes, canonical: bytes | None) -> Snapshot:
     """The snapshot of the state `encoded` (`State.encode`) after the event at `seq`, bound to
-    the chain as `Snapshot.bound` binds it. When the bytes are the canonical JSON that
-    `snapshot_digest` hashes (`State.encodes_canonically`), the digest is taken over them
-    (hashing releases the GIL) and they are stored as they are; otherwise the content is
-    decoded and bound the ordinary way."""
-    if not canonical:
+    the chain as `Snapshot.bound` binds it. With the state's canonical JSON at hand
+    (`State.encode_canonical`), the digest is taken over it (hashing releases the GIL) and
+    `encoded` is stored as it is; otherwise the content is decoded and bound the ordinary
+    way."""
+    if canonical is None:
         return Snapshot.bound(seq, event_hash, State.snapshot_of(encoded))
     digest = hashlib.sha256(b'{"event_hash":' + orjson.dumps(event_hash) + b',"seq":')
     digest.update(b"%d" % seq + b',"state":')
-    digest.update(encoded)
+    digest.update(canonical)
     digest.update(b"}")
     return Snapshot(seq, {}, event_hash, digest.hexdigest(), encoded=encoded)
 
 
 def save(log: EventLog, seq: int, event_hash: str, state: State) -> None:
     """Store a snapshot of `state` after the event at `seq`, here and now."""
-    log.save_snapshot(bind(seq, event_hash, state.encode(), state.encodes_canonically()))
+    log.save_snapshot(bind(seq, event_hash, state.encode(), state.encode_canonical()))
 
 
 class SnapshotWriter:
@@ -50,13 +50,13 @@ class SnapshotWriter:
     def __init__(self, log: EventLog) -> None:
         self._log = log
         self._cond = threading.Condition()
-        self._waiting: tuple[int, str, bytes, bool] | None = None
+        self._waiting: tuple[int, str, bytes, bytes | None] | None = None
         self._running = False
 
     def submit(self, seq: int, event_hash: str, state: State) -> None:
         """Snapshot `state` after the event at `seq`: encoded now, on the caller's thread (that
         owns the state), bound and stored on the writer's."""
-        job = (seq, event_hash, state.encode(), state.encodes_canonically())
+        job = (seq, event_hash, state.encode(), state.encode_canonical())
         with self._cond:
             self._waiting = job
             if not self._running:

@@ -28,8 +28,11 @@ class ActionStatus(StrEnum):
     VERIFY_FAILED = "verify_failed"
 
 
+# Dicts in the order they were filled: the order the core visits them in, which a state made
+# from a snapshot must keep.
+_ENCODER = msgspec.json.Encoder()
 # Keys sorted, as in the canonical JSON a snapshot's digest is taken over (`to_json`).
-_ENCODER = msgspec.json.Encoder(order="sorted")
+_CANONICAL = msgspec.json.Encoder(order="sorted")
 _NO_UNDOS = b',"undos":{}}'
 # A float with a positive exponent is the one thing msgspec writes unlike the canonical JSON
 # (`1e16`, not `1e+16`): a number after `:`, `,` or `[`. It may match inside a string too
@@ -48,7 +51,7 @@ TERMINAL = frozenset(
 )
 
 
-@dataclass
+@dataclass(slots=True)
 class SignalState:
     fingerprint: str
     status: str
@@ -59,7 +62,7 @@ class SignalState:
     last_seen: datetime | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Incident:
     incident_id: str
     group_key: dict[str, str]
@@ -88,7 +91,7 @@ class Incident:
     """The `summary` annotation all its signals have, if they have the same one."""
 
 
-@dataclass
+@dataclass(slots=True)
 class ActionState:
     command_id: str
     incident_id: str
@@ -105,7 +108,7 @@ class ActionState:
     attempt: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class Approval:
     approval_id: str
     command_id: str
@@ -116,7 +119,7 @@ class Approval:
     approvers: list[str] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(slots=True)
 class ActionRecord:
     """An allowed action, remembered for rate limits."""
 
@@ -127,7 +130,7 @@ class ActionRecord:
     runbook: str
 
 
-@dataclass
+@dataclass(slots=True)
 class BreakerState:
     """Consecutive failures of one action on one target, and when the breaker last opened."""
 
@@ -142,7 +145,7 @@ class UndoStatus(StrEnum):
     """`UndoStarted` is recorded; its `UndoFinished` is not."""
 
 
-@dataclass
+@dataclass(slots=True)
 class UndoState:
     """An undo step the core decided whose outcome is not recorded yet: what a restart runs
     (never started) or settles (started, outcome unknown)."""
@@ -165,7 +168,7 @@ class UndoState:
     status: UndoStatus = UndoStatus.DECIDED
 
 
-@dataclass
+@dataclass(slots=True)
 class State:
     policy: dict[str, Any] | None = None
     policy_version: str = ""
@@ -184,29 +187,29 @@ class State:
     deliveries: dict[str, datetime] = field(default_factory=dict)
     silences: dict[str, dict[str, Any]] = field(default_factory=dict)
     breakers: dict[str, BreakerState] = field(default_factory=dict)
-    undos: dict[str, UndoState] = field(default_factory=dict)
-    """Undo steps decided and not finished, by undo command id."""
     last_ts: datetime | None = None
     applied: int = 0
+    undos: dict[str, UndoState] = field(default_factory=dict)
+    """Undo steps decided and not finished, by undo command id. The last field, so that one
+    with none in flight is left out of a snapshot by cutting the end of its JSON."""
 
     def to_snapshot(self) -> dict[str, Any]:
         return State.snapshot_of(self.encode())
 
     def encode(self) -> bytes:
-        """The snapshot's content (`to_snapshot`) as JSON with sorted keys, in one pass that
-        makes no objects: all a snapshot needs of the thread that owns the state."""
-        encoded = _ENCODER.encode(self)
-        if encoded.endswith(_NO_UNDOS):  # the last key: no undo in flight, encoded as before
-            encoded = encoded[: -len(_NO_UNDOS)] + b"}"  # undos were tracked
-        return encoded
+        """The snapshot's content (`to_snapshot`) as JSON, in one pass that makes no objects:
+        what a snapshot stores."""
+        return _without_undos(_ENCODER.encode(self))
 
-    def encodes_canonically(self) -> bool:
-        """Whether `encode` is byte for byte the canonical JSON of the snapshot's content
-        (`to_json`, that its digest is taken over): unless a float with a positive exponent is
-        in the fields that can hold floats (`FLOAT_FIELDS`), checked without the bulk of the
-        state (signals, incidents)."""
+    def encode_canonical(self) -> bytes | None:
+        """The snapshot's content as its canonical JSON (`to_json`: keys sorted), that its
+        digest is taken over; None when that cannot be told without decoding: a float with a
+        positive exponent may be in the fields that can hold floats (`FLOAT_FIELDS`), checked
+        without the bulk of the state (signals, incidents)."""
         parts = tuple(getattr(self, name) for name in FLOAT_FIELDS)
-        return _EXPONENT.search(_ENCODER.encode(parts)) is None
+        if _EXPONENT.search(_CANONICAL.encode(parts)) is not None:
+            return None
+        return _without_undos(_CANONICAL.encode(self))
 
     @staticmethod
     def snapshot_of(encoded: bytes) -> dict[str, Any]:
@@ -221,3 +224,11 @@ class State:
 
 FLOAT_FIELDS = ("policy", "previous_policy", "candidate", "actions", "undos", "silences")
 """The fields of `State` that can hold a float (directly or as `Any`); the others cannot."""
+
+
+def _without_undos(encoded: bytes) -> bytes:
+    """A state's JSON without its last key, `undos`, when none is in flight: a snapshot then
+    reads as it did before undos were tracked."""
+    if encoded.endswith(_NO_UNDOS):
+        return encoded[: -len(_NO_UNDOS)] + b"}"
+    return encoded

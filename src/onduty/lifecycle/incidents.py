@@ -3,9 +3,10 @@ inhibition), timeouts and resolution."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from sys import intern
 from typing import Any, ClassVar
 
 from onduty.commands import ScheduleTimer
@@ -75,8 +76,8 @@ class IncidentLifecycle:
                 signal = SignalState(
                     body.fingerprint,
                     body.status,
-                    dict(body.labels),
-                    dict(body.annotations),
+                    interned(body.labels),
+                    interned(body.annotations, values=False),
                     body.source,
                     "",
                     last_seen=event.ts,
@@ -87,7 +88,8 @@ class IncidentLifecycle:
                     correlator.firing(body.fingerprint, body.labels)
             return
         known.status = body.status
-        known.labels, known.annotations = dict(body.labels), dict(body.annotations)
+        known.labels = interned(body.labels)
+        known.annotations = interned(body.annotations, values=False)
         self.due.heard(known)
         if correlator is not None:
             if body.status == "firing":
@@ -116,7 +118,7 @@ class IncidentLifecycle:
         wait = self.setup.active.config.correlation.group_wait
         incident = Incident(
             incident_id=body.incident_id,
-            group_key=dict(body.group_key),
+            group_key=interned(body.group_key),
             service=body.service,
             title=body.title,
             opened_at=event.ts,
@@ -129,7 +131,7 @@ class IncidentLifecycle:
         signal = self.state.signals.get(body.fingerprint)
         if signal is not None:
             signal.incident_id = body.incident_id
-            incident.shared_labels = dict(signal.labels)
+            incident.shared_labels = signal.labels  # shared: never changed in place, replaced
             incident.shared_summary = summary_of(signal.annotations)
 
     def _apply_updated(self, body: IncidentUpdated, event: Event) -> None:
@@ -501,6 +503,15 @@ class IncidentLifecycle:
         SilenceCreated: _on_silence,
         SilenceExpired: _on_silence,
     }
+
+
+def interned(mapping: Mapping[str, str], *, values: bool = True) -> dict[str, str]:
+    """A copy of labels (or annotations) for the state, its names (and values) interned: a
+    fleet's alerts repeat the same few names and values (severity, service, job) thousands of
+    times, and the state holds one string of each."""
+    if values:
+        return {intern(name): intern(value) for name, value in mapping.items()}
+    return {intern(name): value for name, value in mapping.items()}
 
 
 def _key_text(group_key: dict[str, str]) -> str:
