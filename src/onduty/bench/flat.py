@@ -136,6 +136,8 @@ def run(quick: bool = False) -> list[Row]:
         _complete("Alertmanager steady", am.steady, checks)
         _complete("Alertmanager single alerts", am.single, checks)
     checks.notes.append(f"{onduty.steady.ok + onduty.single.ok:,} requests answered by onduty")
+    lag = max(onduty.steady.max_send_lag, onduty.single.max_send_lag)
+    checks.notes.append(f"the generator sent at most {lag * 1000:,.1f} ms late (its own stall)")
 
     offered = (
         f"{RATE * PER_REQUEST:,.0f} unique alerts/s offered ({RATE:,.0f} webhooks of "
