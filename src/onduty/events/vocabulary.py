@@ -334,6 +334,22 @@ class SnapshotDiscarded(Payload):
     reason: str
 
 
+class CheckpointSigned(Payload):
+    """A signed checkpoint of the log: its head at `seq` (hash `head`, `count` events) as of
+    `signed_at`, signed with the Ed25519 key `key_id` (`signature`, hex). The same checkpoint is
+    exported to a witness outside the log; `onduty audit verify` checks the log against both.
+    The core folds it without deciding anything."""
+
+    log_id: str
+    seq: int
+    head: str
+    count: int
+    signed_at: str
+    """The signing time as the signed text (RFC 3339, UTC)."""
+    key_id: str
+    signature: str
+
+
 P = TypeVar("P", bound=Payload)
 
 
@@ -381,6 +397,7 @@ _REGISTERED: list[tuple[type[Payload], Origin]] = [
     (SilenceCreated, _I),
     (SilenceExpired, _I),
     (SnapshotDiscarded, _I),
+    (CheckpointSigned, _I),
 ]
 EVENT_TYPES: dict[str, EventSpec] = {
     model.__name__: EventSpec(model, 1, origin) for model, origin in _REGISTERED
