@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from onduty.api.auth import hash_token, sign
+from onduty.api.auth import hash_token, sign, sign_body
 from tests.integration.server import Server
 
 TOKENS = {
@@ -235,18 +235,26 @@ def test_ingest_takes_a_per_source_token_never_a_user_token(server: Server) -> N
     assert [e["actor"] for e in received] == ["alertmanager-eu"]
 
 
-def test_ingest_takes_an_hmac_signature_of_the_body(server: Server) -> None:
+def test_ingest_takes_an_hmac_signature_of_time_and_body(server: Server) -> None:
     path = "/api/v1/signals/cloudevents"
     headers = {"Content-Type": "application/cloudevents+json"}
     body = cloudevent("ce-1", "db-1")
     with as_role(server, None) as client:
         good = {**headers, "X-Onduty-Signature": sign(CE_SECRET, body)}
         assert client.post(path, content=body, headers=good).status_code == 202
+        replayed = client.post(path, content=body, headers=good)  # a captured request again
+        assert replayed.status_code == 409 and "already received" in replayed.json()["error"]
         tampered = body.replace(b"db-1", b"db-2")
         assert client.post(path, content=tampered, headers=good).status_code == 401
         wrong_key = {**headers, "X-Onduty-Signature": sign("guess", body)}
         assert client.post(path, content=body, headers=wrong_key).status_code == 401
         assert client.post(path, content=body, headers=headers).status_code == 401
+        stale = {**headers, "X-Onduty-Signature": sign(CE_SECRET, body, timestamp=1_000_000)}
+        skewed = client.post(path, content=body, headers=stale)
+        assert skewed.status_code == 401 and "behind onduty's clock" in skewed.json()["error"]
+        body_only = {**headers, "X-Onduty-Signature": sign_body(CE_SECRET, body)}
+        down = client.post(path, content=body, headers=body_only)
+        assert down.status_code == 401 and "must sign with a time" in down.json()["error"]
     received = [e for e in events_of(server, "SignalReceived") if "db-" in json.dumps(e["data"])]
     assert [(e["actor"], e["data"]["labels"]["instance"]) for e in received] == [
         ("cloud-events", "db-1")

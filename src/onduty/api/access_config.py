@@ -27,6 +27,7 @@ __all__ = [
     "IngestRoute",
     "IngestSpec",
     "Role",
+    "Signatures",
     "TokenSpec",
     "hash_token",
     "parse_access",
@@ -96,8 +97,14 @@ class IngestSpec(_Model):
     hash_env: str | None = None
     """An environment variable holding the hash, instead of `hash`."""
     hmac_secret: str | None = None
-    """A reference to a secret the sender signs bodies with (`X-Onduty-Signature:
-    sha256=<hmac>`)."""
+    """A reference to a secret the sender signs requests with (`X-Onduty-Signature`, see
+    `signature`)."""
+    signature: Literal["timestamped", "body"] = "timestamped"
+    """How requests are signed with `hmac_secret`. `timestamped`: `t=<unix seconds>,v1=<hex
+    HMAC-SHA256 of "<t>." followed by the body>`, refused when `t` is further from onduty's
+    clock than `access.signatures.tolerance` or when the same signed request comes again.
+    `body`: `sha256=<hex HMAC-SHA256 of the body>`, which a captured request can be replayed
+    with; only for senders that cannot sign a time (`serve` warns at start-up)."""
     routes: list[IngestRoute] | None = None
     """The ingest routes this credential may use; all of them when absent."""
 
@@ -117,6 +124,8 @@ class IngestSpec(_Model):
     @model_validator(mode="after")
     def _one_credential(self) -> IngestSpec:
         require_exactly_one(self, "hash", "hash_env", "hmac_secret")
+        if self.signature == "body" and self.hmac_secret is None:
+            raise ValueError("signature: body applies to an hmac_secret, not to a token")
         return self
 
 
@@ -127,11 +136,19 @@ class Failures(_Model):
     """The window they are counted in."""
 
 
+class Signatures(_Model):
+    tolerance: PositiveDuration = timedelta(minutes=5)
+    """How far a timestamped signature's time may be from onduty's clock, either way; within
+    it, a signed request already received is refused as a replay."""
+
+
 class AccessConfig(_Model):
     tokens: list[TokenSpec] = Field(default_factory=list)
     """People's and tools' bearer tokens, by hash, with roles."""
     ingest: list[IngestSpec] = Field(default_factory=list)
     """Senders of signals and their credentials."""
+    signatures: Signatures = Field(default_factory=Signatures)
+    """How signed ingest requests are checked for freshness and replays."""
     failures: Failures = Field(default_factory=Failures)
     """How many wrong credentials an address may present before it gets 429 (a credential that
     verifies is always accepted)."""

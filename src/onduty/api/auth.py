@@ -5,7 +5,7 @@ access:
   tokens:                 # only hashes are stored: `onduty token hash --new` makes a pair
     - {name: alice, roles: [approver, operator], hash: "sha256:<hex of sha256(token)>"}
     - {name: grafana, roles: [viewer], hash_env: ONDUTY_TOKEN_GRAFANA}
-  ingest:                 # who may push signals: a bearer token, or an HMAC of the body
+  ingest:                 # who may push signals: a bearer token, or an HMAC of time and body
     - {name: alertmanager-eu, hash: "sha256:..."}
     - {name: cloud-events, hmac_secret: "${ENV:CE_HMAC}", routes: [cloudevents]}
   failures: {max: 10, per: 1m}   # failed authentications per client address, then 429
@@ -23,8 +23,10 @@ Every token is a `viewer`. The token's `name` is the actor of everything it reco
 With no tokens, access control is off and `onduty serve` only listens on loopback. With tokens,
 every route except the probes (`/healthz`, `/readyz`, `/-/healthy`, `/-/ready`) needs a
 credential: a user token (`Authorization: Bearer <token>`, or the console's `onduty_token`
-cookie) for the API, an ingest credential (its bearer token, or
-`X-Onduty-Signature: sha256=<hex HMAC-SHA256 of the body>`) for the ingest routes.
+cookie) for the API, an ingest credential (its bearer token, or `X-Onduty-Signature:
+t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>." and the body>`, see `onduty.api.signatures`)
+for the ingest routes. A signature further than `signatures.tolerance` from onduty's clock is
+refused (401), and so is a signed request received again within it (409).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from onduty.api.credentials import (
     Throttle,
     expand_roles,
     sign,
+    sign_body,
 )
 from onduty.api.front import close_websocket, refuse
 
@@ -92,6 +95,7 @@ __all__ = [
     "required_role",
     "requires",
     "sign",
+    "sign_body",
     "sign_in",
 ]
 

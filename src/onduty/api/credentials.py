@@ -29,6 +29,14 @@ from onduty.api.access_config import (
     TokenSpec,
     parse_access,
 )
+from onduty.api.signatures import (
+    ReplayWindow,
+    parse_signature,
+    sign,
+    sign_body,
+    timestamped_digest,
+)
+from onduty.values import format_seconds
 
 __all__ = [
     "LOCAL",
@@ -36,9 +44,11 @@ __all__ = [
     "AccessError",
     "IngestSource",
     "Principal",
+    "SignatureCheck",
     "Throttle",
     "expand_roles",
     "sign",
+    "sign_body",
 ]
 
 
@@ -91,6 +101,20 @@ class _Ingest(NamedTuple):
     source: IngestSource
     digest: bytes | None
     hmac_key: bytes | None
+    timestamped: bool = True
+    """Whether its signatures must carry a time (`signature: timestamped`)."""
+
+
+@dataclass(frozen=True)
+class SignatureCheck:
+    """What a signed request's `X-Onduty-Signature` proves: its sender, or why it is refused
+    (`problem`, answered with `status`; empty when no secret signed it)."""
+
+    source: IngestSource | None
+    problem: str = ""
+    status: int = 401
+    delivery: bytes | None = None
+    """The signature remembered against replays (to forget if the request is refused later)."""
 
 
 # --------------------------------------------------------------------------- throttling
@@ -197,6 +221,7 @@ class Access:
         *,
         env: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         config = config or AccessConfig()
         environment = os.environ if env is None else env
@@ -216,7 +241,8 @@ class Access:
             try:
                 if item.hmac_secret is not None:
                     key = _resolve_reference(item.hmac_secret, environment, f"{where}.hmac_secret")
-                    ingest.append(_Ingest(source, None, key.encode()))
+                    timestamped = item.signature == "timestamped"
+                    ingest.append(_Ingest(source, None, key.encode(), timestamped))
                 else:
                     ingest.append(_Ingest(source, _digest(item, environment, where), None))
             except AccessError as error:
@@ -231,6 +257,14 @@ class Access:
         self.throttle = Throttle(
             config.failures.max, config.failures.per.total_seconds(), clock=clock
         )
+        self._wall_clock = wall_clock
+        self.replays = ReplayWindow(config.signatures.tolerance.total_seconds())
+        self.warnings = [
+            f"access.ingest[{index}] ({item.name}): signature: body: a captured request can be "
+            "sent again; use timestamped signatures when the sender can"
+            for index, item in enumerate(config.ingest)
+            if item.hmac_secret is not None and item.signature == "body"
+        ]
 
     @classmethod
     def from_raw(cls, raw: dict[str, Any], *, env: Mapping[str, str] | None = None) -> Access:
@@ -252,6 +286,8 @@ class Access:
     def update(self, other: Access) -> None:
         """Take `other`'s credentials (a reload); the failures counted so far stay."""
         self._tokens, self._ingest = other._tokens, other._ingest
+        self.replays.tolerance = other.replays.tolerance
+        self.warnings = other.warnings
         self.throttle.max_failures = other.throttle.max_failures
         self.throttle.window = other.throttle.window
 
@@ -272,30 +308,49 @@ class Access:
                 found = entry.source
         return found
 
-    def ingest_signature(self, body: bytes, signature: str) -> IngestSource | None:
-        """The source whose HMAC secret signed `body`; `signature` is `sha256=<hex>`."""
-        scheme, _, text = signature.strip().partition("=")
-        if scheme.strip().lower() != "sha256":
-            return None
-        try:
-            given = bytes.fromhex(text.strip())
-        except ValueError:
-            return None
-        found: IngestSource | None = None
+    def ingest_signature(self, body: bytes, header: str) -> SignatureCheck:
+        """Who signed `body` with the `X-Onduty-Signature` `header`, if the signature is fresh
+        and not a replay. Every secret is tried, each comparison in constant time."""
+        parsed = parse_signature(header)
+        if parsed is None:
+            return SignatureCheck(None, "X-Onduty-Signature is neither t=<time>,v1=<hex> nor "
+                                  "sha256=<hex>")  # fmt: skip
+        found: _Ingest | None = None
+        matched = b""
         for entry in self._ingest:
-            if entry.hmac_key is not None:
+            if entry.hmac_key is None:
+                continue
+            if parsed.timestamp is None:
                 expected = hmac.new(entry.hmac_key, body, hashlib.sha256).digest()
-                if hmac.compare_digest(given, expected):
-                    found = entry.source
-        return found
+            else:
+                expected = timestamped_digest(entry.hmac_key, parsed.timestamp, body)
+            for digest in parsed.digests:
+                if hmac.compare_digest(digest, expected):
+                    found, matched = entry, expected
+        if found is None:
+            return SignatureCheck(None)
+        if parsed.timestamp is None:
+            if found.timestamped:
+                return SignatureCheck(None, f"{found.source.name} must sign with a time: "
+                                      "t=<unix seconds>,v1=<hex>")  # fmt: skip
+            return SignatureCheck(found.source)
+        now = self._wall_clock()
+        skew = now - parsed.timestamp
+        if abs(skew) > self.replays.tolerance:
+            side = "behind" if skew > 0 else "ahead of"
+            return SignatureCheck(
+                None,
+                f"the signature's time is {format_seconds(round(abs(skew)))} {side} onduty's "
+                f"clock, beyond the tolerance of {format_seconds(self.replays.tolerance)} "
+                "(sign each request when it is sent; check the sender's clock)",
+            )
+        if not self.replays.first_time(matched, now):
+            return SignatureCheck(
+                None, "this signed request was already received; sign each request anew", 409
+            )
+        return SignatureCheck(found.source, delivery=matched)
 
     @property
     def signs(self) -> bool:
         """Whether any ingest credential is an HMAC secret."""
         return any(entry.hmac_key is not None for entry in self._ingest)
-
-
-def sign(secret: bytes | str, body: bytes) -> str:
-    """The `X-Onduty-Signature` value for `body`."""
-    key = secret.encode() if isinstance(secret, str) else secret
-    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()

@@ -166,6 +166,9 @@ class Ingest:
         async def receive(request: Request) -> Response:
             started = time.perf_counter()
             response = await self._receive(fmt, request)
+            delivery = getattr(request.state, "signed_delivery", None)
+            if delivery is not None and response.status_code != 202 and self._access is not None:
+                self._access.replays.forget(delivery)  # refused after all: it may come again
             if response.status_code == 202:
                 self._metrics.ingest_seconds.labels(fmt.name).observe(time.perf_counter() - started)
             else:
@@ -185,6 +188,7 @@ class Ingest:
         token = bearer_token(request)
         source = access.ingest_token(token) if token else None
         body: bytes | None = None
+        problem, status = "", 401
         signature = request.headers.get(SIGNATURE_HEADER)
         reads_body = signature is not None or (token is None and fmt.credential is not None)
         if source is None and reads_body:
@@ -199,7 +203,11 @@ class Ingest:
             if body is None:
                 return self._too_large(), None, None
             if signature is not None:
-                source = access.ingest_signature(body, signature)
+                check = access.ingest_signature(body, signature)
+                source = check.source
+                if check.delivery is not None:
+                    request.state.signed_delivery = check.delivery
+                problem, status = check.problem, check.status
             elif fmt.credential is not None:
                 carried = fmt.credential(body)
                 source = access.ingest_token(carried) if carried else None
@@ -210,6 +218,8 @@ class Ingest:
                 reason = "too many failed authentications; retry later"
                 return error(429, reason, **{"Retry-After": str(retry)}), None, None
             access.throttle.failed(address)
+            if problem:
+                return error(status, problem), None, None
             reason = "authentication required: a bearer token or an X-Onduty-Signature"
             return error(401, reason, **{"WWW-Authenticate": "Bearer"}), None, None
         if not source.may_use(fmt.name):

@@ -38,7 +38,8 @@ def config_check(
     sections = {name: getattr(config, name) for name in ("sources", "actuators", "channels")}
     warnings = unresolved_references(sections)
     try:
-        Access.from_raw(config.access)  # hashes and ingest secrets named by variable or file
+        # hashes and ingest secrets named by variable or file; body-only signatures
+        warnings += Access.from_raw(config.access).warnings
     except AccessError as error:
         warnings += error.problems
     if _is_empty(file):

@@ -133,6 +133,8 @@ def serve(
         _feed_simulation(service, simulation)
     if access.enabled:
         logger.info("access control on: %s", access.describe())
+    for warning in access.warnings:
+        logger.warning("%s", warning)
     if public and tls_cert is None:
         logger.warning("listening on %s without TLS: tokens cross the network in clear", host)
     server = DrainingServer(
