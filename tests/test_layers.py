@@ -69,6 +69,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "onduty.approvals",
             "onduty.obs",
             "onduty.api.credentials",
+            "onduty.api.signatures",
         ],
     ),
     ("service", ["onduty.service"]),
