@@ -32,6 +32,7 @@ from onduty.act.specs import (
     parse_actuators,
 )
 from onduty.api.access_config import AccessConfig, parse_access
+from onduty.config_checkpoints import CheckpointSettings
 from onduty.config_policy import (
     GUARDRAIL_KINDS,
     Approvals,
@@ -247,6 +248,8 @@ class Config(Model):
     tokens `serve` listens on loopback only."""
     server: ServerSettings = Field(default_factory=ServerSettings)
     """How `onduty serve` meets the network."""
+    checkpoints: CheckpointSettings = Field(default_factory=CheckpointSettings)
+    """Signed checkpoints of the log and the witnesses they are exported to."""
     snapshot_every: int = Field(default=10_000, ge=1)
     """Save a snapshot of the core's state every this many events; a restart folds at most this many
     events after the newest trusted one (snapshots cost the core thread time)."""
@@ -289,7 +292,16 @@ class Config(Model):
         lives, the bus, the pollers that feed it)."""
         return self.model_dump(
             mode="json",
-            exclude={"store", "bus", "sources", "actuators", "channels", "access", "server"},
+            exclude={
+                "store",
+                "bus",
+                "sources",
+                "actuators",
+                "channels",
+                "access",
+                "server",
+                "checkpoints",
+            },
         )
 
     @property

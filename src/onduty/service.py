@@ -12,12 +12,14 @@ from onduty.act import ActuatorRegistry
 from onduty.act.plugins import build_registry
 from onduty.act.runs import RunLocks
 from onduty.api.credentials import Access, AccessError
+from onduty.checkpointer import Checkpointer, open_checkpointer
 from onduty.commands import Notify
 from onduty.config import Config, ConfigError
 from onduty.configfile import load_config
 from onduty.escalate import Deliverer, parse_channels
 from onduty.events import Event, Payload, PolicyActivated
 from onduty.log import EventLog, StoreError, open_log
+from onduty.log.checkpoints import CheckpointError
 from onduty.loop import CoreLoop, Draining
 from onduty.obs import Metrics
 from onduty.readmodel.archive import Archive
@@ -89,6 +91,7 @@ class Service:
         self.runtime: Runtime | None = None
         self.loop: CoreLoop | None = None
         self.recovery: RecoveryReport | None = None
+        self.checkpointer: Checkpointer | None = None
         self._subscribers: tuple[Callable[[Event], None], ...] = ()
         self._subscribers_lock = threading.Lock()
         self.clock: Clock = clock or SystemClock()
@@ -183,6 +186,12 @@ class Service:
                 f"(check it with `onduty audit verify --store {self.store}`)"
             ) from None
         self.runtime = runtime
+        try:
+            self.checkpointer = open_checkpointer(
+                self.config.checkpoints, self.store, log, self.metrics.registry
+            )
+        except CheckpointError as error:
+            raise StartupError(str(error)) from None
 
     def start(self) -> None:
         self.prepare()
@@ -193,6 +202,9 @@ class Service:
         self.loop = CoreLoop(runtime, max_pending=self.max_pending)
         runtime.send_outcomes_to(self._record_outcome)
         self.loop.start()
+        if self.checkpointer is not None:
+            self.checkpointer.start(self._record_outcome)
+            self.subscribe(self.checkpointer.observe)
         with self._early_lock:
             early, self._early = self._early, []
         for body, stream in early:
@@ -208,6 +220,8 @@ class Service:
 
     def stop(self) -> None:
         """Drain queued inputs, snapshot, and close the log."""
+        if self.checkpointer is not None and self.loop is not None:
+            self.checkpointer.stop()  # a last checkpoint, recorded through the running loop
         if self.loop is not None:
             self.loop.stop()
         if self._runs is not None:

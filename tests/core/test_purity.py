@@ -24,6 +24,7 @@ CORE = [
     SOURCE / "config_policy.py",
     SOURCE / "config_runbooks.py",
     SOURCE / "config_server.py",
+    SOURCE / "config_checkpoints.py",
     SOURCE / "values.py",
 ]
 BANNED_MODULES = {
@@ -76,6 +77,7 @@ ALLOWED_PROJECT = {
     "onduty.config_policy",
     "onduty.config_runbooks",
     "onduty.config_server",
+    "onduty.config_checkpoints",
     # The sections the configuration composes: pure models their packages own, checked by
     # tests/test_config_imports.py (they may parse URLs with urllib.parse).
     "onduty.sense.specs",

@@ -114,7 +114,7 @@ def shift_up(db: sqlite3.Connection, start: int) -> None:
 def insert(db: sqlite3.Connection, seq: int, event: Event, body: bytes, hash_: str) -> None:
     db.execute(
         "INSERT INTO events(seq, id, type, stream, ts, body, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (seq, event.id, event.type, event.stream, "2024-05-01T00:00:00Z", body, hash_),
+        (seq, event.id, event.type, event.stream, orjson.loads(body)["ts"], body, hash_),
     )
 
 

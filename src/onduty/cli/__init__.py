@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 import typer
 
-from onduty.cli import config, policy, serve, sim, store, talk
+from onduty.cli import audit, config, policy, serve, sim, store, talk
 from onduty.cli.base import UsageProblem, err, out, problem_line
 from onduty.config import ConfigError
 from onduty.log import StoreError
@@ -33,7 +33,7 @@ app = typer.Typer(
     help="onduty: an autonomous manager-on-duty. Every fact it acts on is a hash-chained event.",
     pretty_exceptions_enable=False,
 )
-app.add_typer(store.audit_app, name="audit")
+app.add_typer(audit.audit_app, name="audit")
 app.add_typer(store.events_app, name="events")
 app.add_typer(config.config_app, name="config")
 app.command()(store.replay)

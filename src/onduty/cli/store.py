@@ -1,5 +1,5 @@
-"""The commands that read an event log on disk: `audit verify`, `replay`, `incidents`,
-`events tail`."""
+"""The commands that read an event log on disk: `replay`, `incidents`, `events tail` (`audit
+verify` is in `onduty.cli.audit`)."""
 
 from __future__ import annotations
 
@@ -14,84 +14,15 @@ from onduty.cli.base import (
     StoreOption,
     UsageProblem,
     counting,
-    err,
     existing_log,
     out,
     progress,
 )
 from onduty.cli.views import differences_table, event_line, incidents_table
 from onduty.configfile import load_config
-from onduty.log import EventLog
 from onduty.textsafe import markup
 
-audit_app = typer.Typer(no_args_is_help=True, help="Check the log's integrity.")
 events_app = typer.Typer(no_args_is_help=True, help="Read the event log.")
-
-
-@audit_app.command("verify")
-def audit_verify(
-    store: StoreOption = "onduty.db",
-    deep: Annotated[
-        bool,
-        typer.Option(
-            "--deep",
-            help="Also fold the log and check that each stored snapshot is exactly the state "
-            "at its seq (catches one forged with a recomputed digest; costs a replay).",
-        ),
-    ] = False,
-) -> None:
-    """Check the hash chain and the stored snapshots: exit 0 intact, 1 broken (naming the first
-    bad sequence number, or each snapshot that is not bound to the chain and why)."""
-    from onduty.log import verify_snapshots
-
-    with existing_log(store) as log:
-        seq, _ = log.head()
-        with progress("verifying", total=seq) as advance:
-            broken = log.verify(progress=lambda done, total: advance(done))
-        snapshots = log.snapshots()
-        problems = verify_snapshots(log)
-        if deep and broken is None:
-            bad = {problem.seq for problem in problems}
-            with progress("folding", total=seq) as advance:
-                problems += _unfolded(log, [s for s in snapshots if s.seq not in bad], advance)
-    if broken is not None:
-        err.print(f"[bold red]chain broken[/] at seq {broken.seq}: {markup(broken.reason)}")
-    for problem in sorted(problems, key=lambda problem: -problem.seq):
-        err.print(
-            f"[bold red]snapshot at seq {problem.seq} is bad[/]: {markup(problem.reason)}; "
-            "onduty discards it at start-up and folds the log instead",
-            soft_wrap=True,
-        )
-    if broken is not None or problems:
-        raise typer.Exit(1)
-    kept = f"; {len(snapshots)} snapshots bound to it" if snapshots else ""
-    folded = " and equal to the log folded up to their seq" if snapshots and deep else ""
-    out.print(f"[green]chain intact[/]: {seq} events verified{kept}{folded}")
-
-
-def _unfolded(log: EventLog, snapshots: list[Any], advance: Callable[[int], None]) -> list[Any]:
-    """The snapshots whose state is not the state of the core after folding the log up to their
-    seq (the state is compared in its stored JSON form)."""
-    import orjson
-
-    from onduty.log import SnapshotProblem
-    from onduty.manager import Manager
-
-    wanted = {snapshot.seq: snapshot for snapshot in snapshots}
-    manager, problems = Manager(), []
-    last = max(wanted, default=0)
-    for event in counting(log.read(), advance):
-        if event.seq > last:
-            break
-        manager.apply(event)
-        snapshot = wanted.get(event.seq)
-        if (
-            snapshot is not None
-            and orjson.loads(orjson.dumps(manager.snapshot())) != snapshot.state
-        ):
-            reason = "its state is not the log folded up to its seq (forged or stale)"
-            problems.append(SnapshotProblem(event.seq, reason))
-    return problems
 
 
 def replay(

@@ -61,6 +61,12 @@ _PRUNE_SNAPSHOTS = (
     "DELETE FROM snapshots WHERE seq NOT IN (SELECT seq FROM snapshots ORDER BY seq DESC LIMIT ?)"
 )
 
+# the first stored event before seq ?1 whose `ts` column is not the time its (hashed) body says
+_BAD_TS = (
+    "SELECT seq, ts, json_extract(CAST(body AS TEXT), '$.ts') AS said FROM events "
+    "WHERE seq < ?1 AND json_valid(CAST(body AS TEXT)) AND ts IS NOT said ORDER BY seq LIMIT 1"
+)
+
 _Row = tuple[int, str, str, str, str, bytes, str]
 
 
@@ -458,9 +464,14 @@ class SQLiteEventLog:
         with self._reading() as conn:
             total = conn.execute(repeats.COUNT).fetchone()[0]
         try:
-            return walk_chain(self._rows(0, None), total, progress, self.progress_every)
-        except BrokenRepeat as broken:
-            return ChainBreak(broken.seq, broken.reason)
+            broken = walk_chain(self._rows(0, None), total, progress, self.progress_every)
+        except BrokenRepeat as error:
+            broken = ChainBreak(error.seq, error.reason)
+        with self._reading() as conn:  # the one column besides the body that a reader uses
+            row = conn.execute(_BAD_TS, (1 << 62 if broken is None else broken.seq,)).fetchone()
+        if row is not None:
+            return ChainBreak(row[0], f"ts column {row[1]!r} does not match the body's {row[2]!r}")
+        return broken
 
     # ------------------------------------------------------------------ snapshots, meta
 

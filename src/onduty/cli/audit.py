@@ -1,0 +1,148 @@
+"""`onduty audit verify`: the hash chain, the snapshots bound to it, and the signed checkpoints
+that show nothing was cut off or rewritten."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from onduty.cli.base import StoreOption, UsageProblem, counting, err, existing_log, out, progress
+from onduty.log import EventLog
+from onduty.textsafe import markup
+
+audit_app = typer.Typer(no_args_is_help=True, help="Check the log's integrity.")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    store: StoreOption = "onduty.db",
+    deep: Annotated[
+        bool,
+        typer.Option(
+            "--deep",
+            help="Also fold the log and check that each stored snapshot is exactly the state "
+            "at its seq (catches one forged with a recomputed digest; costs a replay).",
+        ),
+    ] = False,
+    checkpoints: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoints",
+            help="The witness file of signed checkpoints (default: <store>.checkpoints when "
+            "it exists).",
+        ),
+    ] = None,
+    public_key: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--public-key",
+            help="A public key the checkpoints are signed with (repeat it for keys rotated "
+            "out; default: <store>.checkpoint.key.pub when it exists).",
+        ),
+    ] = None,
+) -> None:
+    """Check the hash chain, the stored snapshots and the signed checkpoints: exit 0 intact, 1
+    broken (naming the first bad sequence number, or the checkpoint that no longer matches, or
+    each snapshot that is not bound to the chain and why)."""
+    from onduty.checkpointer import key_file, witness_file
+    from onduty.log import verify_snapshots
+    from onduty.log.checkpoints import (
+        CheckpointError,
+        load_public_keys,
+        public_path,
+        read_witness,
+        verify_checkpoints,
+    )
+
+    witness = checkpoints or witness_file(store)
+    if checkpoints is not None and not checkpoints.exists():
+        raise UsageProblem(f"--checkpoints {checkpoints}: no such file")
+    keys_given = public_key or []
+    beside = key_file(store)
+    if not keys_given and beside is not None and public_path(beside).exists():
+        keys_given = [public_path(beside)]
+    try:
+        keys = load_public_keys(keys_given)
+        found, unreadable = (
+            read_witness(witness) if witness is not None and witness.exists() else ([], [])
+        )
+    except CheckpointError as error:
+        raise UsageProblem(str(error)) from None
+    with existing_log(store) as log:
+        seq, _ = log.head()
+        with progress("verifying", total=seq) as advance:
+            broken = log.verify(progress=lambda done, total: advance(done))
+        report = verify_checkpoints(log, found, keys, chain=broken, witness_name=str(witness))
+        snapshots = log.snapshots()
+        problems = verify_snapshots(log)
+        if deep and broken is None:
+            bad = {problem.seq for problem in problems}
+            with progress("folding", total=seq) as advance:
+                problems += _unfolded(log, [s for s in snapshots if s.seq not in bad], advance)
+    findings = unreadable + report.findings
+    for finding in findings:
+        title = "chain broken" if finding.kind == "chain" else f"checkpoint: {finding.kind}"
+        text = f"at {finding.message}" if finding.kind == "chain" else finding.message
+        err.print(f"[bold red]{title}[/] {markup(text)}", soft_wrap=True)
+    for problem in sorted(problems, key=lambda problem: -problem.seq):
+        err.print(
+            f"[bold red]snapshot at seq {problem.seq} is bad[/]: {markup(problem.reason)}; "
+            "onduty discards it at start-up and folds the log instead",
+            soft_wrap=True,
+        )
+    if findings or problems:
+        raise typer.Exit(1)
+    kept = f"; {len(snapshots)} snapshots bound to it" if snapshots else ""
+    folded = " and equal to the log folded up to their seq" if snapshots and deep else ""
+    out.print(f"[green]chain intact[/]: {seq} events verified{kept}{folded}", soft_wrap=True)
+    out.print(_coverage(report, witness if found else None, seq), soft_wrap=True)
+
+
+def _coverage(report: Any, witness: Path | None, head: int) -> str:
+    """What the checkpoints vouch for, in one line."""
+    if report.latest is None and not report.in_log:
+        return "[yellow]no signed checkpoints[/]: a cut tail or a rewritten chain would not be seen"
+    signed = "signatures checked" if report.signatures else "[yellow]signatures NOT checked[/] "
+    if not report.signatures:
+        signed += "(no public key: give --public-key)"
+    if report.latest is None:
+        return (
+            f"[yellow]no witness file[/]: {report.in_log} checkpoints in the log agree with it "
+            f"({signed}); give --checkpoints to detect a cut tail"
+        )
+    latest = report.latest
+    after = head - latest.seq
+    tail = f"; {after} later events not yet covered" if after > 0 else ""
+    return (
+        f"[green]checkpoints hold[/]: {report.checked} in {markup(str(witness))} and "
+        f"{report.in_log} in the log, latest at seq {latest.seq} signed {latest.signed_at} by "
+        f"key {latest.key_id} ({signed}){tail}"
+    )
+
+
+def _unfolded(log: EventLog, snapshots: list[Any], advance: Callable[[int], None]) -> list[Any]:
+    """The snapshots whose state is not the state of the core after folding the log up to their
+    seq (the state is compared in its stored JSON form)."""
+    import orjson
+
+    from onduty.log import SnapshotProblem
+    from onduty.manager import Manager
+
+    wanted = {snapshot.seq: snapshot for snapshot in snapshots}
+    manager, problems = Manager(), []
+    last = max(wanted, default=0)
+    for event in counting(log.read(), advance):
+        if event.seq > last:
+            break
+        manager.apply(event)
+        snapshot = wanted.get(event.seq)
+        if (
+            snapshot is not None
+            and orjson.loads(orjson.dumps(manager.snapshot())) != snapshot.state
+        ):
+            reason = "its state is not the log folded up to its seq (forged or stale)"
+            problems.append(SnapshotProblem(event.seq, reason))
+    return problems
