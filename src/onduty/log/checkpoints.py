@@ -360,6 +360,18 @@ def verify_checkpoints(
                 if report.latest is None or checkpoint.seq >= report.latest.seq:
                     report.latest = checkpoint
     report.findings += _witness_behind(witness, recorded, witness_name)
+    latest = report.latest
+    if latest is not None and recorded and latest.signature not in {c.signature for c in recorded}:
+        report.findings.append(
+            Finding(
+                "cut",
+                latest.seq,
+                f"the latest checkpoint (at seq {latest.seq}, signed {latest.signed_at}) is not "
+                f"recorded in the log, which records each one after the head it signs: the "
+                f"tail after seq {latest.seq} was cut (or onduty stopped between exporting it "
+                "and recording it; the next checkpoint settles that)",
+            )
+        )
     report.findings.sort(key=lambda finding: finding.seq)
     return report
 
