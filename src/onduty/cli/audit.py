@@ -115,7 +115,7 @@ def _coverage(report: Any, witness: Path | None, head: int) -> str:
         )
     latest = report.latest
     after = head - latest.seq
-    tail = f"; {after} later events not yet covered" if after > 0 else ""
+    tail = f"; {after} later event{'s' if after > 1 else ''} not yet covered" if after > 0 else ""
     return (
         f"[green]checkpoints hold[/]: {report.checked} in {markup(str(witness))} and "
         f"{report.in_log} in the log, latest at seq {latest.seq} signed {latest.signed_at} by "
