@@ -342,3 +342,49 @@ def test_old_checkpoints_verify_with_the_rotated_out_public_key(store: Path) -> 
     )
     assert code == 0, text
     assert "checkpoints hold: 4 in" in text
+
+
+# --------------------------------------------------------------------------- other witnesses
+
+
+def test_checkpoints_also_go_to_an_http_witness_and_a_second_store(tmp_path: Path) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received: list[bytes] = []
+
+    class Witness(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Witness)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    second = tmp_path / "second.db"
+    settings = CheckpointSettings(
+        every=timedelta(hours=1),
+        witness_url=f"http://127.0.0.1:{server.server_address[1]}/checkpoints",
+        witness_store=f"sqlite:///{second}",
+    )
+    try:
+        with SQLiteEventLog(str(tmp_path / "onduty.db")) as log:
+            log.append([make_event(_signal(i), id=f"e-{i}", ts=T0, stream="s") for i in range(3)])
+            key = signing_key(settings, str(tmp_path / "onduty.db"))
+            checkpointer = Checkpointer(
+                settings, log, key, witness=None, registry=CollectorRegistry()
+            )
+            signed = checkpointer.checkpoint_now()
+            checkpointer.stop()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert signed is not None and signed.seq == 3
+    assert [orjson.loads(body)["seq"] for body in received] == [3]
+    with SQLiteEventLog(str(second)) as copy:
+        [event] = list(copy.read())
+    assert event.type == "CheckpointSigned" and event.data["signature"] == signed.signature
