@@ -87,7 +87,8 @@ class Emitter:
         self, incident_id: str, change: str, detail: str = "", *, fingerprint: str | None = None
     ) -> Event:
         """Record a change to an incident (`IncidentUpdated`)."""
-        update = IncidentUpdated(
+        # Built by the core from typed values: validating it again would change nothing.
+        update = IncidentUpdated.model_construct(
             incident_id=incident_id, change=change, fingerprint=fingerprint, detail=detail
         )
         return self.emit(update, incident_id)
@@ -155,7 +156,7 @@ class Pager:
         tiers = self.setup.active.config.escalation.tiers(incident.service)
         level = min(max(incident.escalation_tier, 0) if tier is None else tier, len(tiers) - 1)
         event = emitter.emit(
-            Escalated(
+            Escalated.model_construct(  # typed values of the core's own: no validation
                 incident_id=incident.incident_id,
                 reason=reason,
                 tier=level,
