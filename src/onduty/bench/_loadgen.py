@@ -22,6 +22,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -167,19 +168,28 @@ def burst(
     With `unique`, every UNIQUE mark in a body is replaced per request (see WRK_SCRIPT). The
     generator runs on LOAD_CPUS.
     """
-    options: dict[str, Any] = {
-        "ok_status": ok_status,
-        "connections": connections,
-        "seconds": seconds,
-        "folder": folder,
-        "unique": unique,
-    }
+    load = Load(url, path, bodies, ok_status, connections, seconds, folder, unique)
     if prefer_wrk and wrk_available():
         try:
-            return wrk_burst(url, path, bodies, **options)
+            return wrk_burst(load)
         except RuntimeError:
             pass  # e.g. a wrk without LuaJIT's FFI: use the Python generator
-    return python_burst(url, path, bodies, **options)
+    return python_burst(load)
+
+
+@dataclass(frozen=True)
+class Load:
+    """What a burst sends: `bodies` round-robin to `url + path`, `connections` at once, for
+    `seconds`; `ok_status` is the answer that counts; files go to `folder`."""
+
+    url: str
+    path: str
+    bodies: Sequence[bytes]
+    ok_status: int
+    connections: int
+    seconds: float
+    folder: Path
+    unique: str | None = None
 
 
 def _bodies_file(path: Path, bodies: Sequence[bytes]) -> Path:
@@ -191,21 +201,12 @@ def _bodies_file(path: Path, bodies: Sequence[bytes]) -> Path:
     return path
 
 
-def wrk_burst(
-    url: str,
-    path: str,
-    bodies: Sequence[bytes],
-    *,
-    ok_status: int,
-    connections: int,
-    seconds: float,
-    folder: Path,
-    threads: int = 1,
-    tail: float = 1.5,
-    unique: str | None = None,
-) -> Burst:
-    bodies_file = _bodies_file(folder / "wrk-bodies.ndjson", bodies)
-    script = folder / "wrk-bench.lua"
+def wrk_burst(load: Load, *, threads: int = 1, tail: float = 1.5) -> Burst:
+    url, path, ok_status, connections, seconds = (
+        load.url, load.path, load.ok_status, load.connections, load.seconds
+    )  # fmt: skip
+    bodies_file = _bodies_file(load.folder / "wrk-bodies.ndjson", load.bodies)
+    script = load.folder / "wrk-bench.lua"
     script.write_text(
         WRK_SCRIPT.replace("@IDLE_PATH@", IDLE_PATH)
         .replace("@RESULT_MARK@", RESULT_MARK)
@@ -217,7 +218,7 @@ def wrk_burst(
         "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "10s",
         "-s", str(script), url,
         "--", str(bodies_file), path, str(ok_status), f"{deadline:.6f}", str(threads),
-        unique or "-",
+        load.unique or "-",
     ], LOAD_CPUS)  # fmt: skip
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=duration + 30, check=False
@@ -242,25 +243,16 @@ def wrk_burst(
     )
 
 
-def python_burst(
-    url: str,
-    path: str,
-    bodies: Sequence[bytes],
-    *,
-    ok_status: int,
-    connections: int,
-    seconds: float,
-    folder: Path,
-    processes: int = 2,
-    unique: str | None = None,
-) -> Burst:
+def python_burst(load: Load, *, processes: int = 2) -> Burst:
     """The fallback: `processes` processes of the asyncio client, sharing the connections.
 
     Plain subprocesses (`python -c`), not multiprocessing: its spawn method re-imports the
     parent's main module, which for `python -m onduty bench` would run the command again.
     """
+    url, path, bodies, unique = load.url, load.path, load.bodies, load.unique
+    connections, seconds = load.connections, load.seconds
     processes = max(1, min(processes, connections))
-    bodies_file = _bodies_file(folder / "python-bodies.ndjson", bodies)
+    bodies_file = _bodies_file(load.folder / "python-bodies.ndjson", bodies)
     deadline = time.monotonic() + 1.5 + seconds  # interpreters need a moment to start
     shares = [connections // processes + (i < connections % processes) for i in range(processes)]
     workers = [
@@ -268,7 +260,7 @@ def python_burst(
             pinned([
                 sys.executable, "-c", "from onduty.bench._loadgen import worker; worker()",
                 json.dumps([url, path, str(bodies_file), i * len(bodies) // processes,
-                            ok_status, share, deadline, f"{unique}p{i}x" if unique else None]),
+                            load.ok_status, share, deadline, f"{unique}p{i}x" if unique else None]),
             ], LOAD_CPUS),
             stdout=subprocess.PIPE,
         )
