@@ -51,8 +51,17 @@ TERMINAL = frozenset(
 )
 
 
+class Ranked:
+    """An object's place among its dict's entries, for the core's indexes (`lifecycle/
+    indexes.py`) to put what they find back in the order of the state's dicts. A slot and no
+    field: it is neither encoded in a snapshot nor compared, and an index sets it."""
+
+    __slots__ = ("rank",)
+    rank: int
+
+
 @dataclass(slots=True)
-class SignalState:
+class SignalState(Ranked):
     fingerprint: str
     status: str
     labels: dict[str, str]
@@ -63,7 +72,7 @@ class SignalState:
 
 
 @dataclass(slots=True)
-class Incident:
+class Incident(Ranked):
     incident_id: str
     group_key: dict[str, str]
     service: str | None

@@ -98,7 +98,6 @@ class IncidentLifecycle:
                 correlator.not_firing(body.fingerprint)
         if body.status == "resolved" and known.incident_id not in self.state.incidents:
             del self.state.signals[body.fingerprint]
-            self.due.removed(body.fingerprint)
 
     def _apply_silence(self, body: SilenceCreated | SilenceExpired, event: Event) -> None:
         if self.setup.correlator is None:
@@ -201,7 +200,6 @@ class IncidentLifecycle:
             signal = self.state.signals.get(fingerprint)
             if signal is not None and signal.incident_id == incident.incident_id:
                 del self.state.signals[fingerprint]
-                self.due.removed(fingerprint)
                 if self.setup.correlator is not None:
                     self.setup.correlator.not_firing(fingerprint)
         for approval_id in [
@@ -306,7 +304,7 @@ class IncidentLifecycle:
         assert self.emitter.cause is not None
         incident_id = derive_id("inc", self.emitter.cause.id, body.fingerprint)
         self.emitter.emit(
-            IncidentOpened(
+            IncidentOpened.model_construct(  # typed values of the core's own: no validation
                 incident_id=incident_id,
                 group_key=group_key,
                 service=self._service_of(body.labels),

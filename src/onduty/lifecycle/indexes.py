@@ -4,9 +4,9 @@ the size of the state.
 They are derived from the state (built from it when a manager is made, e.g. from a snapshot)
 and never part of a snapshot. Each answers what a scan of the state would: the heaps keep
 superseded entries, dropped when popped, and every entry is checked against the state when it
-comes out, so an index may hold too much but never misses what a scan would find. Ranks put
-what an index finds back in the order of the state's dicts (their insertion order), the order
-a scan visits them in.
+comes out, so an index may hold too much but never misses what a scan would find. Ranks (a
+slot of each signal and incident, `Ranked`) put what an index finds back in the order of the
+state's dicts (their insertion order), the order a scan visits them in.
 """
 
 from __future__ import annotations
@@ -53,15 +53,12 @@ class Due:
     def __init__(self, state: State) -> None:
         self._state = state
         self._order = itertools.count()
-        self._signal_rank: dict[str, int] = {}
-        self._incident_rank: dict[str, int] = {}
         self._heard: list[tuple[datetime, str]] = []
         self._due: list[tuple[datetime, str]] = []
         self.flapping: set[str] = set()
         self.muted: set[str] = set()
-        for fingerprint, signal in state.signals.items():
-            self._signal_rank[fingerprint] = next(self._order)
-            self.heard(signal)
+        for signal in state.signals.values():
+            self.added(signal)
         for incident in state.incidents.values():
             self.opened(incident)
             if incident.flapping:
@@ -72,11 +69,8 @@ class Due:
     # ------------------------------------------------------------------ changes
 
     def added(self, signal: SignalState) -> None:
-        self._signal_rank[signal.fingerprint] = next(self._order)
+        signal.rank = next(self._order)  # type: ignore[misc]  # Ranked's slot: mypy misses it
         self.heard(signal)
-
-    def removed(self, fingerprint: str) -> None:
-        self._signal_rank.pop(fingerprint, None)
 
     def heard(self, signal: SignalState) -> None:
         """A firing signal was heard of (at `last_seen`)."""
@@ -91,7 +85,7 @@ class Due:
                 heapq.heapify(self._heard)
 
     def opened(self, incident: Incident) -> None:
-        self._incident_rank[incident.incident_id] = next(self._order)
+        incident.rank = next(self._order)  # type: ignore[misc]  # as in `added`
         self.deadlines(incident)
 
     def deadlines(self, incident: Incident, by: datetime | None = None) -> None:
@@ -109,7 +103,6 @@ class Due:
             heapq.heappush(due, (escalation, incident.incident_id))
 
     def closed(self, incident_id: str) -> None:
-        self._incident_rank.pop(incident_id, None)
         self.flapping.discard(incident_id)
         self.muted.discard(incident_id)
 
@@ -126,8 +119,7 @@ class Due:
             signal = signals.get(fingerprint)
             if signal is not None and signal.status == "firing" and signal.last_seen == at:
                 found[fingerprint] = signal
-        rank = self._signal_rank
-        return sorted(found.values(), key=lambda signal: rank[signal.fingerprint])
+        return sorted(found.values(), key=_rank)
 
     def due(self, now: datetime) -> list[Incident]:
         """The incidents a tick at `now` may have to act on, in the state's order: every one
@@ -141,6 +133,10 @@ class Due:
 
     def in_order(self, incident_ids: set[str]) -> list[Incident]:
         """The open incidents among `incident_ids`, in the state's order."""
-        incidents, rank = self._state.incidents, self._incident_rank
-        open_ids = [i for i in incident_ids if i in rank]
-        return [incidents[i] for i in sorted(open_ids, key=rank.__getitem__)]
+        incidents = self._state.incidents
+        found = [incident for i in incident_ids if (incident := incidents.get(i)) is not None]
+        return sorted(found, key=_rank)
+
+
+def _rank(item: SignalState | Incident) -> int:
+    return item.rank
