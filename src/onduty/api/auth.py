@@ -59,7 +59,7 @@ from onduty.api.credentials import (
     sign,
     sign_body,
 )
-from onduty.api.front import close_websocket, refuse
+from onduty.api.front import ConnectionMiddleware, close_websocket, refuse
 
 # The access section's model and the resolved credentials have modules of their own (free of
 # the web framework); their names stay importable from here.
@@ -241,7 +241,7 @@ def approval_role(principal: Principal, allowed: Iterable[str]) -> str:
 # --------------------------------------------------------------------------- the guard
 
 
-class AccessGuard:
+class AccessGuard(ConnectionMiddleware):
     """Pure ASGI middleware: with access control on, a request to a guarded path must carry a
     known user token, else 401 — or 429 once its address has failed too often (a known token
     is served all the same) — before any route runs. Routes then check roles with `requires`.
@@ -249,14 +249,11 @@ class AccessGuard:
     theirs with `principal_of`."""
 
     def __init__(self, app: ASGIApp, *, access: Access, guarded: Callable[[str], bool]) -> None:
-        self.app = app
+        super().__init__(app)
         self.access = access
         self.guarded = guarded
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope[_SCOPE_ACCESS] = self.access
         if not self.access.enabled or not self.guarded(scope.get("path", "")):
             await self.app(scope, receive, send)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from urllib.parse import urlsplit
@@ -176,7 +177,25 @@ def describe(problem: BaseException) -> str:
     return f"{type(problem).__name__}{where}: {message!r}"
 
 
-class FrontDoor:
+class ConnectionMiddleware(ABC):
+    """An ASGI middleware for HTTP requests and WebSocket connections (`handle`); anything else
+    (the server's lifespan messages) passes straight through."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        await self.handle(scope, receive, send)
+
+    @abstractmethod
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check or change one request or connection, then pass it on (or answer it)."""
+
+
+class FrontDoor(ConnectionMiddleware):
     """Pure ASGI middleware, outside every other: host names, cross-site writes, JSON-only
     writes to the API, the body deadline, and a JSON 500 for what nothing else handled."""
 
@@ -188,17 +207,14 @@ class FrontDoor:
         json_paths: Callable[[str], bool],
         body_timeout: float,
     ) -> None:
-        self.app = app
+        super().__init__(app)
         self.hosts = hosts
         # path -> whether writes to it must be JSON (the API but not the ingest routes, which
         # check their own content types)
         self.json_paths = json_paths
         self.body_timeout = body_timeout
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
         problem = self._problem(scope, path)
         if problem is not None:
