@@ -231,16 +231,7 @@ class Deliverer:
                 continue
             attempts, error = self._attempt(sender, command, key)
             if error is None:
-                self._emit(
-                    NotificationSent(
-                        incident_id=command.incident_id,
-                        channel=name,
-                        kind=command.kind,
-                        dedup_key=key,
-                        attempts=attempts,
-                    ),
-                    command.incident_id,
-                )
+                self._outcome(NotificationSent, command, key, name, attempts=attempts)
                 return
             self._failed(command, key, name, error, fallback)
 
@@ -302,17 +293,25 @@ class Deliverer:
             error,
             f"; trying {fallback}" if fallback else "",
         )
-        self._emit(
-            NotificationFailed(
-                incident_id=command.incident_id,
-                channel=channel,
-                kind=command.kind,
-                dedup_key=key,
-                error=error,
-                fallback=fallback,
-            ),
-            command.incident_id,
+        self._outcome(NotificationFailed, command, key, channel, error=error, fallback=fallback)
+
+    def _outcome(
+        self,
+        event: type[NotificationSent | NotificationFailed],
+        command: Notify,
+        key: str,
+        channel: str,
+        **detail: Any,
+    ) -> None:
+        """Record how a notification went, in its incident's stream."""
+        body = event(
+            incident_id=command.incident_id,
+            channel=channel,
+            kind=command.kind,
+            dedup_key=key,
+            **detail,
         )
+        self._emit(body, command.incident_id)
 
     def _emit(self, body: Payload, stream: str) -> None:
         """Record an outcome; a failure to record (the runtime stopped) is logged, and the
