@@ -143,6 +143,33 @@ def test_delivery_ids_are_forgotten_as_a_full_sweep_forgets_them(
 
 @settings(max_examples=100, deadline=None)
 @given(
+    st.lists(st.tuples(st.sampled_from([f"d{i}" for i in range(40)]), st.integers(0, 3))),
+    st.integers(0, 60),
+)
+def test_delivery_ids_in_time_order_are_forgotten_alike_after_a_restart(
+    deliveries: list[tuple[str, int]], restart: int
+) -> None:
+    state = State()
+    memory = Deliveries(state)
+    model: dict[str, object] = {}
+    now = T0
+    with mock.patch.object(indexes, "DELIVERY_SWEEP_AT", 4):
+        for step, (delivery_id, hours) in enumerate(deliveries):
+            if step == restart:
+                memory = Deliveries(state)  # as from a snapshot
+            now += timedelta(hours=hours * 8)  # in the log's order: never earlier
+            fresh = delivery_id not in model
+            assert memory.remember(delivery_id, now) is fresh
+            if fresh:
+                model[delivery_id] = now
+                if len(model) >= 4:
+                    horizon = now - indexes.DELIVERY_MEMORY
+                    model = {k: t for k, t in model.items() if t > horizon}  # type: ignore[operator]
+            assert list(state.deliveries.items()) == list(model.items())
+
+
+@settings(max_examples=100, deadline=None)
+@given(
     st.lists(
         st.tuples(st.sampled_from(["a", "b", "c", "d"]), st.integers(0, 20), st.booleans()),
         max_size=60,

@@ -11,16 +11,18 @@ The state is plain data in the shape the manager already snapshots,
 so adopting it changes no snapshot. Unlike trimming on each change alone, `prune` also forgets
 keys that have been calm for a window, so the state stays bounded by the keys that changed
 recently rather than growing with every key ever seen; since a forgotten key counts as calm,
-pruning changes no answer. Pruning costs what it forgets, not the number of keys: a heap of
-each key's last change (with stale entries, dropped when popped) finds the keys to forget.
+pruning changes no answer. Pruning costs what it forgets, not the number of keys: a queue of
+each key's last change by time (with stale entries, dropped when taken out) finds the keys to
+forget.
 """
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+
+from onduty.correlate.timequeue import TimeQueue
 
 _NEVER = datetime.min.replace(tzinfo=UTC)
 
@@ -30,9 +32,7 @@ class FlapDetector:
     window: timedelta
     threshold: int
     changes: dict[str, list[datetime]] = field(default_factory=dict)
-    _last: list[tuple[datetime, str]] = field(
-        default_factory=list, init=False, repr=False, compare=False
-    )
+    _last: TimeQueue = field(default_factory=TimeQueue, init=False, repr=False, compare=False)
     """Every key's last change (and older ones not popped yet): what `prune` pops from."""
 
     def __post_init__(self) -> None:
@@ -43,8 +43,9 @@ class FlapDetector:
         self._reindex()
 
     def _reindex(self) -> None:
-        self._last = [(times[-1] if times else _NEVER, key) for key, times in self.changes.items()]
-        heapq.heapify(self._last)
+        self._last = TimeQueue(
+            (times[-1] if times else _NEVER, key) for key, times in self.changes.items()
+        )
 
     def record(self, key: str, at: datetime) -> int:
         """Note a state change of `key` at `at` (changes arrive in time order); return how
@@ -54,9 +55,9 @@ class FlapDetector:
         horizon = at - self.window
         if times[0] <= horizon:
             times[:] = [t for t in times if t > horizon]
-        heapq.heappush(self._last, (at, key))
+        self._last.push(at, key)
         if len(self._last) > 2 * len(self.changes) + 64:
-            self._reindex()  # mostly superseded entries: keep the heap in proportion
+            self._reindex()  # mostly superseded entries: keep the queue in proportion
         return len(times)
 
     def count(self, key: str, at: datetime) -> int:
@@ -85,9 +86,8 @@ class FlapDetector:
     def prune(self, at: datetime) -> list[str]:
         """Forget keys whose every change has left the window; return them, sorted."""
         horizon = at - self.window
-        heap, stale = self._last, []
-        while heap and heap[0][0] <= horizon:
-            key = heapq.heappop(heap)[1]
+        stale = []
+        for _, key in self._last.pop_until(horizon):
             times = self.changes.get(key)
             if times is not None and (not times or times[-1] <= horizon):
                 del self.changes[key]

@@ -2,11 +2,11 @@
 the size of the state.
 
 They are derived from the state (built from it when a manager is made, e.g. from a snapshot)
-and never part of a snapshot. Each answers what a scan of the state would: the heaps keep
-superseded entries, dropped when popped, and every entry is checked against the state when it
-comes out, so an index may hold too much but never misses what a scan would find. Ranks (a
-slot of each signal and incident, `Ranked`) put what an index finds back in the order of the
-state's dicts (their insertion order), the order a scan visits them in.
+and never part of a snapshot. Each answers what a scan of the state would: the heaps and
+queues keep superseded entries, dropped when taken out, and every entry is checked against the
+state when it comes out, so an index may hold too much but never misses what a scan would
+find. Ranks (a slot of each signal and incident, `Ranked`) put what an index finds back in the
+order of the state's dicts (their insertion order), the order a scan visits them in.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import heapq
 import itertools
 from datetime import datetime, timedelta
 
+from onduty.correlate.timequeue import TimeQueue
 from onduty.state import Incident, SignalState, State
 
 DELIVERY_MEMORY = timedelta(hours=24)
@@ -24,13 +25,12 @@ DELIVERY_SWEEP_AT = 10_000
 
 
 class Deliveries:
-    """The delivery ids seen (`State.deliveries`), forgotten oldest first by a heap on their
+    """The delivery ids seen (`State.deliveries`), forgotten oldest first by a queue on their
     time: a sweep costs what it forgets, not every id remembered."""
 
     def __init__(self, state: State) -> None:
         self._state = state
-        self._by_time = [(at, delivery_id) for delivery_id, at in state.deliveries.items()]
-        heapq.heapify(self._by_time)
+        self._by_time = TimeQueue((at, delivery_id) for delivery_id, at in state.deliveries.items())
 
     def remember(self, delivery_id: str, at: datetime) -> bool:
         """Note a delivery id; False when it was seen before (a redelivery)."""
@@ -38,11 +38,10 @@ class Deliveries:
         if delivery_id in deliveries:
             return False
         deliveries[delivery_id] = at
-        heapq.heappush(self._by_time, (at, delivery_id))
+        self._by_time.push(at, delivery_id)
         if len(deliveries) >= DELIVERY_SWEEP_AT:
-            horizon, by_time = at - DELIVERY_MEMORY, self._by_time
-            while by_time and by_time[0][0] <= horizon:
-                del deliveries[heapq.heappop(by_time)[1]]
+            for _, forgotten in self._by_time.pop_until(at - DELIVERY_MEMORY):
+                del deliveries[forgotten]
         return True
 
 
@@ -53,7 +52,7 @@ class Due:
     def __init__(self, state: State) -> None:
         self._state = state
         self._order = itertools.count()
-        self._heard: list[tuple[datetime, str]] = []
+        self._heard = TimeQueue()
         self._due: list[tuple[datetime, str]] = []
         self.flapping: set[str] = set()
         self.muted: set[str] = set()
@@ -75,14 +74,13 @@ class Due:
     def heard(self, signal: SignalState) -> None:
         """A firing signal was heard of (at `last_seen`)."""
         if signal.status == "firing" and signal.last_seen is not None:
-            heapq.heappush(self._heard, (signal.last_seen, signal.fingerprint))
+            self._heard.push(signal.last_seen, signal.fingerprint)
             if len(self._heard) > 2 * len(self._state.signals) + 64:
-                self._heard = [
+                self._heard = TimeQueue(
                     (s.last_seen, fp)
                     for fp, s in self._state.signals.items()
                     if s.status == "firing" and s.last_seen is not None
-                ]
-                heapq.heapify(self._heard)
+                )
 
     def opened(self, incident: Incident) -> None:
         incident.rank = next(self._order)  # type: ignore[misc]  # as in `added`
@@ -113,9 +111,8 @@ class Due:
         `[s for s in signals.values() if firing and s.last_seen + timeout <= now]` finds).
         Those still firing afterwards are to be handed back with `heard`."""
         found: dict[str, SignalState] = {}
-        signals, heap = self._state.signals, self._heard
-        while heap and heap[0][0] + timeout <= now:
-            at, fingerprint = heapq.heappop(heap)
+        signals = self._state.signals
+        for at, fingerprint in self._heard.pop_until(now - timeout):
             signal = signals.get(fingerprint)
             if signal is not None and signal.status == "firing" and signal.last_seen == at:
                 found[fingerprint] = signal
