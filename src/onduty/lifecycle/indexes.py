@@ -2,7 +2,7 @@
 the size of the state.
 
 They are derived from the state (built from it when a manager is made, e.g. from a snapshot)
-and never part of a snapshot. Each answers what a scan of the state would: the heaps and
+and never part of a snapshot. Each answers what a scan of the state would: the
 queues keep superseded entries, dropped when taken out, and every entry is checked against the
 state when it comes out, so an index may hold too much but never misses what a scan would
 find. Ranks (a slot of each signal and incident, `Ranked`) put what an index finds back in the
@@ -11,7 +11,6 @@ order of the state's dicts (their insertion order), the order a scan visits them
 
 from __future__ import annotations
 
-import heapq
 import itertools
 from datetime import datetime, timedelta
 
@@ -53,7 +52,8 @@ class Due:
         self._state = state
         self._order = itertools.count()
         self._heard = TimeQueue()
-        self._due: list[tuple[datetime, str]] = []
+        self._ready = TimeQueue()
+        self._escalating = TimeQueue()  # apart: a tier's wait is not the group wait
         self.flapping: set[str] = set()
         self.muted: set[str] = set()
         for signal in state.signals.values():
@@ -89,16 +89,15 @@ class Due:
     def deadlines(self, incident: Incident, by: datetime | None = None) -> None:
         """Note when the incident is to be looked at again: ready, or due to escalate (only
         those due `by` then, when given)."""
-        due = self._due
         if not incident.planned and (by is None or incident.ready_at <= by):
-            heapq.heappush(due, (incident.ready_at, incident.incident_id))
+            self._ready.push(incident.ready_at, incident.incident_id)
         escalation = incident.escalation_due
         if (
             escalation is not None
             and not incident.acknowledged
             and (by is None or escalation <= by)
         ):
-            heapq.heappush(due, (escalation, incident.incident_id))
+            self._escalating.push(escalation, incident.incident_id)
 
     def closed(self, incident_id: str) -> None:
         self.flapping.discard(incident_id)
@@ -123,9 +122,8 @@ class Due:
         ready or due to escalate by `now` (and maybe more), and every flapping one. Those
         still due afterwards are to be handed back with `deadlines`."""
         found = set(self.flapping)
-        heap = self._due
-        while heap and heap[0][0] <= now:
-            found.add(heapq.heappop(heap)[1])
+        for queue in (self._ready, self._escalating):
+            found.update(incident_id for _, incident_id in queue.pop_until(now))
         return self.in_order(found)
 
     def in_order(self, incident_ids: set[str]) -> list[Incident]:
