@@ -87,8 +87,7 @@ class Emitter:
         self, incident_id: str, change: str, detail: str = "", *, fingerprint: str | None = None
     ) -> Event:
         """Record a change to an incident (`IncidentUpdated`)."""
-        # Built by the core from typed values: validating it again would change nothing.
-        update = IncidentUpdated.model_construct(
+        update = IncidentUpdated(
             incident_id=incident_id, change=change, fingerprint=fingerprint, detail=detail
         )
         return self.emit(update, incident_id)
@@ -156,7 +155,7 @@ class Pager:
         tiers = self.setup.active.config.escalation.tiers(incident.service)
         level = min(max(incident.escalation_tier, 0) if tier is None else tier, len(tiers) - 1)
         event = emitter.emit(
-            Escalated.model_construct(  # typed values of the core's own: no validation
+            Escalated(
                 incident_id=incident.incident_id,
                 reason=reason,
                 tier=level,

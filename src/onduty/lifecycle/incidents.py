@@ -304,7 +304,7 @@ class IncidentLifecycle:
         assert self.emitter.cause is not None
         incident_id = derive_id("inc", self.emitter.cause.id, body.fingerprint)
         self.emitter.emit(
-            IncidentOpened.model_construct(  # typed values of the core's own: no validation
+            IncidentOpened(
                 incident_id=incident_id,
                 group_key=group_key,
                 service=self._service_of(body.labels),
