@@ -7,7 +7,9 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +18,7 @@ from onduty.events import SignalReceived
 from onduty.log import open_log, verify_snapshots
 from onduty.runtime import Runtime, VirtualClock
 from onduty.snapshots import FORKS, SnapshotWriter, _Forked, bind
+from onduty.state import State
 from tests.core.helpers import T0, config
 
 pytestmark = pytest.mark.skipif(not FORKS, reason="this platform cannot fork")
@@ -60,14 +63,30 @@ def test_the_child_encodes_the_state_as_it_was_when_it_forked(tmp_path: Path) ->
     assert runtime.manager.snapshot() != before  # the parent went on meanwhile
 
 
-def test_a_child_that_dies_leaves_no_snapshot(tmp_path: Path) -> None:
+def test_a_child_that_dies_leaves_no_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     runtime = _runtime(tmp_path, 5)
     seq, event_hash = runtime.log.head()
+    monkeypatch.setattr(State, "encode", lambda self: time.sleep(60))  # the child never sends
     job = _Forked(seq, event_hash, runtime.manager.state)
     os.kill(job.pid, signal.SIGKILL)
     assert job.collect() is None
     with pytest.raises(ChildProcessError):
         os.waitpid(job.pid, os.WNOHANG)  # reaped: no zombie
+
+
+def test_a_child_that_fails_leaves_no_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = _runtime(tmp_path, 5)
+    seq, event_hash = runtime.log.head()
+
+    def fail(self: State) -> bytes:
+        raise MemoryError
+
+    monkeypatch.setattr(State, "encode", fail)
+    assert _Forked(seq, event_hash, runtime.manager.state).collect() is None
 
 
 def test_a_hung_child_is_stopped(tmp_path: Path) -> None:
@@ -81,9 +100,17 @@ def test_a_hung_child_is_stopped(tmp_path: Path) -> None:
 
 
 def test_a_replaced_snapshot_is_stopped_and_the_newest_is_stored(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     runtime = _runtime(tmp_path, 30)
+    forked: list[int] = []
+    original = _Forked.__init__
+
+    def remember(job: _Forked, *args: Any) -> None:
+        original(job, *args)
+        forked.append(job.pid)
+
+    monkeypatch.setattr(_Forked, "__init__", remember)
     writer = SnapshotWriter(runtime.log, fork=True)
     state = runtime.manager.state
     seq, event_hash = runtime.log.head()
@@ -94,5 +121,7 @@ def test_a_replaced_snapshot_is_stopped_and_the_newest_is_stored(
     newest = runtime.log.latest_snapshot()
     assert newest is not None and newest.seq == seq
     assert verify_snapshots(runtime.log) == []
-    with pytest.raises(ChildProcessError):
-        os.waitpid(-1, os.WNOHANG)  # every child reaped
+    assert len(forked) == 5
+    for pid in forked:  # every child reaped, the replaced ones too
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
