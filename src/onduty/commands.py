@@ -3,9 +3,9 @@ are derived from the events that caused them, so a re-issued command is recognis
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,15 @@ class RunCommand:
     """The step's parameters, already rendered from its templates."""
     timeout_s: float = 30.0
     """After this, the run is stopped and its outcome is recorded as unknown."""
+
+    @classmethod
+    def of(cls, held: object, **extra: Any) -> Self:
+        """The command for a run the core holds (an `ActionState`, an `UndoState`): the fields
+        they share are copied from it, `extra` adds the rest."""
+        return cls(**{name: getattr(held, name) for name in _RUN_FIELDS}, **extra)
+
+
+_RUN_FIELDS = tuple(item.name for item in fields(RunCommand))
 
 
 @dataclass(frozen=True)

@@ -490,14 +490,7 @@ class ActionLifecycle:
         self.incidents.maybe_resolve(incident)
 
     def start_command(self, action: ActionState) -> StartAction:
-        return StartAction(
-            command_id=action.command_id,
-            incident_id=action.incident_id,
-            action=action.action,
-            target=action.target,
-            params=action.params,
-            timeout_s=action.timeout_s,
-        )
+        return StartAction.of(action)
 
     def tick(self) -> None:
         """Deadlines of approvals and verifications."""

@@ -78,15 +78,7 @@ class Undos:
 
     @staticmethod
     def command(undo: UndoState) -> StartUndo:
-        return StartUndo(
-            command_id=undo.command_id,
-            of_command_id=undo.of_command_id,
-            incident_id=undo.incident_id,
-            action=undo.action,
-            target=undo.target,
-            params=undo.params,
-            timeout_s=undo.timeout_s,
-        )
+        return StartUndo.of(undo, of_command_id=undo.of_command_id)
 
     def _apply_started(self, body: UndoStarted, event: Event) -> None:
         undo = self.state.undos.get(body.command_id)
