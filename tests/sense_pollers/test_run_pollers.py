@@ -256,22 +256,28 @@ def test_submit_and_error_handler_failures_are_contained(health_server: HealthSe
         stop = asyncio.Event()
         async with httpx.AsyncClient() as client:
             sources = [
-                build_source(probe_spec(f"{health_server.url}/health", resend="100ms"), client),
+                # a real-time timeout long enough for a loaded machine: only submits may fail
+                build_source(
+                    probe_spec(
+                        f"{health_server.url}/health", interval="20s", resend="20s", timeout="10s"
+                    ),
+                    client,
+                ),
             ]
             task = asyncio.create_task(
                 run_pollers(
                     sources, submit, clock=timer.datetime, stop=stop, on_error=on_error, timer=timer
                 )
             )
-            await timer.run_until(0.45)
+            await timer.run_until(90)
             stop.set()
             await task
 
     asyncio.run(run())
-    # Polls at 0, 0.1, ... 0.4 (virtual seconds); firing is sent at the first and re-sent at
+    # Polls at 0, 20, ... 80 (virtual seconds); firing is sent at the first and re-sent at
     # each later one, and each submit fails: the loop goes on regardless.
     assert len(errors) == 5
-    assert all(isinstance(error, RuntimeError) for _, error in errors)
+    assert all(isinstance(error, RuntimeError) for _, error in errors), errors
 
 
 def test_duplicate_names_are_refused(health_server: HealthServer) -> None:
