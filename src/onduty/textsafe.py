@@ -13,6 +13,7 @@ escape it with `rich.markup.escape`, never parse it as markup. `markup` does bot
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from rich.text import Text
 
-__all__ = ["markup", "safe_text", "visible"]
+__all__ = ["in_markup", "markup", "safe_text", "visible"]
 
 # Format characters that are safe to keep: they join or separate letters (emoji sequences,
 # Persian and Indic scripts) and never move or hide text.
@@ -64,11 +65,23 @@ def visible(value: object, *, single_line: bool = True) -> str:
     return "".join(_escape_char(c) if _hidden(c, single_line) else c for c in text)
 
 
+# Rich's markup has no escape for a backslash that holds wherever the text lands: before a `[`
+# it is read as escaping the bracket (and dropped), and at the end of the text `escape` doubles
+# it. Such a backslash is written as its escape, `\x5c`, like the other escapes `visible` writes.
+_AMBIGUOUS_BACKSLASH = re.compile(r"\\(?=\[)|\\$")
+
+
+def in_markup(value: object, *, single_line: bool = True) -> str:
+    """What `markup(value)` shows once rendered: `visible(value)`, with a backslash before `[`
+    or at the end written `\\x5c`."""
+    return _AMBIGUOUS_BACKSLASH.sub(r"\\x5c", visible(value, single_line=single_line))
+
+
 def markup(value: object, *, single_line: bool = True) -> str:
     """`value` made visible and escaped for Rich markup, to put data inside a markup string."""
     from rich.markup import escape
 
-    return escape(visible(value, single_line=single_line))
+    return escape(in_markup(value, single_line=single_line))
 
 
 def safe_text(value: object, style: str = "", *, single_line: bool = True) -> Text:
