@@ -5,7 +5,7 @@ forgotten at the same moment — whatever the history."""
 from __future__ import annotations
 
 import copy
-from datetime import timedelta
+from datetime import datetime, timedelta
 from unittest import mock
 
 from hypothesis import HealthCheck, given, settings
@@ -114,6 +114,22 @@ def test_tick_indexes_agree_with_a_scan(history: list[tuple[str, str, float]]) -
     _check(Manager(State.from_snapshot(driver.manager.snapshot())))
 
 
+def _remember_by_sweep(
+    model: dict[str, datetime], delivery_id: str, now: datetime, memory: Deliveries
+) -> dict[str, datetime]:
+    """The old way beside the index: a new id rebuilds the whole dict once it holds the sweep's
+    size (patched to 4). Checks the index says fresh exactly when the model does."""
+    fresh = delivery_id not in model
+    assert memory.remember(delivery_id, now) is fresh
+    if not fresh:
+        return model
+    model[delivery_id] = now
+    if len(model) < 4:
+        return model
+    horizon = now - indexes.DELIVERY_MEMORY
+    return {k: t for k, t in model.items() if t > horizon}
+
+
 @settings(max_examples=100, deadline=None)
 @given(
     st.lists(
@@ -126,18 +142,12 @@ def test_delivery_ids_are_forgotten_as_a_full_sweep_forgets_them(
 ) -> None:
     state = State()
     memory = Deliveries(state)
-    model: dict[str, object] = {}
+    model: dict[str, datetime] = {}
     now = T0
     with mock.patch.object(indexes, "DELIVERY_SWEEP_AT", 4):
         for delivery_id, hours in deliveries:
             now = T0 + timedelta(hours=hours)  # out of order too
-            fresh = delivery_id not in model
-            assert memory.remember(delivery_id, now) is fresh
-            if fresh:
-                model[delivery_id] = now
-                if len(model) >= 4:  # what each signal used to do: rebuild the whole dict
-                    horizon = now - indexes.DELIVERY_MEMORY
-                    model = {k: t for k, t in model.items() if t > horizon}  # type: ignore[operator]
+            model = _remember_by_sweep(model, delivery_id, now, memory)
             assert list(state.deliveries.items()) == list(model.items())
 
 
@@ -151,20 +161,14 @@ def test_delivery_ids_in_time_order_are_forgotten_alike_after_a_restart(
 ) -> None:
     state = State()
     memory = Deliveries(state)
-    model: dict[str, object] = {}
+    model: dict[str, datetime] = {}
     now = T0
     with mock.patch.object(indexes, "DELIVERY_SWEEP_AT", 4):
         for step, (delivery_id, hours) in enumerate(deliveries):
             if step == restart:
                 memory = Deliveries(state)  # as from a snapshot
             now += timedelta(hours=hours * 8)  # in the log's order: never earlier
-            fresh = delivery_id not in model
-            assert memory.remember(delivery_id, now) is fresh
-            if fresh:
-                model[delivery_id] = now
-                if len(model) >= 4:
-                    horizon = now - indexes.DELIVERY_MEMORY
-                    model = {k: t for k, t in model.items() if t > horizon}  # type: ignore[operator]
+            model = _remember_by_sweep(model, delivery_id, now, memory)
             assert list(state.deliveries.items()) == list(model.items())
 
 
