@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from onduty.config_checkpoints import CheckpointSettings
 from onduty.events import Event, Payload, make_event
-from onduty.log import EventLog, open_log
+from onduty.log import EventLog, StoreError, open_log
 from onduty.log.checkpoints import (
     STREAM,
     Checkpoint,
@@ -106,9 +106,13 @@ class Checkpointer:
         self._record: Record | None = None
         self._second = open_log(settings.witness_store) if settings.witness_store else None
         self.latest: Checkpoint | None = None
-        last = next(
-            (e for e in log.read_stream(STREAM, newest_first=True) if e.type == STREAM_TYPE), None
-        )
+        try:
+            last = next(
+                (e for e in log.read_stream(STREAM, newest_first=True) if e.type == STREAM_TYPE),
+                None,
+            )
+        except StoreError:  # only in an archive that is not at hand: sign from here on
+            last = None
         self._covered = int(last.data["seq"]) if last else 0
         self._checkpoint_at = last.seq if last else 0
         self._wake = threading.Event()

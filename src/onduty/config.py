@@ -47,6 +47,7 @@ from onduty.config_policy import (
     Policy,
     RateLimit,
 )
+from onduty.config_retention import RetentionSettings
 from onduty.config_runbooks import ProbeCheck, PrometheusCheck, Runbook, Step, Template, Verify
 from onduty.config_server import HostName, Network, ServerSettings
 from onduty.correlate.inhibition import InhibitRule
@@ -250,6 +251,8 @@ class Config(Model):
     """How `onduty serve` meets the network."""
     checkpoints: CheckpointSettings = Field(default_factory=CheckpointSettings)
     """Signed checkpoints of the log and the witnesses they are exported to."""
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    """How long events stay in the live store before they are sealed into archives."""
     snapshot_every: int = Field(default=10_000, ge=1)
     """Save a snapshot of the core's state every this many events; a restart folds at most this many
     events after the newest trusted one (snapshots cost the core thread time)."""
@@ -301,6 +304,7 @@ class Config(Model):
                 "access",
                 "server",
                 "checkpoints",
+                "retention",
             },
         )
 

@@ -24,6 +24,7 @@ from onduty.loop import CoreLoop, Draining
 from onduty.obs import Metrics
 from onduty.readmodel.archive import Archive
 from onduty.readmodel.models import AutonomyView, ReadModels  # noqa: F401 (re-exported)
+from onduty.retention import Retention, open_retention
 from onduty.runtime import (
     Clock,
     Input,
@@ -92,6 +93,7 @@ class Service:
         self.loop: CoreLoop | None = None
         self.recovery: RecoveryReport | None = None
         self.checkpointer: Checkpointer | None = None
+        self.retention: Retention | None = None
         self._subscribers: tuple[Callable[[Event], None], ...] = ()
         self._subscribers_lock = threading.Lock()
         self.clock: Clock = clock or SystemClock()
@@ -192,6 +194,13 @@ class Service:
             )
         except CheckpointError as error:
             raise StartupError(str(error)) from None
+        key = self.checkpointer.key if self.checkpointer is not None else None
+        try:
+            self.retention = open_retention(
+                self.config.retention, log, key, self.clock.now, lambda: self.read.save(log)
+            )
+        except ValueError as error:
+            raise StartupError(f"retention: {error}") from None
 
     def start(self) -> None:
         self.prepare()
@@ -205,6 +214,8 @@ class Service:
         if self.checkpointer is not None:
             self.checkpointer.start(self._record_outcome)
             self.subscribe(self.checkpointer.observe)
+        if self.retention is not None:
+            self.retention.start()
         with self._early_lock:
             early, self._early = self._early, []
         for body, stream in early:
@@ -220,6 +231,8 @@ class Service:
 
     def stop(self) -> None:
         """Drain queued inputs, snapshot, and close the log."""
+        if self.retention is not None:
+            self.retention.stop()  # a seal in progress finishes first
         if self.checkpointer is not None and self.loop is not None:
             self.checkpointer.stop()  # a last checkpoint, recorded through the running loop
         if self.loop is not None:

@@ -94,6 +94,7 @@ class EventLogContract:
 
     def test_empty_log(self, log: EventLog) -> None:
         assert log.head() == (0, GENESIS_HASH)
+        assert log.origin() == (0, GENESIS_HASH)  # nothing sealed: the chain starts at genesis
         assert list(log.read()) == []
         assert log.verify() is None
         assert log.latest_snapshot() is None

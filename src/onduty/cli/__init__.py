@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 import typer
 
-from onduty.cli import audit, config, policy, serve, sim, store, talk
+from onduty.cli import audit, config, policy, sealing, serve, sim, store, talk
 from onduty.cli.base import UsageProblem, err, out, problem_line
 from onduty.config import ConfigError
 from onduty.log import StoreError
@@ -35,6 +35,7 @@ app = typer.Typer(
 )
 app.add_typer(audit.audit_app, name="audit")
 app.add_typer(store.events_app, name="events")
+app.add_typer(sealing.log_app, name="log")
 app.add_typer(config.config_app, name="config")
 app.command()(store.replay)
 app.command()(store.incidents)

@@ -48,14 +48,17 @@ def audit_verify(
     broken (naming the first bad sequence number, or the checkpoint that no longer matches, or
     each snapshot that is not bound to the chain and why)."""
     from onduty.checkpointer import key_file, witness_file
-    from onduty.log import verify_snapshots
+    from onduty.log import StoreError, verify_snapshots
     from onduty.log.checkpoints import (
         CheckpointError,
+        CheckpointReport,
+        Finding,
         load_public_keys,
         public_path,
         read_witness,
         verify_checkpoints,
     )
+    from onduty.retention import archive_findings
 
     witness = checkpoints or witness_file(store)
     if checkpoints is not None and not checkpoints.exists():
@@ -75,14 +78,23 @@ def audit_verify(
         seq, _ = log.head()
         with progress("verifying", total=seq) as advance:
             broken = log.verify(progress=lambda done, total: advance(done))
-        report = verify_checkpoints(log, found, keys, chain=broken, witness_name=str(witness))
+        try:
+            report = verify_checkpoints(log, found, keys, chain=broken, witness_name=str(witness))
+        except StoreError:  # an archive it must read through, already named by `broken`
+            assert broken is not None
+            report = CheckpointReport(signatures=bool(keys), head=seq)
+            report.findings.append(
+                Finding("chain", broken.seq, f"seq {broken.seq}: {broken.reason}")
+            )
+        entries = list(getattr(log, "archives", list)())
+        archived = archive_findings(entries, getattr(log, "archive_folder", None), keys)
         snapshots = log.snapshots()
         problems = verify_snapshots(log)
         if deep and broken is None:
             bad = {problem.seq for problem in problems}
             with progress("folding", total=seq) as advance:
                 problems += _unfolded(log, [s for s in snapshots if s.seq not in bad], advance)
-    findings = unreadable + report.findings
+    findings = unreadable + report.findings + archived
     for finding in findings:
         title = "chain broken" if finding.kind == "chain" else f"checkpoint: {finding.kind}"
         text = f"at {finding.message}" if finding.kind == "chain" else finding.message
@@ -98,7 +110,20 @@ def audit_verify(
     kept = f"; {len(snapshots)} snapshots bound to it" if snapshots else ""
     folded = " and equal to the log folded up to their seq" if snapshots and deep else ""
     out.print(f"[green]chain intact[/]: {seq} events verified{kept}{folded}", soft_wrap=True)
+    if entries:
+        out.print(_archived(entries, keys), soft_wrap=True)
     out.print(_coverage(report, witness if found else None, seq), soft_wrap=True)
+
+
+def _archived(entries: list[Any], keys: Any) -> str:
+    """What the walk covered of the archives, in one line."""
+    last = entries[-1].last
+    signed = "their checkpoints' signatures checked" if keys else "signatures NOT checked"
+    return (
+        f"[green]archives hold[/]: {len(entries)} sealed archive"
+        f"{'s' if len(entries) > 1 else ''} (seq 1..{last}) walked as one chain with the live "
+        f"store ({signed})"
+    )
 
 
 def _coverage(report: Any, witness: Path | None, head: int) -> str:

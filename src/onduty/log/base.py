@@ -60,8 +60,14 @@ class SnapshotProblem:
 
 
 def _event_hash_at(log: EventLog, seq: int) -> str | None:
-    for event in log.read(after=seq - 1, limit=1):
-        return event.hash if event.seq == seq else None
+    origin = log.origin()
+    if seq == origin[0]:  # the last sealed event: known without reading its archive
+        return origin[1]
+    try:
+        for event in log.read(after=seq - 1, limit=1):
+            return event.hash if event.seq == seq else None
+    except StoreError:  # in an archive that cannot be read
+        return None
     return None
 
 
@@ -141,6 +147,11 @@ class EventLog(Protocol):
 
     def head(self) -> tuple[int, str]:
         """(last seq, its hash); (0, GENESIS_HASH) when empty."""
+        ...
+
+    def origin(self) -> tuple[int, str]:
+        """(seq, hash) of the last event sealed out of this store into an archive, which its
+        chain continues after; (0, GENESIS_HASH) when nothing was sealed."""
         ...
 
     def verify(self, progress: Any = None) -> ChainBreak | None:

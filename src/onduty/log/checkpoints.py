@@ -245,7 +245,7 @@ def log_identity(log: EventLog) -> str:
     return created
 
 
-def _signature_problem(
+def signature_problem(
     checkpoint: Checkpoint, keys: Mapping[str, Ed25519PublicKey], where: str
 ) -> Finding | None:
     public = keys.get(checkpoint.key_id)
@@ -345,7 +345,7 @@ def verify_checkpoints(
         matched = 0
         for checkpoint in sorted(checkpoints, key=lambda c: c.seq):
             where = source
-            bad = _signature_problem(checkpoint, keys, where) if keys else None
+            bad = signature_problem(checkpoint, keys, where) if keys else None
             if bad is None:
                 ids = log_id if source == witness_name else None
                 bad = _against_log(checkpoint, where, head, hashes, ids, matched)

@@ -99,6 +99,10 @@ class MemoryEventLog:
             last = store.rows[-1]
             return last.seq, last.hash
 
+    def origin(self) -> tuple[int, str]:
+        """Nothing is ever sealed out of a log in memory."""
+        return 0, GENESIS_HASH
+
     def _snapshot_rows(self) -> list[_Row]:
         store = self._open_store()
         with store.lock:

@@ -17,7 +17,7 @@ hash).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -62,6 +62,8 @@ READ_STREAM = (
     "WHERE base IN (SELECT seq FROM events WHERE stream = ?1) AND seq > ?2 AND seq < ?3 "
     "ORDER BY 1 {order} LIMIT ?4"
 )
+# the repeats after seq ?1 whose base is at ?1 or before (those a seal through ?1 must keep)
+BASED_UP_TO = f"SELECT {_REPEAT_COLUMNS} FROM repeats WHERE seq > ?1 AND base <= ?1 ORDER BY seq"
 HEAD = (
     "SELECT seq, hash FROM (SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1) "
     "UNION ALL SELECT seq, hash FROM (SELECT seq, hash FROM repeats ORDER BY seq DESC LIMIT 1) "
@@ -159,6 +161,13 @@ class Bases:
         self._staged.clear()
         self._undo.clear()
 
+    def forget(self, through: int) -> None:
+        """Forget the bases at seq `through` or before (sealed away): such a stream's next
+        signal is stored in full."""
+        for stream, base in list(self._known.items()):
+            if base[0] <= through:
+                del self._known[stream]
+
 
 _NOT_A_REPEAT = b""
 
@@ -181,13 +190,23 @@ def _delta(was: bytes, new: dict[str, Any], data: bytes) -> bytes | None:
     return orjson.dumps(changed, option=_OPT)
 
 
+ArchivedBodies = Callable[[list[int]], Iterable[tuple[int, bytes]]]
+
+
 class Expander:
     """Turns the rows the read queries return into full rows, rebuilding each repeat's
-    canonical body from its base (kept parsed, up to `BASE_CACHE` of them)."""
+    canonical body from its base (kept parsed, up to `BASE_CACHE` of them).
 
-    def __init__(self) -> None:
+    In a store whose older events were sealed into archives, `origin` is the (seq, hash) its
+    chain continues after, and `archived` reads a base that was sealed away (a repeat written
+    by a writer that had not yet learnt of the seal)."""
+
+    def __init__(
+        self, origin: tuple[int, str] = (0, GENESIS_HASH), archived: ArchivedBodies | None = None
+    ) -> None:
         # base seq -> (its fields, with its data as ready JSON; its data), or why it is no base
         self._bases: dict[int, tuple[dict[str, Any], dict[str, Any]] | str] = {}
+        self._origin, self._archived = origin, archived
 
     def expand(
         self, conn: sqlite3.Connection, rows: Sequence[RawRow]
@@ -204,7 +223,7 @@ class Expander:
             if base is None:
                 out.append(row[:6])
                 continue
-            prev = hashes.get(seq - 1) or _hash_at(conn, seq - 1)
+            prev = hashes.get(seq - 1) or _hash_at(conn, seq - 1, self._origin)
             try:
                 fields = self._rebuild(seq, base, id_, ts, delta, prev)
             except BrokenRepeat as broken:
@@ -247,7 +266,11 @@ class Expander:
             chunk = missing[start : start + 500]
             marks = ",".join("?" * len(chunk))
             query = f"SELECT seq, body FROM events WHERE seq IN ({marks})"
-            for seq, body in conn.execute(query, chunk):
+            found = conn.execute(query, chunk).fetchall()
+            sealed = [seq for seq in chunk if seq <= self._origin[0]]
+            if sealed and self._archived is not None:
+                found += self._archived(sealed)
+            for seq, body in found:
                 try:
                     fields = orjson.loads(body)
                 except (orjson.JSONDecodeError, TypeError):
@@ -261,7 +284,24 @@ class Expander:
                     self._bases[seq] = f"its base event {seq} is not a readable signal"
 
 
-def _hash_at(conn: sqlite3.Connection, seq: int) -> str:
+def store_in_full(conn: sqlite3.Connection, through: int, expander: Expander, insert: str) -> None:
+    """Store in full (with `insert` into `events`) each repeat after seq `through` whose base
+    is at `through` or before: what a seal through `through` does before the bases go."""
+    staying = conn.execute(BASED_UP_TO, (through,)).fetchall()
+    if not staying:
+        return
+    full: list[FullRow] = []
+    for row in expander.expand(conn, staying):
+        if isinstance(row, BrokenRepeat):
+            raise row
+        full.append(row)
+    conn.executemany(insert, [(*r[:4], orjson.loads(r[4])["ts"], r[4], r[5]) for r in full])
+    conn.executemany("DELETE FROM repeats WHERE seq = ?", [(r[0],) for r in full])
+
+
+def _hash_at(conn: sqlite3.Connection, seq: int, origin: tuple[int, str]) -> str:
+    if seq == origin[0]:
+        return origin[1]
     if seq == 0:
         return GENESIS_HASH
     row = conn.execute(

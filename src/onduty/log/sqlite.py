@@ -17,15 +17,17 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
-from hashlib import sha256
+from pathlib import Path
 from typing import Any
 
 import orjson
 
-from onduty.events import GENESIS_HASH, Event, encode_body, event_from_body
-from onduty.log import repeats
+from onduty.events import Event, event_from_body
+from onduty.log import repeats, sealed
 from onduty.log.base import ChainBreak, Snapshot, StoreError, stored_snapshot, walk_chain
-from onduty.log.repeats import COMPACT_TYPES, Bases, BrokenRepeat, Expander, RepeatRow
+from onduty.log.placing import Request, Row
+from onduty.log.repeats import Bases, BrokenRepeat, Expander, RepeatRow
+from onduty.log.sealed import ArchiveEntry, ArchiveError, Archives
 
 FORMAT = "onduty-eventlog/2"
 # Logs of format 1 (no `repeats` table) are read as they are and upgraded when opened.
@@ -34,11 +36,9 @@ PAGE = 2_000  # rows fetched at a time by `read` and `verify`
 SEQS_CHUNK = 500  # seqs `read_seqs` asks for in one query (SQLite allows 32,766 parameters)
 STREAM_PAGE = 128  # rows `read_stream` fetches first (then twice as many, up to PAGE)
 PROGRESS_EVERY = 10_000
-EARLY_BUILD = 64  # a batch this long is rebuilt as events while its commit is in flight
 MAX_LINGER_S = 0.002
 
 _OPT = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z
-_PLACED = ("seq", "prev_hash", "hash")
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS events(seq INTEGER PRIMARY KEY, id TEXT NOT NULL, type TEXT NOT NULL,
     stream TEXT NOT NULL, ts TEXT NOT NULL, body BLOB NOT NULL, hash TEXT NOT NULL);
@@ -57,8 +57,11 @@ _SAVE_SNAPSHOT = (
 # Logs written before snapshots were bound to the chain lack these columns: they are added, and
 # the old rows (NULL there) are never trusted.
 _SNAPSHOT_BINDING = ("event_hash", "digest")
+# the newest ?1 snapshots are kept, and the one at the last sealed event (?2), which a store
+# whose archives are elsewhere starts from (and the next seal folds from)
 _PRUNE_SNAPSHOTS = (
-    "DELETE FROM snapshots WHERE seq NOT IN (SELECT seq FROM snapshots ORDER BY seq DESC LIMIT ?)"
+    "DELETE FROM snapshots WHERE seq != ?2 AND seq NOT IN "
+    "(SELECT seq FROM snapshots ORDER BY seq DESC LIMIT ?1)"
 )
 
 # the first stored event before seq ?1 whose `ts` column is not the time its (hashed) body says
@@ -67,97 +70,12 @@ _BAD_TS = (
     "WHERE seq < ?1 AND json_valid(CAST(body AS TEXT)) AND ts IS NOT said ORDER BY seq LIMIT 1"
 )
 
-_Row = tuple[int, str, str, str, str, bytes, str]
-
-
-def _placed(event: Event, seq: int, prev_hash: str, hash_: str) -> Event:
-    """Equal to `seal(event, seq, prev_hash)[0]` (fields set included), without the generic
-    overhead of `model_copy`: the event is already valid and only the placement changes."""
-    placed = object.__new__(type(event))
-    fields = event.__dict__.copy()
-    fields["seq"], fields["prev_hash"], fields["hash"] = seq, prev_hash, hash_
-    object.__setattr__(placed, "__dict__", fields)
-    object.__setattr__(placed, "__pydantic_fields_set__", {*event.model_fields_set, *_PLACED})
-    object.__setattr__(placed, "__pydantic_extra__", event.__pydantic_extra__)
-    object.__setattr__(placed, "__pydantic_private__", event.__pydantic_private__)
-    return placed
-
 
 def _checked(rows: list[repeats.FullRow | BrokenRepeat]) -> Iterator[repeats.FullRow]:
     for row in rows:
         if isinstance(row, BrokenRepeat):
             raise row
         yield row
-
-
-def _held_lock() -> threading.Lock:
-    lock = threading.Lock()
-    lock.acquire()
-    return lock
-
-
-class _Request:
-    """One caller's batch on its way through the writer.
-
-    `sealed` (long batches only) is released once the batch has its place and its rows are
-    inserted, so the caller rebuilds the events while the commit is in flight; `durable` once
-    the commit is done or failed (then `error` is set); `future` serves `append_async`.
-    """
-
-    __slots__ = ("durable", "error", "events", "first", "future", "hashes", "prev", "sealed")
-
-    def __init__(self, events: list[Event], future: Future[None] | None = None) -> None:
-        self.events, self.future = events, future
-        self.durable = _held_lock()
-        early = future is None and len(events) >= EARLY_BUILD
-        self.sealed: threading.Lock | None = _held_lock() if early else None
-        self.first, self.prev = 0, ""
-        self.hashes: list[str] = []
-        self.error: BaseException | None = None
-
-    def seal(
-        self, seq: int, prev: str, rows: list[_Row], reps: list[RepeatRow], bases: Bases
-    ) -> tuple[int, str]:
-        """Place the batch after (`seq`, `prev`) and add its rows (a signal that repeats its
-        stream's base to `reps`); return the new head.
-
-        The body is built exactly as `canonical_body` builds it (the tests hold it to `seal`).
-        """
-        self.first, self.prev, self.hashes = seq + 1, prev, []
-        add_hash, add_row = self.hashes.append, rows.append
-        for e in self.events:
-            seq += 1
-            body, data, ts = encode_body(e, seq, prev)
-            digest = sha256(prev.encode() + body)
-            prev = digest.hexdigest()
-            add_hash(prev)
-            repeat = bases.repeat(e, seq, data) if e.type in COMPACT_TYPES else None
-            if repeat is not None:
-                reps.append(
-                    (seq, repeat[0], e.id, repeats.micros(e.ts), repeat[1], digest.digest())
-                )
-            else:
-                add_row((seq, e.id, e.type, e.stream, ts, body, prev))
-        return seq, prev
-
-    def placed(self) -> list[Event]:
-        prevs, first = [self.prev, *self.hashes], self.first
-        return [_placed(e, first + i, prevs[i], prevs[i + 1]) for i, e in enumerate(self.events)]
-
-    def release_sealed(self) -> None:
-        if self.sealed is not None:
-            self.sealed.release()
-            self.sealed = None
-
-    def finish(self, error: BaseException | None = None) -> None:
-        self.error = error
-        self.release_sealed()
-        self.durable.release()
-        if self.future is not None:
-            if error is None:
-                self.future.set_result(None)
-            else:
-                self.future.set_exception(error)
 
 
 class SQLiteEventLog:
@@ -168,7 +86,8 @@ class SQLiteEventLog:
     a crash of the process, but a power loss or OS crash can lose the last commits (the file
     stays consistent and the chain intact). `snapshot_keep` is how many snapshots are kept.
     `page` is how many rows a read fetches at a time, and `verify` reports progress every
-    `progress_every` rows.
+    `progress_every` rows. Events sealed away (`seal`) are read back from the archive files in
+    `archives` (default: the folder `<file>.archives` beside the file).
     """
 
     def __init__(
@@ -179,6 +98,7 @@ class SQLiteEventLog:
         snapshot_keep: int = 3,
         page: int = PAGE,
         progress_every: int = PROGRESS_EVERY,
+        archives: str | os.PathLike[str] | None = None,
     ) -> None:
         if synchronous.upper() not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
@@ -208,20 +128,30 @@ class SQLiteEventLog:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._init_schema()
             row = self._conn.execute(repeats.HEAD).fetchone()
+            recorded = self._conn.execute(
+                "SELECT value FROM meta WHERE key = ?", (sealed.META_KEY,)
+            ).fetchone()
         except sqlite3.OperationalError as exc:  # cannot open, read-only, locked, a folder …
             self._conn.close()
             raise StoreError(f"cannot open the event log {path}: {exc}") from exc
         except sqlite3.DatabaseError as exc:
             self._conn.close()
             raise StoreError(f"{path} is not an onduty event log: {exc}") from exc
-        self._head: tuple[int, str] = (
-            (row[0], repeats.hash_text(row[1])) if row else (0, GENESIS_HASH)
+        archive_dir = Path(archives) if archives else None
+        if archive_dir is None and not self._memory:
+            archive_dir = Path(f"{path}.archives")
+        self._archives = Archives(
+            archive_dir,
+            sealed.entries_from_meta(recorded[0] if recorded else None),
         )
+        # an empty live store continues after its last archive (or the genesis)
+        self._head = (row[0], repeats.hash_text(row[1])) if row else self._archives.origin
         self._bases = Bases()  # the writer's: the last full signal of each stream
+        self._sealed_through = 0  # the writer forgets its bases up to here
         self._conn_lock = threading.Lock()  # the writer connection, and all of ":memory:"
         self._readers: list[sqlite3.Connection] = []  # idle reader connections
         self._readers_lock = threading.Lock()
-        self._queue: list[_Request] = []
+        self._queue: list[Request] = []
         self._cond = threading.Condition(threading.Lock())
         self._expect = 1  # wake the writer once this many requests are queued
         self._closing = self._closed = False
@@ -285,7 +215,7 @@ class SQLiteEventLog:
         events = list(batch)
         if not events:
             return []
-        request = _Request(events)
+        request = Request(events)
         sealed, placed = request.sealed, None
         self._submit(request)
         if sealed is not None:
@@ -303,12 +233,12 @@ class SQLiteEventLog:
             return []
         future: Future[None] = Future()
         future.set_running_or_notify_cancel()  # cancelling the await cannot cancel the append
-        request = _Request(events, future)
+        request = Request(events, future)
         self._submit(request)
         await asyncio.wrap_future(future)
         return request.placed()
 
-    def _submit(self, request: _Request) -> None:
+    def _submit(self, request: Request) -> None:
         with self._cond:
             if self._closing:
                 raise RuntimeError(f"the event log {self.path} is closed")
@@ -347,17 +277,20 @@ class SQLiteEventLog:
             for request in committed:
                 request.finish()
 
-    def _commit(self, group: list[_Request]) -> list[_Request]:
+    def _commit(self, group: list[Request]) -> list[Request]:
         """Place the requests of `group` in turn and commit them in one transaction.
 
         A failed request is finished here with its error; the committed ones are returned. If
         the commit fails, every request of the group fails and the head stays where it was.
         """
         seq, prev = self._head
-        rows: list[_Row] = []
+        rows: list[Row] = []
         reps: list[RepeatRow] = []
-        placed: list[_Request] = []
+        placed: list[Request] = []
         bases = self._bases
+        if self._sealed_through:
+            bases.forget(self._sealed_through)
+            self._sealed_through = 0
         for request in group:
             kept = len(rows), len(reps)
             try:
@@ -399,11 +332,43 @@ class SQLiteEventLog:
         """(last seq, its hash); (0, GENESIS_HASH) when empty."""
         return self._head
 
+    def origin(self) -> tuple[int, str]:
+        """(seq, hash) of the last event sealed into an archive; (0, GENESIS_HASH) if none."""
+        return self._archives.origin
+
+    def archives(self) -> list[ArchiveEntry]:
+        """The archives this store sealed events into, oldest first."""
+        return list(self._archives.entries)
+
+    @property
+    def archive_folder(self) -> Path | None:
+        """Where its archives are written and looked for (None for a store in memory)."""
+        return self._archives.directory
+
+    def _expander(self) -> Expander:
+        return Expander(self._archives.origin, self._archived_bodies)
+
+    def _archived_bodies(self, seqs: list[int]) -> list[tuple[int, bytes]]:
+        try:
+            return [(row[0], row[4]) for row in self._archives.rows_at(seqs)]
+        except ArchiveError:
+            return []  # the repeat is reported as one whose base is not stored
+
     def _rows(self, after: int, limit: int | None) -> Iterator[repeats.FullRow]:
         """The stored events with seq > `after` in order (at most `limit`), a page at a time,
         as (seq, id, type, stream, canonical body, hash), repeats rebuilt; a repeat that
-        cannot be rebuilt raises `BrokenRepeat` where it stands."""
-        expander = Expander()
+        cannot be rebuilt raises `BrokenRepeat` where it stands. Sealed events come from
+        their archives (`ArchiveError` when one cannot be read)."""
+        origin = self._archives.origin[0]
+        if after < origin:
+            for row in self._archives.rows(after, origin + 1):
+                if limit is not None:
+                    if limit <= 0:
+                        return
+                    limit -= 1
+                yield row
+            after = origin
+        expander = self._expander()
         while limit is None or limit > 0:
             size = self.page if limit is None else min(self.page, limit)
             with self._reading() as conn:
@@ -423,11 +388,26 @@ class SQLiteEventLog:
     ) -> Iterator[Event]:
         """The events of one `stream` with `after` < seq < `before`, in seq order (or newest
         first), through the stream index; pages grow from a few rows, so a caller that stops
-        after a page of results reads little more than that."""
-        low, high = after, (1 << 62) if before is None else before
+        after a page of results reads little more than that. Sealed events are found by
+        reading through their archives."""
+        origin, high = self._archives.origin[0], (1 << 62) if before is None else before
+        if after >= origin:
+            yield from self._read_live_stream(stream, after, high, newest_first)
+            return
+        if newest_first:  # the archives are read only when the live store was not enough
+            yield from self._read_live_stream(stream, origin, high, newest_first)
+        rows = self._archives.rows(after, min(high, origin + 1))
+        archived = (event_from_body(row[4], row[5]) for row in rows if row[3] == stream)
+        yield from reversed(list(archived)) if newest_first else archived
+        if not newest_first:
+            yield from self._read_live_stream(stream, origin, high, newest_first)
+
+    def _read_live_stream(
+        self, stream: str, low: int, high: int, newest_first: bool
+    ) -> Iterator[Event]:
         query = repeats.READ_STREAM.format(order="DESC" if newest_first else "ASC")
         size = min(STREAM_PAGE, self.page)
-        expander = Expander()
+        expander = self._expander()
         while low < high - 1:
             with self._reading() as conn:
                 raw = conn.execute(query, (stream, low, high, size)).fetchall()
@@ -446,8 +426,11 @@ class SQLiteEventLog:
         """The events at `seqs`, in seq order, each once (missing seqs skipped), through the
         primary key a chunk of `SEQS_CHUNK` at a time."""
         wanted = sorted(set(seqs))
-        found: list[Event] = []
-        expander = Expander()
+        origin = self._archives.origin[0]
+        sealed_away = [seq for seq in wanted if seq <= origin]
+        found = [event_from_body(r[4], r[5]) for r in self._archives.rows_at(sealed_away)]
+        wanted = wanted[len(sealed_away) :]
+        expander = self._expander()
         for start in range(0, len(wanted), SEQS_CHUNK):
             chunk = wanted[start : start + SEQS_CHUNK]
             with self._reading() as conn:
@@ -461,12 +444,17 @@ class SQLiteEventLog:
 
         `progress(done, total)` is called every `progress_every` rows and at the end.
         """
+        archived = self._archives.problems()
+        if archived:
+            return archived[0]
         with self._reading() as conn:
-            total = conn.execute(repeats.COUNT).fetchone()[0]
+            total = conn.execute(repeats.COUNT).fetchone()[0] + self._archives.count
         try:
             broken = walk_chain(self._rows(0, None), total, progress, self.progress_every)
         except BrokenRepeat as error:
             broken = ChainBreak(error.seq, error.reason)
+        except ArchiveError as error:  # readable by its digest, but not as an archive
+            broken = ChainBreak(self._archives.entries[0].first, str(error))
         with self._reading() as conn:  # the one column besides the body that a reader uses
             row = conn.execute(_BAD_TS, (1 << 62 if broken is None else broken.seq,)).fetchone()
         if row is not None:
@@ -494,7 +482,10 @@ class SQLiteEventLog:
         `snapshot_keep`."""
         state = snapshot.encoded or orjson.dumps(snapshot.state)
         row = (snapshot.seq, state, snapshot.event_hash or None, snapshot.digest or None)
-        self._write((_SAVE_SNAPSHOT, row), (_PRUNE_SNAPSHOTS, (self.snapshot_keep,)))
+        self._write(
+            (_SAVE_SNAPSHOT, row),
+            (_PRUNE_SNAPSHOTS, (self.snapshot_keep, self._archives.origin[0])),
+        )
 
     def _snapshots(self, limit: int) -> list[Snapshot]:
         query = "SELECT seq, state, event_hash, digest FROM snapshots ORDER BY seq DESC LIMIT ?"
@@ -519,6 +510,59 @@ class SQLiteEventLog:
 
     def set_meta(self, key: str, value: str) -> None:
         self._write((_SET_META, (key, value)))
+
+    # ------------------------------------------------------------------ sealing
+
+    def seal(
+        self,
+        through: int,
+        snapshot: Snapshot,
+        manifest: dict[str, Any],
+        advance: Callable[[int], Any] | None = None,
+    ) -> ArchiveEntry:
+        """Move the events up to seq `through` into a new archive, with `manifest` and the
+        core's `snapshot` as of `through`, and out of this store. The archive is complete and
+        synced before any event leaves; the snapshot is stored here too, so that this store
+        starts without its archives. `advance(done)` is told how many are written."""
+        origin, origin_hash = self._archives.origin
+        folder = self._archives.directory
+        if folder is None:
+            raise StoreError(f"the event log {self.path} has no file to seal beside")
+        if not origin < through <= self._head[0]:
+            raise ValueError(
+                f"cannot seal through seq {through}: this store holds seq {origin + 1}.."
+                f"{self._head[0]}"
+            )
+        if snapshot.seq != through or not snapshot.digest:
+            raise ValueError(f"the snapshot to seal with must be bound at seq {through}")
+        folder.mkdir(parents=True, exist_ok=True)
+        state = snapshot.encoded or orjson.dumps(snapshot.state)
+        bound = {"seq": through, "event_hash": snapshot.event_hash, "digest": snapshot.digest}
+        entry = sealed.write_archive(
+            folder / sealed.archive_name(Path(self.path).name, origin + 1, through),
+            sealed.counted(self._rows(origin, through - origin), advance, self.progress_every),
+            first=origin + 1,
+            prev_hash=origin_hash,
+            manifest={**manifest, "snapshot": {**bound, "state": orjson.Fragment(state)}},
+        )
+        entries = sealed.entries_to_meta([*self._archives.entries, entry])
+        row = (through, state, snapshot.event_hash, snapshot.digest)
+        with self._conn_lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                repeats.store_in_full(self._conn, through, self._expander(), _INSERT)
+                self._conn.execute("DELETE FROM repeats WHERE seq <= ?", (through,))
+                self._conn.execute("DELETE FROM events WHERE seq <= ?", (through,))
+                self._conn.execute(_SAVE_SNAPSHOT, row)
+                self._conn.execute("DELETE FROM snapshots WHERE seq < ?", (through,))
+                self._conn.execute(_SET_META, (sealed.META_KEY, entries))
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+        self._archives.added(entry)
+        self._sealed_through = through
+        return entry
 
     # ------------------------------------------------------------------ closing
 
