@@ -8,7 +8,12 @@ re-sent, so most signals are stored as repeats of a base event)."""
 from __future__ import annotations
 
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -45,6 +50,12 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Config]:
         log.close()
     load_or_create_key(path.with_name(path.name + ".checkpoint.key"))  # as serve makes it
     return path, driver.config
+
+
+@pytest.fixture(scope="module")
+def reference(history: tuple[Path, Config]) -> list[tuple[int, str, dict[str, Any]]]:
+    """Every event of the history as it reads before any seal."""
+    return recorded(history[0])
 
 
 def copy_of(history: tuple[Path, Config], folder: Path) -> Path:
@@ -95,9 +106,9 @@ def sealed(history: tuple[Path, Config], tmp_path: Path) -> Path:
 
 
 def test_archives_and_the_live_store_read_verify_and_replay_as_one_log(
-    history: tuple[Path, Config], sealed: Path
+    reference: list[tuple[int, str, dict[str, Any]]], sealed: Path
 ) -> None:
-    assert recorded(sealed) == recorded(history[0])
+    assert recorded(sealed) == reference
     assert len(archives_of(sealed)) == 2
     with sqlite3.connect(sealed) as conn:
         live = conn.execute("SELECT min(seq) FROM events").fetchone()[0]
@@ -214,3 +225,55 @@ def test_serve_seals_by_its_retention_section_and_keeps_serving(
     assert listed
     service.log.close()
     assert recorded(path) == recorded(history[0])
+
+
+def _wait_for(process: subprocess.Popen[bytes], ready: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 60
+    while not ready() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.0005)
+
+
+# (what to wait for, then how long more): starting up, writing the archive, the archive in
+# place but the store not yet told, and just after
+KILL_POINTS = [
+    ("spawned", 0.3),
+    ("writing", 0.0),
+    ("archived", 0.0),
+    ("archived", 0.01),
+    ("archived", 0.05),
+    ("archived", 0.3),
+]
+
+
+@pytest.mark.parametrize(("moment", "more"), KILL_POINTS)
+def test_a_seal_killed_at_any_moment_loses_nothing(
+    history: tuple[Path, Config],
+    reference: list[tuple[int, str, dict[str, Any]]],
+    tmp_path: Path,
+    moment: str,
+    more: float,
+) -> None:
+    """`onduty log seal` killed (SIGKILL) at many moments: either nothing was sealed or the
+    archive is complete and recorded; the log reads and verifies as before, and sealing again
+    finishes the job."""
+    path = copy_of(history, tmp_path)
+    before = stamp_of(path, HISTORY_EVENTS // 2)
+    folder = path.with_name(path.name + ".archives")
+    seen = {
+        "spawned": lambda: True,
+        "writing": lambda: any(folder.glob("*.partial")),
+        "archived": lambda: any(folder.glob("*" + SUFFIX)),
+    }[moment]
+    command = [sys.executable, "-m", "onduty", "log", "seal", "--store", str(path)]
+    process = subprocess.Popen([*command, "--before", before.isoformat()])
+    _wait_for(process, seen)
+    time.sleep(more)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert recorded(path) == reference
+    verified = onduty("audit", "verify", "--store", str(path))
+    assert verified.returncode == 0, verified.stderr
+    again = seal(path, before)  # finishes what was cut off, or finds it done
+    assert "sealed" in again or "nothing to seal" in again
+    assert recorded(path) == reference
+    assert onduty("audit", "verify", "--store", str(path)).returncode == 0
