@@ -9,7 +9,9 @@ archive can be verified on its own. The log backend does the rest (`SQLiteEventL
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -255,6 +257,31 @@ def open_retention(
         now=now,
         save_read_models=save_read_models,
     )
+
+
+class StoreBusy(Exception):
+    """Another process holds the store in a way that excludes this one; the message says who."""
+
+
+class ServingLock:
+    """A lock file beside the store (`<file>.serving`): every `onduty serve` holds it shared
+    while it runs, a seal by hand holds it exclusively, so that a seal never runs beside a
+    serve writing the same store (whose writer may still lean on events being sealed)."""
+
+    def __init__(self, store: Path, *, exclusive: bool) -> None:
+        self.path = store.with_name(store.name + ".serving")
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self._fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._fd)
+            who = "`onduty serve` is running on" if exclusive else "`onduty log seal` is sealing"
+            raise StoreBusy(f"{who} {store}") from None
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # closing the descriptor releases the lock
+            self._fd = -1
 
 
 class Retention:

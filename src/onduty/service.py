@@ -12,7 +12,7 @@ from onduty.act import ActuatorRegistry
 from onduty.act.plugins import build_registry
 from onduty.act.runs import RunLocks
 from onduty.api.credentials import Access, AccessError
-from onduty.checkpointer import Checkpointer, open_checkpointer
+from onduty.checkpointer import Checkpointer, open_checkpointer, store_file
 from onduty.commands import Notify
 from onduty.config import Config, ConfigError
 from onduty.configfile import load_config
@@ -24,7 +24,7 @@ from onduty.loop import CoreLoop, Draining
 from onduty.obs import Metrics
 from onduty.readmodel.archive import Archive
 from onduty.readmodel.models import AutonomyView, ReadModels  # noqa: F401 (re-exported)
-from onduty.retention import Retention, open_retention
+from onduty.retention import Retention, ServingLock, StoreBusy, open_retention
 from onduty.runtime import (
     Clock,
     Input,
@@ -85,6 +85,7 @@ class Service:
         self._actuators = actuators
         self._workers = WorkerPool()
         self._runs: RunLocks | None = None
+        self._serving: ServingLock | None = None
         self._early: list[tuple[Payload, str]] = []
         self._early_lock = threading.Lock()
         self._deliverer: Deliverer | None = None
@@ -153,6 +154,12 @@ class Service:
             )
             for problem in self._deliverer.problems:  # a channel that cannot deliver is skipped
                 logger.error("%s", problem)
+        file = store_file(self.store)
+        if file is not None and self._serving is None:
+            try:
+                self._serving = ServingLock(file, exclusive=False)
+            except StoreBusy as error:
+                raise StartupError(f"{error}: wait for it to finish") from None
         directory = run_lock_directory(self.store)
         if directory is not None and self._runs is None:
             try:
@@ -250,6 +257,9 @@ class Service:
         if self.log is not None:
             self.log.close()
             self.log = None
+        if self._serving is not None:
+            self._serving.release()
+            self._serving = None
         logger.info("stopped")
 
     def reload(self, actor: str = "api") -> tuple[int, dict[str, Any]]:

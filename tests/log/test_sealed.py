@@ -277,3 +277,19 @@ def test_a_seal_killed_at_any_moment_loses_nothing(
     assert "sealed" in again or "nothing to seal" in again
     assert recorded(path) == reference
     assert onduty("audit", "verify", "--store", str(path)).returncode == 0
+
+
+def test_a_seal_by_hand_is_refused_while_serve_runs_on_the_store(
+    history: tuple[Path, Config], tmp_path: Path
+) -> None:
+    path = copy_of(history, tmp_path)
+    with SQLiteEventLog(str(path)) as log:
+        now = next(log.read(after=log.head()[0] - 1)).ts
+    service = Service(history[1], str(path), actuators=ActuatorRegistry(), clock=VirtualClock(now))
+    service.prepare()
+    refused = onduty("log", "seal", "--store", str(path), "--before", now.isoformat())
+    assert refused.returncode == 2
+    assert "`onduty serve` is running on" in refused.stderr and "retention" in refused.stderr
+    assert archives_of(path) == []
+    service.stop()
+    assert "sealed" in seal(path, now)

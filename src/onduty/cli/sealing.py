@@ -4,7 +4,7 @@ beside the store, and what the store has sealed."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -44,11 +44,10 @@ def log_seal(
     of the last of them. `audit verify`, `replay` and backtests read through the archives; the
     store starts without them. Run it on a store no `onduty serve` is writing (a running
     serve seals by its `retention:` section)."""
-    from onduty.checkpointer import key_file, signing_key
+    from onduty.checkpointer import key_file, signing_key, store_file
     from onduty.configfile import load_config
     from onduty.log.checkpoints import CheckpointError
-    from onduty.log.sealed import ArchiveError
-    from onduty.retention import key_if_any, last_before, seal_through, sealable
+    from onduty.retention import ServingLock, StoreBusy, key_if_any
 
     moment = parse_moment(before)
     settings = load_config(config).checkpoints if config else None
@@ -59,6 +58,24 @@ def log_seal(
         )
     except CheckpointError as error:
         raise UsageProblem(str(error)) from None
+    file = store_file(store)
+    try:
+        lock = ServingLock(file, exclusive=True) if file is not None and file.exists() else None
+    except StoreBusy as error:
+        raise UsageProblem(
+            f"{error}: it seals by its `retention:` section; stop it to seal by hand"
+        ) from None
+    try:
+        _seal(store, moment, key)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _seal(store: str, moment: datetime, key: Any) -> None:
+    from onduty.log.sealed import ArchiveError
+    from onduty.retention import last_before, seal_through, sealable
+
     with existing_log(store) as log:
         try:
             sealable(log)
