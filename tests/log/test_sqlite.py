@@ -27,7 +27,7 @@ from onduty.events import (
     make_event,
     seal,
 )
-from onduty.log import open_log
+from onduty.log import open_log, repeats
 from onduty.log.base import (
     ChainBreak,
     EventLog,
@@ -38,7 +38,7 @@ from onduty.log.base import (
     verify_snapshots,
 )
 from onduty.log.sqlite import SQLiteEventLog
-from tests.log.contract import EventLogContract, sealed_chain, signal, signals
+from tests.log.contract import EventLogContract, resent, sealed_chain, signal, signals
 
 Tamper = Callable[[sqlite3.Connection], object]
 
@@ -692,3 +692,22 @@ def test_only_the_same_alert_again_is_stored_as_a_repeat(tmp_path: Path) -> None
             (2, 1, None),
             (3, 1, b'{"ends_at":"2024-05-01T13:00:00Z"}'),
         ]
+
+
+def test_repeats_read_back_when_their_bases_outgrow_the_readers_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page that needs a base parsed for an earlier page, and more new bases than the cache
+    has room for, still rebuilds every repeat (the cache once dropped the old base and read
+    said "its base event … is not stored in full")."""
+    monkeypatch.setattr(repeats, "BASE_CACHE", 4)
+    streams = [f"signal:s{n}" for n in range(6)]
+    events = [resent(n, stream) for n, stream in enumerate(streams)]  # the bases, in full
+    events += [resent(10 + k, streams[k % 6 if k % 3 else 0]) for k in range(60)]
+    path = tmp_path / "onduty.db"
+    with SQLiteEventLog(str(path), page=5) as log:
+        placed = log.append(events)
+        assert [e.model_dump() for e in log.read()] == [e.model_dump() for e in placed]
+        assert log.verify() is None
+    with raw(path) as db:
+        assert db.execute("SELECT count(*) FROM repeats").fetchone()[0] == 60

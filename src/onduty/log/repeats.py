@@ -255,11 +255,13 @@ class Expander:
         return rebuilt
 
     def _load(self, conn: sqlite3.Connection, wanted: Iterable[int]) -> None:
-        missing = [seq for seq in wanted if seq not in self._bases]
+        needed = set(wanted)
+        missing = [seq for seq in needed if seq not in self._bases]
         if not missing:
             return
         if len(self._bases) + len(missing) > BASE_CACHE:
-            self._bases.clear()
+            # make room, but keep the bases these rows need that are already parsed
+            self._bases = {seq: self._bases[seq] for seq in needed if seq in self._bases}
         for seq in missing:
             self._bases[seq] = f"its base event {seq} is not stored in full"
         for start in range(0, len(missing), 500):
