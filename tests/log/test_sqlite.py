@@ -27,13 +27,14 @@ from onduty.events import (
     make_event,
     seal,
 )
-from onduty.log import open_log, repeats
+from onduty.log import open_log, repeats, snapshot_rows
 from onduty.log.base import (
     ChainBreak,
     EventLog,
     Snapshot,
     SnapshotProblem,
     StoreError,
+    check_snapshot,
     trusted_snapshot,
     verify_snapshots,
 )
@@ -446,7 +447,7 @@ def test_file_is_in_wal_mode_with_the_expected_tables(tmp_path: Path) -> None:
     with raw(path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert tables == {"events", "repeats", "snapshots", "meta"}
+        assert tables == {"events", "repeats", "snapshots", "snapshot_parts", "meta"}
         indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert {"events_type", "events_stream", "repeats_base"} <= indexes
 
@@ -492,6 +493,39 @@ def test_snapshots_are_pruned(tmp_path: Path) -> None:
         kept = [r[0] for r in db.execute("SELECT seq FROM snapshots ORDER BY seq")]
         assert kept == [7, 9]
         assert orjson.loads(db.execute("SELECT state FROM snapshots WHERE seq = 9").fetchone()[0])
+
+
+def test_a_large_snapshot_is_written_a_part_at_a_time_and_reads_back_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A state larger than a part goes in several short transactions (appends commit between
+    them), becomes visible only whole, and its parts go with it; an edited part is caught by
+    the snapshot's digest like an edited state."""
+    monkeypatch.setattr(snapshot_rows, "PART", 64)
+    path = log_path(tmp_path)
+    state = {"alerts": [f"alert-{n}" for n in range(40)]}
+    with SQLiteEventLog(str(path), snapshot_keep=1) as log:
+        placed = log.append(signals(0, 3))
+        writes: list[int] = []
+        original = log._write
+
+        def counting(*statements: Any) -> None:
+            writes.append(len(statements))
+            original(*statements)
+
+        monkeypatch.setattr(log, "_write", counting)
+        log.save_snapshot(Snapshot.bound(3, placed[-1].hash, state))
+        assert len(writes) > 5  # one per part, then the row
+        assert log.latest_snapshot() == Snapshot.bound(3, placed[-1].hash, state)
+        assert check_snapshot(log, log.snapshots()[0]) is None
+        with raw(path) as db:
+            db.execute("UPDATE snapshot_parts SET data = replace(data, 'alert-7', 'alert-8')")
+            db.execute("INSERT INTO snapshot_parts VALUES (99, 0, x'00')")  # left by a crash
+        assert check_snapshot(log, log.snapshots()[0]) is not None
+        log.save_snapshot(Snapshot.bound(3, placed[-1].hash, {"small": True}))
+        log.save_snapshot(Snapshot.bound(2, placed[1].hash, {"small": True}))
+    with raw(path) as db:
+        assert db.execute("SELECT count(*) FROM snapshot_parts").fetchone()[0] == 0
 
 
 def test_in_memory_log() -> None:

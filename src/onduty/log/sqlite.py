@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from onduty.events import Event, event_from_body
-from onduty.log import repeats, sealed
+from onduty.log import repeats, sealed, snapshot_rows
 from onduty.log.base import ChainBreak, Snapshot, StoreError, stored_snapshot, walk_chain
 from onduty.log.placing import Request, Row
 from onduty.log.repeats import Bases, BrokenRepeat, Expander, RepeatRow
@@ -44,25 +44,12 @@ CREATE TABLE IF NOT EXISTS events(seq INTEGER PRIMARY KEY, id TEXT NOT NULL, typ
     stream TEXT NOT NULL, ts TEXT NOT NULL, body BLOB NOT NULL, hash TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS events_type ON events(type);
 CREATE INDEX IF NOT EXISTS events_stream ON events(stream);
-CREATE TABLE IF NOT EXISTS snapshots(seq INTEGER PRIMARY KEY, state BLOB, event_hash TEXT,
-    digest TEXT);
+{snapshot_rows.SCHEMA}
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
 INSERT OR IGNORE INTO meta(key, value) VALUES ('format', '{FORMAT}');
 {repeats.SCHEMA}"""
 _INSERT = "INSERT INTO events(seq, id, type, stream, ts, body, hash) VALUES (?, ?, ?, ?, ?, ?, ?)"
 _SET_META = "INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2"
-_SAVE_SNAPSHOT = (
-    "INSERT OR REPLACE INTO snapshots(seq, state, event_hash, digest) VALUES (?, ?, ?, ?)"
-)
-# Logs written before snapshots were bound to the chain lack these columns: they are added, and
-# the old rows (NULL there) are never trusted.
-_SNAPSHOT_BINDING = ("event_hash", "digest")
-# the newest ?1 snapshots are kept, and the one at the last sealed event (?2), which a store
-# whose archives are elsewhere starts from (and the next seal folds from)
-_PRUNE_SNAPSHOTS = (
-    "DELETE FROM snapshots WHERE seq != ?2 AND seq NOT IN "
-    "(SELECT seq FROM snapshots ORDER BY seq DESC LIMIT ?1)"
-)
 
 # the first stored event before seq ?1 whose `ts` column is not the time its (hashed) body says
 _BAD_TS = (
@@ -180,9 +167,11 @@ class SQLiteEventLog:
         elif found != FORMAT:
             raise sqlite3.DatabaseError(f"format is {found!r}, not {FORMAT!r}")
         columns = {r[1] for r in self._conn.execute("PRAGMA table_info(snapshots)")}
-        missing = [name for name in _SNAPSHOT_BINDING if name not in columns]
-        if missing:
-            adding = "".join(f"ALTER TABLE snapshots ADD COLUMN {name} TEXT;" for name in missing)
+        missing = [name for name in snapshot_rows.BINDING if name not in columns]
+        adding = "".join(f"ALTER TABLE snapshots ADD COLUMN {name} TEXT;" for name in missing)
+        if "snapshot_parts" not in tables:
+            adding += snapshot_rows.PARTS_SCHEMA
+        if adding:
             self._conn.executescript(f"BEGIN IMMEDIATE;{adding}COMMIT;")
 
     @contextmanager
@@ -479,19 +468,19 @@ class SQLiteEventLog:
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         """Store `snapshot` (its state as JSON, with its binding), keeping only the newest
-        `snapshot_keep`."""
+        `snapshot_keep`; a large state a part at a time (`onduty.log.snapshot_rows`)."""
         state = snapshot.encoded or orjson.dumps(snapshot.state)
-        row = (snapshot.seq, state, snapshot.event_hash or None, snapshot.digest or None)
-        self._write(
-            (_SAVE_SNAPSHOT, row),
-            (_PRUNE_SNAPSHOTS, (self.snapshot_keep, self._archives.origin[0])),
-        )
+        binding = (snapshot.event_hash or None, snapshot.digest or None)
+        keep = (self.snapshot_keep, self._archives.origin[0])
+        for statements in snapshot_rows.transactions(snapshot.seq, state, *binding, *keep):
+            self._write(*statements)
 
     def _snapshots(self, limit: int) -> list[Snapshot]:
-        query = "SELECT seq, state, event_hash, digest FROM snapshots ORDER BY seq DESC LIMIT ?"
         with self._reading() as conn:
-            rows = conn.execute(query, (limit,)).fetchall()
-        return [stored_snapshot(*row) for row in rows]
+            rows = conn.execute(snapshot_rows.LIST, (limit,)).fetchall()
+            parts = snapshot_rows.state_of
+            found = [(seq, parts(conn, seq, state), *rest) for seq, state, *rest in rows]
+        return [stored_snapshot(*row) for row in found]
 
     def latest_snapshot(self) -> Snapshot | None:
         found = self._snapshots(1)
@@ -501,7 +490,7 @@ class SQLiteEventLog:
         return self._snapshots(-1)
 
     def discard_snapshot(self, seq: int) -> None:
-        self._write(("DELETE FROM snapshots WHERE seq = ?", (seq,)))
+        self._write(*((sql, (seq,)) for sql in snapshot_rows.DISCARD))
 
     def get_meta(self, key: str) -> str | None:
         with self._reading() as conn:
@@ -553,7 +542,7 @@ class SQLiteEventLog:
                 repeats.store_in_full(self._conn, through, self._expander(), _INSERT)
                 self._conn.execute("DELETE FROM repeats WHERE seq <= ?", (through,))
                 self._conn.execute("DELETE FROM events WHERE seq <= ?", (through,))
-                self._conn.execute(_SAVE_SNAPSHOT, row)
+                self._conn.execute(snapshot_rows.SAVE, row)
                 self._conn.execute("DELETE FROM snapshots WHERE seq < ?", (through,))
                 self._conn.execute(_SET_META, (sealed.META_KEY, entries))
             except BaseException:
