@@ -25,6 +25,7 @@ CORE = [
     SOURCE / "config_runbooks.py",
     SOURCE / "config_server.py",
     SOURCE / "config_checkpoints.py",
+    SOURCE / "config_retention.py",
     SOURCE / "values.py",
 ]
 BANNED_MODULES = {
@@ -78,6 +79,7 @@ ALLOWED_PROJECT = {
     "onduty.config_runbooks",
     "onduty.config_server",
     "onduty.config_checkpoints",
+    "onduty.config_retention",
     # The sections the configuration composes: pure models their packages own, checked by
     # tests/test_config_imports.py (they may parse URLs with urllib.parse).
     "onduty.sense.specs",
