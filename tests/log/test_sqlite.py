@@ -27,7 +27,7 @@ from onduty.events import (
     make_event,
     seal,
 )
-from onduty.log import open_log, repeats, snapshot_rows
+from onduty.log import open_log, repeats, snapshot_rows, wal
 from onduty.log.base import (
     ChainBreak,
     EventLog,
@@ -745,3 +745,22 @@ def test_repeats_read_back_when_their_bases_outgrow_the_readers_cache(
         assert log.verify() is None
     with raw(path) as db:
         assert db.execute("SELECT count(*) FROM repeats").fetchone()[0] == 60
+
+
+def test_the_wal_is_checkpointed_by_a_thread_of_its_own_not_by_appends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An append never copies the WAL back into the database (that stalled ingest); the log's
+    own thread does, once the WAL passes its threshold."""
+    monkeypatch.setattr(wal, "THRESHOLD", 64 << 10)
+    monkeypatch.setattr(wal, "EVERY_S", 0.02)
+    path = log_path(tmp_path)
+    with SQLiteEventLog(str(path)) as log:
+        assert log._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        before = path.stat().st_size
+        log.append(signals(0, 2_000))
+        deadline = time.monotonic() + 10
+        while path.stat().st_size <= before and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert path.stat().st_size > before  # the events reached the database file
+        assert len(list(log.read())) == 2_000

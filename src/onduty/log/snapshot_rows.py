@@ -7,7 +7,7 @@ and syncing all of it takes, and every append would wait behind it: ingest stall
 a second at each snapshot. So a state larger than `PART` is written as `snapshot_parts` rows,
 one transaction per part (appends commit in between), and the snapshot becomes visible only
 when its row (state NULL) is inserted last. Parts no snapshot row owns (left by a crash, or
-of a snapshot pruned since) are removed with the next snapshot.
+of a snapshot pruned since) are removed after the next snapshot, a part per transaction.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import sqlite3
 from collections.abc import Iterator
 
 PART = 1 << 20  # bytes of state written per transaction
+PAUSE_S = 0.002  # between two transactions, so that the appends waiting commit in between
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS snapshots(seq INTEGER PRIMARY KEY, state BLOB, event_hash TEXT,
@@ -35,11 +36,13 @@ PRUNE = (
     "DELETE FROM snapshots WHERE seq != ?2 AND seq NOT IN "
     "(SELECT seq FROM snapshots ORDER BY seq DESC LIMIT ?1)"
 )
-# parts no snapshot owns, except those of ?1 (the one being written)
+# the parts no snapshot owns, except those of ?1 (the one being written): deleted one per
+# transaction, as deleting megabytes at once holds the write lock as long as writing them
 ORPHANS = (
-    "DELETE FROM snapshot_parts WHERE seq != ?1 AND seq NOT IN "
+    "SELECT seq, part FROM snapshot_parts WHERE seq != ?1 AND seq NOT IN "
     "(SELECT seq FROM snapshots WHERE state IS NULL)"
 )
+DROP_PART = "DELETE FROM snapshot_parts WHERE seq = ? AND part = ?"
 DISCARD = ("DELETE FROM snapshots WHERE seq = ?1", "DELETE FROM snapshot_parts WHERE seq = ?1")
 LIST = "SELECT seq, state, event_hash, digest FROM snapshots ORDER BY seq DESC LIMIT ?"
 
@@ -50,12 +53,12 @@ def transactions(
     seq: int, state: bytes, event_hash: str | None, digest: str | None, keep: int, origin: int
 ) -> Iterator[tuple[Statement, ...]]:
     """The transactions that store a snapshot, in order: its parts (when large), then its
-    row, pruned to the newest `keep` (and the one at `origin`)."""
+    row, pruned to the newest `keep` (and the one at `origin`); then drop the `ORPHANS`."""
     if len(state) > PART:
         for index, start in enumerate(range(0, len(state), PART)):
             yield ((SAVE_PART, (seq, index, state[start : start + PART])),)
     row = (seq, None if len(state) > PART else state, event_hash, digest)
-    yield (SAVE, row), (PRUNE, (keep, origin)), (ORPHANS, (seq,))
+    yield (SAVE, row), (PRUNE, (keep, origin))
 
 
 def state_of(conn: sqlite3.Connection, seq: int, state: bytes | None) -> bytes | None:

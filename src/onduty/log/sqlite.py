@@ -28,6 +28,7 @@ from onduty.log.base import ChainBreak, Snapshot, StoreError, stored_snapshot, w
 from onduty.log.placing import Request, Row
 from onduty.log.repeats import Bases, BrokenRepeat, Expander, RepeatRow
 from onduty.log.sealed import ArchiveEntry, ArchiveError, Archives
+from onduty.log.wal import WalCheckpointer
 
 FORMAT = "onduty-eventlog/2"
 # Logs of format 1 (no `repeats` table) are read as they are and upgraded when opened.
@@ -113,6 +114,8 @@ class SQLiteEventLog:
         try:
             self._conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
             self._conn.execute("PRAGMA journal_mode=WAL")
+            if not self._memory:  # checkpointed by a thread of its own (`onduty.log.wal`)
+                self._conn.execute("PRAGMA wal_autocheckpoint=0")
             self._init_schema()
             row = self._conn.execute(repeats.HEAD).fetchone()
             recorded = self._conn.execute(
@@ -144,6 +147,7 @@ class SQLiteEventLog:
         self._closing = self._closed = False
         self._writer = threading.Thread(target=self._run, name="onduty-log-writer", daemon=True)
         self._writer.start()
+        self._wal = None if self._memory else WalCheckpointer(path)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -473,7 +477,17 @@ class SQLiteEventLog:
         binding = (snapshot.event_hash or None, snapshot.digest or None)
         keep = (self.snapshot_keep, self._archives.origin[0])
         for statements in snapshot_rows.transactions(snapshot.seq, state, *binding, *keep):
-            self._write(*statements)
+            self._paced_write(statements)
+        with self._reading() as conn:
+            orphans = conn.execute(snapshot_rows.ORPHANS, (snapshot.seq,)).fetchall()
+        for key in orphans:
+            self._paced_write(((snapshot_rows.DROP_PART, key),))
+
+    def _paced_write(self, statements: tuple[tuple[str, tuple[Any, ...]], ...]) -> None:
+        self._write(*statements)
+        # a lock is not fair: without a pause this thread takes it again at once, and the
+        # writer waiting with appends would wait for every one of a series of transactions
+        time.sleep(snapshot_rows.PAUSE_S)
 
     def _snapshots(self, limit: int) -> list[Snapshot]:
         with self._reading() as conn:
@@ -563,6 +577,8 @@ class SQLiteEventLog:
             self._closing = True
             self._cond.notify()
         self._writer.join()
+        if self._wal is not None:
+            self._wal.stop()
         with self._readers_lock:
             self._closed = True
             readers, self._readers = self._readers, []
