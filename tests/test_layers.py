@@ -74,6 +74,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "onduty.api.signatures",
             "onduty.checkpointer",
             "onduty.retention",
+            "onduty.auditing",
         ],
     ),
     ("service", ["onduty.service"]),

@@ -293,3 +293,34 @@ def test_a_seal_by_hand_is_refused_while_serve_runs_on_the_store(
     assert archives_of(path) == []
     service.stop()
     assert "sealed" in seal(path, now)
+
+
+def test_the_api_and_the_console_audit_the_checkpoints_and_the_archives(
+    history: tuple[Path, Config], sealed: Path
+) -> None:
+    with SQLiteEventLog(str(sealed)) as log:
+        now = next(log.read(after=log.head()[0] - 1)).ts
+    service = Service(
+        history[1], str(sealed), actuators=ActuatorRegistry(), clock=VirtualClock(now)
+    )
+    service.start()
+    try:
+        assert service.checkpointer is not None
+        signed = service.checkpointer.checkpoint_now()
+        assert signed is not None
+        client = TestClient(build_app(service), base_url="http://127.0.0.1")
+        report = client.get("/api/v1/audit/verify").json()
+        assert report["intact"] is True, report
+        assert [a["name"] for a in report["archives"]] == [p.name for p in archives_of(sealed)]
+        assert report["checkpoints"]["latest"]["seq"] == signed.seq
+        assert report["checkpoints"]["signatures_checked"] is True
+        assert report["findings"] == []
+        page = client.get("/audit")
+        assert page.status_code == 200
+        assert "2 sealed archives walked with the live store" in page.text
+        assert f"the latest at event #{signed.seq}" in page.text
+        archives_of(sealed)[0].unlink()
+        report = client.get("/api/v1/audit/verify").json()
+        assert report["intact"] is False and "missing" in report["reason"]
+    finally:
+        service.stop()

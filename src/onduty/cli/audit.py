@@ -47,54 +47,29 @@ def audit_verify(
     """Check the hash chain, the stored snapshots and the signed checkpoints: exit 0 intact, 1
     broken (naming the first bad sequence number, or the checkpoint that no longer matches, or
     each snapshot that is not bound to the chain and why)."""
-    from onduty.checkpointer import key_file, witness_file
-    from onduty.log import StoreError, verify_snapshots
-    from onduty.log.checkpoints import (
-        CheckpointError,
-        CheckpointReport,
-        Finding,
-        load_public_keys,
-        public_path,
-        read_witness,
-        verify_checkpoints,
-    )
-    from onduty.retention import archive_findings
+    from onduty.auditing import audit_checkpoints
+    from onduty.log import verify_snapshots
+    from onduty.log.checkpoints import CheckpointError
 
-    witness = checkpoints or witness_file(store)
     if checkpoints is not None and not checkpoints.exists():
         raise UsageProblem(f"--checkpoints {checkpoints}: no such file")
-    keys_given = public_key or []
-    beside = key_file(store)
-    if not keys_given and beside is not None and public_path(beside).exists():
-        keys_given = [public_path(beside)]
-    try:
-        keys = load_public_keys(keys_given)
-        found, unreadable = (
-            read_witness(witness) if witness is not None and witness.exists() else ([], [])
-        )
-    except CheckpointError as error:
-        raise UsageProblem(str(error)) from None
     with existing_log(store) as log:
         seq, _ = log.head()
         with progress("verifying", total=seq) as advance:
             broken = log.verify(progress=lambda done, total: advance(done))
         try:
-            report = verify_checkpoints(log, found, keys, chain=broken, witness_name=str(witness))
-        except StoreError:  # an archive it must read through, already named by `broken`
-            assert broken is not None
-            report = CheckpointReport(signatures=bool(keys), head=seq)
-            report.findings.append(
-                Finding("chain", broken.seq, f"seq {broken.seq}: {broken.reason}")
+            audited = audit_checkpoints(
+                log, store, broken, witness=checkpoints, public_keys=public_key or ()
             )
-        entries = list(getattr(log, "archives", list)())
-        archived = archive_findings(entries, getattr(log, "archive_folder", None), keys)
+        except CheckpointError as error:
+            raise UsageProblem(str(error)) from None
         snapshots = log.snapshots()
         problems = verify_snapshots(log)
         if deep and broken is None:
             bad = {problem.seq for problem in problems}
             with progress("folding", total=seq) as advance:
                 problems += _unfolded(log, [s for s in snapshots if s.seq not in bad], advance)
-    findings = unreadable + report.findings + archived
+    report, findings, entries = audited.report, audited.findings, audited.archives
     for finding in findings:
         title = "chain broken" if finding.kind == "chain" else f"checkpoint: {finding.kind}"
         text = f"at {finding.message}" if finding.kind == "chain" else finding.message
@@ -111,11 +86,11 @@ def audit_verify(
     folded = " and equal to the log folded up to their seq" if snapshots and deep else ""
     out.print(f"[green]chain intact[/]: {seq} events verified{kept}{folded}", soft_wrap=True)
     if entries:
-        out.print(_archived(entries, keys), soft_wrap=True)
-    out.print(_coverage(report, witness if found else None, seq), soft_wrap=True)
+        out.print(_archived(entries, report.signatures), soft_wrap=True)
+    out.print(_coverage(report, audited.witness, seq), soft_wrap=True)
 
 
-def _archived(entries: list[Any], keys: Any) -> str:
+def _archived(entries: list[Any], keys: bool) -> str:
     """What the walk covered of the archives, in one line."""
     last = entries[-1].last
     signed = "their checkpoints' signatures checked" if keys else "signatures NOT checked"

@@ -14,7 +14,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from onduty.api.console.pages import Pages
-from onduty.log import verify_snapshots
+from onduty.auditing import audit_checkpoints
+from onduty.log import ChainBreak, EventLog, verify_snapshots
+from onduty.log.checkpoints import CheckpointError
 from onduty.service import Service
 
 
@@ -28,6 +30,10 @@ class AuditStatus:
     """With an intact chain: the seq of a stored snapshot that is not bound to it."""
     checked_at: datetime | None = None
     took_s: float = 0.0
+    checkpoints: str = ""
+    """What the signed checkpoints vouch for (or the first thing they contradict)."""
+    archives: int = 0
+    """Sealed archives walked with the live store."""
 
 
 class Audit:
@@ -55,16 +61,39 @@ class Audit:
             reason = broken.reason if broken else ""
             if broken is None and bad:
                 reason = "; ".join(f"snapshot at seq {p.seq}: {p.reason}" for p in bad)
+            vouched, contradicted, archives = _checkpoints(log, self.service.store, broken)
+            if broken is None and not bad and contradicted:
+                reason = contradicted
             self.status = AuditStatus(
-                intact=broken is None and not bad,
+                intact=broken is None and not bad and not contradicted,
                 events=head,
                 first_bad_seq=broken.seq if broken else None,
                 reason=reason,
                 bad_snapshot=bad[0].seq if broken is None and bad else None,
                 checked_at=datetime.now(UTC),
                 took_s=time.monotonic() - started,
+                checkpoints=vouched,
+                archives=archives,
             )
             return self.status
+
+
+def _checkpoints(log: EventLog, store: str, broken: ChainBreak | None) -> tuple[str, str, int]:
+    """(what the checkpoints vouch for, the first finding against the log or "", archives)."""
+    try:
+        audited = audit_checkpoints(log, store, broken)
+    except CheckpointError as error:
+        return "", str(error), 0
+    first = next((f.message for f in audited.findings if f.kind != "chain"), "")
+    latest = audited.report.latest
+    if latest is None:
+        vouched = "no signed checkpoint in a witness file: a cut tail would not be seen"
+    else:
+        vouched = (
+            f"{audited.report.checked} signed checkpoints hold, the latest at event "
+            f"#{latest.seq} (signed {latest.signed_at} by key {latest.key_id})"
+        )
+    return vouched, first, len(audited.archives)
 
 
 def audit_router(audit: Audit, pages: Pages) -> APIRouter:

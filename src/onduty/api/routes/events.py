@@ -1,4 +1,5 @@
-"""`/api/v1/events` and `/api/v1/audit/verify`: the log itself, and whether its chain holds."""
+"""`/api/v1/events` and `/api/v1/audit/verify`: the log itself, and whether its chain, its
+snapshots, its signed checkpoints and its sealed archives hold."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from starlette.responses import Response
 
 from onduty.api.ingest import JSONBody, error
 from onduty.api.routes.common import API, READ, event_json
-from onduty.log import verify_snapshots
+from onduty.auditing import audit_checkpoints
+from onduty.log import ChainBreak, EventLog, verify_snapshots
+from onduty.log.checkpoints import CheckpointError
 from onduty.service import Service
 
 
@@ -43,14 +46,45 @@ def events_router(service: Service) -> APIRouter:
         bad = await asyncio.to_thread(verify_snapshots, log)
         head = log.head()[0]
         snapshots = [{"seq": problem.seq, "reason": problem.reason} for problem in bad]
+        checkpoints = await asyncio.to_thread(checkpoints_json, log, service.store, broken)
         if broken is None:
-            return {"intact": not bad, "events": head, "bad_snapshots": snapshots}
+            intact = not bad and not checkpoints["findings"]
+            return {"intact": intact, "events": head, "bad_snapshots": snapshots, **checkpoints}
         return {
             "intact": False,
             "events": head,
             "first_bad_seq": broken.seq,
             "reason": broken.reason,
             "bad_snapshots": snapshots,
+            **checkpoints,
         }
 
     return router
+
+
+def checkpoints_json(log: EventLog, store: str, broken: ChainBreak | None) -> dict[str, Any]:
+    """What the checkpoints and the archives say, as the audit answer's extra fields."""
+    try:
+        audited = audit_checkpoints(log, store, broken)
+    except CheckpointError as error:
+        return {"findings": [{"kind": "unreadable", "seq": 0, "message": str(error)}]}
+    report, latest = audited.report, audited.report.latest
+    return {
+        "checkpoints": {
+            "witness": None if audited.witness is None else str(audited.witness),
+            "checked": report.checked,
+            "in_log": report.in_log,
+            "signatures_checked": report.signatures,
+            "latest": None
+            if latest is None
+            else {"seq": latest.seq, "signed_at": latest.signed_at, "key_id": latest.key_id},
+        },
+        "archives": [
+            {"name": entry.name, "first": entry.first, "last": entry.last}
+            for entry in audited.archives
+        ],
+        "findings": [
+            {"kind": finding.kind, "seq": finding.seq, "message": finding.message}
+            for finding in audited.findings
+        ],
+    }
