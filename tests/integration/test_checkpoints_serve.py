@@ -53,8 +53,9 @@ def test_serve_signs_checkpoints_to_the_witness_file(tmp_path: Path) -> None:
                 assert client.post("/api/v1/signals", json=signal).status_code == 202
             _wait_for(lambda: len(_witness_lines(store)) > first)
             latest = _witness_lines(store)[-1]
-            metrics = client.get("/metrics").text
-            assert f"onduty_checkpoint_seq {float(str(latest['seq']))}" in metrics
+            gauge = f"onduty_checkpoint_seq {float(str(latest['seq']))}"
+            # the witness is written first, the gauge set once the checkpoint is recorded too
+            _wait_for(lambda: gauge in client.get("/metrics").text)
             events = client.get("/api/v1/events", params={"type": "CheckpointSigned"}).json()
             assert events, "checkpoints are recorded in the log too"
         assert server.terminate() == 0
