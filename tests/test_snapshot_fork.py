@@ -89,9 +89,16 @@ def test_a_child_that_fails_leaves_no_snapshot(
     assert _Forked(seq, event_hash, runtime.manager.state).collect() is None
 
 
-def test_a_hung_child_is_stopped(tmp_path: Path) -> None:
+def test_a_hung_child_is_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     runtime = _runtime(tmp_path, 5)
     seq, event_hash = runtime.log.head()
+
+    def hang(self: State) -> bytes:
+        time.sleep(60)  # in the child: stopped below long before this ends
+        return b"{}"
+
+    # hung before it sends anything (a small state is otherwise sent before SIGSTOP lands)
+    monkeypatch.setattr(State, "encode", hang)
     job = _Forked(seq, event_hash, runtime.manager.state)
     os.kill(job.pid, signal.SIGSTOP)
     assert job.collect(timeout=0.2) is None
