@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 
 from onduty.act import ActuatorRegistry
 from onduty.api import build_app
-from onduty.bench._workload import HistoryDriver, append_all
 from onduty.config import Config
 from onduty.events import (
     ActionStarted,
@@ -38,6 +37,7 @@ from onduty.readmodel import IncidentProjection
 from onduty.readmodel.models import SNAPSHOT_KEY, ReadModels, state_of
 from onduty.runtime import VirtualClock
 from onduty.service import Service
+from tests.histories import write_history
 
 HISTORY_EVENTS = 12_000
 KEPT = 4
@@ -48,15 +48,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Config]:
     """A realistic log (the benchmarks' history: faults, runbooks, approvals, pages) of about
     `HISTORY_EVENTS` events, with many incidents opened and resolved."""
     path = tmp_path_factory.mktemp("history") / "log.db"
-    driver = HistoryDriver(seed=5)
-    log = SQLiteEventLog(str(path), synchronous="NORMAL")
-    try:
-        append_all(
-            log, driver.groups(), HISTORY_EVENTS, ready=lambda: not driver.manager.in_doubt()
-        )
-    finally:
-        log.close()
-    return path, driver.config
+    return path, write_history(path, HISTORY_EVENTS, seed=5)
 
 
 def prepared(path: Path, config: Config, keep_resolved: int | None) -> Service:

@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 
 from onduty.act import ActuatorRegistry
 from onduty.api import build_app
-from onduty.bench._workload import HistoryDriver, append_all, bench_config_document
+from onduty.bench._workload import bench_config_document
 from onduty.config import Config
 from onduty.log.checkpoints import load_or_create_key
 from onduty.log.sealed import SUFFIX
@@ -32,6 +32,7 @@ from onduty.log.sqlite import SQLiteEventLog
 from onduty.manager import Manager
 from onduty.runtime import VirtualClock
 from onduty.service import Service
+from tests.histories import write_history
 from tests.run_cli import onduty
 
 HISTORY_EVENTS = 6_000
@@ -40,16 +41,9 @@ HISTORY_EVENTS = 6_000
 @pytest.fixture(scope="module")
 def history(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Config]:
     path = tmp_path_factory.mktemp("sealed") / "log.db"
-    driver = HistoryDriver(seed=11)
-    log = SQLiteEventLog(str(path), synchronous="NORMAL")
-    try:
-        append_all(
-            log, driver.groups(), HISTORY_EVENTS, ready=lambda: not driver.manager.in_doubt()
-        )
-    finally:
-        log.close()
+    config = write_history(path, HISTORY_EVENTS, seed=11)
     load_or_create_key(path.with_name(path.name + ".checkpoint.key"))  # as serve makes it
-    return path, driver.config
+    return path, config
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +63,18 @@ def copy_of(history: tuple[Path, Config], folder: Path) -> Path:
 def recorded(path: Path) -> list[tuple[int, str, dict[str, Any]]]:
     with SQLiteEventLog(str(path)) as log:
         return [(e.seq, e.hash, e.model_dump(mode="json")) for e in log.read()]
+
+
+def last_stamp(path: Path) -> datetime:
+    """The time of the log's last event: the clock a service on it starts from."""
+    with SQLiteEventLog(str(path)) as log:
+        return next(log.read(after=log.head()[0] - 1)).ts
+
+
+def service_on(path: Path, config: Config) -> Service:
+    """A service on the log at `path`, its clock at the log's last event."""
+    clock = VirtualClock(last_stamp(path))
+    return Service(config, str(path), actuators=ActuatorRegistry(), clock=clock)
 
 
 def stamp_of(path: Path, seq: int) -> datetime:
@@ -146,12 +152,8 @@ def test_the_live_store_starts_without_its_archives_and_open_incidents_stay_corr
     assert expected["incidents"]  # incidents open at the seal point and at the head
     shutil.move(sealed.with_name(sealed.name + ".archives"), sealed.parent / "elsewhere")
     assert folded(sealed) == expected
-    with SQLiteEventLog(str(sealed)) as log:
-        now = next(log.read(after=log.head()[0] - 1)).ts
-    for path in (history[0], sealed):
-        service = Service(
-            history[1], str(path), actuators=ActuatorRegistry(), clock=VirtualClock(now)
-        )
+    for path in (history[0], sealed):  # the same events: the same last stamp
+        service = service_on(path, history[1])
         service.prepare()
         assert service.runtime is not None
         assert service.runtime.manager.snapshot() == expected
@@ -204,8 +206,6 @@ def test_serve_seals_by_its_retention_section_and_keeps_serving(
     history: tuple[Path, Config], tmp_path: Path
 ) -> None:
     path = copy_of(history, tmp_path)
-    with SQLiteEventLog(str(path)) as log:
-        now = next(log.read(after=log.head()[0] - 1)).ts
     config = history[1].model_copy(
         update={
             "retention": history[1].retention.model_copy(
@@ -213,7 +213,7 @@ def test_serve_seals_by_its_retention_section_and_keeps_serving(
             )
         }
     )
-    service = Service(config, str(path), actuators=ActuatorRegistry(), clock=VirtualClock(now))
+    service = service_on(path, config)
     service.prepare()
     assert service.retention is not None and service.log is not None
     sealed = service.retention.run_once()
@@ -283,9 +283,8 @@ def test_a_seal_by_hand_is_refused_while_serve_runs_on_the_store(
     history: tuple[Path, Config], tmp_path: Path
 ) -> None:
     path = copy_of(history, tmp_path)
-    with SQLiteEventLog(str(path)) as log:
-        now = next(log.read(after=log.head()[0] - 1)).ts
-    service = Service(history[1], str(path), actuators=ActuatorRegistry(), clock=VirtualClock(now))
+    now = last_stamp(path)
+    service = service_on(path, history[1])
     service.prepare()
     refused = onduty("log", "seal", "--store", str(path), "--before", now.isoformat())
     assert refused.returncode == 2
@@ -298,11 +297,7 @@ def test_a_seal_by_hand_is_refused_while_serve_runs_on_the_store(
 def test_the_api_and_the_console_audit_the_checkpoints_and_the_archives(
     history: tuple[Path, Config], sealed: Path
 ) -> None:
-    with SQLiteEventLog(str(sealed)) as log:
-        now = next(log.read(after=log.head()[0] - 1)).ts
-    service = Service(
-        history[1], str(sealed), actuators=ActuatorRegistry(), clock=VirtualClock(now)
-    )
+    service = service_on(sealed, history[1])
     service.start()
     try:
         assert service.checkpointer is not None
