@@ -19,7 +19,7 @@ from onduty.log.checkpoints import (
     verify_checkpoints,
 )
 from onduty.log.sealed import ArchiveEntry
-from onduty.retention import archive_findings
+from onduty.retention import archive_findings, archives_of
 
 
 @dataclass
@@ -59,7 +59,7 @@ def audit_checkpoints(
         assert broken is not None
         report = CheckpointReport(signatures=bool(keys), head=log.head()[0])
         report.findings.append(Finding("chain", broken.seq, f"seq {broken.seq}: {broken.reason}"))
-    archives = list(getattr(log, "archives", list)())
-    sealed = archive_findings(archives, getattr(log, "archive_folder", None), keys)
+    archives, folder = archives_of(log)
+    sealed = archive_findings(archives, folder, keys)
     findings = sorted([*unreadable, *report.findings, *sealed], key=lambda f: f.seq)
     return CheckpointAudit(report, witness if found else None, archives, findings)

@@ -78,6 +78,15 @@ def sealable(log: EventLog) -> SealableLog:
     return log  # type: ignore[return-value]
 
 
+def archives_of(log: EventLog) -> tuple[list[ArchiveEntry], Path | None]:
+    """The archives `log` sealed events into and where it keeps them; none for a log that
+    cannot seal."""
+    if not callable(getattr(log, "seal", None)):
+        return [], None
+    store = sealable(log)
+    return store.archives(), store.archive_folder
+
+
 def last_before(log: EventLog, moment: datetime) -> int:
     """The seq of the last event of the live store stamped before `moment` (0 when none):
     a binary search, as events are appended in time order."""

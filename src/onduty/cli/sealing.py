@@ -112,10 +112,10 @@ def log_archives(store: StoreOption = "onduty.db") -> None:
     """List the archives the store sealed events into, and whether each is present and
     unaltered (exit 1 when one is missing or altered)."""
     from onduty.log.sealed import Archives, file_digest
+    from onduty.retention import archives_of
 
     with existing_log(store) as log:
-        entries = list(getattr(log, "archives", list)())
-        folder = getattr(log, "archive_folder", None)
+        entries, folder = archives_of(log)
     if not entries:
         out.print("no archives: every event is in the live store")
         return
