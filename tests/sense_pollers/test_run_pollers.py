@@ -42,6 +42,8 @@ def probe_spec(url: str, **fields: object) -> HttpProbe:
     )
 
 
+# A poll's timeout and interval bound real time even under the virtual timer, so tests whose
+# outcome must not depend on a busy machine use seconds, not milliseconds.
 def broken_prometheus(port: int) -> PrometheusQuery:
     return PrometheusQuery.model_validate(
         {
@@ -51,8 +53,8 @@ def broken_prometheus(port: int) -> PrometheusQuery:
             "query": "up",
             "op": "<",
             "threshold": 1,
-            "interval": "100ms",
-            "timeout": "80ms",
+            "interval": "10s",
+            "timeout": "5s",
         }
     )
 
@@ -168,7 +170,10 @@ def test_a_failing_source_does_not_stop_the_others(
         stop = asyncio.Event()
         async with httpx.AsyncClient() as client:
             sources = [
-                build_source(probe_spec(f"{health_server.url}/health"), client),
+                build_source(
+                    probe_spec(f"{health_server.url}/health", interval="10s", timeout="5s"),
+                    client,
+                ),
                 build_source(broken_prometheus(closed_port), client),
             ]
             assert isinstance(sources[0], ProbeSource)
@@ -184,16 +189,16 @@ def test_a_failing_source_does_not_stop_the_others(
                 )
             )
             flips = {
-                0.35: lambda: health_server.set(status=503),
-                0.65: lambda: health_server.set(status=200),
+                35.0: lambda: health_server.set(status=503),
+                65.0: lambda: health_server.set(status=200),
             }
-            await timer.run_until(0.95, at=flips)
+            await timer.run_until(95.0, at=flips)
             stop.set()
             await asyncio.wait_for(task, timeout=2)
 
     asyncio.run(run())
     assert [signal.status for signal in submitted] == ["firing", "resolved"]
-    # Polls at 0, 0.1, ... 0.9 (virtual seconds): ten of each source.
+    # Polls at 0, 10, ... 90 (virtual seconds): ten of each source.
     assert len(errors) == 10
     assert {name for name, _ in errors} == {"metrics"}
     assert all(isinstance(error, PollError) for _, error in errors)
