@@ -143,8 +143,10 @@ def test_a_store_that_cannot_be_opened(tmp_path: Path, not_a_database: Path) -> 
     assert f"cannot open the event log {tmp_path}" in folder
     under_a_file = one_line(serve("--store", str(not_a_database / "x.db"), cwd=tmp_path))
     assert f"cannot create its folder {not_a_database}" in under_a_file
-    scheme = one_line(serve("--store", "postgres://db/onduty", cwd=tmp_path))
-    assert "unsupported scheme 'postgres'" in scheme
+    scheme = one_line(serve("--store", "mysql://db/onduty", cwd=tmp_path))
+    assert "unsupported scheme 'mysql'" in scheme
+    closed = one_line(serve("--store", "postgresql://127.0.0.1:9/onduty", cwd=tmp_path))
+    assert closed.startswith("onduty: cannot open the event log postgresql://127.0.0.1:9/onduty")
 
 
 def test_a_port_already_in_use(tmp_path: Path) -> None:

@@ -606,8 +606,8 @@ def test_a_store_that_cannot_be_opened_names_the_file_and_why(tmp_path: Path) ->
         open_log(str(blocker / "events.db"))
     with pytest.raises(StoreError, match="cannot open the event log"):
         open_log(str(tmp_path))  # a folder
-    with pytest.raises(StoreError, match="unsupported scheme 'postgres'"):
-        open_log("postgres://db/onduty")
+    with pytest.raises(StoreError, match="unsupported scheme 'mysql'"):
+        open_log("mysql://db/onduty")
 
 
 # --------------------------------------------------------------------------- re-sent signals

@@ -252,16 +252,22 @@ def open_log(url: str) -> EventLog:
     """Open a log by URL.
 
     `sqlite:///relative/path.db`, `sqlite:////absolute/path.db` (the SQLAlchemy convention),
-    `sqlite:///:memory:`, or a bare file path. Raises `StoreError` when it cannot be opened.
+    `sqlite:///:memory:`, a bare file path, or `postgresql://…/db?schema=NAME&partition=N` (one
+    partition of a PostgreSQL store). Raises `StoreError` when it cannot be opened.
     """
     from onduty.log.sqlite import SQLiteEventLog
 
+    if url.startswith(("postgresql://", "postgres://")):
+        from onduty.log.postgres import PostgresEventLog
+
+        return PostgresEventLog(url)
     if url.startswith("sqlite:///"):
         path = url.removeprefix("sqlite:///")
     elif "://" in url:
         scheme = url.split("://", 1)[0]
         raise StoreError(
-            f"store {url}: unsupported scheme {scheme!r}; use sqlite:///PATH or a path"
+            f"store {url}: unsupported scheme {scheme!r}; use sqlite:///PATH, a path or "
+            "postgresql://HOST/DATABASE"
         )
     else:
         path = url
