@@ -140,3 +140,28 @@ def test_the_examples_say_what_serve_would_not_do(tmp_path: Path) -> None:
     found = warnings(check(tmp_path, text))
     assert any("no actuator provides 'deploy.rollback'" in line for line in found)
     assert any("nobody would be paged" in line for line in found)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (
+            "store: sqlite:///onduty.db\nbus: nats://127.0.0.1:4222\n",
+            "bus: nats:// carries signals to managers on several nodes, but store "
+            "'sqlite:///onduty.db' is a file only one process can write",
+        ),
+        ("bus: kafka://127.0.0.1:9092\n", "bus: 'kafka://127.0.0.1:9092' is not a bus"),
+        ("fleet: {region: eu.west}\n", "fleet.region: 'eu.west' must be a plain name"),
+        ("fleet: {partitions: 0}\n", "fleet.partitions"),
+    ],
+)
+def test_a_deployment_that_cannot_work_is_refused(tmp_path: Path, text: str, problem: str) -> None:
+    result = check(tmp_path, text)
+    assert result.returncode == 2
+    assert problem in result.stderr
+
+
+def test_a_fleet_on_postgresql_and_nats_is_valid(tmp_path: Path) -> None:
+    text = "store: postgresql://127.0.0.1/onduty\nbus: nats://127.0.0.1:4222\n"
+    result = check(tmp_path, text + "fleet: {partitions: 32, region: eu-west}\n")
+    assert result.returncode == 0, result.stderr

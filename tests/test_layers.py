@@ -47,6 +47,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "onduty.config_server",
             "onduty.config_checkpoints",
             "onduty.config_retention",
+            "onduty.config_fleet",
             "onduty.config",
             "onduty.configfile",
         ],

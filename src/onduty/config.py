@@ -33,6 +33,7 @@ from onduty.act.specs import (
 )
 from onduty.api.access_config import AccessConfig, parse_access
 from onduty.config_checkpoints import CheckpointSettings
+from onduty.config_fleet import FleetSettings, deployment_problems
 from onduty.config_policy import (
     GUARDRAIL_KINDS,
     Approvals,
@@ -225,9 +226,11 @@ def _check_access(raw: dict[str, Any]) -> dict[str, Any]:
 class Config(Model):
     store: str = "sqlite:///onduty.db"
     """Where the event log lives: `sqlite:///path/to/file.db` (a path relative to the working
-    directory), or a plain path. `onduty serve --store` overrides it."""
+    directory), a plain path, or `postgresql://HOST/DB?schema=NAME` (shared by several
+    managers). `onduty serve --store` overrides it."""
     bus: str = "memory"
-    """How inputs reach the core: `memory` (in the process; the default)."""
+    """How signals reach the core: `memory` (in the process; the default) or
+    `nats://HOST:PORT` (NATS JetStream, to the managers of a fleet; needs a PostgreSQL store)."""
     sources: Annotated[RawSection, _checked_by(parse_sources, "sources")] = Field(
         default_factory=list
     )
@@ -253,6 +256,8 @@ class Config(Model):
     """Signed checkpoints of the log and the witnesses they are exported to."""
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     """How long events stay in the live store before they are sealed into archives."""
+    fleet: FleetSettings = Field(default_factory=FleetSettings)
+    """Several managers on PostgreSQL and NATS JetStream: partitions, region, leases."""
     snapshot_every: int = Field(default=10_000, ge=1)
     """Save a snapshot of the core's state every this many events; a restart folds at most this many
     events after the newest trusted one (snapshots cost the core thread time)."""
@@ -275,6 +280,7 @@ class Config(Model):
             *_unique_names("services", [s.name for s in self.services]),
             *_unique_names("runbooks", [r.name for r in self.runbooks]),
             *_unique_names("policy.guardrails", [g.name for g in self.policy.guardrails]),
+            *deployment_problems(self.store, self.bus),
         ]
         owners: dict[str, str] = {}
         for index, service in enumerate(self.services):
@@ -305,6 +311,7 @@ class Config(Model):
                 "server",
                 "checkpoints",
                 "retention",
+                "fleet",
             },
         )
 
