@@ -196,6 +196,7 @@ def _tamper(log: PostgresEventLog, statement: str, *args: object) -> None:
             "hash does not match",
         ),
         ("DELETE FROM {s}.events WHERE seq = 2", (), 2, "seq 2 is missing"),
+        ("DELETE FROM {s}.events WHERE seq >= 5", (), 5, "cut from the end"),
         ("UPDATE {s}.events SET stream = 'elsewhere' WHERE seq = 5", (), 5, "stream column"),
     ],
 )

@@ -106,7 +106,10 @@ def _schema_statements(schema: str) -> list[sql.Composed]:
         "CREATE TABLE IF NOT EXISTS {s}.events (partition integer NOT NULL, seq bigint NOT NULL,"
         " id text NOT NULL, type text NOT NULL, stream text NOT NULL, ts text NOT NULL,"
         " body bytea NOT NULL, hash text NOT NULL, PRIMARY KEY (partition, seq))",
-        "CREATE INDEX IF NOT EXISTS events_stream ON {s}.events (partition, stream, seq)",
+        # one stream lives in one partition; the fleet's view reads a stream without knowing
+        # which, in position order (seq, partition)
+        "CREATE INDEX IF NOT EXISTS events_stream ON {s}.events (stream, seq, partition)",
+        "CREATE INDEX IF NOT EXISTS events_position ON {s}.events (seq, partition)",
         "CREATE TABLE IF NOT EXISTS {s}.heads (partition integer PRIMARY KEY,"
         " seq bigint NOT NULL, hash text NOT NULL)",
         "CREATE TABLE IF NOT EXISTS {s}.snapshots (partition integer NOT NULL,"
@@ -235,7 +238,7 @@ class PostgresEventLog:
             raise ValueError(f"partition must be >= 0, not {self.partition}")
         self.path = f"{self.url} (partition {self.partition})"  # what messages name
         self.snapshot_keep, self.page, self.progress_every = snapshot_keep, page, progress_every
-        self._conninfo, self._fence = where.conninfo, fence
+        self._conninfo, self._fence, self._given_url = where.conninfo, fence, url
         self._q = _Queries(self.schema)
         try:
             self._conn = connect(self._conninfo, autocommit=True)
@@ -262,6 +265,17 @@ class PostgresEventLog:
         name = f"onduty-log-writer-p{self.partition}"
         self._writer = threading.Thread(target=self._run, name=name, daemon=True)
         self._writer.start()
+
+    def sibling(self, partition: int, *, fence: Fence | None = None) -> PostgresEventLog:
+        """Another partition of the same store, opened with this one's settings."""
+        return PostgresEventLog(
+            self._given_url,
+            partition,
+            fence=fence,
+            snapshot_keep=self.snapshot_keep,
+            page=self.page,
+            progress_every=self.progress_every,
+        )
 
     def _cannot_open(self, error: psycopg.Error) -> str:
         return f"cannot open the event log {self.url}: {_first_line(error)}"
@@ -427,14 +441,19 @@ class PostgresEventLog:
 
     def verify(self, progress: Callable[[int, int], Any] | None = None) -> ChainBreak | None:
         """Walk this partition's chain; None when intact, else the first place where it
-        breaks, or the first event whose `ts` column is not the time its hashed body says."""
+        breaks, or the first event whose `ts` column is not the time its hashed body says, or
+        the end when events are missing below the head the partition recorded."""
         with self._reading() as conn:
             counted = conn.execute(self._q.count, (self.partition,)).fetchone()
+            head = conn.execute(self._q.head, (self.partition,)).fetchone()
         total = int(counted[0]) if counted else 0
+        recorded = (int(head[0]), str(head[1])) if head else (0, GENESIS_HASH)
         bad_ts: list[ChainBreak] = []
+        last = [(0, GENESIS_HASH)]
 
         def rows() -> Iterator[tuple[int, str, str, str, bytes, str]]:
             for seq, id_, type_, stream, stored, hash_, ts in self._pages(0, None):
+                last[0] = (seq, hash_)
                 body = bytes(stored)
                 if not bad_ts:
                     said = _body_ts(body)
@@ -447,6 +466,14 @@ class PostgresEventLog:
         broken = walk_chain(rows(), total, progress, self.progress_every)
         if bad_ts and (broken is None or bad_ts[0].seq < broken.seq):
             return bad_ts[0]
+        if broken is None and last[0][0] < recorded[0]:  # appends after `head` was read go on
+            return ChainBreak(
+                last[0][0] + 1,
+                f"the partition's head is seq {recorded[0]}, but its events end at seq "
+                f"{last[0][0]} (events were cut from the end)",
+            )
+        if broken is None and last[0][0] == recorded[0] and last[0][1] != recorded[1]:
+            return ChainBreak(recorded[0], "the last event's hash is not the head's")
         return broken
 
     # ------------------------------------------------------------------ snapshots, meta
