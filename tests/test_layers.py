@@ -68,6 +68,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "onduty.runtime",
             "onduty.snapshots",
             "onduty.loop",
+            "onduty.gateway",
             "onduty.readmodel",
             "onduty.approvals",
             "onduty.obs",

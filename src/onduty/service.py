@@ -18,6 +18,7 @@ from onduty.config import Config, ConfigError
 from onduty.configfile import load_config
 from onduty.escalate import Deliverer, parse_channels
 from onduty.events import Event, Payload, PolicyActivated
+from onduty.gateway import Gateway, LoopGateway
 from onduty.log import EventLog, StoreError, open_log
 from onduty.log.checkpoints import CheckpointError
 from onduty.loop import CoreLoop, Draining
@@ -98,6 +99,8 @@ class Service:
         self._subscribers: tuple[Callable[[Event], None], ...] = ()
         self._subscribers_lock = threading.Lock()
         self.clock: Clock = clock or SystemClock()
+        self.gateway: Gateway = LoopGateway(lambda: self.loop)
+        """Where the API hands inputs on (the core loop of this process)."""
 
     def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
         """Call `callback(event)` with every event appended from now on, after the read models

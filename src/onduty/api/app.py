@@ -166,7 +166,7 @@ def build_app(service: Service, *, console: bool = True, hosts: HostNames | None
         )
 
     ingest = Ingest(
-        lambda: service.loop,
+        service.gateway,
         service.metrics,
         max_body=service.max_body,
         access=access,

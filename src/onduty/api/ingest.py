@@ -12,7 +12,6 @@ operator sent is silently dropped.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -26,7 +25,7 @@ from starlette.responses import Response
 
 from onduty.api.auth import SIGNATURE_HEADER, Access, IngestSource, bearer_token, client_address
 from onduty.events import Signal, SignalReceived, SignalRejected
-from onduty.loop import CoreLoop, Draining
+from onduty.gateway import Gateway
 from onduty.obs import Metrics
 from onduty.runtime import Input
 from onduty.sense import IngestError
@@ -146,14 +145,14 @@ class Ingest:
 
     def __init__(
         self,
-        loop: Callable[[], CoreLoop | None],
+        gateway: Gateway,
         metrics: Metrics,
         *,
         max_body: int,
         access: Access | None = None,
         max_unauthenticated: int = 64,
     ):
-        self._loop = loop  # looked up per request: the loop starts with the app's lifespan
+        self._gateway = gateway
         self._metrics = metrics
         self._max_body = max_body
         self._access = access
@@ -282,22 +281,10 @@ class Ingest:
 
     async def durable(self, inputs: Sequence[Input]) -> Response | None:
         """Hand inputs to the core; None once durable, else the response to give instead."""
-        loop = self._loop()
         if not inputs:
             return None
-        if loop is None:
-            return error(503, "onduty is starting; retry", **{"Retry-After": RETRY_AFTER})
-        try:
-            future = loop.offer(inputs)
-        except Draining:
-            return error(503, "onduty is shutting down; retry", **{"Retry-After": RETRY_AFTER})
-        if future is None:
-            return error(
-                429, "the ingest queue is full; retry shortly", **{"Retry-After": RETRY_AFTER}
-            )
-        self._metrics.pending.set(loop.pending)
-        try:
-            await asyncio.wrap_future(future)
-        except Exception:
-            return error(503, "the event log is unavailable", **{"Retry-After": RETRY_AFTER})
-        return None
+        refused = await self._gateway.submit(inputs)
+        self._metrics.pending.set(self._gateway.pending)
+        if refused is None:
+            return None
+        return error(refused.status, refused.reason, **{"Retry-After": str(refused.retry_after)})
