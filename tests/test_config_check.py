@@ -152,6 +152,7 @@ def test_the_examples_say_what_serve_would_not_do(tmp_path: Path) -> None:
         ),
         ("bus: kafka://127.0.0.1:9092\n", "bus: 'kafka://127.0.0.1:9092' is not a bus"),
         ("fleet: {region: eu.west}\n", "fleet.region: 'eu.west' must be a plain name"),
+        ("fleet: {subjects: 'a..b'}\n", "fleet.subjects"),
         ("fleet: {partitions: 0}\n", "fleet.partitions"),
     ],
 )

@@ -8,6 +8,7 @@ the core never sees it.
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Annotated
 
@@ -22,10 +23,11 @@ SHARED_STORES = ("postgresql://", "postgres://")
 
 
 def _token(value: str) -> str:
-    """A region becomes a token of NATS subjects: no dots, spaces or wildcards."""
-    if not value or any(c in value for c in ".*> \t\r\n") or not value.isprintable():
+    """A name that becomes one token of NATS subjects and consumer names."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", value):
         raise ValueError(
-            f"{value!r} must be a plain name: no dots, spaces, `*` or `>` (it names subjects)"
+            f"{value!r} must be a plain name of letters, digits, '-' and '_' (it names "
+            "subjects on the bus)"
         )
     return value
 
@@ -49,6 +51,11 @@ class FleetSettings(Model):
     (and ingest answers 429 once the bus's window is full too)."""
     publish_window: int = Field(default=2_000, ge=1)
     """Publishes an ingest node keeps awaiting their acknowledgement at once."""
+    stream: Annotated[str, AfterValidator(_token)] = "ONDUTY_SIGNALS"
+    """The JetStream stream that carries the inputs (one per fleet; created when absent)."""
+    subjects: str = Field(default="onduty.signals", pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+    """The subjects' prefix: inputs travel on `<subjects>.<region>.<partition>`. Two fleets on
+    one NATS server need their own stream and prefix."""
 
 
 def is_shared_store(store: str) -> bool:

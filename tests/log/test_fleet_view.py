@@ -61,6 +61,7 @@ def test_read_gives_every_partition_in_position_order(url: str) -> None:
         assert list(view.read(after=events[3].seq, limit=2)) == events[4:6]
         assert view.read_seqs([events[8].seq, events[0].seq, 99]) == [events[0], events[8]]
         assert view.head() == (position(2, 5), events[-1].hash)
+        assert view.count() == 9
         assert view.tail(2, 3, 10) == events[7:9]
         assert view.verify() is None
     finally:
@@ -99,6 +100,6 @@ def test_verify_names_the_partition_that_breaks(url: str) -> None:
             )
         broken = view.verify()
         assert broken is not None and place_of(broken.seq) == (2, 4)
-        assert broken.reason.startswith("partition 2: ts column")
+        assert broken.reason.startswith("partition 2 seq 4: ts column")
     finally:
         view.close()

@@ -84,13 +84,23 @@ def existing_log(url: str) -> Iterator[EventLog]:
     if path is not None and not path.exists():
         raise UsageProblem(f"no event log at {path} (run `onduty demo` to make one)")
     try:
-        log = open_log(url)
+        log = _whole_store(url) or open_log(url)
     except ValueError as error:
         raise UsageProblem(str(error)) from None
     try:
         yield log
     finally:
         log.close()
+
+
+def _whole_store(url: str) -> EventLog | None:
+    """A PostgreSQL store named without a partition is read whole: every partition's events at
+    their positions (`FleetView`), each partition's chain verified on its own."""
+    if not url.startswith(("postgresql://", "postgres://")) or "partition=" in url:
+        return None
+    from onduty.log.fleet_view import FleetView
+
+    return FleetView(url)
 
 
 @contextmanager

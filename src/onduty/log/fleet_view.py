@@ -12,13 +12,13 @@ partition (`tail`) rather than one position.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from psycopg import sql
 
 from onduty.events import GENESIS_HASH, Event, event_from_body
-from onduty.log.base import ChainBreak, Snapshot
+from onduty.log.base import ChainBreak, Snapshot, StoreError
 from onduty.log.postgres import PostgresEventLog
 
 PARTITION_SPACE = 4096
@@ -85,6 +85,10 @@ class FleetView:
     def partitions(self) -> dict[int, tuple[int, str]]:
         """Every partition with its head (seq, hash)."""
         return self._log.partitions()
+
+    def count(self) -> int:
+        """How many events the partitions hold together (their heads' seqs summed)."""
+        return sum(seq for seq, _ in self.partitions().values())
 
     def head(self) -> tuple[int, str]:
         """The highest position of any partition's head, and that event's hash."""
@@ -153,11 +157,18 @@ class FleetView:
                 log.close()
             if broken is not None:
                 return ChainBreak(
-                    position(partition, broken.seq), f"partition {partition}: {broken.reason}"
+                    position(partition, broken.seq),
+                    f"partition {partition} seq {broken.seq}: {broken.reason}",
                 )
         return None
 
     # ------------------------------------------------------------------ what the view lacks
+
+    def append(self, batch: Sequence[Event]) -> list[Event]:
+        """Nothing is appended through the view: each partition's cell appends to its own log."""
+        if batch:
+            raise StoreError(f"{self.path} is read-only: a partition's manager appends to it")
+        return []
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         """The view keeps no snapshots: each partition's manager keeps its own."""
