@@ -59,7 +59,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("govern", ["onduty.govern", "onduty.policytest", "onduty.configcheck"]),
     ("core", ["onduty.lifecycle", "onduty.manager", "onduty.replay"]),
     ("log", ["onduty.log"]),
-    ("fleet", ["onduty.fleet"]),
+    ("bus", ["onduty.bus"]),
     ("sense", ["onduty.sense"]),
     ("act", ["onduty.act"]),
     ("escalate", ["onduty.escalate"]),
