@@ -60,6 +60,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("core", ["onduty.lifecycle", "onduty.manager", "onduty.replay"]),
     ("log", ["onduty.log"]),
     ("bus", ["onduty.bus"]),
+    ("fleet", ["onduty.fleet"]),
     ("sense", ["onduty.sense"]),
     ("act", ["onduty.act"]),
     ("escalate", ["onduty.escalate"]),
