@@ -79,9 +79,10 @@ LAYERS: list[tuple[str, list[str]]] = [
             "onduty.checkpointer",
             "onduty.retention",
             "onduty.auditing",
+            "onduty.cells",
         ],
     ),
-    ("service", ["onduty.service"]),
+    ("service", ["onduty.service", "onduty.fleet_service"]),
     ("edges", ["onduty.api", "onduty.sim", "onduty.bench"]),
     ("command line", ["onduty.cli", "onduty.__main__"]),
 ]

@@ -45,6 +45,11 @@ class Metrics:
         self.events = Counter(
             "onduty_events_total", "Events appended, by type.", ["type"], registry=self.registry
         )
+        self.partitions_held = Gauge(
+            "onduty_partitions_held",
+            "Partitions whose lease this manager holds and whose cells it runs (in a fleet).",
+            registry=self.registry,
+        )
 
 
 class SafeFormatter(logging.Formatter):

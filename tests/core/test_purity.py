@@ -26,6 +26,7 @@ CORE = [
     SOURCE / "config_server.py",
     SOURCE / "config_checkpoints.py",
     SOURCE / "config_retention.py",
+    SOURCE / "config_fleet.py",
     SOURCE / "values.py",
 ]
 BANNED_MODULES = {
@@ -80,6 +81,7 @@ ALLOWED_PROJECT = {
     "onduty.config_server",
     "onduty.config_checkpoints",
     "onduty.config_retention",
+    "onduty.config_fleet",
     # The sections the configuration composes: pure models their packages own, checked by
     # tests/test_config_imports.py (they may parse URLs with urllib.parse).
     "onduty.sense.specs",

@@ -28,12 +28,13 @@ class Server:
 
     def __init__(
         self,
-        store: Path,
+        store: Path | str,
         *args: str,
         config: Path | None = None,
         env: dict[str, str] | None = None,
         tls: tuple[Path, Path] | None = None,
         token: str | None = None,
+        log_path: Path | None = None,
     ) -> None:
         self.store = store
         self.port = free_port()
@@ -44,7 +45,10 @@ class Server:
         self.tls = tls
         self.token = token
         self.process: subprocess.Popen[bytes] | None = None
-        self.log_path = store.with_suffix(".serve.log")
+        if log_path is None:
+            assert isinstance(store, Path), "a store given by URL needs a log_path"
+            log_path = store.with_suffix(".serve.log")
+        self.log_path = log_path
 
     @property
     def verify(self) -> ssl.SSLContext | bool:

@@ -46,6 +46,31 @@ def serve(
     speed: Annotated[
         float, typer.Option(help="With --sim: how much faster than real time the scenario runs.")
     ] = 30.0,
+    bus: Annotated[
+        str | None,
+        typer.Option(
+            help="How signals reach the managers: memory or nats://HOST:PORT "
+            "(default: the config's)."
+        ),
+    ] = None,
+    role: Annotated[
+        str,
+        typer.Option(
+            help="In a fleet (a PostgreSQL store, a NATS bus): ingest (take signals, serve the "
+            "console), manager (also run partitions), or all."
+        ),
+    ] = "all",
+    region: Annotated[
+        str | None,
+        typer.Option(help="In a fleet: the region this node serves (default: fleet.region)."),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="In a fleet: this node's name, unique among the managers (default: "
+            "host, process id and a random part)."
+        ),
+    ] = None,
     allowed_host: Annotated[
         list[str] | None,
         typer.Option(
@@ -72,6 +97,7 @@ def serve(
     from onduty.api.front import HostNames
     from onduty.api.server import DrainingServer
     from onduty.config import Config, ServerSettings, describe_validation_error
+    from onduty.config_fleet import deployment_problems, is_shared_store
     from onduty.obs import configure_logging, uvicorn_log_config
     from onduty.service import Service, StartupError, logger
 
@@ -107,17 +133,43 @@ def serve(
         problems = describe_validation_error(error, aliases={"allowed_hosts": "--allowed-host"})
         raise UsageProblem("; ".join(problems)) from None
     hosts = HostNames([*front.allowed_hosts, *names], bind=host)
+    where, carrier = store or settings.store, bus or settings.bus
+    problems = deployment_problems(where, carrier)
+    if problems:
+        raise UsageProblem(problems[0])
+    fleet = carrier != "memory" or is_shared_store(where)
+    if fleet and simulation is not None:
+        raise UsageProblem("--sim runs on one node: use a SQLite store and the memory bus")
+    roles = {"all": ("ingest", "manager"), "ingest": ("ingest",), "manager": ("manager",)}
+    if role not in roles:
+        raise UsageProblem(f"--role {role!r}: use ingest, manager or all")
+    if not fleet and (role != "all" or region is not None or name is not None):
+        raise UsageProblem(
+            "--role, --region and --name are for a fleet: give a postgresql:// store and a "
+            "nats:// bus"
+        )
     listener = _listen(host, port)
-    service = Service(
-        settings,
-        store or settings.store,
-        max_body=max_body,
-        max_pending=max_pending,
-        config_path=str(config) if config else None,
-        access=access,
-        actuators=simulation.actuators if simulation else None,
-        clock=simulation.clock if simulation else None,
-    )
+    options: dict[str, Any] = {
+        "max_body": max_body,
+        "max_pending": max_pending,
+        "config_path": str(config) if config else None,
+        "access": access,
+        "actuators": simulation.actuators if simulation else None,
+        "clock": simulation.clock if simulation else None,
+    }
+    if fleet:
+        from onduty.fleet_service import FleetService
+
+        try:
+            service: Service = FleetService(
+                settings, where, bus=carrier, roles=roles[role], region=region, name=name,
+                **options,
+            )  # fmt: skip
+        except StartupError as error:
+            listener.close()
+            raise UsageProblem(str(error)) from None
+    else:
+        service = Service(settings, where, **options)
     configure_logging(log_level)
     try:
         with _terminate_after() as terminated:

@@ -338,7 +338,10 @@ class PostgresEventLog:
         (locked until the commit), and commit them in one transaction. A request that cannot
         be serialized fails alone; a failed commit fails the whole group."""
         placed: list[Request] = []
+        failed: list[Request] = []
         try:
+            with self._conn_lock:
+                self._reconnect_if_broken()
             with self._conn_lock, self._conn.transaction():
                 row = self._conn.execute(self._q.lock_head, (self.partition,)).fetchone()
                 if row is None:  # the head row is made when the partition is opened
@@ -353,6 +356,7 @@ class PostgresEventLog:
                         seq, prev = request.first - 1, request.prev
                         del rows[kept:]
                         request.finish(exc)
+                        failed.append(request)
                     else:
                         placed.append(request)
                 if not placed:
@@ -365,12 +369,20 @@ class PostgresEventLog:
                     if refused is not None:
                         raise Fenced(f"append to {self.path} refused: {refused}")
                 self._conn.execute(self._q.set_head, (seq, prev, self.partition))
-        except BaseException as exc:
-            for request in placed:
-                request.finish(exc)
+        except BaseException as exc:  # every request not failed alone fails with the commit
+            for request in group:
+                if not any(request is alone for alone in failed):
+                    request.finish(exc)
             return []
         self._head = (seq, prev)
         return placed
+
+    def _reconnect_if_broken(self) -> None:
+        """A connection lost with the server (a restart, a network cut) is replaced: the
+        commit that saw it break failed, the next one gets a fresh connection."""
+        if self._conn.broken or self._conn.closed:
+            self._conn.close()
+            self._conn = connect(self._conninfo, autocommit=True)
 
     def _copy(self, rows: list[Row]) -> None:
         partition = self.partition

@@ -1,0 +1,296 @@
+"""`onduty serve` as one node of a fleet: on a PostgreSQL store and a NATS JetStream bus.
+
+Every node serves the API and the console. Its read models follow every partition of the store,
+whichever manager wrote them; what it is sent goes to the bus for the partitions it belongs to
+(`BusGateway`) and is accepted once the bus stored it. A node with the `manager` role also
+holds its fair share of the partitions through leases and runs a cell for each (`ManagerNode`):
+a manager that dies loses its leases after `fleet.lease_ttl`, and the others take its
+partitions over, fold their logs and carry on from the signals the bus still holds for them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from typing import Any
+
+from onduty.act import ActuatorRegistry
+from onduty.act.plugins import build_registry
+from onduty.bus import Bus, BusError, BusSettings, open_bus
+from onduty.cells.cell import Record
+from onduty.cells.follower import Follower
+from onduty.cells.gateway import BusGateway
+from onduty.cells.node import CellSettings, ManagerNode
+from onduty.cells.routing import Router
+from onduty.cells.runner import LoopThread
+from onduty.commands import Notify
+from onduty.config import Config
+from onduty.escalate import Deliverer, parse_channels
+from onduty.events import (
+    Acknowledged,
+    ApprovalDenied,
+    ApprovalGranted,
+    Event,
+    Payload,
+    PolicyActivated,
+)
+from onduty.fleet.leases import Leases
+from onduty.fleet.pg import DatabaseUnavailable, StoreURLError
+from onduty.log import EventLog, StoreError
+from onduty.log.fleet_view import FleetView, place_of
+from onduty.runtime import Input, RecoveryReport, Runtime, settle_heap
+from onduty.service import Service, StartupError
+
+logger = logging.getLogger("onduty")
+
+ROLES = ("ingest", "manager")
+
+
+def default_node_name() -> str:
+    """A name no other running node has: host, process and a random part."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class FleetService(Service):
+    def __init__(
+        self,
+        config: Config,
+        store: str,
+        *,
+        bus: str,
+        roles: tuple[str, ...] = ROLES,
+        region: str | None = None,
+        name: str | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(config, store, **options)
+        unknown = [role for role in roles if role not in ROLES]
+        if unknown or not roles:
+            raise StartupError(
+                f"--role: {', '.join(unknown) or 'none'}: use ingest, manager or all"
+            )
+        self.bus_url, self.roles = bus, roles
+        self.region = region or config.fleet.region
+        self.name = name or default_node_name()
+        self.node: ManagerNode | None = None
+        self._runner: LoopThread | None = None
+        self._bus: Bus | None = None
+        self._view: FleetView | None = None
+        self._follower: Follower | None = None
+        self._actuator_registry: ActuatorRegistry | None = None
+
+    # ------------------------------------------------------------------ start-up
+
+    def prepare(self) -> None:
+        if self._view is not None:
+            return
+        problems = self.secret_problems()
+        if problems:
+            raise StartupError(problems[0])
+        fleet = self.config.fleet
+        try:
+            view = FleetView(self.store)
+        except StoreError as error:
+            raise StartupError(str(error)) from None
+        self._view, self.log = view, view
+        try:
+            self._prepare_rest()
+        except BaseException:
+            self._close_all()
+            raise
+        logger.info(
+            "fleet node %s (%s) in region %s: %s partitions, bus %s",
+            self.name,
+            ",".join(self.roles),
+            self.region,
+            fleet.partitions,
+            self.bus_url,
+        )
+
+    def _prepare_rest(self) -> None:
+        fleet, view = self.config.fleet, self._view
+        assert view is not None
+        try:
+            self._actuator_registry = self._actuators or build_registry(self.config.actuators)
+        except ValueError as error:
+            raise StartupError(f"actuators: {error}") from None
+        self._runner = LoopThread()
+        settings = BusSettings(
+            partitions=fleet.partitions,
+            publish_window=fleet.publish_window,
+            stream=fleet.stream,
+            prefix=fleet.subjects,
+            consumer_prefix=fleet.stream.lower(),
+        )
+        try:
+            self._bus = self._runner.call(open_bus(self.bus_url, settings), timeout=30)
+        except (BusError, ValueError) as error:
+            raise StartupError(f"bus {self.bus_url}: {error}") from None
+        router = Router(fleet.partitions, lambda: self.config.correlation.group_by, self._locate)
+        self.gateway = BusGateway(self._bus, self._runner, router, self.region)
+        self._follower = Follower(view, self._on_followed)
+        try:
+            fed = self._follower.catch_up()  # what users see is ready before the API listens
+        except Exception as error:
+            raise StartupError(f"cannot read the store {view.url}: {error}") from None
+        self.recovery = RecoveryReport(head_seq=view.head()[0], folded=fed)
+        if "manager" in self.roles:
+            try:
+                leases = Leases(
+                    self.store,
+                    self.name,
+                    ttl=fleet.lease_ttl.total_seconds(),
+                    region=self.region,
+                    role=f"manager-{self.region}",
+                )
+            except (StoreURLError, ValueError) as error:
+                raise StartupError(f"fleet: {error}") from None
+            self.node = ManagerNode(
+                self.store,
+                self.region,
+                fleet.partitions,
+                leases,
+                self._bus,
+                self._runner,
+                self._open_runtime,
+                cells=CellSettings(max_in_flight=fleet.max_in_flight, max_pending=self.max_pending),
+                on_change=self._cells_changed,
+            )
+
+    def _open_runtime(self, log: EventLog, record: Record) -> tuple[Runtime, RecoveryReport]:
+        assert self._actuator_registry is not None
+        deliverer = None
+        if self.config.channels:
+            deliverer = Deliverer(parse_channels(self.config.channels), record, spawn=self._workers)
+
+        def notify(command: Notify) -> None:
+            if deliverer is not None:
+                deliverer(command)
+            else:
+                self._notify_humans(command)
+
+        return Runtime.open(
+            log,
+            self.clock,
+            self._actuator_registry,
+            config=self.config,
+            notifier=notify,
+            snapshot_every=self.config.snapshot_every,
+            spawn=self._workers,
+            attempts=3,
+            background_snapshots=True,
+        )
+
+    def start(self) -> None:
+        self.prepare()
+        assert self._follower is not None
+        settle_heap()
+        self._follower.start()
+        if self.node is not None:
+            self.node.start()
+        logger.info(
+            "ready: %s events followed in %s",
+            self.recovery.folded if self.recovery else 0,
+            self.store,
+        )
+
+    @property
+    def ready(self) -> bool:
+        follower = self._follower
+        return follower is not None and follower.caught_up.is_set() and follower.failure is None
+
+    def _cells_changed(self) -> None:
+        if self.node is not None:
+            self.metrics.partitions_held.set(len(self.node.held()))
+
+    # ------------------------------------------------------------------ what users send
+
+    def _locate(self, body: Payload) -> int | None:
+        """The partition of the incident an acknowledgement or an approval answer names."""
+        incidents = self.read.incidents
+        incident_id: str | None = None
+        if isinstance(body, Acknowledged):
+            incident_id = body.incident_id
+        elif isinstance(body, ApprovalGranted | ApprovalDenied):
+            pending = incidents.approvals.get(body.approval_id)
+            incident_id = pending.incident_id if pending is not None else None
+        view = incidents.incidents.get(incident_id or "")
+        if view is None or not view.decisions.first_seq:
+            return None
+        return place_of(view.decisions.first_seq)[0]
+
+    def activate(
+        self,
+        config: Config,
+        *,
+        role: str,
+        source: str,
+        selector: str | None = None,
+        actor: str = "api",
+    ) -> tuple[int, dict[str, Any]]:
+        """Publish the policy to every partition: each cell records its `PolicyActivated`."""
+        runner = self._runner
+        if runner is None:
+            return 503, {"error": "onduty is starting"}
+        body = PolicyActivated(
+            version=config.version,
+            config={} if role == "withdrawn" else config.policy_document(),
+            source=source,
+            role=role,
+            selector=selector,
+        )
+        refused = runner.call(self.gateway.submit([Input(body, stream="policy", actor=actor)]), 30)
+        if refused is not None:
+            return refused.status, {"error": refused.reason}
+        if role == "active":
+            self.config = config
+        logger.info(
+            "policy %s is now %s in every partition (from %s)", config.version, role, source
+        )
+        return 202, {"version": config.version, "role": role, "changed": True}
+
+    def _record_outcome(self, body: Payload, stream: str) -> None:
+        """Outcomes are recorded by the cell whose action it was; nothing reaches here."""
+        logger.warning("an outcome outside any partition was not recorded: %s", type(body).__name__)
+
+    # ------------------------------------------------------------------ what users see
+
+    def _on_followed(self, event: Event) -> None:
+        self.read.feed(event)
+        self.metrics.events.labels(event.type).inc()
+        self.metrics.log_head.set(event.seq)
+        for callback in self._subscribers:
+            try:
+                callback(event)
+            except Exception:
+                logger.exception("an event subscriber failed on %s %s", event.type, event.id)
+
+    # ------------------------------------------------------------------ stopping
+
+    def stop(self) -> None:
+        if self.node is not None:
+            try:
+                self.node.stop()
+            except DatabaseUnavailable as error:
+                logger.warning("leases not released: %s", error)
+        self._workers.close(wait=True)
+        self._close_all()
+        logger.info("stopped")
+
+    def _close_all(self) -> None:
+        if self._follower is not None:
+            self._follower.stop()
+        if self._bus is not None and self._runner is not None:
+            try:
+                self._runner.call(self._bus.close(), timeout=10)
+            except Exception as error:
+                logger.warning("bus not closed cleanly: %s", error)
+            self._bus = None
+        if self._runner is not None:
+            self._runner.stop()
+            self._runner = None
+        if self._view is not None:
+            self._view.close()
+            self._view, self.log = None, None

@@ -1,0 +1,87 @@
+"""Several `onduty serve` processes on one PostgreSQL store and one NATS JetStream bus: a
+manager SIGKILLed mid-stream loses nothing acknowledged, its partitions move to the others
+within 10 s, no action starts twice, the survivors keep serving the console, and the store
+passes `audit verify`. Against the real servers; a server that cannot be reached fails."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.fleet import fleet, held, signal_body, wait_for
+
+pytestmark = pytest.mark.slow
+
+PARTITIONS = 8
+SIGNALS = 120
+
+
+def incidents(server_url: str) -> dict[str, dict[str, object]]:
+    found = httpx.get(f"{server_url}/api/v1/incidents", params={"limit": 1000}, timeout=10)
+    found.raise_for_status()
+    return {item["title"]: item for item in found.json()}
+
+
+def send(url: str, instance: str) -> int:
+    return httpx.post(f"{url}/api/v1/signals", json=signal_body(instance), timeout=10).status_code
+
+
+def balanced(managers: list[object], each: int) -> bool:
+    return all(held(m) == each for m in managers)  # type: ignore[arg-type]
+
+
+def test_a_killed_manager_loses_nothing_and_its_partitions_move(tmp_path: Path) -> None:
+    with fleet(tmp_path, partitions=PARTITIONS, instances=SIGNALS) as f:
+        first, second = f.server("first").start(), f.server("second").start()
+        wait_for(lambda: balanced([first, second], PARTITIONS // 2), 20, "partitions shared")
+        accepted: list[str] = []
+        servers = itertools.cycle([first, second])
+        for i in range(SIGNALS):
+            target = next(servers) if i < SIGNALS // 2 else second
+            instance = f"web-{i}"
+            if i == SIGNALS // 2:
+                first.kill()
+                killed_at = time.monotonic()
+            if send(target.url, instance) == 202:
+                accepted.append(instance)
+        moved = wait_for(lambda: held(second) == PARTITIONS, 15, "the partitions moved")
+        assert time.monotonic() - killed_at < 10 + 1, f"took {moved:.1f} s after the kill"
+        assert len(accepted) == SIGNALS  # the survivor took every signal sent to it
+
+        def every_incident_acted_on() -> bool:
+            seen = incidents(second.url)
+            return all(
+                f"InstanceDown on {name}" in seen and seen[f"InstanceDown on {name}"]["actions"]
+                for name in accepted
+            )
+
+        wait_for(every_incident_acted_on, 30, "every acknowledged signal acted on")
+        runs = f.runs()
+        assert sorted(runs) == sorted(accepted)
+        assert [target for target, count in runs.items() if count > 1] == []
+        audited = f.audit()
+        assert audited.returncode == 0, audited.stderr
+        assert f"in {PARTITIONS} partitions verified" in audited.stdout
+        console = httpx.get(f"{second.url}/", timeout=10)
+        assert console.status_code == 200 and "web-0" in console.text
+        assert second.terminate() == 0
+
+
+def test_a_new_manager_takes_its_share_and_a_stopped_one_hands_over(tmp_path: Path) -> None:
+    with fleet(tmp_path, partitions=PARTITIONS, instances=10) as f:
+        first = f.server("first").start()
+        wait_for(lambda: held(first) == PARTITIONS, 20, "one manager holds every partition")
+        second = f.server("second").start()
+        wait_for(lambda: balanced([first, second], PARTITIONS // 2), 20, "shared with a newcomer")
+        for i in range(10):
+            assert send(first.url, f"web-{i}") == 202
+        assert first.terminate() == 0  # a clean stop releases its leases at once
+        took = wait_for(lambda: held(second) == PARTITIONS, 10, "handed over")
+        assert took < 3  # sooner than a lease's expiry
+        wait_for(lambda: len(incidents(second.url)) == 10, 20, "every incident seen")
+        assert sorted(f.runs()) == sorted(f"web-{i}" for i in range(10))
+        assert all(count == 1 for count in f.runs().values())
