@@ -71,6 +71,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "onduty.snapshots",
             "onduty.loop",
             "onduty.gateway",
+            "onduty.counting",
             "onduty.readmodel",
             "onduty.approvals",
             "onduty.obs",

@@ -94,4 +94,18 @@ class CheckOutcome:
     start: StartAction | StartUndo
 
 
-Command = StartAction | StartUndo | ScheduleTimer | Notify | CheckOutcome | RunCheck
+@dataclass(frozen=True)
+class CountAcrossFleet:
+    """Count an action against its fleet-wide guardrails (`counts`, each a `FleetCount`'s
+    fields) at event time `at`, and report the answer as a `FleetCountAnswered` input. Kept by
+    `command_id` where the counts live: asking again after a restart counts once."""
+
+    command_id: str
+    incident_id: str
+    counts: tuple[dict[str, Any], ...]
+    at: datetime
+
+
+Command = (
+    StartAction | StartUndo | ScheduleTimer | Notify | CheckOutcome | RunCheck | CountAcrossFleet
+)

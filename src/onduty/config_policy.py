@@ -6,12 +6,20 @@ approvals are asked for, and the circuit breaker. Pure models; `onduty.govern` e
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import cel
 from cronsim import CronSim, CronSimError
-from pydantic import AfterValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from onduty.values import ConfigModel as Model
 from onduty.values import Duration, require_exactly_one
@@ -54,6 +62,19 @@ class RateLimit(Model):
     """The sliding window."""
     key: Literal["target", "service", "runbook"] = "target"
     """What is counted separately: each `target`, each `service` or each `runbook`."""
+    across: Literal["manager", "fleet"] = "manager"
+    """What is counted: the actions of this manager (`manager`), or of every manager of the
+    fleet sharing its PostgreSQL store (`fleet`: racing managers never exceed `max`; each
+    count is recorded in the log as the answer the action waited for)."""
+
+    @model_serializer(mode="wrap")
+    def _default_across_unsaid(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Left out of the policy document when it is the default, so that a policy written
+        # before fleets existed keeps its version (its content hash).
+        dumped: dict[str, Any] = handler(self)
+        if dumped.get("across") == "manager":
+            del dumped["across"]
+        return dumped
 
 
 class Concurrency(Model):

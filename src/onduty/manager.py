@@ -171,6 +171,7 @@ class Manager:
         for undo in self.undos.pending():
             command = self.undos.command(undo)
             commands.append(command if undo.status is UndoStatus.DECIDED else CheckOutcome(command))
+        commands.extend(self.actions.waiting_for_fleet())
         return commands
 
     def snapshot(self) -> dict[str, Any]:

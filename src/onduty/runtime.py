@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from onduty.act import ActuatorRegistry, Executor
 from onduty.act.executor import Spawn, inline
@@ -28,6 +28,7 @@ from onduty.act.runs import RunLocks
 from onduty.commands import (
     CheckOutcome,
     Command,
+    CountAcrossFleet,
     Notify,
     RunCheck,
     ScheduleTimer,
@@ -35,6 +36,7 @@ from onduty.commands import (
     StartUndo,
 )
 from onduty.config import Config
+from onduty.counting import FleetCounts, LocalCounts
 from onduty.events import Event, Payload, PolicyActivated, SnapshotDiscarded, Tick, make_event
 from onduty.log import EventLog, SnapshotProblem, check_snapshot
 from onduty.manager import Decision, Manager
@@ -139,6 +141,7 @@ class Runtime:
         attempts: int = 1,
         runs: RunLocks | None = None,
         background_snapshots: bool = False,
+        counts: FleetCounts | None = None,
     ) -> None:
         self.log = log
         self.manager = manager
@@ -155,6 +158,9 @@ class Runtime:
             record_many=self._record_many,
             runs=runs,
         )
+        self._counts: FleetCounts = counts or LocalCounts()
+        self._spawn = spawn
+        self._outcome: Callable[[Payload, str], None] = self._record
         self._timers: dict[str, datetime] = {}
         self._timer_heap: list[tuple[datetime, str]] = []
         self._queue: deque[Command] = deque()
@@ -187,6 +193,7 @@ class Runtime:
         attempts: int = 1,
         runs: RunLocks | None = None,
         background_snapshots: bool = False,
+        counts: FleetCounts | None = None,
     ) -> tuple[Runtime, RecoveryReport]:
         """Rebuild the core from the newest snapshot bound to this chain plus the log's tail
         (a refused snapshot is recorded as `SnapshotDiscarded`), then activate `config` when it
@@ -213,6 +220,7 @@ class Runtime:
             attempts=attempts,
             runs=runs,
             background_snapshots=background_snapshots,
+            counts=counts,
         )
         # Run locks of settled commands go; those in doubt stay to be waited on.
         runtime._executor.sweep_runs(
@@ -416,6 +424,7 @@ class Runtime:
         """Record actuators' outcomes through `record` (e.g. the core loop's queue, so a worker
         never waits on the core) instead of submitting them here."""
         self._executor.send_outcomes_to(record)
+        self._outcome = record
 
     def _run(self, command: Command) -> None:
         if isinstance(command, StartAction):
@@ -434,6 +443,19 @@ class Runtime:
             self._arm(command)
         elif isinstance(command, Notify) and self._notifier is not None:
             self._notifier(command)
+        elif isinstance(command, CountAcrossFleet):
+            # counted on a worker, limited like one actuator's runs
+            counter: Any = self._counts
+            self._spawn(counter, lambda: self._count(command))
+
+    def _count(self, command: CountAcrossFleet) -> None:
+        """Off the core's thread: the fleet-wide counts, recorded as the action's answer."""
+        try:
+            answer = self._counts.count(command)
+        except Exception:
+            logger.exception("the fleet-wide count of %s failed", command.command_id)
+            return  # asked again at the next start (it stays waiting)
+        self._outcome(answer, command.incident_id)
 
     def _arm(self, timer: ScheduleTimer) -> None:
         if self._timers.get(timer.timer_id) == timer.due:

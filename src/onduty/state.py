@@ -34,6 +34,7 @@ _ENCODER = msgspec.json.Encoder()
 # Keys sorted, as in the canonical JSON a snapshot's digest is taken over (`to_json`).
 _CANONICAL = msgspec.json.Encoder(order="sorted")
 _NO_UNDOS = b',"undos":{}}'
+_NOT_WAITING = b',"waiting_fleet":{}}'
 # A float with a positive exponent is the one thing msgspec writes unlike the canonical JSON
 # (`1e16`, not `1e+16`): a number after `:`, `,` or `[`. It may match inside a string too
 # (`"x:1e5"`), which only costs a slower snapshot.
@@ -199,8 +200,11 @@ class State:
     last_ts: datetime | None = None
     applied: int = 0
     undos: dict[str, UndoState] = field(default_factory=dict)
-    """Undo steps decided and not finished, by undo command id. The last field, so that one
-    with none in flight is left out of a snapshot by cutting the end of its JSON."""
+    """Undo steps decided and not finished, by undo command id. One of the last fields, so that
+    one with none in flight is left out of a snapshot by cutting the end of its JSON."""
+    waiting_fleet: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Actions waiting for their fleet-wide counts: the `FleetCountRequested` of each, by
+    command id. The last field (and last in sorted order), left out of a snapshot when empty."""
 
     def to_snapshot(self) -> dict[str, Any]:
         return State.snapshot_of(self.encode())
@@ -231,13 +235,23 @@ class State:
         return msgspec.convert(data, cls, strict=False)
 
 
-FLOAT_FIELDS = ("policy", "previous_policy", "candidate", "actions", "undos", "silences")
+FLOAT_FIELDS = (
+    "policy",
+    "previous_policy",
+    "candidate",
+    "actions",
+    "undos",
+    "silences",
+    "waiting_fleet",
+)
 """The fields of `State` that can hold a float (directly or as `Any`); the others cannot."""
 
 
 def _without_undos(encoded: bytes) -> bytes:
-    """A state's JSON without its last key, `undos`, when none is in flight: a snapshot then
-    reads as it did before undos were tracked."""
+    """A state's JSON without its last keys, `undos` and `waiting_fleet`, when they are empty:
+    a snapshot then reads as it did before they were tracked."""
+    if encoded.endswith(_NOT_WAITING):
+        encoded = encoded[: -len(_NOT_WAITING)] + b"}"
     if encoded.endswith(_NO_UNDOS):
         return encoded[: -len(_NO_UNDOS)] + b"}"
     return encoded

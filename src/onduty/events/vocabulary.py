@@ -275,6 +275,50 @@ class PolicyShadowDiverged(Payload):
     other_reason: str
 
 
+class FleetCount(Payload):
+    """One guardrail counted across the fleet (`across: fleet`): at most `limit` actions in
+    any `window_s` seconds within `scope`, counted at event time `at`."""
+
+    rule: str
+    scope: str
+    limit: int
+    window_s: float
+    target: str
+
+
+class FleetCountRequested(Payload):
+    """An action this manager's policy allows waits for its fleet-wide counts. Recorded before
+    they are asked for (a restart asks again: the counts are kept by command id, so asking
+    twice counts once); `rules` and `reason` are the verdict here, completed by the answer."""
+
+    command_id: str
+    incident_id: str
+    policy_version: str
+    rules: list[RuleOutcome]
+    reason: str
+    counts: list[FleetCount]
+
+
+class FleetCountAnswer(Payload):
+    """What the fleet's count said for one guardrail."""
+
+    rule: str
+    granted: bool
+    seen: int
+    """The actions already counted in the fullest window that holds this one."""
+    limit: int
+    reason: str
+
+
+class FleetCountAnswered(Payload):
+    """The fleet-wide counts of an action that waited for them: granted only when every one
+    was. A fact from beyond this manager, recorded so that replay decides exactly the same."""
+
+    command_id: str
+    granted: bool
+    answers: list[FleetCountAnswer]
+
+
 class AutonomyChanged(Payload):
     service: str
     level: str
@@ -398,6 +442,8 @@ _REGISTERED: list[tuple[type[Payload], Origin]] = [
     (SilenceExpired, _I),
     (SnapshotDiscarded, _I),
     (CheckpointSigned, _I),
+    (FleetCountRequested, _D),
+    (FleetCountAnswered, _I),
 ]
 EVENT_TYPES: dict[str, EventSpec] = {
     model.__name__: EventSpec(model, 1, origin) for model, origin in _REGISTERED

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from onduty.config import Config
 from onduty.config import Guardrail as GuardrailSpec
-from onduty.events import PolicyEvaluated, RuleOutcome, Verdict
+from onduty.events import FleetCount, PolicyEvaluated, RuleOutcome, Verdict
 from onduty.expressions import Condition
 from onduty.govern.autonomy import AutonomyLevel
 from onduty.govern.base import Guardrail
@@ -80,6 +80,12 @@ class Policy:
             )
             for rule in rules
         )
+        self._across_fleet = tuple(
+            rule
+            for rule in rules
+            if isinstance(inner := rule.rule if isinstance(rule, Scoped) else rule, RateLimitRule)
+            and inner.limit.across == "fleet"
+        )
         # Only these rules look at the whole fleet; without them, gathering skips that scan.
         self.needs_fleet = any(
             isinstance(
@@ -87,6 +93,20 @@ class Policy:
             )
             for rule in rules
         )
+
+    def fleet_counts(self, facts: Facts) -> list[FleetCount]:
+        """The fleet-wide counts an action this policy allows must still pass (its rate
+        limits `across: fleet` that apply to it), in the policy's order."""
+        counts = []
+        for rule in self._across_fleet:
+            inner = rule.rule if isinstance(rule, Scoped) else rule
+            if isinstance(rule, Scoped) and not rule.condition.holds(facts.variables):
+                continue
+            assert isinstance(inner, RateLimitRule)
+            count = inner.fleet_count(facts)
+            if count is not None:
+                counts.append(count)
+        return counts
 
     def evaluate(self, facts: Facts, *, command_id: str, incident_id: str) -> PolicyEvaluated:
         outcomes: list[RuleOutcome] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from onduty.config import RateLimit
-from onduty.events import RuleOutcome
+from onduty.events import FleetCount, RuleOutcome
 from onduty.govern.base import outcome, recent, window_text
 from onduty.govern.context import Facts
 
@@ -39,6 +39,21 @@ class RateLimitRule:
                 f"limit {self.limit.max}",
             )
         return None
+
+    def fleet_count(self, facts: Facts) -> FleetCount | None:
+        """What to count across the fleet for this proposal (`across: fleet`), or None: the
+        same key as here, in a scope of this rule's own."""
+        proposal = facts.proposal
+        if self.limit.across != "fleet" or self.limit.action not in ("*", proposal.action):
+            return None
+        key = self._key(proposal.target, facts.incident_service, proposal.runbook)
+        return FleetCount(
+            rule=self.name,
+            scope=f"rate:{self.name}:{key}",
+            limit=self.limit.max,
+            window_s=self.limit.per.total_seconds(),
+            target=proposal.target,
+        )
 
     def _key(self, target: str, service: str | None, runbook: str) -> str:
         if self.limit.key == "service":

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any, ClassVar, Protocol
 
-from onduty.commands import Notify, RunCheck, ScheduleTimer, StartAction
+from onduty.commands import CountAcrossFleet, Notify, RunCheck, ScheduleTimer, StartAction
 from onduty.config import format_duration
 from onduty.events import (
     ActionFailed,
@@ -21,6 +22,8 @@ from onduty.events import (
     ApprovalRequested,
     CheckCompleted,
     Event,
+    FleetCountAnswered,
+    FleetCountRequested,
     Payload,
     PolicyEvaluated,
     ProposalRejected,
@@ -291,6 +294,11 @@ class ActionLifecycle:
         approved_by: str | None,
     ) -> None:
         verdict = self.verdicts.decide(incident, action, context, approved_by)
+        if verdict is not None:  # else it waits for its fleet-wide counts
+            self._follow(incident, action, verdict)
+
+    def _follow(self, incident: Incident, action: ActionState, verdict: PolicyEvaluated) -> None:
+        """Act on a verdict: start the action, ask for approval, or escalate the refusal."""
         if verdict.verdict == "allow":
             self.emitter.command(self.start_command(action))
         elif verdict.verdict == "require_approval":
@@ -402,6 +410,41 @@ class ActionLifecycle:
             f"approval denied by {self.emitter.actor}{note}",
             command_id=approval.command_id,
         )
+
+    def _apply_fleet_requested(self, body: FleetCountRequested, event: Event) -> None:
+        # with the time it was asked at: the counts are of that moment, asked again or not
+        waiting = {"request": body.model_dump(mode="json"), "asked_at": event.ts.isoformat()}
+        self.state.waiting_fleet[body.command_id] = waiting
+
+    def _apply_fleet_answered(self, body: FleetCountAnswered, event: Event) -> None:
+        self.state.waiting_fleet.pop(body.command_id, None)
+
+    def _on_fleet_answered(self, body: FleetCountAnswered, before: Prior) -> None:
+        """The fleet-wide counts an action waited for: its verdict is completed and followed.
+        An answer nothing waits for (asked twice, or for an incident closed meanwhile) changes
+        nothing."""
+        acting = self._acting(body.command_id) if before.waiting is not None else None
+        if acting is None or before.waiting is None:
+            return
+        action, incident = acting
+        self._follow(incident, action, self.verdicts.completed(before.waiting, body))
+
+    def waiting_for_fleet(self) -> list[CountAcrossFleet]:
+        """After a restart: the counts asked for and never answered, to ask again."""
+        commands = []
+        for waiting in self.state.waiting_fleet.values():
+            request = FleetCountRequested.model_validate(waiting["request"])
+            if request.command_id not in self.state.actions:
+                continue
+            commands.append(
+                CountAcrossFleet(
+                    request.command_id,
+                    request.incident_id,
+                    tuple(count.model_dump(mode="json") for count in request.counts),
+                    datetime.fromisoformat(waiting["asked_at"]),
+                )
+            )
+        return commands
 
     def _acting(self, command_id: str) -> tuple[ActionState, Incident] | None:
         """The action and its incident, while both are open."""
@@ -575,6 +618,8 @@ class ActionLifecycle:
         ActionOutcomeUnknown: _apply_failed,
         VerificationPassed: _apply_verification,
         VerificationFailed: _apply_verification,
+        FleetCountRequested: _apply_fleet_requested,
+        FleetCountAnswered: _apply_fleet_answered,
     }
     REACTIONS: ClassVar[dict[type[Payload], Callable[[Any, Any, Prior], None]]] = {
         ApprovalGranted: _on_approval_granted,
@@ -583,4 +628,5 @@ class ActionLifecycle:
         ActionFailed: _on_failed,
         ActionOutcomeUnknown: _on_failed,
         CheckCompleted: _on_check,
+        FleetCountAnswered: _on_fleet_answered,
     }

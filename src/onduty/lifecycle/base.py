@@ -7,6 +7,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from onduty.commands import Command, Notify, ScheduleTimer
 from onduty.events import (
@@ -16,6 +17,7 @@ from onduty.events import (
     ApprovalGranted,
     Escalated,
     Event,
+    FleetCountAnswered,
     IncidentUpdated,
     Payload,
     SignalReceived,
@@ -113,6 +115,8 @@ class Prior:
     """The status of the action an `ActionFailed` or `ActionOutcomeUnknown` is about."""
     undo: UndoState | None = None
     """The undo step an `UndoFinished` settles (applying removes it)."""
+    waiting: dict[str, Any] | None = None
+    """The `FleetCountRequested` a `FleetCountAnswered` answers (applying removes it)."""
 
     @classmethod
     def of(cls, state: State, body: Payload) -> Prior:
@@ -132,6 +136,8 @@ class Prior:
             return cls(action=action.status if action else None)
         if isinstance(body, UndoFinished):
             return cls(undo=state.undos.get(body.command_id))  # removed, never changed
+        if isinstance(body, FleetCountAnswered):
+            return cls(waiting=state.waiting_fleet.get(body.command_id))  # removed likewise
         return cls()
 
 

@@ -7,7 +7,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from onduty.events import PolicyEvaluated, PolicyShadowDiverged
+from onduty.commands import CountAcrossFleet
+from onduty.events import (
+    FleetCount,
+    FleetCountAnswered,
+    FleetCountRequested,
+    PolicyEvaluated,
+    PolicyShadowDiverged,
+    RuleOutcome,
+)
 from onduty.expressions import prepare
 from onduty.govern import Facts
 from onduty.govern.facts import gather, history_counts
@@ -34,9 +42,11 @@ class Verdicts:
         action: ActionState,
         context: dict[str, Any],
         approved_by: str | None,
-    ) -> PolicyEvaluated:
+    ) -> PolicyEvaluated | None:
         """The verdict on `action`, recorded: the active policy's, or where a canary's selector
-        holds the canary's; a candidate that disagrees is recorded beside it."""
+        holds the canary's; a candidate that disagrees is recorded beside it. None when the
+        deciding policy allows it here but it must still pass fleet-wide counts: they are asked
+        for (`FleetCountRequested`), and their answer completes the verdict (`completed`)."""
         setup = self.setup.active
         proposal = Proposal(
             agent="runbook",
@@ -52,7 +62,8 @@ class Verdicts:
         for observe in self.on_facts:
             observe(facts)
         ids = {"command_id": action.command_id, "incident_id": incident.incident_id}
-        verdict = setup.policy.evaluate(facts, **ids)
+        deciding = setup.policy
+        verdict = deciding.evaluate(facts, **ids)
         candidate = self.setup.candidate
         other: PolicyEvaluated | None = None
         if candidate is not None:
@@ -61,7 +72,12 @@ class Verdicts:
                 candidate.selector is None or candidate.selector.holds(prepare(context))
             ):
                 verdict, other = other, verdict  # the canary decides here
-        self.emitter.emit(verdict, incident.incident_id)
+                deciding = candidate.configured.policy
+        counts = deciding.fleet_counts(facts) if verdict.verdict == "allow" else []
+        if counts:
+            self._ask_fleet(verdict, counts, incident)
+        else:
+            self.emitter.emit(verdict, incident.incident_id)
         if candidate is not None and other is not None and other.verdict != verdict.verdict:
             self.emitter.emit(
                 PolicyShadowDiverged(
@@ -76,6 +92,49 @@ class Verdicts:
                 ),
                 incident.incident_id,
             )
+        return None if counts else verdict
+
+    def _ask_fleet(
+        self, verdict: PolicyEvaluated, counts: list[FleetCount], incident: Incident
+    ) -> None:
+        request = FleetCountRequested(
+            command_id=verdict.command_id,
+            incident_id=verdict.incident_id,
+            policy_version=verdict.policy_version,
+            rules=verdict.rules,
+            reason=verdict.reason,
+            counts=counts,
+        )
+        self.emitter.emit(request, incident.incident_id)
+        self.emitter.command(
+            CountAcrossFleet(
+                verdict.command_id,
+                verdict.incident_id,
+                tuple(count.model_dump(mode="json") for count in counts),
+                self.emitter.now,
+            )
+        )
+
+    def completed(self, waiting: dict[str, Any], answer: FleetCountAnswered) -> PolicyEvaluated:
+        """The verdict an action waited for, recorded: allowed as it was here when every
+        fleet-wide count granted it, else denied with the first refusal's reason."""
+        request = FleetCountRequested.model_validate(waiting["request"])
+        outcomes = [
+            RuleOutcome(
+                rule=item.rule, effect="allow" if item.granted else "deny", reason=item.reason
+            )
+            for item in answer.answers
+        ]
+        refused = [outcome for outcome in outcomes if outcome.effect == "deny"]
+        verdict = PolicyEvaluated(
+            command_id=request.command_id,
+            incident_id=request.incident_id,
+            verdict="allow" if answer.granted and not refused else "deny",
+            policy_version=request.policy_version,
+            rules=[*request.rules, *outcomes],
+            reason=refused[0].reason if refused else request.reason,
+        )
+        self.emitter.emit(verdict, request.incident_id)
         return verdict
 
     def _facts(
