@@ -27,6 +27,7 @@ from onduty.cells.routing import Router
 from onduty.cells.runner import LoopThread
 from onduty.commands import Notify
 from onduty.config import Config
+from onduty.counting import SharedCounts
 from onduty.escalate import Deliverer, parse_channels
 from onduty.events import (
     Acknowledged,
@@ -38,6 +39,7 @@ from onduty.events import (
 )
 from onduty.fleet.leases import Leases
 from onduty.fleet.pg import DatabaseUnavailable, StoreURLError
+from onduty.fleet.quota import Quota
 from onduty.log import EventLog, StoreError
 from onduty.log.fleet_view import FleetView, place_of
 from onduty.runtime import Input, RecoveryReport, Runtime, settle_heap
@@ -80,6 +82,8 @@ class FleetService(Service):
         self._view: FleetView | None = None
         self._follower: Follower | None = None
         self._actuator_registry: ActuatorRegistry | None = None
+        self._quota: Quota | None = None
+        self._counts: SharedCounts | None = None
 
     # ------------------------------------------------------------------ start-up
 
@@ -137,6 +141,8 @@ class FleetService(Service):
             raise StartupError(f"cannot read the store {view.url}: {error}") from None
         self.recovery = RecoveryReport(head_seq=view.head()[0], folded=fed)
         if "manager" in self.roles:
+            self._quota = Quota(self.store, self.name)
+            self._counts = SharedCounts(self._quota)
             try:
                 leases = Leases(
                     self.store,
@@ -181,6 +187,7 @@ class FleetService(Service):
             spawn=self._workers,
             attempts=3,
             background_snapshots=True,
+            counts=self._counts,
         )
 
     def start(self) -> None:
@@ -270,6 +277,8 @@ class FleetService(Service):
     # ------------------------------------------------------------------ stopping
 
     def stop(self) -> None:
+        if self._counts is not None:
+            self._counts.stop()  # a count waiting for the database gives up
         if self.node is not None:
             try:
                 self.node.stop()
@@ -294,3 +303,6 @@ class FleetService(Service):
         if self._view is not None:
             self._view.close()
             self._view, self.log = None, None
+        if self._quota is not None:
+            self._quota.close()
+            self._quota = None

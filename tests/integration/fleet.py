@@ -115,7 +115,7 @@ def signal_body(instance: str) -> dict[str, object]:
     }
 
 
-def write_config(fleet: Fleet, instances: int) -> None:
+def write_config(fleet: Fleet, instances: int, guardrails: list[dict[str, object]]) -> None:
     folder, stream = fleet.folder, fleet.stream
     (folder / "action.py").write_text(ACTION)
     (folder / "check.py").write_text(CHECK)
@@ -145,7 +145,7 @@ def write_config(fleet: Fleet, instances: int) -> None:
                 "do": [{"action": "process.restart", "target": "{{ signal.labels.instance }}"}],
             }
         ],
-        "policy": {"guardrails": []},
+        "policy": {"guardrails": guardrails},
         "actuators": [
             {
                 "kind": "shell",
@@ -183,12 +183,13 @@ def fleet(
     database: str = DATABASE,
     bus: str = NATS,
     cleanup: bool = True,
+    guardrails: list[dict[str, object]] | None = None,
 ) -> Iterator[Fleet]:
     """A fleet's own schema and stream, dropped (and its servers killed) when done; with
     `cleanup` off, the servers are private ones that go away whole."""
     tag = uuid.uuid4().hex[:10]
     made = Fleet(folder, f"fleet_{tag}", f"FLEET_{tag.upper()}", partitions, database, bus)
-    write_config(made, instances)
+    write_config(made, instances, guardrails or [])
     try:
         yield made
     finally:
