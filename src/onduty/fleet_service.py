@@ -40,6 +40,7 @@ from onduty.events import (
 from onduty.fleet.leases import Leases
 from onduty.fleet.pg import DatabaseUnavailable, StoreURLError
 from onduty.fleet.quota import Quota
+from onduty.fleet.status import FleetStatus, StatusReader
 from onduty.log import EventLog, StoreError
 from onduty.log.fleet_view import FleetView, place_of
 from onduty.runtime import Input, RecoveryReport, Runtime, settle_heap
@@ -56,6 +57,7 @@ def default_node_name() -> str:
 
 
 class FleetService(Service):
+    is_fleet = True
     def __init__(
         self,
         config: Config,
@@ -83,6 +85,7 @@ class FleetService(Service):
         self._follower: Follower | None = None
         self._actuator_registry: ActuatorRegistry | None = None
         self._quota: Quota | None = None
+        self._status: StatusReader | None = None
         self._counts: SharedCounts | None = None
 
     # ------------------------------------------------------------------ start-up
@@ -135,6 +138,7 @@ class FleetService(Service):
         router = Router(fleet.partitions, lambda: self.config.correlation.group_by, self._locate)
         self.gateway = BusGateway(self._bus, self._runner, router, self.region)
         self._follower = Follower(view, self._on_followed)
+        self._status = StatusReader(self.store, fleet.partitions, fleet.lease_ttl.total_seconds())
         try:
             fed = self._follower.catch_up()  # what users see is ready before the API listens
         except Exception as error:
@@ -207,6 +211,12 @@ class FleetService(Service):
     def ready(self) -> bool:
         follower = self._follower
         return follower is not None and follower.caught_up.is_set() and follower.failure is None
+
+    def fleet_status(self) -> FleetStatus | None:
+        """Read now from the store; raises `DatabaseUnavailable` when it cannot be reached."""
+        if self._status is None:
+            return None
+        return self._status.read()
 
     def _cells_changed(self) -> None:
         if self.node is not None:
@@ -306,3 +316,6 @@ class FleetService(Service):
         if self._quota is not None:
             self._quota.close()
             self._quota = None
+        if self._status is not None:
+            self._status.close()
+            self._status = None

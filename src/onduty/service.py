@@ -6,7 +6,7 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from onduty.act import ActuatorRegistry
 from onduty.act.plugins import build_registry
@@ -37,6 +37,9 @@ from onduty.runtime import (
 )
 from onduty.secrets import unresolved_references
 from onduty.workers import WorkerPool
+
+if TYPE_CHECKING:  # PostgreSQL's client is loaded only by a fleet
+    from onduty.fleet.status import FleetStatus
 
 logger = logging.getLogger("onduty")
 
@@ -347,6 +350,13 @@ class Service:
     @property
     def ready(self) -> bool:
         return self.loop is not None and self.loop.running
+
+    is_fleet = False
+    """Whether this is one node of a fleet (`FleetService`)."""
+
+    def fleet_status(self) -> FleetStatus | None:
+        """Who runs which partition, in a fleet; None for one process (it runs them all)."""
+        return None
 
     def _on_event(self, event: Event) -> None:
         self.read.feed(event)

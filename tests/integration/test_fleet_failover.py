@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests.integration.fleet import fleet, held, signal_body, wait_for
+from tests.integration.server import Server
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +73,21 @@ def test_a_killed_manager_loses_nothing_and_its_partitions_move(tmp_path: Path) 
         assert f"in {PARTITIONS} partitions verified" in audited.stdout
         console = httpx.get(f"{watcher.url}/", timeout=10)
         assert console.status_code == 200 and "web-0" in console.text
+        status = httpx.get(f"{watcher.url}/api/v1/fleet", timeout=10).json()
+        holders = {m["owner"]: m["holds"] for m in status["members"] if m["alive"]}
+        assert sorted(holders) == ["second", "third"] and status["unowned"] == []
+        assert sorted(p for held in holders.values() for p in held) == list(range(PARTITIONS))
+        page = httpx.get(f"{watcher.url}/fleet", timeout=10)
+        assert page.status_code == 200 and "silent" in page.text  # the victim's heartbeat
         assert all(survivor.terminate() == 0 for survivor in survivors)
+
+
+def test_one_process_has_no_fleet_to_show(tmp_path: Path) -> None:
+    with Server(tmp_path / "one.db") as single:
+        assert httpx.get(f"{single.url}/api/v1/fleet", timeout=10).status_code == 404
+        page = httpx.get(f"{single.url}/fleet", timeout=10)
+        assert page.status_code == 200 and "runs as one process" in page.text
+        assert 'href="/fleet"' not in page.text  # no link to it in the header
 
 
 def test_a_new_manager_takes_its_share_and_a_stopped_one_hands_over(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ One module per page (all HTML):
 - `incidents`: `/` open incidents, newest first, and the recently resolved; `/incidents/{id}`
   one incident's timeline (drawn by `timeline`) and a page of its signal events (`signals`).
 - `approvals`: `/approvals`, the approval inbox. `services`: `/services`, autonomy per service.
+- `fleet`: `/fleet` (in a fleet), which manager holds each partition.
 - `shift`: `/history`, `/silences` and `/shift` (its pictures: `charts`).
 - `audit`: `/audit` verifies the hash chain and shows the result.
 - `signin`: `/signin` (GET a form, POST a token) and `/signout` (POST).
@@ -29,6 +30,7 @@ from starlette.responses import HTMLResponse, Response
 
 from onduty.api.console.approvals import approvals_router
 from onduty.api.console.audit import Audit, audit_router
+from onduty.api.console.fleet import fleet_router
 from onduty.api.console.incidents import incidents_router
 from onduty.api.console.live import Hub, live_router
 from onduty.api.console.pages import Pages
@@ -53,6 +55,7 @@ def console_router(service: Service, *, stream_lifetime: float = 15.0) -> APIRou
     router.include_router(incidents_router(service, pages))
     router.include_router(approvals_router(service, pages))
     router.include_router(services_router(service, pages))
+    router.include_router(fleet_router(service, pages))
 
     @router.get("/fragments/header", response_class=HTMLResponse)
     def header_fragment(request: Request) -> Response:

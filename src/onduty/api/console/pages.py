@@ -179,6 +179,7 @@ class Pages:
             "open_count": open_count,
             "approval_count": approvals,
             "path": request.url.path,
+            "fleet": service.is_fleet,
         }
 
     def render(
