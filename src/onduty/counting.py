@@ -86,9 +86,7 @@ class SharedCounts:
                 self._quota.release(action_id)
         return FleetCountAnswered(command_id=command.command_id, granted=granted, answers=answers)
 
-    def _reserve(
-        self, count: FleetCount, action_id: str, command: CountAcrossFleet
-    ) -> Reservation:
+    def _reserve(self, count: FleetCount, action_id: str, command: CountAcrossFleet) -> Reservation:
         from onduty.fleet.pg import DatabaseUnavailable
 
         while True:
