@@ -51,6 +51,10 @@ class FleetSettings(Model):
     (and ingest answers 429 once the bus's window is full too)."""
     publish_window: int = Field(default=2_000, ge=1)
     """Publishes an ingest node keeps awaiting their acknowledgement at once."""
+    central: str | None = Field(default=None, pattern=r"^postgres(ql)?://")
+    """A PostgreSQL schema every region shares (`postgresql://HOST/DB?schema=onduty_central`):
+    where guardrails `across: fleet` are counted, so that they hold across regions, and where
+    central policy bundles are published. Unset: counted in this region's store."""
     stream: Annotated[str, AfterValidator(_token)] = "ONDUTY_SIGNALS"
     """The JetStream stream that carries the inputs (one per fleet; created when absent)."""
     subjects: str = Field(default="onduty.signals", pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")

@@ -58,6 +58,7 @@ def default_node_name() -> str:
 
 class FleetService(Service):
     is_fleet = True
+
     def __init__(
         self,
         config: Config,
@@ -145,7 +146,7 @@ class FleetService(Service):
             raise StartupError(f"cannot read the store {view.url}: {error}") from None
         self.recovery = RecoveryReport(head_seq=view.head()[0], folded=fed)
         if "manager" in self.roles:
-            self._quota = Quota(self.store, self.name)
+            self._quota = Quota(fleet.central or self.store, self.name)
             self._counts = SharedCounts(self._quota)
             try:
                 leases = Leases(

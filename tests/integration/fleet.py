@@ -61,9 +61,13 @@ class Fleet:
     def config(self) -> Path:
         return self.folder / "onduty.yaml"
 
-    def server(self, name: str, *args: str) -> Server:
+    def region_store(self, region: str) -> str:
+        """The store of another region: a schema of its own beside this fleet's."""
+        return f"{self.database}?schema={self.schema}_{region}"
+
+    def server(self, name: str, *args: str, store: str | None = None) -> Server:
         running = Server(
-            self.store,
+            store or self.store,
             "--name", name, *args,
             config=self.config,
             log_path=self.folder / f"{name}.log",
@@ -115,7 +119,14 @@ def signal_body(instance: str) -> dict[str, object]:
     }
 
 
-def write_config(fleet: Fleet, instances: int, guardrails: list[dict[str, object]]) -> None:
+def write_config(
+    fleet: Fleet,
+    instances: int,
+    guardrails: list[dict[str, object]],
+    *,
+    central: bool = False,
+    tier: str = "standard",
+) -> None:
     folder, stream = fleet.folder, fleet.stream
     (folder / "action.py").write_text(ACTION)
     (folder / "check.py").write_text(CHECK)
@@ -129,10 +140,12 @@ def write_config(fleet: Fleet, instances: int, guardrails: list[dict[str, object
             "lease_ttl": "3s",
             "stream": stream,
             "subjects": f"t.{stream.lower()}",
+            **({"central": f"{fleet.database}?schema={fleet.schema}_central"} if central else {}),
         },
         "services": [
             {
                 "name": "web",
+                "tier": tier,
                 "autonomy": "act",
                 "instances": [f"web-{i}" for i in range(instances)],
             }
@@ -184,12 +197,14 @@ def fleet(
     bus: str = NATS,
     cleanup: bool = True,
     guardrails: list[dict[str, object]] | None = None,
+    central: bool = False,
+    tier: str = "standard",
 ) -> Iterator[Fleet]:
     """A fleet's own schema and stream, dropped (and its servers killed) when done; with
     `cleanup` off, the servers are private ones that go away whole."""
     tag = uuid.uuid4().hex[:10]
     made = Fleet(folder, f"fleet_{tag}", f"FLEET_{tag.upper()}", partitions, database, bus)
-    write_config(made, instances, guardrails or [])
+    write_config(made, instances, guardrails or [], central=central, tier=tier)
     try:
         yield made
     finally:
@@ -200,5 +215,10 @@ def fleet(
         if cleanup:
             with psycopg.connect(database, autocommit=True) as conn:
                 drop = sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE")
-                conn.execute(drop.format(sql.Identifier(made.schema)))
+                found = conn.execute(
+                    "SELECT nspname FROM pg_namespace WHERE nspname = %s OR nspname LIKE %s",
+                    (made.schema, f"{made.schema}\\_%"),
+                ).fetchall()
+                for (schema,) in found:  # the fleet's, its other regions' and the central one
+                    conn.execute(drop.format(sql.Identifier(schema)))
             asyncio.run(_delete_stream(bus, made.stream))

@@ -52,3 +52,45 @@ def test_racing_managers_never_exceed_a_fleet_wide_limit(tmp_path: Path) -> None
         assert all("limit 5" in v["data"]["reason"] for v in denied), denied[0]["data"]
         wait_for(lambda: sum(f.runs().values()) == LIMIT, 30, "the allowed actions ran")
         assert len(f.runs()) == LIMIT and max(f.runs().values()) == 1
+
+
+ONE_REGION_PER_TARGET = {
+    "name": "one-region-per-target",
+    "rate": {"max": 1, "per": "10m", "key": "target", "across": "fleet"},
+    "when": 'service.tier == "critical"',
+}
+
+
+def test_two_regions_never_act_on_one_critical_target_at_once(tmp_path: Path) -> None:
+    """Two regions, each on its own store, count a critical service's targets in the central
+    schema they share: the same alert reaching both regions is acted on by one of them."""
+    with fleet(
+        tmp_path, partitions=2, instances=4, guardrails=[ONE_REGION_PER_TARGET], central=True,
+        tier="critical",
+    ) as f:  # fmt: skip
+        eu = f.server("eu-1", "--region", "eu", store=f.region_store("eu")).start()
+        us = f.server("us-1", "--region", "us", store=f.region_store("us")).start()
+        wait_for(lambda: held(eu) == 2 and held(us) == 2, 30, "each region runs its partitions")
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(
+                pool.map(
+                    lambda url: (
+                        httpx.post(
+                            f"{url}/api/v1/signals", json=signal_body("web-1"), timeout=10
+                        ).status_code
+                    ),
+                    [eu.url, us.url],
+                )
+            )
+        assert answers == [202, 202]
+
+        def verdicts(url: str) -> list[str]:
+            found = httpx.get(
+                f"{url}/api/v1/events", params={"type": "PolicyEvaluated"}, timeout=10
+            )
+            return [event["data"]["verdict"] for event in found.json()]
+
+        wait_for(lambda: len(verdicts(eu.url)) + len(verdicts(us.url)) == 2, 30, "both decided")
+        assert sorted(verdicts(eu.url) + verdicts(us.url)) == ["allow", "deny"]
+        wait_for(lambda: sum(f.runs().values()) == 1, 20, "one region acted")
+        assert f.runs() == {"web-1": 1}
