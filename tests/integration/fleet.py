@@ -82,8 +82,12 @@ class Fleet:
         return Counter(line.split()[1] for line in lines)
 
     def audit(self) -> subprocess.CompletedProcess[str]:
+        return self.command("audit", "verify")
+
+    def command(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`onduty ARGS --store <this fleet's store>`, as a user runs it."""
         return subprocess.run(
-            [sys.executable, "-m", "onduty", "audit", "verify", "--store", self.store],
+            [sys.executable, "-m", "onduty", *args, "--store", self.store],
             check=False,
             capture_output=True,
             text=True,

@@ -71,6 +71,8 @@ def test_a_killed_manager_loses_nothing_and_its_partitions_move(tmp_path: Path) 
         audited = f.audit()
         assert audited.returncode == 0, audited.stderr
         assert f"in {PARTITIONS} partitions verified" in audited.stdout
+        replayed = f.command("replay")  # each partition folded on its own reproduces its log
+        assert replayed.returncode == 0 and "reproduced exactly" in replayed.stdout, replayed
         console = httpx.get(f"{watcher.url}/", timeout=10)
         assert console.status_code == 200 and "web-0" in console.text
         status = httpx.get(f"{watcher.url}/api/v1/fleet", timeout=10).json()

@@ -33,14 +33,24 @@ def replay(
     """Re-run the core over a log: exit 0 when every decision is reproduced, 1 when any differs.
 
     With -c, a backtest: the decisions the new configuration would have made differently."""
+    from onduty.log.fleet_view import FleetView
+    from onduty.replay import ReplayReport
     from onduty.replay import replay as run_replay
 
     candidate = load_config(config) if config else None
     with existing_log(store) as log:
-        total = log.head()[0]
-        with progress("replaying", total=total) as advance:
-            events = counting(log.read(), advance)
-            report = run_replay(events, config=candidate)
+        if isinstance(log, FleetView):  # each partition is folded by a core of its own
+            report = ReplayReport()
+            for partition in sorted(log.partitions()):
+                part = run_replay(log.read_partition(partition), config=candidate)
+                report.inputs += part.inputs
+                report.decisions += part.decisions
+                report.differences.extend(part.differences)
+        else:
+            total = log.head()[0]
+            with progress("replaying", total=total) as advance:
+                events = counting(log.read(), advance)
+                report = run_replay(events, config=candidate)
     what = f"against {markup(config)}" if config else "with the recorded configuration"
     if report.same:
         out.print(

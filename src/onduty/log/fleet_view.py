@@ -114,6 +114,17 @@ class FleetView:
             partition, seq = rows[-1][0], rows[-1][1]
             limit = None if limit is None else limit - size
 
+    def read_partition(self, partition: int) -> Iterator[Event]:
+        """Every event of one partition, in its own order (at their positions): what one core
+        folded, for a replay of that partition."""
+        after = 0
+        while True:
+            events = self.tail(partition, after, self.page)
+            yield from events
+            if len(events) < self.page:
+                return
+            after = place_of(events[-1].seq)[1]
+
     def tail(self, partition: int, after: int, limit: int) -> list[Event]:
         """Up to `limit` events of one partition after its seq `after`, at their positions."""
         return [self._event(row) for row in self._rows(self._tail, (partition, after, limit))]
