@@ -130,6 +130,7 @@ def write_config(
     *,
     central: bool = False,
     tier: str = "standard",
+    autonomy: str = "act",
 ) -> None:
     folder, stream = fleet.folder, fleet.stream
     (folder / "action.py").write_text(ACTION)
@@ -150,7 +151,7 @@ def write_config(
             {
                 "name": "web",
                 "tier": tier,
-                "autonomy": "act",
+                "autonomy": autonomy,
                 "instances": [f"web-{i}" for i in range(instances)],
             }
         ],
@@ -203,12 +204,13 @@ def fleet(
     guardrails: list[dict[str, object]] | None = None,
     central: bool = False,
     tier: str = "standard",
+    autonomy: str = "act",
 ) -> Iterator[Fleet]:
     """A fleet's own schema and stream, dropped (and its servers killed) when done; with
     `cleanup` off, the servers are private ones that go away whole."""
     tag = uuid.uuid4().hex[:10]
     made = Fleet(folder, f"fleet_{tag}", f"FLEET_{tag.upper()}", partitions, database, bus)
-    write_config(made, instances, guardrails or [], central=central, tier=tier)
+    write_config(made, instances, guardrails or [], central=central, tier=tier, autonomy=autonomy)
     try:
         yield made
     finally:
