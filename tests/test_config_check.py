@@ -166,3 +166,17 @@ def test_a_fleet_on_postgresql_and_nats_is_valid(tmp_path: Path) -> None:
     text = "store: postgresql://127.0.0.1/onduty\nbus: nats://127.0.0.1:4222\n"
     result = check(tmp_path, text + "fleet: {partitions: 32, region: eu-west}\n")
     assert result.returncode == 0, result.stderr
+
+
+def test_what_a_fleet_store_does_not_do_is_a_warning(tmp_path: Path) -> None:
+    text = "store: postgresql://127.0.0.1/onduty\nretention: {keep: 30d}\n"
+    result = check(tmp_path, text)
+    assert result.returncode == 0
+    assert any("retention.keep: sealing old events" in line for line in warnings(result))
+
+
+def test_counting_across_the_fleet_on_one_process_is_a_warning(tmp_path: Path) -> None:
+    guardrail = "{name: r, rate: {max: 2, per: 1h, across: fleet}}"
+    result = check(tmp_path, f"policy: {{guardrails: [{guardrail}]}}\n")
+    assert result.returncode == 0
+    assert any("one manager is the whole fleet" in line for line in warnings(result))

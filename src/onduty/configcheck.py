@@ -19,6 +19,7 @@ import jinja2
 from jinja2 import nodes
 
 from onduty.config import Config, Step, Tier
+from onduty.config_fleet import is_shared_store
 from onduty.govern.variables import FIELDS
 
 TEMPLATE_VARIABLES: dict[str, tuple[str, ...]] = {
@@ -90,7 +91,24 @@ def config_warnings(config: Config, *, simulated_actions: Collection[str] = ()) 
         *unserved_actions(config, simulated_actions),
         *unreachable_escalation(config),
         *unknown_template_variables(config),
+        *fleet_limits(config),
     ]
+
+
+def fleet_limits(config: Config) -> Iterator[str]:
+    """What a fleet's store does not do (yet) that the configuration asks for."""
+    if not is_shared_store(config.store):
+        if any(g.rate and g.rate.across == "fleet" for g in config.policy.guardrails):
+            yield (
+                "policy.guardrails: `across: fleet` counts on one process are this process's "
+                "own (one manager is the whole fleet); they are shared on a postgresql:// store"
+            )
+        return
+    if config.retention.keep is not None:
+        yield (
+            "retention.keep: sealing old events into archives is done for a SQLite store; a "
+            "PostgreSQL store keeps every event (use the database's own archiving)"
+        )
 
 
 # ---------------------------------------------------------------------------- actions
