@@ -210,8 +210,10 @@ class FleetService(Service):
 
     @property
     def ready(self) -> bool:
+        """Ready once the read models have caught up with the store: ingest depends on the bus
+        alone (a store that goes away later leaves the console behind, not ingest)."""
         follower = self._follower
-        return follower is not None and follower.caught_up.is_set() and follower.failure is None
+        return follower is not None and follower.caught_up.is_set()
 
     def fleet_status(self) -> FleetStatus | None:
         """Read now from the store; raises `DatabaseUnavailable` when it cannot be reached."""
