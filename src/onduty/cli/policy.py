@@ -7,10 +7,17 @@ onduty policy test onduty.yaml --cases cases/
     exit 0: every case passes; 1: a case fails; 2: a bad configuration or case file
 onduty policy status|reload|shadow|canary|promote|rollback
     the policy of a running server (see `onduty policy --help`)
+onduty policy publish onduty.yaml [--central postgresql://HOST/DB?schema=onduty_central]
+onduty policy bundles --central URL | -c onduty.yaml
+    the central policy bundle every manager of a fleet activates, in every region (the schema
+    is --central, else ONDUTY_CENTRAL, else the file's fleet.central)
+    exit 0: published (or already active); 2: an invalid file, URL or unreachable database
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,10 +25,19 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from onduty.cli.base import SERVER, TokenOption, UrlOption, config_problems, err, fail, out
+from onduty.cli.base import (
+    SERVER,
+    TokenOption,
+    UrlOption,
+    UsageProblem,
+    config_problems,
+    err,
+    fail,
+    out,
+)
 from onduty.cli.client import call
-from onduty.cli.views import policy_status_lines
-from onduty.config import ConfigError
+from onduty.cli.views import bundles_lines, policy_status_lines
+from onduty.config import Config, ConfigError
 from onduty.configfile import load_config
 from onduty.govern.lint import Problem, check_policy, problems_of_config_error
 from onduty.policytest import CaseError, load_cases, run_cases
@@ -29,11 +45,22 @@ from onduty.textsafe import markup
 
 policy_app = typer.Typer(
     no_args_is_help=True,
-    help="Policies: check and table-test a file; manage the one a server enforces.",
+    help="Policies: check and table-test a file; manage the one a server enforces, and the "
+    "central bundle a fleet's managers activate.",
     pretty_exceptions_enable=False,
 )
 
 FileArgument = Annotated[Path, typer.Argument(help="An onduty.yaml configuration.")]
+CentralOption = Annotated[
+    str | None,
+    typer.Option(
+        "--central",
+        envvar="ONDUTY_CENTRAL",
+        help="The schema the regions share, postgresql://HOST/DB?schema=NAME (or set "
+        "ONDUTY_CENTRAL; default: the configuration's fleet.central).",
+        show_default=False,
+    ),
+]
 
 
 def parse_now(text: str | None) -> datetime:
@@ -229,3 +256,109 @@ def policy_rollback(url: UrlOption = SERVER, token: TokenOption = None) -> None:
     """Drop the candidate; without one, go back to the previous active policy."""
     result = call("POST", url, "/api/v1/policy/rollback", token=token)
     out.print(f"[yellow]rolled back[/]: {markup(result['role'])} {markup(result['version'])}")
+
+
+def _default_publisher() -> str:
+    """Who publishes, unless told: the user and the host, as a commit names its author."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER (some containers)
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+@contextmanager
+def _central(given: str | None, config: Config | None) -> Iterator[Any]:
+    """The central bundles: at `given` (--central), else at the configuration's
+    `fleet.central`. A missing or bad URL, or a database out of reach, is one line, exit 2."""
+    from onduty.fleet.pg import DatabaseUnavailable, StoreURLError
+    from onduty.fleet.policies import PolicyBundles
+
+    where = "--central" if given else "fleet.central"
+    url = given or (config.fleet.central if config is not None else None)
+    if not url:
+        raise UsageProblem(
+            "where is the central schema? Give --central postgresql://HOST/DB?schema=NAME, set "
+            "ONDUTY_CENTRAL, or set fleet.central in the configuration"
+        )
+    try:
+        with PolicyBundles(url) as bundles:
+            yield bundles
+    except (StoreURLError, DatabaseUnavailable) as error:
+        raise UsageProblem(f"{where}: {error}") from None
+
+
+def _read_config(file: Path) -> tuple[Config, str]:
+    """A configuration file, validated, and its text; every problem listed (exit 2)."""
+    from onduty.config import parse_config_text
+
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as error:
+        raise UsageProblem(f"{file}: cannot read the file: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise UsageProblem(
+            f"{file}: cannot read the file: not UTF-8 text (byte {error.start})"
+        ) from None
+    try:
+        return parse_config_text(text, str(file)), text
+    except ConfigError as error:
+        raise config_problems(error) from None
+
+
+@policy_app.command("publish")
+def policy_publish(
+    file: FileArgument,
+    central: CentralOption = None,
+    by: Annotated[
+        str | None,
+        typer.Option(
+            "--by", help="Who publishes, as recorded (default: your user name @ this host)."
+        ),
+    ] = None,
+) -> None:
+    """Publish FILE's policy as the central bundle every manager of every region activates.
+    The file is validated and linted first; publishing the active version again changes
+    nothing, and an earlier one becomes active again."""
+    from onduty.fleet.policies import Change
+
+    config, text = _read_config(file)
+    errors = [p for p in check_policy(config, now=parse_now(None)) if p.severity == "error"]
+    if errors:
+        for problem in errors:
+            print_problem(problem)
+        count = f"{len(errors)} error{'s' if len(errors) != 1 else ''}"
+        raise fail(f"{file}: {count} in the policy: not published (see `onduty policy check`)")
+    with _central(central, config) as bundles:
+        publication = bundles.publish(config, str(file), by or _default_publisher(), text=text)
+    colour = "yellow" if publication.change is Change.UNCHANGED else "green"
+    out.print(f"[{colour}]{markup(publication.reason)}[/]", soft_wrap=True)
+
+
+@policy_app.command("bundles")
+def policy_bundles(
+    central: CentralOption = None,
+    config_file: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="A configuration whose fleet.central to read."),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, help="How many activations to list, newest first.")
+    ] = 20,
+) -> None:
+    """The central policy bundles as they were activated, newest (the active one) first."""
+    config = _read_config(config_file)[0] if config_file is not None and not central else None
+    with _central(central, config) as bundles:
+        activations = bundles.history(limit)
+    if not activations:
+        out.print(
+            f"no policy bundle was published in {markup(bundles.url.schema)} yet "
+            "(`onduty policy publish FILE`)",
+            soft_wrap=True,
+        )
+        return
+    for line in bundles_lines(activations):
+        out.print(line, soft_wrap=True)

@@ -6,6 +6,7 @@ Data never goes through markup or emoji codes: a view builds `Text` from it, or 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.table import Table
@@ -123,3 +124,37 @@ def policy_status_lines(status: dict[str, Any]) -> list[Text]:
         version, mode = visible(candidate["version"]), visible(candidate["mode"])
         lines.append(Text(f"candidate: {version} as {mode}{where}"))
     return lines
+
+
+def bundles_lines(activations: Iterable[Any]) -> list[Any]:
+    """The activations of central policy bundles, newest first: the active one in a line, then
+    the table of them all (a version activated again says so)."""
+    chosen = list(activations)
+    if not chosen:
+        return []
+    latest = chosen[0]
+    active = Text.assemble(
+        "active: ",
+        (visible(latest.version), "green"),
+        f" since {_utc(latest.activated_at)} UTC, by {visible(latest.activated_by)}",
+    )
+    table = data_table(
+        "version", "activated (UTC)", "by", "from",
+        ids={
+            "version": [item.version for item in chosen],
+            "activated (UTC)": [_utc(item.activated_at) for item in chosen],
+        },
+    )  # fmt: skip
+    for item in chosen:
+        again = item.activated_at > item.published_at
+        table.add_row(
+            Text(visible(item.version), "green" if item.active else ""),
+            _utc(item.activated_at),
+            safe_text(item.activated_by),
+            Text.assemble(visible(item.source), (" (again)" if again else "", "dim")),
+        )
+    return [active, table]
+
+
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
