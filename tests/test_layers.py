@@ -78,6 +78,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "onduty.api.credentials",
             "onduty.api.signatures",
             "onduty.checkpointer",
+            "onduty.fleet_checkpointer",
             "onduty.retention",
             "onduty.auditing",
             "onduty.cells",

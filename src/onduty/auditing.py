@@ -1,12 +1,15 @@
 """What `onduty audit verify`, `GET /api/v1/audit/verify` and the console's `/audit` hold a log
 against besides its hash chain: the signed checkpoints of the witness file beside the store (or
-given), the checkpoints the log records, and the checkpoint of each sealed archive."""
+given), the checkpoints the log records, and the checkpoint of each sealed archive. A
+PostgreSQL store read whole (every partition) is held against its fleet checkpoints instead:
+those of the witness file given and of the store's `checkpoints` table."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from onduty.checkpointer import key_file, witness_file
 from onduty.log import ChainBreak, EventLog, StoreError
@@ -20,6 +23,9 @@ from onduty.log.checkpoints import (
 )
 from onduty.log.sealed import ArchiveEntry
 from onduty.retention import archive_findings, archives_of
+
+if TYPE_CHECKING:  # the fleet's modules load psycopg: only a fleet's audit imports them
+    from onduty.log.fleet_checkpoints import FleetCheckpointReport, Sourced
 
 
 @dataclass
@@ -63,3 +69,70 @@ def audit_checkpoints(
     sealed = archive_findings(archives, folder, keys)
     findings = sorted([*unreadable, *report.findings, *sealed], key=lambda f: f.seq)
     return CheckpointAudit(report, witness if found else None, archives, findings)
+
+
+@dataclass
+class FleetCheckpointAudit:
+    """The fleet checkpoints' verdict on a PostgreSQL store: `findings` (every one, in
+    position order) is empty when they hold."""
+
+    report: FleetCheckpointReport
+    witness: Path | None
+    """The witness file read (None when none was given, or it is missing)."""
+    findings: list[Finding] = field(default_factory=list)
+
+
+def audit_fleet_checkpoints(
+    store: str,
+    broken: ChainBreak | None,
+    *,
+    witness: Path | None = None,
+    public_keys: Sequence[Path] = (),
+) -> FleetCheckpointAudit:
+    """Hold the PostgreSQL `store` (every partition; its chains' check found `broken`) against
+    its fleet checkpoints: the `witness` file's when given, and those its table records;
+    signatures checked with the `public_keys` given (a fleet keeps none beside its store).
+    Raises `CheckpointError` for a key or witness that cannot be read, `StoreError` for a
+    store that cannot."""
+    from onduty.log.fleet_checkpoint_store import CheckpointStore
+    from onduty.log.fleet_checkpoints import covered_seqs, hold
+    from onduty.log.fleet_checkpoints import read_witness as read_fleet_witness
+
+    keys = load_public_keys(public_keys)
+    found: list[Sourced] = []
+    problems: list[Finding] = []
+    if broken is not None:  # the view's break names the partition and its seq
+        problems.append(Finding("chain", broken.seq, broken.reason))
+    read = witness is not None and witness.exists()
+    if read:
+        assert witness is not None
+        found, unreadable = read_fleet_witness(witness)
+        problems += unreadable
+    with CheckpointStore(store) as database:
+        recorded, edited = database.recorded()
+        state = database.state(covered_seqs([*found, *recorded]))
+    problems += edited
+    if witness is not None and not read:
+        problems.append(_missing(witness, recorded))
+    name = str(witness) if read else None
+    report = hold(state, found, recorded, keys, witness_name=name)
+    findings = sorted([*problems, *report.findings], key=lambda f: f.seq)
+    return FleetCheckpointAudit(report, witness if read else None, findings)
+
+
+def _missing(witness: Path, recorded: list[Sourced]) -> Finding:
+    """A witness file given that is not there: what the store's table says it should hold."""
+    if not recorded:
+        held = "the store's checkpoints table records none either"
+    else:
+        newest = max(recorded, key=lambda s: s.checkpoint.signed_at)
+        held = (
+            f"the store's checkpoints table records {len(recorded)} it may have held, the "
+            f"newest {newest.describe()}"
+        )
+    return Finding(
+        "witness",
+        0,
+        f"the witness file {witness} does not exist ({held}): without it a cut tail whose "
+        "checkpoints were deleted from the store too would not be seen; give a copy of it",
+    )

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from onduty.cli.base import StoreOption, UsageProblem, counting, err, existing_log, out, progress
 from onduty.log import EventLog
 from onduty.textsafe import markup
+
+if TYPE_CHECKING:
+    from onduty.log.fleet_checkpoints import FleetCheckpointReport
+
+_HEADS_SHOWN = 8  # partitions whose covered seq the coverage line names
 
 audit_app = typer.Typer(no_args_is_help=True, help="Check the log's integrity.")
 
@@ -32,7 +37,8 @@ def audit_verify(
         typer.Option(
             "--checkpoints",
             help="The witness file of signed checkpoints (default: <store>.checkpoints when "
-            "it exists).",
+            "it exists; a PostgreSQL store has none beside it: give a signing node's "
+            "checkpoints.witness, else only the store's own checkpoints table is read).",
         ),
     ] = None,
     public_key: Annotated[
@@ -40,28 +46,43 @@ def audit_verify(
         typer.Option(
             "--public-key",
             help="A public key the checkpoints are signed with (repeat it for keys rotated "
-            "out; default: <store>.checkpoint.key.pub when it exists).",
+            "out; default: <store>.checkpoint.key.pub when it exists; a PostgreSQL store has "
+            "no default: give the .pub beside the fleet's checkpoints.key).",
         ),
     ] = None,
 ) -> None:
     """Check the hash chain, the stored snapshots and the signed checkpoints: exit 0 intact, 1
     broken (naming the first bad sequence number, or the checkpoint that no longer matches, or
     each snapshot that is not bound to the chain and why)."""
-    from onduty.auditing import audit_checkpoints
+    from onduty.auditing import audit_checkpoints, audit_fleet_checkpoints
     from onduty.log import verify_snapshots
     from onduty.log.checkpoints import CheckpointError
 
-    if checkpoints is not None and not checkpoints.exists():
+    # a whole PostgreSQL store reports a missing witness as a finding, naming what the
+    # store's own table says the witness held
+    if checkpoints is not None and not checkpoints.exists() and not _whole_store(store):
         raise UsageProblem(f"--checkpoints {checkpoints}: no such file")
     with existing_log(store) as log:
         seq, _ = log.head()
         partitions = _partitions(log)
         with progress("verifying", total=seq) as advance:
             broken = log.verify(progress=lambda done, total: advance(done))
+        keys = public_key or ()
         try:
-            audited = audit_checkpoints(
-                log, store, broken, witness=checkpoints, public_keys=public_key or ()
-            )
+            if partitions is None:
+                audited = audit_checkpoints(
+                    log, store, broken, witness=checkpoints, public_keys=keys
+                )
+                findings, entries = audited.findings, audited.archives
+                signatures = audited.report.signatures
+                coverage = _coverage(audited.report, audited.witness, seq)
+            else:
+                fleet = audit_fleet_checkpoints(
+                    store, broken, witness=checkpoints, public_keys=keys
+                )
+                findings, entries = fleet.findings, []
+                signatures = fleet.report.signatures
+                coverage = _fleet_coverage(fleet.report, fleet.witness)
         except CheckpointError as error:
             raise UsageProblem(str(error)) from None
         snapshots = log.snapshots()
@@ -70,7 +91,6 @@ def audit_verify(
             bad = {problem.seq for problem in problems}
             with progress("folding", total=seq) as advance:
                 problems += _unfolded(log, [s for s in snapshots if s.seq not in bad], advance)
-    report, findings, entries = audited.report, audited.findings, audited.archives
     for finding in findings:
         title = "chain broken" if finding.kind == "chain" else f"checkpoint: {finding.kind}"
         text = f"at {finding.message}" if finding.kind == "chain" else finding.message
@@ -92,8 +112,8 @@ def audit_verify(
         )
     out.print(f"[green]chain intact[/]: {counted}{kept}{folded}", soft_wrap=True)
     if entries:
-        out.print(_archived(entries, report.signatures), soft_wrap=True)
-    out.print(_coverage(report, audited.witness, seq), soft_wrap=True)
+        out.print(_archived(entries, signatures), soft_wrap=True)
+    out.print(coverage, soft_wrap=True)
 
 
 def _archived(entries: list[Any], keys: bool) -> str:
@@ -129,6 +149,38 @@ def _coverage(report: Any, witness: Path | None, head: int) -> str:
     )
 
 
+def _fleet_coverage(report: FleetCheckpointReport, witness: Path | None) -> str:
+    """What a fleet's checkpoints vouch for, in one line."""
+    latest = report.latest
+    if latest is None:
+        return (
+            "[yellow]no signed checkpoints[/]: a cut tail or a rewritten partition would not be "
+            "seen (a fleet signs them once checkpoints.key and checkpoints.witness are set)"
+        )
+    signed = "signatures checked" if report.signatures else "[yellow]signatures NOT checked[/] "
+    if not report.signatures:
+        signed += "(no public key: give --public-key)"
+    c = latest.checkpoint
+    heads = [f"{p} to seq {seq}" for p, seq, _, _ in c.partitions]
+    shown = ", ".join(heads[:_HEADS_SHOWN]) + (", …" if len(heads) > _HEADS_SHOWN else "")
+    newest = (
+        f"the newest, signed {c.signed_at} by {markup(c.signer)} with key {c.key_id}, covers "
+        f"{len(heads)} partitions, {c.covered} events (partition {shown})"
+    )
+    after = report.uncovered
+    tail = f"; {after} later event{'s' if after > 1 else ''} not yet covered" if after > 0 else ""
+    table = f"{report.in_store} in the store's checkpoints table"
+    if witness is None:
+        return (
+            f"[yellow]no witness file[/]: {table} agree with it; {newest} ({signed}){tail}; "
+            "give --checkpoints to detect a cut tail whose checkpoints were deleted too"
+        )
+    return (
+        f"[green]checkpoints hold[/]: {report.in_witness} in {markup(str(witness))} and "
+        f"{table}; {newest} ({signed}){tail}"
+    )
+
+
 def _unfolded(log: EventLog, snapshots: list[Any], advance: Callable[[int], None]) -> list[Any]:
     """The snapshots whose state is not the state of the core after folding the log up to their
     seq (the state is compared in its stored JSON form)."""
@@ -152,6 +204,11 @@ def _unfolded(log: EventLog, snapshots: list[Any], advance: Callable[[int], None
             reason = "its state is not the log folded up to its seq (forged or stale)"
             problems.append(SnapshotProblem(event.seq, reason))
     return problems
+
+
+def _whole_store(store: str) -> bool:
+    """Whether `existing_log` reads `store` whole: a PostgreSQL store without a partition."""
+    return store.startswith(("postgresql://", "postgres://")) and "partition=" not in store
 
 
 def _partitions(log: EventLog) -> tuple[int, int] | None:

@@ -111,8 +111,13 @@ class SigningKey:
 
     def sign(self, log_id: str, seq: int, head: str, count: int, signed_at: str) -> Checkpoint:
         unsigned = Checkpoint(log_id, seq, head, count, signed_at, self.key_id)
-        signature = self._private.sign(unsigned.message()).hex()
+        signature = self.signature_of(unsigned.message())
         return Checkpoint(log_id, seq, head, count, signed_at, self.key_id, signature)
+
+    def signature_of(self, message: bytes) -> str:
+        """The Ed25519 signature of `message` in hex: what any checkpoint format carries (a
+        fleet's checkpoint signs the canonical bytes of its own fields)."""
+        return self._private.sign(message).hex()
 
     def __repr__(self) -> str:
         return f"SigningKey({self.key_id})"
