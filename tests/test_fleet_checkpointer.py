@@ -254,6 +254,14 @@ def test_a_stop_signs_what_is_new_and_a_restart_signs_nothing_again(
     assert len(lines(tmp_path / "witness")) == 1 and rows(url) == 1
 
 
+def test_close_stops_without_signing(url: str, tmp_path: Path) -> None:
+    node = checkpointer(url, tmp_path)
+    node.start()
+    append(url, 0, 2)
+    node.close()
+    assert lines(tmp_path / "witness") == [] and rows(url) == 0
+
+
 def test_two_nodes_sign_each_to_its_own_witness(url: str, tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

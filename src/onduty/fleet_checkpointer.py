@@ -166,6 +166,13 @@ class FleetCheckpointer:
             logger.warning("checkpoints: could not sign the last checkpoint: %s", error)
         self.store.close()
 
+    def close(self) -> None:
+        """Stop without signing: for a node whose start-up failed after this was made."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self.store.close()
+
     def _run(self) -> None:
         """Sign when the heads moved `every_events`, or moved at all and `every` passed."""
         period = self.settings.every.total_seconds()
