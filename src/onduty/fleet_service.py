@@ -23,6 +23,7 @@ from onduty.cells.cell import Record
 from onduty.cells.follower import Follower
 from onduty.cells.gateway import BusGateway
 from onduty.cells.node import CellSettings, ManagerNode
+from onduty.cells.policy_watch import PolicyWatch
 from onduty.cells.routing import Router
 from onduty.cells.runner import LoopThread
 from onduty.commands import Notify
@@ -39,6 +40,7 @@ from onduty.events import (
 )
 from onduty.fleet.leases import Leases
 from onduty.fleet.pg import DatabaseUnavailable, StoreURLError
+from onduty.fleet.policies import Bundle, PolicyBundles
 from onduty.fleet.quota import Quota
 from onduty.fleet.status import FleetStatus, StatusReader
 from onduty.log import EventLog, StoreError
@@ -87,6 +89,7 @@ class FleetService(Service):
         self._actuator_registry: ActuatorRegistry | None = None
         self._quota: Quota | None = None
         self._status: StatusReader | None = None
+        self._policy: PolicyWatch | None = None
         self._counts: SharedCounts | None = None
 
     # ------------------------------------------------------------------ start-up
@@ -145,6 +148,14 @@ class FleetService(Service):
         except Exception as error:
             raise StartupError(f"cannot read the store {view.url}: {error}") from None
         self.recovery = RecoveryReport(head_seq=view.head()[0], folded=fed)
+        if fleet.central is not None:
+            try:
+                self._policy = PolicyWatch(
+                    PolicyBundles(fleet.central), lambda: self.config, self._adopt
+                )
+                self._policy.check()  # the central policy in force before serving
+            except (StoreURLError, DatabaseUnavailable) as error:
+                raise StartupError(f"fleet.central: {error}") from None
         if "manager" in self.roles:
             self._quota = Quota(fleet.central or self.store, self.name)
             self._counts = SharedCounts(self._quota)
@@ -202,6 +213,8 @@ class FleetService(Service):
         self._follower.start()
         if self.node is not None:
             self.node.start()
+        if self._policy is not None:
+            self._policy.start()
         logger.info(
             "ready: %s events followed in %s",
             self.recovery.folded if self.recovery else 0,
@@ -214,6 +227,26 @@ class FleetService(Service):
         alone (a store that goes away later leaves the console behind, not ingest)."""
         follower = self._follower
         return follower is not None and follower.caught_up.is_set()
+
+    def _adopt(self, config: Config, bundle: Bundle) -> None:
+        """The central bundle becomes the policy here: the cells this node runs each record
+        it; cells started later fold with it; ingest routes by its grouping."""
+        self.config = config
+        body = PolicyActivated(
+            version=config.version,
+            config=config.policy_document(),
+            source=f"central bundle {bundle.version} ({bundle.source})",
+            role="active",
+        )
+        cells = self.node.running_cells() if self.node is not None else []
+        for cell in cells:
+            cell.record(body, "policy")
+        logger.info(
+            "central policy %s adopted (published by %s); recorded in %s partitions",
+            bundle.version,
+            bundle.published_by,
+            len(cells),
+        )
 
     def fleet_status(self) -> FleetStatus | None:
         """Read now from the store; raises `DatabaseUnavailable` when it cannot be reached."""
@@ -302,6 +335,9 @@ class FleetService(Service):
         logger.info("stopped")
 
     def _close_all(self) -> None:
+        if self._policy is not None:
+            self._policy.stop()
+            self._policy = None
         if self._follower is not None:
             self._follower.stop()
         if self._bus is not None and self._runner is not None:

@@ -70,6 +70,10 @@ class ManagerNode:
         with self._cells_lock:
             return sorted(p for p, cell in self.cells.items() if cell.running)
 
+    def running_cells(self) -> list[PartitionCell]:
+        with self._cells_lock:
+            return [cell for _, cell in sorted(self.cells.items()) if cell.running]
+
     def start(self) -> None:
         self._worker.start()
         self.keeper.start()
