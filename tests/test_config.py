@@ -30,7 +30,7 @@ from onduty.configfile import load_config
 GOLDEN_EVENTS = Path(__file__).resolve().parent / "fixtures" / "events_v1.jsonl"
 
 REALISTIC = """\
-store: sqlite:///var/lib/onduty/onduty.db
+store: postgresql://onduty@db.internal:5432/onduty?schema=ops
 bus: nats://127.0.0.1:4222
 snapshot_every: 500
 
@@ -133,7 +133,7 @@ def _write(tmp_path: Path, text: str | bytes) -> Path:
 def test_realistic_config_loads_with_its_meaning(tmp_path: Path) -> None:
     config = load_config(_write(tmp_path, REALISTIC))
 
-    assert config.store == "sqlite:///var/lib/onduty/onduty.db"
+    assert config.store == "postgresql://onduty@db.internal:5432/onduty?schema=ops"
     assert config.snapshot_every == 500
     checkout, search, reports = config.services
     assert (checkout.name, checkout.tier, checkout.autonomy) == ("checkout", "critical", 2)
