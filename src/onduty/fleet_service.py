@@ -43,7 +43,9 @@ from onduty.fleet.pg import DatabaseUnavailable, StoreURLError
 from onduty.fleet.policies import Bundle, PolicyBundles
 from onduty.fleet.quota import Quota
 from onduty.fleet.status import FleetStatus, StatusReader
+from onduty.fleet_checkpointer import FleetCheckpointer, open_fleet_checkpointer
 from onduty.log import EventLog, StoreError
+from onduty.log.checkpoints import CheckpointError
 from onduty.log.fleet_view import FleetView, place_of
 from onduty.runtime import Input, RecoveryReport, Runtime, settle_heap
 from onduty.service import Service, StartupError
@@ -90,6 +92,7 @@ class FleetService(Service):
         self._quota: Quota | None = None
         self._status: StatusReader | None = None
         self._policy: PolicyWatch | None = None
+        self.fleet_checkpointer: FleetCheckpointer | None = None
         self._counts: SharedCounts | None = None
 
     # ------------------------------------------------------------------ start-up
@@ -141,6 +144,15 @@ class FleetService(Service):
             raise StartupError(f"bus {self.bus_url}: {error}") from None
         router = Router(fleet.partitions, lambda: self.config.correlation.group_by, self._locate)
         self.gateway = BusGateway(self._bus, self._runner, router, self.region)
+        try:  # any node may sign: the heads are read from the store
+            self.fleet_checkpointer = open_fleet_checkpointer(
+                self.config.checkpoints,
+                self.store,
+                signer=self.name,
+                registry=self.metrics.registry,
+            )
+        except (CheckpointError, StoreError) as error:
+            raise StartupError(f"checkpoints: {error}") from None
         self._follower = Follower(view, self._on_followed)
         self._status = StatusReader(self.store, fleet.partitions, fleet.lease_ttl.total_seconds())
         try:
@@ -215,6 +227,8 @@ class FleetService(Service):
             self.node.start()
         if self._policy is not None:
             self._policy.start()
+        if self.fleet_checkpointer is not None:
+            self.fleet_checkpointer.start()
         logger.info(
             "ready: %s events followed in %s",
             self.recovery.folded if self.recovery else 0,
@@ -331,10 +345,16 @@ class FleetService(Service):
             except DatabaseUnavailable as error:
                 logger.warning("leases not released: %s", error)
         self._workers.close(wait=True)
+        if self.fleet_checkpointer is not None:
+            self.fleet_checkpointer.stop()  # signs what is new since the last one
+            self.fleet_checkpointer = None
         self._close_all()
         logger.info("stopped")
 
     def _close_all(self) -> None:
+        if self.fleet_checkpointer is not None:  # start-up failed part-way: sign nothing
+            self.fleet_checkpointer.close()
+            self.fleet_checkpointer = None
         if self._policy is not None:
             self._policy.stop()
             self._policy = None

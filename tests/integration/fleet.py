@@ -65,11 +65,26 @@ class Fleet:
         """The store of another region: a schema of its own beside this fleet's."""
         return f"{self.database}?schema={self.schema}_{region}"
 
+    @property
+    def key(self) -> Path:
+        """The key every node signs checkpoints with (made by the first to start)."""
+        return self.folder / "fleet.key"
+
     def server(self, name: str, *args: str, store: str | None = None) -> Server:
+        """A node with the fleet's configuration and a checkpoint witness file of its own."""
+        document = yaml.safe_load(self.config.read_text())
+        document["checkpoints"] = {
+            "key": str(self.key),
+            "witness": str(self.folder / f"witness-{name}.jsonl"),
+            "every_events": 50,
+            "every": "2s",
+        }
+        config = self.folder / f"onduty-{name}.yaml"
+        config.write_text(yaml.safe_dump(document))
         running = Server(
             store or self.store,
             "--name", name, *args,
-            config=self.config,
+            config=config,
             log_path=self.folder / f"{name}.log",
         )  # fmt: skip
         self.servers.append(running)
