@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from onduty.checkpointer import key_file, witness_file
+from onduty.config_checkpoints import CheckpointSettings
 from onduty.log import ChainBreak, EventLog, StoreError
 from onduty.log.checkpoints import (
     CheckpointReport,
@@ -136,3 +137,22 @@ def _missing(witness: Path, recorded: list[Sourced]) -> Finding:
         f"the witness file {witness} does not exist ({held}): without it a cut tail whose "
         "checkpoints were deleted from the store too would not be seen; give a copy of it",
     )
+
+
+def events_in(log: EventLog) -> int:
+    """How many events a log holds: its head, or for a whole PostgreSQL store the sum of its
+    partitions' heads (its head is a position, not a count)."""
+    from onduty.log.fleet_view import FleetView
+
+    return log.count() if isinstance(log, FleetView) else log.head()[0]
+
+
+def fleet_audit_of(
+    settings: CheckpointSettings, store: str, broken: ChainBreak | None
+) -> FleetCheckpointAudit:
+    """The fleet checkpoints' verdict as a node sees it: its own witness file and the public
+    half of the key it signs with, from its configuration."""
+    witness = Path(settings.witness) if settings.witness else None
+    public = public_path(Path(settings.key)) if settings.key else None
+    keys = [public] if public is not None and public.exists() else []
+    return audit_fleet_checkpoints(store, broken, witness=witness, public_keys=keys)

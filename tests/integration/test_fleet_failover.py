@@ -78,6 +78,11 @@ def test_a_killed_manager_loses_nothing_and_its_partitions_move(tmp_path: Path, 
         assert audited.returncode == 0, audited.stderr
         assert f"in {PARTITIONS} partitions verified" in audited.stdout
         assert "checkpoints hold" in audited.stdout, audited.stdout
+        verified = httpx.get(f"{survivors[0].url}/api/v1/audit/verify", timeout=60).json()
+        assert verified["intact"] is True and verified["events"] > SIGNALS, verified
+        assert verified["checkpoints"]["checked"] > 0 and verified["findings"] == []
+        audit_page = httpx.get(f"{survivors[0].url}/audit", timeout=60).text
+        assert "signed checkpoints hold" in audit_page
         replayed = f.command("replay")  # each partition folded on its own reproduces its log
         assert replayed.returncode == 0 and "reproduced exactly" in replayed.stdout, replayed
         console = httpx.get(f"{watcher.url}/", timeout=10)

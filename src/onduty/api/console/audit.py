@@ -14,8 +14,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from onduty.api.console.pages import Pages
-from onduty.auditing import audit_checkpoints
-from onduty.log import ChainBreak, EventLog, verify_snapshots
+from onduty.auditing import audit_checkpoints, events_in, fleet_audit_of
+from onduty.log import ChainBreak, EventLog, StoreError, verify_snapshots
 from onduty.log.checkpoints import CheckpointError
 from onduty.service import Service
 
@@ -55,13 +55,16 @@ class Audit:
             if self._started >= asked:
                 return self.status  # a check that started after this call asked has finished
             started = self._started = time.monotonic()
-            head = log.head()[0]
+            head = events_in(log)
             broken = log.verify()
             bad = verify_snapshots(log)
             reason = broken.reason if broken else ""
             if broken is None and bad:
                 reason = "; ".join(f"snapshot at seq {p.seq}: {p.reason}" for p in bad)
-            vouched, contradicted, archives = _checkpoints(log, self.service.store, broken)
+            if self.service.is_fleet:
+                vouched, contradicted, archives = _fleet_checkpoints(self.service, broken)
+            else:
+                vouched, contradicted, archives = _checkpoints(log, self.service.store, broken)
             if broken is None and not bad and contradicted:
                 reason = contradicted
             self.status = AuditStatus(
@@ -94,6 +97,22 @@ def _checkpoints(log: EventLog, store: str, broken: ChainBreak | None) -> tuple[
             f"#{latest.seq} (signed {latest.signed_at} by key {latest.key_id})"
         )
     return vouched, first, len(audited.archives)
+
+
+def _fleet_checkpoints(service: Service, broken: ChainBreak | None) -> tuple[str, str, int]:
+    """As `_checkpoints`, for a fleet's store: its node's witness and key."""
+    try:
+        audited = fleet_audit_of(service.config.checkpoints, service.store, broken)
+    except (CheckpointError, StoreError) as error:
+        return "", str(error), 0
+    first = next((f.message for f in audited.findings if f.kind != "chain"), "")
+    latest = audited.report.latest
+    if latest is None:
+        vouched = "no signed checkpoint of the partitions: a cut tail would not be seen"
+    else:
+        checked = audited.report.in_witness + audited.report.in_store
+        vouched = f"{checked} signed checkpoints hold; the newest {latest.describe()}"
+    return vouched, first, 0
 
 
 def audit_router(audit: Audit, pages: Pages) -> APIRouter:

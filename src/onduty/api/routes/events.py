@@ -11,8 +11,9 @@ from starlette.responses import Response
 
 from onduty.api.ingest import JSONBody, error
 from onduty.api.routes.common import API, READ, event_json
-from onduty.auditing import audit_checkpoints
-from onduty.log import ChainBreak, EventLog, verify_snapshots
+from onduty.auditing import audit_checkpoints, events_in, fleet_audit_of
+from onduty.config_checkpoints import CheckpointSettings
+from onduty.log import ChainBreak, EventLog, StoreError, verify_snapshots
 from onduty.log.checkpoints import CheckpointError
 from onduty.service import Service
 
@@ -44,9 +45,15 @@ def events_router(service: Service) -> APIRouter:
             raise HTTPException(503, "not ready")
         broken = await asyncio.to_thread(log.verify)
         bad = await asyncio.to_thread(verify_snapshots, log)
-        head = log.head()[0]
+        head = await asyncio.to_thread(events_in, log)
         snapshots = [{"seq": problem.seq, "reason": problem.reason} for problem in bad]
-        checkpoints = await asyncio.to_thread(checkpoints_json, log, service.store, broken)
+        settings = service.config.checkpoints
+        if service.is_fleet:
+            checkpoints = await asyncio.to_thread(
+                fleet_checkpoints_json, service.store, broken, settings
+            )
+        else:
+            checkpoints = await asyncio.to_thread(checkpoints_json, log, service.store, broken)
         if broken is None:
             intact = not bad and not checkpoints["findings"]
             return {"intact": intact, "events": head, "bad_snapshots": snapshots, **checkpoints}
@@ -60,6 +67,32 @@ def events_router(service: Service) -> APIRouter:
         }
 
     return router
+
+
+def fleet_checkpoints_json(
+    store: str, broken: ChainBreak | None, settings: CheckpointSettings
+) -> dict[str, Any]:
+    """What a fleet's checkpoints say (its node's witness and key), as extra fields."""
+    try:
+        audited = fleet_audit_of(settings, store, broken)
+    except (CheckpointError, StoreError) as error:
+        return {"findings": [{"kind": "unreadable", "seq": 0, "message": str(error)}]}
+    report, latest = audited.report, audited.report.latest
+    return {
+        "checkpoints": {
+            "witness": None if audited.witness is None else str(audited.witness),
+            "checked": report.in_witness + report.in_store,
+            "in_log": report.in_store,
+            "signatures_checked": report.signatures,
+            "latest": None if latest is None else {"described": latest.describe()},
+        },
+        "archives": [],
+        "findings": [
+            {"kind": finding.kind, "seq": finding.seq, "message": finding.message}
+            for finding in audited.findings
+            if finding.kind != "chain"  # the chain's own break is reported beside
+        ],
+    }
 
 
 def checkpoints_json(log: EventLog, store: str, broken: ChainBreak | None) -> dict[str, Any]:
