@@ -4,7 +4,8 @@
     .venv/bin/python examples/multi-region/run.py --for 60   # or for a minute
 
 It makes sure PostgreSQL and NATS answer (starting them with scripts/services.sh when they do
-not), publishes onduty.yaml as the central policy bundle (schema onduty_central), then starts,
+not), publishes onduty.yaml as the central policy bundle (schema onduty_central, which every
+node polls), then starts,
 per region (`eu`, `us`): one ingest node and two managers, each an `onduty serve` on a port of
 its own, with its region's schema (onduty_eu, onduty_us) and `--region`. It prints the consoles
 and the PIDs, reports partitions moving between a region's managers, and on Ctrl-C, SIGTERM or
@@ -128,11 +129,9 @@ def onduty(*args: str) -> list[str]:
 
 
 def serve_command(node: Node, layout: Layout) -> list[str]:
-    """How one node is started. Every node reads the same file with `-c` and gets its own
-    store, region, role and name on the command line. The policy in that file is the one
-    published as the central bundle; once `serve` takes its policy from the bundle, the option
-    that names the central schema (`layout.central`) goes here, and `-c` keeps giving each
-    node its own shell settings."""
+    """How one node is started. Every node reads the same file with `-c` (its shell settings,
+    and `fleet.central`, where it polls the central policy bundle) and gets its own store,
+    region, role and name on the command line."""
     return onduty(
         "serve",
         "-c", str(layout.config),
