@@ -180,3 +180,9 @@ def test_counting_across_the_fleet_on_one_process_is_a_warning(tmp_path: Path) -
     result = check(tmp_path, f"policy: {{guardrails: [{guardrail}]}}\n")
     assert result.returncode == 0
     assert any("one manager is the whole fleet" in line for line in warnings(result))
+
+
+def test_a_central_schema_must_be_named(tmp_path: Path) -> None:
+    result = check(tmp_path, 'fleet: {central: "postgresql://127.0.0.1/onduty"}\n')
+    assert result.returncode == 2
+    assert "fleet.central: must be postgresql://HOST/DB?schema=NAME" in result.stderr

@@ -32,6 +32,19 @@ def _token(value: str) -> str:
     return value
 
 
+def _central(value: str | None) -> str | None:
+    """The shared schema must be named: without it a URL means a region's default schema, and
+    what is meant to hold for every region would hold for one, silently."""
+    if value is None:
+        return None
+    if not re.match(r"postgres(ql)?://", value) or not re.search(r"[?&]schema=\w", value):
+        raise ValueError(
+            "must be postgresql://HOST/DB?schema=NAME, naming the schema the regions share "
+            "(e.g. ?schema=onduty_central)"
+        )
+    return value
+
+
 class FleetSettings(Model):
     """Running several managers on a PostgreSQL store and a NATS JetStream bus (`store:
     postgresql://…`, `bus: nats://…`). With one process and a SQLite store, none of this is
@@ -51,7 +64,7 @@ class FleetSettings(Model):
     (and ingest answers 429 once the bus's window is full too)."""
     publish_window: int = Field(default=2_000, ge=1)
     """Publishes an ingest node keeps awaiting their acknowledgement at once."""
-    central: str | None = Field(default=None, pattern=r"^postgres(ql)?://")
+    central: Annotated[str | None, AfterValidator(_central)] = None
     """A PostgreSQL schema every region shares (`postgresql://HOST/DB?schema=onduty_central`):
     where guardrails `across: fleet` are counted, so that they hold across regions, and where
     central policy bundles are published. Unset: counted in this region's store."""

@@ -30,11 +30,14 @@ class PolicyWatch:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="onduty-policy", daemon=True)
         self._refused: str | None = None  # a bundle this onduty cannot read: said once
+        self._adopted: str | None = None
 
     def check(self) -> bool:
         """Adopt the active bundle if it is not the policy in force; whether one was."""
         local = self._current()
-        bundle = self._bundles.changed_from(local.version)
+        # the version of the bundle adopted, not the one computed here: an onduty that fills
+        # in other defaults computes another hash for the same bundle, and would adopt it again
+        bundle = self._bundles.changed_from(self._adopted or local.version)
         if bundle is None or bundle.version == self._refused:
             return False
         try:
@@ -44,6 +47,7 @@ class PolicyWatch:
             self._refused = bundle.version
             return False
         self._adopt(config, bundle)
+        self._adopted = bundle.version
         return True
 
     def start(self) -> None:
