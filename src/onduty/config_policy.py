@@ -69,12 +69,15 @@ class RateLimit(Model):
 
     @model_serializer(mode="wrap")
     def _default_across_unsaid(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Left out of the policy document when it is the default, so that a policy written
-        # before fleets existed keeps its version (its content hash).
-        dumped: dict[str, Any] = handler(self)
-        if dumped.get("across") == "manager":
-            del dumped["across"]
-        return dumped
+        return _without_default_across(handler(self))
+
+
+def _without_default_across(dumped: dict[str, Any]) -> dict[str, Any]:
+    """`across` is left out of the policy document when it is the default, so that a policy
+    written before fleets existed keeps its version (its content hash)."""
+    if dumped.get("across") == "manager":
+        del dumped["across"]
+    return dumped
 
 
 class Concurrency(Model):
@@ -109,6 +112,14 @@ class BlastRadius(Model):
     )
     """Instances with one of these alerts firing are already down: they count as affected, and
     acting on them adds no disruption."""
+    across: Literal["manager", "fleet"] = "manager"
+    """Whose actions are counted: this manager's (`manager`), or also every other manager's
+    of the fleet (`fleet`: racing managers never act on more than the limit's distinct
+    instances of a service within `window`; each count is recorded in the log)."""
+
+    @model_serializer(mode="wrap")
+    def _default_across_unsaid(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_default_across(handler(self))
 
     @model_validator(mode="after")
     def _one_limit(self) -> BlastRadius:

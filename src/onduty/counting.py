@@ -98,6 +98,7 @@ class SharedCounts:
                     action_id,
                     count.target,
                     command.at,
+                    distinct_targets=count.distinct,
                 )
             except DatabaseUnavailable as error:
                 if self._stopping:

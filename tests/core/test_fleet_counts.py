@@ -89,6 +89,7 @@ def test_an_allowed_action_waits_for_its_fleet_count_then_starts() -> None:
             "limit": 3,
             "window_s": 600.0,
             "target": "web-1",
+            "distinct": False,
         },
     )
     started = driver.feed(answer(request, granted=True))
@@ -146,3 +147,38 @@ def test_a_policy_without_fleet_counts_keeps_its_version() -> None:
     assert plain.version == said.version
     assert "across" not in plain.policy_document()["policy"]["guardrails"][0]["rate"]
     assert fleet_policy().version != config(services=SERVICES, runbooks=RUNBOOKS).version
+
+
+def blast_policy(**blast: Any) -> Config:
+    rule = {
+        "name": "web-capacity",
+        "blast": {"max": 2, "window": "10m", "across": "fleet", **blast},
+    }
+    return config(
+        services=SERVICES,
+        runbooks=RUNBOOKS,
+        correlation={"group_by": ["instance", "alertname"]},
+        policy={"guardrails": [rule]},
+    )
+
+
+def test_a_blast_radius_across_the_fleet_counts_distinct_instances() -> None:
+    driver = Driver(blast_policy(down_alerts=[]))
+    (asked,) = [c for c in down(driver, "web-1").commands if isinstance(c, CountAcrossFleet)]
+    assert asked.counts == (
+        {
+            "rule": "web-capacity",
+            "scope": "blast:web-capacity:web",
+            "limit": 2,
+            "window_s": 600.0,
+            "target": "web-1",
+            "distinct": True,
+        },
+    )
+
+
+def test_acting_on_an_instance_already_down_counts_nothing_across_the_fleet() -> None:
+    driver = Driver(blast_policy())  # InstanceDown: web-1 is affected already
+    decision = down(driver, "web-1")
+    assert [c for c in decision.commands if isinstance(c, CountAcrossFleet)] == []
+    assert [c.target for c in decision.commands if isinstance(c, StartAction)] == ["web-1"]

@@ -284,6 +284,8 @@ class FleetCount(Payload):
     limit: int
     window_s: float
     target: str
+    distinct: bool = False
+    """Count distinct targets (a blast radius), not actions (a rate limit)."""
 
 
 class FleetCountRequested(Payload):

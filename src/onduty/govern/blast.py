@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 
 from onduty.config import BlastRadius
-from onduty.events import RuleOutcome
+from onduty.events import FleetCount, RuleOutcome
 from onduty.govern.base import outcome, recent, window_text
 from onduty.govern.context import Facts
 
@@ -41,6 +41,27 @@ class BlastRadiusRule:
         down = set(self.limit.down_alerts)
         affected |= {i for i, names in facts.firing_by_instance.items() if names & down}
         return affected
+
+    def fleet_count(self, facts: Facts) -> FleetCount | None:
+        """What to count across the fleet for this proposal (`across: fleet`): the distinct
+        instances of its service acted on within the window, every manager's, or None (an
+        action on the whole service is judged here alone)."""
+        proposal = facts.proposal
+        if (
+            self.limit.across != "fleet"
+            or self.limit.action not in ("*", proposal.action)
+            or proposal.target not in facts.service_instances
+            or proposal.target in self.affected(facts)  # no more disruption: nothing counted
+        ):
+            return None
+        return FleetCount(
+            rule=self.name,
+            scope=f"blast:{self.name}:{facts.incident_service or ''}",
+            limit=self.allowed(facts),
+            window_s=self.limit.window.total_seconds(),
+            target=proposal.target,
+            distinct=True,
+        )
 
     def check(self, facts: Facts) -> RuleOutcome | None:
         proposal = facts.proposal

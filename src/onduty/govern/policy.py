@@ -83,7 +83,10 @@ class Policy:
         self._across_fleet = tuple(
             rule
             for rule in rules
-            if isinstance(inner := rule.rule if isinstance(rule, Scoped) else rule, RateLimitRule)
+            if isinstance(
+                inner := rule.rule if isinstance(rule, Scoped) else rule,
+                RateLimitRule | BlastRadiusRule,
+            )
             and inner.limit.across == "fleet"
         )
         # Only these rules look at the whole fleet; without them, gathering skips that scan.
@@ -96,13 +99,13 @@ class Policy:
 
     def fleet_counts(self, facts: Facts) -> list[FleetCount]:
         """The fleet-wide counts an action this policy allows must still pass (its rate
-        limits `across: fleet` that apply to it), in the policy's order."""
+        limits and blast radii `across: fleet` that apply to it), in the policy's order."""
         counts = []
         for rule in self._across_fleet:
             inner = rule.rule if isinstance(rule, Scoped) else rule
             if isinstance(rule, Scoped) and not rule.condition.holds(facts.variables):
                 continue
-            assert isinstance(inner, RateLimitRule)
+            assert isinstance(inner, RateLimitRule | BlastRadiusRule)
             count = inner.fleet_count(facts)
             if count is not None:
                 counts.append(count)
