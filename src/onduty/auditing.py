@@ -148,11 +148,11 @@ def events_in(log: EventLog) -> int:
 
 
 def fleet_audit_of(
-    settings: CheckpointSettings, store: str, broken: ChainBreak | None
+    settings: CheckpointSettings, store: str, broken: ChainBreak | None, node: str
 ) -> FleetCheckpointAudit:
-    """The fleet checkpoints' verdict as a node sees it: its own witness file and the public
-    half of the key it signs with, from its configuration."""
-    witness = Path(settings.witness) if settings.witness else None
+    """The fleet checkpoints' verdict as node `node` sees it: its own witness file and the
+    public half of the key it signs with, from its configuration."""
+    witness = Path(settings.witness.replace("{node}", node)) if settings.witness else None
     public = public_path(Path(settings.key)) if settings.key else None
     keys = [public] if public is not None and public.exists() else []
     return audit_fleet_checkpoints(store, broken, witness=witness, public_keys=keys)

@@ -38,8 +38,9 @@ class CheckpointSettings(Model):
     witness: str | None = None
     """The append-only file checkpoints are exported to, one JSON line each. Default:
     `<store file>.checkpoints`; `audit verify` reads it from there. Keep a copy elsewhere. A
-    PostgreSQL store has no default: each signing node appends to its own file, given to
-    `audit verify --checkpoints`."""
+    PostgreSQL store has no default: each signing node appends to its own file (`{node}` in
+    the path is the node's name: `/var/lib/onduty/witness-{node}.jsonl`), given to `audit
+    verify --checkpoints`."""
     witness_url: str | None = None
     """Also POST each checkpoint (JSON) to this URL: a witness on another host."""
     witness_store: str | None = None

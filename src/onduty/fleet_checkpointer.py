@@ -272,6 +272,12 @@ def _size(path: Path | None) -> int:
         return 0
 
 
+def node_witness(witness: str, node: str) -> Path:
+    """A node's own witness file: `{node}` in the configured path is the node's name, so that
+    one configuration serves every node of a fleet."""
+    return Path(witness.replace("{node}", node))
+
+
 def open_fleet_checkpointer(
     settings: CheckpointSettings,
     store_url: str,
@@ -303,7 +309,7 @@ def open_fleet_checkpointer(
             "checkpoints.witness: a PostgreSQL store has no file to put the witness beside: "
             "name the file this node appends its checkpoints to (outside the database)"
         )
-    witness = Path(settings.witness)
+    witness = node_witness(settings.witness, signer)
     if not witness.parent.is_dir():
         raise CheckpointError(f"checkpoints.witness {witness}: its folder does not exist")
     store = CheckpointStore(store_url)

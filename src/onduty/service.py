@@ -353,6 +353,8 @@ class Service:
 
     is_fleet = False
     """Whether this is one node of a fleet (`FleetService`)."""
+    name = ""
+    """A fleet node's name among the managers ("" for one process)."""
 
     def fleet_status(self) -> FleetStatus | None:
         """Who runs which partition, in a fleet; None for one process (it runs them all)."""

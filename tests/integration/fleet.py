@@ -71,20 +71,11 @@ class Fleet:
         return self.folder / "fleet.key"
 
     def server(self, name: str, *args: str, store: str | None = None) -> Server:
-        """A node with the fleet's configuration and a checkpoint witness file of its own."""
-        document = yaml.safe_load(self.config.read_text())
-        document["checkpoints"] = {
-            "key": str(self.key),
-            "witness": str(self.folder / f"witness-{name}.jsonl"),
-            "every_events": 50,
-            "every": "2s",
-        }
-        config = self.folder / f"onduty-{name}.yaml"
-        config.write_text(yaml.safe_dump(document))
+        """A node with the fleet's configuration (its witness file is its own by its name)."""
         running = Server(
             store or self.store,
             "--name", name, *args,
-            config=config,
+            config=self.config,
             log_path=self.folder / f"{name}.log",
         )  # fmt: skip
         self.servers.append(running)
@@ -161,6 +152,12 @@ def write_config(
             "stream": stream,
             "subjects": f"t.{stream.lower()}",
             **({"central": f"{fleet.database}?schema={fleet.schema}_central"} if central else {}),
+        },
+        "checkpoints": {
+            "key": str(folder / "fleet.key"),
+            "witness": str(folder / "witness-{node}.jsonl"),
+            "every_events": 50,
+            "every": "2s",
         },
         "services": [
             {

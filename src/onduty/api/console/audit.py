@@ -102,7 +102,7 @@ def _checkpoints(log: EventLog, store: str, broken: ChainBreak | None) -> tuple[
 def _fleet_checkpoints(service: Service, broken: ChainBreak | None) -> tuple[str, str, int]:
     """As `_checkpoints`, for a fleet's store: its node's witness and key."""
     try:
-        audited = fleet_audit_of(service.config.checkpoints, service.store, broken)
+        audited = fleet_audit_of(service.config.checkpoints, service.store, broken, service.name)
     except (CheckpointError, StoreError) as error:
         return "", str(error), 0
     first = next((f.message for f in audited.findings if f.kind != "chain"), "")

@@ -50,7 +50,7 @@ def events_router(service: Service) -> APIRouter:
         settings = service.config.checkpoints
         if service.is_fleet:
             checkpoints = await asyncio.to_thread(
-                fleet_checkpoints_json, service.store, broken, settings
+                fleet_checkpoints_json, service.store, broken, settings, service.name
             )
         else:
             checkpoints = await asyncio.to_thread(checkpoints_json, log, service.store, broken)
@@ -70,11 +70,11 @@ def events_router(service: Service) -> APIRouter:
 
 
 def fleet_checkpoints_json(
-    store: str, broken: ChainBreak | None, settings: CheckpointSettings
+    store: str, broken: ChainBreak | None, settings: CheckpointSettings, node: str
 ) -> dict[str, Any]:
     """What a fleet's checkpoints say (its node's witness and key), as extra fields."""
     try:
-        audited = fleet_audit_of(settings, store, broken)
+        audited = fleet_audit_of(settings, store, broken, node)
     except (CheckpointError, StoreError) as error:
         return {"findings": [{"kind": "unreadable", "seq": 0, "message": str(error)}]}
     report, latest = audited.report, audited.report.latest
