@@ -19,6 +19,7 @@ from typing import Any
 from onduty.act import ActuatorRegistry
 from onduty.act.plugins import build_registry
 from onduty.bus import Bus, BusError, BusSettings, open_bus
+from onduty.cells import read_snapshots
 from onduty.cells.cell import Record
 from onduty.cells.follower import Follower
 from onduty.cells.gateway import BusGateway
@@ -93,6 +94,8 @@ class FleetService(Service):
         self._status: StatusReader | None = None
         self._policy: PolicyWatch | None = None
         self.fleet_checkpointer: FleetCheckpointer | None = None
+        self._saver: read_snapshots.Saver | None = None
+        self._since_saved = 0
         self._counts: SharedCounts | None = None
 
     # ------------------------------------------------------------------ start-up
@@ -153,13 +156,19 @@ class FleetService(Service):
             )
         except (CheckpointError, StoreError) as error:
             raise StartupError(f"checkpoints: {error}") from None
-        self._follower = Follower(view, self._on_followed)
+        restored = read_snapshots.restore(view, self.read)
+        self._saver = read_snapshots.Saver(view)
+        self._follower = Follower(view, self._on_followed, cursors=restored, fed=self._followed)
         self._status = StatusReader(self.store, fleet.partitions, fleet.lease_ttl.total_seconds())
         try:
             fed = self._follower.catch_up()  # what users see is ready before the API listens
         except Exception as error:
             raise StartupError(f"cannot read the store {view.url}: {error}") from None
-        self.recovery = RecoveryReport(head_seq=view.head()[0], folded=fed)
+        self.recovery = RecoveryReport(
+            head_seq=view.head()[0], folded=fed, snapshot_seq=sum(s for s, _ in restored.values())
+        )
+        if fed >= read_snapshots.EVERY:  # the next start need not read them again
+            self._saver.save_soon(self.read.state(), dict(self._follower.cursors))
         if fleet.central is not None:
             try:
                 self._policy = PolicyWatch(
@@ -324,6 +333,13 @@ class FleetService(Service):
 
     # ------------------------------------------------------------------ what users see
 
+    def _followed(self, cursors: dict[int, tuple[int, str]], count: int) -> None:
+        """After each page the follower fed: a snapshot every `read_snapshots.EVERY` events."""
+        self._since_saved += count
+        if self._since_saved >= read_snapshots.EVERY and self._saver is not None:
+            self._since_saved = 0
+            self._saver.save_soon(self.read.state(), dict(cursors))
+
     def _on_followed(self, event: Event) -> None:
         self.read.feed(event)
         self.metrics.events.labels(event.type).inc()
@@ -351,6 +367,16 @@ class FleetService(Service):
         self._close_all()
         logger.info("stopped")
 
+    def _save_read_models(self) -> None:
+        """At a clean stop: the read models as of the follower's cursors, for the next start."""
+        if self._follower is None or self._view is None or self._saver is None:
+            return
+        self._saver.wait()
+        try:
+            read_snapshots.save(self._view, self.read.state(), dict(self._follower.cursors))
+        except Exception as error:
+            logger.warning("read-model snapshot not saved at stop: %s", error)
+
     def _close_all(self) -> None:
         if self.fleet_checkpointer is not None:  # start-up failed part-way: sign nothing
             self.fleet_checkpointer.close()
@@ -360,6 +386,7 @@ class FleetService(Service):
             self._policy = None
         if self._follower is not None:
             self._follower.stop()
+            self._save_read_models()
         if self._bus is not None and self._runner is not None:
             try:
                 self._runner.call(self._bus.close(), timeout=10)

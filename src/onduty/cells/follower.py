@@ -21,11 +21,23 @@ POLL_S = 0.1
 PAGE = 2_000
 
 
+Cursors = dict[int, tuple[int, str]]
+
+
 class Follower:
-    def __init__(self, view: FleetView, feed: Callable[[Event], None], *, poll: float = POLL_S):
+    def __init__(
+        self,
+        view: FleetView,
+        feed: Callable[[Event], None],
+        *,
+        cursors: Cursors | None = None,
+        fed: Callable[[Cursors, int], None] | None = None,
+        poll: float = POLL_S,
+    ):
         self._view, self._feed, self._poll = view, feed, poll
-        self.cursors: dict[int, int] = {}
-        """The seq of the last event fed, by partition."""
+        self._fed = fed
+        self.cursors: Cursors = dict(cursors or {})
+        """The seq and hash of the last event fed, by partition."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.caught_up = threading.Event()
@@ -36,7 +48,7 @@ class Follower:
         """Feed every event past the cursors, up to the heads as they are now; how many."""
         fed = 0
         for partition, (head, _) in sorted(self._view.partitions().items()):
-            after = self.cursors.get(partition, 0)
+            after = self.cursors.get(partition, (0, ""))[0]
             while after < head:
                 events = self._view.tail(partition, after, PAGE)
                 if not events:
@@ -45,7 +57,9 @@ class Follower:
                     self._feed(event)
                 fed += len(events)
                 after = place_of(events[-1].seq)[1]
-            self.cursors[partition] = after
+                self.cursors[partition] = (after, events[-1].hash)
+                if self._fed is not None:  # the read models are as of the cursors here
+                    self._fed(self.cursors, len(events))
         return fed
 
     def start(self) -> None:

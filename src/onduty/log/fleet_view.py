@@ -194,12 +194,11 @@ class FleetView:
         """Nothing is kept, so nothing is discarded."""
 
     def get_meta(self, key: str) -> str | None:
-        """Read models fold every partition at start (a snapshot would need a cursor per
-        partition, not one position): nothing is kept here."""
-        return None
+        """The store's own metadata (of every partition, not of one)."""
+        return self._log.get_store_meta(key)
 
     def set_meta(self, key: str, value: str) -> None:
-        """See `get_meta`."""
+        self._log.set_store_meta(key, value)
 
     def close(self) -> None:
         self._log.close()

@@ -532,6 +532,15 @@ class PostgresEventLog:
     def set_meta(self, key: str, value: str) -> None:
         self._write((self._q.set_meta, (self.partition, key, value)))
 
+    def get_store_meta(self, key: str) -> str | None:
+        """Metadata of the whole store (every partition's), not of this partition."""
+        with self._reading() as conn:
+            row = conn.execute(self._q.get_meta, (_STORE_KEY, key)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_store_meta(self, key: str, value: str) -> None:
+        self._write((self._q.set_meta, (_STORE_KEY, key, value)))
+
     def partitions(self) -> dict[int, tuple[int, str]]:
         """Every partition of this store with its head (seq, hash), the empty ones included."""
         with self._reading() as conn:

@@ -109,22 +109,25 @@ class ReadModels:
             self._saving.join()
             self._saving = None
 
+    def load(self, state: dict[str, Any]) -> str:
+        """Become the read models `state` (as `state_of` made it) describes; "" when done,
+        else why it could not be read (nothing is changed then)."""
+        if state.get("format") != FORMAT:
+            return f"it was written in format {state.get('format')!r}, not {FORMAT}"
+        return _load(self, state)
+
+    def state(self) -> dict[str, Any]:
+        """A copy of everything the read models hold, as JSON (taken under their lock)."""
+        with self.lock:
+            return state_of(self)
+
     def restore(self, log: EventLog) -> int:
         """Fill the read models from the log: from their snapshot and the events after it when
         the snapshot is bound to this chain, else from the start. Returns the events fed."""
         snapshot, why = stored(log)
         if snapshot is not None:
-            try:
-                restored = from_state(snapshot.state)
-            except (KeyError, TypeError, ValueError, IndexError) as error:
-                why = f"its content does not decode ({type(error).__name__}: {error})"
-            else:
-                incidents = restored[0]  # bounded as configured here, not as it was
-                incidents.keep_resolved = self.incidents.keep_resolved
-                incidents._keep_timeline = self.incidents._keep_timeline
-                mine = (self.incidents, self.silences, self.policy, self.autonomy, self.raises)
-                for model, loaded in zip(mine, restored, strict=True):
-                    _adopt(model, loaded)
+            why = self.load(snapshot.state)
+            if not why:
                 self.seq, self.event_hash = snapshot.seq, snapshot.event_hash
         if why:
             logger.warning("read-model snapshot refused: %s; rebuilding from the log", why)
@@ -133,6 +136,20 @@ class ReadModels:
             self.feed(event)
             fed += 1
         return fed
+
+
+def _load(models: ReadModels, state: dict[str, Any]) -> str:
+    try:
+        restored = from_state(state)
+    except (KeyError, TypeError, ValueError, IndexError) as error:
+        return f"its content does not decode ({type(error).__name__}: {error})"
+    incidents = restored[0]  # bounded as configured here, not as it was
+    incidents.keep_resolved = models.incidents.keep_resolved
+    incidents._keep_timeline = models.incidents._keep_timeline
+    mine = (models.incidents, models.silences, models.policy, models.autonomy, models.raises)
+    for model, loaded in zip(mine, restored, strict=True):
+        _adopt(model, loaded)
+    return ""
 
 
 def _adopt(model: object, loaded: object) -> None:
