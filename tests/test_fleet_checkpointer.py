@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -30,16 +29,9 @@ from onduty.log.checkpoints import CheckpointError, load_or_create_key, public_p
 from onduty.log.fleet_checkpoint_store import CheckpointStore
 from onduty.log.postgres import PostgresEventLog, connect
 from tests.log.contract import signal
-from tests.log.test_postgres import SERVER, Schemas, store_url
+from tests.postgres import SERVER, Schemas, store_url
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _server_reachable() -> None:
-    try:
-        with connect(SERVER, autocommit=True) as conn:
-            conn.execute("SELECT 1")
-    except psycopg.OperationalError as error:
-        pytest.fail(f"PostgreSQL at {SERVER} is needed (scripts/services.sh starts it): {error}")
+pytestmark = pytest.mark.usefixtures("postgres_server")
 
 
 @pytest.fixture

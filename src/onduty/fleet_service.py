@@ -49,7 +49,7 @@ from onduty.log import EventLog, StoreError
 from onduty.log.checkpoints import CheckpointError
 from onduty.log.fleet_view import FleetView, place_of
 from onduty.runtime import Input, RecoveryReport, Runtime, settle_heap
-from onduty.service import Service, StartupError
+from onduty.service import Service, StartupError, activation
 
 logger = logging.getLogger("onduty")
 
@@ -310,13 +310,7 @@ class FleetService(Service):
         runner = self._runner
         if runner is None:
             return 503, {"error": "onduty is starting"}
-        body = PolicyActivated(
-            version=config.version,
-            config={} if role == "withdrawn" else config.policy_document(),
-            source=source,
-            role=role,
-            selector=selector,
-        )
+        body = activation(config, role, source, selector)
         refused = runner.call(self.gateway.submit([Input(body, stream="policy", actor=actor)]), 30)
         if refused is not None:
             return refused.status, {"error": refused.reason}

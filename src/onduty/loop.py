@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from onduty.events import Event
+from onduty.events import Event, Payload
 from onduty.runtime import Input, Runtime
 
 
@@ -133,3 +133,16 @@ class CoreLoop:
             end = start + len(work.inputs)
             work.future.set_result(placed[start:end])
             start = end
+
+
+def record(loop: CoreLoop | None, runtime: Runtime | None, body: Payload, stream: str) -> None:
+    """An outcome (of an action, a check, a notification) joins the core loop's queue, batched
+    with other inputs, so a worker never waits on the core; when the queue is full or the loop
+    is stopping it is recorded directly instead: never dropped."""
+    try:
+        if loop is not None and loop.offer([Input(body, stream=stream)]) is not None:
+            return
+    except Draining:
+        pass
+    if runtime is not None:
+        runtime.submit(body, stream=stream)

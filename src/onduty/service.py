@@ -21,7 +21,7 @@ from onduty.events import Event, Payload, PolicyActivated
 from onduty.gateway import Gateway, LoopGateway
 from onduty.log import EventLog, StoreError, open_log
 from onduty.log.checkpoints import CheckpointError
-from onduty.loop import CoreLoop, Draining
+from onduty.loop import CoreLoop, record
 from onduty.obs import Metrics
 from onduty.readmodel.archive import Archive
 from onduty.readmodel.models import AutonomyView, ReadModels  # noqa: F401 (re-exported)
@@ -55,6 +55,19 @@ def run_lock_directory(store: str) -> Path | None:
     if "://" in path or not path or path == ":memory:" or path.startswith("file:"):
         return None
     return Path(path + ".runs")
+
+
+def activation(
+    config: Config, role: str, source: str, selector: str | None = None
+) -> PolicyActivated:
+    """The input that gives `config` its `role` (active, shadow, canary, withdrawn)."""
+    return PolicyActivated(
+        version=config.version,
+        config={} if role == "withdrawn" else config.policy_document(),
+        source=source,
+        role=role,
+        selector=selector,
+    )
 
 
 class StartupError(Exception):
@@ -314,13 +327,7 @@ class Service:
         loop = self.loop
         if loop is None:
             return 503, {"error": "onduty is starting"}
-        body = PolicyActivated(
-            version=config.version,
-            config={} if role == "withdrawn" else config.policy_document(),
-            source=source,
-            role=role,
-            selector=selector,
-        )
+        body = activation(config, role, source, selector)
         future = loop.offer([Input(body, stream="policy", actor=actor)])
         if future is None:
             return 429, {"error": "the queue is full; retry shortly"}
@@ -339,13 +346,7 @@ class Service:
             if runtime is None or self.loop is None:
                 self._early.append((body, stream))  # during start-up: recorded once running
                 return
-        try:
-            if loop is not None and loop.offer([Input(body, stream=stream)]) is not None:
-                return
-        except Draining:
-            pass
-        if runtime is not None:
-            runtime.submit(body, stream=stream)
+        record(loop, runtime, body, stream)
 
     @property
     def ready(self) -> bool:

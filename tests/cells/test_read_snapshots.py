@@ -15,7 +15,9 @@ from onduty.log.fleet_view import FleetView
 from onduty.log.postgres import PostgresEventLog, connect
 from onduty.readmodel.models import ReadModels
 from tests.log.contract import signals
-from tests.log.test_postgres import SERVER, Schemas, store_url
+from tests.postgres import SERVER, Schemas, store_url
+
+pytestmark = pytest.mark.usefixtures("postgres_server")
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from psycopg import sql
 
-from onduty.fleet import DatabaseUnavailable, StoreURL, connect, parse_store_url
+from onduty.fleet import StoreURL, connect, parse_store_url
 
 SERVER = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -18,13 +18,9 @@ def url_of(schema: str, server: str = SERVER) -> str:
     return f"{server}?schema={schema}"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _server_reachable() -> None:
-    try:
-        with connect(SERVER, autocommit=True) as conn:
-            conn.execute("SELECT 1")
-    except DatabaseUnavailable as error:
-        pytest.fail(f"PostgreSQL at {SERVER} is needed (scripts/services.sh starts it): {error}")
+@pytest.fixture(autouse=True)
+def _server_reachable(postgres_server: None) -> None:
+    """Every fleet test needs the real server."""
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
 from psycopg import sql
@@ -32,7 +31,7 @@ from onduty.log.fleet_checkpoints import FleetCheckpoint, Sourced, append_witnes
 from onduty.log.fleet_view import FleetView
 from onduty.log.postgres import PostgresEventLog, connect
 from tests.log.contract import signal
-from tests.log.test_postgres import SERVER, Schemas, store_url
+from tests.postgres import SERVER, Schemas, store_url
 from tests.run_cli import onduty
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -41,13 +40,7 @@ SECOND = {0: 6, 1: 8, 2: 5}
 AFTER = 2  # events appended to partition 0 after the second checkpoint
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _server_reachable() -> None:
-    try:
-        with connect(SERVER, autocommit=True) as conn:
-            conn.execute("SELECT 1")
-    except psycopg.OperationalError as error:
-        pytest.fail(f"PostgreSQL at {SERVER} is needed (scripts/services.sh starts it): {error}")
+pytestmark = pytest.mark.usefixtures("postgres_server")
 
 
 @pytest.fixture

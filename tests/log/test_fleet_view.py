@@ -12,7 +12,9 @@ from onduty.events import GENESIS_HASH
 from onduty.log.fleet_view import FleetView, place_of, position
 from onduty.log.postgres import PostgresEventLog
 from tests.log.contract import signal
-from tests.log.test_postgres import Schemas, store_url
+from tests.postgres import Schemas, store_url
+
+pytestmark = pytest.mark.usefixtures("postgres_server")
 
 
 @pytest.fixture

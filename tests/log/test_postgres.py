@@ -7,7 +7,6 @@ the tests, it never skips them.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections.abc import Iterator
@@ -23,41 +22,9 @@ from onduty.events import GENESIS_HASH, Event
 from onduty.log.base import EventLog, StoreError, open_log
 from onduty.log.postgres import Fenced, PostgresEventLog, PostgresURL, connect, redact
 from tests.log.contract import EventLogContract, sealed_chain, signal, signals
+from tests.postgres import SERVER, Schemas, store_url
 
-SERVER = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-def store_url(schema: str, **query: object) -> str:
-    extra = "".join(f"&{key}={value}" for key, value in query.items())
-    return f"{SERVER}?schema={schema}{extra}"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _server_reachable() -> None:
-    try:
-        with connect(SERVER, autocommit=True) as conn:
-            conn.execute("SELECT 1")
-    except psycopg.OperationalError as error:
-        pytest.fail(f"PostgreSQL at {SERVER} is needed (scripts/services.sh starts it): {error}")
-
-
-class Schemas:
-    """Schemas named after test folders, dropped when the test ends."""
-
-    def __init__(self) -> None:
-        self.made: set[str] = set()
-
-    def name(self, folder: Path) -> str:
-        schema = "t_" + hashlib.sha1(str(folder).encode()).hexdigest()[:16]
-        self.made.add(schema)
-        return schema
-
-    def drop(self) -> None:
-        with connect(SERVER, autocommit=True) as conn:
-            for schema in self.made:
-                conn.execute(
-                    sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
-                )
+pytestmark = pytest.mark.usefixtures("postgres_server")
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ from onduty.cells.runner import LoopThread
 from onduty.cells.wire import UndecodableMessage, decode_input
 from onduty.events import Payload
 from onduty.log import EventLog
-from onduty.loop import CoreLoop, Draining
-from onduty.runtime import Input, RecoveryReport, Runtime
+from onduty.loop import CoreLoop, Draining, record
+from onduty.runtime import RecoveryReport, Runtime
 
 logger = logging.getLogger("onduty.cells")
 
@@ -92,14 +92,7 @@ class PartitionCell:
     def record(self, body: Payload, stream: str) -> None:
         """An outcome of this cell's actions (or notifications) joins its own core's queue;
         recorded directly when the queue is full or stopping (never dropped)."""
-        loop, runtime = self.loop, self.runtime
-        try:
-            if loop is not None and loop.offer([Input(body, stream=stream)]) is not None:
-                return
-        except Draining:
-            pass
-        if runtime is not None:
-            runtime.submit(body, stream=stream)
+        record(self.loop, self.runtime, body, stream)
 
     async def _consume(self) -> None:
         consumer = None
