@@ -87,7 +87,7 @@ class SharedCounts:
         return FleetCountAnswered(command_id=command.command_id, granted=granted, answers=answers)
 
     def _reserve(self, count: FleetCount, action_id: str, command: CountAcrossFleet) -> Reservation:
-        from onduty.fleet.pg import DatabaseUnavailable
+        from onduty.log.pg import DatabaseUnavailable
 
         while True:
             try:

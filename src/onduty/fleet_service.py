@@ -40,7 +40,6 @@ from onduty.events import (
     PolicyActivated,
 )
 from onduty.fleet.leases import Leases
-from onduty.fleet.pg import DatabaseUnavailable, StoreURLError
 from onduty.fleet.policies import Bundle, PolicyBundles
 from onduty.fleet.quota import Quota
 from onduty.fleet.status import FleetStatus, StatusReader
@@ -48,6 +47,7 @@ from onduty.fleet_checkpointer import FleetCheckpointer, open_fleet_checkpointer
 from onduty.log import EventLog, StoreError
 from onduty.log.checkpoints import CheckpointError
 from onduty.log.fleet_view import FleetView, place_of
+from onduty.log.pg import DatabaseUnavailable, StoreURLError
 from onduty.runtime import Input, RecoveryReport, Runtime, settle_heap
 from onduty.service import Service, StartupError, activation
 

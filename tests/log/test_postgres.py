@@ -20,7 +20,8 @@ from psycopg import sql
 
 from onduty.events import GENESIS_HASH, Event
 from onduty.log.base import EventLog, StoreError, open_log
-from onduty.log.postgres import Fenced, PostgresEventLog, PostgresURL, connect, redact
+from onduty.log.pg import redact
+from onduty.log.postgres import Fenced, PostgresEventLog, PostgresURL, connect
 from tests.log.contract import EventLogContract, sealed_chain, signal, signals
 from tests.postgres import SERVER, Schemas, store_url
 

@@ -9,8 +9,8 @@ import threading
 from collections.abc import Callable
 
 from onduty.config import Config, ConfigError
-from onduty.fleet.pg import DatabaseUnavailable
 from onduty.fleet.policies import Bundle, PolicyBundles
+from onduty.log.pg import DatabaseUnavailable
 
 logger = logging.getLogger("onduty.cells")
 

@@ -274,8 +274,8 @@ def _default_publisher() -> str:
 def _central(given: str | None, config: Config | None) -> Iterator[Any]:
     """The central bundles: at `given` (--central), else at the configuration's
     `fleet.central`. A missing or bad URL, or a database out of reach, is one line, exit 2."""
-    from onduty.fleet.pg import DatabaseUnavailable, StoreURLError
     from onduty.fleet.policies import PolicyBundles
+    from onduty.log.pg import DatabaseUnavailable, StoreURLError
 
     where = "--central" if given else "fleet.central"
     url = given or (config.fleet.central if config is not None else None)

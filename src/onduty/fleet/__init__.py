@@ -9,7 +9,8 @@ decision as a recorded input.
 
 from onduty.fleet.keeper import LeaseKeeper
 from onduty.fleet.leases import Fence, Lease, Leases, fair_share, fence_sql, holds, lease_fence
-from onduty.fleet.pg import (
+from onduty.fleet.quota import Quota, QuotaConflict, QuotaReason, Reservation
+from onduty.log.pg import (
     DEFAULT_SCHEMA,
     DatabaseUnavailable,
     StoreURL,
@@ -18,7 +19,6 @@ from onduty.fleet.pg import (
     parse_store_url,
     redact,
 )
-from onduty.fleet.quota import Quota, QuotaConflict, QuotaReason, Reservation
 
 __all__ = [
     "DEFAULT_SCHEMA",

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from onduty.fleet.leases import Lease, Leases
-from onduty.fleet.pg import DatabaseUnavailable
+from onduty.log.pg import DatabaseUnavailable
 
 logger = logging.getLogger("onduty.fleet")
 

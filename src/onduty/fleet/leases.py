@@ -21,7 +21,7 @@ from typing import Any
 
 from psycopg import sql
 
-from onduty.fleet.pg import Connection, LazyConnection, StoreURL, ensure_schema, parse_store_url
+from onduty.log.pg import Connection, LazyConnection, StoreURL, ensure_schema, parse_store_url
 
 DEFAULT_TTL_S = 6.0
 DEFAULT_ROLE = "manager"

@@ -34,7 +34,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from onduty.config import Config, parse_config_text
-from onduty.fleet.pg import (
+from onduty.log.pg import (
     Connection,
     LazyConnection,
     StoreURL,

@@ -30,8 +30,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from onduty.fleet.pg import Connection, LazyConnection, StoreURL, ensure_schema, parse_store_url
 from onduty.govern.base import window_text
+from onduty.log.pg import Connection, LazyConnection, StoreURL, ensure_schema, parse_store_url
 
 DEFAULT_STATEMENT_TIMEOUT_S = 10.0
 

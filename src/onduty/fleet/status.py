@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from onduty.fleet.pg import LazyConnection, StoreURL, parse_store_url
+from onduty.log.pg import LazyConnection, StoreURL, parse_store_url
 
 
 @dataclass(frozen=True)

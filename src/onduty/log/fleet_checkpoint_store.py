@@ -34,7 +34,8 @@ from onduty.log.fleet_checkpoints import (
     StoreState,
     parse,
 )
-from onduty.log.postgres import PostgresURL, connect, prepare_schema, redact
+from onduty.log.pg import redact
+from onduty.log.postgres import PostgresURL, connect, prepare_schema
 
 KEY_ID_KEY = "checkpoint_key"
 STORE_PARTITION = -1  # meta rows of the whole store (the log writes its format there)

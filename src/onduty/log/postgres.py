@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
 import psycopg
@@ -27,6 +26,7 @@ from psycopg import sql
 
 from onduty.events import GENESIS_HASH, Event, event_from_body
 from onduty.log.base import ChainBreak, Snapshot, StoreError, stored_snapshot, walk_chain
+from onduty.log.pg import StoreURLError, parse_store_url, redact
 from onduty.log.placing import Request, Row
 from onduty.log.repeats import Bases, RepeatRow
 
@@ -60,33 +60,16 @@ class PostgresURL:
     def parse(cls, url: str) -> PostgresURL:
         """`postgresql://user@host:port/db?schema=NAME&partition=N` (both optional; other
         query parameters go to libpq). Raises `StoreError` naming what is wrong."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("postgresql", "postgres"):
-            raise StoreError(f"store {redact(url)}: not a postgresql:// URL")
-        query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        schema = query.pop("schema", DEFAULT_SCHEMA)
-        if not schema.isidentifier() or not schema.isascii() or len(schema) > 63:
-            raise StoreError(
-                f"store {redact(url)}: schema {schema!r} must be a plain identifier "
-                "(letters, digits and _, not starting with a digit, at most 63 characters)"
-            )
-        raw_partition = query.pop("partition", "0")
+        try:
+            parsed = parse_store_url(url, own=("partition",))
+        except StoreURLError as error:
+            raise StoreError(str(error)) from None
+        raw_partition = parsed.options.get("partition", "0")
         if not raw_partition.isdigit():
             raise StoreError(
                 f"store {redact(url)}: partition {raw_partition!r} must be a whole number >= 0"
             )
-        conninfo = urlunsplit(parts._replace(query=urlencode(query)))
-        return cls(conninfo, schema.lower(), int(raw_partition))
-
-
-def redact(url: str) -> str:
-    """`url` without its password: what error messages and logs may show."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+        return cls(parsed.conninfo, parsed.schema, int(raw_partition))
 
 
 def connect(conninfo: str, *, autocommit: bool) -> psycopg.Connection[Any]:
