@@ -11,6 +11,7 @@ instead of measuring.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import resource
 import signal
@@ -19,7 +20,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ import psycopg
 from nats.js.errors import NotFoundError
 from psycopg import sql
 
+from onduty.bench._http import Burst, Connection, Requests, attempt, run_async
 from onduty.bench._procs import stop
 from onduty.bench._serve import Started, free_port, wait_ready
 from onduty.bench._workload import Row
@@ -212,6 +214,66 @@ def balanced(managers: list[Node], partitions: int) -> bool:
     return sum(held) == partitions and max(held) - min(held) <= 1
 
 
+# --------------------------------------------------------------------------- load
+
+
+def closed_loop(
+    url: str, path: str, bodies: Sequence[bytes], *, connections: int, seconds: float,
+    unique: str | None = None, answer_within: float = 30.0,
+) -> Burst:  # fmt: skip
+    """POST `bodies` round-robin from `connections` keep-alive connections, each sending its
+    next request when the last is answered, for `seconds`; then wait for the answers in flight.
+
+    In the calling thread's own event loop: at the rate a fleet takes these webhooks (a few
+    hundred requests a second) that costs a few percent of a core, and unlike wrk it sends
+    nothing after its deadline, so the drain that follows is the managers' alone. An answer
+    slower than `answer_within` counts as a timeout."""
+    return run_async(_closed_loop(url, path, bodies, connections, seconds, unique, answer_within))
+
+
+async def _closed_loop(
+    url: str, path: str, bodies: Sequence[bytes], connections: int, seconds: float,
+    unique: str | None, answer_within: float,
+) -> Burst:  # fmt: skip
+    requests = Requests(url, path, bodies, unique)
+    done = Burst("asyncio HTTP/1.1 client, in the bench's process", connections, 0, 0, 0.0)
+    first, last = math.inf, 0.0
+    deadline = time.monotonic() + seconds
+    position = 0
+
+    async def connection() -> None:
+        nonlocal position, first, last
+        client = await Connection.open(url)
+        try:
+            while (now := time.monotonic()) < deadline:
+                request = requests[position]
+                position += 1
+                done.sent += 1
+                first = min(first, now)
+                try:
+                    client, status = await asyncio.wait_for(
+                        attempt(client, url, request), answer_within
+                    )
+                except TimeoutError:
+                    done.timeouts += 1
+                    client.close()
+                    client = await Connection.open(url)
+                    continue
+                if status is None:
+                    done.errors += 1
+                elif status == 202:
+                    done.ok += 1
+                    last = time.monotonic()
+                else:
+                    done.statuses[status] += 1
+        finally:
+            client.close()
+
+    await asyncio.gather(*(connection() for _ in range(connections)))
+    done.seconds = max(0.0, last - first) if done.ok else 0.0
+    return done
+
+
 # --------------------------------------------------------------------------- the store
 
 
@@ -324,8 +386,8 @@ def pids_named(*names: str) -> list[int]:
 
 @dataclass
 class CpuUse:
-    """Cores used over a block by named groups of processes, by the load generator (wrk), by
-    this process, and by the whole machine; the rest is "other processes".
+    """Cores used over a block by named groups of processes, by this process (the bench, its
+    load generator included), and by the whole machine; the rest is "other processes".
 
     A group is a callable giving its pids, asked at the start and at the end (the database's
     backends come and go); a process counts from when it was first seen."""
@@ -336,9 +398,6 @@ class CpuUse:
     wall: float = 0.0  # seconds the block lasted
     _start: dict[str, dict[int, int]] = field(default_factory=dict)
     _clock: tuple[float, float, float] = (0.0, 0.0, 0.0)
-
-    def __post_init__(self) -> None:
-        self.groups = {**self.groups, "load generator": lambda: pids_named("wrk")}
 
     def __enter__(self) -> CpuUse:
         self._start = {name: {p: _ticks(p) for p in pids()} for name, pids in self.groups.items()}
@@ -356,7 +415,7 @@ class CpuUse:
             # a process gone meanwhile reads 0: what it used is lost rather than negative
             used = sum(max(0, _ticks(p) - before.get(p, 0)) for p in {*pids(), *before})
             self.cores[name] = used / tick / wall
-        self.cores["the bench itself"] = (_own() - own) / wall
+        self.cores["the bench and its load generator"] = (_own() - own) / wall
         self.machine = (_machine_busy() - busy) / wall
         self.cores["other processes"] = max(0.0, self.machine - sum(self.cores.values()))
 
