@@ -49,7 +49,7 @@ from onduty.log.checkpoints import CheckpointError
 from onduty.log.fleet_view import FleetView, place_of
 from onduty.log.pg import DatabaseUnavailable, StoreURLError
 from onduty.runtime import Input, RecoveryReport, Runtime, settle_heap
-from onduty.service import Service, StartupError, activation
+from onduty.service import Service, StartupError
 
 logger = logging.getLogger("onduty")
 
@@ -297,29 +297,16 @@ class FleetService(Service):
             return None
         return place_of(view.decisions.first_seq)[0]
 
-    def activate(
-        self,
-        config: Config,
-        *,
-        role: str,
-        source: str,
-        selector: str | None = None,
-        actor: str = "api",
-    ) -> tuple[int, dict[str, Any]]:
-        """Publish the policy to every partition: each cell records its `PolicyActivated`."""
+    def _submit_policy(self, item: Input) -> tuple[int, dict[str, Any]] | None:
+        """Publish a policy change to every partition (each cell records it), waiting until
+        the bus stored it; None once it did, else the refusal."""
         runner = self._runner
         if runner is None:
             return 503, {"error": "onduty is starting"}
-        body = activation(config, role, source, selector)
-        refused = runner.call(self.gateway.submit([Input(body, stream="policy", actor=actor)]), 30)
+        refused = runner.call(self.gateway.submit([item]), 30)
         if refused is not None:
             return refused.status, {"error": refused.reason}
-        if role == "active":
-            self.config = config
-        logger.info(
-            "policy %s is now %s in every partition (from %s)", config.version, role, source
-        )
-        return 202, {"version": config.version, "role": role, "changed": True}
+        return None
 
     def _record_outcome(self, body: Payload, stream: str) -> None:
         """Outcomes are recorded by the cell whose action it was; nothing reaches here."""

@@ -324,18 +324,26 @@ class Service:
         selector: str | None = None,
         actor: str = "api",
     ) -> tuple[int, dict[str, Any]]:
-        loop = self.loop
-        if loop is None:
-            return 503, {"error": "onduty is starting"}
         body = activation(config, role, source, selector)
-        future = loop.offer([Input(body, stream="policy", actor=actor)])
-        if future is None:
-            return 429, {"error": "the queue is full; retry shortly"}
-        future.result(timeout=30)
+        refused = self._submit_policy(Input(body, stream="policy", actor=actor))
+        if refused is not None:
+            return refused
         if role == "active":
             self.config = config
         logger.info("policy %s is now %s (from %s)", config.version, role, source)
         return 202, {"version": config.version, "role": role, "changed": True}
+
+    def _submit_policy(self, item: Input) -> tuple[int, dict[str, Any]] | None:
+        """Hand a policy change to the core and wait until it is recorded; None once it is,
+        else the refusal (status, body)."""
+        loop = self.loop
+        if loop is None:
+            return 503, {"error": "onduty is starting"}
+        future = loop.offer([item])
+        if future is None:
+            return 429, {"error": "the queue is full; retry shortly"}
+        future.result(timeout=30)
+        return None
 
     def _record_outcome(self, body: Payload, stream: str) -> None:
         """An actuator's outcome joins the core loop's queue, batched with other inputs; a
