@@ -15,6 +15,7 @@ from onduty.checkpointer import key_file, witness_file
 from onduty.config_checkpoints import CheckpointSettings
 from onduty.log import ChainBreak, EventLog, StoreError
 from onduty.log.checkpoints import (
+    CheckpointError,
     CheckpointReport,
     Finding,
     load_public_keys,
@@ -156,3 +157,80 @@ def fleet_audit_of(
     public = public_path(Path(settings.key)) if settings.key else None
     keys = [public] if public is not None and public.exists() else []
     return audit_fleet_checkpoints(store, broken, witness=witness, public_keys=keys)
+
+
+@dataclass
+class CheckpointSummary:
+    """The checkpoints' verdict as the API and the console show it, for one log or a fleet's
+    store alike. `problem` is set (and the rest empty) when a key or witness cannot be read."""
+
+    witness: Path | None = None
+    checked: int = 0
+    """Checkpoints that hold (in the witness and in the log or the store's table)."""
+    in_log: int = 0
+    """Those recorded in the log itself (or the store's table)."""
+    signatures: bool = False
+    latest: dict[str, str | int] | None = None
+    vouched: str = ""
+    """A sentence: what the newest checkpoint that holds vouches for."""
+    archives: list[ArchiveEntry] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    """Every finding against the store, the chain's own break included for one log."""
+    problem: str = ""
+
+    @property
+    def first_finding(self) -> str:
+        """The first finding that is not the chain's own break ("" for none)."""
+        return next((f.message for f in self.findings if f.kind != "chain"), "")
+
+
+def summarize_checkpoints(
+    log: EventLog,
+    store: str,
+    broken: ChainBreak | None,
+    *,
+    fleet: bool,
+    settings: CheckpointSettings,
+    node: str,
+) -> CheckpointSummary:
+    """`audit_checkpoints` for one log, `fleet_audit_of` for a fleet's store (as node `node`),
+    in the one shape a page or an answer shows."""
+    if fleet:
+        try:
+            audited_fleet = fleet_audit_of(settings, store, broken, node)
+        except (CheckpointError, StoreError) as error:
+            return CheckpointSummary(problem=str(error))
+        report = audited_fleet.report
+        newest = report.latest
+        return CheckpointSummary(
+            witness=audited_fleet.witness,
+            checked=report.in_witness + report.in_store,
+            in_log=report.in_store,
+            signatures=report.signatures,
+            latest=None if newest is None else {"described": newest.describe()},
+            vouched="no signed checkpoint of the partitions: a cut tail would not be seen"
+            if newest is None
+            else f"{report.in_witness + report.in_store} signed checkpoints hold; the newest "
+            f"{newest.describe()}",
+            findings=[f for f in audited_fleet.findings if f.kind != "chain"],
+        )
+    try:
+        audited = audit_checkpoints(log, store, broken)
+    except CheckpointError as error:
+        return CheckpointSummary(problem=str(error))
+    latest = audited.report.latest
+    return CheckpointSummary(
+        witness=audited.witness,
+        checked=audited.report.checked,
+        in_log=audited.report.in_log,
+        signatures=audited.report.signatures,
+        latest=None
+        if latest is None
+        else {"seq": latest.seq, "signed_at": latest.signed_at, "key_id": latest.key_id},
+        vouched="no signed checkpoint in a witness file: a cut tail would not be seen"
+        if latest is None
+        else f"{audited.report.checked} signed checkpoints hold, the latest at event "
+        f"#{latest.seq} (signed {latest.signed_at} by key {latest.key_id})",
+        archives=audited.archives,
+        findings=audited.findings,
+    )

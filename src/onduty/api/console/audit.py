@@ -14,9 +14,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from onduty.api.console.pages import Pages
-from onduty.auditing import audit_checkpoints, events_in, fleet_audit_of
-from onduty.log import ChainBreak, EventLog, StoreError, verify_snapshots
-from onduty.log.checkpoints import CheckpointError
+from onduty.auditing import events_in, summarize_checkpoints
+from onduty.log import verify_snapshots
 from onduty.service import Service
 
 
@@ -61,10 +60,18 @@ class Audit:
             reason = broken.reason if broken else ""
             if broken is None and bad:
                 reason = "; ".join(f"snapshot at seq {p.seq}: {p.reason}" for p in bad)
-            if self.service.is_fleet:
-                vouched, contradicted, archives = _fleet_checkpoints(self.service, broken)
-            else:
-                vouched, contradicted, archives = _checkpoints(log, self.service.store, broken)
+            service = self.service
+            summary = summarize_checkpoints(
+                log,
+                service.store,
+                broken,
+                fleet=service.is_fleet,
+                settings=service.config.checkpoints,
+                node=service.name,
+            )
+            vouched = summary.vouched
+            contradicted = summary.problem or summary.first_finding
+            archives = len(summary.archives)
             if broken is None and not bad and contradicted:
                 reason = contradicted
             self.status = AuditStatus(
@@ -79,40 +86,6 @@ class Audit:
                 archives=archives,
             )
             return self.status
-
-
-def _checkpoints(log: EventLog, store: str, broken: ChainBreak | None) -> tuple[str, str, int]:
-    """(what the checkpoints vouch for, the first finding against the log or "", archives)."""
-    try:
-        audited = audit_checkpoints(log, store, broken)
-    except CheckpointError as error:
-        return "", str(error), 0
-    first = next((f.message for f in audited.findings if f.kind != "chain"), "")
-    latest = audited.report.latest
-    if latest is None:
-        vouched = "no signed checkpoint in a witness file: a cut tail would not be seen"
-    else:
-        vouched = (
-            f"{audited.report.checked} signed checkpoints hold, the latest at event "
-            f"#{latest.seq} (signed {latest.signed_at} by key {latest.key_id})"
-        )
-    return vouched, first, len(audited.archives)
-
-
-def _fleet_checkpoints(service: Service, broken: ChainBreak | None) -> tuple[str, str, int]:
-    """As `_checkpoints`, for a fleet's store: its node's witness and key."""
-    try:
-        audited = fleet_audit_of(service.config.checkpoints, service.store, broken, service.name)
-    except (CheckpointError, StoreError) as error:
-        return "", str(error), 0
-    first = next((f.message for f in audited.findings if f.kind != "chain"), "")
-    latest = audited.report.latest
-    if latest is None:
-        vouched = "no signed checkpoint of the partitions: a cut tail would not be seen"
-    else:
-        checked = audited.report.in_witness + audited.report.in_store
-        vouched = f"{checked} signed checkpoints hold; the newest {latest.describe()}"
-    return vouched, first, 0
 
 
 def audit_router(audit: Audit, pages: Pages) -> APIRouter:

@@ -11,10 +11,8 @@ from starlette.responses import Response
 
 from onduty.api.ingest import JSONBody, error
 from onduty.api.routes.common import API, READ, event_json
-from onduty.auditing import audit_checkpoints, events_in, fleet_audit_of
-from onduty.config_checkpoints import CheckpointSettings
-from onduty.log import ChainBreak, EventLog, StoreError, verify_snapshots
-from onduty.log.checkpoints import CheckpointError
+from onduty.auditing import CheckpointSummary, events_in, summarize_checkpoints
+from onduty.log import verify_snapshots
 from onduty.service import Service
 
 
@@ -47,13 +45,16 @@ def events_router(service: Service) -> APIRouter:
         bad = await asyncio.to_thread(verify_snapshots, log)
         head = await asyncio.to_thread(events_in, log)
         snapshots = [{"seq": problem.seq, "reason": problem.reason} for problem in bad]
-        settings = service.config.checkpoints
-        if service.is_fleet:
-            checkpoints = await asyncio.to_thread(
-                fleet_checkpoints_json, service.store, broken, settings, service.name
-            )
-        else:
-            checkpoints = await asyncio.to_thread(checkpoints_json, log, service.store, broken)
+        summary = await asyncio.to_thread(
+            summarize_checkpoints,
+            log,
+            service.store,
+            broken,
+            fleet=service.is_fleet,
+            settings=service.config.checkpoints,
+            node=service.name,
+        )
+        checkpoints = checkpoints_json(summary)
         if broken is None:
             intact = not bad and not checkpoints["findings"]
             return {"intact": intact, "events": head, "bad_snapshots": snapshots, **checkpoints}
@@ -69,55 +70,24 @@ def events_router(service: Service) -> APIRouter:
     return router
 
 
-def fleet_checkpoints_json(
-    store: str, broken: ChainBreak | None, settings: CheckpointSettings, node: str
-) -> dict[str, Any]:
-    """What a fleet's checkpoints say (its node's witness and key), as extra fields."""
-    try:
-        audited = fleet_audit_of(settings, store, broken, node)
-    except (CheckpointError, StoreError) as error:
-        return {"findings": [{"kind": "unreadable", "seq": 0, "message": str(error)}]}
-    report, latest = audited.report, audited.report.latest
-    return {
-        "checkpoints": {
-            "witness": None if audited.witness is None else str(audited.witness),
-            "checked": report.in_witness + report.in_store,
-            "in_log": report.in_store,
-            "signatures_checked": report.signatures,
-            "latest": None if latest is None else {"described": latest.describe()},
-        },
-        "archives": [],
-        "findings": [
-            {"kind": finding.kind, "seq": finding.seq, "message": finding.message}
-            for finding in audited.findings
-            if finding.kind != "chain"  # the chain's own break is reported beside
-        ],
-    }
-
-
-def checkpoints_json(log: EventLog, store: str, broken: ChainBreak | None) -> dict[str, Any]:
+def checkpoints_json(summary: CheckpointSummary) -> dict[str, Any]:
     """What the checkpoints and the archives say, as the audit answer's extra fields."""
-    try:
-        audited = audit_checkpoints(log, store, broken)
-    except CheckpointError as error:
-        return {"findings": [{"kind": "unreadable", "seq": 0, "message": str(error)}]}
-    report, latest = audited.report, audited.report.latest
+    if summary.problem:
+        return {"findings": [{"kind": "unreadable", "seq": 0, "message": summary.problem}]}
     return {
         "checkpoints": {
-            "witness": None if audited.witness is None else str(audited.witness),
-            "checked": report.checked,
-            "in_log": report.in_log,
-            "signatures_checked": report.signatures,
-            "latest": None
-            if latest is None
-            else {"seq": latest.seq, "signed_at": latest.signed_at, "key_id": latest.key_id},
+            "witness": None if summary.witness is None else str(summary.witness),
+            "checked": summary.checked,
+            "in_log": summary.in_log,
+            "signatures_checked": summary.signatures,
+            "latest": summary.latest,
         },
         "archives": [
             {"name": entry.name, "first": entry.first, "last": entry.last}
-            for entry in audited.archives
+            for entry in summary.archives
         ],
         "findings": [
             {"kind": finding.kind, "seq": finding.seq, "message": finding.message}
-            for finding in audited.findings
+            for finding in summary.findings
         ],
     }
