@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import logging
 import shutil
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ from onduty.log import StoreError
 from onduty.log.checkpoints import CheckpointError, load_or_create_key, public_path
 from onduty.log.fleet_checkpoint_store import CheckpointStore
 from onduty.log.postgres import PostgresEventLog, connect
+from tests.http_witness import http_witness
 from tests.log.contract import signal
 from tests.postgres import SERVER, Schemas, store_url
 
@@ -315,26 +314,9 @@ def test_a_witness_removed_while_signing_is_said(
 
 
 def test_checkpoints_also_go_to_an_http_witness(url: str, tmp_path: Path) -> None:
-    received: list[bytes] = []
-
-    class Witness(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            received.append(self.rfile.read(int(self.headers["Content-Length"])))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Witness)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        address = f"http://127.0.0.1:{server.server_address[1]}/checkpoints"
-        node = checkpointer(url, tmp_path, settings={"witness_url": address})
+    with http_witness() as witness:
+        node = checkpointer(url, tmp_path, settings={"witness_url": witness.url})
         append(url, 0, 2)
         signed = node.checkpoint_now()
         node.stop()
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert signed is not None and received == [signed.line()]
+    assert signed is not None and witness.received == [signed.line()]

@@ -13,7 +13,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,11 +110,11 @@ def held(server: Server) -> int:
     return 0
 
 
-def wait_for(predicate: object, timeout: float, what: str) -> float:
+def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> float:
     """Poll `predicate()` until true; the seconds it took. Fails naming `what`."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
-        if predicate():  # type: ignore[operator]
+        if predicate():
             return time.monotonic() - started
         time.sleep(0.1)
     raise AssertionError(f"{what}: not within {timeout} s")

@@ -30,8 +30,8 @@ def send(url: str, instance: str) -> int:
     return httpx.post(f"{url}/api/v1/signals", json=signal_body(instance), timeout=10).status_code
 
 
-def balanced(managers: list[object], each: int) -> bool:
-    return all(held(m) == each for m in managers)  # type: ignore[arg-type]
+def balanced(managers: list[Server], each: int) -> bool:
+    return all(held(m) == each for m in managers)
 
 
 @pytest.mark.parametrize("count", [2, 3])

@@ -25,6 +25,7 @@ from onduty.config_checkpoints import CheckpointSettings
 from onduty.events import Payload, SignalReceived, chain_hash, make_event
 from onduty.log.checkpoints import public_path, read_witness
 from onduty.log.sqlite import SQLiteEventLog
+from tests.http_witness import http_witness
 from tests.run_cli import onduty
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -348,30 +349,13 @@ def test_old_checkpoints_verify_with_the_rotated_out_public_key(store: Path) -> 
 
 
 def test_checkpoints_also_go_to_an_http_witness_and_a_second_store(tmp_path: Path) -> None:
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-
-    received: list[bytes] = []
-
-    class Witness(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            received.append(self.rfile.read(int(self.headers["Content-Length"])))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Witness)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     second = tmp_path / "second.db"
-    settings = CheckpointSettings(
-        every=timedelta(hours=1),
-        witness_url=f"http://127.0.0.1:{server.server_address[1]}/checkpoints",
-        witness_store=f"sqlite:///{second}",
-    )
-    try:
+    with http_witness() as witness:
+        settings = CheckpointSettings(
+            every=timedelta(hours=1),
+            witness_url=witness.url,
+            witness_store=f"sqlite:///{second}",
+        )
         with SQLiteEventLog(str(tmp_path / "onduty.db")) as log:
             log.append([make_event(_signal(i), id=f"e-{i}", ts=T0, stream="s") for i in range(3)])
             key = signing_key(settings, str(tmp_path / "onduty.db"))
@@ -380,11 +364,8 @@ def test_checkpoints_also_go_to_an_http_witness_and_a_second_store(tmp_path: Pat
             )
             signed = checkpointer.checkpoint_now()
             checkpointer.stop()
-    finally:
-        server.shutdown()
-        server.server_close()
     assert signed is not None and signed.seq == 3
-    assert [orjson.loads(body)["seq"] for body in received] == [3]
+    assert [orjson.loads(body)["seq"] for body in witness.received] == [3]
     with SQLiteEventLog(str(second)) as copy:
         [event] = list(copy.read())
     assert event.type == "CheckpointSigned" and event.data["signature"] == signed.signature

@@ -11,7 +11,6 @@ and in the store's `checkpoints` table, signed with the key made at the first st
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,13 +40,6 @@ AFTER = 2  # events appended to partition 0 after the second checkpoint
 
 
 pytestmark = pytest.mark.usefixtures("postgres_server")
-
-
-@pytest.fixture
-def schemas() -> Iterator[Schemas]:
-    made = Schemas()
-    yield made
-    made.drop()
 
 
 def grow(url: str, heads: dict[int, int]) -> None:

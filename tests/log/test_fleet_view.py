@@ -3,7 +3,6 @@ console read it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,13 +19,6 @@ pytestmark = pytest.mark.usefixtures("postgres_server")
 @pytest.fixture
 def url(schemas: Schemas, tmp_path: Path) -> str:
     return store_url(schemas.name(tmp_path))
-
-
-@pytest.fixture
-def schemas() -> Iterator[Schemas]:
-    made = Schemas()
-    yield made
-    made.drop()
 
 
 def fill(url: str) -> dict[int, list[int]]:

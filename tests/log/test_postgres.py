@@ -28,13 +28,6 @@ from tests.postgres import SERVER, Schemas, store_url
 pytestmark = pytest.mark.usefixtures("postgres_server")
 
 
-@pytest.fixture
-def schemas() -> Iterator[Schemas]:
-    made = Schemas()
-    yield made
-    made.drop()
-
-
 class TestPostgresEventLog(EventLogContract):
     commit_error = psycopg.Error
 
