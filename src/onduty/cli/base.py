@@ -96,10 +96,13 @@ def existing_log(url: str) -> Iterator[EventLog]:
 def _whole_store(url: str) -> EventLog | None:
     """A PostgreSQL store named without a partition is read whole: every partition's events at
     their positions (`FleetView`), each partition's chain verified on its own."""
-    if not url.startswith(("postgresql://", "postgres://")) or "partition=" in url:
+    if not url.startswith(("postgresql://", "postgres://")):
         return None
     from onduty.log.fleet_view import FleetView
+    from onduty.log.pg import parse_store_url
 
+    if "partition" in parse_store_url(url, own=("partition",)).options:
+        return None  # one partition, as open_log reads it
     return FleetView(url)
 
 

@@ -31,7 +31,6 @@ from onduty.log.placing import Request, Row
 from onduty.log.repeats import Bases, RepeatRow
 
 FORMAT = "onduty-eventlog-pg/1"
-DEFAULT_SCHEMA = "onduty"
 PAGE = 2_000  # rows fetched at a time by `read` and `verify`
 STREAM_PAGE = 128  # rows `read_stream` fetches first (then twice as many, up to PAGE)
 SEQS_CHUNK = 1_000  # seqs `read_seqs` asks for in one query
