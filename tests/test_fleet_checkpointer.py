@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -127,6 +129,27 @@ def test_a_second_node_without_the_key_refuses(url: str, tmp_path: Path) -> None
     second = checkpointer(url, other, signer="node-b")
     second.stop()
     assert second.key.key_id == first.key.key_id
+
+
+def test_nodes_starting_at_once_in_one_folder_share_the_key_one_of_them_made(
+    url: str, tmp_path: Path
+) -> None:
+    """Managers of one host start together: each finds no key file, one makes it while the
+    others wait their turn, and they then use that file instead of refusing."""
+    with CheckpointStore(url) as store:
+        store.prepare()
+    nodes = 4
+    start = threading.Barrier(nodes)
+
+    def start_node() -> str:
+        with CheckpointStore(url) as store:
+            start.wait()
+            return fleet_signing_key(settings(tmp_path), store).key_id
+
+    with ThreadPoolExecutor(nodes) as pool:
+        key_ids = list(pool.map(lambda _: start_node(), range(nodes)))
+    assert len(set(key_ids)) == 1
+    assert load_or_create_key(tmp_path / "fleet.key")[0].key_id == key_ids[0]
 
 
 def test_a_key_from_a_secret_reference(url: str, tmp_path: Path) -> None:

@@ -82,6 +82,11 @@ def _first_key(path: Path, store: CheckpointStore) -> SigningKey:
         return key.key_id
 
     existing = store.first_key(make)
+    if existing is not None and path.exists():
+        # Another node that shares this folder made the key while this one waited its turn.
+        key, _ = load_or_create_key(path)
+        if key.key_id == existing:
+            return key
     if existing is not None:
         raise CheckpointError(
             f"checkpoints.key {path}: no such file, and the store {store.url} already has a "
