@@ -176,3 +176,56 @@ def test_the_builtin_demo_ships_with_its_config() -> None:
 def test_the_demo_config_file_is_a_valid_onduty_config() -> None:
     path = Path(__file__).parents[2] / "src/onduty/sim/scenarios/demo-config.yaml"
     assert load_config(path).version == load_builtin_config("demo").version
+
+
+FLEET: dict[str, Any] = {
+    "services": [
+        {
+            "name": "web",
+            "tier": "critical",
+            "regions": ["eu-west", "us-east"],
+            "instances": 4,
+            "depends_on": ["db"],
+        },
+        {"name": "db", "tier": "high", "region": "eu-west", "instances": ["db-a", "db-b"]},
+    ]
+}
+
+
+def test_a_fleet_replaces_the_config_services(small_config: Config) -> None:
+    scenario = parse_scenario({**BASE, "fleet": FLEET})
+    config = scenario.apply_fleet(small_config)
+    assert [(s.name, s.tier, s.region, s.instances) for s in config.services] == [
+        ("web", "critical", "eu-west", ["web-1", "web-2", "web-3", "web-4"]),
+        ("db", "high", "eu-west", ["db-a", "db-b"]),
+    ]
+    assert config.services[0].autonomy.name == "ACT"  # lent by the config's web
+    assert config.version != small_config.version
+    world = World(small_config, scenario)
+    assert [i.region for i in world.fleet.instances_of("web")] == [
+        "eu-west",
+        "us-east",
+        "eu-west",
+        "us-east",
+    ]
+    assert world.fleet.callers_of("db") == ["web"]
+    assert parse_scenario(BASE).apply_fleet(small_config) is small_config
+
+
+def test_fleet_problems_name_the_field() -> None:
+    bad = {
+        "services": [
+            {"name": "web", "instances": 2, "depends_on": ["nope", "web"]},
+            {"name": "api", "instances": ["web-1"]},
+        ]
+    }
+    found = problems({**BASE, "fleet": bad})
+    assert "fleet.services[1].instances: 'web-1' already belongs to service 'web'" in found
+    assert any(p.startswith("fleet.services[0].depends_on[0]: no service 'nope'") for p in found)
+    assert "fleet.services[0].depends_on[1]: a service cannot depend on itself" in found
+
+
+def test_planned_faults_are_the_fixed_faults() -> None:
+    faults = [{"at": "1m", "kind": "instance_crash", "target": "web-1"}]
+    scenario = parse_scenario({**BASE, "faults": faults})
+    assert [(f.kind, f.target) for f in scenario.planned_faults()] == [("instance_crash", "web-1")]

@@ -152,3 +152,48 @@ def test_the_stream_does_not_depend_on_how_time_is_sliced(make_world: WorldFacto
         s.model_dump_json() for s in coarse_stream
     ]
     assert fine.snapshot() == coarse.snapshot()
+
+
+def test_each_action_is_judged_right_wrong_or_harmful(make_world: WorldFactory) -> None:
+    world = make_world(
+        [
+            {"at": "1m", "kind": "instance_crash", "target": "web-2"},
+            {"at": "1m", "kind": "bad_deploy", "target": "api"},
+        ]
+    )
+    world.advance(m(4))
+    world.apply("process.restart", "web-2", {}, "fix", m(4))
+    world.apply("process.restart", "api-1", {}, "restart-for-a-deploy", m(4))
+    world.apply("process.restart", "web-1", {}, "healthy", m(4))
+    world.apply("deploy.rollback", "api", {}, "rollback", m(4))
+    verdicts = {a.command_id: (a.verdict, a.reason) for a in world.actions}
+    assert verdicts["fix"] == ("right", "process.restart web-2 is the fix of F01 (instance_crash)")
+    assert verdicts["restart-for-a-deploy"][0] == "wrong"
+    assert "its fix is deploy.rollback api" in verdicts["restart-for-a-deploy"][1]
+    assert verdicts["healthy"] == ("harmful", "web-1 was healthy: no active fault touched it")
+    assert verdicts["rollback"][0] == "right"
+
+
+def test_an_action_that_leaves_a_service_without_capacity_is_harmful(
+    make_world: WorldFactory,
+) -> None:
+    world = make_world([{"at": "1m", "kind": "bad_deploy", "target": "api"}])
+    world.advance(m(4))
+    world.apply("process.restart", "api-1", {}, "first", m(4))
+    world.apply("process.restart", "api-2", {}, "second", m(4))
+    assert [a.verdict for a in world.actions] == ["wrong", "harmful"]
+    assert "api was left with 0 of 2 instances up" in world.actions[1].reason
+
+
+def test_slo_minutes_lost_count_degraded_steps_per_service(make_world: WorldFactory) -> None:
+    world = make_world([{"at": "10m", "kind": "bad_deploy", "target": "api"}])
+    world.advance(m(9.9))
+    assert world.slo_minutes_lost() == {"api": 0.0, "web": 0.0}
+    world.advance(m(20))
+    lost = world.slo_minutes_lost()
+    assert lost["web"] == 0.0
+    assert 9.5 <= lost["api"] <= 10.25  # every 15 s step from 10m to 20m
+    world.apply("deploy.rollback", "api", {}, "rollback", m(20))
+    world.advance(m(40))
+    assert world.slo_minutes_lost()["api"] == lost["api"]
+    assert world.take_malformed() == []

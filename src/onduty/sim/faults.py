@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import ClassVar, Literal
 
+from onduty.config import format_duration
 from onduty.sim.fleet import Fleet, bump_patch
 
 SELF = "self"
@@ -33,13 +34,23 @@ class FaultRecord:
     cleared_at: datetime | None
     cleared_by: str | None  # command id of the action that healed it, or "self"
     alertnames: tuple[str, ...]  # the alerts it is expected to raise
+    cause: str = ""
+    """The ground truth in one sentence: what really went wrong."""
+    right_fix: str | None = None
+    """The action that heals it, as "ACTION TARGET" ("process.restart search-2",
+    "deploy.rollback payments"); None when no action does (it ends by itself, or only a human
+    can help: escalation is the right response)."""
+    scope: str = "instance"
+    """What the target names: "instance", "service", "region" or "signals"."""
+    signals_from: tuple[str, ...] = ()
+    """The instances and services whose alerts this fault raises (empty: those of its target)."""
 
 
 class Fault(ABC):
     """Base of every fault kind. Subclasses set the class attributes and the effect."""
 
     kind: ClassVar[str]
-    scope: ClassVar[Literal["instance", "service"]]
+    scope: ClassVar[Literal["instance", "service", "region", "signals"]]
     alertnames: ClassVar[tuple[str, ...]]
     healed_by: ClassVar[frozenset[str]] = frozenset()
 
@@ -110,7 +121,33 @@ class Fault(ABC):
             cleared_at=self.cleared_at,
             cleared_by=self.cleared_by,
             alertnames=self.alertnames,
+            cause=self.cause(),
+            right_fix=self.right_fix(),
+            scope=self.scope,
+            signals_from=self.signals_from(),
         )
+
+    def cause(self) -> str:
+        """The ground truth, in one sentence."""
+        return f"{self.kind} on {self.target}"
+
+    def right_fix(self) -> str | None:
+        """The action that heals the fault ("ACTION TARGET"), None when none does."""
+        if not self.healed_by:
+            return None
+        action = sorted(self.healed_by)[0]
+        return f"{action} {self.target if self.scope == 'instance' else self.service}"
+
+    def signals_from(self) -> tuple[str, ...]:
+        """Where its alerts come from: by default its target (and, for an instance, its service)."""
+        if self.scope == "instance":
+            return (self.target, self.service)
+        return (self.service,)
+
+    def fixed_by(self, action: str, target: str) -> bool:
+        """Whether `action` on `target` is this fault's fix (not necessarily effective: an
+        actuator fault may keep it from working)."""
+        return self.clears(action, target)
 
     # ------------------------------------------------------------------ per kind
 
@@ -154,6 +191,11 @@ class InstanceCrash(_FixedByRestart):
     kind = "instance_crash"
     alertnames = ("InstanceDown",)
 
+    def cause(self) -> str:
+        return (
+            f"the process of {self.target} ({self.service}) crashed and stays down until restarted"
+        )
+
     def _start(self, fleet: Fleet, now: datetime) -> None:
         fleet.crash(self.target)
 
@@ -168,6 +210,9 @@ class MemoryLeak(_FixedByRestart):
     alertnames = ("HighMemoryUsage",)
     start_pct: ClassVar[float] = 55.0
     growth_pct_per_min: ClassVar[float] = 1.0
+
+    def cause(self) -> str:
+        return f"{self.target} ({self.service}) leaks memory, ~1% a minute, until restarted"
 
     def level(self, now: datetime) -> float:
         if self.injected_at is None:
@@ -191,6 +236,10 @@ class BadDeploy(Fault):
     healed_by = frozenset({"deploy.rollback"})
     error_rate: ClassVar[float] = 0.25
     bad_version = ""
+
+    def cause(self) -> str:
+        release = f"release {self.bad_version}" if self.bad_version else "a new release"
+        return f"{release} of {self.service} has a bug: ~25% of its requests fail"
 
     def _start(self, fleet: Fleet, now: datetime) -> None:
         self.bad_version = bump_patch(fleet.services[self.service].version)
@@ -230,6 +279,10 @@ class DependencyLatency(_Timed):
     default_duration = timedelta(minutes=20)
     latency_ms: ClassVar[float] = 2500.0
 
+    def cause(self) -> str:
+        minutes = format_duration(self.ends_at - (self.injected_at or self.at))
+        return f"a dependency of {self.service} answers slowly for {minutes} (p99 ~2.5 s)"
+
     def _effect(self, fleet: Fleet, now: datetime) -> None:
         for instance in fleet.instances_of(self.service):
             instance.latency_ms = self.latency_ms * fleet.noise(0.05)
@@ -243,6 +296,14 @@ class Flapping(_Timed):
     alertnames = ("InstanceDown",)
     default_duration = timedelta(minutes=30)
     default_period = timedelta(minutes=4)
+
+    def cause(self) -> str:
+        period = format_duration(self.period or self.default_period)
+        minutes = format_duration(self.ends_at - (self.injected_at or self.at))
+        return (
+            f"{self.target} ({self.service}) goes down and comes back by itself every "
+            f"{period} for {minutes}; a restart does not help"
+        )
 
     def down_at(self, now: datetime) -> bool:
         if self.injected_at is None or not self.injected_at <= now < self.ends_at:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -114,9 +114,15 @@ class Fleet:
         rng: random.Random,
         *,
         boot_delay: timedelta = BOOT_DELAY,
+        regions: Mapping[str, str] | None = None,
+        depends_on: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self._rng = rng
         self.boot_delay = boot_delay
+        self._regions = dict(regions or {})
+        self.depends_on: dict[str, list[str]] = {
+            name: list(calls) for name, calls in (depends_on or {}).items()
+        }
         self.services: dict[str, ServiceState] = {}
         self.instances: dict[str, Instance] = {}
         for index, service in enumerate(services):
@@ -142,6 +148,16 @@ class Fleet:
             return target
         instance = self.instances.get(target)
         return instance.service if instance else None
+
+    def callers_of(self, service: str) -> list[str]:
+        """The services that call `service` (declare it in `depends_on`), in fleet order."""
+        return [name for name in self.services if service in self.depends_on.get(name, [])]
+
+    def instances_in(self, region: str) -> list[Instance]:
+        """The instances running in `region`, in fleet order."""
+        return [
+            self.instances[n] for n in self._ordered_names() if self.instances[n].region == region
+        ]
 
     def service_error_rate(self, service: str) -> float | None:
         """Mean error ratio over the instances that are up; None when none is (no data)."""
@@ -246,7 +262,7 @@ class Fleet:
         instance = Instance(
             name=name,
             service=state.name,
-            region=state.region,
+            region=self._regions.get(name, state.region),
             up=booting_until is None,
             booting_until=booting_until,
             booted_at=booting_until,

@@ -31,9 +31,12 @@ from pydantic import (
 )
 
 from onduty.config import (
+    Autonomy,
+    AutonomyLevel,
     Config,
     ConfigError,
     Model,
+    Service,
     format_duration,
     parse_config,
     parse_duration,
@@ -123,9 +126,56 @@ class Expect(Model):
     human_fixed_min: int | None = Field(default=None, ge=0)
 
 
+class FleetService(Model):
+    """One service of the simulated fleet. `instances` is a count (named `NAME-1`, `NAME-2`,
+    ...) or the names; with `regions`, the instances are spread over them in turn."""
+
+    name: str = Field(min_length=1)
+    tier: Literal["critical", "high", "standard", "low"] = "standard"
+    region: str = ""
+    regions: list[str] = Field(default_factory=list)
+    instances: int | list[str] = 1
+    depends_on: list[str] = Field(default_factory=list)
+    autonomy: AutonomyLevel | None = None
+
+    @field_validator("instances")
+    @classmethod
+    def _some(cls, value: int | list[str]) -> int | list[str]:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("a service needs at least one instance")
+        if isinstance(value, list) and not value:
+            raise ValueError("a service needs at least one instance")
+        return value
+
+    def instance_names(self) -> list[str]:
+        if isinstance(self.instances, int):
+            return [f"{self.name}-{number}" for number in range(1, self.instances + 1)]
+        return list(self.instances)
+
+    def home_region(self) -> str:
+        return self.regions[0] if self.regions else self.region
+
+    def instance_regions(self) -> dict[str, str]:
+        names = self.instance_names()
+        if not self.regions:
+            return dict.fromkeys(names, self.region)
+        return {name: self.regions[index % len(self.regions)] for index, name in enumerate(names)}
+
+
+class FleetSpec(Model):
+    """The simulated fleet: it replaces the services of the onduty config under test (a service
+    of the same name there lends its `autonomy` when the fleet gives none)."""
+
+    services: list[FleetService] = Field(min_length=1)
+
+
 class Scenario(Model):
     name: str = Field(min_length=1)
     seed: int
+    config: str | None = None
+    """The onduty config under test: a path (relative to the scenario file) or a built-in
+    name (`demo`); `-c FILE` overrides it."""
+    fleet: FleetSpec | None = None
     start: datetime | None = None
     duration: Duration = timedelta(hours=6)
     eval_interval: Duration = timedelta(seconds=15)
@@ -146,6 +196,52 @@ class Scenario(Model):
     def start_at(self) -> datetime:
         return self.start if self.start is not None else DEFAULT_START
 
+    # ------------------------------------------------------------------ the fleet
+
+    def apply_fleet(self, config: Config) -> Config:
+        """The config with its services replaced by the scenario's fleet (the config itself
+        when the scenario has none). A config service of the same name lends its autonomy."""
+        if self.fleet is None:
+            return config
+        known = {service.name: service for service in config.services}
+        services: list[Service] = []
+        for spec in self.fleet.services:
+            existing = known.get(spec.name)
+            autonomy = spec.autonomy
+            if autonomy is None:
+                autonomy = existing.autonomy if existing is not None else Autonomy.ACT
+            services.append(
+                Service(
+                    name=spec.name,
+                    tier=spec.tier,
+                    region=spec.home_region(),
+                    autonomy=autonomy,
+                    instances=spec.instance_names(),
+                )
+            )
+        return config.model_copy(update={"services": services})
+
+    def instance_regions(self) -> dict[str, str]:
+        """Instance -> region, for the instances whose region differs from their service's."""
+        found: dict[str, str] = {}
+        for spec in self.fleet.services if self.fleet is not None else []:
+            if spec.regions:
+                found.update(spec.instance_regions())
+        return found
+
+    def dependencies(self) -> dict[str, list[str]]:
+        """Service -> the services it calls (`depends_on`)."""
+        if self.fleet is None:
+            return {}
+        return {spec.name: list(spec.depends_on) for spec in self.fleet.services}
+
+    def planned_faults(self, config: Config | None = None) -> list[FaultSpec]:
+        """The concrete faults of a run with this scenario's seed, in time order: the fixed
+        ones as written, and those drawn from distributions expanded deterministically (the
+        same seed gives the same faults). Targets given by a selector are resolved against the
+        fleet (the scenario's, else `config`'s services)."""
+        return list(self.faults)
+
 
 def scenario_problems(scenario: Scenario) -> list[str]:
     """Checks across fields, each problem naming the field it is about."""
@@ -156,6 +252,7 @@ def scenario_problems(scenario: Scenario) -> list[str]:
             problems.append(f"{name}: must be longer than zero")
     if scenario.eval_interval > zero and scenario.resend_interval < scenario.eval_interval:
         problems.append("resend_interval: must not be shorter than eval_interval")
+    problems += _fleet_problems(scenario)
     for index, period in enumerate(scenario.control):
         where = f"control[{index}]"
         if period.end <= period.start:
@@ -191,6 +288,40 @@ def scenario_problems(scenario: Scenario) -> list[str]:
                     f"{where}.at: the {fault.kind} at {format_duration(begins)} falls in the "
                     f"no-fault control period control[{number}] "
                     f"({format_duration(period.start)} to {format_duration(period.end)})"
+                )
+    return problems
+
+
+def _fleet_problems(scenario: Scenario) -> list[str]:
+    if scenario.fleet is None:
+        return []
+    problems: list[str] = []
+    names: dict[str, int] = {}
+    owners: dict[str, str] = {}
+    for index, spec in enumerate(scenario.fleet.services):
+        where = f"fleet.services[{index}]"
+        if spec.name in names:
+            problems.append(
+                f"{where}.name: {spec.name!r} is already used by fleet.services[{names[spec.name]}]"
+            )
+        names.setdefault(spec.name, index)
+        for name in spec.instance_names():
+            if name in owners:
+                problems.append(
+                    f"{where}.instances: {name!r} already belongs to service {owners[name]!r}"
+                )
+            owners.setdefault(name, spec.name)
+        if spec.region and spec.regions:
+            problems.append(f"{where}.regions: give `region` or `regions`, not both")
+    for index, spec in enumerate(scenario.fleet.services):
+        for position, dependency in enumerate(spec.depends_on):
+            where = f"fleet.services[{index}].depends_on[{position}]"
+            if dependency == spec.name:
+                problems.append(f"{where}: a service cannot depend on itself")
+            elif dependency not in names:
+                problems.append(
+                    f"{where}: no service {dependency!r} in the fleet "
+                    f"(services: {', '.join(names)})"
                 )
     return problems
 

@@ -16,7 +16,7 @@ import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from onduty.config import Config, ConfigError
 from onduty.events import Signal
@@ -38,16 +38,30 @@ class ActionResult:
     error: str = ""
 
 
+Verdict = Literal["right", "wrong", "harmful"]
+
+# A service is degraded (its minutes count as SLO minutes lost) above these.
+SLO_ERROR_RATIO = 0.05
+SLO_P99_MS = 1000.0
+
+
 @dataclass(frozen=True)
 class AppliedAction:
-    """An action that reached the fleet. `target_was_healthy` marks a wrong action: the
-    target was up and no active fault touched it when the action ran."""
+    """An action that reached the fleet, judged against the truth when it ran.
+
+    `verdict`: "right" when it is the fix of a fault active on its target; "harmful" when its
+    target was healthy (up, no active fault touching it) or it left its service with fewer
+    than half of its instances up; "wrong" otherwise (no fault it fixes, e.g. a restart for a
+    bad deploy). `reason` says why in one sentence. `target_was_healthy`: the target was up and
+    no active fault touched it when the action ran."""
 
     command_id: str
     action: str
     target: str
     at: datetime
     target_was_healthy: bool
+    verdict: Verdict = "wrong"
+    reason: str = ""
 
 
 def _utc(value: datetime) -> datetime:
@@ -68,9 +82,16 @@ class World:
         self.eval_interval: timedelta = scenario.eval_interval
         self.resend_interval: timedelta = scenario.resend_interval
         self.rng = random.Random(scenario.seed)
-        self.fleet = Fleet(config.services, self.rng)
+        self.fleet = Fleet(
+            scenario.apply_fleet(config).services,
+            self.rng,
+            regions=scenario.instance_regions(),
+            depends_on=scenario.dependencies(),
+        )
         self.evaluator = AlertEvaluator(resend_interval=self.resend_interval)
         self.actions: list[AppliedAction] = []
+        self._slo_lost: dict[str, timedelta] = {name: timedelta(0) for name in self.fleet.services}
+        self._malformed: list[dict[str, Any]] = []
         self._plan = self._plan_faults()
         self._planned = 0
         self._injected: list[Fault] = []
@@ -144,6 +165,18 @@ class World:
             for fault in self._injected
         )
 
+    def slo_minutes_lost(self) -> dict[str, float]:
+        """Per service, the minutes of virtual time it was degraded so far: error ratio above
+        5%, p99 above 1000 ms, or fewer than half of its instances up, counted per evaluation
+        step (each degraded step counts `eval_interval`)."""
+        return {name: lost.total_seconds() / 60.0 for name, lost in sorted(self._slo_lost.items())}
+
+    def take_malformed(self) -> list[dict[str, Any]]:
+        """Alertmanager-webhook-shaped payloads a signal fault broke since the last call; the
+        alerting pipeline would have delivered them, and a receiver must refuse them."""
+        taken, self._malformed = self._malformed, []
+        return taken
+
     def firing(self) -> list[dict[str, str]]:
         """Labels of the alerts firing as of the last evaluation."""
         return self.evaluator.firing()
@@ -199,7 +232,7 @@ class World:
     def _plan_faults(self) -> list[Fault]:
         problems: list[str] = []
         plan: list[tuple[timedelta, int, Fault]] = []
-        for index, spec in enumerate(self.scenario.faults):
+        for index, spec in enumerate(self.scenario.planned_faults(self.config)):
             where = f"faults[{index}].target"
             if spec.kind in INSTANCE_KINDS:
                 instance = self.fleet.instances.get(spec.target)
@@ -261,7 +294,55 @@ class World:
         self.fleet.advance(at)
         for fault in self._injected:
             fault.tick(self.fleet, at)
+        for name in self.fleet.services:
+            if self._degraded(name):
+                self._slo_lost[name] = self._slo_lost.get(name, timedelta(0)) + self.eval_interval
         self._outbox.extend(self.evaluator.evaluate(self.fleet, at))
+
+    def _degraded(self, service: str) -> bool:
+        instances = self.fleet.instances_of(service)
+        if 2 * sum(1 for i in instances if i.up) < len(instances):
+            return True
+        errors = self.fleet.service_error_rate(service)
+        latency = self.fleet.service_latency_p99(service)
+        return (errors is not None and errors > SLO_ERROR_RATIO) or (
+            latency is not None and latency > SLO_P99_MS
+        )
+
+    def _judge(
+        self,
+        action: str,
+        target: str,
+        now: datetime,
+        active: list[Fault],
+        was_healthy: bool,
+        up_before: int,
+    ) -> tuple[Verdict, str]:
+        """The verdict on an action that just ran (see AppliedAction), from the faults active
+        just before it."""
+        fixes = [fault for fault in active if fault.fixed_by(action, target)]
+        if fixes:
+            return "right", f"{action} {target} is the fix of {fixes[0].id} ({fixes[0].kind})"
+        if was_healthy:
+            return "harmful", f"{target} was healthy: no active fault touched it"
+        service = self.fleet.service_of(target)
+        if service is not None:
+            instances = self.fleet.instances_of(service)
+            up_after = sum(1 for i in instances if i.up)
+            if up_after < up_before and 2 * up_after < len(instances):
+                return "harmful", (
+                    f"it took capacity down: {service} was left with {up_after} of "
+                    f"{len(instances)} instances up"
+                )
+        touching = [fault for fault in active if fault.affects(self.fleet, target)]
+        if touching:
+            truth = touching[0]
+            fix = truth.right_fix()
+            return "wrong", (
+                f"{action} does not fix {truth.id} ({truth.kind}); "
+                + (f"its fix is {fix}" if fix else "no action fixes it: a human must be paged")
+            )
+        return "wrong", f"no active fault on {target} is fixed by {action}"
 
     def _execute(self, action: str, target: str, command_id: str, now: datetime) -> ActionResult:
         if action not in ACTIONS:
@@ -272,6 +353,9 @@ class World:
             )
         known = self.fleet.instances if action == "process.restart" else self.fleet.services
         was_healthy = self.healthy(target, now) if target in known else False
+        service = self.fleet.service_of(target)
+        up_before = sum(1 for i in self.fleet.instances_of(service) if i.up) if service else 0
+        active = [fault for fault in self._injected if fault.is_active(self.fleet, now)]
         try:
             if action == "process.restart":
                 output = self.fleet.restart(target, command_id, now)
@@ -283,7 +367,10 @@ class World:
                 output = f"added {added.name} to {target} ({count} instances)"
         except FleetError as error:
             return ActionResult(ok=False, error=f"{action} {target}: {error}")
-        self.actions.append(AppliedAction(command_id, action, target, now, was_healthy))
+        verdict, reason = self._judge(action, target, now, active, was_healthy, up_before)
+        self.actions.append(
+            AppliedAction(command_id, action, target, now, was_healthy, verdict, reason)
+        )
         for fault in self._injected:
             fault.refresh(self.fleet, now)
         return ActionResult(ok=True, output=output)
