@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import FastAPI
@@ -33,6 +33,9 @@ from onduty.events import SignalReceived
 from onduty.runtime import Input
 from onduty.sense import FORMATS
 from onduty.service import Service, logger
+
+if TYPE_CHECKING:
+    from onduty.sim.live import LiveSimulation
 
 __all__ = ["API", "INGEST_ALIASES", "INGEST_ROUTES", "ROUTE_ROLES", "build_app", "poll"]
 
@@ -104,10 +107,17 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
 }
 
 
-def build_app(service: Service, *, console: bool = True, hosts: HostNames | None = None) -> FastAPI:
+def build_app(
+    service: Service,
+    *,
+    console: bool = True,
+    hosts: HostNames | None = None,
+    drill: LiveSimulation | None = None,
+) -> FastAPI:
     """The API (and, unless `console=False`, the web console) over a service. `hosts`: the
     names it answers to (default: the loopback names, IP addresses and the configuration's
-    `server.allowed_hosts`)."""
+    `server.allowed_hosts`). `drill`: the simulation served (`onduty serve --sim`), whose
+    drill routes (`onduty.api.routes.drill`) exist only then."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -201,10 +211,14 @@ def build_app(service: Service, *, console: bool = True, hosts: HostNames | None
         # The routes themselves, not the router: FastAPI keeps an included router nested, and
         # the access audit (every route against ROUTE_ROLES) reads the app's own routes.
         app.router.routes.extend(router.routes)
+    if drill is not None:
+        from onduty.api.routes.drill import drill_router
+
+        app.router.routes.extend(drill_router(drill).routes)
     if console:
         from onduty.api.console import console_router
 
-        app.include_router(console_router(service))
+        app.include_router(console_router(service, drill=drill))
     return app
 
 

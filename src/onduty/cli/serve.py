@@ -39,8 +39,9 @@ def serve(
     sim: Annotated[
         str | None,
         typer.Option(
-            help="Feed a simulated fleet from this scenario (a file, or `demo`); approvals are "
-            "left to you in the console."
+            help="Run a drill: feed a simulated fleet from this scenario (a file, or `demo`). "
+            "People approve, acknowledge and fix it in the console (/drill) or over the API; "
+            "when it ends, /drill and GET /api/v1/drill show its scorecard."
         ),
     ] = None,
     speed: Annotated[
@@ -183,6 +184,9 @@ def serve(
         raise typer.Exit(0)
     if simulation is not None:
         _feed_simulation(service, simulation)
+        scheme = "https" if tls_cert else "http"
+        logger.info("drill %s: open %s://%s:%d/drill", simulation.scenario.name, scheme,
+                    host, port)  # fmt: skip
     if access.enabled:
         logger.info("access control on: %s", access.describe())
     for warning in access.warnings:
@@ -192,7 +196,7 @@ def serve(
     server = DrainingServer(
         on_hangup=service.reload,
         config=uvicorn.Config(
-            build_app(service, hosts=hosts),
+            build_app(service, hosts=hosts, drill=simulation),
             host=host,
             port=port,
             log_level=log_level,
@@ -256,9 +260,13 @@ def _listen(host: str, port: int) -> Any:
 
 
 def _feed_simulation(service: Any, simulation: Any) -> None:
-    """Run the simulated fleet beside the server once the service is ready."""
+    """Run the simulated fleet beside the server once the service is ready; the drill is scored
+    from the events appended after this point."""
     import threading
 
+    log = service.log
+    first = log.head()[0]
+    simulation.attach(lambda: log.read(after=first))
     service.subscribe(simulation.observe)
     stop = threading.Event()
 

@@ -8,6 +8,7 @@ One module per page (all HTML):
 - `fleet`: `/fleet` (in a fleet), which manager holds each partition.
 - `shift`: `/history`, `/silences` and `/shift` (its pictures: `charts`).
 - `audit`: `/audit` verifies the hash chain and shows the result.
+- `drill` (serving a simulation): `/drill`, the drill people take part in, and its scorecard.
 - `signin`: `/signin` (GET a form, POST a token) and `/signout` (POST).
 - `live`: `/events/stream` (`text/event-stream`), one message per appended event; the browser
   re-fetches the fragments it shows.
@@ -24,6 +25,8 @@ cross-site page cannot make the browser send it, and the script marks every call
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -39,10 +42,15 @@ from onduty.api.console.shift import shift_router
 from onduty.api.console.signin import signin_router
 from onduty.service import Service
 
+if TYPE_CHECKING:
+    from onduty.sim.live import LiveSimulation
+
 __all__ = ["console_router"]
 
 
-def console_router(service: Service, *, stream_lifetime: float = 15.0) -> APIRouter:
+def console_router(
+    service: Service, *, stream_lifetime: float = 15.0, drill: LiveSimulation | None = None
+) -> APIRouter:
     """The console's pages, fragments, event stream and static files, over `service`.
 
     The access guard leaves paths outside the API alone: every console route checks its caller
@@ -56,6 +64,10 @@ def console_router(service: Service, *, stream_lifetime: float = 15.0) -> APIRou
     router.include_router(approvals_router(service, pages))
     router.include_router(services_router(service, pages))
     router.include_router(fleet_router(service, pages))
+    if drill is not None:  # serving a simulation: its drill page
+        from onduty.api.console.drill import drill_router
+
+        router.include_router(drill_router(service, pages, drill))
 
     @router.get("/fragments/header", response_class=HTMLResponse)
     def header_fragment(request: Request) -> Response:

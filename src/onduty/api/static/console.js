@@ -259,7 +259,9 @@
     var question = button.getAttribute("data-confirm");
     if (question && !window.confirm(question)) return;
     button.disabled = true;
-    call(button.getAttribute("data-call"), button.getAttribute("data-url"), {}, button.getAttribute("data-done"))
+    var body = {};
+    try { body = JSON.parse(button.getAttribute("data-body") || "{}"); } catch (e) { body = {}; }
+    call(button.getAttribute("data-call"), button.getAttribute("data-url"), body, button.getAttribute("data-done"))
       .then(function () { button.disabled = false; });
   }
 
@@ -365,6 +367,11 @@
   // ------------------------------------------------------------------ start
 
   document.querySelectorAll("[data-fragment]").forEach(function (el) { regions.push(new Region(el)); });
+  // a region that changes between events (a drill's fleet) is also re-fetched every data-poll ms
+  regions.forEach(function (region) {
+    var every = parseInt(region.el.getAttribute("data-poll") || "0", 10);
+    if (every > 0) setInterval(function () { region.schedule(0); }, every);
+  });
   readClock();
   applyLive();
   tick();
