@@ -31,6 +31,7 @@ from onduty.act.sim import SIM_ACTIONS, SimActuator
 from onduty.config import Config
 from onduty.events import Event, SignalReceived
 from onduty.runtime import Input, ScaledClock
+from onduty.sim import world as world_module
 from onduty.sim.faults import SELF
 from onduty.sim.fleet import Fleet, Instance
 from onduty.sim.oncall import HUMAN, OnCall
@@ -45,9 +46,9 @@ ACTION_LABELS = {
     "process.restart": "Restart",
     "deploy.rollback": "Roll back",
     "service.scale_out": "Scale out",
+    "service.restart": "Restart all",
+    "disk.cleanup": "Clean disk",
 }
-# Actions whose target is one instance; every other action of the world targets a service.
-_INSTANCE_PREFIXES = ("process.", "instance.")
 SCENARIO_END = "the scenario's end"
 """Who ended a drill that ran its whole duration."""
 
@@ -55,8 +56,12 @@ Kind = Literal["approve", "deny", "acknowledge", "fix"]
 
 
 def action_scope(action: str) -> Literal["instance", "service"]:
-    """What an action of the simulated world is done to: one instance, or a whole service."""
-    return "instance" if action.startswith(_INSTANCE_PREFIXES) else "service"
+    """What an action of the simulated world is done to: one instance (the world's
+    `INSTANCE_ACTIONS`), or a whole service."""
+    instance_actions = getattr(world_module, "INSTANCE_ACTIONS", None)
+    if instance_actions is None:  # a world that only restarts instances
+        instance_actions = frozenset({"process.restart"})
+    return "instance" if action in instance_actions else "service"
 
 
 def live_scenario(scenario: Scenario) -> Scenario:
