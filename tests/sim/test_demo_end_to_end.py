@@ -40,7 +40,10 @@ def test_each_fault_ends_the_way_the_story_says(demo: tuple[RunResult, Path]) ->
     assert outcome[("instance_crash", "payments-3")] == (False, True, True)  # freeze
     assert outcome[("dependency_latency", "payments")] == (False, True, False)  # no runbook
     assert outcome[("flapping", "search-2")] == (False, True, False)  # budget, then flapping
-    assert card.wrong_actions == 0 and card.control_incidents == 0
+    assert card.harmful_actions == 0 and card.false_actions == 0 and card.control_incidents == 0
+    # the restarts of the flapping instance fix nothing (it comes back by itself): wrong
+    wrong = [(a.action, a.target, a.fault_kind) for a in card.actions if a.verdict == "wrong"]
+    assert wrong == [("process.restart", "search-2", "flapping")] * 3
 
 
 def test_each_guardrail_refused_for_the_reason_it_states(demo: tuple[RunResult, Path]) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from onduty.cli.base import ConfigOption, StoreOption, UsageProblem, out
+from onduty.cli.base import StoreOption, UsageProblem, out
 
 SeedOption = Annotated[int | None, typer.Option(help="Override the scenario's seed.")]
 
@@ -44,7 +44,15 @@ def demo(
 
 def sim(
     scenario: Annotated[str, typer.Argument(help="A scenario file, or a built-in name (demo).")],
-    config: ConfigOption = None,
+    config: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="The onduty config under test (default: the scenario's own); twice with "
+            "--compare.",
+        ),
+    ] = None,
     store: StoreOption = "onduty-sim.db",
     seed: SeedOption = None,
     fresh: Annotated[
@@ -54,12 +62,75 @@ def sim(
     pace: Annotated[
         float, typer.Option(help="Real seconds to spread the simulated span over (0: flat out).")
     ] = 0.0,
+    runs: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Monte Carlo: run this many seeds (--seed, --seed + 1, ...) in memory, in "
+            "parallel, and show distributions beside people alone.",
+        ),
+    ] = None,
+    jobs: Annotated[
+        int | None, typer.Option(min=1, help="Processes for --runs (default: one per CPU).")
+    ] = None,
+    compare: Annotated[
+        bool,
+        typer.Option(
+            "--compare",
+            help="Run the same seeds under two configs (-c A.yaml -c B.yaml) and show the "
+            "differences B - A with 95 % confidence intervals (100 seeds unless --runs).",
+        ),
+    ] = False,
+    control: Annotated[
+        bool,
+        typer.Option(
+            help="With --runs, also run each seed with no fault (the control runs that "
+            "measure false actions)."
+        ),
+    ] = True,
+    fail_on_worse: Annotated[
+        bool,
+        typer.Option(help="With --compare, exit 1 when B is significantly worse on a metric."),
+    ] = False,
+    report: Annotated[
+        Path | None, typer.Option(help="Also write a self-contained HTML report to this file.")
+    ] = None,
 ) -> None:
-    """Run a scenario in virtual time; exit 1 if one of its expectations fails."""
+    """Run a scenario in virtual time, beside people alone; exit 1 if one of its expectations
+    fails (with --runs: in any run)."""
+    configs = list(config or [])
+    if compare and len(configs) != 2:
+        raise UsageProblem("--compare needs two configs: -c A.yaml -c B.yaml")
+    if not compare and len(configs) > 1:
+        raise UsageProblem("give one config (-c FILE), or two with --compare")
+    if compare or runs is not None:
+        from onduty.sim.lab import lab_command
+
+        code = lab_command(
+            scenario,
+            configs,
+            runs=runs if runs is not None else 100,
+            seed=seed,
+            jobs=jobs,
+            compare_configs=compare,
+            control=control,
+            fail_on_worse=fail_on_worse,
+            report=report,
+            console=out,
+        )
+        raise typer.Exit(code)
     from onduty.sim.driver import run_scenario_command
 
     code = run_scenario_command(
-        scenario, config, store, seed=seed, fresh=fresh, live=live, pace=pace, console=out
+        scenario,
+        configs[0] if configs else None,
+        store,
+        seed=seed,
+        fresh=fresh,
+        live=live,
+        pace=pace,
+        console=out,
+        report=report,
     )
     raise typer.Exit(code)
 

@@ -26,18 +26,23 @@ from rich.text import Text
 
 from onduty.act import ActuatorRegistry
 from onduty.act.sim import SIM_ACTIONS, SimActuator
-from onduty.config import Config, ConfigError
-from onduty.configfile import load_config
-from onduty.events import Event, SignalReceived
+from onduty.config import Config
+from onduty.events import Event, Signal, SignalReceived
 from onduty.log import EventLog, StoreError, open_log
-from onduty.readmodel import IncidentProjection
+from onduty.log.memory import MemoryEventLog
 from onduty.replay import describe
 from onduty.runtime import RecoveryReport, Runtime, VirtualClock, counter_ids, run_virtual
+from onduty.sense import IngestError, parse_alertmanager
+from onduty.sim import lab
+from onduty.sim.lab import ratio
 from onduty.sim.oncall import HumanFix, OnCall
-from onduty.sim.scenario import Scenario, load_builtin_config, load_scenario
-from onduty.sim.scorecard import Scorecard, median, percentile, score
+from onduty.sim.scenario import Scenario
+from onduty.sim.scorecard import DURATION_METRICS, Scorecard, score
 from onduty.sim.world import AppliedRecord, World
 from onduty.textsafe import markup, safe_text, visible
+
+IN_MEMORY = "memory"
+"""The store of a run that keeps its log in memory only (the lab's runs)."""
 
 
 class StoreMismatch(ValueError):
@@ -102,15 +107,21 @@ def run_scenario(
     pace: float = 0.0,
     on_event: Callable[[Event], None] | None = None,
     on_step: Callable[[datetime, World], None] | None = None,
+    control_run: bool = False,
 ) -> RunResult:
     """Run (or resume) a scenario. `pace` > 0 spreads the simulated span over that many real
-    seconds, so a person can follow the live view."""
+    seconds, so a person can follow the live view. A `control_run` is scored as one with no
+    fault: every incident is a false alarm."""
     began = time.perf_counter()
-    if fresh:
-        remove_store(store)
-    log = open_log(store)
+    log: EventLog
+    if store == IN_MEMORY:
+        log = MemoryEventLog()
+    else:
+        if fresh:
+            remove_store(store)
+        log = open_log(store)
     try:
-        return _run(scenario, config, log, store, on_event, on_step, began, pace)
+        return _run(scenario, config, log, store, on_event, on_step, began, pace, control_run)
     finally:
         log.close()
 
@@ -124,6 +135,7 @@ def _run(
     on_step: Callable[[datetime, World], None] | None,
     began: float,
     pace: float,
+    control_run: bool,
 ) -> RunResult:
     key = _run_key(scenario, config)
     head = log.head()[0]
@@ -167,11 +179,22 @@ def _run(
         on_event=observe,
     )
 
+    refused = 0
+
     def step(moment: datetime) -> None:
+        nonlocal refused
         for signal in world.advance(moment):
             runtime.submit(
                 SignalReceived(**signal.model_dump()), stream=f"signal:{signal.fingerprint}"
             )
+        for delivered in _through_the_webhook(world, moment):
+            if delivered is None:
+                refused += 1
+            else:
+                runtime.submit(
+                    SignalReceived(**delivered.model_dump()),
+                    stream=f"signal:{delivered.fingerprint}",
+                )
         answers, fixes = on_call.due(moment)
         for item in answers:  # each through the answer desk, as the log stands when given
             given = on_call.give(item)
@@ -189,7 +212,17 @@ def _run(
 
     run_virtual(runtime, clock, world.end, _steps(world, until), step)
     runtime.snapshot_now()
-    card = score(log.read(), world.faults, world.actions, scenario)
+    card = score(
+        log.read(),
+        world.faults,
+        world.actions,
+        scenario,
+        config=config,
+        slo_minutes_lost=_slo_minutes_lost(world),
+        refused_signals=refused,
+        firing_alerts=len(world.firing()),
+        control_run=control_run,
+    )
     return RunResult(
         scenario=scenario,
         config=config,
@@ -200,6 +233,25 @@ def _run(
         elapsed_s=time.perf_counter() - began,
         store=store,
     )
+
+
+def _through_the_webhook(world: World, moment: datetime) -> Iterator[Signal | None]:
+    """The deliveries a signal fault made malformed, through the real Alertmanager webhook
+    parser: each signal it accepts, or None for a delivery it refuses."""
+    take = getattr(world, "take_malformed", None)
+    if take is None:
+        return
+    for payload in take():
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        try:
+            yield from parse_alertmanager(body, received_at=moment)
+        except IngestError:
+            yield None
+
+
+def _slo_minutes_lost(world: World) -> dict[str, float] | None:
+    measure = getattr(world, "slo_minutes_lost", None)
+    return dict(measure()) if measure is not None else None
 
 
 def _steps(world: World, after: datetime) -> Iterator[datetime]:
@@ -296,7 +348,69 @@ def _fmt(value: timedelta | None) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def render_scorecard(result: RunResult, console: Console) -> None:
+# A scorecard row: its label, the metrics it shows (joined by " / "), and whether the ratio to
+# people alone means something for it (a time, a count of what people would also do).
+_ROWS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
+    ("faults injected", ("faults",), False),
+    ("detected", ("detected",), True),
+    ("auto-remediated", ("auto_remediated",), False),
+    ("escalated to a human", ("escalated",), True),
+    ("fixed by a human after escalation", ("human_fixed",), True),
+    ("actions taken", ("actions_taken",), False),
+    (
+        "right / wrong / harmful actions",
+        ("right_actions", "wrong_actions", "harmful_actions"),
+        False,
+    ),
+    ("actions blocked by guardrails", ("guardrail_denials",), False),
+    ("approvals requested / granted", ("approvals_requested", "approved"), False),
+    ("approval wait, p90", ("approval_wait_p90",), False),
+    ("actions approved by two people", ("two_person_approvals",), False),
+    ("wrong actions (on a healthy target)", ("false_actions",), False),
+    ("incidents in the no-fault control period", ("control_incidents",), False),
+    ("time to detect, median / p90", ("mttd_median", "mttd_p90"), True),
+    ("time to recover, median / p90", ("mttr_median", "mttr_p90"), True),
+    ("time to recover, max", ("mttr_max",), True),
+    ("longest wait for a human (fault to page)", ("escalated_within",), True),
+    ("SLO minutes lost", ("slo_minutes_lost",), True),
+    ("malformed deliveries refused", ("refused_signals",), False),
+    ("events in the log", ("events",), False),
+)
+
+
+def _card_values(card: Scorecard) -> dict[str, float | None]:
+    return {
+        **card.metrics(),
+        "actions_taken": card.actions_taken,
+        "two_person_approvals": card.two_person_approvals,
+        "events": card.events,
+    }
+
+
+def format_metric(metric: str, value: float | None) -> str:
+    """A metric's value as a person reads it: durations as 4m30s, minutes and rates with one
+    decimal, counts whole."""
+    if value is None:
+        return "-"
+    if metric in DURATION_METRICS:
+        return _fmt(timedelta(seconds=value))
+    if metric in ("slo_minutes_lost", "false_action_rate") or value != int(value):
+        return f"{value:.1f}"
+    return str(int(value))
+
+
+def format_ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def render_scorecard(
+    result: RunResult,
+    console: Console,
+    baseline: Scorecard | None = None,
+    control: Scorecard | None = None,
+) -> None:
+    """The faults and the scorecard; with `baseline` (the same scenario and seed with people
+    alone) beside it as ratios, and with `control` (no fault at all) its false actions."""
     card = result.scorecard
     console.print()
     faults = Table(title="faults", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
@@ -334,40 +448,41 @@ def render_scorecard(result: RunResult, console: Console) -> None:
         )
     console.print(faults)
 
-    detect, recover = card.detect_times(), card.recover_times()
     table = Table(
         title=Text(f"scorecard: {visible(result.scenario.name)}"),
         title_justify="left",
-        show_header=False,
+        show_header=baseline is not None,
         box=box.SIMPLE,
     )
     table.add_column("metric")
-    table.add_column("value", justify="right")
-    rows = [
-        ("faults injected", str(card.injected)),
-        ("detected", str(card.detected)),
-        ("auto-remediated", str(card.auto_remediated)),
-        ("escalated to a human", str(card.escalated)),
-        ("fixed by a human after escalation", str(card.human_fixed)),
-        ("actions taken", str(card.actions_taken)),
-        ("actions blocked by guardrails", str(card.guardrail_denials)),
-        ("approvals requested / granted", f"{card.approvals_requested} / {card.approved}"),
-        ("actions approved by two people", str(card.two_person_approvals)),
-        ("wrong actions (on a healthy target)", str(card.wrong_actions)),
-        ("incidents in the no-fault control period", str(card.control_incidents)),
-        (
-            "time to detect, median / p90",
-            f"{_fmt(median(detect))} / {_fmt(percentile(detect, 0.9))}",
-        ),
-        (
-            "time to recover, median / p90",
-            f"{_fmt(median(recover))} / {_fmt(percentile(recover, 0.9))}",
-        ),
-        ("events in the log", str(card.events)),
-    ]
-    for name, value in rows:
-        table.add_row(name, value)
+    table.add_column("onduty", justify="right")
+    ours = _card_values(card)
+    theirs = _card_values(baseline) if baseline is not None else None
+    if theirs is not None:
+        table.add_column("people alone", justify="right")
+        table.add_column("ratio", justify="right")
+    for label, metrics, comparable in _ROWS:
+        row = [label, " / ".join(format_metric(m, ours.get(m)) for m in metrics)]
+        if theirs is not None:
+            row.append(" / ".join(format_metric(m, theirs.get(m)) for m in metrics))
+            row.append(
+                " / ".join(format_ratio(ratio(ours.get(m), theirs.get(m))) for m in metrics)
+                if comparable
+                else ""
+            )
+        table.add_row(*row)
     console.print(table)
+    if baseline is not None:
+        console.print(
+            "  people alone: the same scenario and seed with every service at autonomy "
+            "`observe` (onduty pages, the simulated people fix); ratio = onduty / people alone"
+        )
+    if control is not None:
+        console.print(
+            f"  control run (the same seed, no fault): {control.false_actions} false action(s), "
+            f"{control.false_action_rate:.2f} per simulated hour; "
+            f"{control.incidents} incident(s) opened"
+        )
     if card.denied_by:
         blocked = ", ".join(f"{markup(rule)} ({n})" for rule, n in sorted(card.denied_by.items()))
         console.print(f"  actions blocked by: {blocked}\n")
@@ -375,7 +490,7 @@ def render_scorecard(result: RunResult, console: Console) -> None:
         mark = "[green]ok[/]" if expectation.ok else "[bold red]FAILED[/]"
         console.print(
             f"  expect {markup(expectation.name)} {markup(expectation.bound)}: "
-            f"{expectation.actual}  {mark}"
+            f"{_actual(expectation.actual)}  {mark}"
         )
     recovered = (
         f"; resumed from its log ({result.recovery.folded} events folded, "
@@ -389,6 +504,12 @@ def render_scorecard(result: RunResult, console: Console) -> None:
     )
 
 
+def _actual(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return str(int(value)) if value == int(value) else f"{value:g}"
+
+
 def run_scenario_command(
     scenario_ref: str,
     config_path: Path | None,
@@ -399,20 +520,14 @@ def run_scenario_command(
     live: bool,
     console: Console,
     pace: float = 0.0,
+    report: Path | None = None,
 ) -> int:
-    """The body of `onduty demo` and `onduty sim`: 0 when every expectation holds, else 1."""
-    scenario = load_scenario(scenario_ref)
+    """The body of `onduty demo` and `onduty sim`: 0 when every expectation holds, else 1.
+    Beside the run, the same seed with people alone (the baseline) and with no fault (the
+    control run), both in memory."""
+    scenario, config = lab.load_setup(scenario_ref, str(config_path) if config_path else None)
     if seed is not None:
         scenario = scenario.model_copy(update={"seed": seed})
-    if config_path is not None:
-        config = load_config(config_path)
-    else:
-        try:
-            config = load_builtin_config(scenario.name)
-        except ConfigError:
-            raise ConfigError(
-                scenario_ref, [f"no built-in config for scenario {scenario.name!r}: pass -c FILE"]
-            ) from None
     World(config, scenario)  # validates fault targets against the config before anything runs
     if live:
         view = LiveView(console, scenario.start_at, scenario.start_at + scenario.duration)
@@ -428,20 +543,16 @@ def run_scenario_command(
             )
     else:
         result = run_scenario(scenario, config, store, fresh=fresh, pace=pace)
-    render_scorecard(result, console)
-    open_incidents = [
-        view
-        for view in IncidentProjection().feed_all(_read_all(store)).ordered()
-        if view.status == "open"
-    ]
-    if open_incidents:
-        console.print(f"{len(open_incidents)} incident(s) still open at the end of the run")
+    people_scenario, people_config = lab.people_alone(scenario, config)
+    baseline = run_scenario(people_scenario, people_config, lab.MEMORY).scorecard
+    control = run_scenario(
+        lab.without_faults(scenario), config, lab.MEMORY, control_run=True
+    ).scorecard
+    render_scorecard(result, console, baseline, control)
+    if result.scorecard.open_incidents:
+        console.print(
+            f"{result.scorecard.open_incidents} incident(s) still open at the end of the run"
+        )
+    if report is not None:
+        lab.write_report(report, result, None, console)
     return 0 if result.scorecard.passed else 1
-
-
-def _read_all(store: str) -> Iterator[Event]:
-    log = open_log(store)
-    try:
-        yield from log.read()
-    finally:
-        log.close()

@@ -4,15 +4,26 @@ Faults come from the world (what really broke, when, and what healed it); incide
 and actions come from the log. A fault is *detected* when an incident opened for one of the
 alerts it raises on its target, *auto-remediated* when an action of onduty's healed it, and
 *escalated* when one of its incidents was handed to a human.
+
+Every action onduty ran on the fleet is judged: *right* (the fix of an active fault on its
+target), *wrong* (no fault it fixes), or *harmful* (on a healthy target, or it made the fleet
+worse). A *false action* is one on a target no fault touched at the time; in a control run
+(no fault at all) every action is one, and the false-action rate is per simulated hour.
+
+`Scorecard.metrics()` gives every figure under the names expectations use (durations in
+seconds); `metrics(group=("tier", "critical"))` restricts the figures about faults and actions
+to those of one tier, service or fault kind.
 """
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from typing import Any, Literal
 
+from onduty.config import Config
 from onduty.events import Event
 from onduty.sim.faults import SELF, FaultRecord
 from onduty.sim.oncall import HUMAN
@@ -22,6 +33,64 @@ from onduty.sim.world import AppliedAction
 # An incident opened this long after a fault cleared is not that fault's.
 _LATE = timedelta(minutes=10)
 
+Verdict = Literal["right", "wrong", "harmful"]
+GroupKind = Literal["tier", "service", "kind"]
+Group = tuple[str, str]
+Metrics = dict[str, float | None]
+
+# The guardrail that only applies a service's autonomy level: a service at `observe` is denied
+# every action by it, which is not a guardrail stopping a bad action.
+AUTONOMY_RULE = "autonomy"
+
+METRICS: tuple[str, ...] = (
+    "faults",
+    "detected",
+    "undetected",
+    "auto_remediated",
+    "escalated",
+    "human_fixed",
+    "unrecovered",
+    "actions",
+    "right_actions",
+    "wrong_actions",
+    "harmful_actions",
+    "false_actions",
+    "false_action_rate",
+    "guardrail_denials",
+    "approvals_requested",
+    "approved",
+    "approval_wait_p90",
+    "mttd_median",
+    "mttd_p90",
+    "mttd_max",
+    "mttr_median",
+    "mttr_p90",
+    "mttr_max",
+    "escalated_within",
+    "slo_minutes_lost",
+    "control_incidents",
+    "open_incidents",
+    "firing_alerts",
+    "refused_signals",
+)
+"""Every metric name, in the order tables show them."""
+
+DURATION_METRICS = frozenset(
+    {
+        "approval_wait_p90",
+        "mttd_median",
+        "mttd_p90",
+        "mttd_max",
+        "mttr_median",
+        "mttr_p90",
+        "mttr_max",
+        "escalated_within",
+    }
+)
+
+HIGHER_IS_BETTER = frozenset({"detected", "auto_remediated", "right_actions", "refused_signals"})
+"""Metrics where more is better; for the rest (times, wrong actions, SLO minutes...) less is."""
+
 
 @dataclass
 class FaultScore:
@@ -29,6 +98,8 @@ class FaultScore:
     detected_at: datetime | None = None
     escalated: bool = False
     incidents: list[str] = field(default_factory=list)
+    escalated_at: datetime | None = None
+    tier: str = ""
 
     @property
     def remediated(self) -> bool:
@@ -49,12 +120,46 @@ class FaultScore:
         cleared = self.record.cleared_at
         return cleared - self.record.injected_at if cleared else None
 
+    @property
+    def time_to_escalate(self) -> timedelta | None:
+        return self.escalated_at - self.record.injected_at if self.escalated_at else None
+
+    def in_group(self, group: Group) -> bool:
+        what, name = group
+        if what == "kind":
+            return self.record.kind == name
+        if what == "service":
+            return self.record.service == name
+        return self.tier == name
+
+
+@dataclass(frozen=True)
+class ActionScore:
+    """One action onduty ran on the fleet, judged against the truth."""
+
+    command_id: str
+    action: str
+    target: str
+    at: datetime
+    verdict: Verdict
+    reason: str
+    false: bool
+    """No fault touched the target when it ran."""
+    service: str = ""
+    tier: str = ""
+    fault_kind: str = ""
+    """The kind of the fault it was taken for, as far as the truth tells ("" for none)."""
+
+    def in_group(self, group: Group) -> bool:
+        what, name = group
+        return {"kind": self.fault_kind, "service": self.service, "tier": self.tier}[what] == name
+
 
 @dataclass
 class Expectation:
     name: str
     bound: str
-    actual: int
+    actual: float | None
     ok: bool
 
 
@@ -65,11 +170,12 @@ class Scorecard:
     faults: list[FaultScore]
     actions_taken: int
     guardrail_denials: int
-    """Verdicts that denied an action (`denied_by` says which rule)."""
+    """Verdicts that denied an action by a guardrail (`denied_by` says which rule); the
+    autonomy level alone (a service at `observe` or `suggest`) is not counted."""
     approvals_requested: int
     approved: int
     wrong_actions: int
-    """Actions on a healthy target (one with no fault at the time)."""
+    """Actions that fixed no fault (see `actions` for each verdict)."""
     control_incidents: int
     """Incidents opened in the no-fault control periods: false alarms."""
     incidents: int
@@ -78,6 +184,19 @@ class Scorecard:
     denied_by: dict[str, int] = field(default_factory=dict)
     two_person_approvals: int = 0
     expectations: list[Expectation] = field(default_factory=list)
+    actions: list[ActionScore] = field(default_factory=list)
+    approval_waits: list[timedelta] = field(default_factory=list)
+    """From each approval request to the grant that completed it."""
+    slo_minutes: dict[str, float] = field(default_factory=dict)
+    """Per service, minutes of virtual time it was degraded (from the world)."""
+    tiers: dict[str, str] = field(default_factory=dict)
+    """Each service's tier, for grouping."""
+    refused_signals: int = 0
+    """Malformed deliveries the webhook parser refused."""
+    open_incidents: int = 0
+    firing_alerts: int = 0
+    hours: float = 0.0
+    """The simulated span, in hours."""
 
     @property
     def injected(self) -> int:
@@ -100,6 +219,23 @@ class Scorecard:
         return sum(1 for f in self.faults if f.fixed_by_human)
 
     @property
+    def right_actions(self) -> int:
+        return sum(1 for a in self.actions if a.verdict == "right")
+
+    @property
+    def harmful_actions(self) -> int:
+        return sum(1 for a in self.actions if a.verdict == "harmful")
+
+    @property
+    def false_actions(self) -> int:
+        return sum(1 for a in self.actions if a.false)
+
+    @property
+    def false_action_rate(self) -> float:
+        """False actions per simulated hour."""
+        return self.false_actions / self.hours if self.hours > 0 else 0.0
+
+    @property
     def passed(self) -> bool:
         return all(e.ok for e in self.expectations)
 
@@ -108,6 +244,136 @@ class Scorecard:
 
     def recover_times(self) -> list[timedelta]:
         return [t for f in self.faults if (t := f.time_to_recover) is not None]
+
+    def metrics(self, group: Group | None = None) -> Metrics:
+        """Every figure by its metric name (durations in seconds; None where there is nothing
+        to measure, e.g. no fault recovered). `group` ("tier"|"service"|"kind", name) restricts
+        the figures about faults, actions and SLO minutes to that group's."""
+        faults = self.faults if group is None else [f for f in self.faults if f.in_group(group)]
+        actions = self.actions if group is None else [a for a in self.actions if a.in_group(group)]
+        detect = _seconds(t for f in faults if (t := f.time_to_detect) is not None)
+        recover = _seconds(t for f in faults if (t := f.time_to_recover) is not None)
+        escalate = _seconds(t for f in faults if (t := f.time_to_escalate) is not None)
+        false_actions = sum(1 for a in actions if a.false)
+        return {
+            "faults": len(faults),
+            "detected": sum(1 for f in faults if f.detected_at is not None),
+            "undetected": sum(1 for f in faults if f.detected_at is None),
+            "auto_remediated": sum(1 for f in faults if f.remediated),
+            "escalated": sum(1 for f in faults if f.escalated),
+            "human_fixed": sum(1 for f in faults if f.fixed_by_human),
+            "unrecovered": sum(1 for f in faults if f.record.cleared_at is None),
+            "actions": len(actions),
+            "right_actions": sum(1 for a in actions if a.verdict == "right"),
+            "wrong_actions": sum(1 for a in actions if a.verdict == "wrong"),
+            "harmful_actions": sum(1 for a in actions if a.verdict == "harmful"),
+            "false_actions": false_actions,
+            "false_action_rate": false_actions / self.hours if self.hours > 0 else None,
+            "guardrail_denials": self.guardrail_denials,
+            "approvals_requested": self.approvals_requested,
+            "approved": self.approved,
+            "approval_wait_p90": quantile(_seconds(self.approval_waits), 0.9),
+            "mttd_median": _median(detect),
+            "mttd_p90": quantile(detect, 0.9),
+            "mttd_max": max(detect, default=None),
+            "mttr_median": _median(recover),
+            "mttr_p90": quantile(recover, 0.9),
+            "mttr_max": max(recover, default=None),
+            "escalated_within": max(escalate, default=None),
+            "slo_minutes_lost": self._slo_minutes(group),
+            "control_incidents": self.control_incidents,
+            "open_incidents": self.open_incidents,
+            "firing_alerts": self.firing_alerts,
+            "refused_signals": self.refused_signals,
+        }
+
+    def groups(self) -> list[Group]:
+        """Every (tier|service|kind, name) group with a fault or an action in this run."""
+        found: set[Group] = set()
+        for fault in self.faults:
+            found |= {("kind", fault.record.kind), ("service", fault.record.service)}
+            if fault.tier:
+                found.add(("tier", fault.tier))
+        for action in self.actions:
+            found |= {
+                (what, name)
+                for what, name in (
+                    ("kind", action.fault_kind),
+                    ("service", action.service),
+                    ("tier", action.tier),
+                )
+                if name
+            }
+        return sorted(found)
+
+    def _slo_minutes(self, group: Group | None) -> float | None:
+        if group is None:
+            return float(sum(self.slo_minutes.values()))
+        what, name = group
+        if what == "service":
+            return float(self.slo_minutes.get(name, 0.0))
+        if what == "tier":
+            return float(sum(m for s, m in self.slo_minutes.items() if self.tiers.get(s) == name))
+        return None  # minutes are a service's, not a fault kind's
+
+    def to_dict(self) -> dict[str, Any]:
+        """The scorecard as plain JSON data."""
+        return {
+            "metrics": self.metrics(),
+            "by_group": {
+                f"{what}:{name}": self.metrics((what, name)) for what, name in self.groups()
+            },
+            "faults": [
+                {
+                    "id": f.record.id,
+                    "kind": f.record.kind,
+                    "target": f.record.target,
+                    "service": f.record.service,
+                    "tier": f.tier,
+                    "injected_at": f.record.injected_at.isoformat(),
+                    "cleared_at": _iso(f.record.cleared_at),
+                    "cleared_by": f.record.cleared_by,
+                    "detected_at": _iso(f.detected_at),
+                    "escalated_at": _iso(f.escalated_at),
+                    "remediated": f.remediated,
+                    "escalated": f.escalated,
+                    "fixed_by_human": f.fixed_by_human,
+                    "incidents": list(f.incidents),
+                }
+                for f in self.faults
+            ],
+            "actions": [{**asdict(a), "at": a.at.isoformat()} for a in self.actions],
+            "denied_by": dict(self.denied_by),
+            "two_person_approvals": self.two_person_approvals,
+            "approval_waits_s": _seconds(self.approval_waits),
+            "slo_minutes_lost": dict(self.slo_minutes),
+            "incidents": self.incidents,
+            "escalations": self.escalations,
+            "events": self.events,
+            "expectations": [asdict(e) for e in self.expectations],
+            "passed": self.passed,
+        }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _seconds(values: Iterable[timedelta]) -> list[float]:
+    return [value.total_seconds() for value in values]
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def quantile(values: Sequence[float], fraction: float) -> float | None:
+    """Nearest-rank quantile of plain numbers; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, -(-int(fraction * 100) * len(ordered) // 100))
+    return ordered[min(rank, len(ordered)) - 1]
 
 
 def percentile(values: list[timedelta], fraction: float) -> timedelta | None:
@@ -130,44 +396,85 @@ def score(
     faults: list[FaultRecord],
     applied: list[AppliedAction],
     scenario: Scenario,
+    *,
+    config: Config | None = None,
+    slo_minutes_lost: Mapping[str, float] | None = None,
+    refused_signals: int = 0,
+    firing_alerts: int = 0,
+    control_run: bool = False,
 ) -> Scorecard:
+    """Score a run. `config` (the one the run used) gives services their tiers and instances
+    their services; the world's `slo_minutes_lost()`, the count of malformed deliveries the
+    parser refused and the alerts still firing at the end come from the driver. In a
+    `control_run` (no fault at all) every incident is a false alarm."""
     labels_of: dict[str, dict[str, str]] = {}
     opened: list[tuple[datetime, str, dict[str, str]]] = []
-    escalated_incidents: set[str] = set()
+    escalated_at: dict[str, datetime] = {}
+    resolved: set[str] = set()
     counts = {"ActionStarted": 0, "ApprovalRequested": 0, "ApprovalGranted": 0, "Escalated": 0}
     denials = 0
     denied_by: dict[str, int] = {}
-    grants: dict[str, set[str]] = {}
+    grants: dict[str, list[tuple[datetime, str]]] = {}
+    requested: dict[str, tuple[datetime, int]] = {}
     total = 0
     for event in events:
         total += 1
         data = event.data
-        if event.type == "SignalReceived":
+        kind = event.type
+        if kind == "SignalReceived":
             labels_of[data["fingerprint"]] = data.get("labels", {})
-        elif event.type == "IncidentOpened":
+        elif kind == "IncidentOpened":
             opened.append((event.ts, data["incident_id"], labels_of.get(data["fingerprint"], {})))
-        elif event.type == "Escalated":
-            escalated_incidents.add(data["incident_id"])
-        elif event.type == "PolicyEvaluated" and data["verdict"] == "deny":
-            denials += 1
-            for rule in data["rules"]:
-                if rule["effect"] == "deny":
-                    denied_by[rule["rule"]] = denied_by.get(rule["rule"], 0) + 1
-        elif event.type == "ApprovalGranted":
-            grants.setdefault(data["approval_id"], set()).add(event.actor)
-        if event.type in counts:
-            counts[event.type] += 1
+        elif kind == "IncidentResolved":
+            resolved.add(data["incident_id"])
+        elif kind == "Escalated":
+            escalated_at.setdefault(data["incident_id"], event.ts)
+        elif kind == "PolicyEvaluated" and data["verdict"] == "deny":
+            rules = [r["rule"] for r in data["rules"] if r["effect"] == "deny"]
+            guardrails = [rule for rule in rules if rule != AUTONOMY_RULE]
+            if guardrails:
+                denials += 1
+            for rule in rules:
+                denied_by[rule] = denied_by.get(rule, 0) + 1
+        elif kind == "ApprovalRequested":
+            requested.setdefault(data["approval_id"], (event.ts, int(data.get("required", 1))))
+        elif kind == "ApprovalGranted":
+            grants.setdefault(data["approval_id"], []).append((event.ts, event.actor))
+        if kind in counts:
+            counts[kind] += 1
 
-    scores = [FaultScore(record) for record in faults]
+    tiers: dict[str, str] = (
+        {service.name: str(service.tier) for service in config.services} if config else {}
+    )
+    service_of = (
+        {name: service.name for service in config.services for name in service.instances}
+        if config
+        else {}
+    )
+    scores = [FaultScore(record, tier=tiers.get(record.service, "")) for record in faults]
     for at, incident_id, labels in opened:
         for fault in scores:
             if _matches(fault.record, at, labels):
                 fault.incidents.append(incident_id)
                 if fault.detected_at is None or at < fault.detected_at:
                     fault.detected_at = at
-                if incident_id in escalated_incidents:
+                handed = escalated_at.get(incident_id)
+                if handed is not None:
                     fault.escalated = True
+                    if fault.escalated_at is None or handed < fault.escalated_at:
+                        fault.escalated_at = handed
 
+    waits: list[timedelta] = []
+    for approval_id, (asked, required) in requested.items():
+        given = sorted(grants.get(approval_id, []))
+        if len(given) >= required:
+            waits.append(given[required - 1][0] - asked)
+
+    judged = [
+        _judge(action, faults, service_of, tiers)
+        for action in applied
+        if not action.command_id.startswith(HUMAN)
+    ]
     start = scenario.start_at
     control = [(start + period.start, start + period.end) for period in scenario.control]
     card = Scorecard(
@@ -176,20 +483,73 @@ def score(
         guardrail_denials=denials,
         approvals_requested=counts["ApprovalRequested"],
         approved=counts["ApprovalGranted"],
-        wrong_actions=sum(
-            1
-            for action in applied
-            if action.target_was_healthy and not action.command_id.startswith(HUMAN)
+        wrong_actions=sum(1 for a in judged if a.verdict == "wrong"),
+        control_incidents=sum(
+            1 for at, _, _ in opened if control_run or any(a <= at < b for a, b in control)
         ),
-        control_incidents=sum(1 for at, _, _ in opened if any(a <= at < b for a, b in control)),
         incidents=len(opened),
         escalations=counts["Escalated"],
         events=total,
         denied_by=denied_by,
-        two_person_approvals=sum(1 for people in grants.values() if len(people) >= 2),
+        two_person_approvals=sum(1 for given in grants.values() if len({p for _, p in given}) >= 2),
+        actions=judged,
+        approval_waits=waits,
+        slo_minutes=dict(slo_minutes_lost or {}),
+        tiers=tiers,
+        refused_signals=refused_signals,
+        open_incidents=sum(1 for _, incident_id, _ in opened if incident_id not in resolved),
+        firing_alerts=firing_alerts,
+        hours=scenario.duration.total_seconds() / 3600,
     )
     card.expectations = _expectations(card, scenario)
     return card
+
+
+def _judge(
+    action: AppliedAction,
+    faults: list[FaultRecord],
+    service_of: Mapping[str, str],
+    tiers: Mapping[str, str],
+) -> ActionScore:
+    """The world's verdict on an action when it gives one; else derived from the truth: the
+    fix of a fault (it healed it) is right, an action on a healthy target harmful, any other
+    wrong."""
+    service = service_of.get(action.target, action.target if action.target in tiers else "")
+    touched = [f for f in faults if _touches(f, action, service)]
+    verdict: Verdict | None = getattr(action, "verdict", None)
+    reason: str = getattr(action, "reason", "")
+    if verdict is None:
+        if any(f.cleared_by == action.command_id for f in faults):
+            verdict, reason = "right", "it healed the fault"
+        elif action.target_was_healthy:
+            verdict, reason = "harmful", "its target was healthy"
+        else:
+            verdict, reason = "wrong", "it fixes no fault of its target"
+    healer = [f for f in faults if f.cleared_by == action.command_id]
+    cause = next(iter(healer or touched), None)
+    return ActionScore(
+        command_id=action.command_id,
+        action=action.action,
+        target=action.target,
+        at=action.at,
+        verdict=verdict,
+        reason=reason,
+        false=action.target_was_healthy,
+        service=service,
+        tier=tiers.get(service, ""),
+        fault_kind=cause.kind if cause is not None else "",
+    )
+
+
+def _touches(fault: FaultRecord, action: AppliedAction, service: str) -> bool:
+    """Whether the fault was active on the action's target (or its service) when it ran."""
+    if action.at < fault.injected_at or (
+        fault.cleared_at is not None and action.at > fault.cleared_at
+    ):
+        return False
+    return action.target in (fault.target, fault.service) or (
+        fault.target == fault.service and service == fault.service
+    )
 
 
 def _matches(fault: FaultRecord, at: datetime, labels: dict[str, str]) -> bool:
@@ -214,7 +574,7 @@ def _expectations(card: Scorecard, scenario: Scenario) -> list[Expectation]:
         if minimum is not None:
             checks.append(Expectation(name, f">= {minimum}", actual, actual >= minimum))
     for name, actual, maximum in (
-        ("wrong actions", card.wrong_actions, expect.wrong_actions_max),
+        ("wrong actions (on a healthy target)", card.false_actions, expect.wrong_actions_max),
         ("incidents in control periods", card.control_incidents, expect.control_incidents_max),
     ):
         if maximum is not None:

@@ -1,0 +1,766 @@
+"""The simulation lab: a scenario over many seeds, in parallel processes, as distributions.
+
+Each run is one seed of one scenario in one *mode*:
+
+* `policy`: the scenario as written, against the onduty config under test;
+* `baseline`: the same scenario and seed with every service's autonomy forced to `observe`:
+  onduty only records, every incident is paged to people, and the simulated people fix what
+  they are handed with their response times: the team alone, as with Alertmanager and a pager;
+* `control`: the same scenario and seed with no fault at all: any action is a false action,
+  any incident a false alarm.
+
+A run is in memory (`sqlite:///:memory:`) and returns a small picklable `RunSummary`: the
+scorecard's metrics and the expectations' outcomes. `monte_carlo` runs seeds S, S+1, ... in a
+process pool; `compare` runs the same seeds under two configs and gives the paired differences
+with 95 % confidence intervals (t-based). Everything is a function of the seeds: the same seeds
+give the same numbers, in parallel or not.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from onduty.config import Autonomy, Config, ConfigError, parse_config
+from onduty.sim.scenario import Scenario
+from onduty.sim.scorecard import (
+    DURATION_METRICS,
+    HIGHER_IS_BETTER,
+    METRICS,
+    Metrics,
+    Scorecard,
+    quantile,
+)
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from onduty.sim.driver import RunResult
+
+Mode = Literal["policy", "baseline", "control"]
+MODES: tuple[Mode, ...] = ("policy", "baseline", "control")
+MEMORY = "memory"  # the driver keeps such a run's log in memory (MemoryEventLog)
+CONFIDENCE = 0.95
+CI_METHOD = "paired t-interval (95 %)"
+
+Progress = Callable[[int, int], None]
+"""Called with (runs done, runs in all) as runs finish."""
+
+
+@dataclass(frozen=True)
+class ExpectationOutcome:
+    name: str
+    bound: str
+    actual: float | None
+    ok: bool
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One run, as plain data: what crosses the process boundary."""
+
+    seed: int
+    mode: str
+    metrics: Metrics
+    expectations: tuple[ExpectationOutcome, ...] = ()
+    events: int = 0
+    elapsed_s: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return all(e.ok for e in self.expectations)
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """One metric across runs (runs where it has no value, e.g. nothing recovered, are left
+    out and counted in `missing`)."""
+
+    n: int
+    missing: int
+    median: float | None
+    p10: float | None
+    p90: float | None
+    max: float | None
+    mean: float | None
+    ci: tuple[float, float] | None
+    """The 95 % confidence interval of the mean (t-based); None for fewer than two values."""
+
+    @classmethod
+    def of(cls, values: Sequence[float | None]) -> Distribution:
+        present = [v for v in values if v is not None]
+        missing = len(values) - len(present)
+        if not present:
+            return cls(0, missing, None, None, None, None, None, None)
+        mean = statistics.fmean(present)
+        return cls(
+            n=len(present),
+            missing=missing,
+            median=statistics.median(present),
+            p10=quantile(present, 0.1),
+            p90=quantile(present, 0.9),
+            max=max(present),
+            mean=mean,
+            ci=mean_interval(present),
+        )
+
+
+@dataclass
+class LabResult:
+    """A Monte Carlo run: every summary, by mode, in seed order."""
+
+    scenario: str
+    config: str
+    seeds: list[int]
+    runs: dict[str, list[RunSummary]]
+    jobs: int
+    elapsed_s: float = 0.0
+
+    def values(self, mode: str, metric: str) -> list[float | None]:
+        return [run.metrics.get(metric) for run in self.runs.get(mode, [])]
+
+    def distribution(self, mode: str, metric: str) -> Distribution:
+        return Distribution.of(self.values(mode, metric))
+
+    def distributions(self, mode: str) -> dict[str, Distribution]:
+        return {metric: self.distribution(mode, metric) for metric in METRICS}
+
+    def ratio(self, metric: str) -> float | None:
+        """Mean under the policy over mean with people alone (None when undefined)."""
+        return ratio(
+            self.distribution("policy", metric).mean, self.distribution("baseline", metric).mean
+        )
+
+    def failures(self) -> dict[str, tuple[int, int]]:
+        """Per expectation (name and bound): (runs where it failed, runs that checked it), over
+        the policy runs."""
+        counted: dict[str, tuple[int, int]] = {}
+        for run in self.runs.get("policy", []):
+            for check in run.expectations:
+                key = f"{check.name} {check.bound}"
+                failed, total = counted.get(key, (0, 0))
+                counted[key] = (failed + (not check.ok), total + 1)
+        return counted
+
+    @property
+    def passed(self) -> bool:
+        return all(failed == 0 for failed, _ in self.failures().values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data: every metric's values by mode (`metrics`), the number of seeds (`runs`),
+        a few facts, and the summaries the terminal shows."""
+        seeds = f"{self.seeds[0]}..{self.seeds[-1]}" if self.seeds else ""
+        return {
+            "scenario": self.scenario,
+            "config": self.config,
+            "seeds": seeds,
+            "runs": len(self.seeds),
+            "processes": self.jobs,
+            "elapsed_s": round(self.elapsed_s, 1),
+            "baseline": "people alone: every service at autonomy observe",
+            "metrics": {
+                metric: {mode: self.values(mode, metric) for mode in self.runs}
+                for metric in METRICS
+            },
+            "distributions": {
+                mode: {
+                    metric: vars(dist)
+                    for metric, dist in self.distributions(mode).items()
+                    if dist.n
+                }
+                for mode in self.runs
+            },
+            "ratios": {metric: self.ratio(metric) for metric in METRICS},
+            "failures": {
+                name: {"failed": failed, "runs": total}
+                for name, (failed, total) in self.failures().items()
+            },
+        }
+
+
+@dataclass(frozen=True)
+class Difference:
+    """A metric under config B minus the same seed's under config A, across seeds."""
+
+    metric: str
+    n: int
+    mean_a: float | None
+    mean_b: float | None
+    mean: float | None
+    ci: tuple[float, float] | None
+
+    @property
+    def significant(self) -> bool:
+        """The 95 % interval excludes zero."""
+        return self.ci is not None and (self.ci[0] > 0 or self.ci[1] < 0)
+
+    @property
+    def better(self) -> bool | None:
+        """Whether B is better than A (None: no significant change)."""
+        if not self.significant or self.mean is None:
+            return None
+        return (self.mean > 0) == (self.metric in HIGHER_IS_BETTER)
+
+
+@dataclass
+class Comparison:
+    """The same seeds under two configs: both labs and the paired differences (B - A)."""
+
+    a: LabResult
+    b: LabResult
+    differences: list[Difference] = field(default_factory=list)
+    method: str = CI_METHOD
+
+    @property
+    def worse(self) -> list[Difference]:
+        return [d for d in self.differences if d.better is False]
+
+
+# ---------------------------------------------------------------------------- statistics
+
+
+def t_quantile(p: float, df: int) -> float:
+    """The p-quantile of Student's t with `df` degrees of freedom: exact for 1 and 2, else
+    the Cornish-Fisher expansion around the normal (error < 1e-3 from df 3 at p 0.975)."""
+    if df < 1:
+        raise ValueError("t needs at least one degree of freedom")
+    if df == 1:
+        return math.tan(math.pi * (p - 0.5))
+    if df == 2:
+        return (2 * p - 1) / math.sqrt(2 * p * (1 - p))
+    z = statistics.NormalDist().inv_cdf(p)
+    v = float(df)
+    return (
+        z
+        + (z**3 + z) / (4 * v)
+        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * v**2)
+        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * v**3)
+        + (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / (92160 * v**4)
+    )
+
+
+def mean_interval(values: Sequence[float]) -> tuple[float, float] | None:
+    """The t-based 95 % confidence interval of the mean; None for fewer than two values."""
+    n = len(values)
+    if n < 2:
+        return None
+    mean = statistics.fmean(values)
+    half = t_quantile(0.5 + CONFIDENCE / 2, n - 1) * statistics.stdev(values) / math.sqrt(n)
+    return mean - half, mean + half
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or denominator is None or denominator == 0:
+        return None
+    return numerator / denominator
+
+
+def paired_differences(a: LabResult, b: LabResult, mode: str = "policy") -> list[Difference]:
+    """Per metric, B minus A seed by seed (seeds where either has no value are left out)."""
+    by_seed_a = {run.seed: run for run in a.runs.get(mode, [])}
+    found: list[Difference] = []
+    for metric in METRICS:
+        pairs = [
+            (va, vb)
+            for run in b.runs.get(mode, [])
+            if run.seed in by_seed_a
+            and (va := by_seed_a[run.seed].metrics.get(metric)) is not None
+            and (vb := run.metrics.get(metric)) is not None
+        ]
+        if not pairs:
+            found.append(Difference(metric, 0, None, None, None, None))
+            continue
+        diffs = [vb - va for va, vb in pairs]
+        found.append(
+            Difference(
+                metric,
+                len(pairs),
+                statistics.fmean(va for va, _ in pairs),
+                statistics.fmean(vb for _, vb in pairs),
+                statistics.fmean(diffs),
+                mean_interval(diffs),
+            )
+        )
+    return found
+
+
+# ---------------------------------------------------------------------------- one run
+
+
+def observe_only(config: Config) -> Config:
+    """The config with every service at autonomy `observe`: onduty records and pages, people
+    do the rest."""
+    document = config.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    document["services"] = [
+        {**service, "autonomy": Autonomy.OBSERVE.name.lower()} for service in document["services"]
+    ]
+    return parse_config(document, "baseline (every service at observe)")
+
+
+def load_setup(scenario_ref: str, config_path: str | None) -> tuple[Scenario, Config]:
+    """The scenario and the config it runs against: `config_path`, else the scenario's own
+    (`config:`, relative to the scenario file, or a built-in name), else the built-in config
+    of a built-in scenario; with the scenario's fleet applied."""
+    from onduty.configfile import load_config
+    from onduty.sim.scenario import load_builtin_config, load_scenario
+
+    scenario = load_scenario(scenario_ref)
+    own: str | None = getattr(scenario, "config", None)
+    if config_path is not None:
+        config = load_config(Path(config_path))
+    elif own:
+        config = _scenario_config(scenario_ref, own)
+    else:
+        try:
+            config = load_builtin_config(scenario.name)
+        except ConfigError:
+            raise ConfigError(
+                scenario_ref,
+                [f"no built-in config for scenario {scenario.name!r}: pass -c FILE"],
+            ) from None
+    apply_fleet: Callable[[Config], Config] | None = getattr(scenario, "apply_fleet", None)
+    if apply_fleet is not None:
+        config = apply_fleet(config)
+    return scenario, config
+
+
+def _scenario_config(scenario_ref: str, ref: str) -> Config:
+    from onduty.configfile import load_config
+    from onduty.sim.scenario import builtin_scenarios, load_builtin_config
+
+    base = Path(scenario_ref).parent
+    if (base / ref).is_file():
+        return load_config(base / ref)
+    name = ref.removesuffix(".yaml").removesuffix("-config")
+    if name in builtin_scenarios():
+        return load_builtin_config(name)
+    raise ConfigError(scenario_ref, [f"config: no file {ref!r} next to the scenario"])
+
+
+@lru_cache(maxsize=8)
+def setup(scenario_ref: str, config_path: str | None) -> tuple[Scenario, Config]:
+    """`load_setup`, once per process: the workers of a pool inherit it."""
+    return load_setup(scenario_ref, config_path)
+
+
+def people_alone(scenario: Scenario, config: Config) -> tuple[Scenario, Config]:
+    """The baseline: every service at autonomy `observe` (in the config and in the scenario's
+    fleet, which may set its own), so onduty records and pages and people do the rest."""
+    fleet = getattr(scenario, "fleet", None)
+    if fleet is not None:
+        services = [s.model_copy(update={"autonomy": Autonomy.OBSERVE}) for s in fleet.services]
+        scenario = scenario.model_copy(
+            update={"fleet": fleet.model_copy(update={"services": services})}
+        )
+    return scenario, observe_only(config)
+
+
+@lru_cache(maxsize=8)
+def _baseline(scenario_ref: str, config_path: str | None) -> tuple[Scenario, Config]:
+    return people_alone(*setup(scenario_ref, config_path))
+
+
+def without_faults(scenario: Scenario) -> Scenario:
+    """The scenario with no fault at all (fixed or drawn), for a control run."""
+    return scenario.model_copy(update={"faults": [], "control": []})
+
+
+def run_one(scenario_ref: str, config_path: str | None, seed: int, mode: str) -> RunSummary:
+    """One seed of the scenario in one mode, in memory."""
+    from onduty.sim.driver import run_scenario
+
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; the modes are {', '.join(MODES)}")
+    began = time.perf_counter()
+    scenario, config = setup(scenario_ref, config_path)
+    if mode == "baseline":
+        scenario, config = _baseline(scenario_ref, config_path)
+    scenario = scenario.model_copy(update={"seed": seed})
+    if mode == "control":
+        scenario = without_faults(scenario)
+    result = run_scenario(scenario, config, MEMORY, control_run=mode == "control")
+    return summarize(result.scorecard, seed, mode, time.perf_counter() - began)
+
+
+def summarize(card: Scorecard, seed: int, mode: str, elapsed_s: float = 0.0) -> RunSummary:
+    return RunSummary(
+        seed=seed,
+        mode=mode,
+        metrics=card.metrics(),
+        expectations=tuple(
+            ExpectationOutcome(e.name, e.bound, e.actual, e.ok) for e in card.expectations
+        ),
+        events=card.events,
+        elapsed_s=elapsed_s,
+    )
+
+
+def _run_batch(
+    scenario_ref: str, config_path: str | None, tasks: list[tuple[int, str]]
+) -> list[RunSummary]:
+    return [run_one(scenario_ref, config_path, seed, mode) for seed, mode in tasks]
+
+
+# ---------------------------------------------------------------------------- many runs
+
+
+def default_jobs() -> int:
+    return os.cpu_count() or 1
+
+
+def run_many(
+    scenario_ref: str,
+    config_path: str | None,
+    tasks: Sequence[tuple[int, str]],
+    *,
+    jobs: int | None = None,
+    progress: Progress | None = None,
+) -> list[RunSummary]:
+    """Run (seed, mode) tasks, in `jobs` processes (1: in this process), in task order."""
+    jobs = jobs or default_jobs()
+    setup(scenario_ref, config_path)  # errors surface here, once; forked workers inherit it
+    done: list[RunSummary] = []
+    if jobs <= 1 or len(tasks) <= 1:
+        for seed, mode in tasks:
+            done.append(run_one(scenario_ref, config_path, seed, mode))
+            if progress is not None:
+                progress(len(done), len(tasks))
+        return done
+    # Batches amortise the hand-over between processes; small enough that progress moves.
+    size = max(1, min(16, len(tasks) // (jobs * 8)))
+    batches = [list(tasks[i : i + size]) for i in range(0, len(tasks), size)]
+    order = {task: index for index, task in enumerate(tasks)}
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(_run_batch, scenario_ref, config_path, b) for b in batches]
+        for future in as_completed(futures):
+            done.extend(future.result())
+            if progress is not None:
+                progress(len(done), len(tasks))
+    return sorted(done, key=lambda run: order[(run.seed, run.mode)])
+
+
+def monte_carlo(
+    scenario_ref: str,
+    config_path: str | Path | None,
+    seeds: Iterable[int],
+    *,
+    modes: Sequence[str] = MODES,
+    jobs: int | None = None,
+    progress: Progress | None = None,
+) -> LabResult:
+    """Every seed in every mode, in parallel processes."""
+    began = time.perf_counter()
+    seeds = list(seeds)
+    path = str(config_path) if config_path is not None else None
+    tasks = [(seed, mode) for seed in seeds for mode in modes]
+    runs = run_many(scenario_ref, path, tasks, jobs=jobs, progress=progress)
+    by_mode: dict[str, list[RunSummary]] = {mode: [] for mode in modes}
+    for run in runs:
+        by_mode[run.mode].append(run)
+    return LabResult(
+        scenario=scenario_ref,
+        config=path or "(the scenario's own)",
+        seeds=seeds,
+        runs=by_mode,
+        jobs=jobs or default_jobs(),
+        elapsed_s=time.perf_counter() - began,
+    )
+
+
+def compare(
+    scenario_ref: str,
+    config_a: str | Path,
+    config_b: str | Path,
+    seeds: Iterable[int],
+    *,
+    jobs: int | None = None,
+    progress: Progress | None = None,
+) -> Comparison:
+    """The same seeds under two configs (policy mode); differences are B - A, paired by seed."""
+    seeds = list(seeds)
+    total = 2 * len(seeds)
+    offset = 0
+
+    def step(done: int, _: int) -> None:
+        if progress is not None:
+            progress(offset + done, total)
+
+    a = monte_carlo(scenario_ref, config_a, seeds, modes=("policy",), jobs=jobs, progress=step)
+    offset = len(seeds)
+    b = monte_carlo(scenario_ref, config_b, seeds, modes=("policy",), jobs=jobs, progress=step)
+    return Comparison(a, b, paired_differences(a, b))
+
+
+def metric_values(runs: Iterable[RunSummary], metric: str) -> list[float | None]:
+    return [run.metrics.get(metric) for run in runs]
+
+
+def summaries_by_seed(runs: Iterable[RunSummary]) -> Mapping[int, RunSummary]:
+    return {run.seed: run for run in runs}
+
+
+# ---------------------------------------------------------------------------- reports
+
+
+def write_report(
+    path: Path, result: RunResult | None, lab: LabResult | None, console: Console
+) -> None:
+    """The self-contained HTML page of a run (its incidents' timelines) and, for a Monte
+    Carlo run, its distributions (`onduty.report`)."""
+    import importlib
+
+    html = importlib.import_module("onduty.report.html")
+    html.write_html(path, result, lab)
+    console.print(f"report: {path}")
+
+
+# ---------------------------------------------------------------------------- presentation
+
+# The metrics the lab's table shows, in order; rows where every run of every mode is zero or
+# has no value are left out.
+_SHOWN = tuple(m for m in METRICS if m not in ("false_action_rate",))
+_RATIO_MEANINGLESS = frozenset(
+    {"faults", "guardrail_denials", "approvals_requested", "approved", "approval_wait_p90"}
+)
+
+
+def _fmt(metric: str, value: float | None) -> str:
+    from onduty.sim.driver import format_metric
+
+    if value is not None and metric not in DURATION_METRICS and value != int(value):
+        return f"{value:.2f}"
+    return format_metric(metric, value)
+
+
+def _mean_ci(metric: str, dist: Distribution) -> str:
+    if dist.mean is None:
+        return "-"
+    if dist.ci is None:
+        return _fmt(metric, dist.mean)
+    low, high = dist.ci
+    if low == high:
+        return _fmt(metric, dist.mean)
+    return f"{_fmt(metric, dist.mean)} [{_fmt(metric, low)}, {_fmt(metric, high)}]"
+
+
+def render_lab(result: LabResult, console: Console) -> None:
+    """The distributions of every metric for onduty and for people alone, with the ratio of
+    their means; the control runs' false actions; the expectations' failures."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    policy, people = result.distributions("policy"), result.distributions("baseline")
+    table = Table(
+        title=Text(
+            f"{result.scenario}: {len(result.seeds)} seeds ({result.seeds[0]}..{result.seeds[-1]})"
+            if result.seeds
+            else result.scenario
+        ),
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        caption="mean with its 95 % confidence interval (t-based); ratio = onduty mean / "
+        "people-alone mean; people alone: every service at autonomy observe",
+        caption_justify="left",
+    )
+    for column in ("metric", "median", "p10", "p90", "max", "mean [95 % CI]"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    if "baseline" in result.runs:
+        table.add_column("people alone: median", justify="right")
+        table.add_column("mean", justify="right")
+        table.add_column("ratio", justify="right")
+    for metric in _SHOWN:
+        ours, theirs = policy[metric], people[metric]
+        if not any((d.max or 0) != 0 for d in (ours, theirs)):
+            continue
+        row = [
+            metric,
+            _fmt(metric, ours.median),
+            _fmt(metric, ours.p10),
+            _fmt(metric, ours.p90),
+            _fmt(metric, ours.max),
+            _mean_ci(metric, ours),
+        ]
+        if "baseline" in result.runs:
+            shown = (
+                "" if metric in _RATIO_MEANINGLESS else _ratio_text(ratio(ours.mean, theirs.mean))
+            )
+            row += [_fmt(metric, theirs.median), _fmt(metric, theirs.mean), shown]
+        table.add_row(*row)
+    console.print(table)
+    control = result.runs.get("control", [])
+    if control:
+        rate = result.distribution("control", "false_action_rate")
+        actions = sum(run.metrics.get("false_actions") or 0 for run in control)
+        alarms = sum(run.metrics.get("control_incidents") or 0 for run in control)
+        console.print(
+            f"control runs (each seed with no fault): {len(control)}; false actions "
+            f"{int(actions)} in all, {_mean_ci('false_action_rate', rate)} per simulated hour "
+            f"(mean [95 % CI]); incidents opened (false alarms) {int(alarms)}"
+        )
+    failures = result.failures()
+    if failures:
+        checks = Table(
+            title="expectations", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False
+        )
+        checks.add_column("expectation")
+        checks.add_column("failed in", justify="right")
+        for name, (failed, total) in failures.items():
+            style = "bold red" if failed else "green"
+            checks.add_row(Text(name), Text(f"{failed} of {total} runs", style=style))
+        console.print(checks)
+    runs = sum(len(r) for r in result.runs.values())
+    console.print(
+        f"{runs} runs in {result.elapsed_s:.1f}s with {result.jobs} process(es) "
+        f"({runs / result.elapsed_s if result.elapsed_s else 0:.1f} runs/s)"
+    )
+
+
+def _ratio_text(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def render_comparison(comparison: Comparison, console: Console) -> None:
+    """B - A per metric, paired by seed, with its 95 % interval and whether it is significant
+    (the interval excludes zero) and better or worse."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    a, b = comparison.a, comparison.b
+    table = Table(
+        title=Text(f"{a.scenario}: B - A over the same {len(a.seeds)} seeds"),
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        caption=f"A = {a.config}, B = {b.config}; interval: {comparison.method} of the "
+        "per-seed difference, per metric (no correction for the number of metrics)",
+        caption_justify="left",
+    )
+    for column in ("metric", "A mean", "B mean", "B - A", "95 % CI", "change"):
+        table.add_column(column, justify="left" if column in ("metric", "change") else "right")
+    for diff in comparison.differences:
+        if diff.n == 0 or (diff.mean_a == 0 and diff.mean_b == 0 and diff.mean == 0):
+            continue
+        if diff.better is None:
+            change = Text("no significant change", style="dim")
+        elif diff.better:
+            change = Text("better (significant)", style="bold green")
+        else:
+            change = Text("WORSE (significant)", style="bold red")
+        interval = (
+            "-"
+            if diff.ci is None
+            else f"[{_num(diff.metric, diff.ci[0])}, {_num(diff.metric, diff.ci[1])}]"
+        )
+        table.add_row(
+            diff.metric,
+            _fmt(diff.metric, diff.mean_a),
+            _fmt(diff.metric, diff.mean_b),
+            _num(diff.metric, diff.mean),
+            interval,
+            change,
+        )
+    console.print(table)
+    for label, lab_result in (("A", a), ("B", b)):
+        failed = {n: f for n, (f, _) in lab_result.failures().items() if f}
+        if failed:
+            listed = "; ".join(
+                f"{n}: {f} of {len(lab_result.seeds)} runs" for n, f in failed.items()
+            )
+            console.print(Text(f"{label}: expectations failed: {listed}", style="red"))
+
+
+def _num(metric: str, value: float | None) -> str:
+    """A signed difference: durations as -5m50s, other figures as +0.25."""
+    if value is None:
+        return "-"
+    if metric in DURATION_METRICS:
+        return ("-" if value < 0 else "+") + _fmt(metric, abs(value))
+    return f"{value:+.2f}" if value != int(value) else f"{int(value):+d}"
+
+
+# ---------------------------------------------------------------------------- the command
+
+
+def lab_command(
+    scenario_ref: str,
+    configs: Sequence[Path],
+    *,
+    runs: int,
+    seed: int | None,
+    jobs: int | None,
+    compare_configs: bool,
+    control: bool,
+    fail_on_worse: bool,
+    report: Path | None,
+    console: Console,
+) -> int:
+    """The body of `onduty sim --runs N` and `--compare`: 0 when every expectation holds in
+    every run (of B, when comparing; and with `fail_on_worse`, no metric significantly
+    worse), else 1."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    scenario, _ = setup(scenario_ref, str(configs[0]) if configs else None)
+    first = scenario.seed if seed is None else seed
+    seeds = list(range(first, first + runs))
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(bar_width=30),
+        MofNCompleteColumn(),
+        TextColumn("runs"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(scenario_ref, total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        if compare_configs:
+            if len(configs) != 2:
+                raise ConfigError("--compare", ["give two configs: -c A.yaml -c B.yaml"])
+            comparison = compare(
+                scenario_ref, configs[0], configs[1], seeds, jobs=jobs, progress=progress
+            )
+        else:
+            modes = [mode for mode in MODES if control or mode != "control"]
+            result = monte_carlo(
+                scenario_ref,
+                configs[0] if configs else None,
+                seeds,
+                modes=modes,
+                jobs=jobs,
+                progress=progress,
+            )
+    if compare_configs:
+        render_comparison(comparison, console)
+        failed = not comparison.b.passed or (fail_on_worse and bool(comparison.worse))
+        lab_result = comparison.b
+    else:
+        render_lab(result, console)
+        failed = not result.passed
+        lab_result = result
+    if report is not None:
+        from onduty.sim.driver import run_scenario
+
+        shown, config = setup(scenario_ref, str(configs[-1]) if configs else None)
+        one = run_scenario(shown.model_copy(update={"seed": seeds[0]}), config, MEMORY)
+        write_report(report, one, lab_result, console)
+    return 1 if failed else 0

@@ -1,0 +1,180 @@
+"""The scorecard of real runs (the runtime, the core and the simulated world): what it counts,
+how it judges actions, people alone beside it, and the control run with no fault."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from onduty.config import Config, parse_config
+from onduty.sim import Scenario, parse_scenario
+from onduty.sim.driver import IN_MEMORY, _through_the_webhook, run_scenario
+from onduty.sim.lab import people_alone, without_faults
+from onduty.sim.scorecard import METRICS, Scorecard
+
+RESTART = {
+    "name": "restart-crashed",
+    "when": 'signal.labels.alertname == "InstanceDown"',
+    "do": [{"action": "process.restart", "target": "{{ signal.labels.instance }}"}],
+    "verify": {"signal_resolved_within": "3m"},
+}
+ROLLBACK = {
+    "name": "rollback",
+    "when": 'signal.labels.alertname == "HighErrorRate"',
+    "do": [{"action": "deploy.rollback", "target": "{{ signal.labels.service }}"}],
+    "verify": {"signal_resolved_within": "4m"},
+}
+
+
+def config(*runbooks: dict[str, Any], web: str = "act", **extra: Any) -> Config:
+    return parse_config(
+        {
+            "services": [
+                {
+                    "name": "web",
+                    "tier": "critical",
+                    "autonomy": web,
+                    "instances": ["web-1", "web-2", "web-3"],
+                },
+                {"name": "api", "tier": "high", "autonomy": "act", "instances": ["api-1", "api-2"]},
+            ],
+            "correlation": {"group_by": ["service", "alertname", "instance"], "group_wait": "30s"},
+            "runbooks": list(runbooks),
+            "escalation": {"default": [{"notify": ["sre"], "wait": "5m"}]},
+            **extra,
+        }
+    )
+
+
+def scenario(**fields: Any) -> Scenario:
+    document: dict[str, Any] = {
+        "name": "small",
+        "seed": 3,
+        "duration": "2h",
+        "on_call": {
+            "approve_after": "2m",
+            "acknowledge_after": "3m",
+            "fix_after": "20m",
+            "approvers": ["alice"],
+        },
+        "faults": [
+            {"at": "10m", "kind": "instance_crash", "target": "web-2"},
+            {"at": "30m", "kind": "bad_deploy", "target": "api"},
+            {"at": "1h", "kind": "dependency_latency", "target": "web", "duration": "20m"},
+        ],
+        "control": [{"from": "1h30m", "to": "2h"}],
+    }
+    document.update(fields)
+    return parse_scenario(document)
+
+
+def card_of(scenario: Scenario, config: Config, *, control_run: bool = False) -> Scorecard:
+    return run_scenario(scenario, config, IN_MEMORY, control_run=control_run).scorecard
+
+
+@pytest.fixture(scope="module")
+def policy() -> Scorecard:
+    return card_of(scenario(), config(RESTART, ROLLBACK))
+
+
+def test_a_known_run_is_scored_against_the_truth(policy: Scorecard) -> None:
+    metrics = policy.metrics()
+    assert set(metrics) == set(METRICS)
+    # the crash is restarted and the bad deploy rolled back; no runbook fixes latency, which
+    # is paged and ends by itself after its 20 minutes
+    assert {k: metrics[k] for k in ("faults", "detected", "auto_remediated", "escalated")} == {
+        "faults": 3,
+        "detected": 3,
+        "auto_remediated": 2,
+        "escalated": 1,
+    }
+    assert [(a.action, a.target, a.verdict, a.fault_kind) for a in policy.actions] == [
+        ("process.restart", "web-2", "right", "instance_crash"),
+        ("deploy.rollback", "api", "right", "bad_deploy"),
+    ]
+    assert (metrics["wrong_actions"], metrics["harmful_actions"], metrics["false_actions"]) == (
+        0,
+        0,
+        0,
+    )
+    # detection: the alert's `for` and the 30 s group wait; recovery: 1m50s for the crash,
+    # 2m30s for the rollback, 20m for the latency that ends by itself
+    assert metrics["mttd_median"] == 120.0
+    assert (metrics["mttr_median"], metrics["mttr_max"]) == (150.0, 1200.0)
+    assert metrics["escalated_within"] == 150.0
+    assert metrics["approval_wait_p90"] is None and metrics["control_incidents"] == 0
+
+
+def test_a_group_restricts_the_figures_to_its_faults_and_actions(policy: Scorecard) -> None:
+    critical = policy.metrics(("tier", "critical"))  # web: the crash and the latency
+    assert (critical["faults"], critical["actions"], critical["escalated"]) == (2, 1, 1)
+    crashes = policy.metrics(("kind", "instance_crash"))
+    assert (crashes["faults"], crashes["right_actions"], crashes["mttr_max"]) == (1, 1, 110.0)
+    api = policy.metrics(("service", "api"))
+    assert (api["faults"], api["auto_remediated"], api["escalated_within"]) == (1, 1, None)
+    assert ("tier", "high") in policy.groups() and ("kind", "bad_deploy") in policy.groups()
+
+
+def test_people_alone_are_paged_for_everything_and_recover_slower(policy: Scorecard) -> None:
+    alone = card_of(*people_alone(scenario(), config(RESTART, ROLLBACK)))
+    metrics = alone.metrics()
+    assert (metrics["actions"], metrics["escalated"], metrics["human_fixed"]) == (0, 3, 2)
+    assert alone.denied_by.get("autonomy", 0) >= 2 and alone.guardrail_denials == 0
+    recover = policy.metrics()["mttr_median"]
+    assert recover is not None and (metrics["mttr_median"] or 0) > recover
+
+
+def test_an_action_on_a_healthy_target_is_harmful_and_a_false_action() -> None:
+    restart_another = {
+        "name": "restart-the-first-instance",
+        "when": 'signal.labels.alertname == "InstanceDown"',
+        "do": [{"action": "process.restart", "target": "web-1"}],
+    }
+    faults = [{"at": "10m", "kind": "instance_crash", "target": "web-2"}]
+    card = card_of(scenario(faults=faults, control=[]), config(restart_another))
+    assert [(a.target, a.verdict, a.false) for a in card.actions] == [("web-1", "harmful", True)]
+    metrics = card.metrics()
+    assert (metrics["harmful_actions"], metrics["false_actions"]) == (1, 1)
+    assert metrics["false_action_rate"] == 0.5  # one in two simulated hours
+    assert (metrics["auto_remediated"], metrics["human_fixed"]) == (0, 1)
+
+
+def test_the_wait_for_an_approval_runs_from_the_request_to_the_grant() -> None:
+    faults = [{"at": "10m", "kind": "instance_crash", "target": "web-2"}]
+    card = card_of(scenario(faults=faults, control=[]), config(RESTART, web="approve"))
+    metrics = card.metrics()
+    assert (metrics["approvals_requested"], metrics["approved"]) == (1, 1)
+    assert metrics["approval_wait_p90"] == 120.0  # alice answers after two minutes
+    assert metrics["auto_remediated"] == 1
+
+
+def test_a_control_run_has_no_fault_and_every_incident_is_a_false_alarm() -> None:
+    card = card_of(without_faults(scenario()), config(RESTART, ROLLBACK), control_run=True)
+    metrics = card.metrics()
+    assert (metrics["faults"], metrics["actions"], metrics["false_action_rate"]) == (0, 0, 0.0)
+    assert metrics["control_incidents"] == card.incidents
+
+
+def test_the_scorecard_is_plain_json(policy: Scorecard) -> None:
+    data = json.loads(json.dumps(policy.to_dict()))
+    assert data["metrics"]["right_actions"] == 2
+    assert data["by_group"]["tier:critical"]["faults"] == 2
+    assert [a["verdict"] for a in data["actions"]] == ["right", "right"]
+
+
+def test_malformed_deliveries_go_through_the_real_parser_and_are_refused() -> None:
+    class Broken:
+        def take_malformed(self) -> list[Any]:
+            good = {
+                "version": "4",
+                "status": "firing",
+                "alerts": [{"status": "firing", "labels": {"alertname": "X", "service": "web"}}],
+            }
+            return [{"version": "4", "alerts": "not a list"}, b"{not json", good]
+
+    delivered = list(_through_the_webhook(Broken(), datetime(2026, 1, 5, 9, 0)))  # type: ignore[arg-type]
+    assert delivered[:2] == [None, None]
+    assert delivered[2] is not None and delivered[2].labels["alertname"] == "X"
