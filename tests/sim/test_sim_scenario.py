@@ -53,7 +53,7 @@ def crash(at: str, **extra: Any) -> dict[str, Any]:
                     {"at": "1m", "kind": "dependency_latency", "target": "web", "period": "1m"}
                 ],
             },
-            "faults[0].period: only a flapping fault",
+            "faults[0].period: only flapping faults take a period",
         ),
         ({**BASE, "faults": [crash("1m"), crash("7h")]}, "faults[1].at: 7h is not before"),
         ({**BASE, "control": [{"from": "2h", "to": "1h"}]}, "control[0].to: must be after"),

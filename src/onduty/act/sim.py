@@ -1,4 +1,5 @@
-"""The simulated fleet's actions as an actuator: restart, roll back, scale out.
+"""The simulated fleet's actions as an actuator: restart an instance or a whole service, roll
+back, scale out, clean up a disk.
 
 The simulated world remembers every command id it applied, so this actuator is idempotent and
 can tell after a crash whether an action took effect.
@@ -14,7 +15,13 @@ from onduty.act.base import Outcome
 from onduty.act.runs import InFlight
 from onduty.commands import StartAction, StartUndo
 
-SIM_ACTIONS = ("process.restart", "deploy.rollback", "service.scale_out")
+SIM_ACTIONS = (
+    "process.restart",
+    "deploy.rollback",
+    "service.scale_out",
+    "service.restart",
+    "disk.cleanup",
+)
 
 
 class ActionResultLike(Protocol):

@@ -37,7 +37,7 @@ class Rule:
     whether that value makes the alert condition true."""
 
     alertname: str
-    scope: Literal["instance", "service"]
+    scope: Literal["instance", "service", "endpoint"]
     expr: str
     for_: timedelta
     severity: str
@@ -60,10 +60,22 @@ class Rule:
                         "alertname": self.alertname,
                         "service": state.name,
                         "instance": name,
-                        "region": state.region,
+                        "region": fleet.instances[name].region,
                         "severity": self.severity,
                     }
                     found.append((labels, self.measure(fleet, name)))
+        elif self.scope == "endpoint":
+            for service, endpoints in fleet.endpoint_errors.items():
+                region = fleet.services[service].region
+                for endpoint, value in endpoints.items():
+                    labels = {
+                        "alertname": self.alertname,
+                        "service": service,
+                        "endpoint": endpoint,
+                        "region": region,
+                        "severity": self.severity,
+                    }
+                    found.append((labels, value))
         else:
             for state in fleet.services.values():
                 labels = {
@@ -90,6 +102,15 @@ def _up(fleet: Fleet, instance: str) -> float:
 def _memory(fleet: Fleet, instance: str) -> float | None:
     target = fleet.instances[instance]
     return target.memory_pct if target.up else None  # a down target exports no metrics
+
+
+def _disk(fleet: Fleet, instance: str) -> float | None:
+    target = fleet.instances[instance]
+    return target.disk_pct if target.up else None
+
+
+def _endpoint(fleet: Fleet, key: str) -> float | None:
+    return None  # endpoint series carry their value (see Rule.series)
 
 
 def _error_rate(fleet: Fleet, service: str) -> float | None:
@@ -149,6 +170,31 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         summary="{service}: p99 latency {value:.0f} ms",
         description="The p99 request latency of {service} in {region} is {value:.0f} ms, "
         "above 1000 ms for more than {for}.",
+    ),
+    Rule(
+        alertname="DiskFull",
+        scope="instance",
+        expr="disk_used_percent > 95",
+        for_=timedelta(minutes=1),
+        severity="critical",
+        measure=_disk,
+        breached=lambda value: value > 95,
+        summary="{instance} ({service}): disk {value:.0f}% full",
+        description="The data disk of {instance} is {value:.1f}% full, above 95% for more "
+        "than {for}.",
+    ),
+    Rule(
+        alertname="EndpointErrors",
+        scope="endpoint",
+        expr='sum by (service, endpoint) (rate(http_requests_total{code=~"5.."}[5m])) / '
+        "sum by (service, endpoint) (rate(http_requests_total[5m])) > 0.1",
+        for_=timedelta(minutes=1),
+        severity="warning",
+        measure=_endpoint,
+        breached=lambda value: value > 0.1,
+        summary="{service} {endpoint}: {value:.0%} of requests fail",
+        description="The error ratio of {endpoint} on {service} is {value:.1%}, above 10% for "
+        "more than {for}.",
     ),
 )
 

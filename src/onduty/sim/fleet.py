@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -45,6 +46,10 @@ class Instance:
     baseline_latency_ms: float = 100.0
     baseline_error_rate: float = 0.003
     resident_pct: float = field(default=45.0, repr=False)
+    disk_pct: float = 0.0
+    baseline_disk_pct: float = 40.0
+    last_cleanup: str | None = None
+    cleaned_at: datetime | None = None
 
     def is_up(self, now: datetime) -> bool:
         """Whether the process answers at `now` (running and done booting)."""
@@ -66,6 +71,10 @@ class Instance:
             "last_restart": self.last_restart,
             "booted_at": _iso(self.booted_at),
             "resident_pct": self.resident_pct,
+            "region": self.region,
+            "disk_pct": self.disk_pct,
+            "last_cleanup": self.last_cleanup,
+            "cleaned_at": _iso(self.cleaned_at),
         }
 
 
@@ -125,6 +134,9 @@ class Fleet:
         }
         self.services: dict[str, ServiceState] = {}
         self.instances: dict[str, Instance] = {}
+        self.endpoint_errors: dict[str, dict[str, float]] = {}
+        """Per service, the error ratio of each of its endpoints that a fault made visible (a
+        per-endpoint series exists only while a fault sets it)."""
         for index, service in enumerate(services):
             state = ServiceState(
                 name=service.name,
@@ -193,6 +205,8 @@ class Fleet:
             instance.memory_pct = instance.resident_pct
             instance.latency_ms = instance.baseline_latency_ms * math.exp(gauss(0, 0.1))
             instance.error_rate = max(0.0, instance.baseline_error_rate + gauss(0, 0.0015))
+            instance.disk_pct = instance.baseline_disk_pct
+        self.endpoint_errors.clear()
 
     def noise(self, sigma: float) -> float:
         """A multiplicative noise factor around 1, for faults that set a level."""
@@ -229,6 +243,28 @@ class Fleet:
         target.memory_pct = target.resident_pct
         seconds = f"{self.boot_delay.total_seconds():g}s"
         return f"restarted {instance} ({target.service}); it answers again in {seconds}"
+
+    def restart_service(self, service: str, command_id: str, now: datetime) -> str:
+        state = self.services.get(service)
+        if state is None:
+            raise FleetError(self._unknown_service(service))
+        for name in state.instances:
+            self.restart(name, command_id, now)
+        seconds = f"{self.boot_delay.total_seconds():g}s"
+        return (
+            f"restarted the {len(state.instances)} instances of {service}; "
+            f"they answer again in {seconds}"
+        )
+
+    def cleanup_disk(self, instance: str, command_id: str, now: datetime) -> str:
+        target = self.instances.get(instance)
+        if target is None:
+            raise FleetError(self._unknown_instance(instance))
+        freed = max(0.0, target.disk_pct - target.baseline_disk_pct)
+        target.last_cleanup = command_id
+        target.cleaned_at = now
+        target.disk_pct = target.baseline_disk_pct
+        return f"cleaned up the disk of {instance} ({target.service}): {freed:.0f}% freed"
 
     def rollback(self, service: str, command_id: str, now: datetime) -> str:
         state = self.services.get(service)
@@ -274,6 +310,9 @@ class Fleet:
         )
         instance.latency_ms = instance.baseline_latency_ms
         instance.error_rate = instance.baseline_error_rate
+        # Not drawn from the generator: the noise of every existing fleet stays as it was.
+        instance.baseline_disk_pct = 30.0 + zlib.crc32(name.encode()) % 25
+        instance.disk_pct = instance.baseline_disk_pct
         state.instances.append(name)
         self.instances[name] = instance
         return instance

@@ -67,7 +67,55 @@ Duration = Annotated[
     PlainSerializer(format_duration, return_type=str),
 ]
 
-FaultKind = Literal["instance_crash", "bad_deploy", "memory_leak", "dependency_latency", "flapping"]
+_SIGNED = re.compile(r"^\s*-\s*(.+)$")
+
+
+def parse_signed_offset(value: Any) -> timedelta:
+    """A duration that may be negative: '-10m', '90s'."""
+    if isinstance(value, str):
+        negative = _SIGNED.match(value)
+        if negative:
+            return -parse_offset(negative.group(1))
+    return parse_offset(value)
+
+
+SignedDuration = Annotated[
+    timedelta,
+    BeforeValidator(parse_signed_offset),
+    PlainSerializer(
+        lambda value: (
+            ("-" + format_duration(-value)) if value < timedelta(0) else format_duration(value)
+        ),
+        return_type=str,
+    ),
+]
+
+FaultKind = Literal[
+    "instance_crash",
+    "bad_deploy",
+    "memory_leak",
+    "dependency_latency",
+    "flapping",
+    "disk_full",
+    "dependency_outage",
+    "region_outage",
+    "alert_storm",
+    "stale_signals",
+    "duplicate_signals",
+    "malformed_signals",
+    "clock_skew",
+    "actuator_hang",
+    "actuator_silent_failure",
+    "deploy_leak",
+]
+# The settings only some kinds take, and which.
+_ONLY: dict[str, tuple[str, ...]] = {
+    "period": ("flapping",),
+    "delay": ("stale_signals",),
+    "skew": ("clock_skew",),
+    "size": ("alert_storm",),
+    "fraction": ("malformed_signals",),
+}
 
 _TIMED_KINDS = frozenset(DEFAULT_DURATIONS)
 
@@ -80,6 +128,22 @@ class FaultSpec(Model):
     target: str = Field(min_length=1)
     duration: Duration | None = None
     period: Duration | None = None
+    delay: Duration | None = None
+    """stale_signals: how late each signal arrives (3m)."""
+    skew: SignedDuration | None = None
+    """clock_skew: how far the sender's clock is off (10m; negative: behind)."""
+    size: int | None = Field(default=None, ge=1, le=5000)
+    """alert_storm: how many endpoints break (200), each raising its own alert."""
+    fraction: float | None = Field(default=None, gt=0, le=1)
+    """malformed_signals: the share of payloads broken (0.5)."""
+
+    def params(self) -> dict[str, Any]:
+        """The kind-specific settings given."""
+        return {
+            name: getattr(self, name)
+            for name in ("delay", "skew", "size", "fraction")
+            if getattr(self, name) is not None
+        }
 
     def window(self) -> tuple[timedelta, timedelta | None]:
         """(start, end) offsets of the fault; end is None when only an action ends it."""
@@ -273,9 +337,10 @@ def scenario_problems(scenario: Scenario) -> list[str]:
             problems.append(
                 f"{where}.duration: {fault.kind} takes no duration (it lasts until healed)"
             )
-        if fault.kind != "flapping" and fault.period is not None:
-            problems.append(f"{where}.period: only a flapping fault takes a period")
-        for name in ("duration", "period"):
+        for name, kinds in _ONLY.items():
+            if getattr(fault, name) is not None and fault.kind not in kinds:
+                problems.append(f"{where}.{name}: only {' and '.join(kinds)} faults take a {name}")
+        for name in ("duration", "period", "delay"):
             value = getattr(fault, name)
             if value is not None and value <= zero:
                 problems.append(f"{where}.{name}: must be longer than zero")

@@ -11,7 +11,9 @@ finely the caller slices time.
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import heapq
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -21,11 +23,27 @@ from typing import Any, Literal
 from onduty.config import Config, ConfigError
 from onduty.events import Signal
 from onduty.sim.alerts import AlertEvaluator
-from onduty.sim.faults import FAULT_KINDS, INSTANCE_KINDS, Fault, FaultRecord
+from onduty.sim.faults import (
+    ANY,
+    FAULT_KINDS,
+    INSTANCE_KINDS,
+    REGION_KINDS,
+    SIGNAL_KINDS,
+    Delivered,
+    Fault,
+    FaultRecord,
+)
 from onduty.sim.fleet import Fleet, FleetError
 from onduty.sim.scenario import FaultSpec, Scenario, scenario_problems
 
-ACTIONS = ("deploy.rollback", "process.restart", "service.scale_out")
+ACTIONS = (
+    "deploy.rollback",
+    "process.restart",
+    "service.scale_out",
+    "service.restart",
+    "disk.cleanup",
+)
+INSTANCE_ACTIONS = frozenset({"process.restart", "disk.cleanup"})
 AppliedRecord = tuple[datetime, str, str, Mapping[str, Any], str]
 
 
@@ -92,6 +110,9 @@ class World:
         self.actions: list[AppliedAction] = []
         self._slo_lost: dict[str, timedelta] = {name: timedelta(0) for name in self.fleet.services}
         self._malformed: list[dict[str, Any]] = []
+        # Signals a signal fault holds back: (due, sequence, what), a heap.
+        self._delayed: list[tuple[datetime, int, Delivered]] = []
+        self._sequence = 0
         self._plan = self._plan_faults()
         self._planned = 0
         self._injected: list[Fault] = []
@@ -201,6 +222,11 @@ class World:
             ],
             "results": {key: vars(result) for key, result in self._results.items()},
             "alerts": self.evaluator.snapshot(),
+            "delayed": [
+                [due.isoformat(), number, what.fingerprint if isinstance(what, Signal) else what]
+                for due, number, what in sorted(self._delayed, key=lambda item: item[:2])
+            ],
+            "slo_minutes_lost": self.slo_minutes_lost(),
             "rng": hashlib.sha256(repr(self.rng.getstate()).encode()).hexdigest()[:16],
         }
 
@@ -234,13 +260,15 @@ class World:
         plan: list[tuple[timedelta, int, Fault]] = []
         for index, spec in enumerate(self.scenario.planned_faults(self.config)):
             where = f"faults[{index}].target"
-            if spec.kind in INSTANCE_KINDS:
-                instance = self.fleet.instances.get(spec.target)
-                service = None if instance is None else instance.service
-            else:
-                service = spec.target if spec.target in self.fleet.services else None
+            service = self._service_of_target(spec)
             if service is None:
                 problems.append(f"{where}: {self._wrong_target(spec)}")
+                continue
+            if spec.kind == "dependency_outage" and not self.fleet.callers_of(service):
+                problems.append(
+                    f"{where}: no service depends on {service!r}, so its outage would raise no "
+                    "alert (declare `depends_on` in the scenario's fleet)"
+                )
                 continue
             fault = FAULT_KINDS[spec.kind](
                 f"F{index + 1:02d}",
@@ -249,14 +277,33 @@ class World:
                 self.start + spec.at,
                 duration=spec.duration,
                 period=spec.period,
+                params=spec.params(),
+                seed=self.scenario.seed,
             )
             plan.append((spec.at, index, fault))
         if problems:
             raise ConfigError(f"scenario {self.scenario.name}", problems)
         return [fault for _, _, fault in sorted(plan, key=lambda item: (item[0], item[1]))]
 
+    def _service_of_target(self, spec: FaultSpec) -> str | None:
+        """The service a fault's target belongs to ("" for a region or every signal); None
+        when the target is not what the kind needs."""
+        if spec.kind in INSTANCE_KINDS:
+            instance = self.fleet.instances.get(spec.target)
+            return None if instance is None else instance.service
+        if spec.kind in REGION_KINDS:
+            return "" if self.fleet.instances_in(spec.target) else None
+        if spec.kind in SIGNAL_KINDS and spec.target == ANY:
+            return ""
+        return spec.target if spec.target in self.fleet.services else None
+
     def _wrong_target(self, spec: FaultSpec) -> str:
         """Why a fault's target is not what its kind needs: a name of the other kind, or none."""
+        if spec.kind in REGION_KINDS:
+            regions = sorted({i.region for i in self.fleet.instances.values()})
+            return f"no instance runs in region {spec.target!r} (regions: {', '.join(regions)})"
+        if spec.kind in SIGNAL_KINDS:
+            return f"{spec.target!r} is neither `any` nor a service of the config"
         if spec.kind in INSTANCE_KINDS:
             if spec.target in self.fleet.services:
                 return f"{spec.target!r} is a service; {spec.kind} needs one of its instances"
@@ -297,7 +344,39 @@ class World:
         for name in self.fleet.services:
             if self._degraded(name):
                 self._slo_lost[name] = self._slo_lost.get(name, timedelta(0)) + self.eval_interval
-        self._outbox.extend(self.evaluator.evaluate(self.fleet, at))
+        emitted = self.evaluator.evaluate(self.fleet, at)
+        while self._delayed and self._delayed[0][0] <= at:
+            self._deliver(heapq.heappop(self._delayed)[2])
+        pipeline = [
+            fault
+            for fault in self._injected
+            if fault.scope == "signals" and fault.is_active(self.fleet, at)
+        ]
+        if not pipeline:
+            self._outbox.extend(emitted)
+            return
+        for signal in emitted:
+            deliveries: list[tuple[datetime, Delivered]] = [(at, signal)]
+            for fault in pipeline:
+                deliveries = [
+                    altered
+                    for when, what in deliveries
+                    for altered in (
+                        fault.deliver(what, when) if isinstance(what, Signal) else [(when, what)]
+                    )
+                ]
+            for when, what in deliveries:
+                if when <= at:
+                    self._deliver(what)
+                else:
+                    self._sequence += 1
+                    heapq.heappush(self._delayed, (when, self._sequence, what))
+
+    def _deliver(self, what: Delivered) -> None:
+        if isinstance(what, Signal):
+            self._outbox.append(what)
+        else:
+            self._malformed.append(what)
 
     def _degraded(self, service: str) -> bool:
         instances = self.fleet.instances_of(service)
@@ -351,26 +430,45 @@ class World:
                 error=f"unknown action {action!r}; the simulated fleet supports "
                 + ", ".join(ACTIONS),
             )
-        known = self.fleet.instances if action == "process.restart" else self.fleet.services
+        active = [fault for fault in self._injected if fault.is_active(self.fleet, now)]
+        for fault in active:
+            refusal = fault.intercept(action, target, command_id, now)
+            if refusal is not None:
+                return ActionResult(ok=False, error=refusal)
+        silenced = next(
+            (fault for fault in active if fault.silences(action, target, command_id, now)), None
+        )
+        known = self.fleet.instances if action in INSTANCE_ACTIONS else self.fleet.services
         was_healthy = self.healthy(target, now) if target in known else False
         service = self.fleet.service_of(target)
         up_before = sum(1 for i in self.fleet.instances_of(service) if i.up) if service else 0
-        active = [fault for fault in self._injected if fault.is_active(self.fleet, now)]
+        # A silently failing actuator says what the action would have said, and does nothing.
+        fleet = copy.deepcopy(self.fleet) if silenced is not None else self.fleet
         try:
-            if action == "process.restart":
-                output = self.fleet.restart(target, command_id, now)
-            elif action == "deploy.rollback":
-                output = self.fleet.rollback(target, command_id, now)
-            else:
-                added = self.fleet.scale_out(target, now)
-                count = len(self.fleet.services[target].instances)
-                output = f"added {added.name} to {target} ({count} instances)"
+            output = _run_on(fleet, action, target, command_id, now)
         except FleetError as error:
             return ActionResult(ok=False, error=f"{action} {target}: {error}")
         verdict, reason = self._judge(action, target, now, active, was_healthy, up_before)
+        if silenced is not None:
+            reason += "; the actuator reported success but changed nothing"
         self.actions.append(
             AppliedAction(command_id, action, target, now, was_healthy, verdict, reason)
         )
         for fault in self._injected:
             fault.refresh(self.fleet, now)
         return ActionResult(ok=True, output=output)
+
+
+def _run_on(fleet: Fleet, action: str, target: str, command_id: str, now: datetime) -> str:
+    """Run one of ACTIONS on `fleet`; its output. Raises FleetError."""
+    if action == "process.restart":
+        return fleet.restart(target, command_id, now)
+    if action == "deploy.rollback":
+        return fleet.rollback(target, command_id, now)
+    if action == "service.restart":
+        return fleet.restart_service(target, command_id, now)
+    if action == "disk.cleanup":
+        return fleet.cleanup_disk(target, command_id, now)
+    added = fleet.scale_out(target, now)
+    count = len(fleet.services[target].instances)
+    return f"added {added.name} to {target} ({count} instances)"
