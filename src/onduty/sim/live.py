@@ -31,13 +31,12 @@ from onduty.act.sim import SIM_ACTIONS, SimActuator
 from onduty.config import Config
 from onduty.events import Event, SignalReceived
 from onduty.runtime import Input, ScaledClock
-from onduty.sim import world as world_module
 from onduty.sim.faults import SELF
 from onduty.sim.fleet import Fleet, Instance
 from onduty.sim.oncall import HUMAN, OnCall
 from onduty.sim.scenario import Scenario
-from onduty.sim.scorecard import Scorecard, median, percentile, score
-from onduty.sim.world import ACTIONS, ActionResult, World
+from onduty.sim.scorecard import Scorecard, score
+from onduty.sim.world import ACTIONS, INSTANCE_ACTIONS, ActionResult, World
 
 logger = logging.getLogger("onduty")
 
@@ -56,12 +55,8 @@ Kind = Literal["approve", "deny", "acknowledge", "fix"]
 
 
 def action_scope(action: str) -> Literal["instance", "service"]:
-    """What an action of the simulated world is done to: one instance (the world's
-    `INSTANCE_ACTIONS`), or a whole service."""
-    instance_actions = getattr(world_module, "INSTANCE_ACTIONS", None)
-    if instance_actions is None:  # a world that only restarts instances
-        instance_actions = frozenset({"process.restart"})
-    return "instance" if action in instance_actions else "service"
+    """What an action of the simulated world is done to: one instance, or a whole service."""
+    return "instance" if action in INSTANCE_ACTIONS else "service"
 
 
 def live_scenario(scenario: Scenario) -> Scenario:
@@ -238,70 +233,6 @@ def response_times(
 
 
 # ---------------------------------------------------------------------------- the scorecard
-
-
-def _seconds(value: timedelta | None) -> float | None:
-    return value.total_seconds() if value is not None else None
-
-
-def scorecard_json(card: Scorecard) -> dict[str, Any]:
-    """The scorecard as plain JSON data: its own `to_dict` where it has one."""
-    to_dict = getattr(card, "to_dict", None)
-    if callable(to_dict):
-        return dict(to_dict())
-    detect, recover = card.detect_times(), card.recover_times()
-    return {
-        "injected": card.injected,
-        "detected": card.detected,
-        "auto_remediated": card.auto_remediated,
-        "escalated": card.escalated,
-        "human_fixed": card.human_fixed,
-        "actions": card.actions_taken,
-        "guardrail_denials": card.guardrail_denials,
-        "denied_by": dict(card.denied_by),
-        "approvals_requested": card.approvals_requested,
-        "approved": card.approved,
-        "wrong_actions": card.wrong_actions,
-        "control_incidents": card.control_incidents,
-        "mttd_median": _seconds(median(detect)),
-        "mttd_p90": _seconds(percentile(detect, 0.9)),
-        "mttr_median": _seconds(median(recover)),
-        "mttr_p90": _seconds(percentile(recover, 0.9)),
-        "events": card.events,
-        "faults": [
-            {
-                "id": fault.record.id,
-                "kind": fault.record.kind,
-                "target": fault.record.target,
-                "injected_at": fault.record.injected_at.isoformat(),
-                "cleared_at": _iso(fault.record.cleared_at),
-                "cleared_by": fault.record.cleared_by,
-                "detected_at": _iso(fault.detected_at),
-                "escalated": fault.escalated,
-                "remediated": fault.remediated,
-                "fixed_by_human": fault.fixed_by_human,
-            }
-            for fault in card.faults
-        ],
-        "expectations": [
-            {"name": e.name, "bound": e.bound, "actual": e.actual, "ok": e.ok}
-            for e in card.expectations
-        ],
-        "passed": card.passed,
-    }
-
-
-def card_metrics(card: Scorecard) -> dict[str, float | None]:
-    """The scorecard's headline numbers by name (its own `metrics()` where it has one)."""
-    metrics = getattr(card, "metrics", None)
-    if callable(metrics):
-        return dict(metrics())
-    document = scorecard_json(card)
-    return {
-        key: value
-        for key, value in document.items()
-        if value is None or (isinstance(value, int | float) and not isinstance(value, bool))
-    }
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -518,8 +449,7 @@ class LiveSimulation:
                 fix["verdict"] = getattr(judged, "verdict", None)
                 fix["reason"] = getattr(judged, "reason", "")
             document["scorecard"] = {
-                **scorecard_json(card),
-                "metrics": card_metrics(card),
+                **card.to_dict(),
                 "people": people,
                 "truth": [
                     {
