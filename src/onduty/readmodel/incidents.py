@@ -24,6 +24,7 @@ from onduty.readmodel.timeline import (
     SIGNALS_FIRST,
     SIGNALS_RECENT,
     Window,
+    incident_of,
     is_signal_event,
 )
 
@@ -230,12 +231,7 @@ class IncidentProjection:
             return
         if event.type == "IncidentOpened":
             self.incidents[data["incident_id"]] = self._opened(event)
-        incident_id = (
-            data.get("incident_id")
-            or self._command_incident.get(data.get("command_id", ""))
-            or self._command_incident.get(data.get("of_command_id", ""))
-            or self._command_incident.get(data.get("approval_id", ""))
-        )
+        incident_id = incident_of(data, self._command_incident)
         view = self.incidents.get(incident_id or "")
         if view is None:
             return

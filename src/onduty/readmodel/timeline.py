@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 from array import array
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,25 @@ SIGNAL_PAGE_MAX = 1000
 
 def is_signal_event(event: Event) -> bool:
     return event.type == "IncidentUpdated" and event.data.get("change") in SIGNAL_CHANGES
+
+
+FOLLOW_UP_KEYS = ("command_id", "of_command_id", "approval_id")
+"""What an event that names no incident follows up: a command (its outcome), the command an
+undo reverses, an approval request (its answer)."""
+
+
+def incident_of(data: Mapping[str, Any], follows: Mapping[str, str]) -> str | None:
+    """The incident an event is about: the one it names, else the one of the command or
+    approval it follows up (`follows`: command and approval ids → incident id, learnt from the
+    incident's earlier events, which name both)."""
+    named = data.get("incident_id")
+    if named:
+        return str(named)
+    for key in FOLLOW_UP_KEYS:
+        value = data.get(key)
+        if isinstance(value, str) and value in follows:
+            return follows[value]
+    return None
 
 
 class Window:

@@ -1,0 +1,312 @@
+"""Distributions of a Monte Carlo run as pictures: per metric, a box plot and a histogram of the
+values each mode (policy, baseline, control) produced over its seeds.
+
+The data is plain: metric → mode → values (a value may be None: a run where the metric has no
+value, e.g. no recovery time when nothing recovered; those are counted, not drawn). Charts are
+the console's (`onduty.api.console.charts.Chart`: rectangles with a title each, labels and
+rules in a view box), drawn as inline SVG by the report's template: no library, no CDN."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from onduty.api.console.charts import Chart, Label, Rect, Rule
+
+MODES = ("policy", "baseline", "control")
+"""The usual modes, in the order they are drawn (others follow, sorted)."""
+MODE_TONE = {"policy": "info", "baseline": "warn", "control": "quiet"}
+MODE_WORD = {
+    "policy": "with the policy",
+    "baseline": "people alone (baseline)",
+    "control": "no fault (control)",
+}
+DURATION_WORDS = ("mttd", "mttr", "wait", "within")
+"""A metric whose name has one of these is a duration in seconds."""
+BINS = 12
+
+
+def is_duration(metric: str) -> bool:
+    return any(word in metric for word in DURATION_WORDS) or metric.endswith("_s")
+
+
+def span(seconds: float) -> str:
+    """'45s', '4m 10s', '2h 05m': a duration to read at a glance."""
+    negative, seconds = seconds < 0, abs(seconds)
+    if seconds < 60:
+        shown = f"{seconds:.0f}s" if seconds >= 10 or seconds == int(seconds) else f"{seconds:.1f}s"
+    else:
+        minutes, rest = divmod(round(seconds), 60)
+        hours, minutes = divmod(minutes, 60)
+        shown = f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {rest:02d}s"
+    return f"-{shown}" if negative else shown
+
+
+def number(value: float) -> str:
+    if value == int(value) and abs(value) < 1e9:
+        return str(int(value))
+    return f"{value:.3g}"
+
+
+def shown(metric: str, value: float | None) -> str:
+    """A metric's value as a person reads it ("-" for none)."""
+    if value is None:
+        return "-"
+    return span(value) if is_duration(metric) else number(value)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One mode's values of one metric, summarised."""
+
+    mode: str
+    values: list[float]
+    missing: int
+    """Runs in which the metric had no value."""
+
+    @property
+    def count(self) -> int:
+        return len(self.values)
+
+    def quantile(self, fraction: float) -> float | None:
+        """Linear interpolation between the closest ranks (None for no values)."""
+        if not self.values:
+            return None
+        ordered = sorted(self.values)
+        place = fraction * (len(ordered) - 1)
+        low = math.floor(place)
+        high = min(low + 1, len(ordered) - 1)
+        return ordered[low] + (ordered[high] - ordered[low]) * (place - low)
+
+    @property
+    def median(self) -> float | None:
+        return self.quantile(0.5)
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.values) if self.values else None
+
+
+@dataclass
+class Distribution:
+    """One metric across the modes, with its two pictures."""
+
+    metric: str
+    summaries: list[Summary]
+    charts: list[Chart] = field(default_factory=list)
+
+    def of(self, mode: str) -> Summary | None:
+        return next((item for item in self.summaries if item.mode == mode), None)
+
+    @property
+    def ratio(self) -> float | None:
+        """The policy's median over the baseline's (None when either is missing or 0)."""
+        policy, baseline = self.of("policy"), self.of("baseline")
+        if policy is None or baseline is None:
+            return None
+        top, bottom = policy.median, baseline.median
+        if top is None or not bottom:
+            return None
+        return top / bottom
+
+
+@dataclass
+class Lab:
+    """A Monte Carlo result as the report shows it."""
+
+    distributions: list[Distribution]
+    runs: int | None = None
+    facts: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _ordered_modes(modes: Iterable[Any]) -> list[str]:
+    given = [str(mode) for mode in modes]
+    known = [mode for mode in MODES if mode in given]
+    return known + sorted(mode for mode in given if mode not in MODES)
+
+
+def lab_of(lab: Any) -> Lab | None:
+    """A Monte Carlo result from plain data: `{"metrics": {metric: {mode: [values]}}, "runs":
+    N, ...}` (other top-level scalars are shown as facts), or the metrics mapping alone, or an
+    object with `to_dict()` returning either."""
+    if lab is None:
+        return None
+    if not isinstance(lab, Mapping) and hasattr(lab, "to_dict"):
+        lab = lab.to_dict()
+    if not isinstance(lab, Mapping):
+        raise TypeError(f"a Monte Carlo result must be a mapping or have to_dict(), not {lab!r}")
+    given = lab.get("metrics")
+    metrics: Mapping[Any, Any] = given if isinstance(given, Mapping) else lab
+    facts = [
+        (str(key), str(value))
+        for key, value in lab.items()
+        if key != "metrics" and isinstance(value, str | int | float) and metrics is not lab
+    ]
+    runs = lab.get("runs") if metrics is not lab else None
+    distributions = []
+    for metric, by_mode in metrics.items():
+        if not isinstance(by_mode, Mapping):
+            continue
+        summaries = []
+        named = {str(mode): values for mode, values in by_mode.items()}
+        for mode in _ordered_modes(named):
+            raw = list(named[mode] or ())
+            values = [float(v) for v in raw if v is not None and math.isfinite(float(v))]
+            summaries.append(Summary(str(mode), values, len(raw) - len(values)))
+        item = Distribution(str(metric), summaries)
+        item.charts = [box_plot(item), histogram(item)]
+        distributions.append(item)
+    return Lab(distributions, int(runs) if isinstance(runs, int | float) else None, facts)
+
+
+# ---------------------------------------------------------------------------- scales
+
+
+def _range(values: Sequence[float]) -> tuple[float, float]:
+    low, high = min(values), max(values)
+    if low == high:
+        pad = abs(low) * 0.1 or 1.0
+        return low - pad if low < 0 else min(low, max(0.0, low - pad)), high + pad
+    if low >= 0 and low < (high - low) * 0.5:
+        low = 0.0
+    return low, high
+
+
+def _ticks(low: float, high: float) -> list[float]:
+    return [low, (low + high) / 2, high]
+
+
+def _all_values(item: Distribution) -> list[float]:
+    return [value for summary in item.summaries for value in summary.values]
+
+
+def _empty(chart: Chart, item: Distribution) -> Chart:
+    chart.empty = f"No run gave {item.metric} a value."
+    return chart
+
+
+# ---------------------------------------------------------------------------- box plots
+
+
+def box_plot(item: Distribution) -> Chart:
+    """One row per mode: the middle half as a box, min to max as a whisker, the median as a
+    line; each shape titled with its numbers."""
+    row_h, top, bottom, left, right = 34, 8, 28, 190, 20
+    rows = item.summaries
+    chart = Chart(
+        f"box-{_key(item.metric)}",
+        f"{item.metric}: spread",
+        "",
+        720,
+        top + bottom + row_h * max(1, len(rows)),
+    )
+    values = _all_values(item)
+    if not values:
+        return _empty(chart, item)
+    low, high = _range(values)
+    width = chart.width - left - right
+
+    def x(value: float) -> float:
+        return left + width * (value - low) / (high - low)
+
+    for tick, anchor in zip(_ticks(low, high), ("start", "middle", "end"), strict=True):
+        chart.rules.append(Rule(x(tick), top, x(tick), chart.height - bottom))
+        chart.labels.append(Label(x(tick), chart.height - 8, shown(item.metric, tick), anchor))
+    parts = []
+    for index, summary in enumerate(rows):
+        y = top + row_h * index
+        tone = MODE_TONE.get(summary.mode, "info")
+        chart.labels.append(
+            Label(left - 8, y + row_h / 2 + 5, MODE_WORD.get(summary.mode, summary.mode), "end",
+                  "name")
+        )  # fmt: skip
+        if not summary.values:
+            chart.labels.append(Label(left + 4, y + row_h / 2 + 5, "no value", "start"))
+            continue
+        q1, q3 = summary.quantile(0.25), summary.quantile(0.75)
+        median = summary.median
+        assert q1 is not None and q3 is not None and median is not None
+        lo, hi = min(summary.values), max(summary.values)
+        said = (
+            f"{summary.mode}: median {shown(item.metric, median)}, middle half "
+            f"{shown(item.metric, q1)} to {shown(item.metric, q3)}, range "
+            f"{shown(item.metric, lo)} to {shown(item.metric, hi)} over {summary.count} runs"
+        )
+        middle = y + row_h / 2
+        chart.rects.append(Rect(x(lo), middle - 1, max(1.0, x(hi) - x(lo)), 2, tone, said))
+        chart.rects.append(Rect(x(q1), y + 7, max(2.0, x(q3) - x(q1)), row_h - 14, tone, said))
+        chart.rects.append(Rect(x(median) - 1.5, y + 4, 3, row_h - 8, "median", said))
+        parts.append(f"{MODE_WORD.get(summary.mode, summary.mode)} median "
+                     f"{shown(item.metric, median)}")  # fmt: skip
+    chart.description = f"{item.metric}: " + "; ".join(parts) + "."
+    return chart
+
+
+# ---------------------------------------------------------------------------- histograms
+
+
+def histogram(item: Distribution) -> Chart:
+    """How many runs fell in each of up to `BINS` equal ranges, the modes side by side."""
+    top, bottom, left, right = 12, 34, 44, 10
+    chart = Chart(f"hist-{_key(item.metric)}", f"{item.metric}: how often", "", 720, 220)
+    values = _all_values(item)
+    if not values:
+        return _empty(chart, item)
+    low, high = min(values), max(values)
+    distinct = sorted(set(values))
+    if len(distinct) <= BINS:  # few values (counts of actions): one bin per value
+        edges = [(value, value) for value in distinct]
+    else:
+        step = (high - low) / BINS
+        edges = [(low + step * i, low + step * (i + 1)) for i in range(BINS)]
+
+    def bin_of(value: float) -> int:
+        for index, (start, end) in enumerate(edges):
+            if start <= value <= end if start == end else start <= value < end:
+                return index
+        return len(edges) - 1
+
+    counts = {s.mode: [0] * len(edges) for s in item.summaries}
+    for summary in item.summaries:
+        for value in summary.values:
+            counts[summary.mode][bin_of(value)] += 1
+    highest = max(max(row) for row in counts.values())
+    plot_w, plot_h = chart.width - left - right, chart.height - top - bottom
+    for tick in (0, highest / 2, highest):
+        y = top + plot_h - plot_h * tick / highest
+        chart.rules.append(Rule(left, y, left + plot_w, y))
+        if tick == int(tick):
+            chart.labels.append(Label(left - 6, y + 5, f"{tick:g}", "end"))
+    slot = plot_w / len(edges)
+    modes = [summary.mode for summary in item.summaries]
+    bar = slot * 0.8 / max(1, len(modes))
+    every = max(1, len(edges) // 6)
+    for index, (start, end) in enumerate(edges):
+        where = (
+            shown(item.metric, start)
+            if start == end
+            else f"{shown(item.metric, start)} to {shown(item.metric, end)}"
+        )
+        for place, mode in enumerate(modes):
+            count = counts[mode][index]
+            if not count:
+                continue
+            height = plot_h * count / highest
+            chart.rects.append(
+                Rect(left + slot * index + slot * 0.1 + bar * place, top + plot_h - height, bar,
+                     height, MODE_TONE.get(mode, "info"), f"{mode}: {count} runs at {where}")
+            )  # fmt: skip
+        if index % every == 0:
+            chart.labels.append(
+                Label(left + slot * (index + 0.5), chart.height - 12, shown(item.metric, start))
+            )
+    runs = ", ".join(f"{len(s.values)} {s.mode}" for s in item.summaries)
+    chart.description = f"Runs per range of {item.metric} ({runs})."
+    return chart
+
+
+def _key(metric: str) -> str:
+    return "".join(char if char.isalnum() else "-" for char in metric)
