@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 import typer
 
-from onduty.cli import audit, config, policy, sealing, serve, sim, store, talk
+from onduty.cli import audit, config, policy, report, sealing, serve, sim, store, talk
 from onduty.cli.base import UsageProblem, err, out, problem_line
 from onduty.config import ConfigError
 from onduty.log import StoreError
@@ -39,6 +39,7 @@ app.add_typer(sealing.log_app, name="log")
 app.add_typer(config.config_app, name="config")
 app.command()(store.replay)
 app.command()(store.incidents)
+app.command()(report.report)
 app.command()(sim.demo)
 app.command()(sim.sim)
 app.command()(serve.serve)
