@@ -4,6 +4,10 @@ order they happened, in the model and in both renderings."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from onduty.report import incident_timelines, run_report
 from onduty.report import markdown as md
 from onduty.report.html import render
@@ -103,8 +107,20 @@ def test_a_monte_carlo_result_is_drawn_per_metric_and_mode(demo: DemoRun) -> Non
     mttr = report.lab.distributions[0]
     assert [s.mode for s in mttr.summaries] == ["policy", "baseline"]
     assert mttr.of("policy").missing == 1  # type: ignore[union-attr]
-    assert mttr.ratio == 90.0 / 450.0
+    assert mttr.ratio == 90.0 / 450.0  # means, as the lab's table
     page = render(report)
     assert page.count("<svg") == 4 and "1m 30s" in page
     assert "| policy / baseline" not in md.render(report)
     assert "median" in md.render(report)
+
+
+def test_a_run_that_kept_its_log_in_memory_is_reported_from_its_events(
+    demo: DemoRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    told = run_report({"scenario": "demo", "store": "memory"}, None)
+    assert told.incidents == [] and ("incidents", told.facts[-1][1]) == told.facts[-1]
+    assert "kept its log in memory" in told.facts[-1][1]
+    assert list(tmp_path.iterdir()) == []  # no store made by that name
+    told = run_report({"scenario": "demo", "store": "memory"}, None, events=demo.events)
+    assert len(told.incidents) == demo.result.scorecard.incidents

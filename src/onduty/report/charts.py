@@ -103,11 +103,12 @@ class Distribution:
 
     @property
     def ratio(self) -> float | None:
-        """The policy's median over the baseline's (None when either is missing or 0)."""
+        """The policy's mean over the baseline's, as the lab's table shows it (None when either
+        is missing or 0)."""
         policy, baseline = self.of("policy"), self.of("baseline")
         if policy is None or baseline is None:
             return None
-        top, bottom = policy.median, baseline.median
+        top, bottom = policy.mean, baseline.mean
         if top is None or not bottom:
             return None
         return top / bottom

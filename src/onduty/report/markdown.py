@@ -179,7 +179,7 @@ def render(report: Report) -> str:
         out += [f"## Distributions{runs}", ""]
         for item in report.lab.distributions:
             ratio = (
-                f" (policy / baseline, medians: {item.ratio:.2f} times)"
+                f" (policy / baseline, means: {item.ratio:.2f} times)"
                 if item.ratio is not None
                 else ""
             )

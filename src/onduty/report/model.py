@@ -148,9 +148,16 @@ def _action_rows(actions: Sequence[Any]) -> list[dict[str, str]]:
     ]
 
 
-def _read_store(store: str) -> list[Event]:
-    from onduty.log import open_log
+IN_MEMORY = "memory"
+"""The store of a run that kept its log in memory only (`onduty.sim.driver.IN_MEMORY`)."""
 
+
+def _read_store(store: str) -> list[Event]:
+    """Every event of a run's store, which must be an event log already (never created)."""
+    from onduty.log import open_log
+    from onduty.report.source import check_store
+
+    check_store(store)
     log = open_log(store)
     try:
         return list(log.read())
@@ -172,8 +179,10 @@ def run_report(
     (attributes or mapping keys): `scenario` (a name or an object with `name` and `seed`),
     `scorecard` (with `to_dict()`, or its plain data), `world` (its `faults` and `actions`) or
     `faults` and `actions` directly, and `store` (read for the events when `events` is not
-    given). The keyword arguments override what `result` says. `lab`: a Monte Carlo result
-    (`charts.lab_of`), drawn as distributions. Either may be None (not both)."""
+    given; a run that kept its log in memory must pass `events`, e.g. collected with
+    `run_scenario(..., on_event=events.append)`). The keyword arguments override what `result`
+    says. `lab`: a Monte Carlo result (`charts.lab_of`), drawn as distributions. Either may be
+    None (not both)."""
     if result is None and lab is None:
         raise ValueError("a report needs a run, a Monte Carlo result, or both")
     world = value_of(result, "world") if result is not None else None
@@ -182,10 +191,18 @@ def run_report(
     if actions is None:
         actions = list(value_of(world, "actions", None) or value_of(result, "actions", None) or ())
     card = _card(scorecard if scorecard is not None else value_of(result, "scorecard"))
+    unread = ""
     if events is None:
         given = value_of(result, "events")
         store = value_of(result, "store")
-        events = given if given is not None else (_read_store(store) if store else [])
+        if given is not None:
+            events = given
+        elif store and store != IN_MEMORY:
+            events = _read_store(str(store))
+        else:
+            events = []
+            if store == IN_MEMORY:
+                unread = "not shown: the run kept its log in memory (pass its events)"
     fault_incidents = {
         str(value_of(item, "id")): [str(i) for i in value_of(item, "incidents", None) or ()]
         for item in card.get("faults") or ()
@@ -217,6 +234,8 @@ def run_report(
         lab=lab_of(lab),
         incidents=incidents,
     )
+    if unread:
+        report.facts.append(("incidents", unread))
     if report.lab is not None:
         said = {label for label, _ in report.facts}
         report.facts += [(label, value) for label, value in report.lab.facts if label not in said]
