@@ -229,3 +229,83 @@ def test_planned_faults_are_the_fixed_faults() -> None:
     faults = [{"at": "1m", "kind": "instance_crash", "target": "web-1"}]
     scenario = parse_scenario({**BASE, "faults": faults})
     assert [(f.kind, f.target) for f in scenario.planned_faults()] == [("instance_crash", "web-1")]
+
+
+def drawn(**fault: Any) -> Scenario:
+    return parse_scenario({**BASE, "fleet": FLEET, "faults": [fault]})
+
+
+def test_drawn_faults_are_the_same_for_the_same_seed_and_stay_in_their_window() -> None:
+    spec = {"kind": "instance_crash", "target": {"service": "web"}, "count": 5,
+            "between": ["1h", "2h"]}  # fmt: skip
+    first = drawn(**spec).planned_faults()
+    assert first == drawn(**spec).planned_faults()
+    assert len(first) == 5
+    assert all(timedelta(hours=1) <= f.at < timedelta(hours=2) for f in first if f.at)
+    assert [f.at for f in first] == sorted(f.at for f in first if f.at)
+    assert {f.target for f in first} <= {"web-1", "web-2", "web-3", "web-4"}
+    other = parse_scenario({**BASE, "seed": 2, "fleet": FLEET, "faults": [spec]})
+    assert other.planned_faults() != first
+
+
+def test_selectors_pick_targets_of_the_right_kind() -> None:
+    by_region = drawn(kind="instance_crash", target={"region": "us-east"}, count=20)
+    assert {f.target for f in by_region.planned_faults()} == {"web-2", "web-4"}
+    by_tier = drawn(kind="bad_deploy", target={"tier": "high"}, count=5)
+    assert {f.target for f in by_tier.planned_faults()} == {"db"}
+    anywhere = drawn(kind="region_outage", target="any", count=10)
+    assert {f.target for f in anywhere.planned_faults()} == {"eu-west", "us-east"}
+    wedged = drawn(kind="dependency_outage", target="any", count=3)
+    assert {f.target for f in wedged.planned_faults()} == {"db"}  # the one with callers
+    signals = drawn(kind="stale_signals", target="any", at="1m")
+    assert [f.target for f in signals.planned_faults()] == ["any"]  # the whole pipeline
+    fixed = drawn(kind="instance_crash", target="db-a", at="5m")
+    assert [(f.target, f.at) for f in fixed.planned_faults()] == [("db-a", timedelta(minutes=5))]
+
+
+def test_a_rate_draws_about_that_many_per_hour() -> None:
+    counts = [
+        len(
+            parse_scenario(
+                {**BASE, "seed": seed, "fleet": FLEET,
+                 "faults": [{"kind": "instance_crash", "target": "any", "rate": "2/h"}]}
+            ).planned_faults()
+        )
+        for seed in range(40)
+    ]  # fmt: skip
+    assert 9 < sum(counts) / len(counts) < 15  # 2/h over 6h
+
+
+def test_a_selector_that_matches_nothing_is_an_error() -> None:
+    with pytest.raises(ConfigError, match=r"faults\[0\].target: no target of instance_crash"):
+        drawn(kind="instance_crash", target={"region": "mars"}, count=1).planned_faults()
+
+
+def test_drawn_times_avoid_the_control_periods() -> None:
+    scenario = parse_scenario(
+        {**BASE, "fleet": FLEET, "control": [{"from": "1h", "to": "6h"}],
+         "faults": [{"kind": "instance_crash", "target": "any", "count": 30}]}
+    )  # fmt: skip
+    assert all(f.at is not None and f.at < timedelta(hours=1) for f in scenario.planned_faults())
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        ({"kind": "instance_crash", "target": "a"}, "faults[0].at: give `at`"),
+        ({"kind": "instance_crash", "target": "a", "at": "1m", "count": 2},
+         "faults[0].at: a drawn fault"),
+        ({"kind": "instance_crash", "target": "a", "count": 2, "rate": 1},
+         "faults[0].rate: give `count` or `rate`, not both"),
+        ({"kind": "instance_crash", "target": "a", "at": "1m", "between": ["1m", "2m"]},
+         "faults[0].between: only a drawn fault"),
+        ({"kind": "instance_crash", "target": "a", "count": 1, "between": ["1m", "7h"]},
+         "faults[0].between: 7h is after the end"),
+        ({"kind": "instance_crash", "target": "a", "rate": "often"},
+         "faults[0].rate: 'often' is not a rate"),
+    ],
+)  # fmt: skip
+def test_drawn_fault_problems(fault: dict[str, Any], expected: str) -> None:
+    assert any(p.startswith(expected) for p in problems({**BASE, "faults": [fault]})), problems(
+        {**BASE, "faults": [fault]}
+    )

@@ -16,12 +16,16 @@ it is meant to run against, `<name>-config.yaml`.
 
 from __future__ import annotations
 
+import math
+import random
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import yaml
 from pydantic import (
     BeforeValidator,
     ConfigDict,
@@ -38,12 +42,29 @@ from onduty.config import (
     Model,
     Service,
     format_duration,
+    line_of,
+    loc_of,
     parse_config,
     parse_duration,
     read_yaml,
     validate_document,
 )
-from onduty.sim.faults import DEFAULT_DURATIONS
+from onduty.sim.expectations import (
+    METRICS,
+    STEADY_METRICS,
+    Expectation,
+    ExpectationError,
+    from_mapping,
+    parse_expectation,
+)
+from onduty.sim.faults import (
+    ANY,
+    DEFAULT_DURATIONS,
+    INSTANCE_KINDS,
+    REGION_KINDS,
+    SERVICE_KINDS,
+    SIGNAL_KINDS,
+)
 
 DEFAULT_START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
@@ -120,12 +141,50 @@ _ONLY: dict[str, tuple[str, ...]] = {
 _TIMED_KINDS = frozenset(DEFAULT_DURATIONS)
 
 
-class FaultSpec(Model):
-    """One fault to inject, `at` an offset from the scenario start."""
+class TargetSelector(Model):
+    """Targets chosen at random among those that match every key given."""
 
-    at: Duration
+    service: str | None = None
+    tier: Literal["critical", "high", "standard", "low"] | None = None
+    region: str | None = None
+
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*(s|m|h|d))?\s*$")
+_PER_HOUR = {"s": 3600.0, "m": 60.0, "h": 1.0, "d": 1 / 24}
+
+
+def parse_rate(value: Any) -> float:
+    """Faults per hour: a number, or `N/h`, `N/d`, `N/m`."""
+    if isinstance(value, bool):
+        raise ValueError("a rate is a number per hour, or N/h, N/d")
+    if isinstance(value, int | float):
+        if value <= 0:
+            raise ValueError("a rate must be above zero")
+        return float(value)
+    match = _RATE.match(str(value))
+    if match is None:
+        raise ValueError(f"{value!r} is not a rate: write a number per hour, or N/h, N/d")
+    rate = float(match.group(1)) * _PER_HOUR[match.group(2) or "h"]
+    if rate <= 0:
+        raise ValueError("a rate must be above zero")
+    return rate
+
+
+Rate = Annotated[float, BeforeValidator(parse_rate)]
+
+
+class FaultSpec(Model):
+    """One fault to inject: fixed (`at` an offset from the scenario start) or drawn (`count`
+    of them, or `rate` per hour, at random times `between` two offsets). The target is a name,
+    a selector (`{service: search}`, `{tier: critical}`, `{region: eu-west}`) or `any`: a
+    selector or `any` draws the target among those the kind can take."""
+
+    at: Duration | None = None
     kind: FaultKind
-    target: str = Field(min_length=1)
+    target: str | TargetSelector
+    count: int | None = Field(default=None, ge=0, le=10_000)
+    rate: Rate | None = None
+    between: list[Duration] | None = Field(default=None, min_length=2, max_length=2)
     duration: Duration | None = None
     period: Duration | None = None
     delay: Duration | None = None
@@ -145,12 +204,23 @@ class FaultSpec(Model):
             if getattr(self, name) is not None
         }
 
+    @property
+    def drawn(self) -> bool:
+        """Whether the times are drawn (`count` or `rate`), not fixed (`at`)."""
+        return self.count is not None or self.rate is not None
+
+    @property
+    def fixed_target(self) -> str | None:
+        """The target's name when it names one (not a selector, not `any`)."""
+        return self.target if isinstance(self.target, str) and self.target != ANY else None
+
     def window(self) -> tuple[timedelta, timedelta | None]:
-        """(start, end) offsets of the fault; end is None when only an action ends it."""
+        """(start, end) offsets of a fixed fault; end is None when only an action ends it."""
+        at = self.at if self.at is not None else timedelta(0)
         default = DEFAULT_DURATIONS.get(self.kind)
         if default is None:
-            return self.at, None
-        return self.at, self.at + (self.duration if self.duration is not None else default)
+            return at, None
+        return at, at + (self.duration if self.duration is not None else default)
 
 
 class ControlPeriod(Model):
@@ -176,7 +246,10 @@ class OnCall(Model):
 
 
 class Expect(Model):
-    """What a run of the scenario should achieve; any subset may be given."""
+    """What a run of the scenario should achieve: a list of expressions (`mttr_p90 < 10m`,
+    see `onduty.sim.expectations`), or the older mapping (`detected_min: 3`), any subset."""
+
+    expressions: list[str] = Field(default_factory=list)
 
     detected_min: int | None = Field(default=None, ge=0)
     auto_remediated_min: int | None = Field(default=None, ge=0)
@@ -188,6 +261,28 @@ class Expect(Model):
     denied_by: list[str] = Field(default_factory=list)
     """Guardrails that must have denied at least one action."""
     human_fixed_min: int | None = Field(default=None, ge=0)
+
+    def lines(self) -> list[str]:
+        """Every expectation as an expression: those written, then the mapping's."""
+        legacy = self.model_dump(exclude={"expressions"}, exclude_none=True)
+        return [*self.expressions, *from_mapping(legacy)]
+
+
+def _expect_document(value: Any) -> Any:
+    """`expect:` as a list of expressions, or the older mapping."""
+    if isinstance(value, list):
+        return {"expressions": value}
+    return value
+
+
+class SteadyState(Model):
+    """Hypotheses about the fleet that must hold before the first fault (`before`, the state
+    just before it is injected) and at the end of the run (`after`), as expressions over the
+    fleet's state (`firing_alerts`, `instances_down`, `degraded_services`, `open_incidents`)
+    and, after, over the scorecard's metrics too."""
+
+    before: list[str] = Field(default_factory=list)
+    after: list[str] = Field(default_factory=list)
 
 
 class FleetService(Model):
@@ -247,7 +342,8 @@ class Scenario(Model):
     on_call: OnCall = Field(default_factory=OnCall)
     faults: list[FaultSpec] = Field(default_factory=list)
     control: list[ControlPeriod] = Field(default_factory=list)
-    expect: Expect = Field(default_factory=Expect)
+    expect: Annotated[Expect, BeforeValidator(_expect_document)] = Field(default_factory=Expect)
+    steady_state: SteadyState = Field(default_factory=SteadyState)
 
     @field_validator("start")
     @classmethod
@@ -299,12 +395,172 @@ class Scenario(Model):
             return {}
         return {spec.name: list(spec.depends_on) for spec in self.fleet.services}
 
+    # ------------------------------------------------------------------ expectations
+
+    def expectations(self) -> list[Expectation]:
+        """`expect`, parsed (the older mapping converted)."""
+        return [
+            parse_expectation(text, f"expect[{index}]")
+            for index, text in enumerate(self.expect.lines())
+        ]
+
+    def steady_before(self) -> list[Expectation]:
+        return [
+            parse_expectation(text, f"steady_state.before[{index}]", STEADY_METRICS)
+            for index, text in enumerate(self.steady_state.before)
+        ]
+
+    def steady_after(self) -> list[Expectation]:
+        return [
+            parse_expectation(text, f"steady_state.after[{index}]", _AFTER_METRICS)
+            for index, text in enumerate(self.steady_state.after)
+        ]
+
+    # ------------------------------------------------------------------ faults
+
     def planned_faults(self, config: Config | None = None) -> list[FaultSpec]:
-        """The concrete faults of a run with this scenario's seed, in time order: the fixed
-        ones as written, and those drawn from distributions expanded deterministically (the
-        same seed gives the same faults). Targets given by a selector are resolved against the
-        fleet (the scenario's, else `config`'s services)."""
-        return list(self.faults)
+        """The concrete faults of a run with this scenario's seed: each fixed one as written,
+        each drawn one expanded into its faults in time order. Everything random (how many,
+        when, which target for a selector or `any`) comes from a generator seeded with the
+        scenario's seed alone, so the same seed gives the same faults. Targets are chosen
+        among the fleet's (the scenario's, else `config`'s services). Raises ConfigError when
+        a selector matches nothing."""
+        rng = random.Random(f"faults:{self.seed}")
+        targets: _Targets | None = None
+        planned: list[FaultSpec] = []
+        problems: list[str] = []
+        for index, spec in enumerate(self.faults):
+            needs_draw = spec.fixed_target is None and not (
+                spec.kind in SIGNAL_KINDS and spec.target == ANY
+            )
+            if needs_draw and targets is None:
+                targets = _Targets.of(self, config)
+            concrete = {"count": None, "rate": None, "between": None}
+            times = self._draw_times(spec, rng) if spec.drawn else [spec.at or timedelta(0)]
+            for at in times:
+                target = spec.target
+                if needs_draw:
+                    assert targets is not None
+                    candidates = targets.candidates(spec)
+                    if not candidates:
+                        problems.append(
+                            f"faults[{index}].target: no target of {spec.kind} matches "
+                            f"{_describe_target(spec.target)}"
+                        )
+                        break
+                    target = rng.choice(candidates)
+                planned.append(spec.model_copy(update={**concrete, "at": at, "target": target}))
+        if problems:
+            raise ConfigError(f"scenario {self.name}", problems)
+        return planned
+
+    def _draw_times(self, spec: FaultSpec, rng: random.Random) -> list[timedelta]:
+        begin, end = (
+            (spec.between[0], spec.between[1])
+            if spec.between is not None
+            else (timedelta(0), self.duration)
+        )
+        span = (end - begin).total_seconds()
+        if spec.count is not None:
+            count = spec.count
+        else:
+            assert spec.rate is not None
+            count = _poisson(rng, spec.rate * span / 3600.0)
+        times: list[timedelta] = []
+        for _ in range(count):
+            for _attempt in range(100):  # a time in a no-fault control period is drawn again
+                at = begin + timedelta(seconds=int(rng.uniform(0, span)))
+                if not any(p.start <= at < p.end for p in self.control):
+                    times.append(at)
+                    break
+        return sorted(times)
+
+
+_AFTER_METRICS = tuple(dict.fromkeys((*METRICS, *STEADY_METRICS)))
+
+
+def _poisson(rng: random.Random, mean: float) -> int:
+    """A Poisson draw (Knuth's method, in chunks so a large mean does not underflow)."""
+    count = 0
+    while mean > 0:
+        chunk = min(mean, 500.0)
+        mean -= chunk
+        limit, product = math.exp(-chunk), rng.random()
+        while product > limit:
+            count += 1
+            product *= rng.random()
+    return count
+
+
+def _describe_target(target: str | TargetSelector) -> str:
+    if isinstance(target, str):
+        return repr(target)
+    given = target.model_dump(exclude_none=True)
+    return "{" + ", ".join(f"{key}: {value}" for key, value in given.items()) + "}"
+
+
+@dataclass(frozen=True)
+class _Targets:
+    """What faults can be aimed at: instances (service, tier, region) and services."""
+
+    instances: list[tuple[str, str, str, str]]
+    services: list[tuple[str, str, frozenset[str]]]
+    callers: dict[str, list[str]]
+
+    @classmethod
+    def of(cls, scenario: Scenario, config: Config | None) -> _Targets:
+        instances: list[tuple[str, str, str, str]]
+        if scenario.fleet is not None:
+            instances = [
+                (name, spec.name, spec.tier, region)
+                for spec in scenario.fleet.services
+                for name, region in spec.instance_regions().items()
+            ]
+        elif config is not None:
+            instances = [
+                (name, service.name, service.tier, service.region)
+                for service in config.services
+                for name in service.instances
+            ]
+        else:
+            raise ConfigError(
+                f"scenario {scenario.name}",
+                ["faults: a drawn target needs the fleet: give `fleet:` or the config"],
+            )
+        tiers: dict[str, str] = {service: tier for _, service, tier, _ in instances}
+        if config is not None and scenario.fleet is None:
+            tiers.update({s.name: s.tier for s in config.services})
+        services = [
+            (name, tier, frozenset(r for _, s, _, r in instances if s == name))
+            for name, tier in tiers.items()
+        ]
+        calls = scenario.dependencies()
+        callers = {
+            name: [caller for caller, deps in calls.items() if name in deps] for name in tiers
+        }
+        return cls(instances, services, callers)
+
+    def candidates(self, spec: FaultSpec) -> list[str]:
+        selector = spec.target if isinstance(spec.target, TargetSelector) else TargetSelector()
+
+        def fits(service: str, tier: str, regions: frozenset[str]) -> bool:
+            return (
+                selector.service in (None, service)
+                and selector.tier in (None, tier)
+                and (selector.region is None or selector.region in regions)
+            )
+
+        if spec.kind in INSTANCE_KINDS:
+            return [n for n, s, t, r in self.instances if fits(s, t, frozenset({r}))]
+        if spec.kind in REGION_KINDS:
+            regions = [r for _, s, t, r in self.instances if fits(s, t, frozenset({r}))]
+            return sorted(set(regions))
+        services = [name for name, tier, regions in self.services if fits(name, tier, regions)]
+        if spec.kind == "dependency_outage":
+            services = [name for name in services if self.callers.get(name)]
+        if spec.kind in SERVICE_KINDS or spec.kind in SIGNAL_KINDS:
+            return services
+        return []
 
 
 def scenario_problems(scenario: Scenario) -> list[str]:
@@ -317,6 +573,7 @@ def scenario_problems(scenario: Scenario) -> list[str]:
     if scenario.eval_interval > zero and scenario.resend_interval < scenario.eval_interval:
         problems.append("resend_interval: must not be shorter than eval_interval")
     problems += _fleet_problems(scenario)
+    problems += _expectation_problems(scenario)
     for index, period in enumerate(scenario.control):
         where = f"control[{index}]"
         if period.end <= period.start:
@@ -328,7 +585,8 @@ def scenario_problems(scenario: Scenario) -> list[str]:
             )
     for index, fault in enumerate(scenario.faults):
         where = f"faults[{index}]"
-        if fault.at >= scenario.duration:
+        problems += _timing_problems(scenario, fault, where)
+        if fault.at is not None and fault.at >= scenario.duration:
             problems.append(
                 f"{where}.at: {format_duration(fault.at)} is not before the end of the scenario "
                 f"({format_duration(scenario.duration)})"
@@ -344,6 +602,8 @@ def scenario_problems(scenario: Scenario) -> list[str]:
             value = getattr(fault, name)
             if value is not None and value <= zero:
                 problems.append(f"{where}.{name}: must be longer than zero")
+        if fault.drawn:
+            continue
         begins, ends = fault.window()
         for number, period in enumerate(scenario.control):
             inside = period.start <= begins < period.end
@@ -354,6 +614,48 @@ def scenario_problems(scenario: Scenario) -> list[str]:
                     f"no-fault control period control[{number}] "
                     f"({format_duration(period.start)} to {format_duration(period.end)})"
                 )
+    return problems
+
+
+def _timing_problems(scenario: Scenario, fault: FaultSpec, where: str) -> list[str]:
+    """`at` for a fixed fault; `count` or `rate` (and perhaps `between`) for drawn ones."""
+    problems: list[str] = []
+    if fault.count is not None and fault.rate is not None:
+        problems.append(f"{where}.rate: give `count` or `rate`, not both")
+    if fault.drawn and fault.at is not None:
+        problems.append(
+            f"{where}.at: a drawn fault (`count`/`rate`) has no `at`; use `between: [from, to]`"
+        )
+    if not fault.drawn and fault.at is None:
+        problems.append(
+            f"{where}.at: give `at` (a fixed time) or `count`/`rate` (times drawn at random)"
+        )
+    if fault.between is not None:
+        begin, end = fault.between
+        if not fault.drawn:
+            problems.append(f"{where}.between: only a drawn fault (`count`/`rate`) takes it")
+        elif end <= begin:
+            problems.append(f"{where}.between: the second offset must be after the first")
+        elif end > scenario.duration:
+            problems.append(
+                f"{where}.between: {format_duration(end)} is after the end of the scenario "
+                f"({format_duration(scenario.duration)})"
+            )
+    return problems
+
+
+def _expectation_problems(scenario: Scenario) -> list[str]:
+    problems: list[str] = []
+    for parse in (scenario.steady_before, scenario.steady_after):
+        try:
+            parse()
+        except ExpectationError as error:
+            problems.append(str(error))
+    for index, text in enumerate(scenario.expect.expressions):
+        try:
+            parse_expectation(text, f"expect[{index}]")
+        except ExpectationError as error:
+            problems.append(str(error))
     return problems
 
 
@@ -400,6 +702,26 @@ def parse_scenario(document: Any, source: str = "<scenario>") -> Scenario:
     return scenario
 
 
+def parse_scenario_text(text: str, source: str = "<scenario>") -> Scenario:
+    """Validate a scenario's YAML text; each problem names its field and the line it is on."""
+    document = read_yaml(text, source)
+    try:
+        return parse_scenario(document, source)
+    except ConfigError as error:
+        nodes = yaml.compose(text, Loader=yaml.SafeLoader)
+        error.problems = [_placed(problem, nodes) for problem in error.problems]
+        error.args = (f"{source}: " + "; ".join(error.problems),)
+        raise
+
+
+def _placed(problem: str, nodes: yaml.Node | None) -> str:
+    """`faults[1].at: ...` -> `faults[1].at: ... (line 12)`."""
+    path, sep, _ = problem.partition(": ")
+    loc = loc_of(path) if sep else None
+    line = line_of(nodes, loc) if loc else None
+    return f"{problem} (line {line})" if line else problem
+
+
 def builtin_scenarios() -> list[str]:
     """Names of the scenarios shipped with onduty."""
     folder = resources.files("onduty.sim").joinpath("scenarios")
@@ -437,12 +759,12 @@ def load_scenario(path_or_builtin_name: str | Path) -> Scenario:
                 ],
             )
         source = f"builtin:{text_name}"
-        return parse_scenario(read_yaml(read_builtin(f"{text_name}.yaml"), source), source)
+        return parse_scenario_text(read_builtin(f"{text_name}.yaml"), source)
     try:
         text = candidate.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(text_name, [f"cannot read the file: {error.strerror or error}"]) from None
-    return parse_scenario(read_yaml(text, text_name), text_name)
+    return parse_scenario_text(text, text_name)
 
 
 def load_builtin_config(name: str = "demo") -> Config:

@@ -34,7 +34,7 @@ from onduty.sim.faults import (
     FaultRecord,
 )
 from onduty.sim.fleet import Fleet, FleetError
-from onduty.sim.scenario import FaultSpec, Scenario, scenario_problems
+from onduty.sim.scenario import Scenario, scenario_problems
 
 ACTIONS = (
     "deploy.rollback",
@@ -113,6 +113,7 @@ class World:
         # Signals a signal fault holds back: (due, sequence, what), a heap.
         self._delayed: list[tuple[datetime, int, Delivered]] = []
         self._sequence = 0
+        self._steady_before: dict[str, float | None] | None = None
         self._plan = self._plan_faults()
         self._planned = 0
         self._injected: list[Fault] = []
@@ -192,6 +193,21 @@ class World:
         step (each degraded step counts `eval_interval`)."""
         return {name: lost.total_seconds() / 60.0 for name, lost in sorted(self._slo_lost.items())}
 
+    def steady_metrics(self) -> dict[str, float | None]:
+        """The fleet's state as of the last evaluation, for steady-state hypotheses: alerts
+        firing, instances down, services degraded (see `slo_minutes_lost`)."""
+        return {
+            "firing_alerts": float(len(self.evaluator.firing())),
+            "instances_down": float(sum(1 for i in self.fleet.instances.values() if not i.up)),
+            "degraded_services": float(sum(1 for s in self.fleet.services if self._degraded(s))),
+        }
+
+    def steady_before(self) -> dict[str, float | None]:
+        """`steady_metrics` just before the first fault was injected (now, if none was)."""
+        return (
+            dict(self._steady_before) if self._steady_before is not None else self.steady_metrics()
+        )
+
     def take_malformed(self) -> list[dict[str, Any]]:
         """Alertmanager-webhook-shaped payloads a signal fault broke since the last call; the
         alerting pipeline would have delivered them, and a receiver must refuse them."""
@@ -260,9 +276,11 @@ class World:
         plan: list[tuple[timedelta, int, Fault]] = []
         for index, spec in enumerate(self.scenario.planned_faults(self.config)):
             where = f"faults[{index}].target"
-            service = self._service_of_target(spec)
+            target = spec.target if isinstance(spec.target, str) else ""
+            at = spec.at if spec.at is not None else timedelta(0)
+            service = self._service_of_target(spec.kind, target)
             if service is None:
-                problems.append(f"{where}: {self._wrong_target(spec)}")
+                problems.append(f"{where}: {self._wrong_target(spec.kind, target)}")
                 continue
             if spec.kind == "dependency_outage" and not self.fleet.callers_of(service):
                 problems.append(
@@ -272,45 +290,45 @@ class World:
                 continue
             fault = FAULT_KINDS[spec.kind](
                 f"F{index + 1:02d}",
-                spec.target,
+                target,
                 service,
-                self.start + spec.at,
+                self.start + at,
                 duration=spec.duration,
                 period=spec.period,
                 params=spec.params(),
                 seed=self.scenario.seed,
             )
-            plan.append((spec.at, index, fault))
+            plan.append((at, index, fault))
         if problems:
             raise ConfigError(f"scenario {self.scenario.name}", problems)
         return [fault for _, _, fault in sorted(plan, key=lambda item: (item[0], item[1]))]
 
-    def _service_of_target(self, spec: FaultSpec) -> str | None:
+    def _service_of_target(self, kind: str, target: str) -> str | None:
         """The service a fault's target belongs to ("" for a region or every signal); None
         when the target is not what the kind needs."""
-        if spec.kind in INSTANCE_KINDS:
-            instance = self.fleet.instances.get(spec.target)
+        if kind in INSTANCE_KINDS:
+            instance = self.fleet.instances.get(target)
             return None if instance is None else instance.service
-        if spec.kind in REGION_KINDS:
-            return "" if self.fleet.instances_in(spec.target) else None
-        if spec.kind in SIGNAL_KINDS and spec.target == ANY:
+        if kind in REGION_KINDS:
+            return "" if self.fleet.instances_in(target) else None
+        if kind in SIGNAL_KINDS and target == ANY:
             return ""
-        return spec.target if spec.target in self.fleet.services else None
+        return target if target in self.fleet.services else None
 
-    def _wrong_target(self, spec: FaultSpec) -> str:
+    def _wrong_target(self, kind: str, target: str) -> str:
         """Why a fault's target is not what its kind needs: a name of the other kind, or none."""
-        if spec.kind in REGION_KINDS:
+        if kind in REGION_KINDS:
             regions = sorted({i.region for i in self.fleet.instances.values()})
-            return f"no instance runs in region {spec.target!r} (regions: {', '.join(regions)})"
-        if spec.kind in SIGNAL_KINDS:
-            return f"{spec.target!r} is neither `any` nor a service of the config"
-        if spec.kind in INSTANCE_KINDS:
-            if spec.target in self.fleet.services:
-                return f"{spec.target!r} is a service; {spec.kind} needs one of its instances"
-            return f"no instance {spec.target!r} in the config"
-        if spec.target in self.fleet.instances:
-            return f"{spec.target!r} is an instance; {spec.kind} needs a service"
-        return f"no service {spec.target!r} in the config"
+            return f"no instance runs in region {target!r} (regions: {', '.join(regions)})"
+        if kind in SIGNAL_KINDS:
+            return f"{target!r} is neither `any` nor a service of the config"
+        if kind in INSTANCE_KINDS:
+            if target in self.fleet.services:
+                return f"{target!r} is a service; {kind} needs one of its instances"
+            return f"no instance {target!r} in the config"
+        if target in self.fleet.instances:
+            return f"{target!r} is an instance; {kind} needs a service"
+        return f"no service {target!r} in the config"
 
     def _move_to(self, now: datetime) -> None:
         now = _utc(now)
@@ -331,6 +349,8 @@ class World:
         self._now = now
 
     def _inject(self, fault: Fault) -> None:
+        if self._steady_before is None:
+            self._steady_before = self.steady_metrics()
         for earlier in self._injected:
             earlier.refresh(self.fleet, fault.at)
         fault.inject(self.fleet, fault.at)
