@@ -35,6 +35,7 @@ from onduty.sim.scorecard import (
     DURATION_METRICS,
     HIGHER_IS_BETTER,
     METRICS,
+    NEUTRAL,
     Metrics,
     Scorecard,
     quantile,
@@ -43,6 +44,7 @@ from onduty.sim.scorecard import (
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from onduty.events import Event
     from onduty.sim.driver import RunResult
 
 Mode = Literal["policy", "baseline", "control"]
@@ -205,7 +207,7 @@ class Difference:
     @property
     def better(self) -> bool | None:
         """Whether B is better than A (None: no significant change)."""
-        if not self.significant or self.mean is None:
+        if not self.significant or self.mean is None or self.metric in NEUTRAL:
             return None
         return (self.mean > 0) == (self.metric in HIGHER_IS_BETTER)
 
@@ -511,14 +513,20 @@ def summaries_by_seed(runs: Iterable[RunSummary]) -> Mapping[int, RunSummary]:
 
 
 def write_report(
-    path: Path, result: RunResult | None, lab: LabResult | None, console: Console
+    path: Path,
+    result: RunResult | None,
+    lab: LabResult | None,
+    console: Console,
+    events: list[Event] | None = None,
 ) -> None:
-    """The self-contained HTML page of a run (its incidents' timelines) and, for a Monte
-    Carlo run, its distributions (`onduty.report`)."""
+    """The self-contained HTML page of a run (its incidents' timelines; `events` for a run
+    that kept its log in memory) and, for a Monte Carlo run, its distributions
+    (`onduty.report`)."""
     import importlib
 
     html = importlib.import_module("onduty.report.html")
-    html.write_html(path, result, lab)
+    options = {"events": events} if events is not None else {}
+    html.write_html(path, result, lab, **options)
     console.print(f"report: {path}")
 
 
@@ -761,6 +769,9 @@ def lab_command(
         from onduty.sim.driver import run_scenario
 
         shown, config = setup(scenario_ref, str(configs[-1]) if configs else None)
-        one = run_scenario(shown.model_copy(update={"seed": seeds[0]}), config, MEMORY)
-        write_report(report, one, lab_result, console)
+        events: list[Event] = []
+        one = run_scenario(
+            shown.model_copy(update={"seed": seeds[0]}), config, MEMORY, on_event=events.append
+        )
+        write_report(report, one, lab_result, console, events)
     return 1 if failed else 0

@@ -34,7 +34,7 @@ from onduty.sim.world import AppliedAction
 _LATE = timedelta(minutes=10)
 
 Verdict = Literal["right", "wrong", "harmful"]
-GroupKind = Literal["tier", "service", "kind"]
+GroupKind = Literal["tier", "service", "kind", "rule"]
 Group = tuple[str, str]
 Metrics = dict[str, float | None]
 
@@ -88,8 +88,14 @@ DURATION_METRICS = frozenset(
     }
 )
 
-HIGHER_IS_BETTER = frozenset({"detected", "auto_remediated", "right_actions", "refused_signals"})
-"""Metrics where more is better; for the rest (times, wrong actions, SLO minutes...) less is."""
+HIGHER_IS_BETTER = frozenset({"detected", "auto_remediated", "right_actions"})
+"""Metrics where more is better."""
+NEUTRAL = frozenset(
+    {"faults", "actions", "approvals_requested", "approved", "guardrail_denials", "refused_signals"}
+)
+"""Metrics that are neither better nor worse by themselves (how many faults the scenario drew,
+how often guardrails or people were asked); for the rest (times, wrong actions, SLO minutes,
+escalations...) less is better."""
 
 
 @dataclass
@@ -248,7 +254,10 @@ class Scorecard:
     def metrics(self, group: Group | None = None) -> Metrics:
         """Every figure by its metric name (durations in seconds; None where there is nothing
         to measure, e.g. no fault recovered). `group` ("tier"|"service"|"kind", name) restricts
-        the figures about faults, actions and SLO minutes to that group's."""
+        the figures about faults, actions and SLO minutes to that group's; ("rule", name)
+        counts `guardrail_denials` by that rule alone."""
+        if group is not None and group[0] == "rule":
+            return {**self.metrics(), "guardrail_denials": self.denied_by.get(group[1], 0)}
         faults = self.faults if group is None else [f for f in self.faults if f.in_group(group)]
         actions = self.actions if group is None else [a for a in self.actions if a.in_group(group)]
         detect = _seconds(t for f in faults if (t := f.time_to_detect) is not None)
@@ -542,14 +551,20 @@ def _judge(
 
 
 def _touches(fault: FaultRecord, action: AppliedAction, service: str) -> bool:
-    """Whether the fault was active on the action's target (or its service) when it ran."""
+    """Whether the fault was active on the action's target (its own target, its service, or
+    where its alerts come from) when it ran."""
     if action.at < fault.injected_at or (
         fault.cleared_at is not None and action.at > fault.cleared_at
     ):
         return False
-    return action.target in (fault.target, fault.service) or (
-        fault.target == fault.service and service == fault.service
-    )
+    if action.target in (fault.target, fault.service) or action.target in _sources(fault):
+        return True
+    return fault.target == fault.service and service == fault.service
+
+
+def _sources(fault: FaultRecord) -> tuple[str, ...]:
+    """The instances and services whose alerts the fault raises."""
+    return getattr(fault, "signals_from", ()) or (fault.target,)
 
 
 def _matches(fault: FaultRecord, at: datetime, labels: dict[str, str]) -> bool:
@@ -557,7 +572,10 @@ def _matches(fault: FaultRecord, at: datetime, labels: dict[str, str]) -> bool:
         return False
     if fault.cleared_at is not None and at > fault.cleared_at + _LATE:
         return False
-    return fault.target in (labels.get("instance"), labels.get("service"))
+    sources = _sources(fault)
+    if labels.get("instance") in sources or labels.get("service") in sources:
+        return True
+    return getattr(fault, "scope", "") == "region" and labels.get("region") == fault.target
 
 
 def _expectations(card: Scorecard, scenario: Scenario) -> list[Expectation]:
