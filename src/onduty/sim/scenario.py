@@ -42,8 +42,6 @@ from onduty.config import (
     Model,
     Service,
     format_duration,
-    line_of,
-    loc_of,
     parse_config,
     parse_duration,
     read_yaml,
@@ -65,6 +63,7 @@ from onduty.sim.faults import (
     SERVICE_KINDS,
     SIGNAL_KINDS,
 )
+from onduty.values import line_of, loc_of
 
 DEFAULT_START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
