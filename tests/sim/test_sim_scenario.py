@@ -309,3 +309,61 @@ def test_drawn_fault_problems(fault: dict[str, Any], expected: str) -> None:
     assert any(p.startswith(expected) for p in problems({**BASE, "faults": [fault]})), problems(
         {**BASE, "faults": [fault]}
     )
+
+
+def test_response_times_drawn_have_their_median_and_p90() -> None:
+    import random
+
+    from onduty.sim.scenario import ResponseTime
+
+    spread = ResponseTime.model_validate({"median": "2m", "p90": "6m"})
+    rng = random.Random(1)
+    draws = sorted(spread.sample(rng).total_seconds() for _ in range(4000))
+    assert 110 < draws[2000] < 130
+    assert 330 < draws[3600] < 390
+
+
+def test_people_inherit_on_call_settings_and_may_be_away() -> None:
+    from onduty.events import Event
+    from onduty.sim.oncall import OnCall
+
+    scenario = parse_scenario(
+        {**BASE, "on_call": {"approve_after": {"median": "2m", "p90": "4m"}, "away": 1.0},
+         "people": [{"name": "carol", "away": 0.0}, {"name": "dan", "roles": ["viewer"]}]}
+    )  # fmt: skip
+    roster = scenario.roster()
+    assert [(p.name, p.away, p.fix_after) for p in roster] == [
+        ("carol", 0.0, timedelta(minutes=20)),
+        ("dan", 1.0, timedelta(minutes=20)),
+    ]
+    people = OnCall(scenario, DEFAULT_START, timedelta(seconds=15))
+    asked = Event(
+        id="e1", seq=1, stream="s", ts=DEFAULT_START, type="ApprovalRequested", actor="onduty",
+        data={"approval_id": "a1", "required": 2},
+    )  # fmt: skip
+    people.feed(asked)
+    assert [person for _, person in people._grants] == ["carol"]  # dan holds no approver role
+
+
+def test_people_fix_the_true_cause_or_wait_when_nothing_fixes_it() -> None:
+    from onduty.sim.oncall import OnCall
+
+    scenario = parse_scenario(
+        {**BASE, "fleet": FLEET, "faults": [
+            {"at": "10m", "kind": "dependency_outage", "target": "db"},
+            {"at": "20m", "kind": "region_outage", "target": "us-east"},
+            {"at": "30m", "kind": "deploy_leak", "target": "web"},
+        ]}
+    )  # fmt: skip
+    people = OnCall(scenario, DEFAULT_START, timedelta(seconds=15))
+    at = DEFAULT_START + timedelta(hours=1)
+    assert people.diagnose({"alertname": "HighErrorRate", "service": "web"}, at) == (
+        "service.restart",
+        "db",
+    )
+    down = {"alertname": "InstanceDown", "service": "web", "instance": "web-2", "region": "us-east"}
+    assert people.diagnose(down, at) is None  # a region outage ends by itself
+    leak = {"alertname": "HighMemoryUsage", "service": "web", "instance": "web-1"}
+    assert people.diagnose(leak, at) == ("deploy.rollback", "web")
+    crash = {"alertname": "InstanceDown", "service": "db", "instance": "db-a", "region": "eu-west"}
+    assert people.diagnose(crash, at) == ("process.restart", "db-a")  # no fault: the obvious

@@ -15,14 +15,17 @@ answer through the desk just before it is recorded.
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from onduty.approvals import AnswerDesk, Refusal, Verdict
+from onduty.config import ConfigError
 from onduty.events import Acknowledged, Event
 from onduty.readmodel import IncidentProjection, PolicyView
 from onduty.runtime import Input
-from onduty.sim.scenario import Scenario
+from onduty.sim.faults import FAULT_KINDS
+from onduty.sim.scenario import FaultSpec, Person, Scenario, sample_delay
 
 logger = logging.getLogger("onduty")
 
@@ -57,6 +60,7 @@ class _Page:
     incident_id: str
     ack_at: datetime | None
     fix_at: datetime | None
+    person: str = ""
 
 
 @dataclass
@@ -72,6 +76,18 @@ class OnCall:
     _read: IncidentProjection = field(default_factory=IncidentProjection)
     _policy: PolicyView = field(default_factory=PolicyView)
     _desk: AnswerDesk | None = None
+    _rng: random.Random = field(init=False)
+    _roster: list[Person] = field(init=False)
+    _faults: list[FaultSpec] | None = None
+
+    def __post_init__(self) -> None:
+        # People draw from a generator of their own: the fleet's noise never depends on them.
+        self._rng = random.Random(f"people:{self.scenario.seed}")
+        self._roster = self.scenario.roster()
+
+    def _present(self, person: Person) -> bool:
+        """Whether `person` answers this time (a draw only when they may be away)."""
+        return not (person.away and self._rng.random() < person.away)
 
     def desk(self) -> AnswerDesk:
         """The answer desk over what these people have read of the log."""
@@ -97,24 +113,37 @@ class OnCall:
             self._labels[data["fingerprint"]] = data.get("labels", {})
         elif event.type == "IncidentOpened":
             self._incident_labels[data["incident_id"]] = self._labels.get(data["fingerprint"], {})
-        elif event.type == "ApprovalRequested" and people.approve_after is not None:
-            for index, person in enumerate(people.approvers[: data.get("required", 1)]):
-                key = (data["approval_id"], person)
-                if key not in self._grants:
-                    delay = people.approve_after * (index + 1)
-                    self._grants[key] = self._align(event.ts + delay)
+        elif event.type == "ApprovalRequested":
+            required = data.get("required", 1)
+            chosen = 0
+            for person in self._roster:
+                if chosen >= required:
+                    break
+                if people.role not in person.roles or person.approve_after is None:
+                    continue
+                key = (data["approval_id"], person.name)
+                if key in self._grants or not self._present(person):
+                    continue
+                chosen += 1
+                after = sample_delay(person.approve_after, self._rng)
+                assert after is not None
+                self._grants[key] = self._align(event.ts + after * chosen)
         elif event.type in ("ApprovalGranted", "ApprovalDenied"):
             self._grants.pop((data["approval_id"], event.actor), None)
         elif event.type == "ApprovalExpired":
             for key in [k for k in self._grants if k[0] == data["approval_id"]]:
                 del self._grants[key]
         elif event.type == "Escalated" and data["incident_id"] not in self._pages:
-            ack, fix = people.acknowledge_after, people.fix_after
-            self._pages[data["incident_id"]] = _Page(
-                data["incident_id"],
-                self._align(event.ts + ack) if ack is not None else None,
-                self._align(event.ts + fix) if fix is not None else None,
-            )
+            responder = next((p for p in self._roster if self._present(p)), None)
+            if responder is not None:  # everyone away: a later page may find someone
+                ack = sample_delay(responder.acknowledge_after, self._rng)
+                fix = sample_delay(responder.fix_after, self._rng)
+                self._pages[data["incident_id"]] = _Page(
+                    data["incident_id"],
+                    self._align(event.ts + ack) if ack is not None else None,
+                    self._align(event.ts + fix) if fix is not None else None,
+                    responder.name,
+                )
         elif event.type == "Acknowledged" and data["incident_id"] in self._pages:
             self._pages[data["incident_id"]].ack_at = None
         elif event.type == "IncidentResolved":
@@ -133,7 +162,7 @@ class OnCall:
                 page.ack_at = None
                 resolved = self._resolved.get(page.incident_id)
                 if resolved is None or resolved > now:
-                    person = self.scenario.on_call.approvers[0]
+                    person = page.person or self.scenario.on_call.approvers[0]
                     inputs.append(Input(Acknowledged(incident_id=page.incident_id), actor=person))
         return inputs, self.fixes_until(now)
 
@@ -160,7 +189,57 @@ class OnCall:
             if resolved is not None and resolved <= at:
                 continue  # it went away by itself, or onduty fixed it after all
             labels = self._incident_labels.get(page.incident_id, {})
-            fix = FIXES.get(labels.get("alertname", ""))
-            if fix is not None and labels.get(fix[1]):
-                fixes.append(HumanFix(at, fix[0], labels[fix[1]], f"{HUMAN}-{page.incident_id}"))
+            found = self.diagnose(labels, at)
+            if found is not None:
+                fixes.append(HumanFix(at, found[0], found[1], f"{HUMAN}-{page.incident_id}"))
         return fixes
+
+    def diagnose(self, labels: dict[str, str], at: datetime) -> tuple[str, str] | None:
+        """What a person investigating an incident with these labels does at `at`: the right
+        fix of the fault behind it (the latest one injected by then whose alerts these are),
+        nothing when no action fixes that fault, and the obvious fix for the alert when no
+        fault explains it."""
+        alertname = labels.get("alertname", "")
+        fault = self._cause(labels, at)
+        if fault is not None:
+            kind = FAULT_KINDS[fault.kind]
+            if not kind.healed_by:
+                return None
+            return sorted(kind.healed_by)[0], str(fault.target)
+        fix = FIXES.get(alertname)
+        if fix is not None and labels.get(fix[1]):
+            return fix[0], labels[fix[1]]
+        return None
+
+    def _cause(self, labels: dict[str, str], at: datetime) -> FaultSpec | None:
+        if self._faults is None:
+            try:
+                self._faults = self.scenario.planned_faults()
+            except ConfigError:  # targets drawn from a config's fleet: only the named ones
+                self._faults = [f for f in self.scenario.faults if f.fixed_target and not f.drawn]
+        callers = {
+            name: [c for c, deps in self.scenario.dependencies().items() if name in deps]
+            for name in {str(f.target) for f in self._faults}
+        }
+        offset = at - self.start
+        found: FaultSpec | None = None
+        for fault in self._faults:
+            kind = FAULT_KINDS[fault.kind]
+            if (
+                fault.at is None
+                or fault.at > offset
+                or labels.get("alertname") not in kind.alertnames
+            ):
+                continue
+            target = str(fault.target)
+            if fault.kind == "dependency_outage":
+                ours = labels.get("service") in callers.get(target, [])
+            elif kind.scope == "instance":
+                ours = labels.get("instance") == target
+            elif kind.scope == "region":
+                ours = labels.get("region") == target
+            else:
+                ours = labels.get("service") == target
+            if ours and (found is None or found.at is None or fault.at >= found.at):
+                found = fault
+        return found

@@ -231,17 +231,61 @@ class ControlPeriod(Model):
     end: Duration = Field(alias="to")
 
 
-class OnCall(Model):
-    """How the simulated on-call human behaves: approves requests and acknowledges pages
-    after a delay (None: never)."""
+class ResponseTime(Model):
+    """A response time drawn at random: log-normal with this median and 90th percentile."""
 
-    approve_after: Duration | None = timedelta(minutes=2)
-    acknowledge_after: Duration | None = timedelta(minutes=5)
+    median: Duration
+    p90: Duration
+
+    # Used where one duration is needed (a time before or after another), it is its median.
+    def __radd__(self, other: datetime) -> datetime:
+        return other + self.median
+
+    def __rsub__(self, other: datetime) -> datetime:
+        return other - self.median
+
+    def sample(self, rng: random.Random) -> timedelta:
+        median = max(self.median.total_seconds(), 1.0)
+        p90 = max(self.p90.total_seconds(), median)
+        sigma = math.log(p90 / median) / 1.2815515655446004  # z of the 90th percentile
+        return timedelta(seconds=round(median * math.exp(rng.gauss(0, sigma))))
+
+
+Delay = Duration | ResponseTime
+
+
+def sample_delay(delay: Delay | None, rng: random.Random) -> timedelta | None:
+    """A fixed delay as is (nothing drawn); a distribution sampled from `rng`."""
+    if delay is None or isinstance(delay, timedelta):
+        return delay
+    return delay.sample(rng)
+
+
+class Person(Model):
+    """One simulated person: the roles they hold, and their own response times (else those
+    of `on_call`)."""
+
+    name: str = Field(min_length=1)
+    roles: list[str] = Field(default_factory=lambda: ["approver"])
+    approve_after: Delay | None = None
+    acknowledge_after: Delay | None = None
+    fix_after: Delay | None = None
+    away: float | None = Field(default=None, ge=0, le=1)
+
+
+class OnCall(Model):
+    """How the simulated on-call people behave: they approve requests and acknowledge pages
+    after a delay (None: never), fixed or drawn (`{median: 2m, p90: 6m}`), and are away (do
+    not answer one request or page) with probability `away`."""
+
+    approve_after: Delay | None = timedelta(minutes=2)
+    acknowledge_after: Delay | None = timedelta(minutes=5)
     # A paged human fixes what onduty handed over (restart, roll back) this long after the page.
-    fix_after: Duration | None = timedelta(minutes=20)
+    fix_after: Delay | None = timedelta(minutes=20)
     # Who answers approvals, in order (two of them for a two-person rule), and in which role.
     approvers: list[str] = Field(default_factory=lambda: ["alice", "bob"], min_length=1)
     role: str = "approver"
+    away: float = Field(default=0.0, ge=0, le=1)
 
 
 class Expect(Model):
@@ -339,6 +383,9 @@ class Scenario(Model):
     eval_interval: Duration = timedelta(seconds=15)
     resend_interval: Duration = timedelta(minutes=5)
     on_call: OnCall = Field(default_factory=OnCall)
+    people: list[Person] = Field(default_factory=list)
+    """The simulated people, when they differ: the first present one answers a page; those
+    holding `on_call.role` answer approvals, in this order."""
     faults: list[FaultSpec] = Field(default_factory=list)
     control: list[ControlPeriod] = Field(default_factory=list)
     expect: Annotated[Expect, BeforeValidator(_expect_document)] = Field(default_factory=Expect)
@@ -393,6 +440,30 @@ class Scenario(Model):
         if self.fleet is None:
             return {}
         return {spec.name: list(spec.depends_on) for spec in self.fleet.services}
+
+    # ------------------------------------------------------------------ people
+
+    def roster(self) -> list[Person]:
+        """Everyone who takes part, with their own settings completed from `on_call`."""
+        base = self.on_call
+        people = self.people or [Person(name=name, roles=[base.role]) for name in base.approvers]
+        return [
+            person.model_copy(
+                update={
+                    "approve_after": person.approve_after
+                    if person.approve_after is not None
+                    else base.approve_after,
+                    "acknowledge_after": person.acknowledge_after
+                    if person.acknowledge_after is not None
+                    else base.acknowledge_after,
+                    "fix_after": person.fix_after
+                    if person.fix_after is not None
+                    else base.fix_after,
+                    "away": person.away if person.away is not None else base.away,
+                }
+            )
+            for person in people
+        ]
 
     # ------------------------------------------------------------------ expectations
 
