@@ -188,7 +188,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         scope="endpoint",
         expr='sum by (service, endpoint) (rate(http_requests_total{code=~"5.."}[5m])) / '
         "sum by (service, endpoint) (rate(http_requests_total[5m])) > 0.1",
-        for_=timedelta(minutes=1),
+        for_=timedelta(minutes=2),
         severity="warning",
         measure=_endpoint,
         breached=lambda value: value > 0.1,
