@@ -6,12 +6,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from onduty.sim.lab import compare, setup
 from tests.sim.lab_configs import bad_runbook_config
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "scenarios"
-SCENARIOS = ["demo", *sorted(str(p) for p in EXAMPLES.glob("*.yaml") if "config" not in p.stem)]
+SCENARIOS = [
+    "demo",
+    *sorted(
+        str(path)
+        for path in EXAMPLES.glob("*.yaml")
+        if "seed" in (yaml.safe_load(path.read_text(encoding="utf-8")) or {})  # not a config
+    ),
+]
 SEEDS = [1, 2]
 
 

@@ -178,3 +178,26 @@ def test_malformed_deliveries_go_through_the_real_parser_and_are_refused() -> No
     delivered = list(_through_the_webhook(Broken(), datetime(2026, 1, 5, 9, 0)))  # type: ignore[arg-type]
     assert delivered[:2] == [None, None]
     assert delivered[2] is not None and delivered[2].labels["alertname"] == "X"
+
+
+def test_expectations_and_steady_state_are_checked_against_the_metrics() -> None:
+    expect = [
+        "right_actions == 2",
+        "mttr_median < 3m",
+        "escalated_within < 5m for tier critical",
+        "auto_remediated == 1 for kind bad_deploy",
+        "wrong_actions > 0",  # fails: there is none
+    ]
+    steady = {"before": ["firing_alerts == 0"], "after": ["open_incidents == 0"]}
+    card = card_of(scenario(expect=expect, steady_state=steady), config(RESTART, ROLLBACK))
+    outcome = {(e.name, e.bound): (e.actual, e.ok) for e in card.expectations}
+    assert outcome == {
+        ("right_actions", "== 2"): (2, True),
+        ("mttr_median", "< 3m"): (150.0, True),
+        ("escalated_within for tier critical", "< 5m"): (150.0, True),
+        ("auto_remediated for kind bad_deploy", "== 1"): (1, True),
+        ("wrong_actions", "> 0"): (0, False),
+        ("steady state before: firing_alerts", "== 0"): (0.0, True),
+        ("steady state after: open_incidents", "== 0"): (0, True),
+    }
+    assert not card.passed

@@ -218,10 +218,12 @@ def _run(
         world.actions,
         scenario,
         config=config,
-        slo_minutes_lost=_slo_minutes_lost(world),
+        slo_minutes_lost=world.slo_minutes_lost(),
         refused_signals=refused,
         firing_alerts=len(world.firing()),
         control_run=control_run,
+        steady_before=world.steady_before(),
+        steady_after=world.steady_metrics(),
     )
     return RunResult(
         scenario=scenario,
@@ -238,20 +240,12 @@ def _run(
 def _through_the_webhook(world: World, moment: datetime) -> Iterator[Signal | None]:
     """The deliveries a signal fault made malformed, through the real Alertmanager webhook
     parser: each signal it accepts, or None for a delivery it refuses."""
-    take = getattr(world, "take_malformed", None)
-    if take is None:
-        return
-    for payload in take():
+    for payload in world.take_malformed():
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         try:
             yield from parse_alertmanager(body, received_at=moment)
         except IngestError:
             yield None
-
-
-def _slo_minutes_lost(world: World) -> dict[str, float] | None:
-    measure = getattr(world, "slo_minutes_lost", None)
-    return dict(measure()) if measure is not None else None
 
 
 def _steps(world: World, after: datetime) -> Iterator[datetime]:

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from onduty.config import Config
 from onduty.events import Event
+from onduty.sim.expectations import Check, check
 from onduty.sim.faults import SELF, FaultRecord
 from onduty.sim.oncall import HUMAN
 from onduty.sim.scenario import Scenario
@@ -411,15 +412,20 @@ def score(
     refused_signals: int = 0,
     firing_alerts: int = 0,
     control_run: bool = False,
+    steady_before: Mapping[str, float | None] | None = None,
+    steady_after: Mapping[str, float | None] | None = None,
 ) -> Scorecard:
     """Score a run. `config` (the one the run used) gives services their tiers and instances
     their services; the world's `slo_minutes_lost()`, the count of malformed deliveries the
     parser refused and the alerts still firing at the end come from the driver. In a
-    `control_run` (no fault at all) every incident is a false alarm."""
+    `control_run` (no fault at all) every incident is a false alarm. `steady_before` and
+    `steady_after`: the world's `steady_metrics` just before the first fault and at the end,
+    for the steady-state hypotheses (incidents open then are counted here)."""
     labels_of: dict[str, dict[str, str]] = {}
     opened: list[tuple[datetime, str, dict[str, str]]] = []
     escalated_at: dict[str, datetime] = {}
     resolved: set[str] = set()
+    resolved_at: dict[str, datetime] = {}
     counts = {"ActionStarted": 0, "ApprovalRequested": 0, "ApprovalGranted": 0, "Escalated": 0}
     denials = 0
     denied_by: dict[str, int] = {}
@@ -436,6 +442,7 @@ def score(
             opened.append((event.ts, data["incident_id"], labels_of.get(data["fingerprint"], {})))
         elif kind == "IncidentResolved":
             resolved.add(data["incident_id"])
+            resolved_at.setdefault(data["incident_id"], event.ts)
         elif kind == "Escalated":
             escalated_at.setdefault(data["incident_id"], event.ts)
         elif kind == "PolicyEvaluated" and data["verdict"] == "deny":
@@ -510,8 +517,28 @@ def score(
         firing_alerts=firing_alerts,
         hours=scenario.duration.total_seconds() / 3600,
     )
-    card.expectations = _expectations(card, scenario)
+    first = min((f.injected_at for f in faults), default=None)
+    before = {**(steady_before or {}), "open_incidents": _open_at(first, opened, resolved_at)}
+    after = {**(steady_after or {}), "open_incidents": card.open_incidents}
+    card.expectations = _expectations(card, scenario, before, after)
     return card
+
+
+def _open_at(
+    moment: datetime | None,
+    opened: list[tuple[datetime, str, dict[str, str]]],
+    resolved_at: Mapping[str, datetime],
+) -> int:
+    """Incidents open just before `moment` (at the end when None)."""
+    return sum(
+        1
+        for at, incident_id, _ in opened
+        if (moment is None or at < moment)
+        and (
+            incident_id not in resolved_at
+            or (moment is not None and resolved_at[incident_id] >= moment)
+        )
+    )
 
 
 def _judge(
@@ -520,20 +547,10 @@ def _judge(
     service_of: Mapping[str, str],
     tiers: Mapping[str, str],
 ) -> ActionScore:
-    """The world's verdict on an action when it gives one; else derived from the truth: the
-    fix of a fault (it healed it) is right, an action on a healthy target harmful, any other
-    wrong."""
+    """An action with the world's verdict, and what it is attributed to: the fault it healed,
+    else one active on its target when it ran."""
     service = service_of.get(action.target, action.target if action.target in tiers else "")
     touched = [f for f in faults if _touches(f, action, service)]
-    verdict: Verdict | None = getattr(action, "verdict", None)
-    reason: str = getattr(action, "reason", "")
-    if verdict is None:
-        if any(f.cleared_by == action.command_id for f in faults):
-            verdict, reason = "right", "it healed the fault"
-        elif action.target_was_healthy:
-            verdict, reason = "harmful", "its target was healthy"
-        else:
-            verdict, reason = "wrong", "it fixes no fault of its target"
     healer = [f for f in faults if f.cleared_by == action.command_id]
     cause = next(iter(healer or touched), None)
     return ActionScore(
@@ -541,8 +558,8 @@ def _judge(
         action=action.action,
         target=action.target,
         at=action.at,
-        verdict=verdict,
-        reason=reason,
+        verdict=action.verdict,
+        reason=action.reason,
         false=action.target_was_healthy,
         service=service,
         tier=tiers.get(service, ""),
@@ -564,7 +581,7 @@ def _touches(fault: FaultRecord, action: AppliedAction, service: str) -> bool:
 
 def _sources(fault: FaultRecord) -> tuple[str, ...]:
     """The instances and services whose alerts the fault raises."""
-    return getattr(fault, "signals_from", ()) or (fault.target,)
+    return fault.signals_from or (fault.target,)
 
 
 def _matches(fault: FaultRecord, at: datetime, labels: dict[str, str]) -> bool:
@@ -575,29 +592,30 @@ def _matches(fault: FaultRecord, at: datetime, labels: dict[str, str]) -> bool:
     sources = _sources(fault)
     if labels.get("instance") in sources or labels.get("service") in sources:
         return True
-    return getattr(fault, "scope", "") == "region" and labels.get("region") == fault.target
+    return fault.scope == "region" and labels.get("region") == fault.target
 
 
-def _expectations(card: Scorecard, scenario: Scenario) -> list[Expectation]:
-    expect = scenario.expect
-    checks: list[Expectation] = []
-    for name, actual, minimum in (
-        ("detected", card.detected, expect.detected_min),
-        ("auto-remediated", card.auto_remediated, expect.auto_remediated_min),
-        ("escalated", card.escalated, expect.escalated_min),
-        ("approved", card.approved, expect.approved_min),
-        ("guardrail denials", card.guardrail_denials, expect.guardrail_denials_min),
-        ("fixed by a human after escalation", card.human_fixed, expect.human_fixed_min),
-    ):
-        if minimum is not None:
-            checks.append(Expectation(name, f">= {minimum}", actual, actual >= minimum))
-    for name, actual, maximum in (
-        ("wrong actions (on a healthy target)", card.false_actions, expect.wrong_actions_max),
-        ("incidents in control periods", card.control_incidents, expect.control_incidents_max),
-    ):
-        if maximum is not None:
-            checks.append(Expectation(name, f"<= {maximum}", actual, actual <= maximum))
-    for rule in expect.denied_by:
-        count = card.denied_by.get(rule, 0)
-        checks.append(Expectation(f"denied by {rule}", ">= 1", count, count >= 1))
+def _expectations(
+    card: Scorecard,
+    scenario: Scenario,
+    steady_before: Mapping[str, float | None] | None,
+    steady_after: Mapping[str, float | None] | None,
+) -> list[Expectation]:
+    """The scenario's expectations over the scorecard's metrics (a group's through
+    `metrics(group)`), and its steady-state hypotheses over the fleet before the first fault
+    and at the end (with the metrics too)."""
+    metrics = card.metrics()
+    checks = [_checked(check(e, metrics, card.metrics)) for e in scenario.expectations()]
+    before = scenario.steady_before()
+    if before:
+        state = dict(steady_before or {})
+        checks += [_checked(check(e, state), "steady state before: ") for e in before]
+    after = scenario.steady_after()
+    if after:
+        state = {**metrics, **(steady_after or {})}
+        checks += [_checked(check(e, state, card.metrics), "steady state after: ") for e in after]
     return checks
+
+
+def _checked(outcome: Check, prefix: str = "") -> Expectation:
+    return Expectation(prefix + outcome.name, outcome.bound, outcome.actual, outcome.ok)
