@@ -66,6 +66,12 @@ def test_the_same_seeds_give_the_same_distributions_in_parallel_or_not() -> None
     assert parallel.passed and parallel.failures()["detected >= 11"] == (0, 2)
     document = parallel.to_dict()
     assert document["runs"] == 2 and len(document["metrics"]["mttr_median"]["baseline"]) == 2
+    assert parallel.denials_by_rule() == {
+        "outage-brake": 1.0,
+        "release-freeze": 1.0,
+        "restart-budget": 1.0,
+        "search-capacity": 1.0,
+    }
 
 
 def test_identical_configs_differ_in_nothing_and_a_bad_runbook_significantly(
@@ -147,6 +153,8 @@ def test_compare_names_its_method_and_gates_on_request(tmp_path: Path) -> None:
     assert lab_run(good, good, compare_configs=True, fail_on_worse=True)[0] == 0
     usage = CliRunner().invoke(app, ["sim", "demo", "--compare", "-c", str(good)])
     assert usage.exit_code != 0 and "two configs" in str(usage.exception)
+    live = CliRunner().invoke(app, ["sim", "demo", "--runs", "2", "--live"])
+    assert live.exit_code != 0 and "for one run" in str(live.exception)
 
 
 def test_a_run_in_an_unknown_mode_is_refused() -> None:

@@ -106,6 +106,11 @@ def sim(
     if compare or runs is not None:
         from onduty.sim.lab import lab_command
 
+        if live or pace or fresh:
+            raise UsageProblem(
+                "--live, --pace and --fresh are for one run; --runs and --compare run in memory"
+            )
+
         code = lab_command(
             scenario,
             configs,

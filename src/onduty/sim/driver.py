@@ -360,7 +360,7 @@ _ROWS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
     ("approvals requested / granted", ("approvals_requested", "approved"), False),
     ("approval wait, p90", ("approval_wait_p90",), False),
     ("actions approved by two people", ("two_person_approvals",), False),
-    ("wrong actions (on a healthy target)", ("false_actions",), False),
+    ("false actions (on a healthy target)", ("false_actions",), False),
     ("incidents in the no-fault control period", ("control_incidents",), False),
     ("time to detect, median / p90", ("mttd_median", "mttd_p90"), True),
     ("time to recover, median / p90", ("mttr_median", "mttr_p90"), True),
@@ -484,7 +484,7 @@ def render_scorecard(
         mark = "[green]ok[/]" if expectation.ok else "[bold red]FAILED[/]"
         console.print(
             f"  expect {markup(expectation.name)} {markup(expectation.bound)}: "
-            f"{_actual(expectation.actual)}  {mark}"
+            f"{_actual(expectation.name, expectation.actual)}  {mark}"
         )
     recovered = (
         f"; resumed from its log ({result.recovery.folded} events folded, "
@@ -498,7 +498,11 @@ def render_scorecard(
     )
 
 
-def _actual(value: float | None) -> str:
+def _actual(name: str, value: float | None) -> str:
+    """What an expectation measured, in its metric's unit (durations as 2m30s)."""
+    metric = name.rsplit(": ", 1)[-1].split(" ", 1)[0]
+    if value is not None and metric in DURATION_METRICS:
+        return format_metric(metric, value)
     if value is None:
         return "-"
     return str(int(value)) if value == int(value) else f"{value:g}"

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from onduty.config import Autonomy, Config, ConfigError, parse_config
 from onduty.sim.scenario import Scenario
 from onduty.sim.scorecard import (
+    AUTONOMY_RULE,
     DURATION_METRICS,
     HIGHER_IS_BETTER,
     METRICS,
@@ -75,6 +76,8 @@ class RunSummary:
     expectations: tuple[ExpectationOutcome, ...] = ()
     events: int = 0
     elapsed_s: float = 0.0
+    denied_by: tuple[tuple[str, int], ...] = ()
+    """Guardrail denials by rule (the autonomy level included)."""
 
     @property
     def passed(self) -> bool:
@@ -141,6 +144,15 @@ class LabResult:
             self.distribution("policy", metric).mean, self.distribution("baseline", metric).mean
         )
 
+    def denials_by_rule(self, mode: str = "policy") -> dict[str, float]:
+        """Per rule, the mean number of actions it denied per run."""
+        runs = self.runs.get(mode, [])
+        totals: dict[str, int] = {}
+        for run in runs:
+            for rule, count in run.denied_by:
+                totals[rule] = totals.get(rule, 0) + count
+        return {rule: total / len(runs) for rule, total in sorted(totals.items())}
+
     def failures(self) -> dict[str, tuple[int, int]]:
         """Per expectation (name and bound): (runs where it failed, runs that checked it), over
         the policy runs."""
@@ -181,6 +193,7 @@ class LabResult:
                 for mode in self.runs
             },
             "ratios": {metric: self.ratio(metric) for metric in METRICS},
+            "denied_by": {mode: self.denials_by_rule(mode) for mode in self.runs},
             "failures": {
                 name: {"failed": failed, "runs": total}
                 for name, (failed, total) in self.failures().items()
@@ -399,6 +412,7 @@ def summarize(card: Scorecard, seed: int, mode: str, elapsed_s: float = 0.0) -> 
         ),
         events=card.events,
         elapsed_s=elapsed_s,
+        denied_by=tuple(sorted(card.denied_by.items())),
     )
 
 
@@ -601,6 +615,10 @@ def render_lab(result: LabResult, console: Console) -> None:
             row += [_fmt(metric, theirs.median), _fmt(metric, theirs.mean), shown]
         table.add_row(*row)
     console.print(table)
+    denials = {r: n for r, n in result.denials_by_rule().items() if r != AUTONOMY_RULE}
+    if denials:
+        listed = ", ".join(f"{rule} {mean:.2f}" for rule, mean in denials.items())
+        console.print(Text(f"guardrail denials by rule (mean per run): {listed}"))
     control = result.runs.get("control", [])
     if control:
         rate = result.distribution("control", "false_action_rate")
