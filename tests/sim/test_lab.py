@@ -51,22 +51,49 @@ def test_t_quantiles_and_the_interval_of_a_mean() -> None:
     assert (spread.n, spread.missing, spread.median, spread.max) == (4, 1, 2.5, 10.0)
 
 
-def test_the_same_seeds_give_the_same_distributions_in_parallel_or_not() -> None:
-    seeds = [3, 4]
-    alone = monte_carlo("demo", None, seeds, jobs=1)
-    parallel = monte_carlo("demo", None, seeds, jobs=2)
+VARIED = """
+name: varied
+config: demo
+seed: 1
+duration: 3h
+on_call:
+  approve_after: {median: 2m, p90: 6m}
+  acknowledge_after: {median: 3m, p90: 8m}
+  fix_after: {median: 20m, p90: 45m}
+  away: 0.2
+  approvers: [alice, bob]
+faults:
+  - {kind: instance_crash, count: 3, between: [10m, 2h30m], target: any}
+  - {kind: bad_deploy, count: 1, between: [10m, 2h30m], target: {tier: high}}
+expect:
+  - detected >= 1
+"""
+
+
+def test_the_same_seeds_give_the_same_distributions_in_parallel_or_not(tmp_path: Path) -> None:
+    scenario = tmp_path / "varied.yaml"  # faults and people's response times drawn per seed
+    scenario.write_text(VARIED, encoding="utf-8")
+    seeds = [1, 2, 3, 4]
+    alone = monte_carlo(str(scenario), None, seeds, jobs=1)
+    parallel = monte_carlo(str(scenario), None, seeds, jobs=2)
     assert plain(parallel) == plain(alone)
+    assert plain(monte_carlo(str(scenario), None, seeds, jobs=2)) == plain(parallel)
     assert [run.seed for run in parallel.runs["policy"]] == seeds
     assert set(parallel.runs) == {"policy", "baseline", "control"}
+    assert len(set(parallel.values("baseline", "mttr_median"))) > 1  # the seeds differ
     # people alone: onduty acts on nothing, and recovery is slower; the control run is quiet
     assert parallel.distribution("baseline", "actions").max == 0
     assert (parallel.ratio("mttr_median") or 1.0) < 1.0
     assert parallel.distribution("control", "faults").max == 0
     assert parallel.distribution("control", "false_actions").max == 0
-    assert parallel.passed and parallel.failures()["detected >= 11"] == (0, 2)
+    assert parallel.passed and parallel.failures()["detected >= 1"] == (0, 4)
     document = parallel.to_dict()
-    assert document["runs"] == 2 and len(document["metrics"]["mttr_median"]["baseline"]) == 2
-    assert parallel.denials_by_rule() == {
+    assert document["runs"] == 4 and len(document["metrics"]["mttr_median"]["baseline"]) == 4
+
+
+def test_the_demo_s_guardrails_deny_once_each_per_run() -> None:
+    result = monte_carlo("demo", None, [3, 4], modes=("policy",), jobs=2)
+    assert result.denials_by_rule() == {
         "outage-brake": 1.0,
         "release-freeze": 1.0,
         "restart-budget": 1.0,
