@@ -187,3 +187,14 @@ def test_compare_names_its_method_and_gates_on_request(tmp_path: Path) -> None:
 def test_a_run_in_an_unknown_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown mode"):
         lab.run_one("demo", None, 1, "chaos")
+
+
+def test_a_monte_carlo_report_is_one_page_with_the_distributions(tmp_path: Path) -> None:
+    page = tmp_path / "lab.html"
+    code, shown = lab_run(report=page, runs=2)
+    assert code == 0 and f"report: {page}" in shown
+    html = page.read_text(encoding="utf-8")
+    assert html.lstrip().lower().startswith("<!doctype html")
+    assert "mttr_median" in html and "<svg" in html  # a distribution drawn per metric
+    assert "InstanceDown" in html  # the first seed's incidents, told from its events
+    assert "http://" not in html.replace("http://www.w3.org", "")  # nothing fetched
