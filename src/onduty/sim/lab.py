@@ -438,6 +438,8 @@ def run_many(
     progress: Progress | None = None,
 ) -> list[RunSummary]:
     """Run (seed, mode) tasks, in `jobs` processes (1: in this process), in task order."""
+    from onduty.sim import driver  # noqa: F401 - imported once here, inherited by the workers
+
     jobs = jobs or default_jobs()
     setup(scenario_ref, config_path)  # errors surface here, once; forked workers inherit it
     done: list[RunSummary] = []
@@ -762,11 +764,14 @@ def lab_command(
         TextColumn("eta"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console, transient=True) as bar:
+    # No refresh thread: the pool forks its workers while the bar is shown, and a fork must
+    # not copy a lock another thread holds. The bar is redrawn as runs finish.
+    with Progress(*columns, console=console, transient=True, auto_refresh=False) as bar:
         task = bar.add_task(scenario_ref, total=None)
 
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
+            bar.refresh()
 
         if compare_configs:
             if len(configs) != 2:
