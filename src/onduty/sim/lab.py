@@ -549,7 +549,14 @@ def write_report(
 # has no value are left out.
 _SHOWN = tuple(m for m in METRICS if m not in ("false_action_rate",))
 _RATIO_MEANINGLESS = frozenset(
-    {"faults", "guardrail_denials", "approvals_requested", "approved", "approval_wait_p90"}
+    {
+        "faults",
+        "guardrail_denials",
+        "approvals_requested",
+        "approved",
+        "approval_wait_p90",
+        "refused_signals",
+    }
 )
 
 
@@ -598,10 +605,12 @@ def render_lab(result: LabResult, console: Console) -> None:
     if "baseline" in result.runs:
         for column in ("people: median", "people: mean", "ratio"):
             table.add_column(column, justify="right", overflow="fold")
+    rows = 0
     for metric in _SHOWN:
         ours, theirs = policy[metric], people[metric]
         if not any((d.max or 0) != 0 for d in (ours, theirs)):
             continue
+        rows += 1
         row = [
             metric,
             _fmt(metric, ours.median),
@@ -616,7 +625,10 @@ def render_lab(result: LabResult, console: Console) -> None:
             )
             row += [_fmt(metric, theirs.median), _fmt(metric, theirs.mean), shown]
         table.add_row(*row)
-    console.print(table)
+    if rows:
+        console.print(table)
+    else:
+        console.print(Text(f"{table.title}: every metric is zero (or has no value) in every run"))
     denials = {r: n for r, n in result.denials_by_rule().items() if r != AUTONOMY_RULE}
     if denials:
         listed = ", ".join(f"{rule} {mean:.2f}" for rule, mean in denials.items())
