@@ -108,6 +108,8 @@ def test_identical_configs_differ_in_nothing_and_a_bad_runbook_significantly(
     same = compare("demo", good, good, [1, 2, 3], jobs=2)
     assert not [d.metric for d in same.differences if d.significant]
     assert same.worse == []
+    control = {d.metric: d for d in same.differences if d.metric.startswith("control: ")}
+    assert control["control: false_action_rate"].n == 3  # the no-fault runs, compared too
     worse = compare("demo", good, bad, [1, 2, 3], jobs=2)
     flagged = {d.metric for d in worse.worse}
     assert {"wrong_actions", "mttr_median", "slo_minutes_lost"} <= flagged

@@ -84,8 +84,8 @@ def sim(
     control: Annotated[
         bool,
         typer.Option(
-            help="With --runs, also run each seed with no fault (the control runs that "
-            "measure false actions)."
+            help="With --runs or --compare, also run each seed with no fault (the control "
+            "runs that measure false actions)."
         ),
     ] = True,
     fail_on_worse: Annotated[

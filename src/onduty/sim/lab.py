@@ -278,11 +278,19 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator
 
 
-def paired_differences(a: LabResult, b: LabResult, mode: str = "policy") -> list[Difference]:
-    """Per metric, B minus A seed by seed (seeds where either has no value are left out)."""
+CONTROL_METRICS = ("false_actions", "false_action_rate", "control_incidents")
+"""What the control runs (no fault) say about a policy."""
+
+
+def paired_differences(
+    a: LabResult, b: LabResult, mode: str = "policy", metrics: Sequence[str] = METRICS
+) -> list[Difference]:
+    """Per metric, B minus A seed by seed (seeds where either has no value are left out); the
+    metrics of a mode other than `policy` are named `MODE: METRIC`."""
     by_seed_a = {run.seed: run for run in a.runs.get(mode, [])}
     found: list[Difference] = []
-    for metric in METRICS:
+    for metric in metrics:
+        label = metric if mode == "policy" else f"{mode}: {metric}"
         pairs = [
             (va, vb)
             for run in b.runs.get(mode, [])
@@ -291,12 +299,12 @@ def paired_differences(a: LabResult, b: LabResult, mode: str = "policy") -> list
             and (vb := run.metrics.get(metric)) is not None
         ]
         if not pairs:
-            found.append(Difference(metric, 0, None, None, None, None))
+            found.append(Difference(label, 0, None, None, None, None))
             continue
         diffs = [vb - va for va, vb in pairs]
         found.append(
             Difference(
-                metric,
+                label,
                 len(pairs),
                 statistics.fmean(va for va, _ in pairs),
                 statistics.fmean(vb for _, vb in pairs),
@@ -498,20 +506,26 @@ def compare(
     *,
     jobs: int | None = None,
     progress: Progress | None = None,
+    control: bool = True,
 ) -> Comparison:
-    """The same seeds under two configs (policy mode); differences are B - A, paired by seed."""
+    """The same seeds under two configs (and, with `control`, their control runs with no
+    fault); differences are B - A, paired by seed."""
     seeds = list(seeds)
-    total = 2 * len(seeds)
+    modes = ("policy", "control") if control else ("policy",)
+    total = 2 * len(seeds) * len(modes)
     offset = 0
 
     def step(done: int, _: int) -> None:
         if progress is not None:
             progress(offset + done, total)
 
-    a = monte_carlo(scenario_ref, config_a, seeds, modes=("policy",), jobs=jobs, progress=step)
-    offset = len(seeds)
-    b = monte_carlo(scenario_ref, config_b, seeds, modes=("policy",), jobs=jobs, progress=step)
-    return Comparison(a, b, paired_differences(a, b))
+    a = monte_carlo(scenario_ref, config_a, seeds, modes=modes, jobs=jobs, progress=step)
+    offset = total // 2
+    b = monte_carlo(scenario_ref, config_b, seeds, modes=modes, jobs=jobs, progress=step)
+    differences = paired_differences(a, b)
+    if control:
+        differences += paired_differences(a, b, "control", CONTROL_METRICS)
+    return Comparison(a, b, differences)
 
 
 def metric_values(runs: Iterable[RunSummary], metric: str) -> list[float | None]:
@@ -689,17 +703,16 @@ def render_comparison(comparison: Comparison, console: Console) -> None:
         title=Text(f"{a.scenario}: B - A over the same {len(a.seeds)} seeds"),
         title_justify="left",
         box=box.SIMPLE_HEAD,
-        caption=f"A = {a.config}, B = {b.config}; interval: {comparison.method} of the "
-        "per-seed difference, per metric (no correction for the number of metrics)",
-        caption_justify="left",
     )
     for column in ("metric", "A mean", "B mean", "B - A", "95 % CI", "change"):
         table.add_column(column, justify="left" if column in ("metric", "change") else "right")
     for diff in comparison.differences:
         if diff.n == 0 or (diff.mean_a == 0 and diff.mean_b == 0 and diff.mean == 0):
             continue
-        if diff.better is None:
+        if not diff.significant:
             change = Text("no significant change", style="dim")
+        elif diff.better is None:
+            change = Text("changed (significant; neither better nor worse)")
         elif diff.better:
             change = Text("better (significant)", style="bold green")
         else:
@@ -718,6 +731,12 @@ def render_comparison(comparison: Comparison, console: Console) -> None:
             change,
         )
     console.print(table)
+    console.print(Text(f"A = {a.config}\nB = {b.config}"), soft_wrap=True)
+    console.print(
+        f"confidence intervals: {comparison.method} of the per-seed difference B - A, per "
+        "metric (no correction for the number of metrics); significant: the interval excludes 0",
+        soft_wrap=True,
+    )
     for label, lab_result in (("A", a), ("B", b)):
         failed = {n: f for n, (f, _) in lab_result.failures().items() if f}
         if failed:
@@ -789,7 +808,13 @@ def lab_command(
             if len(configs) != 2:
                 raise ConfigError("--compare", ["give two configs: -c A.yaml -c B.yaml"])
             comparison = compare(
-                scenario_ref, configs[0], configs[1], seeds, jobs=jobs, progress=progress
+                scenario_ref,
+                configs[0],
+                configs[1],
+                seeds,
+                jobs=jobs,
+                progress=progress,
+                control=control,
             )
         else:
             modes = [mode for mode in MODES if control or mode != "control"]
