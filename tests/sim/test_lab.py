@@ -12,6 +12,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from onduty.cli import app
+from onduty.config import ConfigError
 from onduty.sim import lab
 from onduty.sim.driver import IN_MEMORY, run_scenario_command
 from onduty.sim.lab import (
@@ -200,3 +201,18 @@ def test_a_monte_carlo_report_is_one_page_with_the_distributions(tmp_path: Path)
     assert "mttr_median" in html and "<svg" in html  # a distribution drawn per metric
     assert "InstanceDown" in html  # the first seed's incidents, told from its events
     assert "http://" not in html.replace("http://www.w3.org", "")  # nothing fetched
+
+
+def test_a_scenario_that_cannot_run_is_refused_with_its_reason(tmp_path: Path) -> None:
+    scenario = tmp_path / "bad.yaml"
+    scenario.write_text(
+        "name: bad\nconfig: demo\nseed: 1\nduration: 1h\n"
+        "faults:\n  - {at: 10m, kind: instance_crash, target: nope-1}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match="no instance 'nope-1'"):
+        monte_carlo(str(scenario), None, [1, 2], jobs=2)
+    # a worker's refusal crosses back between processes as plain data, naming the seed
+    (refused,) = lab._run_batch(str(scenario), None, [(2, "policy"), (3, "policy")])
+    assert isinstance(refused, lab._Refused)
+    assert "seed 2 (policy): faults[0].target" in str(refused.error())

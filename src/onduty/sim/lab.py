@@ -41,6 +41,7 @@ from onduty.sim.scorecard import (
     Scorecard,
     quantile,
 )
+from onduty.sim.world import World
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -424,10 +425,33 @@ def summarize(card: Scorecard, seed: int, mode: str, elapsed_s: float = 0.0) -> 
     )
 
 
+@dataclass(frozen=True)
+class _Refused:
+    """A run that could not start (a ConfigError in a worker), as plain data: the exception
+    itself does not survive the trip back between processes."""
+
+    seed: int
+    mode: str
+    source: str
+    problems: tuple[str, ...]
+
+    def error(self) -> ConfigError:
+        return ConfigError(
+            self.source, [f"seed {self.seed} ({self.mode}): {p}" for p in self.problems]
+        )
+
+
 def _run_batch(
     scenario_ref: str, config_path: str | None, tasks: list[tuple[int, str]]
-) -> list[RunSummary]:
-    return [run_one(scenario_ref, config_path, seed, mode) for seed, mode in tasks]
+) -> list[RunSummary | _Refused]:
+    done: list[RunSummary | _Refused] = []
+    for seed, mode in tasks:
+        try:
+            done.append(run_one(scenario_ref, config_path, seed, mode))
+        except ConfigError as error:
+            done.append(_Refused(seed, mode, error.source, tuple(error.problems)))
+            break
+    return done
 
 
 # ---------------------------------------------------------------------------- many runs
@@ -449,7 +473,9 @@ def run_many(
     from onduty.sim import driver  # noqa: F401 - imported once here, inherited by the workers
 
     jobs = jobs or default_jobs()
-    setup(scenario_ref, config_path)  # errors surface here, once; forked workers inherit it
+    scenario, config = setup(scenario_ref, config_path)  # forked workers inherit it
+    if tasks:  # a scenario that cannot run fails here, once, before any process starts
+        World(config, scenario.model_copy(update={"seed": tasks[0][0]}))
     done: list[RunSummary] = []
     if jobs <= 1 or len(tasks) <= 1:
         for seed, mode in tasks:
@@ -464,7 +490,10 @@ def run_many(
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         futures = [pool.submit(_run_batch, scenario_ref, config_path, b) for b in batches]
         for future in as_completed(futures):
-            done.extend(future.result())
+            for item in future.result():
+                if isinstance(item, _Refused):
+                    raise item.error()
+                done.append(item)
             if progress is not None:
                 progress(len(done), len(tasks))
     return sorted(done, key=lambda run: order[(run.seed, run.mode)])
