@@ -578,11 +578,9 @@ def write_report(
     """The self-contained HTML page of a run (its incidents' timelines; `events` for a run
     that kept its log in memory) and, for a Monte Carlo run, its distributions
     (`onduty.report`)."""
-    import importlib
+    from onduty.report.html import write_html
 
-    html = importlib.import_module("onduty.report.html")
-    options = {"events": events} if events is not None else {}
-    html.write_html(path, result, lab, **options)
+    write_html(path, result, lab, events=events)
     console.print(f"report: {path}")
 
 
