@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import statistics
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -457,6 +458,11 @@ def _run_batch(
 # ---------------------------------------------------------------------------- many runs
 
 
+def _worker_start() -> None:
+    """A worker leaves Ctrl-C to the parent, which stops it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def default_jobs() -> int:
     return os.cpu_count() or 1
 
@@ -487,7 +493,8 @@ def run_many(
     size = max(1, min(16, len(tasks) // (jobs * 8)))
     batches = [list(tasks[i : i + size]) for i in range(0, len(tasks), size)]
     order = {task: index for index, task in enumerate(tasks)}
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_start)
+    try:
         futures = [pool.submit(_run_batch, scenario_ref, config_path, b) for b in batches]
         for future in as_completed(futures):
             for item in future.result():
@@ -496,6 +503,15 @@ def run_many(
                 done.append(item)
             if progress is not None:
                 progress(len(done), len(tasks))
+    except BaseException:
+        # a refusal or Ctrl-C: drop the batches not started, and stop the workers now rather
+        # than after the batches they hold
+        workers = list(getattr(pool, "_processes", {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for worker in workers:
+            worker.terminate()
+        raise
+    pool.shutdown()
     return sorted(done, key=lambda run: order[(run.seed, run.mode)])
 
 
