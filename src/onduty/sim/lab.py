@@ -9,11 +9,11 @@ Each run is one seed of one scenario in one *mode*:
 * `control`: the same scenario and seed with no fault at all: any action is a false action,
   any incident a false alarm.
 
-A run is in memory (`sqlite:///:memory:`) and returns a small picklable `RunSummary`: the
-scorecard's metrics and the expectations' outcomes. `monte_carlo` runs seeds S, S+1, ... in a
-process pool; `compare` runs the same seeds under two configs and gives the paired differences
-with 95 % confidence intervals (t-based). Everything is a function of the seeds: the same seeds
-give the same numbers, in parallel or not.
+A run keeps its log in memory (the driver's `MemoryEventLog`) and returns a small picklable
+`RunSummary`: the scorecard's metrics and the expectations' outcomes. `monte_carlo` runs seeds
+S, S+1, ... in a process pool; `compare` runs the same seeds under two configs and gives the
+paired differences with 95 % confidence intervals (t-based). Everything is a function of the
+seeds: the same seeds give the same numbers, in parallel or not.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import os
 import signal
 import statistics
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -571,14 +571,6 @@ def compare(
     if control:
         differences += paired_differences(a, b, "control", CONTROL_METRICS)
     return Comparison(a, b, differences)
-
-
-def metric_values(runs: Iterable[RunSummary], metric: str) -> list[float | None]:
-    return [run.metrics.get(metric) for run in runs]
-
-
-def summaries_by_seed(runs: Iterable[RunSummary]) -> Mapping[int, RunSummary]:
-    return {run.seed: run for run in runs}
 
 
 # ---------------------------------------------------------------------------- reports
