@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 
 from onduty.config import Config, parse_config
+from onduty.events import Event
 from onduty.sim import Scenario, parse_scenario
 from onduty.sim.driver import IN_MEMORY, _through_the_webhook, run_scenario
 from onduty.sim.lab import people_alone, without_faults
-from onduty.sim.scorecard import METRICS, Scorecard
+from onduty.sim.scorecard import METRICS, Scorecard, score
 
 RESTART = {
     "name": "restart-crashed",
@@ -201,3 +202,68 @@ def test_expectations_and_steady_state_are_checked_against_the_metrics() -> None
         ("steady state after: open_incidents", "== 0"): (0, True),
     }
     assert not card.passed
+
+
+def test_faults_of_the_signals_are_reported_apart_from_the_outages() -> None:
+    faults = [
+        {"at": "5m", "kind": "stale_signals", "target": "any", "duration": "1h", "delay": "3m"},
+        {"at": "5m", "kind": "malformed_signals", "target": "web", "duration": "1h"},
+        {"at": "20m", "kind": "instance_crash", "target": "api-1"},
+    ]
+    card = card_of(scenario(faults=faults, control=[]), config(RESTART))
+    metrics = card.metrics()
+    # one outage, detected late (the signals are stale) and restarted: an hour of stale or
+    # garbled signals is neither undetected nor an hour-long recovery
+    assert (metrics["faults"], metrics["signal_faults"]) == (1, 2)
+    assert (metrics["detected"], metrics["undetected"], metrics["unrecovered"]) == (1, 0, 0)
+    assert (metrics["auto_remediated"], metrics["human_fixed"]) == (1, 0)
+    assert metrics["mttr_max"] is not None and metrics["mttr_max"] < 8 * 60
+    assert metrics["mttd_max"] is not None and metrics["mttd_max"] >= 4 * 60
+    assert [f.record.kind for f in card.faults] == ["instance_crash"]
+    stale = card.metrics(("kind", "stale_signals"))
+    assert (stale["faults"], stale["signal_faults"], stale["mttr_max"]) == (0, 1, None)
+    assert card.metrics(("service", "web"))["signal_faults"] == 1
+    # what they did: the signals they applied to while they held, the deliveries refused
+    data = json.loads(json.dumps(card.to_dict()))
+    reported = {f["kind"]: f for f in data["signal_faults"]}
+    assert set(reported) == {"stale_signals", "malformed_signals"}
+    assert reported["stale_signals"]["delivered"] >= 1
+    assert reported["stale_signals"]["refused"] == 0
+    assert reported["malformed_signals"]["service"] == "web"
+    assert reported["malformed_signals"]["refused"] == metrics["refused_signals"]
+    assert [f["kind"] for f in data["faults"]] == ["instance_crash"]
+
+
+REGION_FLEET = {
+    "services": [
+        {"name": "web", "tier": "critical", "regions": ["eu-west", "us-east"], "instances": 4},
+        {"name": "api", "tier": "high", "region": "eu-west", "instances": 3},
+        {"name": "batch", "tier": "low", "region": "us-east", "instances": 2},
+    ]
+}
+
+
+def test_a_region_outage_counts_in_the_most_critical_tier_it_touches() -> None:
+    outage = scenario(
+        fleet=REGION_FLEET,
+        faults=[{"at": "20m", "kind": "region_outage", "target": "us-east", "duration": "30m"}],
+        control=[],
+        expect=["escalated_within < 5m for tier critical", "faults == 0 for tier low"],
+    )
+    events: list[Event] = []
+    result = run_scenario(outage, outage.apply_fleet(config()), IN_MEMORY, on_event=events.append)
+    card = result.scorecard
+    (fault,) = card.faults
+    assert (fault.record.service, fault.tier) == ("", "critical")  # web runs in us-east too
+    critical = card.metrics(("tier", "critical"))
+    assert (critical["faults"], critical["escalated"]) == (1, 1)
+    within = critical["escalated_within"]
+    assert within is not None and within < 5 * 60
+    outcome = {e.name: (e.actual, e.ok) for e in card.expectations}
+    assert outcome == {
+        "escalated_within for tier critical": (within, True),
+        "faults for tier low": (0, True),
+    }
+    # without the config (as a drill scores), the scenario's fleet tells the tiers
+    drill = score(events, result.world.faults, result.world.actions, outage)
+    assert [f.tier for f in drill.faults] == ["critical"]

@@ -5,6 +5,15 @@ and actions come from the log. A fault is *detected* when an incident opened for
 alerts it raises on its target, *auto-remediated* when an action of onduty's healed it, and
 *escalated* when one of its incidents was handed to a human.
 
+Faults of the alerting pipeline itself (scope "signals": stale, duplicated, malformed or
+clock-skewed signals) are no outage of the fleet: there is nothing to detect or recover from, so
+they count in none of the figures about faults (detected, time to detect or recover,
+escalations...). The scorecard reports them apart (`signal_faults`): how many, and what they did
+to the signals onduty received (those delivered while they held, the deliveries refused).
+
+A fault with no service of its own (a region outage) belongs to the most critical tier among the
+services it raises alerts about.
+
 Every action onduty ran on the fleet is judged: *right* (the fix of an active fault on its
 target), *wrong* (no fault it fixes), or *harmful* (on a healthy target, or it made the fleet
 worse). A *false action* is one on a target no fault touched at the time; in a control run
@@ -21,12 +30,12 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from onduty.config import Config
+from onduty.config import Config, Service
 from onduty.events import Event
 from onduty.sim.expectations import Check, check
-from onduty.sim.faults import SELF, FaultRecord
+from onduty.sim.faults import ANY, SELF, FaultRecord, MalformedSignals
 from onduty.sim.oncall import HUMAN
 from onduty.sim.scenario import Scenario
 from onduty.sim.world import AppliedAction
@@ -43,8 +52,15 @@ Metrics = dict[str, float | None]
 # every action by it, which is not a guardrail stopping a bad action.
 AUTONOMY_RULE = "autonomy"
 
+SIGNALS = "signals"
+"""The scope of the faults of the alerting pipeline itself, reported apart from the outages."""
+
+TIERS: tuple[str, ...] = get_args(Service.model_fields["tier"].annotation)
+"""The service tiers, most critical first."""
+
 METRICS: tuple[str, ...] = (
     "faults",
+    "signal_faults",
     "detected",
     "undetected",
     "auto_remediated",
@@ -92,7 +108,15 @@ DURATION_METRICS = frozenset(
 HIGHER_IS_BETTER = frozenset({"detected", "auto_remediated", "right_actions"})
 """Metrics where more is better."""
 NEUTRAL = frozenset(
-    {"faults", "actions", "approvals_requested", "approved", "guardrail_denials", "refused_signals"}
+    {
+        "faults",
+        "signal_faults",
+        "actions",
+        "approvals_requested",
+        "approved",
+        "guardrail_denials",
+        "refused_signals",
+    }
 )
 """Metrics that are neither better nor worse by themselves (how many faults the scenario drew,
 how often guardrails or people were asked); for the rest (times, wrong actions, SLO minutes,
@@ -141,6 +165,27 @@ class FaultScore:
 
 
 @dataclass(frozen=True)
+class SignalFaultScore:
+    """A fault of the alerting pipeline (scope "signals"): the fleet was fine, only what onduty
+    was told about it was not, so it is no outage to detect or recover from. What it did instead:
+    the signals it applied to that onduty received while it held, and for malformed signals the
+    deliveries the webhook parser refused."""
+
+    record: FaultRecord
+    delivered: int = 0
+    """Signals it applied to (every one, or those about its service) received while it held."""
+    refused: int | None = 0
+    """Deliveries it garbled that the webhook parser refused: 0 for the kinds that garble
+    nothing; None when several malformed-signal faults share the run's refusals."""
+    service: str = ""
+    tier: str = ""
+
+    def in_group(self, group: Group) -> bool:
+        what, name = group
+        return {"kind": self.record.kind, "service": self.service, "tier": self.tier}[what] == name
+
+
+@dataclass(frozen=True)
 class ActionScore:
     """One action onduty ran on the fleet, judged against the truth."""
 
@@ -175,6 +220,7 @@ class Scorecard:
     """What a scenario's run did, counted from its event log."""
 
     faults: list[FaultScore]
+    """The outages: every fault but those of the signals (see `signal_faults`)."""
     actions_taken: int
     guardrail_denials: int
     """Verdicts that denied an action by a guardrail (`denied_by` says which rule); the
@@ -204,6 +250,9 @@ class Scorecard:
     firing_alerts: int = 0
     hours: float = 0.0
     """The simulated span, in hours."""
+    signal_faults: list[SignalFaultScore] = field(default_factory=list)
+    """Faults of the alerting pipeline, apart from the outages: no figure about faults counts
+    them."""
 
     @property
     def injected(self) -> int:
@@ -261,12 +310,14 @@ class Scorecard:
             return {**self.metrics(), "guardrail_denials": self.denied_by.get(group[1], 0)}
         faults = self.faults if group is None else [f for f in self.faults if f.in_group(group)]
         actions = self.actions if group is None else [a for a in self.actions if a.in_group(group)]
+        signal_faults = [f for f in self.signal_faults if group is None or f.in_group(group)]
         detect = _seconds(t for f in faults if (t := f.time_to_detect) is not None)
         recover = _seconds(t for f in faults if (t := f.time_to_recover) is not None)
         escalate = _seconds(t for f in faults if (t := f.time_to_escalate) is not None)
         false_actions = sum(1 for a in actions if a.false)
         return {
             "faults": len(faults),
+            "signal_faults": len(signal_faults),
             "detected": sum(1 for f in faults if f.detected_at is not None),
             "undetected": sum(1 for f in faults if f.detected_at is None),
             "auto_remediated": sum(1 for f in faults if f.remediated),
@@ -301,9 +352,19 @@ class Scorecard:
         """Every (tier|service|kind, name) group with a fault or an action in this run."""
         found: set[Group] = set()
         for fault in self.faults:
-            found |= {("kind", fault.record.kind), ("service", fault.record.service)}
-            if fault.tier:
-                found.add(("tier", fault.tier))
+            found.add(("kind", fault.record.kind))
+            found |= {
+                (what, name)
+                for what, name in (("service", fault.record.service), ("tier", fault.tier))
+                if name
+            }
+        for signal in self.signal_faults:
+            found.add(("kind", signal.record.kind))
+            found |= {
+                (what, name)
+                for what, name in (("service", signal.service), ("tier", signal.tier))
+                if name
+            }
         for action in self.actions:
             found |= {
                 (what, name)
@@ -351,6 +412,21 @@ class Scorecard:
                     "incidents": list(f.incidents),
                 }
                 for f in self.faults
+            ],
+            "signal_faults": [
+                {
+                    "id": f.record.id,
+                    "kind": f.record.kind,
+                    "target": f.record.target,
+                    "service": f.service,
+                    "tier": f.tier,
+                    "cause": f.record.cause,
+                    "from": f.record.injected_at.isoformat(),
+                    "to": _iso(f.record.cleared_at),
+                    "delivered": f.delivered,
+                    "refused": f.refused,
+                }
+                for f in self.signal_faults
             ],
             "actions": [{**asdict(a), "at": a.at.isoformat()} for a in self.actions],
             "denied_by": dict(self.denied_by),
@@ -421,6 +497,9 @@ def score(
     `control_run` (no fault at all) every incident is a false alarm. `steady_before` and
     `steady_after`: the world's `steady_metrics` just before the first fault and at the end,
     for the steady-state hypotheses (incidents open then are counted here)."""
+    outages = [record for record in faults if record.scope != SIGNALS]
+    pipeline = [record for record in faults if record.scope == SIGNALS]
+    received: list[tuple[datetime, str]] = []  # (when, service label), for the signal faults
     labels_of: dict[str, dict[str, str]] = {}
     opened: list[tuple[datetime, str, dict[str, str]]] = []
     escalated_at: dict[str, datetime] = {}
@@ -438,6 +517,8 @@ def score(
         kind = event.type
         if kind == "SignalReceived":
             labels_of[data["fingerprint"]] = data.get("labels", {})
+            if pipeline:
+                received.append((event.ts, labels_of[data["fingerprint"]].get("service", "")))
         elif kind == "IncidentOpened":
             opened.append((event.ts, data["incident_id"], labels_of.get(data["fingerprint"], {})))
         elif kind == "IncidentResolved":
@@ -459,15 +540,8 @@ def score(
         if kind in counts:
             counts[kind] += 1
 
-    tiers: dict[str, str] = (
-        {service.name: str(service.tier) for service in config.services} if config else {}
-    )
-    service_of = (
-        {name: service.name for service in config.services for name in service.instances}
-        if config
-        else {}
-    )
-    scores = [FaultScore(record, tier=tiers.get(record.service, "")) for record in faults]
+    tiers, service_of = _services(config, scenario)
+    scores = [FaultScore(record, tier=_tier(record, tiers, service_of)) for record in outages]
     for at, incident_id, labels in opened:
         for fault in scores:
             if _matches(fault.record, at, labels):
@@ -487,7 +561,7 @@ def score(
             waits.append(given[required - 1][0] - asked)
 
     judged = [
-        _judge(action, faults, service_of, tiers)
+        _judge(action, outages, service_of, tiers)
         for action in applied
         if not action.command_id.startswith(HUMAN)
     ]
@@ -516,12 +590,74 @@ def score(
         open_incidents=sum(1 for _, incident_id, _ in opened if incident_id not in resolved),
         firing_alerts=firing_alerts,
         hours=scenario.duration.total_seconds() / 3600,
+        signal_faults=_signal_faults(pipeline, received, refused_signals, tiers, scenario),
     )
     first = min((f.injected_at for f in faults), default=None)
     before = {**(steady_before or {}), "open_incidents": _open_at(first, opened, resolved_at)}
     after = {**(steady_after or {}), "open_incidents": card.open_incidents}
     card.expectations = _expectations(card, scenario, before, after)
     return card
+
+
+def _services(config: Config | None, scenario: Scenario) -> tuple[dict[str, str], dict[str, str]]:
+    """Each service's tier, and each instance's service: from the config the run used, else
+    from the scenario's fleet."""
+    if config is not None:
+        services = [(s.name, str(s.tier), list(s.instances)) for s in config.services]
+    elif scenario.fleet is not None:
+        services = [(s.name, s.tier, s.instance_names()) for s in scenario.fleet.services]
+    else:
+        services = []
+    tiers = {name: tier for name, tier, _ in services}
+    service_of = {instance: name for name, _, instances in services for instance in instances}
+    return tiers, service_of
+
+
+def _tier(record: FaultRecord, tiers: Mapping[str, str], service_of: Mapping[str, str]) -> str:
+    """The fault's service's tier; for a fault with no service of its own (a region outage),
+    the most critical tier among the services whose alerts it raises."""
+    if record.service:
+        return tiers.get(record.service, "")
+    touched = {
+        tiers[service]
+        for name in _sources(record)
+        if (service := service_of.get(name, name)) in tiers
+    }
+    return min(touched, key=_rank, default="")
+
+
+def _rank(tier: str) -> int:
+    return TIERS.index(tier) if tier in TIERS else len(TIERS)
+
+
+def _signal_faults(
+    records: list[FaultRecord],
+    received: list[tuple[datetime, str]],
+    refused: int,
+    tiers: Mapping[str, str],
+    scenario: Scenario,
+) -> list[SignalFaultScore]:
+    """The faults of the alerting pipeline, each with the signals it applied to that were
+    received while it held, and (for malformed signals) the deliveries refused: the run's
+    refusals all come from malformed-signal faults, so a lone one owns them all."""
+    garbling = [r for r in records if r.kind == MalformedSignals.kind]
+    end = scenario.start_at + scenario.duration
+    scores = []
+    for record in records:
+        service = "" if record.target == ANY else record.service or record.target
+        until = record.cleared_at or end
+        delivered = sum(
+            1
+            for at, about in received
+            if record.injected_at <= at < until and (not service or about == service)
+        )
+        own: int | None = 0
+        if record.kind == MalformedSignals.kind:
+            own = refused if len(garbling) == 1 else None
+        scores.append(
+            SignalFaultScore(record, delivered, own, service=service, tier=tiers.get(service, ""))
+        )
+    return scores
 
 
 def _open_at(
