@@ -267,3 +267,24 @@ def test_a_region_outage_counts_in_the_most_critical_tier_it_touches() -> None:
     # without the config (as a drill scores), the scenario's fleet tells the tiers
     drill = score(events, result.world.faults, result.world.actions, outage)
     assert [f.tier for f in drill.faults] == ["critical"]
+
+
+def test_the_package_exports_what_a_user_of_the_lab_imports() -> None:
+    from onduty import sim
+    from onduty.sim import lab, scorecard
+
+    assert all(hasattr(sim, name) for name in sim.__all__)
+    # every fault kind of the library, by its class name
+    assert {cls.__name__ for cls in sim.FAULT_KINDS.values()} <= set(sim.__all__)
+    # the scorecard, the expectations and the lab's entry points
+    assert (sim.Scorecard, sim.score, sim.SignalFaultScore) == (
+        scorecard.Scorecard,
+        scorecard.score,
+        scorecard.SignalFaultScore,
+    )
+    assert (sim.run_one, sim.monte_carlo, sim.compare) == (
+        lab.run_one,
+        lab.monte_carlo,
+        lab.compare,
+    )
+    assert {"parse_expectation", "check", "Expectation", "run_scenario"} <= set(sim.__all__)
