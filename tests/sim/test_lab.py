@@ -216,3 +216,22 @@ def test_a_scenario_that_cannot_run_is_refused_with_its_reason(tmp_path: Path) -
     (refused,) = lab._run_batch(str(scenario), None, [(2, "policy"), (3, "policy")])
     assert isinstance(refused, lab._Refused)
     assert "seed 2 (policy): faults[0].target" in str(refused.error())
+
+
+def test_a_single_run_shows_faults_in_the_signals_apart_from_the_outages() -> None:
+    scenario = Path(__file__).parents[2] / "examples" / "scenarios" / "malformed_signals.yaml"
+    shown = io.StringIO()
+    code = run_scenario_command(
+        str(scenario),
+        None,
+        IN_MEMORY,
+        seed=None,
+        fresh=True,
+        live=False,
+        console=Console(file=shown, width=160),
+    )
+    text = shown.getvalue()
+    assert code == 0
+    outages, _, pipeline = text.partition("faults in the signals (the fleet was fine)")
+    assert "malformed_signals" in pipeline.split("scorecard:")[0]
+    assert "malformed_signals" not in outages and "instance_crash" in outages

@@ -13,8 +13,9 @@ from onduty.config import Config, parse_config
 from onduty.events import Event
 from onduty.sim import Scenario, parse_scenario
 from onduty.sim.driver import IN_MEMORY, _through_the_webhook, run_scenario
+from onduty.sim.expectations import METRICS
 from onduty.sim.lab import people_alone, without_faults
-from onduty.sim.scorecard import METRICS, Scorecard, score
+from onduty.sim.scorecard import Scorecard, score
 
 RESTART = {
     "name": "restart-crashed",

@@ -34,10 +34,11 @@ from onduty.replay import describe
 from onduty.runtime import RecoveryReport, Runtime, VirtualClock, counter_ids, run_virtual
 from onduty.sense import IngestError, parse_alertmanager
 from onduty.sim import lab
+from onduty.sim.expectations import DURATION_METRICS
 from onduty.sim.lab import ratio
 from onduty.sim.oncall import HumanFix, OnCall
 from onduty.sim.scenario import Scenario
-from onduty.sim.scorecard import DURATION_METRICS, Scorecard, score
+from onduty.sim.scorecard import Scorecard, score
 from onduty.sim.world import AppliedRecord, World
 from onduty.textsafe import markup, safe_text, visible
 
@@ -395,6 +396,31 @@ def format_ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
+def _render_signal_faults(card: Scorecard, console: Console) -> None:
+    """The faults of the alerting pipeline: no outage to detect or recover from, only what they
+    did to what onduty was told."""
+    table = Table(
+        title="faults in the signals (the fleet was fine)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    for column in ("id", "kind", "target", "from", "to", "signals received", "refused"):
+        table.add_column(column, no_wrap=column in ("id", "from", "to"), overflow="fold")
+    for fault in card.signal_faults:
+        record = fault.record
+        table.add_row(
+            safe_text(record.id),
+            safe_text(record.kind),
+            safe_text(record.target),
+            record.injected_at.strftime("%H:%M"),
+            record.cleared_at.strftime("%H:%M") if record.cleared_at else "-",
+            str(fault.delivered),
+            "?" if fault.refused is None else str(fault.refused),
+        )
+    console.print(table)
+
+
 def render_scorecard(
     result: RunResult,
     console: Console,
@@ -439,6 +465,8 @@ def render_scorecard(
             f"+{_fmt(fault.time_to_recover)}" if record.cleared_at else "[red]not yet[/]",
         )
     console.print(faults)
+    if card.signal_faults:
+        _render_signal_faults(card, console)
 
     table = Table(
         title=Text(f"scorecard: {visible(result.scenario.name)}"),

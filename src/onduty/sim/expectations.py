@@ -26,9 +26,11 @@ Op = Literal["<", "<=", ">", ">=", "==", "!="]
 GroupKind = Literal["tier", "service", "kind", "rule"]
 Metrics = Mapping[str, float | None]
 
-# The metrics a scorecard gives (`Scorecard.metrics()`), durations in seconds.
+# The metrics a scorecard gives (`Scorecard.metrics()`), durations in seconds, in the order
+# tables show them.
 METRICS: tuple[str, ...] = (
     "faults",
+    "signal_faults",
     "detected",
     "undetected",
     "auto_remediated",

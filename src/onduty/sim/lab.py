@@ -31,12 +31,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from onduty.config import Autonomy, Config, ConfigError, parse_config
+from onduty.sim.expectations import DURATION_METRICS, METRICS
 from onduty.sim.scenario import Scenario
 from onduty.sim.scorecard import (
     AUTONOMY_RULE,
-    DURATION_METRICS,
     HIGHER_IS_BETTER,
-    METRICS,
     NEUTRAL,
     Metrics,
     Scorecard,
@@ -600,6 +599,7 @@ _SHOWN = tuple(m for m in METRICS if m not in ("false_action_rate",))
 _RATIO_MEANINGLESS = frozenset(
     {
         "faults",
+        "signal_faults",
         "guardrail_denials",
         "approvals_requested",
         "approved",

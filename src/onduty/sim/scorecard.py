@@ -58,53 +58,6 @@ SIGNALS = "signals"
 TIERS: tuple[str, ...] = get_args(Service.model_fields["tier"].annotation)
 """The service tiers, most critical first."""
 
-METRICS: tuple[str, ...] = (
-    "faults",
-    "signal_faults",
-    "detected",
-    "undetected",
-    "auto_remediated",
-    "escalated",
-    "human_fixed",
-    "unrecovered",
-    "actions",
-    "right_actions",
-    "wrong_actions",
-    "harmful_actions",
-    "false_actions",
-    "false_action_rate",
-    "guardrail_denials",
-    "approvals_requested",
-    "approved",
-    "approval_wait_p90",
-    "mttd_median",
-    "mttd_p90",
-    "mttd_max",
-    "mttr_median",
-    "mttr_p90",
-    "mttr_max",
-    "escalated_within",
-    "slo_minutes_lost",
-    "control_incidents",
-    "open_incidents",
-    "firing_alerts",
-    "refused_signals",
-)
-"""Every metric name, in the order tables show them."""
-
-DURATION_METRICS = frozenset(
-    {
-        "approval_wait_p90",
-        "mttd_median",
-        "mttd_p90",
-        "mttd_max",
-        "mttr_median",
-        "mttr_p90",
-        "mttr_max",
-        "escalated_within",
-    }
-)
-
 HIGHER_IS_BETTER = frozenset({"detected", "auto_remediated", "right_actions"})
 """Metrics where more is better."""
 NEUTRAL = frozenset(
