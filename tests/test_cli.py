@@ -6,8 +6,10 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import psycopg
 import pytest
 
+from tests.postgres import SERVER, Schemas, store_url
 from tests.run_cli import onduty
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -186,3 +188,36 @@ def test_read_commands_never_create_a_log(tmp_path: Path) -> None:
         assert result.returncode == 2
         assert "no event log" in result.stderr
     assert not missing.exists()
+
+
+def test_read_commands_refuse_what_is_not_an_event_log_and_leave_it_alone(tmp_path: Path) -> None:
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE notes (body TEXT)")
+    for args in (("replay",), ("incidents",), ("events", "tail")):
+        result = onduty(*args, "--store", str(other))
+        assert result.returncode == 2
+        assert "is not an onduty event log" in result.stderr
+    with sqlite3.connect(other) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert tables == {"notes"}
+
+
+@pytest.mark.usefixtures("postgres_server")
+def test_read_commands_refuse_a_schema_that_does_not_exist_without_making_it(
+    tmp_path: Path,
+) -> None:
+    schemas = Schemas()
+    schema = schemas.name(tmp_path)
+    try:
+        for args in (("incidents",), ("events", "tail"), ("audit", "verify")):
+            result = onduty(*args, "--store", store_url(schema))
+            assert result.returncode == 2
+            assert f"no onduty store in schema {schema}" in result.stderr
+        with psycopg.connect(SERVER) as conn:
+            found = conn.execute(
+                "SELECT 1 FROM information_schema.schemata WHERE schema_name = %s", (schema,)
+            ).fetchone()
+        assert found is None
+    finally:
+        schemas.drop()

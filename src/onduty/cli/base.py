@@ -14,6 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from onduty.config import ConfigError
 from onduty.log import EventLog, open_log
+from onduty.log.existing import require_existing_log
 from onduty.textsafe import markup
 
 # Data never goes through markup or emoji codes: views build Text from it, or escape it (textsafe).
@@ -70,20 +71,11 @@ def config_problems(error: ConfigError) -> typer.Exit:
     return typer.Exit(2)
 
 
-def store_path(url: str) -> Path | None:
-    if url.startswith("sqlite:///"):
-        rest = url.removeprefix("sqlite:///")
-        return None if rest == ":memory:" else Path(rest)
-    return None if "://" in url else Path(url)
-
-
 @contextmanager
 def existing_log(url: str) -> Iterator[EventLog]:
     """Open a log that must already exist (read commands never create an empty one)."""
-    path = store_path(url)
-    if path is not None and not path.exists():
-        raise UsageProblem(f"no event log at {path} (run `onduty demo` to make one)")
     try:
+        require_existing_log(url)
         log = _whole_store(url) or open_log(url)
     except ValueError as error:
         raise UsageProblem(str(error)) from None
