@@ -52,40 +52,56 @@ class Rule:
 
     def series(self, fleet: Fleet) -> list[tuple[dict[str, str], float | None]]:
         """Every series the rule looks at, in fleet order, with its labels and value."""
-        found: list[tuple[dict[str, str], float | None]] = []
+        if self.scope == "endpoint":
+            return [
+                (self.endpoint_labels(fleet, service, endpoint), value)
+                for service, endpoints in fleet.endpoint_errors.items()
+                for endpoint, value in endpoints.items()
+            ]
+        return [(labels, self.measure(fleet, name)) for labels, name in self.measured(fleet)]
+
+    def measured(self, fleet: Fleet) -> list[tuple[dict[str, str], str]]:
+        """For an instance or service rule: every series' labels, in fleet order, with the
+        name its `measure` is given. They change only when the fleet gains an instance."""
         if self.scope == "instance":
-            for state in fleet.services.values():
-                for name in state.instances:
-                    labels = {
+            return [
+                (
+                    {
                         "alertname": self.alertname,
                         "service": state.name,
                         "instance": name,
                         "region": fleet.instances[name].region,
                         "severity": self.severity,
-                    }
-                    found.append((labels, self.measure(fleet, name)))
-        elif self.scope == "endpoint":
-            for service, endpoints in fleet.endpoint_errors.items():
-                region = fleet.services[service].region
-                for endpoint, value in endpoints.items():
-                    labels = {
+                    },
+                    name,
+                )
+                for state in fleet.services.values()
+                for name in state.instances
+            ]
+        if self.scope == "service":
+            return [
+                (
+                    {
                         "alertname": self.alertname,
-                        "service": service,
-                        "endpoint": endpoint,
-                        "region": region,
+                        "service": state.name,
+                        "region": state.region,
                         "severity": self.severity,
-                    }
-                    found.append((labels, value))
-        else:
-            for state in fleet.services.values():
-                labels = {
-                    "alertname": self.alertname,
-                    "service": state.name,
-                    "region": state.region,
-                    "severity": self.severity,
-                }
-                found.append((labels, self.measure(fleet, state.name)))
-        return found
+                    },
+                    state.name,
+                )
+                for state in fleet.services.values()
+            ]
+        return []
+
+    def endpoint_labels(self, fleet: Fleet, service: str, endpoint: str) -> dict[str, str]:
+        """The labels of an endpoint rule's series for `endpoint` of `service`."""
+        return {
+            "alertname": self.alertname,
+            "service": service,
+            "endpoint": endpoint,
+            "region": fleet.services[service].region,
+            "severity": self.severity,
+        }
 
     def annotations(self, labels: Mapping[str, str], value: float) -> dict[str, str]:
         fields = {**labels, "value": value, "for": format_duration(self.for_)}
@@ -213,6 +229,25 @@ class Alert:
     resolved_at: datetime | None = None
     last_sent_at: datetime | None = None
     resolved_sends: int = 0
+    annotated: float | None = field(default=None, repr=False, compare=False)
+    """The value `annotations` were written for."""
+
+
+class _Series:
+    """One series of a rule, its labels built once (and its fingerprint once needed)."""
+
+    __slots__ = ("_key", "labels", "target")
+
+    def __init__(self, labels: dict[str, str], target: str) -> None:
+        self.labels = labels
+        self.target = target
+        self._key: str | None = None
+
+    @property
+    def key(self) -> str:
+        if self._key is None:
+            self._key = fingerprint(self.labels)
+        return self._key
 
 
 class AlertEvaluator:
@@ -229,42 +264,85 @@ class AlertEvaluator:
         self.resend_interval = resend_interval
         self.source = source
         self.alerts: dict[str, Alert] = {}
+        # The series of each rule, built once per fleet and shape (see `_series`).
+        self._fleet: Fleet | None = None
+        self._shape = (0, 0)
+        self._measured: list[list[_Series]] = []
+        self._endpoints: dict[tuple[int, str, str], _Series] = {}
 
     def evaluate(self, fleet: Fleet, now: datetime) -> list[Signal]:
         due: list[tuple[int, tuple[tuple[str, str], ...], Signal]] = []
+        self._check_shape(fleet)
+        alerts = self.alerts
         for index, rule in enumerate(self.rules):
             seen: set[str] = set()
-            for labels, value in rule.series(fleet):
-                if value is None or not rule.breached(value):
-                    continue
-                key = fingerprint(labels)
+            for series, value in self._breached(index, rule, fleet):
+                key = series.key
                 seen.add(key)
-                alert = self.alerts.get(key)
+                alert = alerts.get(key)
                 if alert is None or alert.state == "resolved":
-                    alert = Alert(rule, labels, key, "pending", active_at=now)
-                    self.alerts[key] = alert
-                alert.annotations = rule.annotations(labels, value)
+                    alert = Alert(rule, dict(series.labels), key, "pending", active_at=now)
+                    alerts[key] = alert
+                if alert.annotated is None or alert.annotated != value or alert.rule is not rule:
+                    alert.annotations = rule.annotations(series.labels, value)
+                    alert.annotated = value
                 if alert.state == "pending" and now - alert.active_at >= rule.for_:
                     alert.state = "firing"
                     alert.fired_at = now
-            for key, alert in list(self.alerts.items()):
-                if alert.rule is not rule or key in seen:
-                    continue
-                if alert.state == "pending":
-                    del self.alerts[key]
-                elif alert.state == "firing":
-                    alert.state = "resolved"
-                    alert.resolved_at = now
-            for key, alert in list(self.alerts.items()):
-                if alert.rule is not rule:
-                    continue
+            if not alerts:
+                continue
+            for key, alert in [item for item in alerts.items() if item[1].rule is rule]:
+                if key not in seen:
+                    if alert.state == "pending":
+                        del alerts[key]
+                        continue
+                    if alert.state == "firing":
+                        alert.state = "resolved"
+                        alert.resolved_at = now
                 signal = self._notification(alert, now)
                 if signal is not None:
                     due.append((index, tuple(sorted(alert.labels.items())), signal))
                 if alert.state == "resolved" and alert.resolved_sends >= 2:
-                    del self.alerts[key]
+                    del alerts[key]
         due.sort(key=lambda item: (item[0], item[1]))
         return [signal for _, _, signal in due]
+
+    def _check_shape(self, fleet: Fleet) -> None:
+        """Forget the series built for another fleet, or before the fleet gained an instance
+        (instances and services are never removed, so their counts tell a new shape)."""
+        shape = (len(fleet.services), len(fleet.instances))
+        if fleet is not self._fleet or shape != self._shape:
+            self._fleet = fleet
+            self._shape = shape
+            self._measured = [
+                [_Series(labels, name) for labels, name in rule.measured(fleet)]
+                for rule in self.rules
+            ]
+            self._endpoints = {}
+
+    def _breached(self, index: int, rule: Rule, fleet: Fleet) -> list[tuple[_Series, float]]:
+        """The series of `rule.series` (labels cached) whose value breaches the rule, in
+        order, with that value."""
+        breached = rule.breached
+        if rule.scope != "endpoint":
+            measure = rule.measure
+            return [
+                (series, value)
+                for series in self._measured[index]
+                if (value := measure(fleet, series.target)) is not None and breached(value)
+            ]
+        found: list[tuple[_Series, float]] = []
+        cache = self._endpoints
+        for service, endpoints in fleet.endpoint_errors.items():
+            for endpoint, value in endpoints.items():
+                if value is None or not breached(value):
+                    continue
+                series = cache.get((index, service, endpoint))
+                if series is None:
+                    labels = rule.endpoint_labels(fleet, service, endpoint)
+                    series = cache[(index, service, endpoint)] = _Series(labels, endpoint)
+                found.append((series, value))
+        return found
 
     def firing(self) -> list[dict[str, str]]:
         """Labels of the alerts firing now, in a stable order."""

@@ -20,13 +20,56 @@ from typing import Any
 from onduty.config import Service
 
 BOOT_DELAY = timedelta(seconds=20)
+_TWO_PI = 2.0 * math.pi
+
+
+def _standard_normals(rng: random.Random, count: int) -> list[float]:
+    """`count` standard normal draws, exactly what `count` calls of `rng.gauss(0, 1)` would
+    return (z before `mu + z * sigma`), leaving `rng` in the same state: the same pairs from
+    two `random()` calls each, the odd one kept for the next call as `gauss_next`."""
+    draw = rng.random
+    found: list[float] = []
+    append = found.append
+    spare = rng.gauss_next  # type: ignore[attr-defined]
+    if spare is not None and count > 0:
+        append(spare)
+        spare = None
+    cos, sin, log, sqrt = math.cos, math.sin, math.log, math.sqrt
+    for _ in range((count - len(found) + 1) // 2):
+        x2pi = draw() * _TWO_PI
+        g2rad = sqrt(-2.0 * log(1.0 - draw()))
+        append(cos(x2pi) * g2rad)
+        append(sin(x2pi) * g2rad)
+    if len(found) > count:
+        spare = found.pop()
+    rng.gauss_next = spare  # type: ignore[attr-defined]
+    return found
+
+
+def _same_as_gauss() -> bool:
+    """Whether `_standard_normals` reproduces this Python's `random.gauss`, draw for draw."""
+    for skip in (0, 1):
+        fast, slow = random.Random(20240611), random.Random(20240611)
+        for _ in range(skip):
+            fast.gauss(0, 1)
+            slow.gauss(0, 1)
+        expected = [slow.gauss(0, 1) for _ in range(7)]
+        if [0.0 + z for z in _standard_normals(fast, 7)] != expected:
+            return False
+        if fast.getstate() != slow.getstate() or fast.gauss(0, 1) != slow.gauss(0, 1):
+            return False
+    return True
+
+
+# The health step draws its noise in one batch when that is exactly `gauss`, one by one if not.
+_BATCH_GAUSS = _same_as_gauss()
 
 
 class FleetError(ValueError):
     """An actuator cannot do what it was asked (unknown target, nothing to roll back to)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Instance:
     """One process of a service. `up` and the metrics are as of the last `Fleet.advance`."""
 
@@ -134,6 +177,11 @@ class Fleet:
         }
         self.services: dict[str, ServiceState] = {}
         self.instances: dict[str, Instance] = {}
+        self._members: dict[str, list[Instance]] = {}
+        """Per service, its Instance objects in order (kept with `ServiceState.instances`)."""
+        self._ordered: list[Instance] = []
+        self._held: dict[str, tuple[int, int, float | None, float | None]] | None = None
+        """Every instance in fleet order (services in order, each one's instances in order)."""
         self.endpoint_errors: dict[str, dict[str, float]] = {}
         """Per service, the error ratio of each of its endpoints that a fault made visible (a
         per-endpoint series exists only while a fault sets it)."""
@@ -152,7 +200,7 @@ class Fleet:
     # ------------------------------------------------------------------ queries
 
     def instances_of(self, service: str) -> list[Instance]:
-        return [self.instances[name] for name in self.services[service].instances]
+        return list(self._instances_of(service))
 
     def service_of(self, target: str) -> str | None:
         """The service a target belongs to: itself for a service, the owner for an instance."""
@@ -167,24 +215,56 @@ class Fleet:
 
     def instances_in(self, region: str) -> list[Instance]:
         """The instances running in `region`, in fleet order."""
-        return [
-            self.instances[n] for n in self._ordered_names() if self.instances[n].region == region
-        ]
+        return [instance for instance in self._in_order() if instance.region == region]
 
     def service_error_rate(self, service: str) -> float | None:
         """Mean error ratio over the instances that are up; None when none is (no data)."""
-        rates = [i.error_rate for i in self.instances_of(service) if i.up]
+        if self._held is not None:
+            return self.service_health(service)[2]
+        rates = [i.error_rate for i in self._instances_of(service) if i.up]
         return sum(rates) / len(rates) if rates else None
 
     def service_latency_p99(self, service: str) -> float | None:
         """p99 latency of the service: the worst instance p99 among those up; None if none is."""
-        latencies = [i.latency_ms for i in self.instances_of(service) if i.up]
+        if self._held is not None:
+            return self.service_health(service)[3]
+        latencies = [i.latency_ms for i in self._instances_of(service) if i.up]
         return max(latencies) if latencies else None
+
+    def service_health(self, service: str) -> tuple[int, int, float | None, float | None]:
+        """(instances up, instances, `service_error_rate`, `service_latency_p99`)."""
+        held = self._held
+        if held is None:
+            return self._health(service)
+        found = held.get(service)
+        if found is None:
+            found = held[service] = self._health(service)
+        return found
+
+    def hold(self) -> None:
+        """Promise that nothing changes the fleet until `release`: the per-service figures
+        are then computed once and reused (the world does this while it reads a step)."""
+        self._held = {}
+
+    def release(self) -> None:
+        """End of `hold`: figures are computed afresh again at each call."""
+        self._held = None
+
+    def _health(self, service: str) -> tuple[int, int, float | None, float | None]:
+        members = self._instances_of(service)
+        rates = [i.error_rate for i in members if i.up]
+        latencies = [i.latency_ms for i in members if i.up]
+        return (
+            len(rates),
+            len(members),
+            sum(rates) / len(rates) if rates else None,
+            max(latencies) if latencies else None,
+        )
 
     def snapshot(self) -> dict[str, Any]:
         return {
             "services": [s.snapshot() for s in self.services.values()],
-            "instances": [self.instances[n].snapshot() for n in self._ordered_names()],
+            "instances": [instance.snapshot() for instance in self._in_order()],
         }
 
     # ------------------------------------------------------------------ health model
@@ -192,21 +272,49 @@ class Fleet:
     def advance(self, now: datetime) -> None:
         """One health step: finish boots, then draw each instance's noise (three samples each,
         up or not, so the draw sequence depends only on the step count and the fleet size)."""
-        gauss = self._rng.gauss
-        for name in self._ordered_names():
-            instance = self.instances[name]
-            if instance.booting_until is not None and instance.booting_until <= now:
-                instance.booting_until = None
-            instance.up = instance.is_up(now)
-            pull = 0.3 * (instance.baseline_memory_pct - instance.resident_pct)
-            instance.resident_pct = min(
-                95.0, max(5.0, instance.resident_pct + pull + gauss(0, 0.8))
-            )
-            instance.memory_pct = instance.resident_pct
-            instance.latency_ms = instance.baseline_latency_ms * math.exp(gauss(0, 0.1))
-            instance.error_rate = max(0.0, instance.baseline_error_rate + gauss(0, 0.0015))
+        ordered = self._in_order()
+        if not _BATCH_GAUSS:
+            gauss = self._rng.gauss
+            for instance in ordered:
+                self._boot(instance, now)
+                memory, latency, error = gauss(0, 0.8), gauss(0, 0.1), gauss(0, 0.0015)
+                self._noise(instance, memory, latency, error)
+            self.endpoint_errors.clear()
+            return
+        # The same draws as three `gauss` calls per instance, in order; `0 + z * sigma` is
+        # what `gauss(0, sigma)` returns.
+        normals = _standard_normals(self._rng, 3 * len(ordered))
+        exp = math.exp
+        for instance, memory, latency, error in zip(
+            ordered, normals[0::3], normals[1::3], normals[2::3], strict=True
+        ):
+            booting = instance.booting_until
+            if booting is not None and booting <= now:
+                instance.booting_until = booting = None
+            instance.up = not instance.crashed and (booting is None or booting <= now)
+            resident = instance.resident_pct
+            pull = 0.3 * (instance.baseline_memory_pct - resident)
+            resident = min(95.0, max(5.0, resident + pull + (0 + memory * 0.8)))
+            instance.resident_pct = instance.memory_pct = resident
+            instance.latency_ms = instance.baseline_latency_ms * exp(0 + latency * 0.1)
+            instance.error_rate = max(0.0, instance.baseline_error_rate + (0 + error * 0.0015))
             instance.disk_pct = instance.baseline_disk_pct
         self.endpoint_errors.clear()
+
+    @staticmethod
+    def _boot(instance: Instance, now: datetime) -> None:
+        if instance.booting_until is not None and instance.booting_until <= now:
+            instance.booting_until = None
+        instance.up = instance.is_up(now)
+
+    @staticmethod
+    def _noise(instance: Instance, memory: float, latency: float, error: float) -> None:
+        pull = 0.3 * (instance.baseline_memory_pct - instance.resident_pct)
+        instance.resident_pct = min(95.0, max(5.0, instance.resident_pct + pull + memory))
+        instance.memory_pct = instance.resident_pct
+        instance.latency_ms = instance.baseline_latency_ms * math.exp(latency)
+        instance.error_rate = max(0.0, instance.baseline_error_rate + error)
+        instance.disk_pct = instance.baseline_disk_pct
 
     def noise(self, sigma: float) -> float:
         """A multiplicative noise factor around 1, for faults that set a level."""
@@ -315,7 +423,22 @@ class Fleet:
         instance.disk_pct = instance.baseline_disk_pct
         state.instances.append(name)
         self.instances[name] = instance
+        self._ordered = []  # rebuilt on next use
         return instance
+
+    def _instances_of(self, service: str) -> list[Instance]:
+        """The cached Instance objects of `service`, in order; do not change the list."""
+        members = self._members.get(service)
+        names = self.services[service].instances
+        if members is None or len(members) != len(names):
+            members = self._members[service] = [self.instances[name] for name in names]
+        return members
+
+    def _in_order(self) -> list[Instance]:
+        """The cached Instance objects of the fleet, in fleet order; do not change the list."""
+        if len(self._ordered) != len(self.instances):
+            self._ordered = [self.instances[n] for n in self._ordered_names()]
+        return self._ordered
 
     def _ordered_names(self) -> list[str]:
         return [name for state in self.services.values() for name in state.instances]

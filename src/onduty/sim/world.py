@@ -61,6 +61,7 @@ Verdict = Literal["right", "wrong", "harmful"]
 # A service is degraded (its minutes count as SLO minutes lost) above these.
 SLO_ERROR_RATIO = 0.05
 SLO_P99_MS = 1000.0
+_NONE = timedelta(0)
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,9 @@ class World:
         self._plan = self._plan_faults()
         self._planned = 0
         self._injected: list[Fault] = []
+        # The injected faults that may still act at the next step, in injection order: one
+        # healed at or before a step has nothing left to do at any later one.
+        self._live: list[Fault] = []
         self._results: dict[str, ActionResult] = {}
         self._outbox: list[Signal] = []
         self._now = self.start
@@ -355,21 +359,34 @@ class World:
             earlier.refresh(self.fleet, fault.at)
         fault.inject(self.fleet, fault.at)
         self._injected.append(fault)
+        self._live.append(fault)
         self._planned += 1
 
     def _step(self, at: datetime) -> None:
         self.fleet.advance(at)
-        for fault in self._injected:
+        over = False
+        for fault in self._live:
             fault.tick(self.fleet, at)
-        for name in self.fleet.services:
-            if self._degraded(name):
-                self._slo_lost[name] = self._slo_lost.get(name, timedelta(0)) + self.eval_interval
-        emitted = self.evaluator.evaluate(self.fleet, at)
+            over = over or (fault.cleared_at is not None and fault.cleared_at <= at)
+        if over:
+            self._live = [
+                fault for fault in self._live if fault.cleared_at is None or fault.cleared_at > at
+            ]
+        # Nothing changes the fleet while the step is read: per-service figures once.
+        self.fleet.hold()
+        try:
+            lost = self._slo_lost
+            for name in self.fleet.services:
+                if self._degraded(name):
+                    lost[name] = lost.get(name, _NONE) + self.eval_interval
+            emitted = self.evaluator.evaluate(self.fleet, at)
+        finally:
+            self.fleet.release()
         while self._delayed and self._delayed[0][0] <= at:
             self._deliver(heapq.heappop(self._delayed)[2])
         pipeline = [
             fault
-            for fault in self._injected
+            for fault in self._live
             if fault.scope == "signals" and fault.is_active(self.fleet, at)
         ]
         if not pipeline:
@@ -399,11 +416,9 @@ class World:
             self._malformed.append(what)
 
     def _degraded(self, service: str) -> bool:
-        instances = self.fleet.instances_of(service)
-        if 2 * sum(1 for i in instances if i.up) < len(instances):
+        up, count, errors, latency = self.fleet.service_health(service)
+        if 2 * up < count:
             return True
-        errors = self.fleet.service_error_rate(service)
-        latency = self.fleet.service_latency_p99(service)
         return (errors is not None and errors > SLO_ERROR_RATIO) or (
             latency is not None and latency > SLO_P99_MS
         )
