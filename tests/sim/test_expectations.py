@@ -4,18 +4,23 @@ scorecard's metrics (per group when they name one)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from onduty.config import ConfigError
 from onduty.sim import load_scenario, parse_scenario
+from onduty.sim.driver import IN_MEMORY, run_scenario
 from onduty.sim.expectations import (
+    DURING_METRICS,
     ExpectationError,
+    Watch,
     check,
     from_mapping,
     parse_expectation,
 )
+from onduty.sim.lab import load_setup
 
 
 @pytest.mark.parametrize(
@@ -124,3 +129,32 @@ def test_scenario_errors_name_the_line(tmp_path: Path) -> None:
         "instances_down, degraded_services, open_incidents) (line 7)",
         "expect[1]: unknown metric 'wrong_action' (did you mean 'wrong_actions'?) (line 5)",
     ]
+
+
+def test_a_hypothesis_held_during_the_run_names_the_first_moment_that_broke_it() -> None:
+    start = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+    watch = Watch(
+        [
+            parse_expectation("degraded_services <= 1", "during[0]", DURING_METRICS),
+            parse_expectation("instances_down == 0", "during[1]", DURING_METRICS),
+        ]
+    )
+    for minute, (degraded, down) in enumerate([(0, 0), (1, 0), (1, 2), (0, 3)]):
+        state = {"degraded_services": float(degraded), "instances_down": float(down)}
+        watch.observe(state, start + timedelta(minutes=minute))
+    held, broken = watch.checks()
+    assert (held.ok, held.actual) == (True, 1.0)  # the nearest it came to breaking
+    assert (broken.ok, broken.actual) == (False, 2.0)
+    assert broken.name == "instances_down (broken at 09:02:00)"
+
+
+def test_a_run_fails_when_the_fleet_leaves_its_steady_state_during_it(tmp_path: Path) -> None:
+    source = Path(__file__).parents[2] / "examples" / "scenarios" / "region_outage.yaml"
+    strict = tmp_path / "region_outage.yaml"
+    text = source.read_text().replace("degraded_services <= 1", "degraded_services == 0")
+    strict.write_text(text.replace("config: onduty.yaml", f"config: {source.parent}/onduty.yaml"))
+    for path, holds in ((source, True), (strict, False)):
+        result = run_scenario(*load_setup(str(path), None), IN_MEMORY)
+        during = [e for e in result.scorecard.expectations if "during" in e.name]
+        assert [e.ok for e in during] == [holds]
+        assert result.scorecard.passed is holds

@@ -34,7 +34,7 @@ from onduty.replay import describe
 from onduty.runtime import RecoveryReport, Runtime, VirtualClock, counter_ids, run_virtual
 from onduty.sense import IngestError, parse_alertmanager
 from onduty.sim import lab
-from onduty.sim.expectations import DURATION_METRICS
+from onduty.sim.expectations import DURATION_METRICS, Watch
 from onduty.sim.lab import ratio
 from onduty.sim.oncall import HumanFix, OnCall
 from onduty.sim.scenario import Scenario
@@ -181,6 +181,8 @@ def _run(
     )
 
     refused = 0
+    # Held during the run: checked at every step (a resumed run checks from where it resumed).
+    watch = Watch(scenario.steady_during())
 
     def step(moment: datetime) -> None:
         nonlocal refused
@@ -203,6 +205,8 @@ def _run(
                 runtime.submit(given.body, stream=given.stream, actor=given.actor)
         for fix in fixes:
             world.apply(fix.action, fix.target, {}, fix.command_id, moment)
+        if watch.expectations:
+            watch.observe(world.steady_metrics(), moment)
         if pace > 0:
             share = (moment - world.start) / (world.end - world.start)
             behind = began + share * pace - time.perf_counter()
@@ -225,6 +229,7 @@ def _run(
         control_run=control_run,
         steady_before=world.steady_before(),
         steady_after=world.steady_metrics(),
+        steady_during=watch.checks(),
     )
     return RunResult(
         scenario=scenario,

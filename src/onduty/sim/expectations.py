@@ -18,6 +18,7 @@ import difflib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 from onduty.values import parse_duration
@@ -67,6 +68,8 @@ STEADY_METRICS: tuple[str, ...] = (
     "degraded_services",
     "open_incidents",
 )
+# What a hypothesis held *during* the run may name: the fleet's state at each evaluation step.
+DURING_METRICS: tuple[str, ...] = ("firing_alerts", "instances_down", "degraded_services")
 DURATION_METRICS = frozenset(
     {
         "approval_wait_p90",
@@ -235,3 +238,42 @@ def from_mapping(document: Mapping[str, object]) -> list[str]:
     if isinstance(denied, list):
         lines += [f"guardrail_denials >= 1 for rule {rule}" for rule in denied]
     return lines
+
+
+class Watch:
+    """Steady-state hypotheses that must hold during the whole run, checked at every evaluation
+    step: each keeps the first moment that broke it (and the value then), or, while it holds,
+    the value nearest to breaking it."""
+
+    def __init__(self, expectations: list[Expectation]) -> None:
+        self.expectations = expectations
+        self._nearest: list[float | None] = [None] * len(expectations)
+        self._broken: list[tuple[float, datetime] | None] = [None] * len(expectations)
+
+    def observe(self, metrics: Metrics, at: datetime) -> None:
+        for index, expectation in enumerate(self.expectations):
+            if self._broken[index] is not None:
+                continue
+            value = metrics.get(expectation.metric)
+            if value is None:
+                continue
+            if not _OPS[expectation.op](float(value), expectation.value):
+                self._broken[index] = (float(value), at)
+                continue
+            nearest = self._nearest[index]
+            upper = expectation.op in ("<", "<=")
+            if nearest is None or (value > nearest if upper else value < nearest):
+                self._nearest[index] = float(value)
+
+    def checks(self) -> list[Check]:
+        """One check per hypothesis: broken (with when) or held all along."""
+        found: list[Check] = []
+        for index, expectation in enumerate(self.expectations):
+            broken = self._broken[index]
+            if broken is None:
+                found.append(Check(expectation.name, expectation.bound, self._nearest[index], True))
+            else:
+                value, at = broken
+                name = f"{expectation.name} (broken at {at:%H:%M:%S})"
+                found.append(Check(name, expectation.bound, value, False))
+        return found

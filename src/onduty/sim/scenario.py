@@ -48,6 +48,7 @@ from onduty.config import (
     validate_document,
 )
 from onduty.sim.expectations import (
+    DURING_METRICS,
     METRICS,
     STEADY_METRICS,
     Expectation,
@@ -320,11 +321,13 @@ def _expect_document(value: Any) -> Any:
 
 class SteadyState(Model):
     """Hypotheses about the fleet that must hold before the first fault (`before`, the state
-    just before it is injected) and at the end of the run (`after`), as expressions over the
-    fleet's state (`firing_alerts`, `instances_down`, `degraded_services`, `open_incidents`)
-    and, after, over the scorecard's metrics too."""
+    just before it is injected), at every evaluation step of the run (`during`) and at the end
+    (`after`), as expressions over the fleet's state (`firing_alerts`, `instances_down`,
+    `degraded_services`; `open_incidents` before and after) and, after, over the scorecard's
+    metrics too."""
 
     before: list[str] = Field(default_factory=list)
+    during: list[str] = Field(default_factory=list)
     after: list[str] = Field(default_factory=list)
 
 
@@ -478,6 +481,12 @@ class Scenario(Model):
         return [
             parse_expectation(text, f"steady_state.before[{index}]", STEADY_METRICS)
             for index, text in enumerate(self.steady_state.before)
+        ]
+
+    def steady_during(self) -> list[Expectation]:
+        return [
+            parse_expectation(text, f"steady_state.during[{index}]", DURING_METRICS)
+            for index, text in enumerate(self.steady_state.during)
         ]
 
     def steady_after(self) -> list[Expectation]:
@@ -716,7 +725,7 @@ def _timing_problems(scenario: Scenario, fault: FaultSpec, where: str) -> list[s
 
 def _expectation_problems(scenario: Scenario) -> list[str]:
     problems: list[str] = []
-    for parse in (scenario.steady_before, scenario.steady_after):
+    for parse in (scenario.steady_before, scenario.steady_during, scenario.steady_after):
         try:
             parse()
         except ExpectationError as error:

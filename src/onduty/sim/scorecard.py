@@ -443,13 +443,15 @@ def score(
     control_run: bool = False,
     steady_before: Mapping[str, float | None] | None = None,
     steady_after: Mapping[str, float | None] | None = None,
+    steady_during: Sequence[Check] = (),
 ) -> Scorecard:
     """Score a run. `config` (the one the run used) gives services their tiers and instances
     their services; the world's `slo_minutes_lost()`, the count of malformed deliveries the
     parser refused and the alerts still firing at the end come from the driver. In a
     `control_run` (no fault at all) every incident is a false alarm. `steady_before` and
     `steady_after`: the world's `steady_metrics` just before the first fault and at the end,
-    for the steady-state hypotheses (incidents open then are counted here)."""
+    for the steady-state hypotheses (incidents open then are counted here); `steady_during`:
+    how those held at every step (`expectations.Watch.checks`)."""
     outages = [record for record in faults if record.scope != SIGNALS]
     pipeline = [record for record in faults if record.scope == SIGNALS]
     received: list[tuple[datetime, str]] = []  # (when, service label), for the signal faults
@@ -548,7 +550,7 @@ def score(
     first = min((f.injected_at for f in faults), default=None)
     before = {**(steady_before or {}), "open_incidents": _open_at(first, opened, resolved_at)}
     after = {**(steady_after or {}), "open_incidents": card.open_incidents}
-    card.expectations = _expectations(card, scenario, before, after)
+    card.expectations = _expectations(card, scenario, before, steady_during, after)
     return card
 
 
@@ -688,17 +690,19 @@ def _expectations(
     card: Scorecard,
     scenario: Scenario,
     steady_before: Mapping[str, float | None] | None,
+    steady_during: Sequence[Check],
     steady_after: Mapping[str, float | None] | None,
 ) -> list[Expectation]:
     """The scenario's expectations over the scorecard's metrics (a group's through
-    `metrics(group)`), and its steady-state hypotheses over the fleet before the first fault
-    and at the end (with the metrics too)."""
+    `metrics(group)`), and its steady-state hypotheses over the fleet before the first fault,
+    at every step (checked as the run went) and at the end (with the metrics too)."""
     metrics = card.metrics()
     checks = [_checked(check(e, metrics, card.metrics)) for e in scenario.expectations()]
     before = scenario.steady_before()
     if before:
         state = dict(steady_before or {})
         checks += [_checked(check(e, state), "steady state before: ") for e in before]
+    checks += [_checked(outcome, "steady state during: ") for outcome in steady_during]
     after = scenario.steady_after()
     if after:
         state = {**metrics, **(steady_after or {})}
