@@ -292,12 +292,15 @@ class Fleet:
             if booting is not None and booting <= now:
                 instance.booting_until = booting = None
             instance.up = not instance.crashed and (booting is None or booting <= now)
+            # min(95, max(5, x)) and max(0, x), spelt out: the same value, NaN included.
             resident = instance.resident_pct
             pull = 0.3 * (instance.baseline_memory_pct - resident)
-            resident = min(95.0, max(5.0, resident + pull + (0 + memory * 0.8)))
-            instance.resident_pct = instance.memory_pct = resident
+            resident = resident + pull + (0 + memory * 0.8)
+            resident = resident if resident > 5.0 else 5.0
+            instance.resident_pct = instance.memory_pct = resident if resident < 95.0 else 95.0
             instance.latency_ms = instance.baseline_latency_ms * exp(0 + latency * 0.1)
-            instance.error_rate = max(0.0, instance.baseline_error_rate + (0 + error * 0.0015))
+            rate = instance.baseline_error_rate + (0 + error * 0.0015)
+            instance.error_rate = rate if rate > 0.0 else 0.0
             instance.disk_pct = instance.baseline_disk_pct
         self.endpoint_errors.clear()
 
