@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import shutil
 import sqlite3
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,7 +25,7 @@ from prometheus_client import CollectorRegistry
 from onduty.checkpointer import Checkpointer, key_file, signing_key, witness_file
 from onduty.config_checkpoints import CheckpointSettings
 from onduty.events import Payload, SignalReceived, chain_hash, make_event
-from onduty.log.checkpoints import public_path, read_witness
+from onduty.log.checkpoints import load_or_create_key, public_path, read_witness
 from onduty.log.sqlite import SQLiteEventLog
 from tests.http_witness import http_witness
 from tests.run_cli import onduty
@@ -369,3 +371,25 @@ def test_checkpoints_also_go_to_an_http_witness_and_a_second_store(tmp_path: Pat
     with SQLiteEventLog(str(second)) as copy:
         [event] = list(copy.read())
     assert event.type == "CheckpointSigned" and event.data["signature"] == signed.signature
+
+
+def test_processes_making_the_same_key_file_at_once_all_end_with_the_one_that_won(
+    tmp_path: Path,
+) -> None:
+    """Nodes of one host, each for a store of its own, may find no key file at the same moment:
+    the file appears whole, once, and every one of them signs with what it holds."""
+    path = tmp_path / "fleet.key"
+    makers = 8
+    start = threading.Barrier(makers)
+
+    def make() -> tuple[str, bool]:
+        start.wait()
+        key, created = load_or_create_key(path)
+        return key.key_id, created
+
+    with ThreadPoolExecutor(makers) as pool:
+        made = list(pool.map(lambda _: make(), range(makers)))
+    assert len({key_id for key_id, _ in made}) == 1
+    assert sum(created for _, created in made) == 1
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fleet.key", "fleet.key.pub"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -141,15 +142,36 @@ def load_or_create_key(path: Path) -> tuple[SigningKey, bool]:
     )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(pem)
-            file.flush()
-            os.fsync(file.fileno())
-        public_path(path).write_bytes(public_pem(private.public_key()))
+        made = _publish_whole(path, pem, mode=0o600)
+        if not made:  # another process made it at the same moment: that key is the one
+            return SigningKey.from_pem(path.read_bytes(), str(path)), False
+        public = public_path(path)
+        _publish_whole(public, public_pem(private.public_key()), mode=0o644, replace=True)
     except OSError as error:
         raise CheckpointError(f"cannot write the signing key {path}: {error.strerror}") from None
     return SigningKey(private), True
+
+
+def _publish_whole(path: Path, content: bytes, *, mode: int, replace: bool = False) -> bool:
+    """Make `path` hold `content`, appearing whole or not at all (written beside it, then
+    linked into place). Without `replace`, False when `path` already exists (kept as it is)."""
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(descriptor, mode)
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(content)
+            file.flush()
+            os.fsync(file.fileno())
+        if replace:
+            os.replace(temporary, path)
+            return True
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        Path(temporary).unlink(missing_ok=True)
 
 
 def public_path(key: Path) -> Path:
