@@ -74,11 +74,11 @@ def fleet_signing_key(settings: CheckpointSettings, store: CheckpointStore) -> S
 
 
 def _first_key(path: Path, store: CheckpointStore) -> SigningKey:
-    made: list[SigningKey] = []
+    made: list[tuple[SigningKey, bool]] = []
 
     def make() -> str:
-        key, _ = load_or_create_key(path)
-        made.append(key)
+        key, created = load_or_create_key(path)
+        made.append((key, created))
         return key.key_id
 
     existing = store.first_key(make)
@@ -94,7 +94,10 @@ def _first_key(path: Path, store: CheckpointStore) -> SigningKey:
             "(every node that signs a store's checkpoints uses the same key), or make a new "
             "key yourself for a rotation"
         )
-    key = made[0]
+    key, created = made[0]
+    if not created:  # another node of this host, for another store, made the file meanwhile
+        logger.info("checkpoints: the store %s signs with the key %s", store.url, path)
+        return key
     logger.warning(
         "checkpoints: generated a new signing key %s (key id %s) for the store %s; its public "
         "key is %s: copy the key to every other node that signs (checkpoints.key), and keep a "
