@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import logging
 import sys
+from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from onduty.events import Event
 from onduty.textsafe import visible
+
+DECISION_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+"""Signal-to-verdict latency buckets (seconds): a verdict waits for the incident's grouping
+window (tens of seconds by default), so the interesting range is a second to minutes."""
 
 
 class Metrics:
@@ -50,6 +56,164 @@ class Metrics:
             "Partitions whose lease this manager holds and whose cells it runs (in a fleet).",
             registry=self.registry,
         )
+        self.projection = EventMetrics(self.registry)
+
+    def observe(self, event: Event) -> None:
+        """Count one appended event (the service calls this for every event it appends)."""
+        self.events.labels(event.type).inc()
+        self.log_head.set(event.seq)
+        self.projection.feed(event)
+
+
+class EventMetrics:
+    """A projection of the event log into Prometheus series: fed every appended event, it
+    counts exactly what the log holds (since this process started). It reads events only; the
+    core never calls it. Its memory is bounded by what is in flight: open incidents, commands
+    awaiting a verdict or an outcome."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.signals = Counter(
+            "onduty_signal_events_total",
+            "Signals recorded in the log, by source and outcome (received or rejected).",
+            ["source", "outcome"],
+            registry=registry,
+        )
+        self.decision_seconds = Histogram(
+            "onduty_signal_to_verdict_seconds",
+            "Event time from the signal that opened an incident to the first policy verdict "
+            "on each of its proposed actions.",
+            buckets=DECISION_BUCKETS,
+            registry=registry,
+        )
+        self.verdicts = Counter(
+            "onduty_verdicts_total",
+            "Policy verdicts (PolicyEvaluated events), by verdict.",
+            ["effect"],
+            registry=registry,
+        )
+        self.rule_outcomes = Counter(
+            "onduty_rule_outcomes_total",
+            "Guardrail opinions inside policy verdicts, by rule and effect.",
+            ["rule", "effect"],
+            registry=registry,
+        )
+        self.actions = Counter(
+            "onduty_actions_started_total",
+            "Actions started, by actuator (the action's family) and action.",
+            ["actuator", "action"],
+            registry=registry,
+        )
+        self.action_outcomes = Counter(
+            "onduty_action_outcomes_total",
+            "Actions finished, by actuator, action and outcome (succeeded, failed, unknown).",
+            ["actuator", "action", "outcome"],
+            registry=registry,
+        )
+        self.verifications = Counter(
+            "onduty_verifications_total",
+            "Verifications of an action's effect, by outcome (passed or failed).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.undos = Counter(
+            "onduty_undos_total",
+            "Undos finished, by outcome (succeeded, failed, unknown).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.escalations = Counter(
+            "onduty_escalations_total", "Escalations, by tier.", ["tier"], registry=registry
+        )
+        self.approvals_requested = Counter(
+            "onduty_approvals_requested_total", "Approval requests.", registry=registry
+        )
+        self.approvals_pending = Gauge(
+            "onduty_approvals_pending", "Approval requests awaiting a human.", registry=registry
+        )
+        self.incidents = Counter(
+            "onduty_incidents_total",
+            "Incidents, by lifecycle event (opened or resolved).",
+            ["event"],
+            registry=registry,
+        )
+        self._opened: dict[str, datetime] = {}
+        """Open incident → event time of the signal that opened it."""
+        self._signal_at: dict[str, datetime] = {}
+        """Recent SignalReceived ids → their event time (until the incident they open)."""
+        self._awaiting_verdict: dict[str, str] = {}
+        """Proposed command → its incident, until its first verdict."""
+        self._running: dict[str, str] = {}
+        """Started command (action or undo) → its action, until its outcome."""
+        self._pending: set[str] = set()
+        self._approval_of: dict[str, str] = {}
+        """Command awaiting approval → its approval request."""
+
+    def feed(self, event: Event) -> None:
+        data = event.data
+        kind = event.type
+        if kind == "SignalReceived":
+            self.signals.labels(str(data.get("source", "")), "received").inc()
+            self._signal_at[event.id] = event.ts
+            if len(self._signal_at) > 1024:  # a signal that opened nothing is forgotten
+                del self._signal_at[next(iter(self._signal_at))]
+        elif kind == "SignalRejected":
+            self.signals.labels(str(data.get("source", "")), "rejected").inc()
+        elif kind == "IncidentOpened":
+            self.incidents.labels("opened").inc()
+            cause = self._signal_at.pop(event.causation_id or "", None)
+            self._opened[data["incident_id"]] = cause or event.ts
+        elif kind == "IncidentResolved":
+            self.incidents.labels("resolved").inc()
+            self._opened.pop(data["incident_id"], None)
+        elif kind == "ActionProposed":
+            self._awaiting_verdict[data["command_id"]] = data["incident_id"]
+        elif kind == "PolicyEvaluated":
+            self.verdicts.labels(str(data.get("verdict", ""))).inc()
+            for outcome in data.get("rules") or ():
+                self.rule_outcomes.labels(str(outcome["rule"]), str(outcome["effect"])).inc()
+            incident = self._awaiting_verdict.pop(data["command_id"], None)
+            opened = self._opened.get(incident or data.get("incident_id", ""))
+            if incident is not None and opened is not None:
+                self.decision_seconds.observe(max(0.0, (event.ts - opened).total_seconds()))
+            self._settle_approval_of(data["command_id"])
+        elif kind == "ApprovalRequested":
+            self.approvals_requested.inc()
+            self._pending.add(data["approval_id"])
+            self._approval_of[data["command_id"]] = data["approval_id"]
+        elif kind in ("ApprovalDenied", "ApprovalExpired"):
+            self._pending.discard(data["approval_id"])
+        elif kind in ("ActionStarted", "UndoStarted"):
+            action = str(data.get("action", ""))
+            self._running[data["command_id"]] = action
+            if kind == "ActionStarted":
+                self.actions.labels(family(action), action).inc()
+        elif kind in ("ActionSucceeded", "ActionFailed", "ActionOutcomeUnknown"):
+            action = self._running.pop(data["command_id"], "")
+            outcome = {"ActionSucceeded": "succeeded", "ActionFailed": "failed"}.get(
+                kind, "unknown"
+            )
+            self.action_outcomes.labels(family(action), action, outcome).inc()
+        elif kind == "UndoFinished":
+            self._running.pop(data["command_id"], None)
+            outcome = "unknown" if data.get("unknown") else "succeeded" if data["ok"] else "failed"
+            self.undos.labels(outcome).inc()
+        elif kind == "VerificationPassed":
+            self.verifications.labels("passed").inc()
+        elif kind == "VerificationFailed":
+            self.verifications.labels("failed").inc()
+        elif kind == "Escalated":
+            self.escalations.labels(str(data.get("tier", 0))).inc()
+        self.approvals_pending.set(len(self._pending))
+
+    def _settle_approval_of(self, command_id: str) -> None:
+        approval = self._approval_of.pop(command_id, None)
+        if approval is not None:
+            self._pending.discard(approval)
+
+
+def family(action: str) -> str:
+    """The actuator family of an action (`k8s` of `k8s.rollout_restart`)."""
+    return action.split(".", 1)[0]
 
 
 class SafeFormatter(logging.Formatter):

@@ -96,6 +96,10 @@ class Service:
         self.max_pending = max_pending
         self.metrics = Metrics()
         self.read = ReadModels()
+        # Pending approvals as the read models hold them (restored at a restart, moot ones gone).
+        self.metrics.projection.approvals_pending.set_function(
+            lambda: len(self.read.incidents.approvals)
+        )
         self.archive = Archive()
         """Resolved incidents that left the read models' memory, read back from the log."""
         self._read_saved = 0
@@ -374,8 +378,7 @@ class Service:
         if event.seq - self._read_saved >= READ_SNAPSHOT_EVERY and self.log is not None:
             self._read_saved = event.seq  # encoded and stored off the core's thread
             self.read.save_soon(self.log)
-        self.metrics.events.labels(event.type).inc()
-        self.metrics.log_head.set(event.seq)
+        self.metrics.observe(event)
         for callback in self._subscribers:  # a tuple, replaced (never mutated) on change
             try:
                 callback(event)
