@@ -17,6 +17,8 @@ from onduty.config import Config, policy_version
 from onduty.events import (
     AutonomyChanged,
     Event,
+    KillSwitchCleared,
+    KillSwitchSet,
     Origin,
     Payload,
     PolicyActivated,
@@ -28,7 +30,7 @@ from onduty.lifecycle.base import Decision, Emitter, Pager, Prior, derive_id
 from onduty.lifecycle.incidents import IncidentLifecycle
 from onduty.lifecycle.setup import Setup
 from onduty.lifecycle.undo import Undos
-from onduty.state import ActionStatus, Incident, State, UndoStatus
+from onduty.state import ActionStatus, Incident, KillSwitch, State, UndoStatus, kill_switch_key
 
 __all__ = ["Decision", "Manager", "derive_id"]
 
@@ -216,9 +218,24 @@ class Manager:
     def _apply_autonomy(self, body: AutonomyChanged, event: Event) -> None:
         self.state.autonomy_overrides[body.service] = body.level
 
+    def _apply_kill_switch(self, body: KillSwitchSet | KillSwitchCleared, event: Event) -> None:
+        key = kill_switch_key(body.kind, body.name)
+        if isinstance(body, KillSwitchSet):
+            self.state.kill_switches[key] = KillSwitch(
+                kind=body.kind,
+                name=body.name,
+                reason=body.reason,
+                set_by=event.actor,
+                set_at=event.ts,
+            )
+        else:
+            self.state.kill_switches.pop(key, None)
+
     APPLIERS: ClassVar[dict[type[Payload], Callable[[Any, Any, Event], None]]] = {
         PolicyActivated: _apply_policy,
         AutonomyChanged: _apply_autonomy,
+        KillSwitchSet: _apply_kill_switch,
+        KillSwitchCleared: _apply_kill_switch,
     }
     REACTIONS: ClassVar[dict[type[Payload], Callable[[Any, Any, Prior], None]]] = {
         Tick: _on_tick,

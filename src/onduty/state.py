@@ -35,6 +35,8 @@ _ENCODER = msgspec.json.Encoder()
 _CANONICAL = msgspec.json.Encoder(order="sorted")
 _NO_UNDOS = b',"undos":{}}'
 _NOT_WAITING = b',"waiting_fleet":{}}'
+_NO_KILL_SWITCHES = b',"kill_switches":{}}'
+_NO_KILL_SWITCHES_SORTED = b',"kill_switches":{},"last_ts":'
 # A float with a positive exponent is the one thing msgspec writes unlike the canonical JSON
 # (`1e16`, not `1e+16`): a number after `:`, `,` or `[`. It may match inside a string too
 # (`"x:1e5"`), which only costs a slower snapshot.
@@ -148,6 +150,22 @@ class BreakerState:
     opened_at: datetime | None = None
 
 
+@dataclass(slots=True)
+class KillSwitch:
+    """An active kill switch: automation under it (`kind` actuator, runbook or service, and
+    `name`) is denied until it is cleared."""
+
+    kind: str
+    name: str
+    reason: str = ""
+    set_by: str = ""
+    set_at: datetime | None = None
+
+
+def kill_switch_key(kind: str, name: str) -> str:
+    return f"{kind}:{name}"
+
+
 class UndoStatus(StrEnum):
     DECIDED = "decided"
     """The core decided it (applying the action's failure); no `UndoStarted` yet."""
@@ -205,6 +223,9 @@ class State:
     waiting_fleet: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Actions waiting for their fleet-wide counts: the `FleetCountRequested` of each, by
     command id. The last field (and last in sorted order), left out of a snapshot when empty."""
+    kill_switches: dict[str, KillSwitch] = field(default_factory=dict)
+    """The active kill switches, by `kill_switch_key`. Declared last, and left out of a
+    snapshot when empty, so a snapshot without any reads as it did before they existed."""
 
     def to_snapshot(self) -> dict[str, Any]:
         return State.snapshot_of(self.encode())
@@ -249,7 +270,12 @@ FLOAT_FIELDS = (
 
 def _without_undos(encoded: bytes) -> bytes:
     """A state's JSON without its last keys, `undos` and `waiting_fleet`, when they are empty:
-    a snapshot then reads as it did before they were tracked."""
+    a snapshot then reads as it did before they were tracked. The same for `kill_switches`: last
+    in declared order, and between `incidents` and `last_ts` in sorted order."""
+    if encoded.endswith(_NO_KILL_SWITCHES):
+        encoded = encoded[: -len(_NO_KILL_SWITCHES)] + b"}"
+    else:
+        encoded = encoded.replace(_NO_KILL_SWITCHES_SORTED, b',"last_ts":', 1)
     if encoded.endswith(_NOT_WAITING):
         encoded = encoded[: -len(_NOT_WAITING)] + b"}"
     if encoded.endswith(_NO_UNDOS):

@@ -370,6 +370,27 @@ class SilenceExpired(Payload):
     silence_id: str
 
 
+KillSwitchKind = Literal["actuator", "runbook", "service"]
+
+
+class KillSwitchSet(Payload):
+    """Stop automation at once for one actuator, runbook or service: from this event on, every
+    proposal under the switch is denied, naming the switch and who set it (the event's actor).
+    An actuator is named by the action it runs (`process.restart`) or an action family
+    (`process`, covering `process.*`). Setting a switch already set replaces its reason."""
+
+    kind: KillSwitchKind
+    name: str
+    reason: str = ""
+
+
+class KillSwitchCleared(Payload):
+    """Lift a kill switch (the event's actor lifted it); proposals under it are judged again."""
+
+    kind: KillSwitchKind
+    name: str
+
+
 class SnapshotDiscarded(Payload):
     """At start-up, a stored snapshot of the core's state was not used because it is not bound
     to this chain as it claims (edited, rewritten chain, beyond the head, or written by an older
@@ -442,6 +463,8 @@ _REGISTERED: list[tuple[type[Payload], Origin]] = [
     (Tick, _I),
     (SilenceCreated, _I),
     (SilenceExpired, _I),
+    (KillSwitchSet, _I),
+    (KillSwitchCleared, _I),
     (SnapshotDiscarded, _I),
     (CheckpointSigned, _I),
     (FleetCountRequested, _D),

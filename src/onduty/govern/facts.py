@@ -100,5 +100,6 @@ def gather(
         if total_instances is not None
         else sum(len(s.instances) for s in services.values()),
         breaker=breaker,
+        kill_switches=tuple(state.kill_switches.values()),
         variables=variables,
     )

@@ -21,6 +21,7 @@ from onduty.govern.concurrency import ConcurrencyRule
 from onduty.govern.condition import ConditionRule
 from onduty.govern.context import Facts
 from onduty.govern.freeze import FreezeRule
+from onduty.govern.killswitch import KillSwitchRule
 from onduty.govern.outage import OutageBrakeRule
 from onduty.govern.rate import RateLimitRule
 from onduty.govern.target import KnownTarget
@@ -70,6 +71,7 @@ class Policy:
             KnownTarget(),
             AutonomyLevel(),
             BreakerRule(config.policy.breaker),
+            KillSwitchRule(),
         ]
         rules.extend(build_rule(spec) for spec in config.policy.guardrails)
         self.rules = tuple(rules)
