@@ -103,6 +103,8 @@ WRITES: list[tuple[str, str, Any, str, int]] = [
     ("POST", "/api/v1/incidents/inc-nope/acknowledge", None, "operator", 404),
     ("POST", "/api/v1/silences", SILENCE, "operator", 202),
     ("DELETE", "/api/v1/silences/sil-nope", None, "operator", 404),
+    ("POST", "/api/v1/kill-switches", {"kind": "service", "name": "nope"}, "operator", 202),
+    ("DELETE", "/api/v1/kill-switches/runbook/nope", None, "operator", 404),
     ("POST", "/api/v1/approvals/apr-nope/approve", {"comment": "ok"}, "approver", 404),
     ("POST", "/api/v1/approvals/apr-nope/deny", None, "approver", 404),
     ("PUT", "/api/v1/services/nope/autonomy", {"level": "act"}, "admin", 404),

@@ -26,6 +26,7 @@ from onduty.api.routes.approvals import approvals_router
 from onduty.api.routes.common import API
 from onduty.api.routes.events import events_router
 from onduty.api.routes.incidents import incidents_router
+from onduty.api.routes.killswitches import kill_switches_router
 from onduty.api.routes.policy import policy_router
 from onduty.api.routes.probes import probes_router
 from onduty.api.routes.silences import silences_router
@@ -88,6 +89,7 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("GET", f"{API}/incidents/{{incident_id}}/signals"): VIEWER,
     ("GET", f"{API}/approvals"): VIEWER,
     ("GET", f"{API}/silences"): VIEWER,
+    ("GET", f"{API}/kill-switches"): VIEWER,
     ("GET", f"{API}/policy"): VIEWER,
     ("GET", f"{API}/events"): VIEWER,
     ("GET", f"{API}/audit/verify"): VIEWER,
@@ -95,6 +97,8 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("POST", f"{API}/incidents/{{incident_id}}/acknowledge"): OPERATOR,
     ("POST", f"{API}/silences"): OPERATOR,
     ("DELETE", f"{API}/silences/{{silence_id}}"): OPERATOR,
+    ("POST", f"{API}/kill-switches"): OPERATOR,
+    ("DELETE", f"{API}/kill-switches/{{kind}}/{{name}}"): OPERATOR,
     ("POST", f"{API}/approvals/{{approval_id}}/approve"): APPROVER,
     ("POST", f"{API}/approvals/{{approval_id}}/deny"): APPROVER,
     ("PUT", f"{API}/services/{{name}}/autonomy"): ADMIN,
@@ -204,6 +208,7 @@ def build_app(
         incidents_router(service),
         approvals_router(service, ingest),
         silences_router(service, ingest),
+        kill_switches_router(service, ingest),
         policy_router(service),
         events_router(service),
         probes_router(service),

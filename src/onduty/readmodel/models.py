@@ -58,6 +58,30 @@ class AutonomyView:
 
 
 @dataclass
+class KillSwitchesView:
+    """The active kill switches (`KillSwitchSet`, `KillSwitchCleared`), by "kind/name": each
+    its kind, name, reason, who set it (`set_by`) and when (`set_at`)."""
+
+    active: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def feed(self, event: Event) -> None:
+        if event.type == "KillSwitchSet":
+            data = event.data
+            self.active[f"{data['kind']}/{data['name']}"] = {
+                "kind": data["kind"],
+                "name": data["name"],
+                "reason": data.get("reason", ""),
+                "set_by": event.actor,
+                "set_at": event.ts.isoformat(),
+            }
+        elif event.type == "KillSwitchCleared":
+            self.active.pop(f"{event.data['kind']}/{event.data['name']}", None)
+
+    def listing(self) -> list[dict[str, str]]:
+        return [self.active[key] for key in sorted(self.active)]
+
+
+@dataclass
 class ReadModels:
     """Projections the API reads while the core thread writes them."""
 
@@ -68,6 +92,7 @@ class ReadModels:
     policy: PolicyView = field(default_factory=PolicyView)
     autonomy: AutonomyView = field(default_factory=AutonomyView)
     raises: AutonomyRaises = field(default_factory=AutonomyRaises)
+    kill_switches: KillSwitchesView = field(default_factory=KillSwitchesView)
     lock: threading.Lock = field(default_factory=threading.Lock)
     seq: int = 0
     """The seq of the last event fed (0: none), and its hash: what a snapshot is bound to."""
@@ -81,6 +106,7 @@ class ReadModels:
             self.policy.feed(event)
             self.autonomy.feed(event)
             self.raises.feed(event)
+            self.kill_switches.feed(event)
             self.seq, self.event_hash = event.seq, event.hash
 
     def save(self, log: EventLog) -> int:
@@ -146,7 +172,14 @@ def _load(models: ReadModels, state: dict[str, Any]) -> str:
     incidents = restored[0]  # bounded as configured here, not as it was
     incidents.keep_resolved = models.incidents.keep_resolved
     incidents._keep_timeline = models.incidents._keep_timeline
-    mine = (models.incidents, models.silences, models.policy, models.autonomy, models.raises)
+    mine = (
+        models.incidents,
+        models.silences,
+        models.policy,
+        models.autonomy,
+        models.raises,
+        models.kill_switches,
+    )
     for model, loaded in zip(mine, restored, strict=True):
         _adopt(model, loaded)
     return ""
@@ -288,12 +321,20 @@ def state_of(models: ReadModels) -> dict[str, Any]:
             "kept": models.raises._kept,
             "requests": [_plain(item) for item in models.raises.requests.values()],
         },
+        "kill_switches": [dict(item) for item in models.kill_switches.active.values()],
     }
 
 
 def from_state(
     state: dict[str, Any],
-) -> tuple[IncidentProjection, SilenceProjection, PolicyView, AutonomyView, AutonomyRaises]:
+) -> tuple[
+    IncidentProjection,
+    SilenceProjection,
+    PolicyView,
+    AutonomyView,
+    AutonomyRaises,
+    KillSwitchesView,
+]:
     """The read models `state_of` described."""
     kept = state["incidents"]
     incidents = IncidentProjection(kept["keep_timeline"], kept["keep_resolved"])
@@ -329,4 +370,7 @@ def from_state(
         for item in (_dated(AutonomyRaise, d) for d in state["raises"]["requests"])
     )
     policy = PolicyView(**state["policy"])
-    return incidents, silences, policy, AutonomyView(dict(state["autonomy"])), raises
+    switches = KillSwitchesView(
+        {f"{item['kind']}/{item['name']}": dict(item) for item in state.get("kill_switches", [])}
+    )
+    return incidents, silences, policy, AutonomyView(dict(state["autonomy"])), raises, switches
