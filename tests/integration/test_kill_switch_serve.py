@@ -12,7 +12,7 @@ import pytest
 
 from onduty.api.auth import hash_token
 from tests.integration.server import Server
-from tests.integration.test_access import AM_TOKEN, alertmanager
+from tests.integration.test_access import AM_TOKEN, alertmanager, cli
 
 OPERATOR, VIEWER = "otto-0123456789", "vera-0123456789"
 CONFIG = f"""
@@ -118,3 +118,21 @@ def test_clearing_an_unknown_kind_is_a_422_naming_the_field(server: Server) -> N
         response = client.delete("/api/v1/kill-switches/switchboard/x")
     assert response.status_code == 422
     assert response.json()["field"] == "kind"
+
+
+def test_the_cli_sets_lists_and_clears_a_switch(server: Server) -> None:
+    url = server.url
+    refused = cli("kill-switch", "set", "service", "search", url=url, token=VIEWER)
+    assert refused.returncode != 0
+    done = cli(
+        "kill-switch", "set", "actuator", "process", "-m", "bad rollout", url=url, token=OPERATOR
+    )
+    assert done.returncode == 0, done.stderr
+    assert "kill switch set on actuator process by otto" in done.stdout
+    listed = cli("kill-switch", "list", url=url, token=VIEWER)
+    assert "actuator process set by otto" in listed.stdout and "bad rollout" in listed.stdout
+    wrong = cli("kill-switch", "clear", "switchboard", "process", url=url, token=OPERATOR)
+    assert wrong.returncode != 0 and "KIND must be one of" in wrong.stderr
+    cleared = cli("kill-switch", "clear", "actuator", "process", url=url, token=OPERATOR)
+    assert cleared.returncode == 0, cleared.stderr
+    assert "no kill switch is set" in cli("kill-switch", "list", url=url, token=VIEWER).stdout

@@ -8,7 +8,7 @@ them, and runs it (`main`, the `onduty` entry point and `python -m onduty`):
 * `sim`: what runs offline (`demo`, `sim`, `bench`);
 * `serve`: `onduty serve`;
 * `talk`: what talks to a running server (`approve`, `deny`, `approvals`, `ack`, `autonomy`,
-  `silence`), through `client`;
+  `silence`, `kill-switch`), through `client`;
 * `config`: `config check` and `token hash`;
 * `policy`: checking and table-testing a policy, and managing the one a server enforces;
 * `views`: the tables and lines the commands print; `base`: consoles, common options and the
@@ -44,6 +44,7 @@ app.command()(sim.demo)
 app.command()(sim.sim)
 app.command()(serve.serve)
 app.add_typer(talk.silence_app, name="silence")
+app.add_typer(talk.kill_switch_app, name="kill-switch")
 app.command()(talk.approve)
 app.command()(talk.deny)
 app.command("approvals")(talk.approvals_list)

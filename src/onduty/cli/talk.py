@@ -1,5 +1,5 @@
 """The commands that talk to a running `onduty serve`: answers to approvals,
-acknowledgements, silences and autonomy."""
+acknowledgements, silences, kill switches and autonomy."""
 
 from __future__ import annotations
 
@@ -75,6 +75,78 @@ def silence_expire(silence_id: str, url: UrlOption = SERVER, token: TokenOption 
 
     whole, _ = call_on_id("active or pending silence", silence_id, current, send)
     out.print(f"[green]expired[/] {markup(whole)}", soft_wrap=True)
+
+
+kill_switch_app = typer.Typer(
+    no_args_is_help=True,
+    help="Kill switches on a running onduty: stop automation at once for one actuator, "
+    "runbook or service.",
+)
+KILL_SWITCH_KINDS = ("actuator", "runbook", "service")
+KindArgument = Annotated[str, typer.Argument(help="actuator, runbook or service")]
+NameArgument = Annotated[
+    str,
+    typer.Argument(
+        help="The runbook's or service's name, or the actuator's action (process.restart) or "
+        "action family (process)."
+    ),
+]
+
+
+def _kind(kind: str) -> str:
+    if kind not in KILL_SWITCH_KINDS:
+        raise UsageProblem(f"KIND must be one of {', '.join(KILL_SWITCH_KINDS)}, not {kind!r}")
+    return kind
+
+
+@kill_switch_app.command("set")
+def kill_switch_set(
+    kind: KindArgument,
+    name: NameArgument,
+    reason: Annotated[str, typer.Option("--reason", "-m", help="Why (recorded).")] = "",
+    by: Annotated[
+        str, typer.Option(help="Who sets it (with access control on: the token's name).")
+    ] = "cli",
+    url: UrlOption = SERVER,
+    token: TokenOption = None,
+) -> None:
+    """Stop automation under KIND NAME at once: every proposal under it is denied until the
+    switch is cleared (recorded; needs the operator role)."""
+    body = {"kind": _kind(kind), "name": name, "reason": reason, "set_by": by}
+    result = call("POST", url, "/api/v1/kill-switches", body, token)
+    out.print(
+        f"[bold red]kill switch set[/] on {markup(kind)} {markup(name)} "
+        f"by {markup(str(result.get('set_by', by)))}",
+        soft_wrap=True,
+    )
+
+
+@kill_switch_app.command("clear")
+def kill_switch_clear(
+    kind: KindArgument, name: NameArgument, url: UrlOption = SERVER, token: TokenOption = None
+) -> None:
+    """Lift the kill switch on KIND NAME: its proposals are judged by the policy again."""
+    from urllib.parse import quote
+
+    path = f"/api/v1/kill-switches/{_kind(kind)}/{quote(name, safe='')}"
+    call("DELETE", url, path, token=token)
+    out.print(f"[green]kill switch cleared[/] on {markup(kind)} {markup(name)}", soft_wrap=True)
+
+
+@kill_switch_app.command("list")
+def kill_switch_list(url: UrlOption = SERVER, token: TokenOption = None) -> None:
+    """List the active kill switches, with who set them and why."""
+    switches = call("GET", url, "/api/v1/kill-switches", token=token)
+    if not switches:
+        out.print("no kill switch is set")
+        return
+    for item in switches:
+        reason = f": {markup(item['reason'])}" if item.get("reason") else ""
+        out.print(
+            f"[bold red]{markup(item['kind'])} {markup(item['name'])}[/] "
+            f"set by {markup(item['set_by'])} at {markup(item['set_at'])}{reason}",
+            soft_wrap=True,
+        )
 
 
 ApproveComment = Annotated[
