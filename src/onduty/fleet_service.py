@@ -225,6 +225,7 @@ class FleetService(Service):
             attempts=3,
             background_snapshots=True,
             counts=self._counts,
+            on_append=self.metrics.appended,
         )
 
     def start(self) -> None:
@@ -323,8 +324,7 @@ class FleetService(Service):
 
     def _on_followed(self, event: Event) -> None:
         self.read.feed(event)
-        self.metrics.events.labels(event.type).inc()
-        self.metrics.log_head.set(event.seq)
+        self.metrics.observe(event)
         for callback in self._subscribers:
             try:
                 callback(event)

@@ -56,7 +56,24 @@ class Metrics:
             "Partitions whose lease this manager holds and whose cells it runs (in a fleet).",
             registry=self.registry,
         )
+        self.append_events = Histogram(
+            "onduty_log_append_batch_events",
+            "Events per append to the log (one durable commit).",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+            registry=self.registry,
+        )
+        self.append_seconds = Histogram(
+            "onduty_log_append_seconds",
+            "Time the log took to make one batch of events durable.",
+            buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=self.registry,
+        )
         self.projection = EventMetrics(self.registry)
+
+    def appended(self, events: int, seconds: float) -> None:
+        """One append to the log: how many events, and how long it took to be durable."""
+        self.append_events.observe(events)
+        self.append_seconds.observe(seconds)
 
     def observe(self, event: Event) -> None:
         """Count one appended event (the service calls this for every event it appends)."""

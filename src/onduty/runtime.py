@@ -137,6 +137,7 @@ class Runtime:
         snapshot_every: int = 1000,
         new_id: Callable[[], str] | None = None,
         on_event: Callable[[Event], None] | None = None,
+        on_append: Callable[[int, float], None] | None = None,
         spawn: Spawn = inline,
         attempts: int = 1,
         runs: RunLocks | None = None,
@@ -150,6 +151,8 @@ class Runtime:
         self._notifier = notifier
         self._new_id = new_id or random_ids()
         self._on_event = on_event
+        self._on_append = on_append
+        """Told each append's batch size and how long the log took to make it durable."""
         self._executor = Executor(
             actuators,
             self._record,
@@ -189,6 +192,7 @@ class Runtime:
         snapshot_every: int = 1000,
         new_id: Callable[[], str] | None = None,
         on_event: Callable[[Event], None] | None = None,
+        on_append: Callable[[int, float], None] | None = None,
         spawn: Spawn = inline,
         attempts: int = 1,
         runs: RunLocks | None = None,
@@ -216,6 +220,7 @@ class Runtime:
             snapshot_every=snapshot_every,
             new_id=new_id,
             on_event=on_event,
+            on_append=on_append,
             spawn=spawn,
             attempts=attempts,
             runs=runs,
@@ -295,11 +300,14 @@ class Runtime:
     def _append_and_run(self, events: list[Event], commands: Sequence[Command]) -> list[Event]:
         if not events:
             return []
+        started = time.perf_counter()
         try:
             placed = self.log.append(events)
         except BaseException as error:
             self._stopped = error
             raise RuntimeStopped(f"could not append to the log: {error}") from error
+        if self._on_append is not None:
+            self._on_append(len(placed), time.perf_counter() - started)
         if self._on_event is not None:
             for item in placed:
                 self._on_event(item)

@@ -205,6 +205,7 @@ class Service:
                 notifier=self._notify_humans,
                 snapshot_every=self.config.snapshot_every,
                 on_event=self._on_event,
+                on_append=self.metrics.appended,
                 spawn=self._workers,
                 attempts=3,
                 runs=self._runs,

@@ -162,3 +162,8 @@ def test_metrics_count_what_the_log_records(tmp_path: Path) -> None:
     assert found[("onduty_signal_events_total", received)] == by_type["SignalReceived"]
     first_verdicts = {v["command_id"] for v in verdicts}
     assert found[("onduty_signal_to_verdict_seconds_count", frozenset())] == len(first_verdicts)
+
+    # Every event came through one of the log's appends, each timed.
+    assert found[("onduty_log_append_batch_events_sum", frozenset())] == len(events)
+    appends = found[("onduty_log_append_seconds_count", frozenset())]
+    assert 0 < appends == found[("onduty_log_append_batch_events_count", frozenset())]
