@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from onduty.api.auth import hash_token
+from onduty.api.auth import COOKIE, hash_token
 from tests.integration.server import Server
 from tests.integration.test_access import AM_TOKEN, alertmanager, cli
 
@@ -136,3 +136,27 @@ def test_the_cli_sets_lists_and_clears_a_switch(server: Server) -> None:
     cleared = cli("kill-switch", "clear", "actuator", "process", url=url, token=OPERATOR)
     assert cleared.returncode == 0, cleared.stderr
     assert "no kill switch is set" in cli("kill-switch", "list", url=url, token=VIEWER).stdout
+
+
+def test_every_console_page_shows_an_active_switch(server: Server) -> None:
+    pages = ("/", "/approvals", "/silences", "/services")
+
+    def shown() -> list[bool]:
+        with server.client() as client:
+            client.cookies.set(COOKIE, VIEWER)
+            answers = [client.get(page) for page in pages]
+        assert all(answer.status_code == 200 for answer in answers)
+        return ["kill switch: service search" in answer.text for answer in answers]
+
+    assert shown() == [False] * len(pages)
+    with server.client(OPERATOR) as client:
+        body = {"kind": "service", "name": "search", "reason": "<b>db migration</b>"}
+        assert client.post("/api/v1/kill-switches", json=body).status_code == 202
+    assert shown() == [True] * len(pages)
+    with server.client() as client:
+        client.cookies.set(COOKIE, VIEWER)
+        page = client.get("/").text
+    assert "set by otto: &lt;b&gt;db migration&lt;/b&gt;" in page
+    with server.client(OPERATOR) as client:
+        assert client.delete("/api/v1/kill-switches/service/search").status_code == 202
+    assert shown() == [False] * len(pages)

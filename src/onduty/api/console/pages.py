@@ -167,6 +167,7 @@ class Pages:
                 1 for view in service.read.incidents.incidents.values() if view.status == "open"
             )
             approvals = len(service.read.incidents.approvals)
+            kill_switches = service.read.kill_switches.listing()
         now = service.clock
         return {
             **clock_context(now.now(), now.speed if isinstance(now, ScaledClock) else None),
@@ -178,6 +179,7 @@ class Pages:
             "audit": self.audit.status,
             "open_count": open_count,
             "approval_count": approvals,
+            "kill_switches": kill_switches,
             "path": request.url.path,
             "fleet": service.is_fleet,
         }
