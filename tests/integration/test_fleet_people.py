@@ -30,8 +30,11 @@ def test_an_approval_is_answered_through_any_node(tmp_path: Path) -> None:
             assert (
                 httpx.post(f"{first.url}/api/v1/signals", json=body, timeout=10).status_code == 202
             )
-        wait_for(lambda: len(pending(second.url)) == 4, 20, "every approval seen on both nodes")
-        assert len(pending(first.url)) == 4
+        wait_for(
+            lambda: len(pending(first.url)) == len(pending(second.url)) == 4,
+            20,
+            "every approval seen on both nodes",
+        )
         for request in pending(second.url):  # all answered on one node, whoever asked
             answered = httpx.post(
                 f"{second.url}/api/v1/approvals/{request['id']}/approve", json={}, timeout=10
@@ -73,3 +76,15 @@ def test_an_acknowledgement_reaches_the_incident_through_any_node(tmp_path: Path
             f"{first.url}/api/v1/incidents/inc-nope/acknowledge", json={}, timeout=10
         )
         assert unknown.status_code == 404
+
+
+def test_a_fleet_refuses_a_kill_switch_it_could_not_hold_on_every_partition(
+    tmp_path: Path,
+) -> None:
+    with fleet(tmp_path, partitions=2, instances=2) as f:
+        node = f.server("only").start()
+        body = {"kind": "runbook", "name": "restart", "reason": "drill"}
+        refused = httpx.post(f"{node.url}/api/v1/kill-switches", json=body, timeout=10)
+        assert refused.status_code == 409
+        assert "a switch set here would stop only some of them" in refused.text
+        assert httpx.get(f"{node.url}/api/v1/kill-switches", timeout=10).json() == []

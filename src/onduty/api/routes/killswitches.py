@@ -32,11 +32,22 @@ class NewKillSwitch(BaseModel):
     set_by: str = Field(default="api", min_length=1, max_length=200)
 
 
+FLEET_REFUSAL = (
+    "kill switches are kept by one node's core, and a fleet's partitions each have their own: "
+    "a switch set here would stop only some of them; on a fleet, lower the autonomy in the "
+    "central policy (onduty policy publish) instead"
+)
+"""Why a fleet refuses: a switch that stopped one partition and not the others would be worse
+than none."""
+
+
 def kill_switches_router(service: Service, ingest: Ingest) -> APIRouter:
     router = APIRouter()
 
     @router.post(f"{API}/kill-switches")
     async def set_kill_switch(body: NewKillSwitch, principal: Operator) -> Response:
+        if service.is_fleet:
+            return error(409, FLEET_REFUSAL, "kind")
         actor = body.set_by if principal is LOCAL else principal.name
         switch = KillSwitchSet(kind=body.kind, name=body.name, reason=body.reason)
         return await record(
@@ -52,6 +63,8 @@ def kill_switches_router(service: Service, ingest: Ingest) -> APIRouter:
 
     @router.delete(f"{API}/kill-switches/{{kind}}/{{name}}")
     async def clear_kill_switch(kind: str, name: str, principal: Operator) -> Response:
+        if service.is_fleet:
+            return error(409, FLEET_REFUSAL, "kind")
         if kind not in KINDS:
             return error(422, f"kind must be one of {', '.join(KINDS)}, not {kind!r}", "kind")
         with service.read.lock:
