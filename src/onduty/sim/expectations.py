@@ -70,17 +70,12 @@ STEADY_METRICS: tuple[str, ...] = (
 )
 # What a hypothesis held *during* the run may name: the fleet's state at each evaluation step.
 DURING_METRICS: tuple[str, ...] = ("firing_alerts", "instances_down", "degraded_services")
+# The metrics that are durations (seconds): the times to detect and recover, the approval wait
+# and the longest wait for a human.
 DURATION_METRICS = frozenset(
-    {
-        "approval_wait_p90",
-        "mttd_median",
-        "mttd_p90",
-        "mttd_max",
-        "mttr_median",
-        "mttr_p90",
-        "mttr_max",
-        "escalated_within",
-    }
+    name
+    for name in METRICS
+    if name.startswith(("mttd_", "mttr_", "approval_wait_")) or name == "escalated_within"
 )
 GROUP_KINDS: tuple[GroupKind, ...] = ("tier", "service", "kind", "rule")
 _OPS: dict[str, Callable[[float, float], bool]] = {
