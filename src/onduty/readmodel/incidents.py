@@ -26,6 +26,7 @@ from onduty.readmodel.timeline import (
     Window,
     incident_of,
     is_signal_event,
+    learn_follow_ups,
 )
 
 if TYPE_CHECKING:
@@ -235,13 +236,11 @@ class IncidentProjection:
         view = self.incidents.get(incident_id or "")
         if view is None:
             return
-        for key in ("command_id", "approval_id"):
-            value = data.get(key)
-            if isinstance(value, str) and value not in self._command_incident:
-                self._command_incident[value] = view.incident_id
-                if view.commands is None:
-                    view.commands = []
-                view.commands.append(value)
+        learnt = learn_follow_ups(data, view.incident_id, self._command_incident)
+        if learnt:
+            if view.commands is None:
+                view.commands = []
+            view.commands.extend(learnt)
         view.note(event)
         if event.type == "IncidentUpdated":
             self._updated(view, event)

@@ -58,6 +58,20 @@ def incident_of(data: Mapping[str, Any], follows: Mapping[str, str]) -> str | No
     return None
 
 
+def learn_follow_ups(
+    data: Mapping[str, Any], incident_id: str, follows: dict[str, str]
+) -> list[str]:
+    """Remember which incident the command and approval ids `data` names belong to (for
+    `incident_of`), and return the ids seen here for the first time."""
+    learnt: list[str] = []
+    for key in ("command_id", "approval_id"):
+        value = data.get(key)
+        if isinstance(value, str) and value not in follows:
+            follows[value] = incident_id
+            learnt.append(value)
+    return learnt
+
+
 class Window:
     """A bounded view of a run of events: the seqs of the first `first` of them and of the most
     recent `recent`, and how many were seen in all (`omitted` fell between). Only seqs are kept

@@ -24,7 +24,7 @@ from onduty.api.console.charts import outcome_of
 from onduty.api.console.signals import SignalDetails, details_of
 from onduty.api.console.timeline import entry
 from onduty.events import Event
-from onduty.readmodel.timeline import incident_of, is_signal_event
+from onduty.readmodel.timeline import incident_of, is_signal_event, learn_follow_ups
 
 SIGNAL_LINES_FIRST = 40
 SIGNAL_LINES_RECENT = 10
@@ -288,10 +288,7 @@ class _Builder:
         incident = self.incidents.get(incident_id or "")
         if incident is None:
             return
-        for key in ("command_id", "approval_id"):
-            value = data.get(key)
-            if isinstance(value, str) and value not in self.follows:
-                self.follows[value] = incident.incident_id
+        learn_follow_ups(data, incident.incident_id, self.follows)
         self._note(incident, event)
 
     def _note(self, incident: IncidentTimeline, event: Event) -> None:
