@@ -48,6 +48,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "onduty.config_checkpoints",
             "onduty.config_retention",
             "onduty.config_fleet",
+            "onduty.config_quality",
             "onduty.config",
             "onduty.configfile",
         ],

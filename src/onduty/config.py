@@ -48,6 +48,7 @@ from onduty.config_policy import (
     Policy,
     RateLimit,
 )
+from onduty.config_quality import QualitySettings
 from onduty.config_retention import RetentionSettings
 from onduty.config_runbooks import ProbeCheck, PrometheusCheck, Runbook, Step, Template, Verify
 from onduty.config_server import HostName, Network, ServerSettings
@@ -258,6 +259,9 @@ class Config(Model):
     """How long events stay in the live store before they are sealed into archives."""
     fleet: FleetSettings = Field(default_factory=FleetSettings)
     """Several managers on PostgreSQL and NATS JetStream: partitions, region, leases."""
+    quality: QualitySettings = Field(default_factory=QualitySettings)
+    """How each source's signals are judged (silence, clock skew, drift, rejects, duplicates,
+    label cardinality) and which problems put onduty in safe mode."""
     snapshot_every: int = Field(default=10_000, ge=1)
     """Save a snapshot of the core's state every this many events; a restart folds at most this many
     events after the newest trusted one (snapshots cost the core thread time)."""
@@ -299,9 +303,13 @@ class Config(Model):
     def policy_document(self) -> dict[str, Any]:
         """What the core decides by: everything except the shell's own settings (where the log
         lives, the bus, the pollers that feed it)."""
+        # A policy without a `quality:` section keeps the version it had before the section
+        # existed, so recorded verdicts still name their policy's version.
+        unjudged = {"quality"} if self.quality == QualitySettings() else set()
         return self.model_dump(
             mode="json",
             exclude={
+                *unjudged,
                 "store",
                 "bus",
                 "sources",

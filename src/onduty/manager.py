@@ -22,12 +22,16 @@ from onduty.events import (
     Origin,
     Payload,
     PolicyActivated,
+    SignalReceived,
+    SignalRejected,
     Tick,
     payload,
 )
 from onduty.lifecycle.actions import ActionLifecycle
 from onduty.lifecycle.base import Decision, Emitter, Pager, Prior, derive_id
 from onduty.lifecycle.incidents import IncidentLifecycle
+from onduty.lifecycle.quality import SourceQuality
+from onduty.lifecycle.safemode import SafeModes
 from onduty.lifecycle.setup import Setup
 from onduty.lifecycle.undo import Undos
 from onduty.state import ActionStatus, Incident, KillSwitch, State, UndoStatus, kill_switch_key
@@ -36,6 +40,10 @@ __all__ = ["Decision", "Manager", "derive_id"]
 
 Applier = Callable[[Payload, Event], None]
 Reaction = Callable[[Payload, Prior], None]
+
+
+_JUDGED_BEFORE = frozenset({SignalReceived, SignalRejected, Tick})
+"""Inputs the sources' watches fold before the input's own applier (`lifecycle/quality.py`)."""
 
 
 class Part(Protocol):
@@ -75,7 +83,11 @@ class Manager:
         self.actions = ActionLifecycle(
             self.state, self.setup, self.emitter, pager, self.incidents, self.undos
         )
-        self._appliers, self._reactions = handlers(self, self.incidents, self.actions, self.undos)
+        self.safe_modes = SafeModes(self.state, self.setup, self.emitter, pager)
+        self.quality = SourceQuality(self.state, self.setup, self.emitter, self.safe_modes)
+        self._appliers, self._reactions = handlers(
+            self, self.incidents, self.actions, self.undos, self.safe_modes, self.quality
+        )
         self.setup.load_candidate()
         if self.state.policy is not None:
             self.setup.activate(self.state.policy)
@@ -98,9 +110,11 @@ class Manager:
         self._apply(body, event)
         self.emitter.begin(event)
         try:
-            react = self._reactions.get(type(body))
-            if react is not None and self.setup.configured is not None:
-                react(body, prior)
+            if self.setup.configured is not None:
+                self.quality.decide()  # first: a proposal this input causes sees safe mode
+                react = self._reactions.get(type(body))
+                if react is not None:
+                    react(body, prior)
         finally:
             decision = self.emitter.end()
         return decision
@@ -110,9 +124,14 @@ class Manager:
         self._apply(payload(event), event)
 
     def _apply(self, body: Payload, event: Event) -> None:
-        apply = self._appliers.get(type(body))
+        kind = type(body)
+        if kind in _JUDGED_BEFORE:  # told from the state as it was before the input
+            self.quality.fold(body, event)
+        apply = self._appliers.get(kind)
         if apply is not None:
             apply(body, event)
+        if kind is PolicyActivated:  # judged by the policy it activates
+            self.quality.fold(body, event)
         self.state.applied += 1
         self.state.last_ts = event.ts
 
@@ -150,6 +169,7 @@ class Manager:
                 timers.append(ScheduleTimer(f"verify:{action.command_id}", action.verify_deadline))
         for approval in self.state.approvals.values():
             timers.append(ScheduleTimer(f"approval:{approval.approval_id}", approval.expires_at))
+        timers.extend(self.quality.pending_timers())
         return sorted(timers, key=lambda timer: (timer.due, timer.timer_id))
 
     def in_doubt(self) -> list[Command]:

@@ -33,10 +33,6 @@ class ActionStatus(StrEnum):
 _ENCODER = msgspec.json.Encoder()
 # Keys sorted, as in the canonical JSON a snapshot's digest is taken over (`to_json`).
 _CANONICAL = msgspec.json.Encoder(order="sorted")
-_NO_UNDOS = b',"undos":{}}'
-_NOT_WAITING = b',"waiting_fleet":{}}'
-_NO_KILL_SWITCHES = b',"kill_switches":{}}'
-_NO_KILL_SWITCHES_SORTED = b',"kill_switches":{},"last_ts":'
 # A float with a positive exponent is the one thing msgspec writes unlike the canonical JSON
 # (`1e16`, not `1e+16`): a number after `:`, `,` or `[`. It may match inside a string too
 # (`"x:1e5"`), which only costs a slower snapshot.
@@ -166,6 +162,61 @@ def kill_switch_key(kind: str, name: str) -> str:
     return f"{kind}:{name}"
 
 
+@dataclass(slots=True)
+class Finding:
+    """One problem found with a source: what was measured (`value`) against what (`limit`)."""
+
+    detail: str
+    value: float
+    limit: float
+
+
+@dataclass(slots=True)
+class SourceWatch:
+    """What the core has seen of one source, to judge its signals (`lifecycle/quality.py`):
+    when it last spoke, its clock against ours, and counts over the current windows."""
+
+    source: str
+    last_heard: datetime | None = None
+    quiet_check: datetime | None = None
+    """When its silence is next looked at (a timer is armed for it), None when none is."""
+    skews: list[float] = field(default_factory=list)
+    """Its newest clock differences, in seconds (positive: its clock is ahead of ours)."""
+    window_start: datetime | None = None
+    deliveries: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    label_values: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per label, its distinct values in the window (counted up to one over the limit)."""
+    mix_start: datetime | None = None
+    mix: dict[str, int] = field(default_factory=dict)
+    """Signals per value of the drift label in the current drift window"""
+    baseline: list[dict[str, int]] = field(default_factory=list)
+    """and in the windows before it, oldest first."""
+    services: list[str] = field(default_factory=list)
+    """The services it has reported signals for, in the order first seen."""
+    findings: dict[str, Finding] = field(default_factory=dict)
+    """What its signals show now, by check (found while folding inputs)"""
+    problems: dict[str, str] = field(default_factory=dict)
+    """and what the log records as its problems (`SourceDegraded` not yet `SourceRecovered`):
+    the core records the difference as it appears."""
+
+
+@dataclass(slots=True)
+class SafeMode:
+    """Autonomy lowered to `suggest` for `services` (empty: every service) because of one
+    problem (`scope`); `incident_id` is the incident that paged people about it."""
+
+    scope: str
+    services: list[str]
+    reason: str
+    since: datetime
+    incident_id: str
+
+    def covers(self, service: str | None) -> bool:
+        return not self.services or (service is not None and service in self.services)
+
+
 class UndoStatus(StrEnum):
     DECIDED = "decided"
     """The core decided it (applying the action's failure); no `UndoStarted` yet."""
@@ -224,8 +275,11 @@ class State:
     """Actions waiting for their fleet-wide counts: the `FleetCountRequested` of each, by
     command id. The last field (and last in sorted order), left out of a snapshot when empty."""
     kill_switches: dict[str, KillSwitch] = field(default_factory=dict)
-    """The active kill switches, by `kill_switch_key`. Declared last, and left out of a
-    snapshot when empty, so a snapshot without any reads as it did before they existed."""
+    """The active kill switches, by `kill_switch_key`."""
+    sources: dict[str, SourceWatch] = field(default_factory=dict)
+    """What is known of each source judged by the `quality:` section, by source name."""
+    safe_modes: dict[str, SafeMode] = field(default_factory=dict)
+    """The scopes in safe mode, by the problem that put them there (`SafeMode.scope`)."""
 
     def to_snapshot(self) -> dict[str, Any]:
         return State.snapshot_of(self.encode())
@@ -233,7 +287,7 @@ class State:
     def encode(self) -> bytes:
         """The snapshot's content (`to_snapshot`) as JSON, in one pass that makes no objects:
         what a snapshot stores."""
-        return _without_undos(_ENCODER.encode(self))
+        return _ENCODER.encode(self._encoded_fields())
 
     def encode_canonical(self) -> bytes | None:
         """The snapshot's content as its canonical JSON (`to_json`: keys sorted), that its
@@ -243,7 +297,17 @@ class State:
         parts = tuple(getattr(self, name) for name in FLOAT_FIELDS)
         if _EXPONENT.search(_CANONICAL.encode(parts)) is not None:
             return None
-        return _without_undos(_CANONICAL.encode(self))
+        return _CANONICAL.encode(self._encoded_fields())
+
+    def _encoded_fields(self) -> dict[str, Any]:
+        """The fields a snapshot holds, in declared order: every one, except the later
+        additions (`OMITTED_WHEN_EMPTY`) while they are empty, so the snapshot of a state that
+        uses none of them reads exactly as it did before they existed."""
+        return {
+            name: value
+            for name in _FIELD_NAMES
+            if (value := getattr(self, name)) or name not in OMITTED_WHEN_EMPTY
+        }
 
     @staticmethod
     def snapshot_of(encoded: bytes) -> dict[str, Any]:
@@ -264,20 +328,10 @@ FLOAT_FIELDS = (
     "undos",
     "silences",
     "waiting_fleet",
+    "sources",
 )
 """The fields of `State` that can hold a float (directly or as `Any`); the others cannot."""
 
-
-def _without_undos(encoded: bytes) -> bytes:
-    """A state's JSON without its last keys, `undos` and `waiting_fleet`, when they are empty:
-    a snapshot then reads as it did before they were tracked. The same for `kill_switches`: last
-    in declared order, and between `incidents` and `last_ts` in sorted order."""
-    if encoded.endswith(_NO_KILL_SWITCHES):
-        encoded = encoded[: -len(_NO_KILL_SWITCHES)] + b"}"
-    else:
-        encoded = encoded.replace(_NO_KILL_SWITCHES_SORTED, b',"last_ts":', 1)
-    if encoded.endswith(_NOT_WAITING):
-        encoded = encoded[: -len(_NOT_WAITING)] + b"}"
-    if encoded.endswith(_NO_UNDOS):
-        return encoded[: -len(_NO_UNDOS)] + b"}"
-    return encoded
+OMITTED_WHEN_EMPTY = frozenset({"undos", "waiting_fleet", "kill_switches", "sources", "safe_modes"})
+"""Fields of `State` added after snapshots existed, left out of a snapshot while empty."""
+_FIELD_NAMES = tuple(State.__dataclass_fields__)

@@ -27,6 +27,7 @@ CORE = [
     SOURCE / "config_checkpoints.py",
     SOURCE / "config_retention.py",
     SOURCE / "config_fleet.py",
+    SOURCE / "config_quality.py",
     SOURCE / "values.py",
 ]
 BANNED_MODULES = {
@@ -82,6 +83,7 @@ ALLOWED_PROJECT = {
     "onduty.config_checkpoints",
     "onduty.config_retention",
     "onduty.config_fleet",
+    "onduty.config_quality",
     # The sections the configuration composes: pure models their packages own, checked by
     # tests/test_config_imports.py (they may parse URLs with urllib.parse).
     "onduty.sense.specs",

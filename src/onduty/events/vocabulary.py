@@ -391,6 +391,66 @@ class KillSwitchCleared(Payload):
     name: str
 
 
+QualityProblem = Literal[
+    "silent", "clock_skew", "drift", "rejected", "duplicates", "cardinality", "dependency"
+]
+
+
+class SourceDegraded(Payload):
+    """The core judged a source's signals untrustworthy in one way (`check`): silent for longer
+    than its heartbeat, its clock off, its mix of signals drifted, too many malformed or
+    repeated deliveries, a label with too many values. `value` is what was measured and `limit`
+    what it was judged against (seconds, PSI, a fraction or a count, as `check` says)."""
+
+    source: str
+    check: QualityProblem
+    detail: str
+    value: float | None = None
+    limit: float | None = None
+
+
+class SourceRecovered(Payload):
+    """A source's problem (`check`) is over: it is judged healthy in that way again."""
+
+    source: str
+    check: QualityProblem
+    detail: str = ""
+
+
+class SafeModeEntered(Payload):
+    """Autonomy is lowered to `suggest` for `services` (empty: every service) because of one
+    problem (`scope`, as `check:source`, or `dependency:component`): proposals there are denied
+    naming it, and the escalation tiers are paged once through `incident_id`."""
+
+    scope: str
+    services: list[str] = Field(default_factory=list)
+    reason: str
+    incident_id: str
+
+
+class SafeModeExited(Payload):
+    """The problem that put `scope` in safe mode is over: autonomy there is what the policy
+    says again."""
+
+    scope: str
+    reason: str
+
+
+class DependencyDegraded(Payload):
+    """The shell found one of onduty's own dependencies failing (`component`: `log`, `bus`, or
+    `core` when decisions fall behind): recorded so the core can step back (safe mode)."""
+
+    component: str
+    reason: str
+
+
+class DependencyRecovered(Payload):
+    """The dependency is healthy again."""
+
+    component: str
+    detail: str = ""
+
+
 class SnapshotDiscarded(Payload):
     """At start-up, a stored snapshot of the core's state was not used because it is not bound
     to this chain as it claims (edited, rewritten chain, beyond the head, or written by an older
@@ -469,6 +529,12 @@ _REGISTERED: list[tuple[type[Payload], Origin]] = [
     (CheckpointSigned, _I),
     (FleetCountRequested, _D),
     (FleetCountAnswered, _I),
+    (SourceDegraded, _D),
+    (SourceRecovered, _D),
+    (SafeModeEntered, _D),
+    (SafeModeExited, _D),
+    (DependencyDegraded, _I),
+    (DependencyRecovered, _I),
 ]
 EVENT_TYPES: dict[str, EventSpec] = {
     model.__name__: EventSpec(model, 1, origin) for model, origin in _REGISTERED

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from onduty.config import Autonomy
-from onduty.state import ActionRecord, BreakerState, KillSwitch
+from onduty.state import ActionRecord, BreakerState, KillSwitch, SafeMode
 from onduty.think.proposal import Proposal
 
 
@@ -37,6 +37,8 @@ class Facts:
     """The circuit breaker of this action on this target."""
     kill_switches: tuple[KillSwitch, ...] = ()
     """The active kill switches (all of them; the rule tells which apply)."""
+    safe_modes: tuple[SafeMode, ...] = ()
+    """The scopes in safe mode (all of them; the rule tells which apply)."""
     variables: Any = None
     """The CEL variables (signal, incident, action, target, service, now), prepared once per
     verdict with `onduty.expressions.prepare`; None when no rule needs them."""

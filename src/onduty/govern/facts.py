@@ -101,5 +101,6 @@ def gather(
         else sum(len(s.instances) for s in services.values()),
         breaker=breaker,
         kill_switches=tuple(state.kill_switches.values()),
+        safe_modes=tuple(state.safe_modes.values()),
         variables=variables,
     )

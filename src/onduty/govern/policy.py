@@ -24,6 +24,7 @@ from onduty.govern.freeze import FreezeRule
 from onduty.govern.killswitch import KillSwitchRule
 from onduty.govern.outage import OutageBrakeRule
 from onduty.govern.rate import RateLimitRule
+from onduty.govern.safemode import SafeModeRule
 from onduty.govern.target import KnownTarget
 
 SEVERITY: dict[Verdict, int] = {"allow": 0, "require_approval": 1, "deny": 2}
@@ -72,6 +73,7 @@ class Policy:
             AutonomyLevel(),
             BreakerRule(config.policy.breaker),
             KillSwitchRule(),
+            SafeModeRule(),
         ]
         rules.extend(build_rule(spec) for spec in config.policy.guardrails)
         self.rules = tuple(rules)

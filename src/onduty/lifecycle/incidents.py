@@ -307,7 +307,7 @@ class IncidentLifecycle:
             IncidentOpened(
                 incident_id=incident_id,
                 group_key=group_key,
-                service=self._service_of(body.labels),
+                service=self.setup.service_of(body.labels),
                 title=signal_title(body.labels, body.annotations),
                 fingerprint=body.fingerprint,
             ),
@@ -435,15 +435,6 @@ class IncidentLifecycle:
             (signal := self.state.signals.get(fp)) is None or signal.status == "resolved"
             for fp in incident.fingerprints
         )
-
-    def _service_of(self, labels: dict[str, str]) -> str | None:
-        owner = self.setup.active.owner
-        if labels.get("service"):
-            return labels["service"]
-        for label in ("instance", "job"):
-            if labels.get(label) in owner:
-                return owner[labels[label]]
-        return None
 
     def _page_next_tier(self, incident: Incident) -> None:
         """Nobody acknowledged in time: page the next tier; the last one repeats, overdue."""

@@ -40,6 +40,7 @@ class Configured:
             g.rate.per.total_seconds() for g in config.policy.guardrails if g.rate is not None
         ]
         self.history_seconds = max([_MIN_HISTORY_SECONDS, *windows])
+        self.judges_quality = config.quality.enabled
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,17 @@ class Setup:
         if runbook is not None and runbook.autonomy is not None:
             level = min(level, runbook.autonomy)
         return level
+
+    def service_of(self, labels: dict[str, str]) -> str | None:
+        """The service a signal is about: its `service` label, else the owner of its
+        `instance` or `job`."""
+        owner = self.active.owner
+        if labels.get("service"):
+            return labels["service"]
+        for label in ("instance", "job"):
+            if labels.get(label) in owner:
+                return owner[labels[label]]
+        return None
 
     def primary_signal(self, incident: Incident, now: datetime) -> SignalState | None:
         """The signal an incident is acted on for: the first firing one that is not muted
