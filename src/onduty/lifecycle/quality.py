@@ -38,7 +38,9 @@ from onduty.lifecycle.setup import Setup
 from onduty.state import Finding, SourceWatch, State
 
 SKEW_SAMPLES = 5
-"""How many of a source's newest clock differences its skew is the median of."""
+"""How many of a source's newest clock differences its skew is the median of"""
+SKEW_MIN_SAMPLES = 3
+"""and how many it takes before one is judged (one late delivery is no skewed clock)."""
 MAX_MIX_VALUES = 200
 """Values of the drift label counted apart; more are counted together (a label that varies
 that much is a cardinality problem, judged on its own)."""
@@ -209,6 +211,8 @@ class SourceQuality:
         else:
             return
         watch.skews = [*watch.skews[-(SKEW_SAMPLES - 1) :], (moment - ts).total_seconds()]
+        if len(watch.skews) < SKEW_MIN_SAMPLES:
+            return
         skew = median(watch.skews)
         if abs(skew) > limit.total_seconds():
             watch.findings["clock_skew"] = Finding(
