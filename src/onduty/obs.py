@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from onduty.events import Event
 from onduty.textsafe import visible
@@ -70,6 +73,14 @@ class Metrics:
         )
         self.projection = EventMetrics(self.registry)
 
+    def watch_safe_mode(
+        self,
+        read: Callable[[], tuple[list[dict[str, Any]], list[dict[str, Any]]]],
+    ) -> None:
+        """Serve safe mode and the sources' problems as they are now (from the read models,
+        so a restart shows them at once): `read` returns both listings."""
+        self.registry.register(SafeModeCollector(read))
+
     def appended(self, events: int, seconds: float) -> None:
         """One append to the log: how many events, and how long it took to be durable."""
         self.append_events.observe(events)
@@ -80,6 +91,42 @@ class Metrics:
         self.events.labels(event.type).inc()
         self.log_head.set(event.seq)
         self.projection.feed(event)
+
+
+class SafeModeCollector(Collector):
+    """`onduty_safe_mode{scope}` and `onduty_source_problem{source,check}`: one series, of
+    value 1, per scope in safe mode and per problem of a source now; and how many scopes are
+    in safe mode (0 too, so an alert can say `> 0`)."""
+
+    def __init__(
+        self, read: Callable[[], tuple[list[dict[str, Any]], list[dict[str, Any]]]]
+    ) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        modes, problems = self._read()
+        active = GaugeMetricFamily(
+            "onduty_safe_mode_scopes",
+            "Scopes in safe mode now (autonomy lowered to suggest because of a problem).",
+        )
+        active.add_metric([], len(modes))
+        scopes = GaugeMetricFamily(
+            "onduty_safe_mode",
+            "1 for each scope in safe mode now, by the problem that put it there.",
+            labels=["scope", "services"],
+        )
+        for mode in modes:
+            services = ",".join(mode.get("services") or []) or "*"
+            scopes.add_metric([str(mode["scope"]), services], 1)
+        found = GaugeMetricFamily(
+            "onduty_source_problem",
+            "1 for each problem a source has now (silent, clock_skew, drift, rejected, "
+            "duplicates, cardinality), by source and check.",
+            labels=["source", "check"],
+        )
+        for problem in problems:
+            found.add_metric([str(problem["source"]), str(problem["check"])], 1)
+        yield from (active, scopes, found)
 
 
 class EventMetrics:
@@ -153,6 +200,18 @@ class EventMetrics:
             ["event"],
             registry=registry,
         )
+        self.source_problems = Counter(
+            "onduty_source_problems_total",
+            "Problems found with a source's signals (SourceDegraded), by check.",
+            ["check"],
+            registry=registry,
+        )
+        self.safe_mode_entered = Counter(
+            "onduty_safe_mode_entered_total",
+            "Times a scope entered safe mode, by the kind of problem.",
+            ["check"],
+            registry=registry,
+        )
         self._opened: dict[str, datetime] = {}
         """Open incident → event time of the signal that opened it."""
         self._signal_at: dict[str, datetime] = {}
@@ -220,6 +279,10 @@ class EventMetrics:
             self.verifications.labels("failed").inc()
         elif kind == "Escalated":
             self.escalations.labels(str(data.get("tier", 0))).inc()
+        elif kind == "SourceDegraded":
+            self.source_problems.labels(str(data.get("check", ""))).inc()
+        elif kind == "SafeModeEntered":
+            self.safe_mode_entered.labels(str(data.get("scope", "")).split(":", 1)[0]).inc()
         self.approvals_pending.set(len(self._pending))
 
     def _settle_approval_of(self, command_id: str) -> None:

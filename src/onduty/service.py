@@ -100,6 +100,7 @@ class Service:
         self.metrics.projection.approvals_pending.set_function(
             lambda: len(self.read.incidents.approvals)
         )
+        self.metrics.watch_safe_mode(self._safe_mode_now)
         self.archive = Archive()
         """Resolved incidents that left the read models' memory, read back from the log."""
         self._read_saved = 0
@@ -121,6 +122,10 @@ class Service:
         self.clock: Clock = clock or SystemClock()
         self.gateway: Gateway = LoopGateway(lambda: self.loop)
         """Where the API hands inputs on (the core loop of this process)."""
+
+    def _safe_mode_now(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        with self.read.lock:
+            return self.read.safe_mode.listing(), self.read.safe_mode.source_problems()
 
     def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
         """Call `callback(event)` with every event appended from now on, after the read models

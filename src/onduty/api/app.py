@@ -29,6 +29,7 @@ from onduty.api.routes.incidents import incidents_router
 from onduty.api.routes.killswitches import kill_switches_router
 from onduty.api.routes.policy import policy_router
 from onduty.api.routes.probes import probes_router
+from onduty.api.routes.safemode import safe_mode_router
 from onduty.api.routes.silences import silences_router
 from onduty.events import SignalReceived
 from onduty.runtime import Input
@@ -90,6 +91,7 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("GET", f"{API}/approvals"): VIEWER,
     ("GET", f"{API}/silences"): VIEWER,
     ("GET", f"{API}/kill-switches"): VIEWER,
+    ("GET", f"{API}/safe-mode"): VIEWER,
     ("GET", f"{API}/policy"): VIEWER,
     ("GET", f"{API}/events"): VIEWER,
     ("GET", f"{API}/audit/verify"): VIEWER,
@@ -209,6 +211,7 @@ def build_app(
         approvals_router(service, ingest),
         silences_router(service, ingest),
         kill_switches_router(service, ingest),
+        safe_mode_router(service),
         policy_router(service),
         events_router(service),
         probes_router(service),

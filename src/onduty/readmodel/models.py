@@ -33,6 +33,7 @@ from onduty.readmodel.incidents import (
     _shared,
 )
 from onduty.readmodel.policy import PolicyView
+from onduty.readmodel.safemode import SafeModeView
 from onduty.readmodel.silences import SilenceProjection, SilenceView
 from onduty.readmodel.timeline import Window
 
@@ -93,6 +94,7 @@ class ReadModels:
     autonomy: AutonomyView = field(default_factory=AutonomyView)
     raises: AutonomyRaises = field(default_factory=AutonomyRaises)
     kill_switches: KillSwitchesView = field(default_factory=KillSwitchesView)
+    safe_mode: SafeModeView = field(default_factory=SafeModeView)
     lock: threading.Lock = field(default_factory=threading.Lock)
     seq: int = 0
     """The seq of the last event fed (0: none), and its hash: what a snapshot is bound to."""
@@ -107,6 +109,7 @@ class ReadModels:
             self.autonomy.feed(event)
             self.raises.feed(event)
             self.kill_switches.feed(event)
+            self.safe_mode.feed(event)
             self.seq, self.event_hash = event.seq, event.hash
 
     def save(self, log: EventLog) -> int:
@@ -179,6 +182,7 @@ def _load(models: ReadModels, state: dict[str, Any]) -> str:
         models.autonomy,
         models.raises,
         models.kill_switches,
+        models.safe_mode,
     )
     for model, loaded in zip(mine, restored, strict=True):
         _adopt(model, loaded)
@@ -322,6 +326,7 @@ def state_of(models: ReadModels) -> dict[str, Any]:
             "requests": [_plain(item) for item in models.raises.requests.values()],
         },
         "kill_switches": [dict(item) for item in models.kill_switches.active.values()],
+        "safe_mode": models.safe_mode.state(),
     }
 
 
@@ -334,6 +339,7 @@ def from_state(
     AutonomyView,
     AutonomyRaises,
     KillSwitchesView,
+    SafeModeView,
 ]:
     """The read models `state_of` described."""
     kept = state["incidents"]
@@ -373,4 +379,6 @@ def from_state(
     switches = KillSwitchesView(
         {f"{item['kind']}/{item['name']}": dict(item) for item in state.get("kill_switches", [])}
     )
-    return incidents, silences, policy, AutonomyView(dict(state["autonomy"])), raises, switches
+    autonomy = AutonomyView(dict(state["autonomy"]))
+    safe_mode = SafeModeView.of(state.get("safe_mode"))
+    return incidents, silences, policy, autonomy, raises, switches, safe_mode

@@ -168,6 +168,7 @@ class Pages:
             )
             approvals = len(service.read.incidents.approvals)
             kill_switches = service.read.kill_switches.listing()
+            safe_modes = service.read.safe_mode.listing()
         now = service.clock
         return {
             **clock_context(now.now(), now.speed if isinstance(now, ScaledClock) else None),
@@ -180,6 +181,7 @@ class Pages:
             "open_count": open_count,
             "approval_count": approvals,
             "kill_switches": kill_switches,
+            "safe_modes": safe_modes,
             "path": request.url.path,
             "fleet": service.is_fleet,
         }
