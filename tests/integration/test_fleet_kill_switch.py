@@ -226,3 +226,29 @@ def test_a_switch_set_while_a_manager_is_dead_holds_when_its_partitions_move(
         assert verdict["partition"] in theirs
         assert (verdict["verdict"], verdict["reason"]) == ("deny", DENIAL)
         assert first.terminate() == 0
+
+
+def test_a_switch_set_while_no_manager_runs_is_recorded_before_the_first_decides(
+    tmp_path: Path,
+) -> None:
+    """With no manager running, no partition can record the switch: the answer says so (504,
+    naming them) without losing it, and the first manager to run them records it before it
+    decides anything."""
+    with fleet(tmp_path, partitions=PARTITIONS, instances=1000) as f:
+        door = f.server("door", "--role", "ingest").start()
+        done = subprocess.run(
+            [sys.executable, "-m", "onduty", "kill-switch", "set", "runbook", RUNBOOK,
+             "-m", "restarts make it worse", "--by", "alice", "--url", door.url],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 2, done
+        assert "504" in done.stderr and "have not recorded it yet" in done.stderr
+        assert [s["set_by"] for s in switches(door)] == ["alice"]  # kept in the record
+        target = instance_in({0, 1, 2, 3}, set())
+        send(door, target)  # waits on the bus for a manager
+        manager = f.server("manager").start()
+        wait_for(lambda: held(manager) == PARTITIONS, 20, "a manager runs every partition")
+        verdict = verdict_on(door, target)
+        assert (verdict["verdict"], verdict["reason"]) == ("deny", DENIAL)
+        assert recorded_in(door, "KillSwitchSet") == dict.fromkeys(range(PARTITIONS), 1)
+        assert f.runs() == {}
