@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import uuid
 from typing import Any
 
@@ -23,6 +24,8 @@ from onduty.cells import read_snapshots
 from onduty.cells.cell import Record
 from onduty.cells.follower import Follower
 from onduty.cells.gateway import BusGateway
+from onduty.cells.kill_switch_watch import STREAM as KILL_SWITCH_STREAM
+from onduty.cells.kill_switch_watch import KillSwitchWatch
 from onduty.cells.node import CellSettings, ManagerNode
 from onduty.cells.policy_watch import PolicyWatch
 from onduty.cells.routing import Router
@@ -39,6 +42,7 @@ from onduty.events import (
     Payload,
     PolicyActivated,
 )
+from onduty.fleet.killswitches import FleetKillSwitches, SwitchChange
 from onduty.fleet.leases import Leases
 from onduty.fleet.policies import Bundle, PolicyBundles
 from onduty.fleet.quota import Quota
@@ -54,6 +58,9 @@ from onduty.service import Service, StartupError
 logger = logging.getLogger("onduty")
 
 ROLES = ("ingest", "manager")
+KILL_SWITCH_WAIT_S = 10.0
+"""How long setting or clearing a kill switch waits, beyond a lease's time to live, for every
+partition's log to hold it before answering that some do not yet."""
 
 
 def default_node_name() -> str:
@@ -97,6 +104,7 @@ class FleetService(Service):
         self._saver: read_snapshots.Saver | None = None
         self._since_saved = 0
         self._counts: SharedCounts | None = None
+        self._kill_switches: KillSwitchWatch | None = None
 
     # ------------------------------------------------------------------ start-up
 
@@ -177,6 +185,13 @@ class FleetService(Service):
                 self._policy.check()  # the central policy in force before serving
             except (StoreURLError, DatabaseUnavailable) as error:
                 raise StartupError(f"fleet.central: {error}") from None
+        try:
+            self._kill_switches = KillSwitchWatch(
+                FleetKillSwitches(self.store), self._running_runtimes
+            )
+            self._kill_switches.read()  # the console shows the switches from the first page
+        except (StoreURLError, DatabaseUnavailable) as error:
+            raise StartupError(f"kill switches: {error}") from None
         if "manager" in self.roles:
             self._quota = Quota(fleet.central or self.store, self.name)
             self._counts = SharedCounts(self._quota)
@@ -214,7 +229,7 @@ class FleetService(Service):
             else:
                 self._notify_humans(command)
 
-        return Runtime.open(
+        runtime, report = Runtime.open(
             log,
             self.clock,
             self._actuator_registry,
@@ -227,6 +242,13 @@ class FleetService(Service):
             counts=self._counts,
             on_append=self.metrics.appended,
         )
+        if self._kill_switches is not None:  # before the partition's core takes any input
+            self._kill_switches.bring(runtime)
+        return runtime, report
+
+    def _running_runtimes(self) -> list[Runtime]:
+        cells = self.node.running_cells() if self.node is not None else []
+        return [cell.runtime for cell in cells if cell.runtime is not None]
 
     def start(self) -> None:
         self.prepare()
@@ -237,6 +259,8 @@ class FleetService(Service):
             self.node.start()
         if self._policy is not None:
             self._policy.start()
+        if self._kill_switches is not None:
+            self._kill_switches.start()
         if self.fleet_checkpointer is not None:
             self.fleet_checkpointer.start()
         logger.info(
@@ -309,6 +333,88 @@ class FleetService(Service):
             return refused.status, {"error": refused.reason}
         return None
 
+    def kill_switches(self, *, fresh: bool = False) -> list[dict[str, str]]:
+        """The switches in the fleet-wide record: the same on every node. `fresh` reads it now
+        (raises `DatabaseUnavailable`); otherwise as last polled (the console's badge)."""
+        watch = self._kill_switches
+        if watch is None:
+            return []
+        return (watch.read() if fresh else watch.known).listing()
+
+    def change_kill_switch(
+        self, kind: str, name: str, *, active: bool, reason: str, actor: str
+    ) -> tuple[int, dict[str, Any]]:
+        """Set (`active`) or clear a switch fleet-wide, and answer once every partition's log
+        holds the change: from then on no partition allows an action under a switch set, and
+        a partition taken over later folds it from its log.
+
+        A partition that has not recorded it within `KILL_SWITCH_WAIT_S` plus a lease's time to
+        live (no manager runs it, or its manager is cut off) makes the answer a 504 naming it:
+        the change stays in the record, and whoever runs the partition next records it before
+        its core takes any input."""
+        watch = self._kill_switches
+        if watch is None:
+            return 503, {"error": "onduty is starting"}
+        switches = watch.switches
+        if active:
+            change: SwitchChange | None = switches.set(kind, name, reason, actor)
+        else:
+            change = switches.clear(kind, name, actor)
+            if change is None:
+                return 404, {"error": f"no active kill switch on {kind} {name}", "field": "name"}
+        assert change is not None
+        watch.wake()  # this node's partitions at once; the others' at their next poll
+        fleet = self.config.fleet
+        pending = self._await_kill_switch(
+            change, KILL_SWITCH_WAIT_S + fleet.lease_ttl.total_seconds()
+        )
+        what = "set" if active else "cleared"
+        logger.info(
+            "kill switch on %s %s %s by %s (record version %s)",
+            kind,
+            name,
+            what,
+            actor,
+            change.version,
+        )
+        if pending:
+            listed = ", ".join(map(str, pending))
+            return 504, {
+                "error": (
+                    f"the kill switch on {kind} {name} is {what} in the fleet's record, but "
+                    f"partitions {listed} have not recorded it yet (no manager runs them now, or "
+                    "theirs is cut off); each records it before it takes any input once a "
+                    "manager runs it"
+                ),
+                "field": "name",
+                "pending_partitions": pending,
+            }
+        body: dict[str, Any] = {"kind": kind, "name": name, "partitions": fleet.partitions}
+        if active:
+            body |= {"reason": reason, "set_by": actor}
+        else:
+            body |= {"cleared": True, "cleared_by": actor}
+        return 202, body
+
+    def _await_kill_switch(self, change: SwitchChange, timeout: float) -> list[int]:
+        """Wait until every partition's log holds `change` (its latest event on the switch
+        sets it, or, for a clearing, does not); the partitions that still do not."""
+        view = self._view
+        partitions = range(self.config.fleet.partitions)
+        if view is None:
+            return list(partitions)
+        deadline = time.monotonic() + timeout
+        while True:
+            holds: dict[int, bool] = {}
+            for event in view.read_stream(KILL_SWITCH_STREAM):
+                data = event.data
+                if (data.get("kind"), data.get("name")) == (change.kind, change.name):
+                    holds[place_of(event.seq)[0]] = event.type == "KillSwitchSet"
+            pending = [p for p in partitions if holds.get(p, False) != change.active]
+            if not pending or time.monotonic() >= deadline:
+                return pending
+            time.sleep(0.05)
+
     def _record_outcome(self, body: Payload, stream: str) -> None:
         """Outcomes are recorded by the cell whose action it was; nothing reaches here."""
         logger.warning("an outcome outside any partition was not recorded: %s", type(body).__name__)
@@ -334,6 +440,8 @@ class FleetService(Service):
     # ------------------------------------------------------------------ stopping
 
     def stop(self) -> None:
+        if self._kill_switches is not None:
+            self._kill_switches.stop()  # records nothing in cells that are stopping
         if self._counts is not None:
             self._counts.stop()  # a count waiting for the database gives up
         if self.node is not None:
@@ -386,3 +494,6 @@ class FleetService(Service):
         if self._status is not None:
             self._status.close()
             self._status = None
+        if self._kill_switches is not None:
+            self._kill_switches.close()
+            self._kill_switches = None

@@ -372,6 +372,19 @@ class Service:
 
     is_fleet = False
     """Whether this is one node of a fleet (`FleetService`)."""
+
+    def kill_switches(self, *, fresh: bool = False) -> list[dict[str, str]]:
+        """The active kill switches, as the API and every console page list them."""
+        with self.read.lock:
+            return [dict(item) for item in self.read.kill_switches.listing()]
+
+    def change_kill_switch(
+        self, kind: str, name: str, *, active: bool, reason: str, actor: str
+    ) -> tuple[int, dict[str, Any]]:
+        """A fleet's way to set or clear a switch (`FleetService`); one process records it
+        through its core loop like any other input."""
+        raise NotImplementedError("one process records kill switches through its core loop")
+
     name = ""
     """A fleet node's name among the managers ("" for one process)."""
 

@@ -8,7 +8,15 @@ from typing import Any
 from onduty.cli.base import ServerRefused, UsageProblem
 
 
-def call(method: str, url: str, path: str, body: Any = None, token: str | None = None) -> Any:
+def call(
+    method: str,
+    url: str,
+    path: str,
+    body: Any = None,
+    token: str | None = None,
+    *,
+    timeout: float = 10.0,
+) -> Any:
     import httpx
 
     headers = {"Authorization": f"Bearer {token.strip()}"} if token and token.strip() else {}
@@ -16,7 +24,7 @@ def call(method: str, url: str, path: str, body: Any = None, token: str | None =
         headers["Content-Type"] = "application/json"  # the API takes no other, body or not
     try:
         response = httpx.request(
-            method, url.rstrip("/") + path, json=body, headers=headers, timeout=10
+            method, url.rstrip("/") + path, json=body, headers=headers, timeout=timeout
         )
     except httpx.TransportError as error:
         raise UsageProblem(f"cannot reach onduty at {url}: {error}") from None

@@ -83,6 +83,8 @@ kill_switch_app = typer.Typer(
     "runbook or service.",
 )
 KILL_SWITCH_KINDS = ("actuator", "runbook", "service")
+KILL_SWITCH_TIMEOUT_S = 120.0
+"""A fleet answers once every partition's log holds the switch: longer than other calls."""
 KindArgument = Annotated[str, typer.Argument(help="actuator, runbook or service")]
 NameArgument = Annotated[
     str,
@@ -113,7 +115,7 @@ def kill_switch_set(
     """Stop automation under KIND NAME at once: every proposal under it is denied until the
     switch is cleared (recorded; needs the operator role)."""
     body = {"kind": _kind(kind), "name": name, "reason": reason, "set_by": by}
-    result = call("POST", url, "/api/v1/kill-switches", body, token)
+    result = call("POST", url, "/api/v1/kill-switches", body, token, timeout=KILL_SWITCH_TIMEOUT_S)
     out.print(
         f"[bold red]kill switch set[/] on {markup(kind)} {markup(name)} "
         f"by {markup(str(result.get('set_by', by)))}",
@@ -129,7 +131,7 @@ def kill_switch_clear(
     from urllib.parse import quote
 
     path = f"/api/v1/kill-switches/{_kind(kind)}/{quote(name, safe='')}"
-    call("DELETE", url, path, token=token)
+    call("DELETE", url, path, token=token, timeout=KILL_SWITCH_TIMEOUT_S)
     out.print(f"[green]kill switch cleared[/] on {markup(kind)} {markup(name)}", soft_wrap=True)
 
 

@@ -167,8 +167,8 @@ class Pages:
                 1 for view in service.read.incidents.incidents.values() if view.status == "open"
             )
             approvals = len(service.read.incidents.approvals)
-            kill_switches = service.read.kill_switches.listing()
             safe_modes = service.read.safe_mode.listing()
+        kill_switches = service.kill_switches()
         now = service.clock
         return {
             **clock_context(now.now(), now.speed if isinstance(now, ScaledClock) else None),
