@@ -278,6 +278,19 @@ class Config(Model):
     escalation: Escalation = Field(default_factory=Escalation)
     """Who is paged when a human must decide, in tiers, until someone acknowledges."""
 
+    def _fleet_quality_problems(self) -> list[str]:
+        """A fleet's partitions each judge only the signals routed to them: a source's silence
+        and the drift of its mix need all of its signals in one place."""
+        if self.bus == "memory":
+            return []
+        why = "a fleet's partitions each see only part of a source's signals"
+        problems = []
+        if self.quality.heartbeats:
+            problems.append(f"quality.heartbeats: not judged on a fleet yet: {why}")
+        if self.quality.drift is not None:
+            problems.append(f"quality.drift: not judged on a fleet yet: {why}")
+        return problems
+
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
         problems = [
@@ -285,6 +298,7 @@ class Config(Model):
             *_unique_names("runbooks", [r.name for r in self.runbooks]),
             *_unique_names("policy.guardrails", [g.name for g in self.policy.guardrails]),
             *deployment_problems(self.store, self.bus),
+            *self._fleet_quality_problems(),
         ]
         owners: dict[str, str] = {}
         for index, service in enumerate(self.services):

@@ -342,6 +342,9 @@ class SourceQuality:
         settings = self.setup.active.config.quality
         for check, finding in list(watch.findings.items()):
             if check in watch.problems:
+                if self.safe_modes.applies_to(check):  # it may report for one more service
+                    scope = self._scope(settings, watch)
+                    self.safe_modes.enter(f"{check}:{watch.source}", scope, finding.detail)
                 continue
             self.emitter.emit(
                 SourceDegraded(

@@ -43,8 +43,22 @@ class SafeModes:
         return check in self.setup.active.config.quality.safe_mode
 
     def enter(self, scope: str, services: list[str], reason: str) -> None:
-        """Put `services` (empty: every service) in safe mode for the problem `scope`, once."""
-        if scope in self.state.safe_modes:
+        """Put `services` (empty: every service) in safe mode for the problem `scope`, once; a
+        scope already in safe mode widens to services it did not cover (a source that reports
+        for one more service), without paging again."""
+        current = self.state.safe_modes.get(scope)
+        if current is not None:
+            wider = [name for name in services if name not in current.services]
+            if current.services and wider:
+                self.emitter.emit(
+                    SafeModeEntered(
+                        scope=scope,
+                        services=[*current.services, *wider],
+                        reason=current.reason,
+                        incident_id=current.incident_id,
+                    ),
+                    current.incident_id,
+                )
             return
         assert self.emitter.cause is not None
         incident_id = derive_id("inc", self.emitter.cause.id, "safe-mode", scope)
@@ -83,6 +97,10 @@ class SafeModes:
             )
 
     def _apply_entered(self, body: SafeModeEntered, event: Event) -> None:
+        current = self.state.safe_modes.get(body.scope)
+        if current is not None:  # widened: since when and why stay
+            current.services = list(body.services)
+            return
         self.state.safe_modes[body.scope] = SafeMode(
             scope=body.scope,
             services=list(body.services),

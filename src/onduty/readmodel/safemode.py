@@ -18,7 +18,9 @@ class SafeModeView:
 
     def feed(self, event: Event) -> None:
         kind, data = event.type, event.data
-        if kind == "SafeModeEntered":
+        if kind == "SafeModeEntered" and data["scope"] in self.active:  # widened
+            self.active[data["scope"]]["services"] = list(data.get("services") or [])
+        elif kind == "SafeModeEntered":
             self.active[data["scope"]] = {
                 "scope": data["scope"],
                 "services": list(data.get("services") or []),
