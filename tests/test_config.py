@@ -631,3 +631,35 @@ def test_policy_document_roundtrips_to_an_equal_config() -> None:
 def test_version_is_the_hash_of_the_policy_document() -> None:
     config = parse_config(_document())
     assert config.version == policy_version(config.policy_document())
+
+
+def test_quality_problems_name_their_field() -> None:
+    from onduty.config import ConfigError, parse_config
+
+    cases = {
+        "quality.heartbeats[0].services[1]: 'nope' is not a service": {
+            "services": [{"name": "web"}],
+            "quality": {
+                "heartbeats": [{"source": "am", "every": "5m", "services": ["web", "nope"]}]
+            },
+        },
+        "quality.heartbeats[1].source: 'am' is listed twice (first at heartbeats[0])": {
+            "quality": {
+                "heartbeats": [{"source": "am", "every": "5m"}, {"source": "am", "every": "1m"}]
+            },
+        },
+        "quality.max_rejected_fraction": {"quality": {"max_rejected_fraction": 2}},
+        "quality.drift.threshold": {"quality": {"drift": {"threshold": 0}}},
+        "quality.heartbeats: not judged on a fleet yet": {
+            "store": "postgresql://127.0.0.1/test",
+            "bus": "nats://127.0.0.1:4222",
+            "quality": {"heartbeats": [{"source": "am", "every": "5m"}]},
+        },
+    }
+    for expected, document in cases.items():
+        try:
+            parse_config(document)
+        except ConfigError as problems:
+            assert expected in str(problems), (expected, str(problems))
+        else:
+            raise AssertionError(f"accepted: {document}")

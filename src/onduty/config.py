@@ -310,6 +310,15 @@ class Config(Model):
                     )
                 else:
                     owners[instance] = service.name
+        known = {service.name for service in self.services}
+        problems += _unique_sources([beat.source for beat in self.quality.heartbeats])
+        for index, beat in enumerate(self.quality.heartbeats):
+            for position, name in enumerate(beat.services):
+                if name not in known:
+                    problems.append(
+                        f"quality.heartbeats[{index}].services[{position}]: {name!r} is not a "
+                        "service in `services:`"
+                    )
         if problems:
             raise FieldProblems(problems)
         return self
@@ -344,6 +353,19 @@ class Config(Model):
 
 def policy_version(document: dict[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(to_json(document)).hexdigest()[:16]
+
+
+def _unique_sources(sources: list[str]) -> list[str]:
+    first: dict[str, int] = {}
+    problems = []
+    for index, source in enumerate(sources):
+        if source in first:
+            problems.append(
+                f"quality.heartbeats[{index}].source: {source!r} is listed twice (first at "
+                f"heartbeats[{first[source]}]): give each source one interval"
+            )
+        first.setdefault(source, index)
+    return problems
 
 
 def _unique_names(where: str, names: list[str]) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from onduty.events import QualityProblem
 from onduty.values import ConfigModel as Model
@@ -83,18 +83,6 @@ class QualitySettings(Model):
     """Judge rates only in windows with at least this many deliveries."""
     safe_mode: list[QualityCheck] = Field(default_factory=lambda: list(SAFE_MODE_DEFAULT))
     """The problems that put their scope in safe mode; the others are recorded only."""
-
-    @model_validator(mode="after")
-    def _one_heartbeat_per_source(self) -> QualitySettings:
-        seen: set[str] = set()
-        for index, beat in enumerate(self.heartbeats):
-            if beat.source in seen:
-                raise ValueError(
-                    f"heartbeats[{index}].source: {beat.source!r} is listed twice; give each "
-                    "source one interval"
-                )
-            seen.add(beat.source)
-        return self
 
     @property
     def judges_windows(self) -> bool:
