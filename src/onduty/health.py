@@ -154,35 +154,56 @@ class SQLiteProbe:
 
 class PostgresProbe:
     """A PostgreSQL store answers `SELECT 1` within a second, on a connection of its own
-    (the log's are busy appending). Asked at most once per `every` seconds; while one answer
-    is awaited, other callers read the last one instead of queueing behind it."""
+    (the log's are busy appending). Asked at most once per `every` seconds, on a thread of its
+    own: a caller waits at most `timeout` for the answer, and while a question goes unanswered
+    (a network that drops packets silently) every caller hears that it does, at once."""
 
     def __init__(
-        self, url: str, *, every: float = 1.0, now: Callable[[], float] = time.monotonic
+        self,
+        url: str,
+        *,
+        every: float = 1.0,
+        timeout: float = POSTGRES_TIMEOUT_S,
+        now: Callable[[], float] = time.monotonic,
     ) -> None:
         from onduty.log.pg import parse_store_url
 
         self._conninfo = parse_store_url(url, own=("partition",)).conninfo
-        self._every, self._now = every, now
+        self._every, self._timeout, self._now = every, timeout, now
         self._conn: Any = None
-        self._asking = threading.Lock()
+        self._lock = threading.Lock()
+        self._asking: tuple[float, threading.Thread] | None = None
         self._last: tuple[float, str | None] | None = None
 
     def __call__(self) -> str | None:
-        last = self._last
-        if last is not None and self._now() - last[0] < self._every:
-            return last[1]
-        if not self._asking.acquire(blocking=False):
-            return last[1] if last is not None else None
-        try:
-            answer = self._ask()
-            self._last = (self._now(), answer)
-            return answer
-        finally:
-            self._asking.release()
+        with self._lock:
+            last = self._last
+            if last is not None and self._now() - last[0] < self._every:
+                return last[1]
+            if self._asking is None:
+                thread = threading.Thread(target=self._answer, name="onduty-readiness", daemon=True)
+                self._asking = (self._now(), thread)
+                thread.start()
+            since, thread = self._asking
+        thread.join(max(0.0, since + self._timeout - self._now()))
+        with self._lock:
+            if self._asking is not None and self._asking[1] is thread:
+                waited = self._now() - since
+                return f"{self._where()} has not answered for {waited:.1f}s"
+            return self._last[1] if self._last is not None else None
+
+    def _answer(self) -> None:
+        answer = self._ask()
+        with self._lock:
+            self._last, self._asking = (self._now(), answer), None
+
+    def _where(self) -> str:
+        from onduty.log.pg import redact
+
+        return f"the store {redact(self._conninfo)}"
 
     def _ask(self) -> str | None:
-        from onduty.log.pg import DatabaseUnavailable, connect, redact
+        from onduty.log.pg import DatabaseUnavailable, connect
 
         try:
             if self._conn is None or self._conn.closed or self._conn.broken:
@@ -197,12 +218,10 @@ class PostgresProbe:
             return None
         except DatabaseUnavailable:
             self.close()
-            return f"the store {redact(self._conninfo)} cannot be reached"
+            return f"{self._where()} cannot be reached"
         except Exception as error:  # psycopg.Error: the connection broke, a timeout
             self.close()
-            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            why = f" ({type(error).__name__}: {first})" if first else ""
-            return f"the store {redact(self._conninfo)} does not answer{why}"
+            return f"{self._where()} does not answer ({_first_line(error)})"
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
