@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.bus.nats_server import PrivateNatsServer
+from tests.integration.fleet import fleet, held
 from tests.integration.server import Server
 from tests.postgres import Schemas
 
@@ -176,3 +178,25 @@ def test_a_store_that_cannot_be_reached_fails_the_log_check_until_it_is_back(
             assert readyz(server).text == "ready\nlog: ok\npolicy: ok\ncore: ok\n"
     finally:
         proxy.close()
+
+
+@pytest.mark.usefixtures("postgres_server")
+def test_a_fleet_node_is_not_ready_while_its_bus_is_disconnected(tmp_path: Path) -> None:
+    nats = PrivateNatsServer(tmp_path / "nats")
+    nats.start()
+    try:
+        with fleet(tmp_path, partitions=2, instances=10, bus=nats.url) as running:
+            node = running.server("node").start()
+            answer = readyz(node)
+            assert answer.status_code == 200
+            assert answer.text == "ready\nlog: ok\nbus: ok\npolicy: ok\ncore: ok\n"
+            wait_for(lambda: held(node) == 2)
+            nats.kill()
+            wait_for(lambda: readyz(node).status_code == 503)
+            answer = readyz(node)
+            assert answer.text.startswith("not ready: bus\n")
+            assert f"NATS at {nats.url}" in answer.text
+            nats.start()
+            wait_for(lambda: readyz(node).status_code == 200)
+    finally:
+        nats.kill()
