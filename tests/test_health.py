@@ -23,6 +23,7 @@ from onduty.health import (
     PostgresProbe,
     SQLiteProbe,
     core_check,
+    is_ready,
     log_check,
     policy_check,
     report,
@@ -84,6 +85,16 @@ def test_a_failing_check_says_why_and_since_when_and_recovers() -> None:
     answer[0] = "again"
     ticks.now += 5
     assert health.check_all()[0].failing_for == 0.0  # counted from the new failure
+
+
+def test_a_check_that_is_not_required_is_reported_without_making_onduty_unready() -> None:
+    health = Health([("log", lambda: "the store is gone"), ("bus", lambda: None)], optional=["log"])
+    results = health.check_all()
+    assert is_ready(results)
+    assert report(results) == (
+        "ready\nlog: failing for 0s: the store is gone (not required to be ready)\nbus: ok\n"
+    )
+    assert health.ok("log") == 0.0
 
 
 def test_a_check_that_raises_fails_with_the_error_and_text_stays_data() -> None:
@@ -149,6 +160,7 @@ def test_the_log_fails_once_an_append_failed() -> None:
     assert problem.startswith("an append failed, the core stopped: RuntimeError: the event log")
     core = core_check(service, service.config.server.readiness)()
     assert core is not None and core.startswith("the core stopped: RuntimeStopped")
+    service.loop.stop()  # its thread has ended (with the append's error) within this test
 
 
 def test_the_core_fails_while_an_input_waits_too_long_and_recovers(service: Service) -> None:

@@ -7,7 +7,8 @@ once per `server.readiness.log_check_every` (probes in between read the last ans
 
 - `log`: the event log takes appends. No append has failed, and the store answers: a SQLite
   file (and its folder) is writable, a PostgreSQL store answers `SELECT 1` within a second. No
-  event is appended to find out.
+  event is appended to find out. In a fleet it is reported but not required: a node's ingest
+  goes to the bus, and the managers resume by themselves once the store is back.
 - `bus`: the NATS connection is up (in a fleet; the memory bus has nothing to lose).
 - `policy`: a policy is active.
 - `core`: the core keeps up: its thread runs, and the inputs waiting for it are fewer than
@@ -23,7 +24,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,12 +54,16 @@ class CheckResult:
     """Why it fails ("" when it passes)."""
     failing_for: float = 0.0
     """Seconds since it started failing (0 when it passes)."""
+    required: bool = True
+    """Whether its failing makes onduty not ready; one that is not (a fleet node's store: its
+    ingest goes to the bus) is reported, and exported, all the same."""
 
     def line(self) -> str:
         """`name: ok`, or `name: failing for 12s: reason` (the reason's text made visible)."""
         if self.ok:
             return f"{self.name}: ok"
-        return f"{self.name}: failing for {self.failing_for:.0f}s: {visible(self.reason)}"
+        line = f"{self.name}: failing for {self.failing_for:.0f}s: {visible(self.reason)}"
+        return line if self.required else f"{line} (not required to be ready)"
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -66,6 +71,7 @@ class CheckResult:
             "ok": self.ok,
             "reason": self.reason,
             "failing_for_seconds": round(self.failing_for, 3),
+            "required": self.required,
         }
 
 
@@ -76,10 +82,12 @@ class Health:
         self,
         checks: Sequence[tuple[str, Check]],
         *,
+        optional: Sequence[str] = (),
         now: Callable[[], float] = time.monotonic,
         cache: float = 0.2,
     ) -> None:
         self.checks = list(checks)
+        self.optional = frozenset(optional)
         self._now = now
         self._cache = cache
         self._since: dict[str, float] = {}
@@ -99,7 +107,10 @@ class Health:
             except Exception as error:  # a check is never why a probe answers 500
                 logger.debug("readiness check %s failed", name, exc_info=True)
                 reason = f"the check failed: {type(error).__name__}: {error}"
-            results.append(self._result(name, reason))
+            result = self._result(name, reason)
+            if name in self.optional:
+                result = replace(result, required=False)
+            results.append(result)
         with self._lock:
             self._last = (self._now(), results)
         return results
@@ -127,9 +138,14 @@ class Health:
         return CheckResult(name, False, reason, now - since)
 
 
+def is_ready(results: Sequence[CheckResult]) -> bool:
+    """Every required check passes."""
+    return all(r.ok or not r.required for r in results)
+
+
 def report(results: Sequence[CheckResult]) -> str:
     """The text body of `/readyz`: `ready` or `not ready: log, core`, then a line per check."""
-    failing = [r.name for r in results if not r.ok]
+    failing = [r.name for r in results if not r.ok and r.required]
     head = "ready" if not failing else f"not ready: {', '.join(failing)}"
     return "\n".join([head, *(r.line() for r in results)]) + "\n"
 
@@ -327,7 +343,9 @@ def for_service(service: Service) -> Health:
         checks.append(("core", follower_check(service)))
     else:
         checks.append(("core", core_check(service, settings)))
-    return Health(checks)
+    # A fleet node's ingest depends on the bus alone: its store going away leaves the console
+    # and the managers behind (reported, exported), not ingest (ready all the same).
+    return Health(checks, optional=("log",) if service.is_fleet else ())
 
 
 def _first_line(error: BaseException) -> str:

@@ -29,7 +29,7 @@ from starlette.requests import Request
 
 from onduty.api.ingest import Format, Ingest
 from onduty.events import Signal, SignalReceived
-from onduty.health import report
+from onduty.health import is_ready, report
 from onduty.runtime import Input
 from onduty.sense.promalerts import SOURCE, Expiry
 from onduty.sense.promalerts import parse as parse_postable
@@ -113,6 +113,6 @@ def mount(app: FastAPI, service: Service, ingest: Ingest, watch: ExpiryWatch) ->
     @app.api_route("/-/ready", methods=["GET", "HEAD"], include_in_schema=False)
     def ready(request: Request) -> PlainTextResponse:
         results = service.health.check_all()  # the checks of /readyz
-        if all(result.ok for result in results):
+        if is_ready(results):
             return PlainTextResponse("OK")
         return PlainTextResponse(report(results), status_code=503)

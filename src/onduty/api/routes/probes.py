@@ -11,14 +11,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from onduty.api.routes.common import READ
-from onduty.health import report
+from onduty.health import is_ready, report
 from onduty.service import Service
 
 
 def readiness(service: Service, request: Request) -> Response:
     """200 when every check passes, else 503; a line per check (or JSON when asked for)."""
     results = service.health.check_all()
-    ready = all(result.ok for result in results)
+    ready = is_ready(results)
     status = 200 if ready else 503
     if "application/json" in request.headers.get("accept", ""):
         body = {"ready": ready, "checks": [result.as_json() for result in results]}
