@@ -7,8 +7,9 @@ once per `server.readiness.log_check_every` (probes in between read the last ans
 
 - `log`: the event log takes appends. No append has failed, and the store answers: a SQLite
   file (and its folder) is writable, a PostgreSQL store answers `SELECT 1` within a second. No
-  event is appended to find out. In a fleet it is reported but not required: a node's ingest
-  goes to the bus, and the managers resume by themselves once the store is back.
+  event is appended to find out. In a fleet on NATS it is reported but not required: a node's
+  ingest goes to the bus, durably, and the managers resume by themselves once the store is
+  back.
 - `bus`: the NATS connection is up (in a fleet; the memory bus has nothing to lose).
 - `policy`: a policy is active.
 - `core`: the core keeps up: its thread runs, and the inputs waiting for it are fewer than
@@ -343,9 +344,11 @@ def for_service(service: Service) -> Health:
         checks.append(("core", follower_check(service)))
     else:
         checks.append(("core", core_check(service, settings)))
-    # A fleet node's ingest depends on the bus alone: its store going away leaves the console
-    # and the managers behind (reported, exported), not ingest (ready all the same).
-    return Health(checks, optional=("log",) if service.is_fleet else ())
+    # On NATS a fleet node's ingest depends on the bus alone: its store going away leaves the
+    # console and the managers behind (reported, exported), not ingest (ready all the same).
+    # The memory bus holds nothing durably: there the store is required.
+    on_nats = service.is_fleet and getattr(service, "bus_url", "memory") != "memory"
+    return Health(checks, optional=("log",) if on_nats else ())
 
 
 def _first_line(error: BaseException) -> str:

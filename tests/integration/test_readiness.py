@@ -196,6 +196,7 @@ def test_a_fleet_node_is_not_ready_while_its_bus_is_disconnected(tmp_path: Path)
             answer = readyz(node)
             assert answer.text.startswith("not ready: bus\n")
             assert f"NATS at {nats.url}" in answer.text
+            assert "log: ok" in answer.text
             nats.start()
             wait_for(lambda: readyz(node).status_code == 200)
     finally:
