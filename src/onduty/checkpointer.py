@@ -125,6 +125,19 @@ class Checkpointer:
             registry=registry,
         )
         self.gauge.set(self._covered)
+        # Since the latest checkpoint was signed (or since this process started, before any).
+        signed = _parsed(last.data["signed_at"]) if last else None
+        self._signed_when: datetime = signed or now()
+        self.age = Gauge(
+            "onduty_checkpoint_age_seconds",
+            "Seconds since the latest checkpoint was signed (since the start, before any): "
+            "events appended after it are not yet protected against a cut.",
+            registry=registry,
+        )
+        self.age.set_function(self._age)
+
+    def _age(self) -> float:
+        return (self._now() - self._signed_when).total_seconds()
 
     def start(self, record: Record) -> None:
         """Start signing; `record(payload, stream)` hands a `CheckpointSigned` to the core."""
@@ -174,6 +187,7 @@ class Checkpointer:
             checkpoint = self.key.sign(self.log_id, seq, head, seq, signed_at)
             self._export(checkpoint)
             self._covered, self.latest = seq, checkpoint
+            self._signed_when = _parsed(signed_at) or self._now()
             if self._record is not None:
                 self._record(checkpoint.payload(), STREAM)
                 self._checkpoint_at = seq + 1  # at least; a later event calls for another
@@ -203,6 +217,13 @@ class Checkpointer:
                     )
                 ]
             )
+
+
+def _parsed(signed_at: object) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(signed_at).replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 def open_checkpointer(

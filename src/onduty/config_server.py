@@ -53,6 +53,18 @@ HostName = Annotated[str, AfterValidator(_check_host)]
 Network = Annotated[str, AfterValidator(_check_network)]
 
 
+class ReadinessSettings(Model):
+    """When `/readyz` says onduty is not keeping up (see the README's probes)."""
+
+    max_input_wait: PositiveDuration = timedelta(seconds=10)
+    """The oldest input waiting for the core (a signal, an outcome) may wait this long."""
+    max_queued: int = Field(default=10_000, ge=1)
+    """Inputs waiting for the core at once, at most."""
+    log_check_every: PositiveDuration = timedelta(seconds=1)
+    """A PostgreSQL store is asked (`SELECT 1`) at most this often; probes in between read
+    the last answer."""
+
+
 class ServerSettings(Model):
     """How `onduty serve` meets the network. Read when it starts; a reload does not change it."""
 
@@ -67,3 +79,5 @@ class ServerSettings(Model):
     keys); past it, 503 with Retry-After."""
     shutdown_timeout: PositiveDuration = timedelta(seconds=10)
     """After SIGTERM, how long in-flight requests may take before what is left is closed."""
+    readiness: ReadinessSettings = Field(default_factory=ReadinessSettings)
+    """The bounds `/readyz` holds the core to."""

@@ -158,6 +158,16 @@ class FleetCheckpointer:
             registry=registry,
         )
         self.gauge.set(sum(self._signed.values()))
+        self.age = Gauge(
+            "onduty_checkpoint_age_seconds",
+            "Seconds since this node last signed a checkpoint of the store (since the start, "
+            "before any): events appended after it are not yet protected against a cut.",
+            registry=registry,
+        )
+        self.age.set_function(self._age)
+
+    def _age(self) -> float:
+        return (self._now() - self._signed_when).total_seconds()
 
     def start(self) -> None:
         """Start signing in the background."""

@@ -276,6 +276,11 @@ class FleetService(Service):
         follower = self._follower
         return follower is not None and follower.caught_up.is_set()
 
+    @property
+    def bus(self) -> Bus | None:
+        """The bus this node publishes to and its cells consume from (None before start-up)."""
+        return self._bus
+
     def _adopt(self, config: Config, bundle: Bundle) -> None:
         """The central bundle becomes the policy here: the cells this node runs each record
         it; cells started later fold with it; ingest routes by its grouping."""
@@ -303,8 +308,9 @@ class FleetService(Service):
         return self._status.read()
 
     def _cells_changed(self) -> None:
-        if self.node is not None:
-            self.metrics.partitions_held.set(len(self.node.held()))
+        node = self.node
+        if node is not None:  # counted at each scrape: a cell that stopped by itself is gone
+            self.metrics.partitions_held.set_function(lambda: len(node.held()))
 
     # ------------------------------------------------------------------ what users send
 

@@ -10,6 +10,7 @@ letting memory grow, and the HTTP layer turns that into 429 with Retry-After.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -27,6 +28,8 @@ class Draining(RuntimeError):
 class _Work:
     inputs: Sequence[Input]
     future: Future[list[Event]]
+    queued_at: float = 0.0
+    """When it was offered (`time.monotonic`): how long the oldest input has waited."""
 
 
 class CoreLoop:
@@ -44,6 +47,8 @@ class CoreLoop:
         self._idle_wait = idle_wait
         self._queue: deque[_Work] = deque()
         self._pending = 0
+        self._in_hand: float | None = None
+        """When the oldest input of the batch the core is handling was offered."""
         self._wake = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="onduty-core", daemon=True)
@@ -52,6 +57,14 @@ class CoreLoop:
     @property
     def pending(self) -> int:
         return self._pending
+
+    def oldest_wait(self) -> float:
+        """Seconds the oldest input still queued has waited for the core (0 when none)."""
+        with self._wake:
+            since = self._in_hand
+            if since is None and self._queue:
+                since = self._queue[0].queued_at
+        return 0.0 if since is None else max(0.0, time.monotonic() - since)
 
     @property
     def running(self) -> bool:
@@ -69,7 +82,7 @@ class CoreLoop:
                 raise Draining("onduty is shutting down")
             if self._pending and self._pending + len(inputs) > self.max_pending:
                 return None
-            self._queue.append(_Work(inputs, future))
+            self._queue.append(_Work(inputs, future, time.monotonic()))
             self._pending += len(inputs)
             self._wake.notify()
         return future
@@ -100,6 +113,8 @@ class CoreLoop:
                 batch.append(work)
                 size += len(work.inputs)
             self._pending -= size
+            if batch:
+                self._in_hand = batch[0].queued_at
             return batch
 
     def _run(self) -> None:
@@ -107,7 +122,11 @@ class CoreLoop:
             while True:
                 batch = self._take()
                 if batch:
-                    self._handle(batch)
+                    try:
+                        self._handle(batch)
+                    finally:
+                        with self._wake:
+                            self._in_hand = None
                 self.runtime.fire_due_timers(budget=0.05)  # inputs waiting are taken between
                 with self._wake:
                     if self._stopping and not self._queue:

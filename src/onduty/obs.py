@@ -72,6 +72,22 @@ class Metrics:
             registry=self.registry,
         )
         self.projection = EventMetrics(self.registry)
+        # ---- readiness, queues and breakers (onduty.health sets `ready`; the service the
+        # queue depths; `breakers` is a projection of the log like `projection`) ----
+        self.ready = Gauge(
+            "onduty_ready",
+            "1 when the readiness check passes, else 0 (what /readyz answers), by check.",
+            ["check"],
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "onduty_queue_depth",
+            "Work waiting, by queue: core (inputs for the core), workers (actions and "
+            "notifications waiting for a worker thread), notifications (waiting to be sent).",
+            ["queue"],
+            registry=self.registry,
+        )
+        self.breakers = BreakerMetrics(self.registry)
 
     def watch_safe_mode(
         self,
@@ -91,6 +107,7 @@ class Metrics:
         self.events.labels(event.type).inc()
         self.log_head.set(event.seq)
         self.projection.feed(event)
+        self.breakers.feed(event)
 
 
 class SafeModeCollector(Collector):
@@ -289,6 +306,43 @@ class EventMetrics:
         approval = self._approval_of.pop(command_id, None)
         if approval is not None:
             self._pending.discard(approval)
+
+
+class BreakerMetrics:
+    """The circuit breakers as the log tells them: per action and target, consecutive failures
+    (or unknown outcomes) open it once they reach the active policy's `breaker.failures`; a
+    success closes it. Open stays 1 through the cool-down and the half-open trial. Its memory is
+    the pairs that failed since they last succeeded."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.open = Gauge(
+            "onduty_breaker_open",
+            "1 while the circuit breaker of an action on a target is open (automation of it "
+            "escalates instead), else 0; by actuator (the action's family), action and target.",
+            ["actuator", "action", "target"],
+            registry=registry,
+        )
+        self._threshold = 3
+        self._started: dict[str, tuple[str, str]] = {}
+        """Started command → (action, target), until its outcome."""
+        self._failures: dict[tuple[str, str], int] = {}
+
+    def feed(self, event: Event) -> None:
+        data, kind = event.data, event.type
+        if kind == "PolicyActivated" and data.get("role", "active") == "active":
+            breaker = (data.get("config") or {}).get("policy", {}).get("breaker") or {}
+            self._threshold = int(breaker.get("failures", self._threshold))
+        elif kind == "ActionStarted":
+            self._started[data["command_id"]] = (str(data["action"]), str(data["target"]))
+        elif kind == "ActionSucceeded":
+            pair = self._started.pop(data["command_id"], None)
+            if pair is not None and self._failures.pop(pair, None) is not None:
+                self.open.labels(family(pair[0]), *pair).set(0)
+        elif kind in ("ActionFailed", "ActionOutcomeUnknown"):
+            pair = self._started.pop(data["command_id"], None)
+            if pair is not None:
+                failures = self._failures[pair] = self._failures.get(pair, 0) + 1
+                self.open.labels(family(pair[0]), *pair).set(failures >= self._threshold)
 
 
 def family(action: str) -> str:

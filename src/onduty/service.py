@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ from onduty.configfile import load_config
 from onduty.escalate import Deliverer, parse_channels
 from onduty.events import Event, Payload, PolicyActivated
 from onduty.gateway import Gateway, LoopGateway
+from onduty.health import Health, for_service
 from onduty.log import EventLog, StoreError, open_log
 from onduty.log.checkpoints import CheckpointError
 from onduty.loop import CoreLoop, record
@@ -369,6 +371,21 @@ class Service:
     @property
     def ready(self) -> bool:
         return self.loop is not None and self.loop.running
+
+    @cached_property
+    def health(self) -> Health:
+        """The readiness checks `/readyz` answers from (`check_all()` polls them without
+        HTTP); made once the service is built, with `onduty_ready` and the queue depths."""
+        health = for_service(self)
+        for name in health.names:
+            self.metrics.ready.labels(name).set_function(partial(health.ok, name))
+        depth = self.metrics.queue_depth
+        depth.labels("core").set_function(lambda: self.loop.pending if self.loop else 0)
+        depth.labels("workers").set_function(lambda: self._workers.waiting)
+        depth.labels("notifications").set_function(
+            lambda: self._deliverer.waiting if self._deliverer is not None else 0
+        )
+        return health
 
     is_fleet = False
     """Whether this is one node of a fleet (`FleetService`)."""

@@ -20,18 +20,32 @@ class WorkerPool:
         self._per_actuator = per_actuator
         self._limits: dict[int, threading.Semaphore] = {}
         self._lock = threading.Lock()
+        self._waiting = 0
+
+    @property
+    def waiting(self) -> int:
+        """Calls handed over and not yet running (waiting for a thread or for their key)."""
+        return self._waiting
 
     def __call__(self, actuator: object, work: Callable[[], None]) -> None:
         with self._lock:
             limit = self._limits.setdefault(
                 id(actuator), threading.BoundedSemaphore(self._per_actuator)
             )
+            self._waiting += 1
 
         def bounded() -> None:
             with limit:
+                with self._lock:
+                    self._waiting -= 1
                 work()
 
-        self._pool.submit(bounded)
+        try:
+            self._pool.submit(bounded)
+        except BaseException:
+            with self._lock:
+                self._waiting -= 1
+            raise
 
     def close(self, wait: bool = True) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=False)

@@ -29,6 +29,7 @@ from starlette.requests import Request
 
 from onduty.api.ingest import Format, Ingest
 from onduty.events import Signal, SignalReceived
+from onduty.health import is_ready, report
 from onduty.runtime import Input
 from onduty.sense.promalerts import SOURCE, Expiry
 from onduty.sense.promalerts import parse as parse_postable
@@ -111,6 +112,7 @@ def mount(app: FastAPI, service: Service, ingest: Ingest, watch: ExpiryWatch) ->
 
     @app.api_route("/-/ready", methods=["GET", "HEAD"], include_in_schema=False)
     def ready(request: Request) -> PlainTextResponse:
-        if service.ready:
+        results = service.health.check_all()  # the checks of /readyz
+        if is_ready(results):
             return PlainTextResponse("OK")
-        return PlainTextResponse("not ready", status_code=503)
+        return PlainTextResponse(report(results), status_code=503)

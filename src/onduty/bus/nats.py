@@ -217,6 +217,20 @@ class NatsBus:
         """Publishes sent and not yet answered: how full the window is."""
         return len(self._pending)
 
+    def connection_problem(self) -> str | None:
+        """Why this bus cannot reach NATS now (None while connected); cheap, from any thread:
+        what the readiness probe reports."""
+        client = self._client
+        if self._closed or client.is_closed:
+            return "the connection to NATS is closed"
+        if client.is_connected:
+            return None
+        where = ", ".join(self.servers)
+        if client.is_reconnecting:
+            why = f" ({describe(self._last_error)})" if self._last_error is not None else ""
+            return f"reconnecting to NATS at {where}{why}"
+        return f"not connected to NATS at {where}"
+
     async def publish(self, region: str, partition: int, msg_id: str, payload: bytes) -> PublishAck:
         return await (await self.send(region, partition, msg_id, payload))
 

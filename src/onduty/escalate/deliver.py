@@ -171,6 +171,12 @@ class Deliverer:
     def __repr__(self) -> str:
         return f"Deliverer(channels={self.channels!r})"
 
+    @property
+    def waiting(self) -> int:
+        """Notifications queued and not yet being delivered."""
+        with self._lock:
+            return sum(len(queue) for queue in self._queues.values())
+
     # ------------------------------------------------------------------ the notifier
 
     def __call__(self, command: Notify) -> None:
