@@ -85,7 +85,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "onduty.cells",
         ],
     ),
-    ("service", ["onduty.health", "onduty.service", "onduty.fleet_service"]),
+    ("service", ["onduty.health", "onduty.stepback", "onduty.service", "onduty.fleet_service"]),
     ("edges", ["onduty.api", "onduty.sim", "onduty.bench", "onduty.report"]),
     ("command line", ["onduty.cli", "onduty.__main__"]),
 ]

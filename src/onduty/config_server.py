@@ -63,6 +63,10 @@ class ReadinessSettings(Model):
     log_check_every: PositiveDuration = timedelta(seconds=1)
     """A PostgreSQL store is asked (`SELECT 1`) at most this often; probes in between read
     the last answer."""
+    safe_mode_after: PositiveDuration | None = None
+    """When the log, bus or core check has failed this long, record it (`DependencyDegraded`)
+    so onduty steps back: every service in safe mode (autonomy lowered to `suggest`) and one
+    page, until the check has passed as long again. Unset (the default): not watched."""
 
 
 class ServerSettings(Model):

@@ -38,6 +38,7 @@ from onduty.runtime import (
     settle_heap,
 )
 from onduty.secrets import unresolved_references
+from onduty.stepback import DependencyWatch, DependencyWatcher
 from onduty.workers import WorkerPool
 
 if TYPE_CHECKING:  # PostgreSQL's client is loaded only by a fleet
@@ -113,6 +114,7 @@ class Service:
         self._early: list[tuple[Payload, str]] = []
         self._early_lock = threading.Lock()
         self._deliverer: Deliverer | None = None
+        self._stepback: DependencyWatcher | None = None
         self.log: EventLog | None = None
         self.runtime: Runtime | None = None
         self.loop: CoreLoop | None = None
@@ -254,6 +256,7 @@ class Service:
             self.subscribe(self.checkpointer.observe)
         if self.retention is not None:
             self.retention.start()
+        self._watch_dependencies()
         with self._early_lock:
             early, self._early = self._early, []
         for body, stream in early:
@@ -267,8 +270,23 @@ class Service:
             self.config.version,
         )
 
+    def _watch_dependencies(self) -> None:
+        """With `server.readiness.safe_mode_after`, failing log, bus or core checks put onduty
+        in safe mode (`stepback.py`); a degradation recorded before a restart is still open."""
+        after = self.config.server.readiness.safe_mode_after
+        if after is None:
+            return
+        with self.read.lock:
+            scopes = list(self.read.safe_mode.active)
+        open_before = {s.split(":", 1)[1] for s in scopes if s.startswith("dependency:")}
+        watch = DependencyWatch(after.total_seconds(), open_before)
+        self._stepback = DependencyWatcher(self.health.check_all, self._record_outcome, watch)
+        self._stepback.start()
+
     def stop(self) -> None:
         """Drain queued inputs, snapshot, and close the log."""
+        if self._stepback is not None:
+            self._stepback.stop()
         if self.retention is not None:
             self.retention.stop()  # a seal in progress finishes first
         if self.checkpointer is not None and self.loop is not None:
