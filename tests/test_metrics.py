@@ -106,3 +106,45 @@ def test_latency_is_event_time_from_the_opening_signal(tmp_path: Path) -> None:
     found = samples(metrics)
     assert value(found, "onduty_signal_to_verdict_seconds_count") == 1
     assert value(found, "onduty_signal_to_verdict_seconds_sum") == 30.0
+
+
+def test_approval_wait_is_event_time_from_request_to_answer() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from onduty.events import (
+        ApprovalDenied,
+        ApprovalExpired,
+        ApprovalRequested,
+        PolicyEvaluated,
+        make_event,
+    )
+
+    t0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+    metrics = Metrics()
+
+    def feed(body: object, after: float) -> None:
+        event = make_event(body, id=f"e{after}", ts=t0 + timedelta(seconds=after), stream="i")  # type: ignore[arg-type]
+        metrics.observe(event)
+
+    for number in (1, 2, 3):
+        feed(
+            ApprovalRequested(
+                approval_id=f"apr-{number}", command_id=f"cmd-{number}", incident_id="i",
+                expires_at=t0 + timedelta(minutes=10),
+            ),
+            0,
+        )  # fmt: skip
+    feed(
+        PolicyEvaluated(
+            command_id="cmd-1", incident_id="i", verdict="allow", policy_version="v",
+            rules=[], reason="approved by alice",
+        ),
+        90,
+    )  # fmt: skip
+    feed(ApprovalDenied(approval_id="apr-2", command_id="cmd-2"), 30)
+    feed(ApprovalExpired(approval_id="apr-3", command_id="cmd-3"), 600)
+    found = samples(metrics)
+    for outcome, waited in (("granted", 90.0), ("denied", 30.0), ("expired", 600.0)):
+        assert value(found, "onduty_approval_wait_seconds_count", outcome=outcome) == 1
+        assert value(found, "onduty_approval_wait_seconds_sum", outcome=outcome) == waited
+    assert value(found, "onduty_approvals_pending") == 0

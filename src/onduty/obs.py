@@ -237,7 +237,17 @@ class EventMetrics:
         """Proposed command → its incident, until its first verdict."""
         self._running: dict[str, str] = {}
         """Started command (action or undo) → its action, until its outcome."""
+        self.approval_wait = Histogram(
+            "onduty_approval_wait_seconds",
+            "Event time from an approval request to its answer, by outcome (granted, denied, "
+            "expired).",
+            ["outcome"],
+            buckets=DECISION_BUCKETS,
+            registry=registry,
+        )
         self._pending: set[str] = set()
+        self._requested_at: dict[str, datetime] = {}
+        """Pending approval request → when it was asked."""
         self._approval_of: dict[str, str] = {}
         """Command awaiting approval → its approval request."""
 
@@ -268,13 +278,16 @@ class EventMetrics:
             opened = self._opened.get(incident or data.get("incident_id", ""))
             if incident is not None and opened is not None:
                 self.decision_seconds.observe(max(0.0, (event.ts - opened).total_seconds()))
-            self._settle_approval_of(data["command_id"])
+            self._settle_approval_of(data["command_id"], event.ts)
         elif kind == "ApprovalRequested":
             self.approvals_requested.inc()
             self._pending.add(data["approval_id"])
+            self._requested_at[data["approval_id"]] = event.ts
             self._approval_of[data["command_id"]] = data["approval_id"]
         elif kind in ("ApprovalDenied", "ApprovalExpired"):
             self._pending.discard(data["approval_id"])
+            outcome = "denied" if kind == "ApprovalDenied" else "expired"
+            self._waited(data["approval_id"], outcome, event.ts)
         elif kind in ("ActionStarted", "UndoStarted"):
             action = str(data.get("action", ""))
             self._running[data["command_id"]] = action
@@ -302,10 +315,16 @@ class EventMetrics:
             self.safe_mode_entered.labels(str(data.get("scope", "")).split(":", 1)[0]).inc()
         self.approvals_pending.set(len(self._pending))
 
-    def _settle_approval_of(self, command_id: str) -> None:
+    def _settle_approval_of(self, command_id: str, now: datetime) -> None:
         approval = self._approval_of.pop(command_id, None)
         if approval is not None:
             self._pending.discard(approval)
+            self._waited(approval, "granted", now)
+
+    def _waited(self, approval_id: str, outcome: str, now: datetime) -> None:
+        asked = self._requested_at.pop(approval_id, None)
+        if asked is not None:
+            self.approval_wait.labels(outcome).observe(max(0.0, (now - asked).total_seconds()))
 
 
 class BreakerMetrics:
