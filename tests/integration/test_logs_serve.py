@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from tests import run_cli
 from tests.integration.server import Server, free_port
 
 HOSTILE = "web-1\x1b[2J\x1b]0;owned\x07\u202eevil\n2026-01-05 INFO onduty: forged"
@@ -125,3 +126,21 @@ def test_the_server_log_is_json_with_ids_and_without_secrets_or_raw_text(
     assert not [c for c in output if c in "\x1b\x07\r\u202e\u2028"]
     assert "web-1\\u001b[2J\\u001b]0;owned\\u0007\\u202eevil\\n2026-01-05" in output
     assert not [line for line in output.splitlines() if line.startswith("2026-01-05")]
+
+
+def test_the_log_format_is_chosen_by_option_or_configuration(tmp_path: Path) -> None:
+    refused = run_cli.onduty("serve", "--log-format", "xml", "--store", str(tmp_path / "x.db"))
+    assert refused.returncode == 2 and "--log-format 'xml': use json or console" in refused.stderr
+
+    configured = tmp_path / "onduty.yaml"
+    configured.write_text("server: {log_format: console}\n")
+    with Server(tmp_path / "console.db", config=configured) as server:
+        assert server.terminate() == 0
+    output = server.output()
+    (ready,) = [line for line in output.splitlines() if " INFO onduty: ready: " in line]
+    assert not ready.startswith("{")
+    assert " INFO uvicorn.error: Application startup complete." in output
+
+    with Server(tmp_path / "json.db", "--log-format", "json", config=configured) as server:
+        assert server.terminate() == 0  # the option wins over the configuration
+    assert all(json.loads(line) for line in server.output().splitlines())
