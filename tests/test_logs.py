@@ -141,11 +141,12 @@ def test_credential_fields_are_redacted_wherever_they_are(field: str) -> None:
     def write(logger: logging.Logger) -> None:
         nested = {"headers": {field: "Bearer abc123xyz"}, "items": [{field: "abc123xyz"}]}
         logger.warning("request failed", extra={field: "abc123xyz", "request": nested})
+        logger.warning("a numeric one", extra={field: 123456})
 
     output = emit("json", write)
-    assert "abc123xyz" not in output
-    (line,) = lines(output)
-    assert line[field] == "[redacted]"
+    assert "abc123xyz" not in output and "123456" not in output
+    line, numeric = lines(output)
+    assert line[field] == "[redacted]" and numeric[field] == "[redacted]"
     assert line["request"] == {"headers": {field: "[redacted]"}, "items": [{field: "[redacted]"}]}
 
 
@@ -318,3 +319,15 @@ def test_console_lines_without_colours_when_asked(monkeypatch: pytest.MonkeyPatc
     forced = FakeTerminal()
     logs.configure_logging("info", "json", stream=forced).info("json on a terminal")
     assert json.loads(forced.getvalue())["message"] == "json on a terminal"
+
+
+def test_a_field_that_cannot_be_shown_does_not_lose_the_line() -> None:
+    class Broken:
+        def __str__(self) -> str:
+            raise ValueError("no")
+
+    def write(logger: logging.Logger) -> None:
+        logger.warning("still here", extra={"thing": Broken()})
+
+    (line,) = lines(emit("json", write))
+    assert line["message"] == "still here" and line["thing"] == "<Broken>"

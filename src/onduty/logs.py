@@ -105,21 +105,30 @@ def redact(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
 
 
 def _redacted(key: str, value: Any, secrets: tuple[str, ...]) -> Any:
-    if value is None or isinstance(value, bool | int | float):
+    if value is None:
         return value
     if key and SENSITIVE.search(key) and key not in FIRST:
         return REDACTED
+    if isinstance(value, bool | int | float):
+        return REDACTED if secrets and str(value) in secrets else value
     if isinstance(value, Mapping):
         return {str(k): _redacted(str(k), v, secrets) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [_redacted("", item, secrets) for item in value]
-    text = value if isinstance(value, str) else str(value)
+    text = value if isinstance(value, str) else _text(value)
     for secret in secrets:
         if text == secret:
             return REDACTED
         if len(secret) >= SHORTEST_REDACTED_PART and secret in text:
             text = text.replace(secret, REDACTED)
     return text
+
+
+def _text(value: object) -> str:
+    try:
+        return str(value)
+    except Exception:  # a value whose str fails must not lose the line
+        return f"<{type(value).__name__}>"
 
 
 def _ordered(event: EventDict) -> dict[str, Any]:
