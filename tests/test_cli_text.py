@@ -9,6 +9,7 @@ store holding hostile alerts with the real `onduty` command."""
 from __future__ import annotations
 
 import io
+import json
 import logging
 import subprocess
 import unicodedata
@@ -22,12 +23,12 @@ from hypothesis import strategies as st
 from rich.console import Console, RenderableType
 from rich.text import Text
 
+from onduty import logs
 from onduty.act import ActuatorRegistry
 from onduty.cli import base, talk
 from onduty.cli import views as cli_views
 from onduty.events import Event, IncidentOpened, SignalReceived, make_event
 from onduty.log import open_log
-from onduty.obs import SafeFormatter
 from onduty.readmodel import IncidentProjection
 from onduty.replay import Difference, describe
 from onduty.runtime import Runtime, VirtualClock
@@ -217,34 +218,58 @@ def test_printed_answers_and_problems_show_text_as_sent(texts: list[str]) -> Non
 # ----------------------------------------------------------------------------- log lines
 
 
-@FAST
-@given(texts=st.lists(hostile, min_size=3, max_size=3))
-@example(texts=["ok\n2026-01-05 INFO onduty: forged line", "\x1b[2J", "\u202eevil"])
-def test_server_log_lines_show_untrusted_text_as_sent(texts: list[str]) -> None:
-    source, problem, error = texts
+def logged(log_format: str, source: str, problem: str, error: str) -> str:
+    """What onduty's log handler writes for a warning and an error with a traceback, each
+    carrying untrusted text."""
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(SafeFormatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(logs.formatter("json" if log_format == "json" else "console"))
     logger = logging.getLogger("onduty.test-text")
     logger.addHandler(handler)
     logger.propagate = False
     try:
-        logger.warning("source %s: %s", source, problem)
+        logger.warning("source %s: %s", source, problem, extra={"source": source})
         try:
             raise RuntimeError(error)
         except RuntimeError:
             logger.exception("delivery for %s failed", source)
     finally:
         logger.removeHandler(handler)
-    output = stream.getvalue()
+    return stream.getvalue()
+
+
+@FAST
+@given(texts=st.lists(hostile, min_size=3, max_size=3))
+@example(texts=["ok\n2026-01-05 INFO onduty: forged line", "\x1b[2J", "\u202eevil"])
+def test_server_log_lines_show_untrusted_text_as_sent(texts: list[str]) -> None:
+    source, problem, error = texts
+    output = logged("console", source, problem, error)
     assert_shown(output, source, problem)
     first, second, *traceback = output.splitlines()
-    assert first.startswith("WARNING onduty.test-text: source ")
-    assert second.startswith("ERROR onduty.test-text: delivery for ")
+    assert " WARNING onduty.test-text: source " in first
+    assert " ERROR onduty.test-text: delivery for " in second
     # the traceback is an indented block (a newline in the message cannot start a log line)
     assert traceback[0] == "    Traceback (most recent call last):"
     assert all(line.startswith("    ") for line in traceback)
     assert squeezed(visible(error, single_line=False)) in squeezed("".join(traceback))
+
+
+@FAST
+@given(texts=st.lists(hostile, min_size=3, max_size=3))
+@example(texts=["ok\n2026-01-05 INFO onduty: forged line", "\x1b[2J", "\u202eevil"])
+def test_json_log_lines_carry_untrusted_text_escaped_and_exact(texts: list[str]) -> None:
+    source, problem, error = texts
+    output = logged("json", source, problem, error)
+    raw = sorted({hex(ord(c)) for c in output if c in FORBIDDEN})
+    assert not raw, f"raw control characters {raw} in {output!r}"
+    invisible = [c for c in output if unicodedata.category(c) in ("Cf", "Zl", "Zp", "Cs")]
+    assert not set(invisible) - {"\u200c", "\u200d"}  # but the joiners `visible` keeps too
+    warning, failure = (json.loads(line) for line in output.splitlines())  # one line each
+    assert warning["level"] == "warning" and warning["logger"] == "onduty.test-text"
+    assert warning["message"] == f"source {source}: {problem}" and warning["source"] == source
+    assert failure["message"] == f"delivery for {source} failed"
+    assert failure["exception"].startswith("Traceback (most recent call last):")
+    assert error.rstrip("\n") in failure["exception"]
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -298,9 +323,12 @@ def test_the_server_log_shows_a_hostile_source_as_sent(tmp_path: Path) -> None:
         assert client.post("/api/v1/policy/candidate", json=body).status_code == 202
         assert server.terminate() == 0
     output = server.output()
-    assert_shown(output, source)
-    assert "\\x1b[2J\\x1b]0;owned\\x07\\u202eevil\\n2026-01-05" in output
-    assert not [line for line in output.splitlines() if "forged" in line and "shadow" not in line]
+    raw = sorted({hex(ord(c)) for c in output if c in FORBIDDEN})
+    assert not raw, f"raw control characters {raw} in the log"
+    assert "\\u001b[2J\\u001b]0;owned\\u0007\\u202eevil\\n2026-01-05" in output
+    lines = [json.loads(line) for line in output.splitlines()]  # every line is JSON
+    (shadow,) = [line for line in lines if source in line["message"]]
+    assert "shadow" in shadow["message"]
 
 
 @FAST

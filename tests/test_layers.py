@@ -76,6 +76,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "onduty.readmodel",
             "onduty.approvals",
             "onduty.obs",
+            "onduty.logs",
             "onduty.api.credentials",
             "onduty.api.signatures",
             "onduty.checkpointer",

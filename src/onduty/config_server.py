@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
 
@@ -83,5 +83,9 @@ class ServerSettings(Model):
     keys); past it, 503 with Retry-After."""
     shutdown_timeout: PositiveDuration = timedelta(seconds=10)
     """After SIGTERM, how long in-flight requests may take before what is left is closed."""
+    log_format: Literal["json", "console"] | None = None
+    """How log lines are written to stderr: `json` (one JSON object a line) or `console` (a
+    line for a person). Unset: `console` when stderr is a terminal, else `json`.
+    `onduty serve --log-format` wins over it."""
     readiness: ReadinessSettings = Field(default_factory=ReadinessSettings)
     """The bounds `/readyz` holds the core to."""

@@ -1,9 +1,7 @@
-"""Self-observation: Prometheus metrics of the service, and structured logs."""
+"""Self-observation: Prometheus metrics of the service (its logs are `onduty.logs`)."""
 
 from __future__ import annotations
 
-import logging
-import sys
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -13,7 +11,6 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from onduty.events import Event
-from onduty.textsafe import visible
 
 DECISION_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 """Signal-to-verdict latency buckets (seconds): a verdict waits for the incident's grouping
@@ -367,55 +364,3 @@ class BreakerMetrics:
 def family(action: str) -> str:
     """The actuator family of an action (`k8s` of `k8s.rollout_restart`)."""
     return action.split(".", 1)[0]
-
-
-class SafeFormatter(logging.Formatter):
-    """Log lines that carry untrusted text (source names, labels, error messages) as data: each
-    message is one line with its control characters, bidi overrides and newlines written as
-    escapes (`\\x1b`, `\\u202e`, `\\n`), so it can neither steer the reader's terminal nor
-    forge a line. A traceback keeps its line breaks, escapes everything else and is indented, so
-    that no line of it (an exception's message may hold newlines) passes for a log line."""
-
-    def formatMessage(self, record: logging.LogRecord) -> str:
-        record.message = visible(record.message)
-        return super().formatMessage(record)
-
-    def formatException(self, ei: Any) -> str:
-        return indented(super().formatException(ei))
-
-    def formatStack(self, stack_info: str) -> str:
-        return indented(super().formatStack(stack_info))
-
-
-def indented(block: str) -> str:
-    """A multi-line block (a traceback) made visible, each of its lines indented."""
-    return "\n".join(f"    {line}" for line in visible(block, single_line=False).split("\n"))
-
-
-def uvicorn_log_config() -> dict[str, Any]:
-    """uvicorn's own logging set-up, with its messages and tracebacks escaped as ours are (an
-    error in a request handler carries the request's text)."""
-    import copy
-
-    from uvicorn.config import LOGGING_CONFIG
-    from uvicorn.logging import DefaultFormatter
-
-    class SafeUvicornFormatter(SafeFormatter, DefaultFormatter):
-        """uvicorn's formatter (its colours and level padding) behind `SafeFormatter`."""
-
-    config = copy.deepcopy(LOGGING_CONFIG)
-    config["formatters"]["default"]["()"] = SafeUvicornFormatter
-    return config
-
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def configure_logging(level: str = "info") -> logging.Logger:
-    logger = logging.getLogger("onduty")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(SafeFormatter(LOG_FORMAT))
-        logger.addHandler(handler)
-    logger.setLevel(level.upper())
-    return logger

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from structlog.contextvars import bind_contextvars, reset_contextvars
+
 from onduty.act import ActuatorRegistry, Executor
 from onduty.act.executor import Spawn, inline
 from onduty.act.runs import RunLocks
@@ -262,8 +264,12 @@ class Runtime:
     def _submit(self, body: Payload, *, stream: str, actor: str, ts: datetime | None) -> Decision:
         event = self._input_event(Input(body, stream, actor, ts))
         self._check_running()
-        decision = self.manager.handle(event, body)
-        self._append_and_run([event, *decision.events], decision.commands)
+        bound = bind_contextvars(event_id=event.id)  # what it leads to is logged with its id
+        try:
+            decision = self.manager.handle(event, body)
+            self._append_and_run([event, *decision.events], decision.commands)
+        finally:
+            reset_contextvars(**bound)
         return decision
 
     def submit_many(self, inputs: Sequence[Input]) -> list[Event]:
@@ -424,7 +430,16 @@ class Runtime:
         self._draining = True
         try:
             while self._queue:
-                self._run(self._queue.popleft())
+                command = self._queue.popleft()
+                # what running it logs names its incident and command (a timer has neither)
+                bound = bind_contextvars(
+                    incident_id=getattr(command, "incident_id", None),
+                    command_id=getattr(command, "command_id", None),
+                )
+                try:
+                    self._run(command)
+                finally:
+                    reset_contextvars(**bound)
         finally:
             self._draining = False
 
@@ -461,7 +476,10 @@ class Runtime:
         try:
             answer = self._counts.count(command)
         except Exception:
-            logger.exception("the fleet-wide count of %s failed", command.command_id)
+            logger.exception(
+                "the fleet-wide count of %s failed", command.command_id,
+                extra={"incident_id": command.incident_id, "command_id": command.command_id},
+            )  # fmt: skip
             return  # asked again at the next start (it stays waiting)
         self._outcome(answer, command.incident_id)
 

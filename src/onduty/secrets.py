@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,35 @@ __all__ = [
     "SecretError",
     "SecretValues",
     "Secrets",
+    "known_secrets",
+    "remember_secrets",
     "resolve_references",
     "unresolved",
     "unresolved_references",
 ]
+
+
+_KNOWN: dict[str, None] = {}
+_KNOWN_LOCK = threading.Lock()
+_KNOWN_SORTED: list[tuple[str, ...]] = [()]
+"""The register's values, the longest first (rebuilt when one is added)."""
+
+
+def remember_secrets(values: Iterable[str]) -> None:
+    """Add resolved secret values to the process's register of them, which the logs read to
+    redact them wherever they appear (a value, a message, a traceback). Every `Secrets` built
+    registers its values; so does whatever resolves a secret without one."""
+    new = [value for value in values if value and value not in _KNOWN]
+    if new:
+        with _KNOWN_LOCK:
+            for value in new:
+                _KNOWN[value] = None
+            _KNOWN_SORTED[0] = tuple(sorted(_KNOWN, key=len, reverse=True))
+
+
+def known_secrets() -> tuple[str, ...]:
+    """Every secret value resolved in this process so far, the longest first."""
+    return _KNOWN_SORTED[0]
 
 
 class SecretError(ValueError):
@@ -61,6 +87,7 @@ class Secrets:
 
     def __init__(self, values: Iterable[str] = ()) -> None:
         self._values = tuple(sorted({v for v in values if v}, key=len, reverse=True))
+        remember_secrets(self._values)
 
     def __bool__(self) -> bool:
         return bool(self._values)

@@ -437,7 +437,10 @@ class Service:
             try:
                 callback(event)
             except Exception:
-                logger.exception("an event subscriber failed on %s %s", event.type, event.id)
+                logger.exception(
+                    "an event subscriber failed on %s %s", event.type, event.id,
+                    extra={"event_id": event.id},
+                )  # fmt: skip
 
     def _notify_humans(self, command: Notify) -> None:
         """Deliver through the configured channels; without any, a page is a log line."""
@@ -446,5 +449,5 @@ class Service:
             return
         logger.warning(
             "%s for %s → %s: %s", command.kind, command.incident_id, ",".join(command.channels),
-            command.message,
+            command.message, extra={"incident_id": command.incident_id, "kind": command.kind},
         )  # fmt: skip

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from structlog.contextvars import bound_contextvars
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_attempt, wait_exponential
 
 from onduty.act.base import Actuator, ActuatorRegistry, Outcome
@@ -134,7 +135,11 @@ class Executor:
             self._spawn(actuator, self._job(actuator, command))
 
     def _job(self, actuator: Actuator, command: StartAction | StartUndo) -> Callable[[], None]:
-        return lambda: self._report(command, self._run(actuator, command))
+        def job() -> None:
+            with bound_contextvars(incident_id=command.incident_id, command_id=command.command_id):
+                self._report(command, self._run(actuator, command))
+
+        return job
 
     def reconcile(self, command: CheckOutcome) -> None:
         """Settle an action (or an undo step) that was started before a crash but has no
@@ -144,7 +149,12 @@ class Executor:
         if actuator is None:
             self._unknown(start, f"no actuator for {start.action!r} to check the outcome with")
             return
-        self._spawn(actuator, lambda: self._settle(actuator, start))
+
+        def job() -> None:
+            with bound_contextvars(incident_id=start.incident_id, command_id=start.command_id):
+                self._settle(actuator, start)
+
+        self._spawn(actuator, job)
 
     def sweep_runs(self, in_doubt: list[str]) -> None:
         """Remove the run locks of every command but those still in doubt (at start-up)."""
@@ -208,6 +218,10 @@ class Executor:
         """Run a verification check off the core's thread; its result comes back as an input."""
 
         def job() -> None:
+            with bound_contextvars(incident_id=command.incident_id, command_id=command.command_id):
+                check()
+
+        def check() -> None:
             try:
                 ok, detail = run_check(command.check, command.deadline, now)
             except Exception as error:  # a broken check fails verification; it never crashes
@@ -278,6 +292,7 @@ class Executor:
             return Outcome(False, error=f"{type(error).__name__}: {error}")
 
     def _unknown(self, start: StartAction | StartUndo, reason: str) -> None:
+        _log_outcome(start, "unknown", reason)
         if isinstance(start, StartUndo):
             self._record_outcome(
                 UndoFinished(
@@ -295,6 +310,7 @@ class Executor:
         )
 
     def _report(self, command: StartAction | StartUndo, outcome: Outcome) -> None:
+        _log_outcome(command, "succeeded" if outcome.ok else "failed", outcome.error)
         if isinstance(command, StartUndo):
             self._record_outcome(
                 UndoFinished(
@@ -315,6 +331,27 @@ class Executor:
                 ActionFailed(command_id=command.command_id, error=outcome.error[:2000]),
                 command.incident_id,
             )
+
+
+def _log_outcome(command: StartAction | StartUndo, outcome: str, error: str) -> None:
+    """One line per finished action or undo step (the event log holds the outcome; the line
+    lets whoever reads the service's log follow what it did)."""
+    what = "undo" if isinstance(command, StartUndo) else "action"
+    logger.info(
+        "%s %s on %s %s%s",
+        what,
+        command.action,
+        command.target,
+        outcome,
+        f": {error[:500]}" if error and outcome != "succeeded" else "",
+        extra={
+            "incident_id": command.incident_id,
+            "command_id": command.command_id,
+            "action": command.action,
+            "target": command.target,
+            "outcome": outcome,
+        },
+    )
 
 
 def _doing(record: dict[str, Any]) -> str:

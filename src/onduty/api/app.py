@@ -240,7 +240,7 @@ async def poll(service: Service, ingest: Ingest, stop: asyncio.Event) -> None:
     from onduty.sense.pollers import build_source, parse_sources, run_pollers
 
     def failed(name: str, problem: Exception) -> None:
-        logger.warning("source %s: %s", name, problem)
+        logger.warning("source %s: %s", name, problem, extra={"source": name})
 
     async def submit(signal: Any) -> None:
         body = SignalReceived.model_validate(dict(signal))

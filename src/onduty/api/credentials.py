@@ -36,6 +36,7 @@ from onduty.api.signatures import (
     sign_body,
     timestamped_digest,
 )
+from onduty.secrets import remember_secrets
 from onduty.values import format_seconds
 
 __all__ = [
@@ -186,6 +187,7 @@ def _resolve_reference(reference: str, env: Mapping[str, str], where: str) -> st
     if variable is not None:
         if not env.get(variable):
             raise AccessError([f"{where}: environment variable {variable} is not set"])
+        remember_secrets([env[variable]])
         return env[variable]
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -195,6 +197,7 @@ def _resolve_reference(reference: str, env: Mapping[str, str], where: str) -> st
     value = text.removesuffix("\n").removesuffix("\r")
     if not value:
         raise AccessError([f"{where}: the secret file {path} is empty"])
+    remember_secrets([value])
     return value
 
 

@@ -30,6 +30,14 @@ def serve(
         int, typer.Option(help="Inputs queued for the core before ingest answers 429.")
     ] = 20_000,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            help="json (one JSON object a line) or console (a line for a person). Default: "
+            "server.log_format, else console when stderr is a terminal and json otherwise.",
+            show_default=False,
+        ),
+    ] = None,
     tls_cert: Annotated[
         Path | None, typer.Option(help="Serve HTTPS with this certificate (PEM; with --tls-key).")
     ] = None,
@@ -99,11 +107,13 @@ def serve(
     from onduty.api.server import DrainingServer
     from onduty.config import Config, ServerSettings, describe_validation_error
     from onduty.config_fleet import deployment_problems, is_shared_store
-    from onduty.obs import configure_logging, uvicorn_log_config
+    from onduty.logs import LOG_FORMATS, configure_logging, uvicorn_log_config
     from onduty.service import Service, StartupError, logger
 
     if log_level.lower() not in ("critical", "error", "warning", "info", "debug"):
         raise UsageProblem(f"--log-level {log_level!r}: use debug, info, warning or error")
+    if log_format is not None and log_format not in LOG_FORMATS:
+        raise UsageProblem(f"--log-format {log_format!r}: use json or console")
     simulation = None
     if sim is not None:
         from onduty.sim.live import LiveSimulation
@@ -150,6 +160,8 @@ def serve(
             "nats:// bus"
         )
     listener = _listen(host, port)
+    chosen = log_format or front.log_format
+    configure_logging(log_level, "json" if chosen == "json" else "console" if chosen else None)
     options: dict[str, Any] = {
         "max_body": max_body,
         "max_pending": max_pending,
@@ -171,7 +183,6 @@ def serve(
             raise UsageProblem(str(error)) from None
     else:
         service = Service(settings, where, **options)
-    configure_logging(log_level)
     try:
         with _terminate_after() as terminated:
             service.prepare()  # secrets, the store, the actuators, the state: before listening

@@ -37,6 +37,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import httpx
+from structlog.contextvars import bound_contextvars
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -224,6 +225,10 @@ class Deliverer:
 
     def deliver(self, command: Notify) -> None:
         """Deliver one notification now, on this thread, and record what happened."""
+        with bound_contextvars(incident_id=command.incident_id):
+            self._deliver(command)
+
+    def _deliver(self, command: Notify) -> None:
         key = dedup_key(command)
         names = list(dict.fromkeys(command.channels))  # a name listed twice is tried once
         if not names:
@@ -298,6 +303,7 @@ class Deliverer:
             channel or "(no channel)",
             error,
             f"; trying {fallback}" if fallback else "",
+            extra={"channel": channel, "kind": command.kind},
         )
         self._outcome(NotificationFailed, command, key, channel, error=error, fallback=fallback)
 
