@@ -77,6 +77,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "onduty.approvals",
             "onduty.obs",
             "onduty.logs",
+            "onduty.tracing",
             "onduty.api.credentials",
             "onduty.api.signatures",
             "onduty.checkpointer",

@@ -114,6 +114,7 @@ class FleetService(Service):
         problems = self.secret_problems()
         if problems:
             raise StartupError(problems[0])
+        self._start_tracing()
         fleet = self.config.fleet
         try:
             view = FleetView(self.store)
@@ -241,6 +242,7 @@ class FleetService(Service):
             background_snapshots=True,
             counts=self._counts,
             on_append=self.metrics.appended,
+            on_event=self.tracing.projector(),  # each partition's incidents, where they run
         )
         if self._kill_switches is not None:  # before the partition's core takes any input
             self._kill_switches.bring(runtime)
@@ -460,6 +462,7 @@ class FleetService(Service):
             self.fleet_checkpointer.stop()  # signs what is new since the last one
             self.fleet_checkpointer = None
         self._close_all()
+        self.tracing.shutdown()
         logger.info("stopped")
 
     def _save_read_models(self) -> None:

@@ -187,6 +187,7 @@ def build_app(
         max_body=service.max_body,
         access=access,
         max_unauthenticated=server.max_unauthenticated,
+        tracing=service.tracing,
     )
     for name, (path, content_types) in INGEST_ROUTES.items():
         fmt = Format(

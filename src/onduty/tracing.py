@@ -1,0 +1,649 @@
+"""Traces of onduty's own work (OpenTelemetry): one trace follows an incident from the request
+that delivered its signal through correlation, decision, verdict, action and verification.
+
+Trace and span ids come from the log, never from the core: a signal records the W3C trace
+context it was received under (`Signal.traceparent`, the ingest request's span), else its trace
+id is derived from its event id; every other span's id is derived from the event that starts
+it. The spans are made as the events become durable (`TraceProjection`, fed every appended
+event), with the events' times, so a span exists exactly when its fact is in the log, and
+`incident_trace` rebuilds the same spans from the log alone (`onduty trace INCIDENT_ID`).
+
+Off by default: without an OTLP endpoint (or an exporter handed in by a test) nothing is built,
+no thread starts, and each event costs one attribute test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import trace
+
+from onduty.config_server import TraceSettings
+from onduty.events import Event
+from onduty.secrets import resolve_references
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+logger = logging.getLogger("onduty.tracing")
+
+SCOPE = "onduty"
+SPAN_NAMES = ("ingest", "correlate", "decide", "verdict", "action", "verify", "undo", "escalate")
+"""The spans of an incident's trace, in the order its work usually happens."""
+
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
+
+
+# ---------------------------------------------------------------------------- ids
+
+
+def parse_traceparent(value: str | None) -> tuple[str, str, bool] | None:
+    """(trace id, span id, sampled) of a W3C `traceparent` (version 00), or None when it is
+    absent or not valid (the W3C rule: an invalid one is ignored, never an error)."""
+    if not value:
+        return None
+    match = _TRACEPARENT.match(value.strip().lower())
+    if match is None or match.group(1) == _ZERO_TRACE or match.group(2) == _ZERO_SPAN:
+        return None
+    return match.group(1), match.group(2), bool(int(match.group(3), 16) & 1)
+
+
+def traceparent(trace_id: str, span_id: str, sampled: bool = True) -> str:
+    return f"00-{trace_id}-{span_id}-{'01' if sampled else '00'}"
+
+
+def derived_trace_id(event_id: str) -> str:
+    """The trace of a signal that came without a trace context: the first 32 hex digits of the
+    SHA-256 of its event id."""
+    return hashlib.sha256(event_id.encode()).hexdigest()[:32]
+
+
+def derived_span_id(name: str, event_id: str) -> str:
+    """The span `name` started by the event `event_id`: 16 hex digits of a SHA-256."""
+    return hashlib.sha256(f"{name}:{event_id}".encode()).hexdigest()[:16]
+
+
+def current_ids() -> tuple[str, str] | None:
+    """(trace id, span id) of the span current in this thread or task, as hex, or None outside
+    any span: for log lines that name the trace they belong to."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return format(context.trace_id, "032x"), format(context.span_id, "016x")
+
+
+# ---------------------------------------------------------------------------- spans from events
+
+
+@dataclass(frozen=True)
+class SpanRecord:
+    """One span of an incident's trace, as the log tells it."""
+
+    name: str
+    trace_id: str
+    span_id: str
+    parent_id: str | None
+    """The parent span (None for a root, or an ingest span whose parent is the sender's)."""
+    incident_id: str
+    event_ids: tuple[str, ...]
+    start: datetime
+    end: datetime | None
+    """None for work still in progress (an action whose outcome is not in the log yet)."""
+    attributes: Mapping[str, str | int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "trace_id": self.trace_id,
+            "span_id": self.span_id,
+            "parent_id": self.parent_id,
+            "incident_id": self.incident_id,
+            "event_ids": list(self.event_ids),
+            "start": self.start.isoformat(),
+            "end": None if self.end is None else self.end.isoformat(),
+            "attributes": dict(self.attributes),
+        }
+
+
+@dataclass
+class _Incident:
+    trace_id: str
+    root: str
+    commands: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Command:
+    incident_id: str
+    last: str
+    """The newest span of this command (its decision, verdict, action or verification)."""
+    decided: str = ""
+    """Its decision's span: every verdict on the command answers it."""
+
+
+@dataclass(frozen=True)
+class _Running:
+    span_id: str
+    parent_id: str
+    start: Event
+    attributes: dict[str, str | int]
+
+
+_OUTCOMES = {
+    "ActionSucceeded": "succeeded",
+    "ActionFailed": "failed",
+    "ActionOutcomeUnknown": "unknown",
+}
+
+
+class TraceProjection:
+    """The spans of incidents, made from the events of one log (one partition) in log order.
+
+    `emit` is called with each span once it is complete. With `ingest=True` (a rebuild from the
+    log), the span a signal was received under is emitted too, as the trace's `ingest` span.
+    Memory is bounded: recent signals, open incidents and the last `keep_resolved` resolved ones
+    (an action's outcome may follow its incident's resolution)."""
+
+    RECENT_SIGNALS = 1024
+
+    def __init__(
+        self,
+        emit: Callable[[SpanRecord], None],
+        *,
+        ingest: bool = False,
+        keep_resolved: int = 1024,
+    ) -> None:
+        self._emit = emit
+        self._ingest = ingest
+        self._signals: dict[str, tuple[datetime, str | None]] = {}
+        self._incidents: dict[str, _Incident] = {}
+        self._commands: dict[str, _Command] = {}
+        self._running: dict[str, _Running] = {}
+        self._resolved: deque[str] = deque()
+        self._keep_resolved = keep_resolved
+        self._handlers: dict[str, Callable[[Event], None]] = {
+            "SignalReceived": self._signal,
+            "IncidentOpened": self._opened,
+            "IncidentResolved": self._resolved_incident,
+            "ActionProposed": self._proposed,
+            "PolicyEvaluated": self._verdict,
+            "ActionStarted": self._started,
+            "ActionSucceeded": self._finished,
+            "ActionFailed": self._finished,
+            "ActionOutcomeUnknown": self._finished,
+            "VerificationPassed": self._verified,
+            "VerificationFailed": self._verified,
+            "UndoStarted": self._undo_started,
+            "UndoFinished": self._finished,
+            "Escalated": self._escalated,
+        }
+
+    def feed(self, event: Event) -> None:
+        handler = self._handlers.get(event.type)
+        if handler is not None:
+            handler(event)
+
+    def unfinished(self) -> list[SpanRecord]:
+        """The spans still open (actions and undos without an outcome yet), end None."""
+        found = []
+        for command_id, running in self._running.items():
+            command = self._commands.get(command_id)
+            incident = self._incidents.get(command.incident_id) if command else None
+            if command is None or incident is None:
+                continue
+            found.append(
+                SpanRecord(
+                    "undo" if running.start.type == "UndoStarted" else "action",
+                    incident.trace_id,
+                    running.span_id,
+                    running.parent_id,
+                    command.incident_id,
+                    (running.start.id,),
+                    running.start.ts,
+                    None,
+                    running.attributes,
+                )
+            )
+        return found
+
+    # ------------------------------------------------------------------ handlers
+
+    def _signal(self, event: Event) -> None:
+        signals = self._signals
+        signals[event.id] = (event.ts, event.data.get("traceparent"))
+        if len(signals) > self.RECENT_SIGNALS:  # a signal that opened nothing is forgotten
+            del signals[next(iter(signals))]
+
+    def _opened(self, event: Event) -> None:
+        incident_id = str(event.data["incident_id"])
+        cause = event.causation_id or event.id
+        at, carried = self._signals.pop(cause, (event.ts, None))
+        context = parse_traceparent(carried)
+        if context is not None:
+            trace_id, parent = context[0], context[1]
+            if self._ingest:
+                self._emit(
+                    SpanRecord("ingest", trace_id, parent, None, incident_id, (), at, at, {})
+                )
+        else:
+            trace_id, parent = derived_trace_id(cause), None
+        root = derived_span_id("correlate", cause)
+        self._incidents[incident_id] = _Incident(trace_id, root)
+        events = (cause, event.id) if cause != event.id else (event.id,)
+        self._span("correlate", incident_id, root, parent, events, at, event.ts, event)
+
+    def _resolved_incident(self, event: Event) -> None:
+        self._resolved.append(str(event.data["incident_id"]))
+        while len(self._resolved) > self._keep_resolved:
+            gone = self._incidents.pop(self._resolved.popleft(), None)
+            for command_id in gone.commands if gone else ():
+                self._commands.pop(command_id, None)
+                self._running.pop(command_id, None)
+
+    def _proposed(self, event: Event) -> None:
+        data = event.data
+        incident = self._incidents.get(str(data["incident_id"]))
+        if incident is None:
+            return  # opened before this projection started
+        command_id = str(data["command_id"])
+        span_id = derived_span_id("decide", event.id)
+        incident.commands.append(command_id)
+        self._commands[command_id] = _Command(str(data["incident_id"]), span_id, span_id)
+        extra = {
+            "onduty.action": str(data.get("action", "")),
+            "onduty.target": _text(data, "target"),
+        }
+        self._span(
+            "decide",
+            str(data["incident_id"]),
+            span_id,
+            incident.root,
+            (event.id,),
+            event.ts,
+            event.ts,
+            event,
+            command_id,
+            extra,
+        )
+
+    def _verdict(self, event: Event) -> None:
+        data = event.data
+        command_id = str(data["command_id"])
+        command = self._commands.get(command_id)
+        if command is None:
+            return
+        span_id = derived_span_id("verdict", event.id)
+        rules = ",".join(f"{r.get('rule')}={r.get('effect')}" for r in data.get("rules") or ())
+        extra: dict[str, str | int] = {
+            "onduty.verdict": str(data.get("verdict", "")),
+            "onduty.rules": rules,
+            "onduty.policy_version": _text(data, "policy_version"),
+        }
+        # every verdict of a command answers its decision; the newest is what the action follows
+        self._span(
+            "verdict",
+            command.incident_id,
+            span_id,
+            command.decided or command.last,
+            (event.id,),
+            event.ts,
+            event.ts,
+            event,
+            command_id,
+            extra,
+        )
+        command.last = span_id
+
+    def _started(self, event: Event) -> None:
+        data = event.data
+        command_id = str(data["command_id"])
+        command = self._commands.get(command_id)
+        if command is None:
+            return
+        attributes: dict[str, str | int] = {
+            "onduty.action": str(data.get("action", "")),
+            "onduty.target": _text(data, "target"),
+            "onduty.attempt": int(data.get("attempt") or 1),
+        }
+        self._running[command_id] = _Running(
+            derived_span_id("action", event.id), command.last, event, attributes
+        )
+
+    def _undo_started(self, event: Event) -> None:
+        data = event.data
+        command_id, of = str(data["command_id"]), str(data.get("of_command_id", ""))
+        original = self._commands.get(of)
+        if original is None:
+            return
+        incident = self._incidents.get(original.incident_id)
+        if incident is not None and command_id not in self._commands:
+            incident.commands.append(command_id)
+        span_id = derived_span_id("undo", event.id)
+        self._commands[command_id] = _Command(original.incident_id, span_id)
+        attributes: dict[str, str | int] = {
+            "onduty.action": str(data.get("action", "")),
+            "onduty.target": _text(data, "target"),
+            "onduty.undoes": of,
+        }
+        self._running[command_id] = _Running(span_id, original.last, event, attributes)
+
+    def _finished(self, event: Event) -> None:
+        command_id = str(event.data["command_id"])
+        running = self._running.pop(command_id, None)
+        command = self._commands.get(command_id)
+        if running is None or command is None:
+            return
+        if event.type == "UndoFinished":
+            data = event.data
+            outcome = "unknown" if data.get("unknown") else "succeeded" if data["ok"] else "failed"
+            name = "undo"
+        else:
+            outcome, name = _OUTCOMES[event.type], "action"
+        attributes = {**running.attributes, "onduty.outcome": outcome}
+        start = running.start
+        self._span(
+            name,
+            command.incident_id,
+            running.span_id,
+            running.parent_id,
+            (start.id, event.id),
+            start.ts,
+            event.ts,
+            start,
+            command_id,
+            attributes,
+        )
+        command.last = running.span_id
+
+    def _verified(self, event: Event) -> None:
+        command_id = str(event.data["command_id"])
+        command = self._commands.get(command_id)
+        if command is None:
+            return
+        span_id = derived_span_id("verify", event.id)
+        outcome = "passed" if event.type == "VerificationPassed" else "failed"
+        self._span(
+            "verify",
+            command.incident_id,
+            span_id,
+            command.last,
+            (event.id,),
+            event.ts,
+            event.ts,
+            event,
+            command_id,
+            {"onduty.outcome": outcome},
+        )
+        command.last = span_id
+
+    def _escalated(self, event: Event) -> None:
+        data = event.data
+        incident = self._incidents.get(str(data["incident_id"]))
+        if incident is None:
+            return
+        command_id = data.get("command_id")
+        command = self._commands.get(command_id) if isinstance(command_id, str) else None
+        parent = command.last if command is not None else incident.root
+        span_id = derived_span_id("escalate", event.id)
+        self._span(
+            "escalate",
+            str(data["incident_id"]),
+            span_id,
+            parent,
+            (event.id,),
+            event.ts,
+            event.ts,
+            event,
+            command_id if command else None,
+            {"onduty.tier": int(data.get("tier") or 0)},
+        )
+
+    def _span(
+        self,
+        name: str,
+        incident_id: str,
+        span_id: str,
+        parent: str | None,
+        event_ids: tuple[str, ...],
+        start: datetime,
+        end: datetime,
+        first: Event,
+        command_id: str | None = None,
+        extra: Mapping[str, str | int] | None = None,
+    ) -> None:
+        incident = self._incidents[incident_id]
+        attributes: dict[str, str | int] = {
+            "onduty.incident_id": incident_id,
+            "onduty.event_id": first.id,
+            "onduty.event_type": first.type,
+        }
+        if command_id is not None:
+            attributes["onduty.command_id"] = command_id
+        if extra:
+            attributes.update(extra)
+        self._emit(
+            SpanRecord(
+                name,
+                incident.trace_id,
+                span_id,
+                parent,
+                incident_id,
+                event_ids,
+                start,
+                end,
+                attributes,
+            )
+        )
+
+
+def _text(data: Mapping[str, Any], key: str) -> str:
+    value = data.get(key)
+    return "" if value is None else str(value)
+
+
+def incident_trace(events: Iterable[Event], incident_id: str) -> list[SpanRecord]:
+    """The spans of one incident's trace, rebuilt from the log (in the order their work
+    started): the same trace id, span ids, parents and events as the spans onduty emitted."""
+    found: list[SpanRecord] = []
+
+    def keep(record: SpanRecord) -> None:
+        if record.incident_id == incident_id:
+            found.append(record)
+
+    projection = TraceProjection(keep, ingest=True, keep_resolved=1 << 30)
+    for event in events:
+        projection.feed(event)
+    found.extend(projection.unfinished())
+    found = [r for r in found if r.incident_id == incident_id]
+    found.sort(key=lambda r: (r.start, SPAN_NAMES.index(r.name)))
+    return found
+
+
+# ---------------------------------------------------------------------------- the SDK
+
+
+class Tracing:
+    """onduty's own OpenTelemetry set-up: a tracer provider of its own (never the global one,
+    so several services may share a process), exporting over OTLP/HTTP in batches when an
+    endpoint is configured, to `exporter` when one is given (tests), else nothing at all."""
+
+    def __init__(
+        self,
+        settings: TraceSettings | None = None,
+        *,
+        exporter: SpanExporter | None = None,
+        instance: str | None = None,
+    ) -> None:
+        self.settings = settings or TraceSettings()
+        self._exporter = exporter
+        self._instance = instance
+        self._provider: TracerProvider | None = None
+        self._processor: SpanProcessor | None = None
+        self._tracer: trace.Tracer | None = None
+        self._resource: Any = None
+        self._scope: Any = None
+        self._bound = 0
+
+    @property
+    def enabled(self) -> bool:
+        """Whether spans are made: an endpoint is configured or an exporter was given."""
+        return self._exporter is not None or self.settings.otlp_endpoint is not None
+
+    @property
+    def started(self) -> bool:
+        return self._provider is not None
+
+    def start(self, instance: str | None = None) -> None:
+        """Build the provider and its exporter (resolving the headers' secrets: a
+        `SecretError` names the header, never its value). Does nothing when tracing is off."""
+        if not self.enabled or self._provider is not None:
+            return
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+        from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
+        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+        settings = self.settings
+        attributes = {"service.name": settings.service_name}
+        if instance or self._instance:
+            attributes["service.instance.id"] = str(instance or self._instance)
+        self._resource = Resource.create(attributes)
+        sampler = TraceIdRatioBased(settings.sample_ratio)
+        self._bound = sampler.bound
+        processor: SpanProcessor
+        if self._exporter is not None:
+            processor = SimpleSpanProcessor(self._exporter)
+        else:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            headers, _ = resolve_references(settings.headers, what="telemetry.traces.headers")
+            processor = BatchSpanProcessor(
+                OTLPSpanExporter(
+                    endpoint=settings.otlp_endpoint,
+                    headers=headers.as_dict(),
+                    timeout=settings.timeout.total_seconds(),
+                )
+            )
+        provider = TracerProvider(sampler=sampler, resource=self._resource)
+        provider.add_span_processor(processor)
+        self._processor, self._provider = processor, provider
+        self._tracer = provider.get_tracer(SCOPE)
+        self._scope = InstrumentationScope(SCOPE)
+
+    def shutdown(self) -> None:
+        """Export what is buffered and stop the exporter's thread."""
+        provider, self._provider = self._provider, None
+        if provider is not None:
+            provider.shutdown()
+
+    def flush(self) -> None:
+        if self._provider is not None:
+            self._provider.force_flush()
+
+    # ------------------------------------------------------------------ spans
+
+    def projector(self) -> Callable[[Event], None] | None:
+        """What to feed every event one log (a partition) appends, or None when tracing is off:
+        its incidents' spans are emitted as their events become durable."""
+        if self._provider is None:
+            return None
+        return TraceProjection(self.export).feed
+
+    def _sampled(self, trace_id: str) -> bool:
+        return int(trace_id[16:], 16) < self._bound
+
+    def export(self, record: SpanRecord) -> None:
+        """Hand a span made from the log to the exporter (if its trace is sampled)."""
+        processor = self._processor
+        if processor is None or record.end is None or not self._sampled(record.trace_id):
+            return
+        processor.on_end(self._readable(record))
+
+    def _readable(self, record: SpanRecord) -> ReadableSpan:
+        from opentelemetry.sdk.trace import ReadableSpan
+        from opentelemetry.trace import SpanContext, Status, StatusCode, TraceFlags
+
+        flags = TraceFlags(TraceFlags.SAMPLED)
+        trace_id = int(record.trace_id, 16)
+        context = SpanContext(trace_id, int(record.span_id, 16), False, flags)
+        parent = None
+        if record.parent_id is not None:
+            parent = SpanContext(trace_id, int(record.parent_id, 16), False, flags)
+        failed = record.attributes.get("onduty.outcome") in ("failed", "unknown")
+        assert record.end is not None
+        return ReadableSpan(
+            record.name,
+            context=context,
+            parent=parent,
+            resource=self._resource,
+            attributes={**record.attributes, "onduty.event_ids": list(record.event_ids)},
+            status=Status(StatusCode.ERROR) if failed else Status(StatusCode.UNSET),
+            start_time=_nanoseconds(record.start),
+            end_time=_nanoseconds(record.end),
+            instrumentation_scope=self._scope,
+        )
+
+    @contextmanager
+    def ingest(self, route: str, carried: str | None) -> Iterator[Received]:
+        """The span of one ingest request, current while it runs, as a child of the sender's
+        `traceparent` when it sent one. Yields what its signals record: the context they were
+        received under (the sender's when tracing is off, None when there is neither)."""
+        if self._tracer is None:
+            context = parse_traceparent(carried)
+            yield Received(traceparent(*context) if context else None, None)
+            return
+        from opentelemetry.trace import SpanKind
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        parent = None
+        if carried is not None and parse_traceparent(carried) is not None:
+            parent = TraceContextTextMapPropagator().extract({"traceparent": carried.strip()})
+        span = self._tracer.start_span(
+            "ingest",
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes={"onduty.route": route},
+        )
+        received = Received(None, span)
+        ids = span.get_span_context()
+        if ids.is_valid and ids.trace_flags.sampled:
+            received.traceparent = traceparent(
+                format(ids.trace_id, "032x"), format(ids.span_id, "016x")
+            )
+        elif carried is not None:
+            received.traceparent = carried.strip().lower() if parse_traceparent(carried) else None
+        with trace.use_span(span, end_on_exit=True):
+            yield received
+
+
+class Received:
+    """What one ingest request's signals are stamped with, and its span (None when off)."""
+
+    __slots__ = ("span", "traceparent")
+
+    def __init__(self, carried: str | None, span: trace.Span | None) -> None:
+        self.traceparent = carried
+        self.span = span
+
+    def finish(self, status: int) -> None:
+        if self.span is not None:
+            self.span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                from opentelemetry.trace import Status, StatusCode
+
+                self.span.set_status(Status(StatusCode.ERROR))
+
+
+def _nanoseconds(moment: datetime) -> int:
+    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000

@@ -1,0 +1,328 @@
+"""Traces: one trace follows an incident from the request that delivered its signal through
+correlation, decision, verdict, action and verification; the spans onduty emits and the trace
+rebuilt from the log alone agree; OTLP export is off unless configured, and a configured
+endpoint receives the spans."""
+
+from __future__ import annotations
+
+import gzip
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from onduty.api import build_app
+from onduty.config import ConfigError, parse_config
+from onduty.events import Event
+from onduty.log import open_log
+from onduty.service import Service, StartupError
+from onduty.tracing import Tracing, derived_trace_id, incident_trace
+
+SENDER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+SENDER_SPAN = "00f067aa0ba902b7"
+
+
+def config_document(**extra: Any) -> dict[str, Any]:
+    return {
+        "services": [{"name": "db", "autonomy": "act", "instances": ["db-1", "db-2"]}],
+        "correlation": {"group_by": ["service", "alertname", "instance"]},
+        "runbooks": [
+            {
+                "name": "restart-instance",
+                "when": 'signal.labels.alertname == "InstanceDown"',
+                "do": [{"action": "process.restart", "target": "{{ signal.labels.instance }}"}],
+                "verify": {"signal_resolved_within": "60s"},
+            }
+        ],
+        "actuators": [
+            {
+                "kind": "shell",
+                "action": "process.restart",
+                "argv": ["/bin/true", "{{ target }}"],
+                "allow": ["/bin/true"],
+                "timeout": "5s",
+            }
+        ],
+        **extra,
+    }
+
+
+def signal(instance: str, status: str = "firing") -> dict[str, Any]:
+    return {
+        "source": "test",
+        "fingerprint": f"down-{instance}",
+        "status": status,
+        "labels": {"alertname": "InstanceDown", "service": "db", "instance": instance},
+    }
+
+
+def wait_for(service: Service, kind: str, timeout: float = 15.0) -> Event:
+    deadline = time.monotonic() + timeout
+    while True:
+        assert service.log is not None
+        for event in service.log.read():
+            if event.type == kind:
+                return event
+        assert time.monotonic() < deadline, f"no {kind} within {timeout} s"
+        time.sleep(0.05)
+
+
+def act_on_one_incident(client: TestClient, service: Service, headers: dict[str, str]) -> str:
+    """A signal opens an incident, its restart runs, the signal resolves and verifies it."""
+    response = client.post("/api/v1/signals", json=signal("db-1"), headers=headers)
+    assert response.status_code == 202, response.text
+    wait_for(service, "ActionSucceeded")
+    response = client.post("/api/v1/signals", json=signal("db-1", "resolved"), headers=headers)
+    assert response.status_code == 202, response.text
+    return str(wait_for(service, "VerificationPassed").data["incident_id"])
+
+
+def hex_ids(span: ReadableSpan) -> tuple[str, str, str | None]:
+    context = span.get_span_context()
+    assert context is not None
+    parent = span.parent
+    return (
+        format(context.trace_id, "032x"),
+        format(context.span_id, "016x"),
+        None if parent is None else format(parent.span_id, "016x"),
+    )
+
+
+def test_the_emitted_spans_and_the_trace_rebuilt_from_the_log_agree(tmp_path: Path) -> None:
+    exporter = InMemorySpanExporter()
+    config = parse_config(config_document(), "tracing-test")
+    store = str(tmp_path / "onduty.db")
+    service = Service(config, store, tracing=Tracing(exporter=exporter))
+    sender = {"traceparent": f"00-{SENDER_TRACE}-{SENDER_SPAN}-01"}
+    with TestClient(build_app(service), base_url="http://127.0.0.1") as client:
+        incident = act_on_one_incident(client, service, sender)
+    log = open_log(store)
+    try:
+        events = list(log.read())
+    finally:
+        log.close()
+    rebuilt = incident_trace(events, incident)
+    emitted = exporter.get_finished_spans()
+
+    # the sender's trace is the incident's: every span of it, emitted or rebuilt, is in it
+    assert {r.trace_id for r in rebuilt} == {SENDER_TRACE}
+    ours = [s for s in emitted if hex_ids(s)[0] == SENDER_TRACE]
+    names = [r.name for r in rebuilt]
+    for name in ("ingest", "correlate", "decide", "verdict", "action", "verify"):
+        assert name in names, f"the rebuilt trace has no {name} span: {names}"
+    # the ingest span is the first request's, a child of the sender's span
+    ingest = [s for s in ours if s.name == "ingest"]
+    assert len(ingest) == 2  # the firing signal's request and the resolving one's
+    first_ingest = next(s for s in ingest if hex_ids(s)[1] == rebuilt[0].span_id)
+    assert hex_ids(first_ingest)[2] == SENDER_SPAN
+
+    # the spans made from the log name the same spans, parents and events as the rebuild
+    def key(trace: str, span: str, parent: str | None, name: str, ids: Any) -> tuple[Any, ...]:
+        return (trace, span, parent, name, tuple(ids))
+
+    made = {
+        key(*hex_ids(s), s.name, (s.attributes or {}).get("onduty.event_ids", ()))
+        for s in ours
+        if s.name != "ingest"
+    }
+    told = {key(r.trace_id, r.span_id, r.parent_id, r.name, r.event_ids) for r in rebuilt}
+    assert made == {t for t in told if t[3] != "ingest"}
+
+    # parents are consistent: each span's parent is a span of the trace (or the sender's)
+    spans = {r.span_id: r for r in rebuilt}
+    for record in rebuilt:
+        assert record.parent_id is None or record.parent_id in spans, record
+    by_name = {r.name: r for r in rebuilt}
+    assert by_name["correlate"].parent_id == by_name["ingest"].span_id
+    assert by_name["decide"].parent_id == by_name["correlate"].span_id
+    assert by_name["verdict"].parent_id == by_name["decide"].span_id
+    assert by_name["action"].parent_id == by_name["verdict"].span_id
+    assert by_name["verify"].parent_id == by_name["action"].span_id
+    # each span names its events, and every one of them is an event of this log
+    known = {e.id: e for e in events}
+    assert all(i in known for r in rebuilt for i in r.event_ids)
+    assert known[by_name["action"].event_ids[0]].type == "ActionStarted"
+    assert known[by_name["action"].event_ids[1]].type == "ActionSucceeded"
+    action = next(s for s in ours if s.name == "action")
+    assert action.attributes is not None
+    assert action.attributes["onduty.incident_id"] == incident
+    assert action.attributes["onduty.outcome"] == "succeeded"
+    verdict = next(s for s in ours if s.name == "verdict")
+    assert verdict.attributes is not None and verdict.attributes["onduty.verdict"] == "allow"
+
+
+def test_without_a_trace_context_the_trace_comes_from_the_signal_event(tmp_path: Path) -> None:
+    """Tracing off, no traceparent: nothing is recorded with the signal, and the rebuild
+    derives the incident's trace from the id of the signal that opened it."""
+    config = parse_config(config_document(), "tracing-test")
+    store = str(tmp_path / "onduty.db")
+    service = Service(config, store)
+    with TestClient(build_app(service), base_url="http://127.0.0.1") as client:
+        incident = act_on_one_incident(client, service, {})
+    log = open_log(store)
+    try:
+        events = list(log.read())
+    finally:
+        log.close()
+    assert all("traceparent" not in e.data for e in events if e.type == "SignalReceived")
+    opened = next(e for e in events if e.type == "IncidentOpened")
+    rebuilt = incident_trace(events, incident)
+    assert {r.trace_id for r in rebuilt} == {derived_trace_id(opened.causation_id or "")}
+    assert [r.name for r in rebuilt][:2] == ["correlate", "decide"]
+    assert rebuilt[0].parent_id is None
+
+
+def test_a_senders_traceparent_is_kept_when_tracing_is_off(tmp_path: Path) -> None:
+    config = parse_config(config_document(), "tracing-test")
+    service = Service(config, str(tmp_path / "onduty.db"))
+    sent = f"00-{SENDER_TRACE}-{SENDER_SPAN}-01"
+    with TestClient(build_app(service), base_url="http://127.0.0.1") as client:
+        response = client.post(
+            "/api/v1/signals", json=signal("db-2"), headers={"traceparent": sent}
+        )
+        assert response.status_code == 202
+        received = wait_for(service, "SignalReceived")
+        bad = client.post(
+            "/api/v1/signals", json=signal("db-2"), headers={"traceparent": "00-zz-nonsense"}
+        )
+        assert bad.status_code == 202  # an invalid context is ignored, as W3C says
+    assert received.data["traceparent"] == sent
+
+
+def test_tracing_is_off_by_default_no_exporter_no_thread(tmp_path: Path) -> None:
+    config = parse_config(config_document(), "tracing-test")
+    assert config.telemetry.traces.otlp_endpoint is None
+    before = {t.ident for t in threading.enumerate()}
+    tracing = Tracing(config.telemetry.traces)
+    tracing.start()
+    assert not tracing.enabled and not tracing.started
+    assert tracing.projector() is None
+    assert {t.ident for t in threading.enumerate()} == before
+    with tracing.ingest("native", None) as received:
+        assert received.traceparent is None and received.span is None
+
+
+def test_the_telemetry_section_names_the_field_and_the_reason() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(config_document(telemetry={"traces": {"otlp_endpoint": "ftp://x/"}}), "t")
+    assert any("telemetry.traces.otlp_endpoint" in p for p in caught.value.problems)
+    with pytest.raises(ConfigError) as caught:
+        parse_config(config_document(telemetry={"traces": {"sample_ratio": 2}}), "t")
+    assert any("telemetry.traces.sample_ratio" in p for p in caught.value.problems)
+
+
+def test_a_header_secret_that_cannot_be_resolved_stops_start_up(tmp_path: Path) -> None:
+    traces = {
+        "otlp_endpoint": "http://127.0.0.1:9/v1/traces",
+        "headers": {"Authorization": "Bearer ${ENV:ONDUTY_TEST_UNSET_OTLP_TOKEN}"},
+    }
+    config = parse_config(config_document(telemetry={"traces": traces}), "t")
+    service = Service(config, str(tmp_path / "onduty.db"))
+    with pytest.raises(StartupError) as caught:
+        service.prepare()
+    assert "telemetry.traces.headers.Authorization" in str(caught.value)
+    assert "ONDUTY_TEST_UNSET_OTLP_TOKEN" in str(caught.value)
+
+
+# ---------------------------------------------------------------------------- OTLP over HTTP
+
+
+class Receiver:
+    """A tiny OTLP/HTTP traces receiver on loopback: it decodes every export it is sent."""
+
+    def __init__(self) -> None:
+        self.requests: list[ExportTraceServiceRequest] = []
+        self.headers: list[dict[str, str]] = []
+        self.lock = threading.Lock()
+
+    def spans(self) -> list[tuple[str, str, str, dict[str, Any]]]:
+        """(service name, trace id, span name, attributes) of every span received."""
+        found = []
+        with self.lock:
+            for request in self.requests:
+                for resource in request.resource_spans:
+                    service = next(
+                        a.value.string_value
+                        for a in resource.resource.attributes
+                        if a.key == "service.name"
+                    )
+                    for scope in resource.scope_spans:
+                        for span in scope.spans:
+                            attributes = {a.key: a.value for a in span.attributes}
+                            found.append((service, span.trace_id.hex(), span.name, attributes))
+        return found
+
+
+@contextmanager
+def otlp_receiver() -> Iterator[tuple[str, Receiver]]:
+    receiver = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            if self.headers.get("Content-Encoding") == "gzip":
+                body = gzip.decompress(body)
+            request = ExportTraceServiceRequest()
+            request.ParseFromString(body)
+            with receiver.lock:
+                receiver.requests.append(request)
+                receiver.headers.append({k.lower(): v for k, v in self.headers.items()})
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1/traces", receiver
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_a_configured_otlp_endpoint_receives_the_incidents_spans(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ONDUTY_TEST_OTLP_TOKEN", "s3cret-otlp-token")
+    with otlp_receiver() as (endpoint, receiver):
+        traces = {
+            "otlp_endpoint": endpoint,
+            "service_name": "onduty-test",
+            "headers": {"Authorization": "Bearer ${ENV:ONDUTY_TEST_OTLP_TOKEN}"},
+        }
+        config = parse_config(config_document(telemetry={"traces": traces}), "t")
+        store = str(tmp_path / "onduty.db")
+        service = Service(config, store)
+        with TestClient(build_app(service), base_url="http://127.0.0.1") as client:
+            incident = act_on_one_incident(client, service, {})
+        # the service stopped: what was buffered is exported
+        log = open_log(store)
+        try:
+            rebuilt = incident_trace(log.read(), incident)
+        finally:
+            log.close()
+        got = receiver.spans()
+        assert receiver.headers and all(
+            h.get("authorization") == "Bearer s3cret-otlp-token" for h in receiver.headers
+        )
+    trace_id = rebuilt[0].trace_id
+    mine = [(name, attrs) for service_name, t, name, attrs in got if t == trace_id]
+    assert {service_name for service_name, *_ in got} == {"onduty-test"}
+    assert sorted(name for name, _ in mine) == sorted(r.name for r in rebuilt)
+    assert all(attrs["onduty.incident_id"].string_value == incident for name, attrs in mine
+               if name != "ingest")  # fmt: skip
