@@ -6,6 +6,7 @@ endpoint receives the spans."""
 from __future__ import annotations
 
 import gzip
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from onduty.events import Event
 from onduty.log import open_log
 from onduty.service import Service, StartupError
 from onduty.tracing import Tracing, derived_trace_id, incident_trace
+from tests.run_cli import onduty
 
 SENDER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SENDER_SPAN = "00f067aa0ba902b7"
@@ -326,3 +328,30 @@ def test_a_configured_otlp_endpoint_receives_the_incidents_spans(
     assert sorted(name for name, _ in mine) == sorted(r.name for r in rebuilt)
     assert all(attrs["onduty.incident_id"].string_value == incident for name, attrs in mine
                if name != "ingest")  # fmt: skip
+
+
+def test_onduty_trace_shows_the_incidents_trace_from_the_log(tmp_path: Path) -> None:
+    store = tmp_path / "sim.db"
+    assert onduty("sim", "demo", "--store", str(store)).returncode == 0
+    log = open_log(str(store))
+    try:
+        events = list(log.read())
+    finally:
+        log.close()
+    incident = next(e for e in events if e.type == "VerificationPassed").data["incident_id"]
+    expected = incident_trace(events, incident)
+
+    shown = onduty("trace", incident, "--store", str(store), "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert [json.loads(line) for line in shown.stdout.splitlines()] == [
+        r.as_dict() for r in expected
+    ]
+    text = onduty("trace", incident, "--store", str(store))
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert lines[0] == f"trace {expected[0].trace_id}  incident {incident}"
+    assert [line.split()[0] for line in lines[1:]] == [r.name for r in expected]
+    assert lines[2].startswith("  decide")  # a child is indented under its parent
+
+    missing = onduty("trace", "inc-nowhere", "--store", str(store))
+    assert missing.returncode == 2 and "no incident 'inc-nowhere'" in missing.stderr

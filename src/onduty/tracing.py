@@ -240,7 +240,16 @@ class TraceProjection:
         root = derived_span_id("correlate", cause)
         self._incidents[incident_id] = _Incident(trace_id, root)
         events = (cause, event.id) if cause != event.id else (event.id,)
-        self._span("correlate", incident_id, root, parent, events, at, event.ts, event)
+        self._span(
+            "correlate",
+            incident_id,
+            root,
+            parent,
+            events,
+            at,
+            event.ts,
+            "SignalReceived" if cause != event.id else event.type,
+        )
 
     def _resolved_incident(self, event: Event) -> None:
         self._resolved.append(str(event.data["incident_id"]))
@@ -417,15 +426,15 @@ class TraceProjection:
         event_ids: tuple[str, ...],
         start: datetime,
         end: datetime,
-        first: Event,
+        first: Event | str,
         command_id: str | None = None,
         extra: Mapping[str, str | int] | None = None,
     ) -> None:
         incident = self._incidents[incident_id]
         attributes: dict[str, str | int] = {
             "onduty.incident_id": incident_id,
-            "onduty.event_id": first.id,
-            "onduty.event_type": first.type,
+            "onduty.event_id": event_ids[0],
+            "onduty.event_type": first if isinstance(first, str) else first.type,
         }
         if command_id is not None:
             attributes["onduty.command_id"] = command_id
