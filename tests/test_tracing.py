@@ -5,19 +5,14 @@ endpoint receives the spans."""
 
 from __future__ import annotations
 
-import gzip
 import json
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -27,6 +22,7 @@ from onduty.events import Event
 from onduty.log import open_log
 from onduty.service import Service, StartupError
 from onduty.tracing import Tracing, derived_trace_id, incident_trace
+from tests.otlp_receiver import otlp_receiver
 from tests.run_cli import onduty
 
 SENDER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -238,65 +234,6 @@ def test_a_header_secret_that_cannot_be_resolved_stops_start_up(tmp_path: Path) 
 # ---------------------------------------------------------------------------- OTLP over HTTP
 
 
-class Receiver:
-    """A tiny OTLP/HTTP traces receiver on loopback: it decodes every export it is sent."""
-
-    def __init__(self) -> None:
-        self.requests: list[ExportTraceServiceRequest] = []
-        self.headers: list[dict[str, str]] = []
-        self.lock = threading.Lock()
-
-    def spans(self) -> list[tuple[str, str, str, dict[str, Any]]]:
-        """(service name, trace id, span name, attributes) of every span received."""
-        found = []
-        with self.lock:
-            for request in self.requests:
-                for resource in request.resource_spans:
-                    service = next(
-                        a.value.string_value
-                        for a in resource.resource.attributes
-                        if a.key == "service.name"
-                    )
-                    for scope in resource.scope_spans:
-                        for span in scope.spans:
-                            attributes = {a.key: a.value for a in span.attributes}
-                            found.append((service, span.trace_id.hex(), span.name, attributes))
-        return found
-
-
-@contextmanager
-def otlp_receiver() -> Iterator[tuple[str, Receiver]]:
-    receiver = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            if self.headers.get("Content-Encoding") == "gzip":
-                body = gzip.decompress(body)
-            request = ExportTraceServiceRequest()
-            request.ParseFromString(body)
-            with receiver.lock:
-                receiver.requests.append(request)
-                receiver.headers.append({k.lower(): v for k, v in self.headers.items()})
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1/traces", receiver
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-
-
 def test_a_configured_otlp_endpoint_receives_the_incidents_spans(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -323,11 +260,10 @@ def test_a_configured_otlp_endpoint_receives_the_incidents_spans(
             h.get("authorization") == "Bearer s3cret-otlp-token" for h in receiver.headers
         )
     trace_id = rebuilt[0].trace_id
-    mine = [(name, attrs) for service_name, t, name, attrs in got if t == trace_id]
-    assert {service_name for service_name, *_ in got} == {"onduty-test"}
-    assert sorted(name for name, _ in mine) == sorted(r.name for r in rebuilt)
-    assert all(attrs["onduty.incident_id"].string_value == incident for name, attrs in mine
-               if name != "ingest")  # fmt: skip
+    mine = [span for span in got if span.trace_id == trace_id]
+    assert {span.service for span in got} == {"onduty-test"}
+    assert sorted((s.name, s.span_id) for s in mine) == sorted((r.name, r.span_id) for r in rebuilt)
+    assert all(s.attributes["onduty.incident_id"] == incident for s in mine if s.name != "ingest")
 
 
 def test_onduty_trace_shows_the_incidents_trace_from_the_log(tmp_path: Path) -> None:
