@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from onduty.api import build_app
 from onduty.config import ConfigError, parse_config
+from onduty.config_server import TraceSettings
 from onduty.events import Event
 from onduty.log import open_log
 from onduty.service import Service, StartupError
-from onduty.tracing import Tracing, derived_trace_id, incident_trace
+from onduty.tracing import Tracing, current_ids, derived_trace_id, incident_trace
 from tests.otlp_receiver import otlp_receiver
 from tests.run_cli import onduty
 
@@ -291,3 +293,50 @@ def test_onduty_trace_shows_the_incidents_trace_from_the_log(tmp_path: Path) -> 
 
     missing = onduty("trace", "inc-nowhere", "--store", str(store))
     assert missing.returncode == 2 and "no incident 'inc-nowhere'" in missing.stderr
+
+
+def test_current_ids_name_the_ingest_span_while_it_runs() -> None:
+    exporter = InMemorySpanExporter()
+    tracing = Tracing(exporter=exporter)
+    tracing.start()
+    sent = f"00-{SENDER_TRACE}-{SENDER_SPAN}-01"
+    assert current_ids() is None
+    with tracing.ingest("native", sent) as received:
+        ids = current_ids()
+        assert ids is not None and ids[0] == SENDER_TRACE and ids[1] != SENDER_SPAN
+        assert received.traceparent == f"00-{ids[0]}-{ids[1]}-01"
+        received.finish(202)
+    assert current_ids() is None
+    (span,) = exporter.get_finished_spans()
+    assert span.name == "ingest" and hex_ids(span)[2] == SENDER_SPAN
+    tracing.shutdown()
+
+
+def test_a_sample_ratio_of_zero_exports_nothing_and_keeps_the_senders_context() -> None:
+    exporter = InMemorySpanExporter()
+    tracing = Tracing(TraceSettings(sample_ratio=0.0), exporter=exporter)
+    tracing.start()
+    sent = f"00-{SENDER_TRACE}-{SENDER_SPAN}-01"
+    with tracing.ingest("native", sent) as received:
+        received.finish(202)
+    assert received.traceparent == sent
+    feed = tracing.projector()
+    assert feed is not None
+    for event in demo_events():
+        feed(event)
+    assert exporter.get_finished_spans() == ()
+
+
+def demo_events() -> list[Event]:
+    from onduty.events import IncidentOpened, SignalReceived, make_event
+
+    moment = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+    body = SignalReceived(**signal("db-1"))
+    opened = IncidentOpened(
+        incident_id="inc-1", group_key={}, title="db-1 is down", fingerprint="down-db-1"
+    )
+    return [
+        make_event(body, id="ev-1", ts=moment, stream="signal:down-db-1"),
+        make_event(opened, id="ev-1:0", ts=moment, stream="inc-1", causation_id="ev-1",
+                   correlation_id="inc-1"),
+    ]  # fmt: skip
