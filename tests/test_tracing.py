@@ -112,6 +112,9 @@ def test_the_emitted_spans_and_the_trace_rebuilt_from_the_log_agree(tmp_path: Pa
         log.close()
     rebuilt = incident_trace(events, incident)
     emitted = exporter.get_finished_spans()
+    assert all(e.data["traceparent"] for e in events if e.type == "SignalReceived")
+    replayed = onduty("replay", "--store", store)  # the trace contexts change no decision
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
 
     # the sender's trace is the incident's: every span of it, emitted or rebuilt, is in it
     assert {r.trace_id for r in rebuilt} == {SENDER_TRACE}
