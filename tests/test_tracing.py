@@ -343,3 +343,30 @@ def demo_events() -> list[Event]:
         make_event(opened, id="ev-1:0", ts=moment, stream="inc-1", causation_id="ev-1",
                    correlation_id="inc-1"),
     ]  # fmt: skip
+
+
+def test_an_incident_keeps_its_trace_across_a_restart(tmp_path: Path) -> None:
+    """The action ran before a restart; its verification, after it, is still a span of the
+    incident's trace, a child of the action's span (read back from the log)."""
+    config = parse_config(config_document(), "tracing-test")
+    store = str(tmp_path / "onduty.db")
+    sender = {"traceparent": f"00-{SENDER_TRACE}-{SENDER_SPAN}-01"}
+    first = Service(config, store, tracing=Tracing(exporter=InMemorySpanExporter()))
+    with TestClient(build_app(first), base_url="http://127.0.0.1") as client:
+        response = client.post("/api/v1/signals", json=signal("db-1"), headers=sender)
+        assert response.status_code == 202, response.text
+        wait_for(first, "ActionSucceeded")
+    exporter = InMemorySpanExporter()
+    second = Service(config, store, tracing=Tracing(exporter=exporter))
+    with TestClient(build_app(second), base_url="http://127.0.0.1") as client:
+        response = client.post("/api/v1/signals", json=signal("db-1", "resolved"))
+        assert response.status_code == 202, response.text
+        incident = str(wait_for(second, "VerificationPassed").data["incident_id"])
+    log = open_log(store)
+    try:
+        rebuilt = {r.name: r for r in incident_trace(log.read(), incident)}
+    finally:
+        log.close()
+    (verify,) = [s for s in exporter.get_finished_spans() if s.name == "verify"]
+    assert hex_ids(verify) == (SENDER_TRACE, rebuilt["verify"].span_id, rebuilt["action"].span_id)
+    assert {s.name for s in exporter.get_finished_spans()} == {"ingest", "verify"}

@@ -242,7 +242,7 @@ class FleetService(Service):
             background_snapshots=True,
             counts=self._counts,
             on_append=self.metrics.appended,
-            on_event=self.tracing.projector(),  # each partition's incidents, where they run
+            on_event=self.tracing.projector(log),  # each partition's incidents, where they run
         )
         if self._kill_switches is not None:  # before the partition's core takes any input
             self._kill_switches.bring(runtime)

@@ -161,11 +161,11 @@ class Service:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise StartupError(problems[0] + more)
         self._start_tracing()
-        self._traced = self.tracing.projector()
         try:
             log = open_log(self.store)
         except StoreError as error:
             raise StartupError(str(error)) from None
+        self._traced = self.tracing.projector(log)
         try:
             self._open(log)
         except BaseException:

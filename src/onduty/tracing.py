@@ -28,6 +28,7 @@ from opentelemetry import trace
 
 from onduty.config_server import TraceSettings
 from onduty.events import Event
+from onduty.log import EventLog
 from onduty.secrets import resolve_references
 
 if TYPE_CHECKING:
@@ -139,6 +140,13 @@ class _Running:
     attributes: dict[str, str | int]
 
 
+_OPENING = frozenset({"SignalReceived", "IncidentOpened"})
+
+
+def _ignore(record: SpanRecord) -> None:
+    pass
+
+
 _OUTCOMES = {
     "ActionSucceeded": "succeeded",
     "ActionFailed": "failed",
@@ -152,7 +160,12 @@ class TraceProjection:
     `emit` is called with each span once it is complete. With `ingest=True` (a rebuild from the
     log), the span a signal was received under is emitted too, as the trace's `ingest` span.
     Memory is bounded: recent signals, open incidents and the last `keep_resolved` resolved ones
-    (an action's outcome may follow its incident's resolution)."""
+    (an action's outcome may follow its incident's resolution).
+
+    With `recall` (a process that started on an existing log), an event of an incident opened
+    before this projection started has the incident's earlier events read back first
+    (`recall(incident_id, before_seq)`, see `recall_from`), without emitting them again: its
+    spans stay in the incident's trace across a restart."""
 
     RECENT_SIGNALS = 1024
 
@@ -162,9 +175,13 @@ class TraceProjection:
         *,
         ingest: bool = False,
         keep_resolved: int = 1024,
+        recall: Callable[[str, int], Iterable[Event]] | None = None,
     ) -> None:
         self._emit = emit
         self._ingest = ingest
+        self._recall = recall
+        self._recalled: dict[str, None] = {}
+        """Incidents already looked for in the log (bounded: the newest 4,096)."""
         self._signals: dict[str, tuple[datetime, str | None]] = {}
         self._incidents: dict[str, _Incident] = {}
         self._commands: dict[str, _Command] = {}
@@ -190,8 +207,29 @@ class TraceProjection:
 
     def feed(self, event: Event) -> None:
         handler = self._handlers.get(event.type)
-        if handler is not None:
-            handler(event)
+        if handler is None:
+            return
+        if self._recall is not None and event.type not in _OPENING:
+            incident_id = event.data.get("incident_id") or event.stream
+            if incident_id not in self._incidents and incident_id not in self._recalled:
+                self._recall_incident(str(incident_id), event.seq)
+        handler(event)
+
+    def _recall_incident(self, incident_id: str, before: int) -> None:
+        assert self._recall is not None
+        self._recalled[incident_id] = None
+        if len(self._recalled) > 4096:
+            del self._recalled[next(iter(self._recalled))]
+        emit, self._emit = self._emit, _ignore  # emitted before this projection started
+        try:
+            for past in self._recall(incident_id, before):
+                handler = self._handlers.get(past.type)
+                if handler is not None:
+                    handler(past)
+        except Exception:  # a trace is not worth stopping the core for
+            logger.warning("cannot read back the events of %s for its trace", incident_id)
+        finally:
+            self._emit = emit
 
     def unfinished(self) -> list[SpanRecord]:
         """The spans still open (actions and undos without an outcome yet), end None."""
@@ -478,6 +516,25 @@ def incident_trace(events: Iterable[Event], incident_id: str) -> list[SpanRecord
     return found
 
 
+def recall_from(log: EventLog) -> Callable[[str, int], list[Event]]:
+    """How a projection reads back an incident opened before it started: the incident's stream
+    before `before`, after the signal that opened it (the newest event of that signal's stream
+    before the incident opened)."""
+
+    def recall(incident_id: str, before: int) -> list[Event]:
+        events = list(log.read_stream(incident_id, before=before))
+        opened = next((e for e in events if e.type == "IncidentOpened"), None)
+        if opened is None:
+            return []
+        stream = f"signal:{opened.data.get('fingerprint', '')}"
+        cause = next(log.read_stream(stream, before=opened.seq, newest_first=True), None)
+        if cause is not None and cause.id == opened.causation_id:
+            events.insert(0, cause)
+        return events
+
+    return recall
+
+
 # ---------------------------------------------------------------------------- the SDK
 
 
@@ -562,12 +619,14 @@ class Tracing:
 
     # ------------------------------------------------------------------ spans
 
-    def projector(self) -> Callable[[Event], None] | None:
+    def projector(self, log: EventLog | None = None) -> Callable[[Event], None] | None:
         """What to feed every event one log (a partition) appends, or None when tracing is off:
-        its incidents' spans are emitted as their events become durable."""
+        its incidents' spans are emitted as their events become durable. With `log`, the
+        incidents opened before the process started are read back from it when they go on."""
         if self._provider is None:
             return None
-        return TraceProjection(self.export).feed
+        recall = None if log is None else recall_from(log)
+        return TraceProjection(self.export, recall=recall).feed
 
     def _sampled(self, trace_id: str) -> bool:
         return int(trace_id[16:], 16) < self._bound
