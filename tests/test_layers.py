@@ -78,6 +78,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "onduty.obs",
             "onduty.logs",
             "onduty.tracing",
+            "onduty.spans",
             "onduty.api.credentials",
             "onduty.api.signatures",
             "onduty.checkpointer",

@@ -79,8 +79,8 @@ def trace(
     import orjson
 
     from onduty.report.source import ReportProblem, check_store, missing_incident
+    from onduty.spans import incident_trace
     from onduty.textsafe import visible
-    from onduty.tracing import incident_trace
 
     try:
         check_store(store)
