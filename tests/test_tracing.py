@@ -106,6 +106,9 @@ def test_the_emitted_spans_and_the_trace_rebuilt_from_the_log_agree(tmp_path: Pa
     sender = {"traceparent": f"00-{SENDER_TRACE}-{SENDER_SPAN}-01"}
     with TestClient(build_app(service), base_url="http://127.0.0.1") as client:
         incident = act_on_one_incident(client, service, sender)
+        answer = client.get(f"/api/v1/incidents/{incident}/trace")
+        assert answer.status_code == 200, answer.text
+        assert client.get("/api/v1/incidents/inc-nowhere/trace").status_code == 404
     log = open_log(store)
     try:
         events = list(log.read())
@@ -113,6 +116,11 @@ def test_the_emitted_spans_and_the_trace_rebuilt_from_the_log_agree(tmp_path: Pa
         log.close()
     rebuilt = incident_trace(events, incident)
     emitted = exporter.get_finished_spans()
+    assert answer.json() == {
+        "incident_id": incident,
+        "trace_id": SENDER_TRACE,
+        "spans": [r.as_dict() for r in rebuilt],
+    }  # the API reads the incident's events alone, and tells the same trace
     assert all(e.data["traceparent"] for e in events if e.type == "SignalReceived")
     replayed = onduty("replay", "--store", store)  # the trace contexts change no decision
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr

@@ -36,10 +36,20 @@ def test_spans_from_the_ingest_node_and_the_manager_share_the_incidents_trace(
         assert sent.status_code == 202, sent.text
         wait_for(lambda: f.runs() == {"web-1": 1}, 30, "the restart ran")
         wait_for(lambda: "action" in {s.name for s in receiver.spans()}, 30, "the action span")
+
+        def told() -> dict[str, object] | None:  # by the ingest node, from the store
+            listed = httpx.get(f"{ingest.url}/api/v1/incidents", timeout=10).json()
+            if not listed:
+                return None
+            answer = httpx.get(f"{ingest.url}/api/v1/incidents/{listed[0]['id']}/trace")
+            names = {span["name"] for span in answer.json()["spans"]}
+            return answer.json() if answer.status_code == 200 and "action" in names else None
+
+        wait_for(told, 20, "the incident's trace read by the ingest node")
+        from_api = told()
+        assert from_api is not None
         assert ingest.terminate() == 0 and manager.terminate() == 0
-        shown = f.command("incidents")
-        assert shown.returncode == 0, shown.stderr
-        incident = next(word for word in shown.stdout.split() if word.startswith("inc-"))
+        incident = str(from_api["incident_id"])
         traced = f.command("trace", incident, "--json")
         assert traced.returncode == 0, traced.stderr
         rebuilt = [json.loads(line) for line in traced.stdout.splitlines()]
@@ -57,3 +67,4 @@ def test_spans_from_the_ingest_node_and_the_manager_share_the_incidents_trace(
     # the store alone tells the same trace
     assert {r["trace_id"] for r in rebuilt} == {SENDER_TRACE}
     assert {(r["name"], r["span_id"]) for r in rebuilt} == {(s.name, s.span_id) for s in spans}
+    assert from_api["spans"] == rebuilt
