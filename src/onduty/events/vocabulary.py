@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Origin(StrEnum):
@@ -49,17 +49,11 @@ class Signal(Payload):
     delivery_id: str | None = None
     """The identity of this exact notification at its source (CloudEvents `source` + `id`):
     a redelivery is recognised and counted once."""
-    traceparent: str | None = None
+    traceparent: str | None = Field(default=None, exclude_if=lambda value: value is None)
     """The W3C trace context the signal was received under (`00-<trace id>-<span id>-<flags>`:
     the ingest request's span, or the sender's). Recorded by the shell, never read by the core;
-    an incident's trace is rebuilt from it. Written only when present."""
-
-    @model_serializer(mode="wrap")
-    def _without_absent_trace(self, handler: SerializerFunctionWrapHandler) -> Any:
-        data = handler(self)
-        if isinstance(data, dict) and "traceparent" in data and data["traceparent"] is None:
-            del data["traceparent"]  # events written before the field hash as they did
-        return data
+    an incident's trace is rebuilt from it. Written only when present, so events written
+    before it hash as they did."""
 
 
 class SignalReceived(Signal):
