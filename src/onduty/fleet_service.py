@@ -114,7 +114,6 @@ class FleetService(Service):
         problems = self.secret_problems()
         if problems:
             raise StartupError(problems[0])
-        self._start_tracing()
         fleet = self.config.fleet
         try:
             view = FleetView(self.store)
@@ -122,6 +121,7 @@ class FleetService(Service):
             raise StartupError(str(error)) from None
         self._view, self.log = view, view
         try:
+            self._start_tracing()
             self._prepare_rest()
         except BaseException:
             self._close_all()
@@ -462,7 +462,6 @@ class FleetService(Service):
             self.fleet_checkpointer.stop()  # signs what is new since the last one
             self.fleet_checkpointer = None
         self._close_all()
-        self.tracing.shutdown()
         logger.info("stopped")
 
     def _save_read_models(self) -> None:
@@ -506,3 +505,4 @@ class FleetService(Service):
         if self._kill_switches is not None:
             self._kill_switches.close()
             self._kill_switches = None
+        self.tracing.shutdown()  # the spans still buffered are exported

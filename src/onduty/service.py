@@ -160,15 +160,16 @@ class Service:
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise StartupError(problems[0] + more)
-        self._start_tracing()
         try:
             log = open_log(self.store)
         except StoreError as error:
             raise StartupError(str(error)) from None
-        self._traced = self.tracing.projector(log)
         try:
+            self._start_tracing()
+            self._traced = self.tracing.projector(log)
             self._open(log)
         except BaseException:
+            self.tracing.shutdown()
             log.close()
             self.log = None
             raise
