@@ -381,3 +381,28 @@ def test_an_incident_keeps_its_trace_across_a_restart(tmp_path: Path) -> None:
     (verify,) = [s for s in exporter.get_finished_spans() if s.name == "verify"]
     assert hex_ids(verify) == (SENDER_TRACE, rebuilt["verify"].span_id, rebuilt["action"].span_id)
     assert {s.name for s in exporter.get_finished_spans()} == {"ingest", "verify"}
+
+
+def test_an_old_log_gives_its_incidents_traces_undo_and_escalation_included() -> None:
+    """A log recorded before traces existed (the recovery golden log): two-person approval, a
+    failed verification, its undo and the escalation, each a span where the work put it."""
+    golden = Path(__file__).resolve().parent / "fixtures" / "golden" / "recovery.jsonl"
+    events = [Event.model_validate_json(line) for line in golden.read_text().splitlines()]
+    spans = incident_trace(events, "inc-f25e68c548f8f284")
+    assert [s.name for s in spans] == [
+        "correlate", "decide", "verdict", "verdict", "action", "verify", "escalate", "undo",
+    ]  # fmt: skip
+    named = {s.name: s for s in spans}
+    first, second = (s for s in spans if s.name == "verdict")
+    assert first.attributes["onduty.verdict"] == "require_approval"
+    assert second.attributes["onduty.verdict"] == "allow"
+    assert first.parent_id == second.parent_id == named["decide"].span_id
+    assert named["action"].parent_id == second.span_id  # the verdict that let it run
+    assert named["verify"].attributes["onduty.outcome"] == "failed"
+    assert named["escalate"].parent_id == named["verify"].span_id
+    assert named["undo"].parent_id == named["verify"].span_id
+    assert named["undo"].attributes["onduty.outcome"] == "succeeded"
+    assert {s.trace_id for s in spans} == {derived_trace_id("run1-2")}
+    # an action whose outcome was never known ends the span as unknown
+    unknown = {s.name: s for s in incident_trace(events, "inc-dc7e3c4aefafa52d")}
+    assert unknown["action"].attributes["onduty.outcome"] == "unknown"

@@ -120,6 +120,11 @@ class _Running:
 
 
 _OPENING = frozenset({"SignalReceived", "IncidentOpened"})
+_STARTS = frozenset(
+    {"IncidentOpened", "ActionProposed", "PolicyEvaluated", "ActionStarted", "UndoStarted"}
+    | {"VerificationPassed", "VerificationFailed", "Escalated"}
+)
+"""The events that start a span other than the signal that opens an incident (first anyway)."""
 
 
 def _ignore(record: SpanRecord) -> None:
@@ -478,20 +483,23 @@ def _text(data: Mapping[str, Any], key: str) -> str:
 
 
 def incident_trace(events: Iterable[Event], incident_id: str) -> list[SpanRecord]:
-    """The spans of one incident's trace, rebuilt from the log (in the order their work
-    started): the same trace id, span ids, parents and events as the spans onduty emitted."""
+    """The spans of one incident's trace, rebuilt from the log, in the order their work started
+    (by time, then by the log's order of the events that started them): the same trace id,
+    span ids, parents and events as the spans onduty emitted."""
     found: list[SpanRecord] = []
+    position: dict[str, int] = {}
 
     def keep(record: SpanRecord) -> None:
         if record.incident_id == incident_id:
             found.append(record)
 
     projection = TraceProjection(keep, ingest=True, keep_resolved=1 << 30)
-    for event in events:
+    for index, event in enumerate(events):
+        if event.type in _STARTS:  # not every signal: a log may hold millions
+            position[event.id] = index
         projection.feed(event)
-    found.extend(projection.unfinished())
-    found = [r for r in found if r.incident_id == incident_id]
-    found.sort(key=lambda r: (r.start, SPAN_NAMES.index(r.name)))
+    found.extend(r for r in projection.unfinished() if r.incident_id == incident_id)
+    found.sort(key=lambda r: (r.start, position.get(r.event_ids[0], -1) if r.event_ids else -1))
     return found
 
 
