@@ -77,6 +77,8 @@ LAYERS: list[tuple[str, list[str]]] = [
             "onduty.approvals",
             "onduty.obs",
             "onduty.logs",
+            "onduty.tracing",
+            "onduty.spans",
             "onduty.api.credentials",
             "onduty.api.signatures",
             "onduty.checkpointer",

@@ -51,7 +51,7 @@ from onduty.config_policy import (
 from onduty.config_quality import QualitySettings
 from onduty.config_retention import RetentionSettings
 from onduty.config_runbooks import ProbeCheck, PrometheusCheck, Runbook, Step, Template, Verify
-from onduty.config_server import HostName, Network, ServerSettings
+from onduty.config_server import HostName, Network, ServerSettings, Telemetry
 from onduty.correlate.inhibition import InhibitRule
 from onduty.escalate.specs import AnyChannel, parse_channels
 from onduty.events import to_json
@@ -104,6 +104,7 @@ __all__ = [
     "ServerSettings",
     "Service",
     "Step",
+    "Telemetry",
     "Template",
     "Tier",
     "Verify",
@@ -253,6 +254,8 @@ class Config(Model):
     tokens `serve` listens on loopback only."""
     server: ServerSettings = Field(default_factory=ServerSettings)
     """How `onduty serve` meets the network."""
+    telemetry: Telemetry = Field(default_factory=Telemetry)
+    """Traces of onduty's own work, exported over OTLP (off by default)."""
     checkpoints: CheckpointSettings = Field(default_factory=CheckpointSettings)
     """Signed checkpoints of the log and the witnesses they are exported to."""
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
@@ -340,6 +343,7 @@ class Config(Model):
                 "channels",
                 "access",
                 "server",
+                "telemetry",
                 "checkpoints",
                 "retention",
                 "fleet",

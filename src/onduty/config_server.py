@@ -1,6 +1,6 @@
 """The `server:` section of the configuration: how `onduty serve` meets the network (host
-names, trusted proxies, body and shutdown deadlines). Read when it starts; a reload does not
-change it.
+names, trusted proxies, body and shutdown deadlines), and the `telemetry:` section: where it
+sends its own traces. Read when it starts; a reload does not change them.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field
 
 from onduty.values import ConfigModel as Model
-from onduty.values import PositiveDuration
+from onduty.values import PositiveDuration, references
 
-__all__ = ["HostName", "Network", "ServerSettings"]
+__all__ = ["HostName", "Network", "ServerSettings", "Telemetry", "TraceSettings"]
 
 _HOST_NAME = re.compile(
     r"^(\*|(\*\.)?[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*)$"
@@ -89,3 +89,60 @@ class ServerSettings(Model):
     `onduty serve --log-format` wins over it."""
     readiness: ReadinessSettings = Field(default_factory=ReadinessSettings)
     """The bounds `/readyz` holds the core to."""
+
+
+_ENDPOINT = re.compile(r"^https?://[^/?#@\s]+(/[^\s]*)?$")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_CREDENTIAL_WORDS = ("authorization", "cookie", "token", "secret", "password", "key")
+
+
+def _check_endpoint(value: str) -> str:
+    """An http(s) URL with a host, without credentials (they go in `headers`)."""
+    if "@" in value.partition("://")[2].split("/", 1)[0]:
+        raise ValueError("put credentials in headers (as secret references), not in the URL")
+    if not _ENDPOINT.match(value):
+        raise ValueError(f"expected an http:// or https:// URL with a host, got {value!r}")
+    return value
+
+
+def _check_headers(headers: dict[str, str]) -> dict[str, str]:
+    """Valid header names, no line breaks, credentials only as secret references."""
+    for name, value in headers.items():
+        if not _HEADER_NAME.match(name):
+            raise ValueError(f"{name!r} is not a valid HTTP header name")
+        if "\r" in value or "\n" in value or "\x00" in value:
+            raise ValueError(f"header {name!r}: a value cannot contain line breaks or NUL")
+        found = references(value, f"header {name!r}")
+        if any(word in name.lower() for word in _CREDENTIAL_WORDS) and not found:
+            raise ValueError(
+                f"header {name!r} carries a credential: reference it as ${{ENV:NAME}} or "
+                "${FILE:/path} instead of writing it in the configuration"
+            )
+    return headers
+
+
+class TraceSettings(Model):
+    """Traces of onduty's own work (OpenTelemetry), exported over OTLP/HTTP. Off unless
+    `otlp_endpoint` is set."""
+
+    otlp_endpoint: Annotated[str, AfterValidator(_check_endpoint)] | None = None
+    """The OTLP/HTTP traces endpoint (`http://127.0.0.1:4318/v1/traces`: an OpenTelemetry
+    Collector, Jaeger, Tempo); spans are sent in batches from a thread of their own. Unset (the
+    default): no spans are made and nothing is sent."""
+    service_name: str = Field(default="onduty", min_length=1)
+    """The `service.name` the spans carry (a fleet node adds its name as
+    `service.instance.id`)."""
+    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+    """The share of traces kept, chosen by trace id (every node keeps the same traces)."""
+    headers: Annotated[dict[str, str], AfterValidator(_check_headers)] = Field(default_factory=dict)
+    """Headers sent with every export (`Authorization`); values may reference secrets
+    (`${ENV:NAME}`, `${FILE:/path}`), never logged."""
+    timeout: PositiveDuration = timedelta(seconds=10)
+    """How long one export may take before it is given up."""
+
+
+class Telemetry(Model):
+    """What onduty tells about itself besides `/metrics`."""
+
+    traces: TraceSettings = Field(default_factory=TraceSettings)
+    """Traces of each incident's work: see `telemetry.traces` below."""

@@ -121,6 +121,7 @@ class FleetService(Service):
             raise StartupError(str(error)) from None
         self._view, self.log = view, view
         try:
+            self._start_tracing()
             self._prepare_rest()
         except BaseException:
             self._close_all()
@@ -241,6 +242,7 @@ class FleetService(Service):
             background_snapshots=True,
             counts=self._counts,
             on_append=self.metrics.appended,
+            on_event=self.tracing.projector(log),  # each partition's incidents, where they run
         )
         if self._kill_switches is not None:  # before the partition's core takes any input
             self._kill_switches.bring(runtime)
@@ -503,3 +505,4 @@ class FleetService(Service):
         if self._kill_switches is not None:
             self._kill_switches.close()
             self._kill_switches = None
+        self.tracing.shutdown()  # the spans still buffered are exported

@@ -37,8 +37,9 @@ from onduty.runtime import (
     SystemClock,
     settle_heap,
 )
-from onduty.secrets import unresolved_references
+from onduty.secrets import SecretError, unresolved_references
 from onduty.stepback import DependencyWatch, DependencyWatcher
+from onduty.tracing import Tracing
 from onduty.workers import WorkerPool
 
 if TYPE_CHECKING:  # PostgreSQL's client is loaded only by a fleet
@@ -89,8 +90,12 @@ class Service:
         config_path: str | None = None,
         access: Access | None = None,
         clock: Clock | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.config = config
+        self.tracing = tracing or Tracing(config.telemetry.traces)
+        """Traces of the work (off unless configured); started by `prepare`."""
+        self._traced: Callable[[Event], None] | None = None
         # The credentials the API accepts; a reload updates this object in place.
         self.access = access if access is not None else Access()
         self.config_path = config_path
@@ -160,8 +165,11 @@ class Service:
         except StoreError as error:
             raise StartupError(str(error)) from None
         try:
+            self._start_tracing()
+            self._traced = self.tracing.projector(log)
             self._open(log)
         except BaseException:
+            self.tracing.shutdown()
             log.close()
             self.log = None
             raise
@@ -172,7 +180,14 @@ class Service:
         sections: dict[str, Any] = {"sources": self.config.sources}
         if self._actuators is None:
             sections["actuators"] = self.config.actuators
+        sections["telemetry"] = self.config.telemetry.model_dump(mode="json")
         return unresolved_references(sections)
+
+    def _start_tracing(self) -> None:
+        try:
+            self.tracing.start(self.name or None)
+        except SecretError as error:  # names the header, never its value
+            raise StartupError(str(error)) from None
 
     def _open(self, log: EventLog) -> None:
         self.log = log
@@ -309,6 +324,7 @@ class Service:
         if self._serving is not None:
             self._serving.release()
             self._serving = None
+        self.tracing.shutdown()  # the spans still buffered are exported
         logger.info("stopped")
 
     def reload(self, actor: str = "api") -> tuple[int, dict[str, Any]]:
@@ -428,6 +444,8 @@ class Service:
         return None
 
     def _on_event(self, event: Event) -> None:
+        if self._traced is not None:
+            self._traced(event)
         self.read.feed(event)
         if event.seq - self._read_saved >= READ_SNAPSHOT_EVERY and self.log is not None:
             self._read_saved = event.seq  # encoded and stored off the core's thread

@@ -88,6 +88,7 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("GET", f"{API}/incidents"): VIEWER,
     ("GET", f"{API}/incidents/{{incident_id}}"): VIEWER,
     ("GET", f"{API}/incidents/{{incident_id}}/signals"): VIEWER,
+    ("GET", f"{API}/incidents/{{incident_id}}/trace"): VIEWER,
     ("GET", f"{API}/approvals"): VIEWER,
     ("GET", f"{API}/silences"): VIEWER,
     ("GET", f"{API}/kill-switches"): VIEWER,
@@ -187,6 +188,7 @@ def build_app(
         max_body=service.max_body,
         access=access,
         max_unauthenticated=server.max_unauthenticated,
+        tracing=service.tracing,
     )
     for name, (path, content_types) in INGEST_ROUTES.items():
         fmt = Format(

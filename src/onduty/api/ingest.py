@@ -29,6 +29,7 @@ from onduty.gateway import Gateway
 from onduty.obs import Metrics
 from onduty.runtime import Input
 from onduty.sense import IngestError
+from onduty.tracing import Tracing
 
 RAW_KEEP = 4096
 KEEP_DEPTH = 32
@@ -151,8 +152,10 @@ class Ingest:
         max_body: int,
         access: Access | None = None,
         max_unauthenticated: int = 64,
+        tracing: Tracing | None = None,
     ):
         self._gateway = gateway
+        self._tracing = tracing or Tracing()
         self._metrics = metrics
         self._max_body = max_body
         self._access = access
@@ -164,7 +167,9 @@ class Ingest:
     def endpoint(self, fmt: Format) -> Callable[[Request], Any]:
         async def receive(request: Request) -> Response:
             started = time.perf_counter()
-            response = await self._receive(fmt, request)
+            with self._tracing.ingest(fmt.name, request.headers.get("traceparent")) as received:
+                response = await self._receive(fmt, request, received.traceparent)
+                received.finish(response.status_code)
             delivery = getattr(request.state, "signed_delivery", None)
             if delivery is not None and response.status_code != 202 and self._access is not None:
                 self._access.replays.forget(delivery)  # refused after all: it may come again
@@ -228,7 +233,7 @@ class Ingest:
     def _too_large(self) -> Response:
         return error(413, f"the body is larger than the limit of {self._max_body} bytes")
 
-    async def _receive(self, fmt: Format, request: Request) -> Response:
+    async def _receive(self, fmt: Format, request: Request, trace: str | None) -> Response:
         source: IngestSource | None = None
         body: bytes | None = None
         access = self._access
@@ -270,6 +275,11 @@ class Ingest:
             )
             for signal in signals
         ]
+        if trace is not None:  # the request's trace context, recorded with each signal
+            inputs = [
+                Input(item.body.model_copy(update={"traceparent": trace}), item.stream, actor)
+                for item in inputs
+            ]
         outcome = await self.durable(inputs)
         if outcome is not None:
             return outcome

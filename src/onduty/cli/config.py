@@ -36,6 +36,7 @@ def config_check(
     except ConfigError as error:
         raise config_problems(error) from None
     sections = {name: getattr(config, name) for name in ("sources", "actuators", "channels")}
+    sections["telemetry"] = config.telemetry.model_dump(mode="json")
     warnings = unresolved_references(sections)
     try:
         # hashes and ingest secrets named by variable or file; body-only signatures

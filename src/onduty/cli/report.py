@@ -63,3 +63,46 @@ def report(
         return
     for path in written:
         out.print(f"wrote {markup(str(path))}")
+
+
+def trace(
+    incident_id: Annotated[str, typer.Argument(help="The incident (its id, inc-…).")],
+    store: StoreOption = "onduty.db",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per span, one per line.")
+    ] = False,
+) -> None:
+    """Show the trace of one incident, rebuilt from the event log (read only): its spans from
+    the request that delivered the signal through correlation, decision, verdict, action and
+    verification, with the events each span stands for. The ids are those onduty exports over
+    OTLP (`telemetry.traces`), so the trace can be found in a tracing backend."""
+    import orjson
+
+    from onduty.report.source import ReportProblem, check_store, missing_incident
+    from onduty.spans import incident_trace
+    from onduty.textsafe import visible
+
+    try:
+        check_store(store)
+        with existing_log(store) as log:
+            spans = incident_trace(log.read(), incident_id)
+            if not spans:
+                raise missing_incident(incident_id, log.read(), store)
+    except ReportProblem as problem:
+        raise UsageProblem(str(problem)) from None
+    if as_json:
+        for span in spans:
+            typer.echo(orjson.dumps(span.as_dict()).decode())
+        return
+    depth: dict[str, int] = {}
+    typer.echo(f"trace {spans[0].trace_id}  incident {visible(incident_id)}")
+    for span in spans:
+        level = depth.get(span.parent_id or "", -1) + 1
+        depth[span.span_id] = level
+        until = "…" if span.end is None else span.end.strftime("%H:%M:%S.%f")[:-3]
+        events = ", ".join(visible(i) for i in span.event_ids)
+        typer.echo(
+            f"{'  ' * level}{span.name:<10} {span.span_id}  "
+            f"{span.start.strftime('%H:%M:%S.%f')[:-3]} → {until}"
+            + (f"  [{events}]" if events else "")
+        )

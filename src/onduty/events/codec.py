@@ -176,7 +176,7 @@ def make_event(
 # The fields `_signal_json` writes: a field added to Signal turns it off until it writes that one
 _SIGNAL_FIELDS = {
     "source", "fingerprint", "status", "labels", "annotations", "starts_at", "ends_at",
-    "generator_url", "delivery_id",
+    "generator_url", "delivery_id", "traceparent",
 }  # fmt: skip
 _SIGNAL_FAST = set(SignalReceived.model_fields) == _SIGNAL_FIELDS
 
@@ -196,7 +196,7 @@ def _signal_json(body: Payload) -> dict[str, Any] | None:
         ends is not None and ends.tzinfo is not UTC
     ):
         return None
-    return {
+    written = {
         "source": body.source,
         "fingerprint": body.fingerprint,
         "status": body.status,
@@ -207,6 +207,9 @@ def _signal_json(body: Payload) -> dict[str, Any] | None:
         "generator_url": body.generator_url,
         "delivery_id": body.delivery_id,
     }
+    if body.traceparent is not None:
+        written["traceparent"] = body.traceparent
+    return written
 
 
 def json_schemas() -> dict[str, Any]:

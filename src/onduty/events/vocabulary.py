@@ -49,6 +49,11 @@ class Signal(Payload):
     delivery_id: str | None = None
     """The identity of this exact notification at its source (CloudEvents `source` + `id`):
     a redelivery is recognised and counted once."""
+    traceparent: str | None = Field(default=None, exclude_if=lambda value: value is None)
+    """The W3C trace context the signal was received under (`00-<trace id>-<span id>-<flags>`:
+    the ingest request's span, or the sender's). Recorded by the shell, never read by the core;
+    an incident's trace is rebuilt from it. Written only when present, so events written
+    before it hash as they did."""
 
 
 class SignalReceived(Signal):

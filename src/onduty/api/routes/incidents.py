@@ -23,6 +23,7 @@ from onduty.readmodel import (
     signal_page,
 )
 from onduty.service import Service
+from onduty.spans import incident_trace, recall_from
 
 
 def _signals_url(incident_id: str, limit: int, **cursor: int) -> str:
@@ -170,6 +171,24 @@ def incidents_router(service: Service) -> APIRouter:
                 "total": page.total,
                 "events": [event_json(event) for event in page.events],
                 **_signal_links(incident_id, page, cursor.last_seq, limit),
+            }
+        )
+
+    @router.get(f"{API}/incidents/{{incident_id}}/trace", dependencies=READ)
+    def incident_trace_(incident_id: str) -> Response:
+        """The incident's trace rebuilt from its events (`onduty trace`): the spans with the
+        ids onduty exports over OTLP, whether export is on or not."""
+        log = service.log
+        if log is None:
+            return error(503, "not ready", **{"Retry-After": "1"})
+        spans = incident_trace(recall_from(log)(incident_id, log.head()[0] + 1), incident_id)
+        if not spans:
+            return error(404, f"no incident {incident_id}", "incident_id")
+        return JSONBody(
+            {
+                "incident_id": incident_id,
+                "trace_id": spans[0].trace_id,
+                "spans": [span.as_dict() for span in spans],
             }
         )
 
