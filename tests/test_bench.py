@@ -84,8 +84,8 @@ def test_bench_quick_runs_every_workload_from_the_installed_package(tmp_path: Pa
     figures = tmp_path / "bench.json"
     # fleet_ingest and failover start fleets of servers on PostgreSQL and NATS (~35 s together
     # with --quick): run them by hand, `onduty bench --quick --only fleet_ingest --only failover`
-    workloads = ("act_overhead", "core_fold", "flat", "ingest", "log_append", "memory", "pg_log",
-                 "restart", "soak", "verdict")  # fmt: skip
+    workloads = ("act_overhead", "core_fold", "flat", "ingest", "log_append", "memory",
+                 "observability", "pg_log", "restart", "soak", "verdict")  # fmt: skip
     only = [option for workload in workloads for option in ("--only", workload)]
     result = subprocess.run(
         [python, "-m", "onduty", "bench", "--quick", "--json", str(figures), *only],

@@ -146,3 +146,8 @@ class Telemetry(Model):
 
     traces: TraceSettings = Field(default_factory=TraceSettings)
     """Traces of each incident's work: see `telemetry.traces` below."""
+    event_metrics: bool = True
+    """Count every appended event into `/metrics` (signals, verdicts, actions, verifications,
+    escalations, approvals, signal-to-verdict latency). Off: `/metrics` keeps only what the
+    service measures of itself (ingest, queues, readiness, the log's appends, safe mode); `onduty
+    bench observability` turns it off to measure its cost."""

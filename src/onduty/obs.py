@@ -69,6 +69,8 @@ class Metrics:
             registry=self.registry,
         )
         self.projection = EventMetrics(self.registry)
+        self.per_event = True
+        """Whether appended events feed the counters (`telemetry.event_metrics`)."""
         # ---- readiness, queues and breakers (onduty.health sets `ready`; the service the
         # queue depths; `breakers` is a projection of the log like `projection`) ----
         self.ready = Gauge(
@@ -101,9 +103,10 @@ class Metrics:
 
     def observe(self, event: Event) -> None:
         """Count one appended event (the service calls this for every event it appends)."""
-        self.events.labels(event.type).inc()
         self.log_head.set(event.seq)
-        self.projection.feed(event)
+        if self.per_event:
+            self.events.labels(event.type).inc()
+            self.projection.feed(event)
         self.breakers.feed(event)
 
 

@@ -103,6 +103,7 @@ class Service:
         self.max_body = max_body
         self.max_pending = max_pending
         self.metrics = Metrics()
+        self.metrics.per_event = config.telemetry.event_metrics
         self.read = ReadModels()
         # Pending approvals as the read models hold them (restored at a restart, moot ones gone).
         self.metrics.projection.approvals_pending.set_function(

@@ -1,5 +1,5 @@
 """A sink on loopback for what `onduty serve` sends out during a benchmark: OTLP trace exports
-and the HTTP actuator's requests. It answers every POST 200 at once and counts them, so the
+and the HTTP actuator's requests. It answers every POST and PUT 200 at once and counts them, so the
 server's cost of sending is measured and nothing downstream is."""
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ class Sink:
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()
                 self.wfile.write(b"{}")
+
+            do_PUT = do_POST
 
             def log_message(self, format: str, *args: object) -> None:
                 pass  # a benchmark's sink says nothing

@@ -44,11 +44,14 @@ from onduty.bench._sink import Sink
 from onduty.bench._workload import Row, per_second, progress, ratio, row
 from onduty.log.sqlite import SQLiteEventLog
 
-CONNECTIONS = 32
+CONNECTIONS = {False: 32, True: 8}
+"""By workload (deciding or not): a request whose 50 alerts each open an incident takes longer,
+and fewer connections keep the closed loop's answers inside its window."""
 SECONDS = {True: 1.5, False: 10.0}
 WARMUP = {True: 0.0, False: 2.0}
 ROUNDS = {True: 1, False: 3}
 TARGET_RATIO = 0.90
+PARTS = ("metrics", "traces", "logs")
 DRAIN_TIMEOUT = 600.0
 
 
@@ -60,13 +63,16 @@ class Run:
     spans_sent: int
 
 
-def server_config(seeing: bool, deciding: bool, sink: str) -> dict[str, Any]:
+def server_config(
+    seeing: bool, deciding: bool, sink: str, parts: frozenset[str] = frozenset(PARTS)
+) -> dict[str, Any]:
+    """The server's config; `seeing` turns on the `parts` of seeing itself (metrics, traces;
+    logs are turned on by the log level)."""
     document = config_document()
-    document["telemetry"] = (
-        {"traces": {"otlp_endpoint": f"{sink}/v1/traces", "sample_ratio": 1.0}}
-        if seeing
-        else {"metrics": False}
-    )
+    telemetry: dict[str, Any] = {"event_metrics": seeing and "metrics" in parts}
+    if seeing and "traces" in parts:
+        telemetry["traces"] = {"otlp_endpoint": f"{sink}/v1/traces", "sample_ratio": 1.0}
+    document["telemetry"] = telemetry
     if deciding:
         document["correlation"] = {
             "group_by": ["instance", "alertname", "uniq"],
@@ -79,6 +85,13 @@ def server_config(seeing: bool, deciding: bool, sink: str) -> dict[str, Any]:
                 "do": [{"action": "bench.fix", "target": "{{ signal.labels.instance }}"}],
             }
         ]
+        # A budget keeps what runs small (a shutdown waits for every action started): past it,
+        # proposals are still decided, and denied.
+        document["policy"] = {
+            "guardrails": [
+                {"name": "bench-budget", "rate": {"action": "bench.fix", "max": 200, "per": "1h"}}
+            ]
+        }
         document["actuators"] = [
             {
                 "kind": "http",
@@ -90,11 +103,12 @@ def server_config(seeing: bool, deciding: bool, sink: str) -> dict[str, Any]:
     return document
 
 
-def _server(folder: Path, seeing: bool, deciding: bool, sink: str) -> Server:
+def _server(folder: Path, seeing: bool, deciding: bool, sink: str, parts: frozenset[str]) -> Server:
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "onduty.yaml"
-    config.write_bytes(orjson.dumps(server_config(seeing, deciding, sink)))  # JSON is YAML
-    level = "info" if seeing else "warning"
+    document = server_config(seeing, deciding, sink, parts)
+    config.write_bytes(orjson.dumps(document))  # JSON is YAML
+    level = "info" if seeing and "logs" in parts else "warning"
     return Server(
         folder / "bench.db", "--max-pending", "200000", "--log-level", level, config=config
     )
@@ -117,20 +131,28 @@ def _verdicts(store: Path) -> int:
 
 
 def _one(
-    bodies: list[bytes], seeing: bool, deciding: bool, quick: bool, folder: Path, checks: Checks
+    bodies: list[bytes],
+    seeing: bool,
+    deciding: bool,
+    quick: bool,
+    folder: Path,
+    checks: Checks,
+    parts: frozenset[str] = frozenset(PARTS),
 ) -> Run:
     with Sink() as sink:
-        server = _server(folder, seeing, deciding, sink.url)
+        server = _server(folder, seeing, deciding, sink.url, parts)
         with serving(server, checks):
             if WARMUP[quick]:
                 burst(
-                    server.url, ONDUTY_PATH, bodies, ok_status=202, connections=CONNECTIONS,
-                    seconds=WARMUP[quick], folder=folder / "warmup", unique="w",
+                    server.url, ONDUTY_PATH, bodies, ok_status=202,
+                    connections=CONNECTIONS[deciding], seconds=WARMUP[quick],
+                    folder=folder / "warmup", unique="w",
                 )  # fmt: skip
             began = time.perf_counter()
             result = burst(
-                server.url, ONDUTY_PATH, bodies, ok_status=202, connections=CONNECTIONS,
-                seconds=SECONDS[quick], folder=folder / "run", unique="u",
+                server.url, ONDUTY_PATH, bodies, ok_status=202,
+                connections=CONNECTIONS[deciding], seconds=SECONDS[quick],
+                folder=folder / "run", unique="u",
             )  # fmt: skip
             deadline = time.monotonic() + DRAIN_TIMEOUT
             while _queued(server) > 0 and time.monotonic() < deadline:
@@ -141,7 +163,10 @@ def _one(
             audit_verify(server.store, checks)
         verdicts = _verdicts(server.store) if deciding else 0
         spans = sink.count("/v1/traces")
-    checks.expect(not seeing or spans > 0, "with traces on, no export reached the OTLP sink")
+    checks.expect(
+        not seeing or "traces" not in parts or spans > 0,
+        "with traces on, no export reached the OTLP sink",
+    )
     return Run(
         alerts_per_second=result.requests_per_second() * PER_REQUEST,
         decisions_per_second=verdicts / drained if drained > 0 else 0.0,
@@ -158,7 +183,8 @@ def run(quick: bool = False) -> list[Row]:
     stream = alert_stream()
     rows: list[Row] = []
     setting = (
-        f"unique alerts in webhooks of {PER_REQUEST}, {CONNECTIONS} connections, "
+        f"unique alerts in webhooks of {PER_REQUEST}, {CONNECTIONS[False]} connections "
+        f"({CONNECTIONS[True]} deciding), "
         f"{SECONDS[quick]:g} s x {ROUNDS[quick]} rounds alternating off/on (medians), server "
         f"{where(SERVER_CPUS)}, generator {where(LOAD_CPUS)}"
     )
