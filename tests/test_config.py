@@ -643,7 +643,7 @@ def test_quality_problems_name_their_field() -> None:
                 "heartbeats": [{"source": "am", "every": "5m", "services": ["web", "nope"]}]
             },
         },
-        "quality.heartbeats[1].source: 'am' is listed twice (first at heartbeats[0])": {
+        "quality.heartbeats[1].source: the source 'am' is already used by quality.heartbeats[0]": {
             "quality": {
                 "heartbeats": [{"source": "am", "every": "5m"}, {"source": "am", "every": "1m"}]
             },

@@ -314,7 +314,12 @@ class Config(Model):
                 else:
                     owners[instance] = service.name
         known = {service.name for service in self.services}
-        problems += _unique_sources([beat.source for beat in self.quality.heartbeats])
+        problems += [
+            f"{problem}: give each source one interval"
+            for problem in _unique_names(
+                "quality.heartbeats", [beat.source for beat in self.quality.heartbeats], "source"
+            )
+        ]
         for index, beat in enumerate(self.quality.heartbeats):
             for position, name in enumerate(beat.services):
                 if name not in known:
@@ -359,26 +364,13 @@ def policy_version(document: dict[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(to_json(document)).hexdigest()[:16]
 
 
-def _unique_sources(sources: list[str]) -> list[str]:
-    first: dict[str, int] = {}
-    problems = []
-    for index, source in enumerate(sources):
-        if source in first:
-            problems.append(
-                f"quality.heartbeats[{index}].source: {source!r} is listed twice (first at "
-                f"heartbeats[{first[source]}]): give each source one interval"
-            )
-        first.setdefault(source, index)
-    return problems
-
-
-def _unique_names(where: str, names: list[str]) -> list[str]:
+def _unique_names(where: str, names: list[str], field: str = "name") -> list[str]:
     first: dict[str, int] = {}
     problems = []
     for index, name in enumerate(names):
         if name in first:
             problems.append(
-                f"{where}[{index}].name: the name {name!r} is already used by "
+                f"{where}[{index}].{field}: the {field} {name!r} is already used by "
                 f"{where}[{first[name]}]"
             )
         else:

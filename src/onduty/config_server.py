@@ -11,8 +11,9 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
 
+from onduty.httpbits import check_headers
 from onduty.values import ConfigModel as Model
-from onduty.values import PositiveDuration, references
+from onduty.values import PositiveDuration
 
 __all__ = ["HostName", "Network", "ServerSettings", "Telemetry", "TraceSettings"]
 
@@ -93,7 +94,6 @@ class ServerSettings(Model):
 
 _ENDPOINT = re.compile(r"^https?://[^/?#@\s]+(/[^\s]*)?$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-_CREDENTIAL_WORDS = ("authorization", "cookie", "token", "secret", "password", "key")
 
 
 def _check_endpoint(value: str) -> str:
@@ -103,22 +103,6 @@ def _check_endpoint(value: str) -> str:
     if not _ENDPOINT.match(value):
         raise ValueError(f"expected an http:// or https:// URL with a host, got {value!r}")
     return value
-
-
-def _check_headers(headers: dict[str, str]) -> dict[str, str]:
-    """Valid header names, no line breaks, credentials only as secret references."""
-    for name, value in headers.items():
-        if not _HEADER_NAME.match(name):
-            raise ValueError(f"{name!r} is not a valid HTTP header name")
-        if "\r" in value or "\n" in value or "\x00" in value:
-            raise ValueError(f"header {name!r}: a value cannot contain line breaks or NUL")
-        found = references(value, f"header {name!r}")
-        if any(word in name.lower() for word in _CREDENTIAL_WORDS) and not found:
-            raise ValueError(
-                f"header {name!r} carries a credential: reference it as ${{ENV:NAME}} or "
-                "${FILE:/path} instead of writing it in the configuration"
-            )
-    return headers
 
 
 class TraceSettings(Model):
@@ -134,7 +118,7 @@ class TraceSettings(Model):
     `service.instance.id`)."""
     sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
     """The share of traces kept, chosen by trace id (every node keeps the same traces)."""
-    headers: Annotated[dict[str, str], AfterValidator(_check_headers)] = Field(default_factory=dict)
+    headers: Annotated[dict[str, str], AfterValidator(check_headers)] = Field(default_factory=dict)
     """Headers sent with every export (`Authorization`); values may reference secrets
     (`${ENV:NAME}`, `${FILE:/path}`), never logged."""
     timeout: PositiveDuration = timedelta(seconds=10)
