@@ -93,7 +93,6 @@ class ServerSettings(Model):
 
 
 _ENDPOINT = re.compile(r"^https?://[^/?#@\s]+(/[^\s]*)?$")
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
 def _check_endpoint(value: str) -> str:

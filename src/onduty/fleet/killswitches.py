@@ -15,9 +15,6 @@ Shell code in the fleet layer: it does I/O on PostgreSQL.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,7 +22,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from onduty.log.pg import Connection, LazyConnection, StoreURL, ensure_schema, parse_store_url
+from onduty.log.pg import LazyConnection, StoreURL, parse_store_url
 
 STATEMENT_TIMEOUT_S = 10.0
 
@@ -112,17 +109,9 @@ class FleetKillSwitches:
     def __init__(self, url: str | StoreURL) -> None:
         self.url = parse_store_url(url) if isinstance(url, str) else url
         self._q = _Statements(self.url)
-        self._link = LazyConnection(self.url, statement_timeout=STATEMENT_TIMEOUT_S)
-        self._lock = threading.Lock()
-        self._prepared = False
-
-    @contextmanager
-    def _conn(self) -> Iterator[Connection]:
-        with self._lock, self._link.using() as conn:
-            if not self._prepared:
-                ensure_schema(conn, self.url.schema, self._q.schema)
-                self._prepared = True
-            yield conn
+        self._link = LazyConnection(
+            self.url, schema=self._q.schema, shared=True, statement_timeout=STATEMENT_TIMEOUT_S
+        )
 
     def set(self, kind: str, name: str, reason: str, actor: str) -> SwitchChange:
         """Set (or set again, with a new reason) the switch on `kind` `name`."""
@@ -137,7 +126,7 @@ class FleetKillSwitches:
     def _change(
         self, kind: str, name: str, active: bool, reason: str, actor: str
     ) -> SwitchChange | None:
-        with self._conn() as conn, conn.transaction():
+        with self._link.using() as conn, conn.transaction():
             conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
                 (f"onduty-kill-switches:{self.url.schema}",),
@@ -167,14 +156,13 @@ class FleetKillSwitches:
 
     def _read(self, statement: sql.Composed) -> list[tuple[Any, ...]]:
         try:
-            with self._conn() as conn:
+            with self._link.using() as conn:
                 return conn.execute(statement).fetchall()
         except psycopg.errors.UndefinedTable:  # pragma: no cover - the table is made on use
             return []
 
     def close(self) -> None:
-        with self._lock:
-            self._link.close()
+        self._link.close()
 
     def __enter__(self) -> FleetKillSwitches:
         return self

@@ -13,15 +13,14 @@ renewals and the balancing; `Leases` is the statements, for one manager and one 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg import sql
 
-from onduty.log.pg import Connection, LazyConnection, StoreURL, ensure_schema, parse_store_url
+from onduty.log.pg import Connection, LazyConnection, StoreURL, parse_store_url
 
 DEFAULT_TTL_S = 6.0
 DEFAULT_ROLE = "manager"
@@ -185,23 +184,14 @@ class Leases:
             connect_timeout=min(5.0, ttl / 2),
             statement_timeout=renew_every,
             dead_peer_after=ttl / 2,
+            schema=self._q.schema,
         )
-        self._prepared = False
-
-    @contextmanager
-    def _conn(self) -> Iterator[Connection]:
-        """The guarded connection, with the tables created on first use."""
-        with self._link.using() as conn:
-            if not self._prepared:
-                ensure_schema(conn, self.url.schema, self._q.schema)
-                self._prepared = True
-            yield conn
 
     def acquire(self, partition: int) -> Lease | None:
         """Take `partition` when it is free, expired or already ours, with a new token (a new
         tenure: anything still fenced with an older token is refused); None when another
         owner's lease is live."""
-        with self._conn() as conn:
+        with self._link.using() as conn:
             row = conn.execute(
                 self._q.acquire, {"partition": partition, "owner": self.owner, "ttl": self._ttl}
             ).fetchone()
@@ -213,7 +203,7 @@ class Leases:
         held = {lease.partition: lease for lease in leases}
         if not held:
             return [], []
-        with self._conn() as conn:
+        with self._link.using() as conn:
             rows = conn.execute(
                 self._q.renew,
                 {
@@ -229,7 +219,7 @@ class Leases:
 
     def release(self, partition: int, token: int | None = None) -> bool:
         """Let `partition` go now, if it is ours (and of `token`, when given); whether it was."""
-        with self._conn() as conn:
+        with self._link.using() as conn:
             cursor = conn.execute(
                 self._q.release, {"partition": partition, "owner": self.owner, "token": token}
             )
@@ -237,13 +227,13 @@ class Leases:
 
     def owned(self) -> list[Lease]:
         """The live leases the database says are ours."""
-        with self._conn() as conn:
+        with self._link.using() as conn:
             return [_lease(row) for row in conn.execute(self._q.owned, {"owner": self.owner})]
 
     def takeable(self, partitions: int) -> list[int]:
         """The partitions below `partitions` that `acquire` would take now: free, expired, or
         ours."""
-        with self._conn() as conn:
+        with self._link.using() as conn:
             rows = conn.execute(
                 self._q.takeable, {"partitions": partitions, "owner": self.owner}
             ).fetchall()
@@ -251,7 +241,7 @@ class Leases:
 
     def heartbeat(self) -> None:
         """Say this manager is alive for another TTL."""
-        with self._conn() as conn:
+        with self._link.using() as conn:
             conn.execute(
                 self._q.heartbeat, {"owner": self.owner, "region": self.region, "role": self.role}
             )
@@ -259,7 +249,7 @@ class Leases:
 
     def live_owners(self) -> list[str]:
         """The members of this role whose heartbeat is younger than a TTL, by name."""
-        with self._conn() as conn:
+        with self._link.using() as conn:
             rows = conn.execute(self._q.live, {"role": self.role, "ttl": self._ttl}).fetchall()
         return [str(row[0]) for row in rows]
 
@@ -270,7 +260,7 @@ class Leases:
     def leave(self) -> None:
         """Release every lease and leave the membership (a clean shutdown): the others take
         over at their next renewal instead of after a TTL."""
-        with self._conn() as conn, conn.transaction():
+        with self._link.using() as conn, conn.transaction():
             conn.execute(self._q.release_all, {"owner": self.owner})
             conn.execute(self._q.leave, {"owner": self.owner})
 

@@ -20,8 +20,6 @@ Shell code in the fleet layer: it does I/O on PostgreSQL; the core only ever see
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -35,11 +33,9 @@ from psycopg.types.json import Jsonb
 
 from onduty.config import Config, parse_config_text
 from onduty.log.pg import (
-    Connection,
     LazyConnection,
     StoreURL,
     StoreURLError,
-    ensure_schema,
     parse_store_url,
     redact,
 )
@@ -203,21 +199,16 @@ class PolicyBundles:
     def __init__(self, url: str | StoreURL) -> None:
         self.url = central_url(url)
         self._q = _Statements(self.url)
-        self._link = LazyConnection(self.url, statement_timeout=STATEMENT_TIMEOUT_S)
-        self._prepared = False
-
-    @contextmanager
-    def _conn(self, *, create: bool = False) -> Iterator[Connection]:
-        with self._link.using() as conn:
-            if create and not self._prepared:
-                ensure_schema(conn, self.url.schema, self._q.schema)
-                self._prepared = True
-            yield conn
+        # Reading a schema where nothing was ever published creates nothing: only a publish
+        # makes the tables.
+        self._link = LazyConnection(
+            self.url, schema=self._q.schema, statement_timeout=STATEMENT_TIMEOUT_S
+        )
 
     def _read(self, statement: sql.Composed, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         """The rows of a read; none while nothing was ever published here."""
         try:
-            with self._conn() as conn:
+            with self._link.using(create=False) as conn:
                 return conn.execute(statement, params).fetchall()
         except psycopg.errors.UndefinedTable:
             return []
@@ -243,7 +234,7 @@ class PolicyBundles:
             "source": source,
             "actor": actor,
         }
-        with self._conn(create=True) as conn, conn.transaction():
+        with self._link.using() as conn, conn.transaction():
             conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
                 (f"onduty-policy:{self.url.schema}",),

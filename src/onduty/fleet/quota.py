@@ -18,10 +18,8 @@ looks at every window that contains `at` and grants only when the fullest of the
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -31,7 +29,7 @@ import psycopg
 from psycopg import sql
 
 from onduty.govern.base import window_text
-from onduty.log.pg import Connection, LazyConnection, StoreURL, ensure_schema, parse_store_url
+from onduty.log.pg import LazyConnection, StoreURL, parse_store_url
 
 DEFAULT_STATEMENT_TIMEOUT_S = 10.0
 
@@ -249,17 +247,9 @@ class Quota:
         self.url = parse_store_url(url) if isinstance(url, str) else url
         self.owner = owner
         self._q = _Statements(self.url)
-        self._link = LazyConnection(self.url, statement_timeout=statement_timeout)
-        self._lock = threading.Lock()
-        self._prepared = False
-
-    @contextmanager
-    def _conn(self) -> Iterator[Connection]:
-        with self._lock, self._link.using() as conn:
-            if not self._prepared:
-                ensure_schema(conn, self.url.schema, self._q.schema)
-                self._prepared = True
-            yield conn
+        self._link = LazyConnection(
+            self.url, schema=self._q.schema, shared=True, statement_timeout=statement_timeout
+        )
 
     def reserve(
         self,
@@ -282,7 +272,7 @@ class Quota:
         if limit < 0 or window <= timedelta(0):
             raise ValueError(f"scope {scope}: limit {limit} and window {window} make no quota")
         at = _utc(at)
-        with self._conn() as conn, conn.transaction():
+        with self._link.using() as conn, conn.transaction():
             # queued per scope (in this schema): whoever holds it counts every earlier grant
             conn.execute(self._q.lock, (f"onduty-quota:{self.url.schema}:{scope}",))
             found = conn.execute(self._q.find, (action_id,)).fetchone()
@@ -327,7 +317,7 @@ class Quota:
         """Give back the slot of an action that will not run (another guardrail refused it, or
         it never started); whether one was held. Its verdict is forgotten too: reserving the id
         again judges it afresh."""
-        with self._conn() as conn:
+        with self._link.using() as conn:
             return conn.execute(self._q.release, (action_id,)).rowcount > 0
 
     def count(
@@ -335,7 +325,7 @@ class Quota:
     ) -> int:
         """Granted actions (or distinct targets) of `scope` in the window `(at - window, at]`."""
         at = _utc(at)
-        with self._conn() as conn:
+        with self._link.using() as conn:
             row = conn.execute(self._q.count, (scope, at - window, at)).fetchone()
         assert row is not None  # an aggregate always answers
         return int(row[1] if distinct_targets else row[0])
@@ -343,12 +333,11 @@ class Quota:
     def forget(self, before: datetime) -> int:
         """Drop the verdicts on actions before `before` (housekeeping, once no window and no
         retry reaches back that far); how many."""
-        with self._conn() as conn:
+        with self._link.using() as conn:
             return conn.execute(self._q.forget, (_utc(before),)).rowcount
 
     def close(self) -> None:
-        with self._lock:
-            self._link.close()
+        self._link.close()
 
     def __enter__(self) -> Quota:
         return self

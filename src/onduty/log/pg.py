@@ -8,7 +8,9 @@ of the URL reaches it.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -148,14 +150,27 @@ def ensure_schema(conn: Connection, schema: str, statements: Iterable[sql.Compos
 
 class LazyConnection:
     """One autocommit connection (single statements, or explicit `conn.transaction()` blocks),
-    opened on first use and opened again after it broke.
+    opened on first use and opened again after it broke. With `schema` (the statements that
+    create a record's tables), they are run once, on the first use that may create them.
 
-    Not thread-safe: one thread uses it at a time (its owner serialises)."""
+    One thread uses it at a time: its owner serialises, or asks for `shared` (a lock)."""
 
-    def __init__(self, url: StoreURL, **connect_options: Any) -> None:
+    def __init__(
+        self,
+        url: StoreURL,
+        *,
+        schema: Iterable[sql.Composed] | None = None,
+        shared: bool = False,
+        **connect_options: Any,
+    ) -> None:
         self.url = url
         self._options = connect_options
         self._conn: Connection | None = None
+        self._schema = schema
+        self._prepared = schema is None
+        self._lock: threading.Lock | contextlib.nullcontext[None] = (
+            threading.Lock() if shared else contextlib.nullcontext()
+        )
 
     def connection(self) -> Connection:
         if self._conn is not None and (self._conn.closed or self._conn.broken):
@@ -165,15 +180,20 @@ class LazyConnection:
         return self._conn
 
     @contextmanager
-    def using(self) -> Iterator[Connection]:
-        """The connection; a connection failure inside the block drops it and is raised as
-        `DatabaseUnavailable`."""
-        conn = self.connection()
-        try:
-            yield conn
-        except psycopg.OperationalError as error:
-            self.discard()
-            raise DatabaseUnavailable(f"{redact(self.url.conninfo)}: {error}") from error
+    def using(self, *, create: bool = True) -> Iterator[Connection]:
+        """The connection (its tables made first, unless `create` is false); a connection
+        failure inside the block drops it and is raised as `DatabaseUnavailable`."""
+        with self._lock:
+            conn = self.connection()
+            try:
+                if create and not self._prepared:
+                    assert self._schema is not None
+                    ensure_schema(conn, self.url.schema, self._schema)
+                    self._prepared = True
+                yield conn
+            except psycopg.OperationalError as error:
+                self.discard()
+                raise DatabaseUnavailable(f"{redact(self.url.conninfo)}: {error}") from error
 
     def discard(self) -> None:
         """Drop the connection (after an error); the next use opens a new one."""
@@ -182,4 +202,5 @@ class LazyConnection:
             conn.close()
 
     def close(self) -> None:
-        self.discard()
+        with self._lock:  # not while another thread is using it
+            self.discard()
