@@ -90,6 +90,7 @@ ALLOWED_PROJECT = {
     "onduty.act.specs",
     "onduty.escalate.specs",
     "onduty.api.access_config",
+    "onduty.httpbits",
 }
 
 
