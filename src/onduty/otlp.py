@@ -314,6 +314,8 @@ class SpanExport:
                 try:
                     self._send(self._encoder.request(taken))
                 except Exception as error:  # a trace is not worth more than a count and a line
+                    if self._stopping:  # the endpoint fails: stopping does not wait on it again
+                        taken.extend(queue.popleft() for _ in range(len(queue)))
                     self._failed(len(taken), error)
             with self._count_lock:
                 full, self._full = self._full, 0
