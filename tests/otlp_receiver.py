@@ -47,6 +47,7 @@ class Receiver:
         self.lock = threading.Lock()
         self.refuse = 0
         """An HTTP status to answer every export with instead of taking it (0: take it)."""
+        self.refused = 0
 
     def spans(self) -> list[Received]:
         """Every span received so far."""
@@ -82,6 +83,8 @@ def otlp_receiver() -> Iterator[tuple[str, Receiver]]:
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             if receiver.refuse:
+                with receiver.lock:
+                    receiver.refused += 1
                 self.send_response(receiver.refuse)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

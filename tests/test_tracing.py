@@ -355,6 +355,8 @@ def test_a_failing_endpoint_drops_and_counts_the_spans_and_says_so_without_secre
         line for line in metrics.splitlines() if line.startswith("onduty_trace_spans_dropped_total")
     ]
     assert any('reason="export_failed"' in line and not line.endswith(" 0.0") for line in dropped)
+    assert receiver.refused >= 3  # each batch is tried three times before it is dropped
+    assert not receiver.requests
     warned = [r.getMessage() for r in caplog.records if r.name == "onduty.tracing"]
     assert warned and "HTTP 503" in warned[0] and "cannot export spans" in warned[0]
     assert len(warned) == 1  # at most one line a minute

@@ -199,27 +199,55 @@ def _attributes(pairs: Iterable[KeyValue]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- sending
 
 
+_RETRYABLE = frozenset({429, 502, 503, 504})
+"""The answers worth another try (as OTLP/HTTP says), like a refused connection."""
+
+
 class HttpSender:
     """POSTs one encoded request to an OTLP/HTTP traces endpoint (protobuf), with the
-    configured headers and timeout; raises `ExportError` unless it is accepted."""
+    configured headers and timeout; raises `ExportError` unless it is accepted. A refused
+    connection or a 429/502/503/504 is tried again after each of `backoff` (seconds); a
+    timeout is not (the exporter's thread would wait for it again)."""
 
-    def __init__(self, endpoint: str, headers: Mapping[str, str], timeout: float) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        headers: Mapping[str, str],
+        timeout: float,
+        backoff: Sequence[float] = (0.5, 1.0),
+    ) -> None:
         import httpx
 
         self.endpoint = endpoint
+        self._backoff = tuple(backoff)
         self._client = httpx.Client(
             headers={**headers, "Content-Type": "application/x-protobuf"}, timeout=timeout
         )
 
     def __call__(self, body: bytes) -> None:
+        for wait in (*self._backoff, None):
+            retry = self._once(body)
+            if retry is None:
+                return
+            if wait is None:
+                raise ExportError(retry)
+            time.sleep(wait)
+
+    def _once(self, body: bytes) -> str | None:
+        """None when the endpoint took it; else why, if worth another try (else raises)."""
         import httpx
 
         try:
             response = self._client.post(self.endpoint, content=body)
+        except httpx.ConnectError as error:
+            return type(error).__name__
         except httpx.HTTPError as error:
             raise ExportError(type(error).__name__) from None
-        if not 200 <= response.status_code < 300:
-            raise ExportError(f"HTTP {response.status_code}")
+        if 200 <= response.status_code < 300:
+            return None
+        if response.status_code in _RETRYABLE:
+            return f"HTTP {response.status_code}"
+        raise ExportError(f"HTTP {response.status_code}")
 
     def close(self) -> None:
         self._client.close()
