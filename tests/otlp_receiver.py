@@ -16,7 +16,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 @dataclass(frozen=True)
 class Received:
-    """One span as it arrived: who sent it, its ids and its attributes (as strings/ints)."""
+    """One span as it arrived: who sent it, its ids, its attributes (as strings/ints, an array
+    as a list), its times (ns since the epoch) and its status code (0 unset, 2 error)."""
 
     service: str
     instance: str
@@ -25,6 +26,9 @@ class Received:
     parent_id: str
     name: str
     attributes: dict[str, Any]
+    start: int
+    end: int
+    status: int
 
 
 def _value(value: Any) -> Any:
@@ -41,6 +45,9 @@ class Receiver:
         self.requests: list[ExportTraceServiceRequest] = []
         self.headers: list[dict[str, str]] = []
         self.lock = threading.Lock()
+        self.refuse = 0
+        """An HTTP status to answer every export with instead of taking it (0: take it)."""
+        self.refused = 0
 
     def spans(self) -> list[Received]:
         """Every span received so far."""
@@ -60,6 +67,9 @@ class Receiver:
                                     span.parent_span_id.hex(),
                                     span.name,
                                     {a.key: _value(a.value) for a in span.attributes},
+                                    span.start_time_unix_nano,
+                                    span.end_time_unix_nano,
+                                    span.status.code,
                                 )
                             )
         return found
@@ -72,6 +82,13 @@ def otlp_receiver() -> Iterator[tuple[str, Receiver]]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            if receiver.refuse:
+                with receiver.lock:
+                    receiver.refused += 1
+                self.send_response(receiver.refuse)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             if self.headers.get("Content-Encoding") == "gzip":
                 body = gzip.decompress(body)
             request = ExportTraceServiceRequest()

@@ -79,6 +79,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "onduty.logs",
             "onduty.tracing",
             "onduty.spans",
+            "onduty.otlp",
             "onduty.api.credentials",
             "onduty.api.signatures",
             "onduty.checkpointer",

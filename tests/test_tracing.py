@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -22,8 +23,9 @@ from onduty.config import ConfigError, parse_config
 from onduty.config_server import TraceSettings
 from onduty.events import Event
 from onduty.log import open_log
+from onduty.otlp import SpanEncoder, SpanExport
 from onduty.service import Service, StartupError
-from onduty.spans import derived_trace_id, incident_trace
+from onduty.spans import SpanRecord, derived_trace_id, incident_trace
 from onduty.tracing import Tracing, current_ids
 from tests.otlp_receiver import otlp_receiver
 from tests.run_cli import onduty
@@ -278,6 +280,132 @@ def test_a_configured_otlp_endpoint_receives_the_incidents_spans(
     assert {span.service for span in got} == {"onduty-test"}
     assert sorted((s.name, s.span_id) for s in mine) == sorted((r.name, r.span_id) for r in rebuilt)
     assert all(s.attributes["onduty.incident_id"] == incident for s in mine if s.name != "ingest")
+    # every span made from the log arrives as the log tells it
+    assert_arrived_as_told([s for s in mine if s.name != "ingest"], rebuilt)
+    (ingest,) = [s for s in mine if s.name == "ingest"]  # the live span of the first request
+    assert ingest.parent_id == "" and ingest.attributes["onduty.route"] == "native"
+    assert ingest.attributes["http.response.status_code"] == 202
+    assert ingest.start <= ingest.end and ingest.status == 0
+
+
+def nanoseconds(moment: datetime) -> int:
+    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
+
+
+def assert_arrived_as_told(received: list[Any], told: list[SpanRecord]) -> None:
+    """Each span received over OTLP is the span the log tells: ids, parent, name, times,
+    attributes (the events it stands for included) and status (an error when it failed)."""
+    by_id = {r.span_id: r for r in told if r.name != "ingest"}
+    assert sorted(s.span_id for s in received) == sorted(by_id)
+    for span in received:
+        record = by_id[span.span_id]
+        assert span.trace_id == record.trace_id and span.name == record.name
+        assert span.parent_id == (record.parent_id or "")
+        assert record.end is not None
+        assert (span.start, span.end) == (nanoseconds(record.start), nanoseconds(record.end))
+        expected = {**record.attributes, "onduty.event_ids": list(record.event_ids)}
+        assert span.attributes == expected
+        failed = record.attributes.get("onduty.outcome") in ("failed", "unknown")
+        assert span.status == (2 if failed else 0), record
+
+
+def test_an_old_logs_spans_arrive_over_otlp_as_the_log_tells_them() -> None:
+    """Every span of the recovery golden log (approvals, a failed verification, an undo, an
+    escalation, an action whose outcome is unknown), fed as its events become durable, decodes
+    at an OTLP/HTTP receiver to what the rebuild from the log says, under the node's name."""
+    events = golden_events()
+    with otlp_receiver() as (endpoint, receiver):
+        settings = TraceSettings(otlp_endpoint=endpoint, service_name="onduty-test")
+        tracing = Tracing(settings, instance="node-7")
+        tracing.start()
+        feed = tracing.projector()
+        assert feed is not None
+        for event in events:
+            feed(event)
+        tracing.shutdown()
+        got = receiver.spans()
+    assert tracing.dropped == {}
+    incidents = {str(e.data["incident_id"]) for e in events if e.type == "IncidentOpened"}
+    told = [r for i in sorted(incidents) for r in incident_trace(events, i) if r.end is not None]
+    assert len(told) > 10 and any(r.attributes.get("onduty.outcome") == "failed" for r in told)
+    assert {(s.service, s.instance) for s in got} == {("onduty-test", "node-7")}
+    assert_arrived_as_told(got, told)
+
+
+def test_a_failing_endpoint_drops_and_counts_the_spans_and_says_so_without_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("ONDUTY_TEST_OTLP_TOKEN", "s3cret-otlp-token")
+    with otlp_receiver() as (endpoint, receiver):
+        receiver.refuse = 503
+        traces = {
+            "otlp_endpoint": endpoint,
+            "headers": {"Authorization": "Bearer ${ENV:ONDUTY_TEST_OTLP_TOKEN}"},
+        }
+        config = parse_config(config_document(telemetry={"traces": traces}), "t")
+        service = Service(config, str(tmp_path / "onduty.db"))
+        with (
+            caplog.at_level("WARNING", logger="onduty.tracing"),
+            TestClient(build_app(service), base_url="http://127.0.0.1") as client,
+        ):
+            act_on_one_incident(client, service, {})
+            service.tracing.flush()
+            metrics = client.get("/metrics").text
+    dropped = [
+        line for line in metrics.splitlines() if line.startswith("onduty_trace_spans_dropped_total")
+    ]
+    assert any('reason="export_failed"' in line and not line.endswith(" 0.0") for line in dropped)
+    assert receiver.refused >= 3  # each batch is tried three times before it is dropped
+    assert not receiver.requests
+    warned = [r.getMessage() for r in caplog.records if r.name == "onduty.tracing"]
+    assert warned and "HTTP 503" in warned[0] and "cannot export spans" in warned[0]
+    assert len(warned) == 1  # at most one line a minute
+    assert endpoint in warned[0] and all("s3cret-otlp-token" not in line for line in warned)
+
+
+def test_a_full_export_queue_drops_and_counts_instead_of_waiting() -> None:
+    """An endpoint that hangs never holds up the thread that makes the spans: beyond the
+    queue's bound, spans are dropped and counted."""
+    released = threading.Event()
+    sent: list[bytes] = []
+
+    def hanging(body: bytes) -> None:
+        released.wait(10)
+        sent.append(body)
+
+    counted: list[tuple[str, int]] = []
+    spans = SpanExport(
+        SpanEncoder({"service.name": "onduty"}, "onduty"),
+        hanging,
+        where="nowhere",
+        max_queue=10,
+        batch=4,
+        delay=0.01,
+        on_drop=lambda reason, count: counted.append((reason, count)),
+    )
+    records = [r for r in incident_trace(golden_events(), "inc-f25e68c548f8f284") if r.end]
+    started = time.monotonic()
+    for _ in range(20):
+        for record in records:
+            spans.put(record)
+    assert time.monotonic() - started < 1.0  # never waits for the endpoint
+    released.set()
+    spans.shutdown()
+    total = 20 * len(records)
+    arrived = sum(
+        len(s.spans)
+        for body in sent
+        for r in ExportTraceServiceRequest.FromString(body).resource_spans
+        for s in r.scope_spans
+    )
+    assert spans.dropped["queue_full"] == total - arrived > 0
+    assert sum(c for reason, c in counted if reason == "queue_full") == total - arrived
+    assert spans.dropped["export_failed"] == 0
+
+
+def golden_events() -> list[Event]:
+    golden = Path(__file__).resolve().parent / "fixtures" / "golden" / "recovery.jsonl"
+    return [Event.model_validate_json(line) for line in golden.read_text().splitlines()]
 
 
 def test_onduty_trace_shows_the_incidents_trace_from_the_log(tmp_path: Path) -> None:

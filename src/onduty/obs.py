@@ -68,6 +68,12 @@ class Metrics:
             buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
             registry=self.registry,
         )
+        self.trace_spans_dropped = Counter(
+            "onduty_trace_spans_dropped_total",
+            "Spans not exported: the export queue was full, or the OTLP endpoint failed.",
+            ["reason"],
+            registry=self.registry,
+        )
         self.projection = EventMetrics(self.registry)
         self.per_event = True
         """Whether appended events feed the counters (`telemetry.event_metrics`)."""

@@ -186,9 +186,12 @@ class Service:
 
     def _start_tracing(self) -> None:
         try:
-            self.tracing.start(self.name or None)
+            self.tracing.start(self.name or None, on_drop=self._spans_dropped)
         except SecretError as error:  # names the header, never its value
             raise StartupError(str(error)) from None
+
+    def _spans_dropped(self, reason: str, count: int) -> None:
+        self.metrics.trace_spans_dropped.labels(reason).inc(count)
 
     def _open(self, log: EventLog) -> None:
         self.log = log

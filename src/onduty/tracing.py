@@ -15,14 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from opentelemetry import trace
 
 from onduty.config_server import TraceSettings
 from onduty.events import Event
 from onduty.log import EventLog
+from onduty.otlp import HttpSender, SpanEncoder, SpanExport, readable_spans, shown_endpoint
 from onduty.secrets import resolve_references
 from onduty.spans import SpanRecord, TraceProjection, parse_traceparent, recall_from, traceparent
 
@@ -47,8 +47,10 @@ def current_ids() -> tuple[str, str] | None:
 
 class Tracing:
     """onduty's own OpenTelemetry set-up: a tracer provider of its own (never the global one,
-    so several services may share a process), exporting over OTLP/HTTP in batches when an
-    endpoint is configured, to `exporter` when one is given (tests), else nothing at all."""
+    so several services may share a process) for the live ingest spans, and onduty's own span
+    exporter (`onduty.otlp`) for every span: over OTLP/HTTP in batches when an endpoint is
+    configured, to `exporter` when one is given (tests: it is handed the spans decoded from the
+    very requests the endpoint would receive), else nothing at all."""
 
     def __init__(
         self,
@@ -61,11 +63,10 @@ class Tracing:
         self._exporter = exporter
         self._instance = instance
         self._provider: TracerProvider | None = None
-        self._processor: SpanProcessor | None = None
         self._tracer: trace.Tracer | None = None
-        self._resource: Any = None
-        self._scope: Any = None
+        self._spans: SpanExport | None = None
         self._bound = 0
+        self._everything = False
 
     @property
     def enabled(self) -> bool:
@@ -76,53 +77,71 @@ class Tracing:
     def started(self) -> bool:
         return self._provider is not None
 
-    def start(self, instance: str | None = None) -> None:
-        """Build the provider and its exporter (resolving the headers' secrets: a
-        `SecretError` names the header, never its value). Does nothing when tracing is off."""
+    @property
+    def dropped(self) -> dict[str, int]:
+        """Spans dropped so far, by reason (`queue_full`, `export_failed`)."""
+        return dict(self._spans.dropped) if self._spans is not None else {}
+
+    def start(
+        self,
+        instance: str | None = None,
+        *,
+        on_drop: Callable[[str, int], None] | None = None,
+    ) -> None:
+        """Build the provider and the exporter (resolving the headers' secrets: a
+        `SecretError` names the header, never its value). Does nothing when tracing is off.
+        `on_drop(reason, count)` is told of the spans dropped (from the exporter's thread)."""
         if not self.enabled or self._provider is not None:
             return
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
         from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
-        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
         settings = self.settings
         attributes = {"service.name": settings.service_name}
         if instance or self._instance:
             attributes["service.instance.id"] = str(instance or self._instance)
-        self._resource = Resource.create(attributes)
+        resource = Resource.create(attributes)
         sampler = TraceIdRatioBased(settings.sample_ratio)
         self._bound = sampler.bound
-        processor: SpanProcessor
+        self._everything = sampler.bound >= 1 << 64
+        encoder = SpanEncoder(resource.attributes, SCOPE)
+        provider = TracerProvider(sampler=sampler, resource=resource)
         if self._exporter is not None:
-            processor = SimpleSpanProcessor(self._exporter)
-        else:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-            headers, _ = resolve_references(settings.headers, what="telemetry.traces.headers")
-            processor = BatchSpanProcessor(
-                OTLPSpanExporter(
-                    endpoint=settings.otlp_endpoint,
-                    headers=headers.as_dict(),
-                    timeout=settings.timeout.total_seconds(),
-                )
+            exporter = self._exporter
+            spans = SpanExport(
+                encoder,
+                lambda body: _handed(exporter, body),
+                where="the exporter given",
+                on_drop=on_drop,
             )
-        provider = TracerProvider(sampler=sampler, resource=self._resource)
-        provider.add_span_processor(processor)
-        self._processor, self._provider = processor, provider
+            provider.add_span_processor(SimpleSpanProcessor(exporter))
+        else:
+            assert settings.otlp_endpoint is not None
+            headers, _ = resolve_references(settings.headers, what="telemetry.traces.headers")
+            sender = HttpSender(
+                settings.otlp_endpoint, headers.as_dict(), settings.timeout.total_seconds()
+            )
+            spans = SpanExport(
+                encoder, sender, where=shown_endpoint(settings.otlp_endpoint), on_drop=on_drop
+            )
+            provider.add_span_processor(_queued(spans))
+        self._spans, self._provider = spans, provider
         self._tracer = provider.get_tracer(SCOPE)
-        self._scope = InstrumentationScope(SCOPE)
 
     def shutdown(self) -> None:
         """Export what is buffered and stop the exporter's thread."""
         provider, self._provider = self._provider, None
-        if provider is not None:
+        spans, self._spans = self._spans, None
+        if spans is not None:
+            spans.shutdown()
+        if provider is not None:  # after: a test's exporter takes nothing once shut down
             provider.shutdown()
 
     def flush(self) -> None:
-        if self._provider is not None:
-            self._provider.force_flush()
+        if self._spans is not None:
+            self._spans.flush()
 
     # ------------------------------------------------------------------ spans
 
@@ -135,39 +154,14 @@ class Tracing:
         recall = None if log is None else recall_from(log)
         return TraceProjection(self.export, recall=recall).feed
 
-    def _sampled(self, trace_id: str) -> bool:
-        return int(trace_id[16:], 16) < self._bound
-
     def export(self, record: SpanRecord) -> None:
-        """Hand a span made from the log to the exporter (if its trace is sampled)."""
-        processor = self._processor
-        if processor is None or record.end is None or not self._sampled(record.trace_id):
+        """Queue a span made from the log for export (if its trace is sampled): the hot path,
+        on the core's thread; encoding and sending happen on the exporter's thread."""
+        spans = self._spans
+        if spans is None or record.end is None:
             return
-        processor.on_end(self._readable(record))
-
-    def _readable(self, record: SpanRecord) -> ReadableSpan:
-        from opentelemetry.sdk.trace import ReadableSpan
-        from opentelemetry.trace import SpanContext, Status, StatusCode, TraceFlags
-
-        flags = TraceFlags(TraceFlags.SAMPLED)
-        trace_id = int(record.trace_id, 16)
-        context = SpanContext(trace_id, int(record.span_id, 16), False, flags)
-        parent = None
-        if record.parent_id is not None:
-            parent = SpanContext(trace_id, int(record.parent_id, 16), False, flags)
-        failed = record.attributes.get("onduty.outcome") in ("failed", "unknown")
-        assert record.end is not None
-        return ReadableSpan(
-            record.name,
-            context=context,
-            parent=parent,
-            resource=self._resource,
-            attributes={**record.attributes, "onduty.event_ids": list(record.event_ids)},
-            status=Status(StatusCode.ERROR) if failed else Status(StatusCode.UNSET),
-            start_time=_nanoseconds(record.start),
-            end_time=_nanoseconds(record.end),
-            instrumentation_scope=self._scope,
-        )
+        if self._everything or int(record.trace_id[16:], 16) < self._bound:
+            spans.put(record)
 
     @contextmanager
     def ingest(self, route: str, carried: str | None) -> Iterator[Received]:
@@ -220,5 +214,22 @@ class Received:
                 self.span.set_status(Status(StatusCode.ERROR))
 
 
-def _nanoseconds(moment: datetime) -> int:
-    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
+def _queued(spans: SpanExport) -> SpanProcessor:
+    """The SDK span processor of the live spans: each ended span joins the exporter's queue
+    (the SDK imported only when tracing is on)."""
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    class Queued(SpanProcessor):
+        def on_end(self, span: ReadableSpan) -> None:
+            if span.context is not None and span.context.trace_flags.sampled:
+                spans.put(span)
+
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            spans.flush()
+            return True
+
+    return Queued()
+
+
+def _handed(exporter: SpanExporter, body: bytes) -> None:
+    exporter.export(readable_spans(body))
