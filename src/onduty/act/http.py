@@ -20,6 +20,8 @@ one it cannot check).
 from __future__ import annotations
 
 import contextlib
+import functools
+import ssl
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -66,6 +68,14 @@ class Response:
         self.truncated = truncated
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The TLS settings every request shares (httpx's defaults: certificates verified against
+    its trust store), made once: loading the trust store is nearly all a new client costs
+    (~20 ms, against ~0.1 ms with it shared)."""
+    return httpx.create_ssl_context()
+
+
 class HttpExchange:
     """Sends requests with resolved headers, a total deadline and a bounded, redacted body.
     Shared by the HTTP and Alertmanager actuators."""
@@ -91,7 +101,7 @@ class HttpExchange:
         if self._client is not None:
             yield self._client
             return
-        with httpx.Client(follow_redirects=False) as client:
+        with httpx.Client(follow_redirects=False, verify=tls_context()) as client:
             yield client
 
     def send(
