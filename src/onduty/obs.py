@@ -77,6 +77,10 @@ class Metrics:
         self.projection = EventMetrics(self.registry)
         self.per_event = True
         """Whether appended events feed the counters (`telemetry.event_metrics`)."""
+        self._by_type: dict[str, Any] = {}
+        self.head = 0
+        """The seq of the newest event: read at a scrape, not set on a lock per event."""
+        self.log_head.set_function(lambda: self.head)
         # ---- readiness, queues and breakers (onduty.health sets `ready`; the service the
         # queue depths; `breakers` is a projection of the log like `projection`) ----
         self.ready = Gauge(
@@ -109,9 +113,12 @@ class Metrics:
 
     def observe(self, event: Event) -> None:
         """Count one appended event (the service calls this for every event it appends)."""
-        self.log_head.set(event.seq)
+        self.head = event.seq
         if self.per_event:
-            self.events.labels(event.type).inc()
+            counted = self._by_type.get(event.type)
+            if counted is None:  # a labelled child is looked up once per type: it is per event
+                counted = self._by_type[event.type] = self.events.labels(event.type)
+            counted.inc()
             self.projection.feed(event)
         self.breakers.feed(event)
 
@@ -235,6 +242,7 @@ class EventMetrics:
             ["check"],
             registry=registry,
         )
+        self._received: dict[str, Any] = {}
         self._opened: dict[str, datetime] = {}
         """Open incident → event time of the signal that opened it."""
         self._signal_at: dict[str, datetime] = {}
@@ -252,6 +260,7 @@ class EventMetrics:
             registry=registry,
         )
         self._pending: set[str] = set()
+        self.approvals_pending.set_function(lambda: len(self._pending))
         self._requested_at: dict[str, datetime] = {}
         """Pending approval request → when it was asked."""
         self._approval_of: dict[str, str] = {}
@@ -261,7 +270,11 @@ class EventMetrics:
         data = event.data
         kind = event.type
         if kind == "SignalReceived":
-            self.signals.labels(str(data.get("source", "")), "received").inc()
+            source = str(data.get("source", ""))
+            counted = self._received.get(source)
+            if counted is None:  # looked up once per source: signals are most of the events
+                counted = self._received[source] = self.signals.labels(source, "received")
+            counted.inc()
             self._signal_at[event.id] = event.ts
             if len(self._signal_at) > 1024:  # a signal that opened nothing is forgotten
                 del self._signal_at[next(iter(self._signal_at))]
@@ -319,7 +332,6 @@ class EventMetrics:
             self.source_problems.labels(str(data.get("check", ""))).inc()
         elif kind == "SafeModeEntered":
             self.safe_mode_entered.labels(str(data.get("scope", "")).split(":", 1)[0]).inc()
-        self.approvals_pending.set(len(self._pending))
 
     def _settle_approval_of(self, command_id: str, now: datetime) -> None:
         approval = self._approval_of.pop(command_id, None)

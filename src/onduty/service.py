@@ -265,7 +265,7 @@ class Service:
         self.prepare()
         log, runtime = self.log, self.runtime
         assert log is not None and runtime is not None and self.recovery is not None
-        self.metrics.log_head.set(log.head()[0])
+        self.metrics.head = log.head()[0]
         settle_heap()
         self.loop = CoreLoop(runtime, max_pending=self.max_pending)
         runtime.send_outcomes_to(self._record_outcome)
