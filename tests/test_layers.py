@@ -90,7 +90,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         ],
     ),
     ("service", ["onduty.health", "onduty.stepback", "onduty.service", "onduty.fleet_service"]),
-    ("edges", ["onduty.api", "onduty.sim", "onduty.bench", "onduty.report"]),
+    ("edges", ["onduty.api", "onduty.sim", "onduty.bench", "onduty.report", "onduty.learn"]),
     ("command line", ["onduty.cli", "onduty.__main__"]),
 ]
 

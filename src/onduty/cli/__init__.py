@@ -10,6 +10,7 @@ them, and runs it (`main`, the `onduty` entry point and `python -m onduty`):
 * `talk`: what talks to a running server (`approve`, `deny`, `approvals`, `ack`, `autonomy`,
   `silence`, `kill-switch`), through `client`;
 * `config`: `config check` and `token hash`;
+* `learn`: `learn train`, the learning agent's model from a log (a preview);
 * `policy`: checking and table-testing a policy, and managing the one a server enforces;
 * `views`: the tables and lines the commands print; `base`: consoles, common options and the
   problems a user can fix.
@@ -22,7 +23,7 @@ from typing import Annotated, Any
 
 import typer
 
-from onduty.cli import audit, config, policy, report, sealing, serve, sim, store, talk
+from onduty.cli import audit, config, learn, policy, report, sealing, serve, sim, store, talk
 from onduty.cli.base import UsageProblem, err, out, problem_line
 from onduty.config import ConfigError
 from onduty.log import StoreError
@@ -54,6 +55,7 @@ app.command()(talk.autonomy)
 app.add_typer(config.token_app, name="token")
 app.add_typer(policy.policy_app, name="policy")
 app.command()(sim.bench)
+app.add_typer(learn.learn_app, name="learn")
 
 
 def _show_version(value: bool) -> None:
