@@ -276,12 +276,12 @@ class Checks:
         }
 
 
-def signals_in_log(store: Path) -> int:
-    """The `SignalReceived` events in the log, read back through the log itself (however it
+def events_in_log(store: Path, kind: str = "SignalReceived") -> int:
+    """The events of type `kind` in the log, read back through the log itself (however it
     stores them)."""
     log = SQLiteEventLog(str(store))
     try:
-        return sum(1 for event in log.read() if event.type == "SignalReceived")
+        return sum(1 for event in log.read() if event.type == kind)
     finally:
         log.close()
 

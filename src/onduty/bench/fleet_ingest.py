@@ -61,7 +61,7 @@ from onduty.bench._alerts import (
     alert_stream,
     burst_problems,
     config_document,
-    signals_in_log,
+    events_in_log,
 )
 from onduty.bench._alerts import audit_verify as audit_sqlite
 from onduty.bench._fleet import (
@@ -252,7 +252,7 @@ def single_node(bodies: list[bytes], quick: bool, folder: Path) -> tuple[Run, Ch
     checks.expect(code == 0, f"the single node exited {code} on SIGTERM")
     tally.add(result)
     audit_sqlite(store, checks)
-    tally.check("single node", signals_in_log(store), checks)
+    tally.check("single node", events_in_log(store), checks)
     return Run(result, result.seconds, loaded=measured.loaded), checks
 
 

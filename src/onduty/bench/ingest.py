@@ -33,9 +33,9 @@ from onduty.bench._alerts import (
     audit_verify,
     burst_problems,
     elsewhere,
+    events_in_log,
     fleet_server,
     serving,
-    signals_in_log,
 )
 from onduty.bench._http import Burst
 from onduty.bench._loadgen import burst
@@ -99,7 +99,7 @@ def _onduty(
             checks.failures += burst_problems(name, result, 202)
             acknowledged += result.ok * PER_REQUEST
     audit_verify(server.store, checks)
-    logged = signals_in_log(server.store)
+    logged = events_in_log(server.store)
     checks.expect(
         logged == acknowledged,
         f"the log holds {logged:,} SignalReceived events but {acknowledged:,} alerts were "

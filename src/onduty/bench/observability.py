@@ -35,6 +35,7 @@ from onduty.bench._alerts import (
     audit_verify,
     burst_problems,
     config_document,
+    events_in_log,
     serving,
 )
 from onduty.bench._loadgen import burst
@@ -42,7 +43,6 @@ from onduty.bench._procs import LOAD_CPUS, SERVER_CPUS, where
 from onduty.bench._serve import Server
 from onduty.bench._sink import Sink
 from onduty.bench._workload import Row, per_second, progress, ratio, row
-from onduty.log.sqlite import SQLiteEventLog
 
 CONNECTIONS = {False: 32, True: 8}
 """By workload (deciding or not): a request whose 50 alerts each open an incident takes longer,
@@ -122,14 +122,6 @@ def _queued(server: Server) -> float:
     return 0.0
 
 
-def _verdicts(store: Path) -> int:
-    log = SQLiteEventLog(str(store))
-    try:
-        return sum(1 for event in log.read() if event.type == "PolicyEvaluated")
-    finally:
-        log.close()
-
-
 def _one(
     bodies: list[bytes],
     seeing: bool,
@@ -161,7 +153,7 @@ def _one(
         checks.failures += burst_problems("on" if seeing else "off", result, 202)
         if not quick:
             audit_verify(server.store, checks)
-        verdicts = _verdicts(server.store) if deciding else 0
+        verdicts = events_in_log(server.store, "PolicyEvaluated") if deciding else 0
         spans = sink.count("/v1/traces")
     checks.expect(
         not seeing or "traces" not in parts or spans > 0,
