@@ -15,13 +15,10 @@ from onduty.events import QualityProblem
 from onduty.values import ConfigModel as Model
 from onduty.values import PositiveDuration
 
-__all__ = ["Drift", "Heartbeat", "QualityCheck", "QualitySettings"]
-
-QualityCheck = QualityProblem
-"""What can be wrong with a source (or, `dependency`, with onduty's own log, bus or pace)."""
+__all__ = ["Drift", "Heartbeat", "QualitySettings"]
 
 
-SAFE_MODE_DEFAULT: tuple[QualityCheck, ...] = ("silent", "clock_skew", "drift", "dependency")
+SAFE_MODE_DEFAULT: tuple[QualityProblem, ...] = ("silent", "clock_skew", "drift", "dependency")
 
 
 class Heartbeat(Model):
@@ -81,7 +78,7 @@ class QualitySettings(Model):
     """The window the rates and label values are counted over (drift has its own)."""
     min_deliveries: int = Field(default=20, ge=1)
     """Judge rates only in windows with at least this many deliveries."""
-    safe_mode: list[QualityCheck] = Field(default_factory=lambda: list(SAFE_MODE_DEFAULT))
+    safe_mode: list[QualityProblem] = Field(default_factory=lambda: list(SAFE_MODE_DEFAULT))
     """The problems that put their scope in safe mode; the others are recorded only."""
 
     @property

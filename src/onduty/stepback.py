@@ -31,8 +31,10 @@ class DependencyWatch:
     """Components recorded as degraded and not recovered (restored from the log at start)."""
     _passing_since: dict[str, float] = field(default_factory=dict)
 
-    def observe(self, results: Sequence[CheckResult], now: float) -> list[Payload]:
-        changes: list[Payload] = []
+    def observe(
+        self, results: Sequence[CheckResult], now: float
+    ) -> list[DependencyDegraded | DependencyRecovered]:
+        changes: list[DependencyDegraded | DependencyRecovered] = []
         for result in results:
             name = result.name
             if name not in WATCHED:
@@ -92,8 +94,8 @@ class DependencyWatcher:
         for change in self.watch.observe(self._check_all(), self._now()):
             if isinstance(change, DependencyDegraded):
                 logger.warning("safe mode: %s is degraded (%s)", change.component, change.reason)
-            else:
-                logger.info("%s is healthy again", getattr(change, "component", ""))
+            elif isinstance(change, DependencyRecovered):
+                logger.info("%s is healthy again (%s)", change.component, change.detail)
             self._record(change, "onduty")
 
     def _run(self) -> None:
