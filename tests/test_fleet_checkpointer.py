@@ -28,6 +28,7 @@ from onduty.log import StoreError
 from onduty.log.checkpoints import CheckpointError, load_or_create_key, public_path
 from onduty.log.fleet_checkpoint_store import CheckpointStore
 from onduty.log.postgres import PostgresEventLog, connect
+from tests import waiting
 from tests.http_witness import http_witness
 from tests.log.contract import signal
 from tests.postgres import SERVER, Schemas, store_url
@@ -87,10 +88,7 @@ def timed(
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
+    waiting.wait_for(condition, timeout, every=0.02)
 
 
 # --------------------------------------------------------------------------- the key

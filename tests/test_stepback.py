@@ -16,7 +16,7 @@ from onduty.events import DependencyDegraded, DependencyRecovered
 from onduty.health import CheckResult
 from onduty.stepback import DependencyWatch
 from tests.integration.server import Server
-from tests.integration.test_readiness import wait_for
+from tests.waiting import wait_for
 
 
 def failing(name: str, seconds: float, reason: str = "appends fail") -> CheckResult:

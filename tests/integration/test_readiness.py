@@ -9,8 +9,6 @@ import contextlib
 import socket
 import sqlite3
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -20,6 +18,7 @@ from tests.bus.nats_server import PrivateNatsServer
 from tests.integration.fleet import fleet, held
 from tests.integration.server import Server
 from tests.postgres import Schemas
+from tests.waiting import wait_for
 
 CONFIG = """
 services:
@@ -87,13 +86,6 @@ class CuttableProxy:
                 sink.sendall(data)
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 def readyz(server: Server) -> httpx.Response:
