@@ -26,9 +26,6 @@ from onduty.log import EventLog
 
 logger = logging.getLogger("onduty.tracing")
 
-SPAN_NAMES = ("ingest", "correlate", "decide", "verdict", "action", "verify", "undo", "escalate")
-"""The spans of an incident's trace, in the order its work usually happens."""
-
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 
@@ -197,7 +194,10 @@ class TraceProjection:
             incident_id = event.data.get("incident_id") or event.stream
             if incident_id not in self._incidents and incident_id not in self._recalled:
                 self._recall_incident(str(incident_id), event.seq)
-        handler(event)
+        try:
+            handler(event)
+        except Exception:  # a trace is not worth stopping the core for, nor its commands
+            logger.warning("cannot make the span of %s %s", event.type, event.id, exc_info=True)
 
     def _recall_incident(self, incident_id: str, before: int) -> None:
         assert self._recall is not None

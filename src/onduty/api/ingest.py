@@ -266,20 +266,9 @@ class Ingest:
                 await self.durable([Input(rejected, stream=f"rejected:{fmt.name}", actor=actor)])
             return error(problem.status, problem.reason, problem.field)
         inputs = [
-            Input(
-                signal  # the parsers build SignalReceived: no need to validate it twice
-                if isinstance(signal, SignalReceived)
-                else SignalReceived.model_validate(dict(signal)),
-                stream=f"signal:{signal.fingerprint}",
-                actor=actor,
-            )
+            Input(_stamped(signal, trace), stream=f"signal:{signal.fingerprint}", actor=actor)
             for signal in signals
         ]
-        if trace is not None:  # the request's trace context, recorded with each signal
-            inputs = [
-                Input(item.body.model_copy(update={"traceparent": trace}), item.stream, actor)
-                for item in inputs
-            ]
         outcome = await self.durable(inputs)
         if outcome is not None:
             return outcome
@@ -298,3 +287,14 @@ class Ingest:
         if refused is None:
             return None
         return error(refused.status, refused.reason, **{"Retry-After": str(refused.retry_after)})
+
+
+def _stamped(signal: Any, trace: str | None) -> SignalReceived:
+    """The signal as recorded: a `SignalReceived` (the parsers build one: no need to validate it
+    twice), with the request's trace context when there is one."""
+    body = (
+        signal
+        if isinstance(signal, SignalReceived)
+        else SignalReceived.model_validate(dict(signal))
+    )
+    return body if trace is None else body.model_copy(update={"traceparent": trace})

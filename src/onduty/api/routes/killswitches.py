@@ -8,7 +8,7 @@ action under it, whichever node runs the partition now or later."""
 
 from __future__ import annotations
 
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
@@ -18,6 +18,7 @@ from starlette.responses import Response
 from onduty.api.auth import LOCAL
 from onduty.api.ingest import Ingest, JSONBody, error
 from onduty.api.routes.common import API, READ, Operator, record
+from onduty.cells.kill_switch_watch import STREAM
 from onduty.events import KillSwitchCleared, KillSwitchKind, KillSwitchSet
 from onduty.log.pg import DatabaseUnavailable
 from onduty.runtime import Input
@@ -31,7 +32,7 @@ NAME = r"^[^/\s]([^/]*[^/\s])?$"
 class NewKillSwitch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["actuator", "runbook", "service"]
+    kind: KillSwitchKind
     name: str = Field(min_length=1, max_length=200, pattern=NAME)
     reason: str = Field(default="", max_length=2000)
     # Who sets it, when access control is off; with it on, the token's name.
@@ -54,7 +55,7 @@ def kill_switches_router(service: Service, ingest: Ingest) -> APIRouter:
         switch = KillSwitchSet(kind=body.kind, name=body.name, reason=body.reason)
         return await record(
             ingest,
-            [Input(switch, stream="kill-switches", actor=actor)],
+            [Input(switch, stream=STREAM, actor=actor)],
             {"kind": body.kind, "name": body.name, "reason": body.reason, "set_by": actor},
         )
 
@@ -80,7 +81,7 @@ def kill_switches_router(service: Service, ingest: Ingest) -> APIRouter:
         cleared = KillSwitchCleared(kind=kind, name=name)
         return await record(
             ingest,
-            [Input(cleared, stream="kill-switches", actor=principal.name)],
+            [Input(cleared, stream=STREAM, actor=principal.name)],
             {"kind": kind, "name": name, "cleared": True},
         )
 
