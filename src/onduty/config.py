@@ -34,6 +34,7 @@ from onduty.act.specs import (
 from onduty.api.access_config import AccessConfig, parse_access
 from onduty.config_checkpoints import CheckpointSettings
 from onduty.config_fleet import FleetSettings, deployment_problems
+from onduty.config_learning import LearningSettings
 from onduty.config_policy import (
     GUARDRAIL_KINDS,
     Approvals,
@@ -265,6 +266,9 @@ class Config(Model):
     quality: QualitySettings = Field(default_factory=QualitySettings)
     """How each source's signals are judged (silence, clock skew, drift, rejects, duplicates,
     label cardinality) and which problems put onduty in safe mode."""
+    learning: LearningSettings = Field(default_factory=LearningSettings)
+    """The learning agent: whether it ranks the runbooks' actions by what verified before, how
+    it chooses and learns, and when it stops trusting its model."""
     snapshot_every: int = Field(default=10_000, ge=1)
     """Save a snapshot of the core's state every this many events; a restart folds at most this many
     events after the newest trusted one (snapshots cost the core thread time)."""
@@ -337,6 +341,8 @@ class Config(Model):
         # A policy without a `quality:` section keeps the version it had before the section
         # existed, so recorded verdicts still name their policy's version.
         unjudged = {"quality"} if self.quality == QualitySettings() else set()
+        if self.learning == LearningSettings():
+            unjudged.add("learning")
         return self.model_dump(
             mode="json",
             exclude={

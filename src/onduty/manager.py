@@ -30,6 +30,7 @@ from onduty.events import (
 from onduty.lifecycle.actions import ActionLifecycle
 from onduty.lifecycle.base import Decision, Emitter, Pager, Prior, derive_id
 from onduty.lifecycle.incidents import IncidentLifecycle
+from onduty.lifecycle.learning import Learning
 from onduty.lifecycle.quality import SourceQuality
 from onduty.lifecycle.safemode import SafeModes
 from onduty.lifecycle.setup import Setup
@@ -80,13 +81,20 @@ class Manager:
         pager = Pager(self.setup, self.emitter)
         self.incidents = IncidentLifecycle(self.state, self.setup, self.emitter, pager, self._plan)
         self.undos = Undos(self.state, self.setup, self.emitter, pager)
+        self.learning = Learning(self.state, self.setup, self.emitter)
         self.actions = ActionLifecycle(
-            self.state, self.setup, self.emitter, pager, self.incidents, self.undos
+            self.state, self.setup, self.emitter, pager, self.incidents, self.undos, self.learning
         )
         self.safe_modes = SafeModes(self.state, self.setup, self.emitter, pager)
         self.quality = SourceQuality(self.state, self.setup, self.emitter, self.safe_modes)
         self._appliers, self._reactions = handlers(
-            self, self.incidents, self.actions, self.undos, self.safe_modes, self.quality
+            self,
+            self.incidents,
+            self.actions,
+            self.undos,
+            self.safe_modes,
+            self.quality,
+            self.learning,
         )
         self.setup.load_candidate()
         if self.state.policy is not None:
@@ -127,6 +135,7 @@ class Manager:
         kind = type(body)
         if kind in _JUDGED_BEFORE:  # told from the state as it was before the input
             self.quality.fold(body, event)
+        self.learning.observe(body, event)  # likewise: features as the event found them
         apply = self._appliers.get(kind)
         if apply is not None:
             apply(body, event)

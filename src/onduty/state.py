@@ -217,6 +217,57 @@ class SafeMode:
         return not self.services or (service is not None and service in self.services)
 
 
+@dataclass(slots=True)
+class LearnedAction:
+    """An action whose outcome the learning agent waits for: what was known of its incident
+    when it was proposed (`IncidentFeatures.values`), and the model's estimate when the model
+    chose it (None when the runbook order did)."""
+
+    incident_id: str
+    action: str
+    target: str
+    service: str
+    features: list[str]
+    predicted: float | None = None
+    verified_at: datetime | None = None
+    """When it verified: until `recurrence_window` has passed, its alert firing again on its
+    target makes it a failure after all."""
+
+
+@dataclass(slots=True)
+class LearningState:
+    """What the learning agent knows (`lifecycle/learning.py`): the models in their roles, what it
+    learned online, and what it watches for its next features and outcomes."""
+
+    model: dict[str, Any] | None = None
+    """The active model's artifact (None: none activated; the prior alone)."""
+    previous_model: dict[str, Any] | None = None
+    candidate: dict[str, Any] | None = None
+    candidate_role: str = ""
+    candidate_selector: str | None = None
+    online: dict[str, list[int]] = field(default_factory=dict)
+    """Outcomes learned since the log began, by finest signature and action
+    (`learning_key`): [verified, failed]."""
+    deploys: dict[str, datetime] = field(default_factory=dict)
+    """The last deploy marker seen, by service."""
+    restarts: dict[str, datetime] = field(default_factory=dict)
+    """The last successful restart, by target."""
+    pending: dict[str, LearnedAction] = field(default_factory=dict)
+    """By command id: actions proposed whose outcome is not learned yet, and verified ones
+    still inside the recurrence window."""
+    kinds: dict[str, list[str]] = field(default_factory=dict)
+    """The kinds of each service's newest incidents, oldest first (for drift)."""
+    choices: dict[str, list[list[float]]] = field(default_factory=dict)
+    """The model's newest choices for each service, oldest first: [predicted, 1.0 verified or
+    0.0 not]."""
+    drift: dict[str, str] = field(default_factory=dict)
+    """Services where the model is set aside, with why (`ModelDriftDetected.detail`)."""
+
+
+def learning_key(features: list[str], action: str) -> str:
+    return "\x1f".join([*features, action])
+
+
 class UndoStatus(StrEnum):
     DECIDED = "decided"
     """The core decided it (applying the action's failure); no `UndoStarted` yet."""
@@ -280,6 +331,8 @@ class State:
     """What is known of each source judged by the `quality:` section, by source name."""
     safe_modes: dict[str, SafeMode] = field(default_factory=dict)
     """The scopes in safe mode, by the problem that put them there (`SafeMode.scope`)."""
+    learning: LearningState | None = None
+    """What the learning agent knows; None while it has never run."""
 
     def to_snapshot(self) -> dict[str, Any]:
         return State.snapshot_of(self.encode())
@@ -329,9 +382,12 @@ FLOAT_FIELDS = (
     "silences",
     "waiting_fleet",
     "sources",
+    "learning",
 )
 """The fields of `State` that can hold a float (directly or as `Any`); the others cannot."""
 
-OMITTED_WHEN_EMPTY = frozenset({"undos", "waiting_fleet", "kill_switches", "sources", "safe_modes"})
+OMITTED_WHEN_EMPTY = frozenset(
+    {"undos", "waiting_fleet", "kill_switches", "sources", "safe_modes", "learning"}
+)
 """Fields of `State` added after snapshots existed, left out of a snapshot while empty."""
 _FIELD_NAMES = tuple(State.__dataclass_fields__)

@@ -28,6 +28,7 @@ CORE = [
     SOURCE / "config_retention.py",
     SOURCE / "config_fleet.py",
     SOURCE / "config_quality.py",
+    SOURCE / "config_learning.py",
     SOURCE / "values.py",
 ]
 BANNED_MODULES = {
@@ -84,6 +85,7 @@ ALLOWED_PROJECT = {
     "onduty.config_retention",
     "onduty.config_fleet",
     "onduty.config_quality",
+    "onduty.config_learning",
     # The sections the configuration composes: pure models their packages own, checked by
     # tests/test_config_imports.py (they may parse URLs with urllib.parse).
     "onduty.sense.specs",

@@ -98,6 +98,10 @@ class ActionProposed(Payload):
     params: dict[str, Any] = Field(default_factory=dict)
     timeout_s: float
     rationale: str
+    model: str | None = Field(default=None, exclude_if=lambda value: value is None)
+    """The learning model in the decision's context (`ModelActivated`): the one that ranked the
+    candidates, or the one set aside (the rationale says why). Written only while the learning
+    agent runs, so events written without it read as they did."""
 
 
 class ProposalRejected(Payload):
@@ -278,6 +282,52 @@ class PolicyShadowDiverged(Payload):
     other: Verdict
     other_version: str
     other_reason: str
+
+
+ModelRole = Literal["active", "shadow", "canary", "withdrawn"]
+
+
+class ModelActivated(Payload):
+    """A learning model takes a role, as a policy does: `active` (the learning agent ranks with
+    it), `shadow` (it ranks beside the enforced choice, divergences recorded), `canary` (it ranks
+    where `selector` holds), or `withdrawn` (the candidate is dropped; `model` is then empty).
+    `model` is the whole artifact (`onduty learn train`), named by its content hash."""
+
+    model_id: str
+    model: dict[str, Any] = Field(default_factory=dict)
+    source: str = ""
+    role: ModelRole = "active"
+    selector: str | None = None
+
+
+class ModelShadowDiverged(Payload):
+    """A model not enforced here (`mode`) ranks another action first than the one proposed."""
+
+    incident_id: str
+    mode: Literal["shadow", "canary"]
+    model_id: str
+    enforced_action: str
+    enforced_target: str
+    model_action: str
+    model_target: str
+    rationale: str
+
+
+ModelDriftCheck = Literal["features", "verification"]
+
+
+class ModelDriftDetected(Payload):
+    """For `service`, the learning model no longer fits what it sees (`check`): the mix of
+    incidents moved away from its training window (`value` is the PSI), or its actions verify
+    less often than it predicted (`value` is the shortfall). Until a model is activated again,
+    the runbook order decides there; retraining is suggested."""
+
+    model_id: str
+    service: str
+    check: ModelDriftCheck
+    detail: str
+    value: float
+    limit: float
 
 
 class FleetCount(Payload):
@@ -521,6 +571,9 @@ _REGISTERED: list[tuple[type[Payload], Origin]] = [
     (NotificationFailed, _I),
     (PolicyActivated, _I),
     (PolicyShadowDiverged, _D),
+    (ModelActivated, _I),
+    (ModelShadowDiverged, _D),
+    (ModelDriftDetected, _D),
     (ProposalRejected, _D),
     (AutonomyChanged, _I),
     (AutonomyRaiseRequested, _I),

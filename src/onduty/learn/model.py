@@ -17,10 +17,10 @@ from onduty.think.learner import (
     FEATURE_SCHEMA_VERSION,
     RESTART_BUCKETS,
     SIGNATURE_LEVELS,
+    ModelBodyProblem,
     Posterior,
     Prior,
-    Record,
-    signature_from,
+    posterior_from_body,
 )
 
 SCHEMA_VERSION = 1
@@ -174,41 +174,39 @@ def load_model(path: Path) -> Model:
         raise ModelProblem(f"{path}: cannot read: {error.strerror or error}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ModelProblem(f"{path}: not a model artifact: bad JSON ({error})") from None
+    model = model_from_body(body, where=str(path))
+    if path.stem.startswith("model-") and path.stem != model.model_id:
+        raise ModelProblem(f"{path}: hash mismatch: the content hashes to {model.model_id}")
+    return model
+
+
+def model_from_body(body: Any, where: str = "model") -> Model:
+    """An artifact's parsed content checked as `load_model` checks a file (a model sent over
+    HTTP is checked the same way); `where` names it in the `ModelProblem`."""
     if not isinstance(body, dict):
-        raise ModelProblem(f"{path}: not a model artifact: a JSON object is expected")
+        raise ModelProblem(f"{where}: not a model artifact: a JSON object is expected")
     missing = [name for name in REQUIRED if name not in body]
     if missing:
-        raise ModelProblem(f"{path}: missing field {', '.join(missing)}")
+        raise ModelProblem(f"{where}: missing field {', '.join(missing)}")
     if body["schema_version"] != SCHEMA_VERSION:
         raise ModelProblem(
-            f"{path}: schema_version {body['schema_version']!r} is not supported "
+            f"{where}: schema_version {body['schema_version']!r} is not supported "
             f"(this onduty reads {SCHEMA_VERSION})"
         )
     features = body["feature_schema"]
     if not isinstance(features, dict) or features.get("version") != FEATURE_SCHEMA_VERSION:
         found = features.get("version") if isinstance(features, dict) else features
         raise ModelProblem(
-            f"{path}: feature_schema version {found!r} is not {FEATURE_SCHEMA_VERSION!r}"
+            f"{where}: feature_schema version {found!r} is not {FEATURE_SCHEMA_VERSION!r}"
         )
     expected = model_id(body)
     if body["model_id"] != expected:
         raise ModelProblem(
-            f"{path}: hash mismatch: the content hashes to {expected}, "
+            f"{where}: hash mismatch: the content hashes to {expected}, "
             f"the artifact says {body['model_id']!r} (changed after it was written?)"
         )
-    if path.stem.startswith("model-") and path.stem != expected:
-        raise ModelProblem(f"{path}: hash mismatch: the content hashes to {expected}")
     try:
-        prior = Prior(float(body["prior"]["alpha"]), float(body["prior"]["beta"]))
-        rows = [
-            (
-                signature_from(row["signature"]),
-                str(row["action"]),
-                Record(int(row["successes"]), int(row["failures"])),
-            )
-            for row in body["posterior"]
-        ]
-    except (KeyError, TypeError, ValueError) as error:
-        raise ModelProblem(f"{path}: posterior: {error}") from None
-    posterior = Posterior.from_rows(rows, prior=prior, min_evidence=int(body["min_evidence"]))
+        posterior = posterior_from_body(body)
+    except ModelBodyProblem as error:
+        raise ModelProblem(f"{where}: {error}") from None
     return Model(posterior=posterior, body=body)

@@ -4,7 +4,7 @@ the action's outcome, verification, undo."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
 
@@ -32,6 +32,7 @@ from onduty.events import (
 )
 from onduty.govern.breaker import breaker_key
 from onduty.lifecycle.base import Emitter, Pager, Prior, derive_id
+from onduty.lifecycle.learning import Learning
 from onduty.lifecycle.setup import Setup
 from onduty.lifecycle.undo import Undos
 from onduty.lifecycle.verdicts import Verdicts
@@ -75,6 +76,7 @@ class ActionLifecycle:
     pager: Pager
     incidents: Incidents
     undos: Undos
+    learning: Learning
     verdicts: Verdicts = field(init=False)
     _by_target: dict[str, dict[str, None]] | None = field(init=False, default=None)
     """Command ids by target, in the order `state.actions` holds them, so that planning looks
@@ -230,11 +232,13 @@ class ActionLifecycle:
             alert = context["signal"]["labels"].get("alertname", "this alert")
             self.pager.escalate(incident, f"no runbook matches {alert}")
             return
-        proposals = [
+        offered = [
             proposal
             for runbook in runbooks
             if (proposal := setup.agent.propose_step(runbook.name, 0, context)) is not None
         ]
+        choice = self.learning.choose(incident, offered, context)
+        proposals = choice.proposals
         targets = {proposal.target for proposal in proposals}
         in_flight = {
             target: runbook
@@ -254,9 +258,12 @@ class ActionLifecycle:
                 ),
                 incident.incident_id,
             )
+        self.learning.compare(incident, offered, choice, winner)
         if winner is None:
             self.pager.escalate(incident, f"no proposal could go ahead: {losers[0][1]}")
             return
+        if choice.set_aside:
+            winner = replace(winner, rationale=f"{winner.rationale}; {choice.set_aside}")
         self._propose(incident, winner, context)
 
     def _runbook_acting_on(self, target: str) -> str | None:
@@ -280,6 +287,7 @@ class ActionLifecycle:
         command_id = derive_id("cmd", incident.incident_id, proposal.runbook, str(proposal.step))
         proposed = asdict(proposal)
         del proposed["priority"]  # the arbiter's business, already settled
+        proposed["model"] = proposal.model or self.learning.context_model()
         self.emitter.emit(
             ActionProposed(command_id=command_id, incident_id=incident.incident_id, **proposed),
             incident.incident_id,

@@ -33,6 +33,8 @@ def arbitrate(
             reason = f"{proposal.target} already has an action in flight (runbook {acting})"
         elif winner is not None and excluded(proposal.runbook, winner.runbook):
             reason = f"excluded by runbook {winner.runbook}, which won"
+        elif winner is not None and winner.agent != proposal.agent:
+            reason = f"the {winner.agent} agent chose {winner.action} on {winner.target} first"
         elif winner is not None:
             reason = f"lower priority than runbook {winner.runbook}"
         else:

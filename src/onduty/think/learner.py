@@ -78,6 +78,20 @@ class IncidentFeatures:
         """The finest signature: the key the posterior is first looked up by."""
         return self.signatures()[0]
 
+    def values(self) -> list[str]:
+        """The features as the values of the finest signature (what the core records)."""
+        return [value for _, value in self.signature()]
+
+    @classmethod
+    def from_values(cls, values: Sequence[str]) -> IncidentFeatures:
+        alertname, service, deploy, restart = values
+        return cls(alertname, service, deploy == "yes", restart)
+
+    def kind(self) -> str:
+        """The incident's kind as drift is judged by: its alert, and whether a deploy came
+        before it."""
+        return f"{self.alertname} ({'after a deploy' if self.recent_deploy else 'no deploy'})"
+
 
 def describe(signature: Signature) -> str:
     """A signature in words: "HighErrorRate on payments after a deploy"."""
@@ -169,6 +183,17 @@ class Posterior:
         for signature in features.signatures():
             key = (signature, action)
             self.table[key] = self.table.get(key, Record()).add(outcome.success)
+
+    def add(self, features: IncidentFeatures, action: str, successes: int, failures: int) -> None:
+        """Add counts (a correction may be negative: a fix that did not last is moved from
+        the verified to the failed) at every signature level of `features`."""
+        for signature in features.signatures():
+            key = (signature, action)
+            found = self.table.get(key, Record())
+            self.table[key] = Record(found.successes + successes, found.failures + failures)
+
+    def copy(self) -> Posterior:
+        return Posterior(prior=self.prior, min_evidence=self.min_evidence, table=dict(self.table))
 
     def record(self, signature: Signature, action: str) -> Record:
         return self.table.get((signature, action), Record())
@@ -346,10 +371,19 @@ class Ranker:
         """The candidates, most likely to verify first. Candidates are taken in the order given
         (the runbook order), which also breaks ties; the same inputs and seed give the same
         ranking."""
+        options = [(features, action) for action in dict.fromkeys(candidates)]
+        return [entry for _, entry in self.rank_options(options, seed)]
+
+    def rank_options(
+        self, options: Sequence[tuple[IncidentFeatures, str]], seed: int
+    ) -> list[tuple[int, RankedAction]]:
+        """Options (features as seen from each one's target, and its action) ranked, each with
+        its index in `options`: the order given breaks ties, and the draws are taken in that
+        order from one generator seeded with `seed`."""
         generator = SplitMix64(seed)
         tail = (1 - self.credibility) / 2
         ranked: list[tuple[tuple[float, float], int, RankedAction]] = []
-        for position, action in enumerate(dict.fromkeys(candidates)):
+        for position, (features, action) in enumerate(options):
             found = self.posterior.evidence(features, action)
             interval = (found.quantile(tail), found.quantile(1 - tail))
             if self.mode is Mode.THOMPSON:
@@ -367,7 +401,7 @@ class Ranker:
             )
             ranked.append(((score, found.mean), position, entry))
         ranked.sort(key=lambda item: (-item[0][0], -item[0][1], item[1]))
-        return [entry for _, _, entry in ranked]
+        return [(position, entry) for _, position, entry in ranked]
 
 
 def rationale(found: Evidence) -> str:
@@ -392,3 +426,46 @@ def signature_from(mapping: Mapping[str, str]) -> Signature:
         names = ", ".join(sorted(mapping)) or "(none)"
         raise ValueError(f"signature fields {names} are not a known level")
     return tuple((name, str(mapping[name])) for name in level)
+
+
+class ModelBodyProblem(ValueError):
+    """A model artifact's content that cannot be read (names the field)."""
+
+
+def posterior_from_body(body: Mapping[str, object]) -> Posterior:
+    """The posterior an artifact's content holds (`onduty learn train`), checked field by field;
+    pure, so the core reads a `ModelActivated` event's model as training wrote it."""
+    try:
+        prior_field = body["prior"]
+        rows_field = body["posterior"]
+        min_evidence = int(str(body["min_evidence"]))
+        if not isinstance(prior_field, Mapping) or not isinstance(rows_field, list):
+            raise TypeError("prior must be an object and posterior a list")
+        prior = Prior(float(prior_field["alpha"]), float(prior_field["beta"]))
+        rows = [
+            (
+                signature_from(row["signature"]),
+                str(row["action"]),
+                Record(int(row["successes"]), int(row["failures"])),
+            )
+            for row in rows_field
+        ]
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelBodyProblem(f"posterior: {error}") from None
+    return Posterior.from_rows(rows, prior=prior, min_evidence=min_evidence)
+
+
+def kind_mix(posterior: Posterior, service: str) -> dict[str, int]:
+    """How many outcomes of each incident kind (`IncidentFeatures.kind`) the posterior holds for
+    a service: the mix a model was trained on."""
+    level = SIGNATURE_LEVELS[1]
+    mix: dict[str, int] = {}
+    for (signature, _), record in posterior.table.items():
+        values = dict(signature)
+        if tuple(values) != level or values["service"] != service:
+            continue
+        kind = IncidentFeatures(
+            values["alertname"], service, values["recent_deploy"] == "yes"
+        ).kind()
+        mix[kind] = mix.get(kind, 0) + record.count
+    return mix

@@ -20,6 +20,8 @@ class Proposal:
     """Why, in words a person reads on the timeline and in the approval request."""
     params: dict[str, Any] = field(default_factory=dict)
     timeout_s: float = 30.0
+    model: str | None = None
+    """The learning model in the decision's context (`ActionProposed.model`)."""
     priority: int = 0
     """Among proposals acting on the same target, the highest wins (then configuration
     order); the others are recorded as not chosen."""
