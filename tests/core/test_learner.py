@@ -60,7 +60,7 @@ def test_an_action_never_seen_keeps_the_prior() -> None:
 
 
 def test_only_verified_counts_as_success() -> None:
-    assert [o.success for o in Outcome] == [True, False, False, False]
+    assert [o.success for o in Outcome] == [True, False, False, False, False]
 
 
 def test_restart_buckets_and_unknown_buckets_are_refused() -> None:

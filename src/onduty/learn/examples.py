@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from onduty.events import Event
 from onduty.think.features import FeatureTracker
@@ -44,17 +44,26 @@ class Window:
         self.events += 1
 
 
+RECURRENCE_WINDOW = timedelta(hours=1)
+"""As `learning.recurrence_window` by default: a verified action whose alert fires again on its
+target within this long did not fix the cause."""
+
+
 def examples(
     events: Iterable[Event],
     since: datetime | None = None,
     until: datetime | None = None,
     window: Window | None = None,
+    recurrence_window: timedelta = RECURRENCE_WINDOW,
 ) -> list[Example]:
     """The examples with an outcome, in proposal order. Only proposals in [since, until) count;
-    events before `since` still inform the features (a restart an hour earlier)."""
+    events before `since` still inform the features (a restart an hour earlier). Outcomes are
+    judged as the learning agent judges them live: a fix whose alert comes back on its target
+    within `recurrence_window` is a failure (`Outcome.RECURRED`)."""
     tracker = FeatureTracker()
     found: dict[str, Example] = {}
     proposed: dict[str, list[str]] = {}
+    verified: dict[str, datetime] = {}  # command id → when it verified, while it may recur
     for event in events:
         if until is not None and event.ts >= until:
             break
@@ -64,6 +73,8 @@ def examples(
             window.see(event)
         data = event.data
         command = str(data.get("command_id", ""))
+        if event.type == "IncidentOpened":
+            _recurrences(event, tracker, found, verified, recurrence_window)
         if event.type == "ActionProposed" and inside:
             incident, action = str(data["incident_id"]), str(data["action"])
             offered = proposed.setdefault(incident, [])
@@ -93,5 +104,29 @@ def examples(
             }.get(event.type)
             if outcome is not None:
                 found[command].outcome = outcome
+                if outcome is Outcome.VERIFIED:
+                    verified[command] = event.ts
     ended = [example for example in found.values() if example.outcome is not None]
     return sorted(ended, key=lambda example: example.proposed_seq)
+
+
+def _recurrences(
+    opened: Event,
+    tracker: FeatureTracker,
+    found: dict[str, Example],
+    verified: dict[str, datetime],
+    recurrence_window: timedelta,
+) -> None:
+    """A new incident of the same alert on a verified action's target, within the window, makes
+    that action a failure; verified actions past the window are final."""
+    incident = str(opened.data.get("incident_id"))
+    labels = tracker.labels.get(str(opened.data.get("fingerprint")), {})
+    alertname = tracker.incident_alert.get(incident, "unknown")
+    places = {labels.get("instance"), labels.get("service"), opened.data.get("service")}
+    for command, at in list(verified.items()):
+        example = found[command]
+        if opened.ts - at > recurrence_window:
+            del verified[command]
+        elif example.features.alertname == alertname and example.target in places:
+            example.outcome = Outcome.RECURRED
+            del verified[command]

@@ -118,6 +118,8 @@ class Outcome(StrEnum):
     VERIFY_FAILED = "verify_failed"
     ACTION_FAILED = "action_failed"
     UNDONE = "undone"
+    RECURRED = "recurred"
+    """Verified, but its alert fired again on its target within the recurrence window."""
 
     @property
     def success(self) -> bool:
