@@ -62,6 +62,8 @@ def describe(event: Event) -> str:
         detail = f"{data['verdict']} ({data.get('reason', '')})"
     elif "action" in data and "target" in data:
         detail = f"{data['action']} {data['target']}"
+        if data.get("agent") not in (None, "runbook"):  # who proposed it, when not the runbooks
+            detail += f" (by the {data['agent']} agent)"
     else:
         keys = ("reason", "change", "title", "status")
         detail = str(next((data[key] for key in keys if data.get(key)), ""))
