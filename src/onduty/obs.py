@@ -242,6 +242,26 @@ class EventMetrics:
             ["check"],
             registry=registry,
         )
+        self.proposals = Counter(
+            "onduty_proposals_total",
+            "Actions proposed (ActionProposed), by the agent that proposed them (runbook or "
+            "learner).",
+            ["agent"],
+            registry=registry,
+        )
+        self.model_divergences = Counter(
+            "onduty_model_divergences_total",
+            "Times a learning model not enforced ranked another action first "
+            "(ModelShadowDiverged), by mode (shadow or canary).",
+            ["mode"],
+            registry=registry,
+        )
+        self.model_drift = Counter(
+            "onduty_model_drift_total",
+            "Times the learning model was set aside for a service (ModelDriftDetected), by check.",
+            ["check"],
+            registry=registry,
+        )
         self._received: dict[str, Any] = {}
         self._opened: dict[str, datetime] = {}
         """Open incident → event time of the signal that opened it."""
@@ -289,6 +309,7 @@ class EventMetrics:
             self._opened.pop(data["incident_id"], None)
         elif kind == "ActionProposed":
             self._awaiting_verdict[data["command_id"]] = data["incident_id"]
+            self.proposals.labels(str(data.get("agent", ""))).inc()
         elif kind == "PolicyEvaluated":
             self.verdicts.labels(str(data.get("verdict", ""))).inc()
             for outcome in data.get("rules") or ():
@@ -332,6 +353,10 @@ class EventMetrics:
             self.source_problems.labels(str(data.get("check", ""))).inc()
         elif kind == "SafeModeEntered":
             self.safe_mode_entered.labels(str(data.get("scope", "")).split(":", 1)[0]).inc()
+        elif kind == "ModelShadowDiverged":
+            self.model_divergences.labels(str(data.get("mode", ""))).inc()
+        elif kind == "ModelDriftDetected":
+            self.model_drift.labels(str(data.get("check", ""))).inc()
 
     def _settle_approval_of(self, command_id: str, now: datetime) -> None:
         approval = self._approval_of.pop(command_id, None)

@@ -3,12 +3,16 @@ without the agent shows where the runbook order would have chosen otherwise."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from onduty.log import open_log
+from onduty.obs import Metrics
 from tests.run_cli import onduty
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "scenarios"
@@ -66,3 +70,21 @@ def test_backtesting_without_the_agent_shows_the_runbook_order_choosing(
     )
     assert result.returncode == 1, result.stdout + result.stderr
     assert "(by the learner agent)" in result.stdout
+
+
+def test_metrics_count_the_learning_agents_proposals(learned_run: Path) -> None:
+    events = list(open_log(str(learned_run)).read())
+    metrics = Metrics()
+    for event in events:
+        metrics.observe(event)
+    text = generate_latest(metrics.registry).decode()
+    found = {
+        (sample.name, sample.labels.get("agent")): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "onduty_proposals_total"
+    }
+    by_agent = Counter(e.data["agent"] for e in events if e.type == "ActionProposed")
+    assert by_agent["learner"] > 0
+    for agent, count in by_agent.items():
+        assert found[("onduty_proposals_total", agent)] == count
