@@ -50,7 +50,6 @@ LAYERS: list[tuple[str, list[str]]] = [
             "onduty.config_fleet",
             "onduty.config_quality",
             "onduty.config",
-            "onduty.configfile",
         ],
     ),
     ("correlate", ["onduty.correlate"]),
@@ -58,6 +57,8 @@ LAYERS: list[tuple[str, list[str]]] = [
     # configcheck reads a configuration the way the policy linter does: with the variables
     # conditions and templates see (govern.variables), so it stands beside the linter.
     ("govern", ["onduty.govern", "onduty.policytest", "onduty.configcheck"]),
+    # A configuration file names a learning model's artifact: reading one checks both.
+    ("files", ["onduty.learn", "onduty.configfile"]),
     ("core", ["onduty.lifecycle", "onduty.manager", "onduty.replay"]),
     ("log", ["onduty.log"]),
     ("bus", ["onduty.bus"]),
@@ -90,7 +91,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         ],
     ),
     ("service", ["onduty.health", "onduty.stepback", "onduty.service", "onduty.fleet_service"]),
-    ("edges", ["onduty.api", "onduty.sim", "onduty.bench", "onduty.report", "onduty.learn"]),
+    ("edges", ["onduty.api", "onduty.sim", "onduty.bench", "onduty.report"]),
     ("command line", ["onduty.cli", "onduty.__main__"]),
 ]
 

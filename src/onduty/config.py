@@ -341,25 +341,27 @@ class Config(Model):
         # A policy without a `quality:` section keeps the version it had before the section
         # existed, so recorded verdicts still name their policy's version.
         unjudged = {"quality"} if self.quality == QualitySettings() else set()
-        if self.learning == LearningSettings():
+        # The model a configuration names is versioned by its own hash, not the policy's.
+        learning = self.learning.model_copy(update={"model": None})
+        if learning == LearningSettings():
             unjudged.add("learning")
-        return self.model_dump(
-            mode="json",
-            exclude={
-                *unjudged,
-                "store",
-                "bus",
-                "sources",
-                "actuators",
-                "channels",
-                "access",
-                "server",
-                "telemetry",
-                "checkpoints",
-                "retention",
-                "fleet",
-            },
+        shell = (
+            "store",
+            "bus",
+            "sources",
+            "actuators",
+            "channels",
+            "access",
+            "server",
+            "telemetry",
+            "checkpoints",
+            "retention",
+            "fleet",
         )
+        excluded: dict[str, Any] = {name: True for name in (*unjudged, *shell)}
+        if "learning" not in unjudged:
+            excluded["learning"] = {"model": True}
+        return self.model_dump(mode="json", exclude=excluded)
 
     @property
     def version(self) -> str:

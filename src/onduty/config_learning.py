@@ -66,6 +66,11 @@ class LearningSettings(Model):
     the cause: it is learned as failed."""
     drift: LearningDrift = Field(default_factory=LearningDrift)
     """When to stop trusting the model for a service."""
+    model: str | None = None
+    """A model artifact (`onduty learn train`) to make active when onduty starts (or reloads)
+    with this configuration, if the log's active model is another: recorded as
+    `ModelActivated`. A path relative to this file. Not part of the policy's version: the model
+    is versioned by its own content hash."""
     auto_promote: bool = False
     """`onduty learn train --schedule` may promote a model it trained and validated; otherwise
     it leaves promotion to a person."""

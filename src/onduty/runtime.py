@@ -40,6 +40,7 @@ from onduty.commands import (
 from onduty.config import Config
 from onduty.counting import FleetCounts, LocalCounts
 from onduty.events import Event, Payload, PolicyActivated, SnapshotDiscarded, Tick, make_event
+from onduty.learn.model import model_activation
 from onduty.log import EventLog, SnapshotProblem, check_snapshot
 from onduty.manager import Decision, Manager
 from onduty.snapshots import SnapshotWriter, save
@@ -240,6 +241,11 @@ class Runtime:
                 PolicyActivated(version=config.version, config=config.policy_document()),
                 stream="policy",
             )
+        change = (
+            model_activation(config.learning.model, manager.learning.model_id()) if config else None
+        )
+        if change is not None:  # the model the configuration names, once
+            runtime.submit(change, stream="learning")
         for timer in manager.pending_timers():
             runtime._arm(timer)
         report.in_doubt = manager.in_doubt()

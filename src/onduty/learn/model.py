@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from onduty.events import Event
+from onduty.events import Event, ModelActivated
 from onduty.learn.examples import Example, Window, examples
 from onduty.think.learner import (
     FEATURE_SCHEMA_VERSION,
@@ -210,3 +210,14 @@ def model_from_body(body: Any, where: str = "model") -> Model:
     except ModelBodyProblem as error:
         raise ModelProblem(f"{where}: {error}") from None
     return Model(posterior=posterior, body=body)
+
+
+def model_activation(path: str | None, active_model_id: str) -> ModelActivated | None:
+    """The input that makes the artifact at `path` (a configuration's `learning.model`) the
+    active model, or None when there is none or it is active already."""
+    if path is None:
+        return None
+    model = load_model(Path(path))
+    if model.model_id == active_model_id:
+        return None
+    return ModelActivated(model_id=model.model_id, model=model.body, source=path, role="active")
