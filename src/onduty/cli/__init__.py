@@ -10,7 +10,8 @@ them, and runs it (`main`, the `onduty` entry point and `python -m onduty`):
 * `talk`: what talks to a running server (`approve`, `deny`, `approvals`, `ack`, `autonomy`,
   `silence`, `kill-switch`), through `client`;
 * `config`: `config check` and `token hash`;
-* `learn`: `learn train`, the learning agent's model from a log (a preview);
+* `learn`: `learn train`, the learning agent's model from a log; `learn validate`, the sim
+  lab's scenarios with and without a model;
 * `policy`: checking and table-testing a policy, and managing the one a server enforces;
 * `views`: the tables and lines the commands print; `base`: consoles, common options and the
   problems a user can fix.
@@ -24,6 +25,7 @@ from typing import Annotated, Any
 import typer
 
 from onduty.cli import audit, config, learn, policy, report, sealing, serve, sim, store, talk
+from onduty.cli import learn_validate as _learn_validate  # noqa: F401  (registers `learn validate`)
 from onduty.cli.base import UsageProblem, err, out, problem_line
 from onduty.config import ConfigError
 from onduty.log import StoreError
