@@ -280,3 +280,26 @@ def test_a_snapshot_taken_mid_learning_decides_as_the_run_did() -> None:
         runs.append([(e.id, e.type, e.data) for e in runner.log])
     assert runs[0] == runs[1]
     assert any(data.get("agent") == "learner" for _, _, data in runs[0])
+
+
+def test_when_its_choices_verify_less_than_it_predicted_the_model_is_set_aside() -> None:
+    body = trained_on_plain_leaks()
+    driver = Driver(
+        learning_config(choose="ucb", online=False, drift={"window": 50, "min_outcomes": 4})
+    )
+    driver.feed(ModelActivated(model_id=body["model_id"], model=body, source="model.json"))
+    fleet = Fleet(driver)
+    # the kind of incident it was trained on, but restarts no longer heal it
+    for n in range(5):
+        decision = fleet.alert(f"api-{n % 3 + 1}", after=4000)
+        command = next(c for c in decision.commands if isinstance(c, StartAction))
+        driver.start(command)
+        driver.feed(ActionSucceeded(command_id=command.command_id), after=30)
+        driver.feed(Tick(), after=300)  # not fixed: verification fails
+        fleet.alert(f"api-{n % 3 + 1}", "resolved", after=600)
+    drifted = of(driver.log, "ModelDriftDetected")
+    assert [d["check"] for d in drifted] == ["verification"]
+    assert "verified 0% of the last 4 times" in drifted[0]["detail"]
+    last = proposals(driver.log)[-1]
+    assert last["agent"] == "runbook" and "set aside" in last["rationale"]
+    assert_replays(driver)
