@@ -373,3 +373,35 @@ def test_a_restart_anywhere_runs_or_settles_every_undo_in_flight(
         if decided_at <= cut and undo.command_id not in finished
     ]
     assert _undo_part(folded.in_doubt()) == expected
+
+
+# Two runbooks for one alert and the learning agent choosing between them, learning online.
+LEARNING = config(
+    runbooks=[
+        {
+            "name": "restart-crashed-instance",
+            "priority": 1,
+            "when": 'signal.labels.alertname == "InstanceDown"',
+            "do": [{"action": "process.restart", "target": "{{ signal.labels.instance }}"}],
+            "verify": {"signal_resolved_within": "2m"},
+            "undo": [{"action": "traffic.drain", "target": "{{ signal.labels.instance }}"}],
+        },
+        {
+            "name": "replace-instance",
+            "when": 'signal.labels.alertname == "InstanceDown"',
+            "do": [{"action": "instance.replace", "target": "{{ signal.labels.instance }}"}],
+            "verify": {"signal_resolved_within": "2m"},
+        },
+    ],
+    learning={"agent": "on", "recurrence_window": "10m", "drift": {"min_outcomes": 2}},
+)
+
+
+@quick
+@given(histories, st.integers(0, 10_000))
+def test_the_learning_agent_replays_exactly_and_folds_from_any_snapshot(
+    operations: list[tuple[Any, ...]], cut: int
+) -> None:
+    driver = run(operations, LEARNING)
+    _replays_exactly(driver)
+    _folds_from_a_snapshot(driver, cut)
