@@ -8,7 +8,7 @@ import copy
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from fastapi.testclient import TestClient
@@ -238,8 +238,8 @@ def test_the_status_lists_drift_since_the_last_activation_and_divergences() -> N
     assert view.status()["previous"]["model_id"] == model["model_id"]
 
 
-def _diverged(model_id: str, mode: str) -> ModelShadowDiverged:
+def _diverged(model_id: str, mode: Literal["shadow", "canary"]) -> ModelShadowDiverged:
     return ModelShadowDiverged(
-        incident_id="inc-1", mode=mode, model_id=model_id, enforced_action="a",  # type: ignore[arg-type]
+        incident_id="inc-1", mode=mode, model_id=model_id, enforced_action="a",
         enforced_target="t", model_action="b", model_target="t", rationale="r",
     )  # fmt: skip

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,12 +52,12 @@ def learn(*args: str, url: str) -> subprocess.CompletedProcess[str]:
     return run_cli.onduty("learn", *args, "--url", url, timeout=60)
 
 
-def status(server: Server) -> dict[str, object]:
+def status(server: Server) -> dict[str, Any]:
     with server.client() as client:
         return dict(client.get("/api/v1/learn").json())
 
 
-def activations(server: Server) -> list[dict[str, object]]:
+def activations(server: Server) -> list[dict[str, Any]]:
     with server.client() as client:
         found = client.get("/api/v1/events", params={"type": "ModelActivated"}).json()
     return [event["data"] for event in found]
@@ -91,10 +92,10 @@ def test_a_trained_model_is_tried_as_shadow_then_promoted(
     promoted = learn("promote", url=server.url)
     assert promoted.returncode == 0, promoted.stderr
     now = status(server)
-    assert now["active"]["model_id"] == model_id  # type: ignore[index]
-    assert now["active"]["examples"] == 8  # type: ignore[index]
-    assert now["active"]["training_window"]["events"] == 230  # type: ignore[index]
-    assert now["candidate"] is None and now["previous"]["model_id"] == "untrained"  # type: ignore[index]
+    assert now["active"]["model_id"] == model_id
+    assert now["active"]["examples"] == 8
+    assert now["active"]["training_window"]["events"] == 230
+    assert now["candidate"] is None and now["previous"]["model_id"] == "untrained"
     assert [(found["role"], found["model_id"]) for found in activations(server)] == [
         ("shadow", model_id),
         ("active", model_id),
@@ -102,7 +103,7 @@ def test_a_trained_model_is_tried_as_shadow_then_promoted(
 
     rolled = learn("rollback", url=server.url)
     assert rolled.returncode == 0 and "rolled back: untrained active" in rolled.stdout
-    assert status(server)["active"]["model_id"] == "untrained"  # type: ignore[index]
+    assert status(server)["active"]["model_id"] == "untrained"
 
 
 def test_scheduled_training_leaves_a_shadow_candidate_or_activates_it(
@@ -119,9 +120,9 @@ def test_scheduled_training_leaves_a_shadow_candidate_or_activates_it(
     assert first.returncode == 0, first.stderr
     assert "promotion is left to a person" in first.stdout
     candidate = status(server)["candidate"]
-    assert candidate["mode"] == "shadow"  # type: ignore[index]
-    assert str(candidate["source"]).startswith("onduty learn train --schedule")  # type: ignore[index]
-    assert status(server)["active"]["model_id"] == "untrained"  # type: ignore[index]
+    assert candidate["mode"] == "shadow"
+    assert str(candidate["source"]).startswith("onduty learn train --schedule")
+    assert status(server)["active"]["model_id"] == "untrained"
 
     # the policy now lets the schedule promote what it validated
     configured(server.config or Path(), True)
@@ -131,7 +132,7 @@ def test_scheduled_training_leaves_a_shadow_candidate_or_activates_it(
     assert second.returncode == 0, second.stderr
     assert "activated" in second.stdout and "auto_promote is on" in second.stdout
     now = status(server)
-    assert now["active"]["model_id"] == candidate["model_id"] and now["candidate"] is None  # type: ignore[index]
+    assert now["active"]["model_id"] == candidate["model_id"] and now["candidate"] is None
 
     # too few outcomes (a shorter window): written, not handed over
     strict = run_cli.onduty(
@@ -154,7 +155,7 @@ def test_a_schedule_runs_until_sigterm(server: Server, demo_store: Path, tmp_pat
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, text=True)
     try:
         wait_for(lambda: "next round in" in output.read_text(), 30)
-        assert status(server)["candidate"] is not None  # type: ignore[index]
+        assert status(server)["candidate"] is not None
         process.send_signal(signal.SIGTERM)
         assert process.wait(10) == 0
     finally:
