@@ -18,7 +18,8 @@ from onduty.commands import Notify
 from onduty.config import Config, ConfigError
 from onduty.configfile import load_config
 from onduty.escalate import Deliverer, parse_channels
-from onduty.events import Event, Payload, PolicyActivated
+from onduty.events import Event, ModelActivated, Payload, PolicyActivated
+from onduty.events.vocabulary import ModelRole
 from onduty.gateway import Gateway, LoopGateway
 from onduty.health import Health, for_service
 from onduty.log import EventLog, StoreError, open_log
@@ -382,6 +383,31 @@ class Service:
             self.config = config
         logger.info("policy %s is now %s (from %s)", config.version, role, source)
         return 202, {"version": config.version, "role": role, "changed": True}
+
+    def activate_model(
+        self,
+        model_id: str,
+        model: dict[str, Any],
+        *,
+        role: ModelRole,
+        source: str,
+        selector: str | None = None,
+        actor: str = "api",
+    ) -> tuple[int, dict[str, Any]]:
+        """Record a learning model in its role (`ModelActivated`), as `activate` does a policy:
+        the artifact is checked by the caller (`onduty.learn.model.model_from_body`)."""
+        body = ModelActivated(
+            model_id=model_id,
+            model={} if role == "withdrawn" else model,
+            source=source,
+            role=role,
+            selector=selector,
+        )
+        refused = self._submit_policy(Input(body, stream="learning", actor=actor))
+        if refused is not None:
+            return refused
+        logger.info("learning model %s is now %s (from %s)", model_id, role, source)
+        return 202, {"model_id": model_id, "role": role, "changed": True}
 
     def _submit_policy(self, item: Input) -> tuple[int, dict[str, Any]] | None:
         """Hand a policy change to the core and wait until it is recorded; None once it is,

@@ -27,6 +27,7 @@ from onduty.api.routes.common import API
 from onduty.api.routes.events import events_router
 from onduty.api.routes.incidents import incidents_router
 from onduty.api.routes.killswitches import kill_switches_router
+from onduty.api.routes.learning import learning_router
 from onduty.api.routes.policy import policy_router
 from onduty.api.routes.probes import probes_router
 from onduty.api.routes.safemode import safe_mode_router
@@ -94,6 +95,7 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("GET", f"{API}/kill-switches"): VIEWER,
     ("GET", f"{API}/safe-mode"): VIEWER,
     ("GET", f"{API}/policy"): VIEWER,
+    ("GET", f"{API}/learn"): VIEWER,
     ("GET", f"{API}/events"): VIEWER,
     ("GET", f"{API}/audit/verify"): VIEWER,
     ("GET", "/metrics"): VIEWER,
@@ -111,6 +113,10 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("POST", f"{API}/policy/candidate"): ADMIN,
     ("POST", f"{API}/policy/promote"): ADMIN,
     ("POST", f"{API}/policy/rollback"): ADMIN,
+    ("POST", f"{API}/learn/candidate"): ADMIN,
+    ("POST", f"{API}/learn/activate"): ADMIN,
+    ("POST", f"{API}/learn/promote"): ADMIN,
+    ("POST", f"{API}/learn/rollback"): ADMIN,
 }
 
 
@@ -215,6 +221,7 @@ def build_app(
         kill_switches_router(service, ingest),
         safe_mode_router(service),
         policy_router(service),
+        learning_router(service),
         events_router(service),
         probes_router(service),
     ):

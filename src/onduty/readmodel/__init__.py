@@ -8,7 +8,8 @@ One module per projection, each fed events in log order:
 * `approvals`: approval requests, pending and decided lately (kept by the incident projection);
 * `autonomy`: autonomy raises waiting for several admins;
 * `silences`: silences and maintenance windows;
-* `policy`: the policy in force and any candidate beside it.
+* `policy`: the policy in force and any candidate beside it;
+* `learning`: the learning agent's models in their roles, drift and divergences.
 
 Everything is imported from here (`from onduty.readmodel import IncidentProjection`).
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 from onduty.readmodel.approvals import ANSWERED_KEPT, ApprovalBook, PendingApproval, same_person
 from onduty.readmodel.autonomy import AutonomyRaise, AutonomyRaises
 from onduty.readmodel.incidents import LIST_KEPT, IncidentProjection, IncidentView
+from onduty.readmodel.learning import LearningView
 from onduty.readmodel.policy import PolicyView
 from onduty.readmodel.silences import SilenceProjection, SilenceView
 from onduty.readmodel.timeline import (
@@ -50,6 +52,7 @@ __all__ = [
     "AutonomyRaises",
     "IncidentProjection",
     "IncidentView",
+    "LearningView",
     "PendingApproval",
     "PolicyView",
     "SignalCursor",

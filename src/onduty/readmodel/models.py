@@ -32,6 +32,7 @@ from onduty.readmodel.incidents import (
     IncidentView,
     _shared,
 )
+from onduty.readmodel.learning import LearningView
 from onduty.readmodel.policy import PolicyView
 from onduty.readmodel.safemode import SafeModeView
 from onduty.readmodel.silences import SilenceProjection, SilenceView
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("onduty")
 
 SNAPSHOT_KEY = "readmodels.snapshot"
-FORMAT = 2
+FORMAT = 3
 """Changes whenever what a snapshot holds changes: an older one is then rebuilt from the log."""
 
 
@@ -95,6 +96,7 @@ class ReadModels:
     raises: AutonomyRaises = field(default_factory=AutonomyRaises)
     kill_switches: KillSwitchesView = field(default_factory=KillSwitchesView)
     safe_mode: SafeModeView = field(default_factory=SafeModeView)
+    learning: LearningView = field(default_factory=LearningView)
     lock: threading.Lock = field(default_factory=threading.Lock)
     seq: int = 0
     """The seq of the last event fed (0: none), and its hash: what a snapshot is bound to."""
@@ -110,6 +112,7 @@ class ReadModels:
             self.raises.feed(event)
             self.kill_switches.feed(event)
             self.safe_mode.feed(event)
+            self.learning.feed(event)
             self.seq, self.event_hash = event.seq, event.hash
 
     def save(self, log: EventLog) -> int:
@@ -183,6 +186,7 @@ def _load(models: ReadModels, state: dict[str, Any]) -> str:
         models.raises,
         models.kill_switches,
         models.safe_mode,
+        models.learning,
     )
     for model, loaded in zip(mine, restored, strict=True):
         _adopt(model, loaded)
@@ -327,6 +331,7 @@ def state_of(models: ReadModels) -> dict[str, Any]:
         },
         "kill_switches": [dict(item) for item in models.kill_switches.active.values()],
         "safe_mode": models.safe_mode.state(),
+        "learning": _plain(models.learning),
     }
 
 
@@ -340,6 +345,7 @@ def from_state(
     AutonomyRaises,
     KillSwitchesView,
     SafeModeView,
+    LearningView,
 ]:
     """The read models `state_of` described."""
     kept = state["incidents"]
@@ -381,4 +387,5 @@ def from_state(
     )
     autonomy = AutonomyView(dict(state["autonomy"]))
     safe_mode = SafeModeView.of(state.get("safe_mode"))
-    return incidents, silences, policy, autonomy, raises, switches, safe_mode
+    learning = LearningView(**state["learning"])
+    return incidents, silences, policy, autonomy, raises, switches, safe_mode, learning
