@@ -10,14 +10,21 @@ agent starts from the prior alone and learns from what it sees.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from onduty.values import ConfigModel as Model
 from onduty.values import PositiveDuration
 
 __all__ = ["LearningDrift", "LearningSettings"]
+
+
+def _yaml_switch(value: Any) -> Any:
+    """YAML 1.1 reads a bare `on` or `off` as a boolean: take it as the word that was written."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return value
 
 
 class LearningDrift(Model):
@@ -43,7 +50,7 @@ class LearningSettings(Model):
     verified or not), and proposes the best; the arbiter and the guardrails judge its proposal
     like any other. Off by default."""
 
-    agent: Literal["off", "shadow", "on"] = "off"
+    agent: Annotated[Literal["off", "shadow", "on"], BeforeValidator(_yaml_switch)] = "off"
     """`on`: the learning agent proposes (the runbook order only breaks ties); `shadow`: it ranks
     beside the runbook order and records where it would have chosen otherwise
     (`ModelShadowDiverged`), never deciding; `off`: not run at all."""

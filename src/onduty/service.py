@@ -22,6 +22,7 @@ from onduty.events import Event, ModelActivated, Payload, PolicyActivated
 from onduty.events.vocabulary import ModelRole
 from onduty.gateway import Gateway, LoopGateway
 from onduty.health import Health, for_service
+from onduty.learn.model import ModelProblem, model_activation
 from onduty.log import EventLog, StoreError, open_log
 from onduty.log.checkpoints import CheckpointError
 from onduty.loop import CoreLoop, record
@@ -345,9 +346,27 @@ class Service:
         refused = self._reload_access(config)
         if refused is not None:
             return refused
+        model = self._reload_model(config, actor)
+        if model is not None and model[0] >= 400:
+            return model
         if config.version == self.read.policy.version:
-            return 200, {"version": config.version, "changed": False}
+            return 200, {"version": config.version, "changed": model is not None}
         return self.activate(config, role="active", source=self.config_path, actor=actor)
+
+    def _reload_model(self, config: Config, actor: str) -> tuple[int, dict[str, Any]] | None:
+        """Make the file's `learning.model` active when it is not (checked by `load_config`:
+        a corrupted or incompatible artifact refused the whole file, the running model stays);
+        None when there is nothing to change."""
+        try:
+            change = model_activation(config.learning.model, self.read.learning.model_id)
+        except ModelProblem as problem:  # changed on disk since the file was read
+            logger.error("model reload refused: %s", problem)
+            return 422, {"error": "the model is invalid", "problems": [str(problem)]}
+        if change is None:
+            return None
+        return self.activate_model(
+            change.model_id, change.model, role="active", source=change.source, actor=actor
+        )
 
     def _reload_access(self, config: Config) -> tuple[int, dict[str, Any]] | None:
         """Take the file's access section (tokens rotate without a restart); None when done,

@@ -163,3 +163,34 @@ def test_a_schedule_runs_until_sigterm(server: Server, demo_store: Path, tmp_pat
             process.kill()
             process.wait(10)
     assert output.read_text().rstrip().endswith("stopped")
+
+
+def test_the_configured_model_is_activated_at_start_and_on_reload_and_a_bad_one_refused(
+    tmp_path: Path, demo_store: Path
+) -> None:
+    models = tmp_path / "models"
+    run_cli.onduty("learn", "train", "--store", str(demo_store), "--out", str(models))
+    run_cli.onduty("learn", "train", "--store", str(demo_store), "--out", str(models),
+                   "--until", "2026-01-05T12:00:00")  # fmt: skip
+    first, second = sorted(models.glob("model-*.json"))
+    config = tmp_path / "onduty.yaml"
+
+    def name(model: Path) -> None:
+        text = CONFIG.replace("AUTO", "false").replace("agent: shadow", "agent: on")
+        config.write_text(text.replace("{agent:", f"{{model: models/{model.name}, agent:"))
+
+    name(first)
+    with Server(tmp_path / "serve.db", config=config) as server:
+        assert [a["model_id"] for a in activations(server)] == [first.stem]
+        name(second)
+        reloaded = run_cli.onduty("policy", "reload", "--url", server.url)
+        assert reloaded.returncode == 0, reloaded.stdout + reloaded.stderr
+        assert status(server)["active"]["model_id"] == second.stem
+        broken = tmp_path / "models" / "broken.json"
+        broken.write_text(second.read_text().replace('"min_evidence": 3', '"min_evidence": 1'))
+        name(broken)
+        refused = run_cli.onduty("policy", "reload", "--url", server.url)
+        assert refused.returncode != 0
+        assert "learning.model" in refused.stderr and "hash mismatch" in refused.stderr
+        assert status(server)["active"]["model_id"] == second.stem  # the running model stays
+        assert [a["model_id"] for a in activations(server)] == [first.stem, second.stem]

@@ -32,7 +32,10 @@ def call(
         try:
             detail = response.json()
             reason = detail.get("error") or detail.get("detail") or detail
-        except ValueError:
+            problems = detail.get("problems")
+            if isinstance(problems, list) and problems:  # what is wrong, not only that it is
+                reason = f"{reason}: {'; '.join(str(problem) for problem in problems)}"
+        except (ValueError, AttributeError):
             reason = response.text
         if response.status_code == 401:
             sent = "Authorization" in headers
