@@ -25,7 +25,6 @@ from typing import Annotated, Any
 import typer
 
 from onduty.cli import audit, config, learn, policy, report, sealing, serve, sim, store, talk
-from onduty.cli import learn_validate as _learn_validate  # noqa: F401  (registers `learn validate`)
 from onduty.cli.base import UsageProblem, err, out, problem_line
 from onduty.config import ConfigError
 from onduty.log import StoreError
