@@ -11,12 +11,14 @@ from onduty.config import Config, parse_config
 from onduty.events import (
     ActionStarted,
     Event,
+    Origin,
     Payload,
     PolicyActivated,
     SignalReceived,
     make_event,
 )
 from onduty.manager import Decision, Manager
+from onduty.state import State
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
@@ -105,3 +107,21 @@ class Driver:
 
 def types(decision: Decision) -> list[str]:
     return [event.type for event in decision.events]
+
+
+def assert_replays(driver: Driver) -> None:
+    """The inputs alone, to a fresh manager, make the same decisions; and the state folded from
+    the whole log (and through a snapshot) equals the one that decided."""
+    fresh = Manager()
+    replayed: list[Event] = []
+    for event in driver.log:
+        if event.origin == Origin.INPUT:
+            replayed.extend(fresh.handle(event).events)
+    decided = [e for e in driver.log if e.origin == Origin.DECISION]
+    assert [(e.type, e.data) for e in replayed] == [(e.type, e.data) for e in decided]
+    folded = Manager()
+    for event in driver.log:
+        folded.apply(event)
+    assert folded.state.encode() == driver.manager.state.encode()
+    again = State.from_snapshot(driver.manager.state.to_snapshot())
+    assert again.encode() == driver.manager.state.encode()

@@ -13,14 +13,12 @@ from onduty.events import (
     ActionSucceeded,
     Event,
     ModelActivated,
-    Origin,
     SignalReceived,
     Tick,
 )
 from onduty.learn.model import train
 from onduty.manager import Decision, Manager
-from onduty.state import State
-from tests.core.helpers import Driver, config
+from tests.core.helpers import Driver, assert_replays, config
 
 SERVICES = [{"name": "api", "autonomy": "act", "instances": ["api-1", "api-2", "api-3"]}]
 RUNBOOKS = [
@@ -109,24 +107,6 @@ class Fleet:
 
 def proposals(log: list[Event]) -> list[dict[str, Any]]:
     return of(log, "ActionProposed")
-
-
-def assert_replays(driver: Driver) -> None:
-    """The inputs alone, to a fresh manager, make the same decisions; the state folded from the
-    log, and through a snapshot, equals the one that decided."""
-    fresh = Manager()
-    replayed: list[Event] = []
-    for event in driver.log:
-        if event.origin == Origin.INPUT:
-            replayed.extend(fresh.handle(event).events)
-    decided = [e for e in driver.log if e.origin == Origin.DECISION]
-    assert [(e.type, e.data) for e in replayed] == [(e.type, e.data) for e in decided]
-    folded = Manager()
-    for event in driver.log:
-        folded.apply(event)
-    assert folded.state.encode() == driver.manager.state.encode()
-    again = State.from_snapshot(driver.manager.state.to_snapshot())
-    assert again.encode() == driver.manager.state.encode()
 
 
 def test_it_learns_that_a_leaking_release_needs_a_rollback_and_a_plain_leak_a_restart() -> None:

@@ -14,16 +14,12 @@ from onduty.config import Config
 from onduty.events import (
     DependencyDegraded,
     DependencyRecovered,
-    Event,
-    Origin,
     SignalReceived,
     SignalRejected,
     Tick,
 )
 from onduty.lifecycle.quality import psi
-from onduty.manager import Manager
-from onduty.state import State
-from tests.core.helpers import Driver, config
+from tests.core.helpers import Driver, assert_replays, config
 from tests.core.test_guardrails import RUNBOOKS, SERVICES, alert, verdict
 
 
@@ -74,24 +70,6 @@ def signal_from(
             delivery_id=delivery_id,
         )
     )
-
-
-def assert_replays(driver: Driver) -> None:
-    """The inputs alone, to a fresh manager, make the same decisions; and the state folded from
-    the whole log (and through a snapshot) equals the one that decided."""
-    fresh = Manager()
-    replayed: list[Event] = []
-    for event in driver.log:
-        if event.origin == Origin.INPUT:
-            replayed.extend(fresh.handle(event).events)
-    decided = [e for e in driver.log if e.origin == Origin.DECISION]
-    assert [(e.type, e.data) for e in replayed] == [(e.type, e.data) for e in decided]
-    folded = Manager()
-    for event in driver.log:
-        folded.apply(event)
-    assert folded.state.encode() == driver.manager.state.encode()
-    again = State.from_snapshot(driver.manager.state.to_snapshot())
-    assert again.encode() == driver.manager.state.encode()
 
 
 def test_a_silent_source_puts_its_services_in_safe_mode_until_it_speaks_again() -> None:

@@ -43,6 +43,11 @@ TokenOption = Annotated[
     ),
 ]
 
+SelectorOption = Annotated[
+    str, typer.Option(help='CEL over signal/incident/service, e.g. service.name == "search"')
+]
+"""Where a canary (a policy's or a learning model's) is enforced."""
+
 
 class UsageProblem(Exception):
     """A problem the user can fix; printed as one line, exit 2, never a traceback."""

@@ -21,6 +21,7 @@ import typer
 
 from onduty.cli.base import (
     SERVER,
+    SelectorOption,
     StoreOption,
     TokenOption,
     UrlOption,
@@ -410,9 +411,7 @@ def learn_shadow(file: FileArgument, url: UrlOption = SERVER, token: TokenOption
 @learn_app.command("canary")
 def learn_canary(
     file: FileArgument,
-    selector: Annotated[
-        str, typer.Option(help='CEL over signal/incident/service, e.g. service.name == "search"')
-    ],
+    selector: SelectorOption,
     url: UrlOption = SERVER,
     token: TokenOption = None,
 ) -> None:

@@ -27,6 +27,7 @@ import yaml
 
 from onduty.cli.base import (
     SERVER,
+    SelectorOption,
     TokenOption,
     UrlOption,
     UsageProblem,
@@ -234,9 +235,7 @@ def policy_shadow(file: Path, url: UrlOption = SERVER, token: TokenOption = None
 @policy_app.command("canary")
 def policy_canary(
     file: Path,
-    selector: Annotated[
-        str, typer.Option(help='CEL over signal/incident/service, e.g. service.name == "search"')
-    ],
+    selector: SelectorOption,
     url: UrlOption = SERVER,
     token: TokenOption = None,
 ) -> None:
