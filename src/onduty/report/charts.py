@@ -319,7 +319,7 @@ def _key(metric: str) -> str:
 @dataclass
 class Learning:
     """Learning curves (`onduty.sim.lab.learning_curve`): per config, per fault in order of
-    injection, the share of seeds whose first action on it was right and its median time to
+    injection, the share of seeds whose first action on it was right and its mean time to
     recover; with the side-by-side figures of the learning period and after it."""
 
     charts: list[Chart]
@@ -345,9 +345,9 @@ def learning_of(data: Any) -> Learning | None:
         ),
         _curve(
             "learning-recovery",
-            "time to recover (median over seeds), per fault in order of injection",
+            "time to recover (mean over seeds), per fault in order of injection",
             series,
-            "recover_median",
+            "recover_mean",
             boundary,
             share=False,
         ),

@@ -692,8 +692,8 @@ def learning_rows(series: Series, period: float | None) -> list[LearningFigures]
 def learning_curve(series: Series, period: float | None) -> dict[str, Any]:
     """Plain data for the report's learning curves: per config, for the n-th fault of a run
     (in order of injection), over the seeds that had one: the share whose first action was its
-    fix, and the median time to recover. Faults that fewer than half of the seeds reached are
-    left out (too few to say)."""
+    fix, and the mean time to recover (a wrong first action shows in the tail a median hides).
+    Faults that fewer than half of the seeds reached are left out (too few to say)."""
     drawn = []
     for label, tone, runs in series:
         acted = any(f.first_action is not None for run in runs for f in run.faults)
@@ -713,7 +713,7 @@ def learning_curve(series: Series, period: float | None) -> dict[str, Any]:
                         if acted
                         else None
                     ),
-                    "recover_median": statistics.median(recovered) if recovered else None,
+                    "recover_mean": statistics.fmean(recovered) if recovered else None,
                 }
             )
         drawn.append({"label": label, "tone": tone, "points": points})
