@@ -178,3 +178,17 @@ def test_the_report_draws_the_learning_curves(comparison: lab.Comparison, tmp_pa
     plain = lab.LabResult("s", "c", [1], {"policy": [lab.RunSummary(1, "policy", {})]}, 1)
     assert lab.learning_series(plain) == []
     assert 'data-section="learning"' not in write_html(tmp_path / "p.html", None, plain).read_text()
+
+
+def test_a_single_run_with_the_learning_agent_reports_its_curve(tmp_path: Path) -> None:
+    from onduty.sim.driver import IN_MEMORY, run_scenario_command
+
+    page = tmp_path / "one.html"
+    console = Console(file=io.StringIO(), width=200)
+    code = run_scenario_command(
+        SCENARIO, None, IN_MEMORY, seed=None, fresh=True, live=False, console=console,
+        report=page,
+    )  # fmt: skip
+    assert code == 0, console.file.getvalue()  # type: ignore[attr-defined]
+    html = page.read_text(encoding="utf-8")
+    assert 'data-section="learning"' in html and "with the policy: fault 1:" in html
