@@ -19,14 +19,18 @@ FOLDER = Path(__file__).resolve().parents[1] / "examples" / "scenarios"
 SCENARIOS = sorted(p for p in FOLDER.glob("*.yaml") if p.name != "onduty.yaml")
 
 
+# Scenarios beyond one per fault kind, each with the config it runs against.
+MIXES = {"ambiguous_memory": "learning/learning.yaml"}
+
+
 def test_there_is_one_scenario_per_fault_kind_and_a_control() -> None:
     names = {path.stem for path in SCENARIOS}
-    assert names == {*FAULT_KINDS, "control"}
+    assert names == {*FAULT_KINDS, "control", *MIXES}
     for path in SCENARIOS:
         scenario = load_scenario(path)
-        assert scenario.config == "onduty.yaml"
+        assert scenario.config == MIXES.get(path.stem, "onduty.yaml")
         kinds = {fault.kind for fault in scenario.faults}
-        assert path.stem in kinds or (path.stem == "control" and not kinds)
+        assert path.stem in kinds or (path.stem == "control" and not kinds) or path.stem in MIXES
         assert scenario.expectations(), path.name
 
 

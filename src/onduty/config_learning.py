@@ -39,7 +39,8 @@ class LearningDrift(Model):
     """How many of the service's newest incidents the mix is taken over."""
     max_verification_shortfall: float = Field(default=0.25, gt=0, le=1)
     """How far the rate at which the model's choices verified may fall below the rate it
-    predicted for them, over the newest `window` of its choices for the service."""
+    predicted for them, over the newest `window` of its choices for the service. Judged only
+    for a trained model (the prior alone learning online has nothing to retrain)."""
     min_outcomes: int = Field(default=8, ge=1)
     """Judge the verification rate only over at least this many outcomes."""
 

@@ -88,6 +88,14 @@ def sim(
             "runs that measure false actions)."
         ),
     ] = True,
+    people: Annotated[
+        bool,
+        typer.Option(
+            "--people",
+            help="With --compare, also run each seed with people alone (the first config at "
+            "autonomy observe), shown beside both.",
+        ),
+    ] = False,
     fail_on_worse: Annotated[
         bool,
         typer.Option(help="With --compare, exit 1 when B is significantly worse on a metric."),
@@ -122,6 +130,7 @@ def sim(
             fail_on_worse=fail_on_worse,
             report=report,
             console=out,
+            people=people,
         )
         raise typer.Exit(code)
     from onduty.sim.driver import run_scenario_command

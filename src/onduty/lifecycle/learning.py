@@ -171,6 +171,9 @@ class Learning:
         labels = signal.labels if signal is not None else {}
         alertname = body.group_key.get("alertname") or labels.get("alertname") or "unknown"
         service = body.service or ""
+        # What outlasted its recurrence window first: an alert firing again after it is a new
+        # fault, not a recurrence (no tick may have come in between to settle it).
+        self._settle_lasting(event.ts)
         for command_id, learned in list(memory.pending.items()):
             recurred = (
                 learned.verified_at is not None
@@ -179,7 +182,6 @@ class Learning:
             )
             if recurred:
                 self._settle(command_id, verified=False)
-        self._settle_lasting(event.ts)
         recent = memory.deploys.get(service)
         deployed = recent is not None and event.ts - recent <= DEPLOY_WINDOW
         kinds = memory.kinds.setdefault(service, [])
@@ -409,7 +411,10 @@ class Learning:
                     settings.max_feature_shift,
                 )
         choices = memory.choices.get(service, [])
-        if found is None and len(choices) >= settings.min_outcomes:
+        # Like the mix, judged only for a trained model: the prior alone, learning online, has
+        # no model to retrain, and its early guesses miss by design while it explores.
+        trained_model = model_id != UNTRAINED
+        if found is None and trained_model and len(choices) >= settings.min_outcomes:
             predicted = sum(choice[0] for choice in choices) / len(choices)
             verified = sum(choice[1] for choice in choices) / len(choices)
             shortfall = predicted - verified

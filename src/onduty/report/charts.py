@@ -311,3 +311,107 @@ def histogram(item: Distribution) -> Chart:
 
 def _key(metric: str) -> str:
     return "".join(char if char.isalnum() else "-" for char in metric)
+
+
+# ---------------------------------------------------------------------------- learning curves
+
+
+@dataclass
+class Learning:
+    """Learning curves (`onduty.sim.lab.learning_curve`): per config, per fault in order of
+    injection, the share of seeds whose first action on it was right and its mean time to
+    recover; with the side-by-side figures of the learning period and after it."""
+
+    charts: list[Chart]
+    rows: list[dict[str, Any]]
+    labels: list[tuple[str, str]]
+    """(config, tone) in the order drawn."""
+
+
+def learning_of(data: Any) -> Learning | None:
+    """The report's learning section from `learning_curve`'s plain data (None: nothing)."""
+    if not isinstance(data, Mapping) or not data.get("series"):
+        return None
+    series = [item for item in data["series"] if isinstance(item, Mapping)]
+    boundary = data.get("faults_in_period")
+    charts = [
+        _curve(
+            "learning-right",
+            "first action right, per fault in order of injection",
+            series,
+            "right",
+            boundary,
+            share=True,
+        ),
+        _curve(
+            "learning-recovery",
+            "time to recover (mean over seeds), per fault in order of injection",
+            series,
+            "recover_mean",
+            boundary,
+            share=False,
+        ),
+    ]
+    rows = [dict(row) for row in data.get("rows") or () if isinstance(row, Mapping)]
+    labels = [(str(item["label"]), str(item.get("tone") or "info")) for item in series]
+    return Learning(charts, rows, labels)
+
+
+def _curve(
+    key: str,
+    title: str,
+    series: Sequence[Mapping[str, Any]],
+    field_name: str,
+    boundary: Any,
+    *,
+    share: bool,
+) -> Chart:
+    """One marker per config and fault (the n-th fault of a run, over the seeds that had one),
+    each titled with its value; a rule where the learning period ends on average."""
+    top, bottom, left, right = 12, 34, 60, 12
+    chart = Chart(key, title, "", 720, 240)
+    points = [
+        (str(item["label"]), str(item.get("tone") or "info"), point)
+        for item in series
+        for point in item.get("points") or ()
+        if point.get(field_name) is not None
+    ]
+    if not points:
+        chart.empty = "No fault gave this a value."
+        return chart
+    values = [float(point[field_name]) for _, _, point in points]
+    low, high = (0.0, 1.0) if share else (0.0, max(values) * 1.1 or 1.0)
+    last = max(int(point["order"]) for _, _, point in points)
+    plot_w, plot_h = chart.width - left - right, chart.height - top - bottom
+
+    def x(order: float) -> float:
+        return left + plot_w * (order - 0.5) / max(1, last)
+
+    def y(value: float) -> float:
+        return top + plot_h - plot_h * (value - low) / (high - low)
+
+    def said(value: float) -> str:
+        return f"{value:.0%}" if share else span(value)
+
+    for tick in (low, (low + high) / 2, high):
+        chart.rules.append(Rule(left, y(tick), left + plot_w, y(tick)))
+        chart.labels.append(Label(left - 6, y(tick) + 5, said(tick), "end"))
+    every = max(1, last // 10)
+    for order in range(1, last + 1):
+        if order % every == 0 or order == 1:
+            chart.labels.append(Label(x(order), chart.height - 12, str(order)))
+    if isinstance(boundary, int | float) and 0 < boundary < last:
+        edge = x(float(boundary) + 0.5)
+        chart.rules.append(Rule(edge, top, edge, top + plot_h))
+        chart.labels.append(Label(edge + 4, top + 12, "end of the learning period", "start"))
+    labels = list(dict.fromkeys(label for label, _, _ in points))
+    width = min(10.0, plot_w / max(1, last) / (len(labels) + 1))
+    for label, tone, point in points:
+        offset = (labels.index(label) - (len(labels) - 1) / 2) * width
+        value = float(point[field_name])
+        chart.rects.append(
+            Rect(x(int(point["order"])) + offset - width / 2, y(value) - 3, width, 6, tone,
+                 f"{label}: fault {point['order']}: {said(value)} over {point['runs']} seeds")
+        )  # fmt: skip
+    chart.description = f"{title}: " + "; ".join(labels) + f"; {last} faults in order of injection."
+    return chart

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from onduty.events import Event
-from onduty.report.charts import Lab, lab_of, shown
+from onduty.report.charts import Lab, Learning, lab_of, learning_of, shown
 from onduty.report.timeline import IncidentTimeline, incident_timelines, value_of
 
 
@@ -41,6 +41,9 @@ class Report:
     """One row per action that reached the simulated fleet: at, action, target, verdict,
     reason."""
     lab: Lab | None = None
+    learning: Learning | None = None
+    """Learning curves, when the run compared configs or its log has the learning agent's
+    proposals."""
     incidents: list[IncidentTimeline] = field(default_factory=list)
     kind: str = "run"
     """run (a simulation) or incident (a post-incident report)."""
@@ -174,6 +177,7 @@ def run_report(
     actions: Sequence[Any] | None = None,
     scorecard: Any = None,
     title: str | None = None,
+    learning: Any = None,
 ) -> Report:
     """A simulation run's report. `result`: a `RunResult` or anything with the same names
     (attributes or mapping keys): `scenario` (a name or an object with `name` and `seed`),
@@ -232,6 +236,7 @@ def run_report(
         faults=_fault_rows(list(faults), card),
         actions=_action_rows(list(actions)),
         lab=lab_of(lab),
+        learning=learning_of(learning),
         incidents=incidents,
     )
     if unread:

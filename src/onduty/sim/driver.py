@@ -583,5 +583,17 @@ def run_scenario_command(
             f"{result.scorecard.open_incidents} incident(s) still open at the end of the run"
         )
     if report is not None:
-        lab.write_report(report, result, None, console)
+        curve = None
+        if result.scorecard.learner_proposals:  # the learning agent ran: its curve, one seed
+            series: lab.Series = [
+                (
+                    "with the policy",
+                    "info",
+                    [lab.summarize(result.scorecard, scenario.seed, "policy")],
+                ),
+                ("people alone", "warn", [lab.summarize(baseline, scenario.seed, "baseline")]),
+            ]
+            period = scenario.learning_period
+            curve = lab.learning_curve(series, period.total_seconds() if period else None)
+        lab.write_report(report, result, None, console, learning=curve)
     return 0 if result.scorecard.passed else 1

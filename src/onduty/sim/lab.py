@@ -26,17 +26,19 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from onduty.config import Autonomy, Config, ConfigError, parse_config
+from onduty.config import Autonomy, Config, ConfigError, format_duration, parse_config
 from onduty.sim.expectations import DURATION_METRICS, METRICS
 from onduty.sim.scenario import Scenario
 from onduty.sim.scorecard import (
     AUTONOMY_RULE,
     HIGHER_IS_BETTER,
     NEUTRAL,
+    FaultOutcome,
     Metrics,
     Scorecard,
     quantile,
@@ -79,6 +81,9 @@ class RunSummary:
     elapsed_s: float = 0.0
     denied_by: tuple[tuple[str, int], ...] = ()
     """Guardrail denials by rule (the autonomy level included)."""
+    faults: tuple[FaultOutcome, ...] = ()
+    """Each fault in order of injection: what a learning curve is drawn from."""
+    learner_proposals: int = 0
 
     @property
     def passed(self) -> bool:
@@ -129,6 +134,8 @@ class LabResult:
     runs: dict[str, list[RunSummary]]
     jobs: int
     elapsed_s: float = 0.0
+    learning_period: float | None = None
+    """The scenario's `learning_period` in seconds (None: not set)."""
 
     def values(self, mode: str, metric: str) -> list[float | None]:
         return [run.metrics.get(metric) for run in self.runs.get(mode, [])]
@@ -234,6 +241,8 @@ class Comparison:
     b: LabResult
     differences: list[Difference] = field(default_factory=list)
     method: str = CI_METHOD
+    people: LabResult | None = None
+    """The same seeds with people alone (A's config at autonomy observe), when asked for."""
 
     @property
     def worse(self) -> list[Difference]:
@@ -422,6 +431,8 @@ def summarize(card: Scorecard, seed: int, mode: str, elapsed_s: float = 0.0) -> 
         events=card.events,
         elapsed_s=elapsed_s,
         denied_by=tuple(sorted(card.denied_by.items())),
+        faults=tuple(card.fault_outcomes()),
+        learner_proposals=card.learner_proposals,
     )
 
 
@@ -532,6 +543,7 @@ def monte_carlo(
     by_mode: dict[str, list[RunSummary]] = {mode: [] for mode in modes}
     for run in runs:
         by_mode[run.mode].append(run)
+    period = setup(scenario_ref, path)[0].learning_period
     return LabResult(
         scenario=scenario_ref,
         config=path or "(the scenario's own)",
@@ -539,6 +551,7 @@ def monte_carlo(
         runs=by_mode,
         jobs=jobs or default_jobs(),
         elapsed_s=time.perf_counter() - began,
+        learning_period=period.total_seconds() if period is not None else None,
     )
 
 
@@ -551,12 +564,15 @@ def compare(
     jobs: int | None = None,
     progress: Progress | None = None,
     control: bool = True,
+    people: bool = False,
 ) -> Comparison:
     """The same seeds under two configs (and, with `control`, their control runs with no
-    fault); differences are B - A, paired by seed."""
+    fault; with `people`, the same seeds with people alone); differences are B - A, paired by
+    seed."""
     seeds = list(seeds)
     modes = ("policy", "control") if control else ("policy",)
-    total = 2 * len(seeds) * len(modes)
+    each = len(seeds) * len(modes)
+    total = 2 * each + (len(seeds) if people else 0)
     offset = 0
 
     def step(done: int, _: int) -> None:
@@ -564,12 +580,194 @@ def compare(
             progress(offset + done, total)
 
     a = monte_carlo(scenario_ref, config_a, seeds, modes=modes, jobs=jobs, progress=step)
-    offset = total // 2
+    offset = each
     b = monte_carlo(scenario_ref, config_b, seeds, modes=modes, jobs=jobs, progress=step)
+    alone = None
+    if people:
+        offset = 2 * each
+        alone = monte_carlo(
+            scenario_ref, config_a, seeds, modes=("baseline",), jobs=jobs, progress=step
+        )
     differences = paired_differences(a, b)
     if control:
         differences += paired_differences(a, b, "control", CONTROL_METRICS)
-    return Comparison(a, b, differences)
+    return Comparison(a, b, differences, people=alone)
+
+
+# ---------------------------------------------------------------------------- learning
+
+PHASES = ("learning period", "after it", "whole run")
+
+
+@dataclass(frozen=True)
+class LearningFigures:
+    """One config's faults over the seeds of a Monte Carlo run, in one phase: those injected
+    during the scenario's `learning_period`, after it, or all of them. Recovery times are
+    pooled over the phase's faults of every seed."""
+
+    label: str
+    phase: str
+    runs: int
+    faults: int
+    first_right: float | None
+    """The share of the faults whose first action (onduty's) was their fix; a fault it took
+    no action on counts as not right. None when no run took any action (people alone)."""
+    wrong_per_run: float
+    """onduty's actions on the phase's faults that fixed nothing, per run."""
+    recover_p50: float | None
+    recover_p90: float | None
+    unrecovered: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+def _in_phase(fault: FaultOutcome, phase: str, period: float | None) -> bool:
+    if phase == PHASES[2] or period is None:
+        return True
+    return (fault.injected_s < period) == (phase == PHASES[0])
+
+
+def learning_figures(
+    label: str, runs: Sequence[RunSummary], period: float | None, phase: str = PHASES[2]
+) -> LearningFigures:
+    """The figures of `runs` (one config, one mode) in `phase` (see PHASES)."""
+    faults = [f for run in runs for f in run.faults if _in_phase(f, phase, period)]
+    acted = any(f.first_action is not None for run in runs for f in run.faults)
+    recovered = [f.recover_s for f in faults if f.recover_s is not None]
+    right = sum(1 for f in faults if f.first_action == "right")
+    return LearningFigures(
+        label=label,
+        phase=phase,
+        runs=len(runs),
+        faults=len(faults),
+        first_right=right / len(faults) if acted and faults else None,
+        wrong_per_run=sum(f.wrong_actions for f in faults) / len(runs) if runs else 0.0,
+        recover_p50=quantile(recovered, 0.5),
+        recover_p90=quantile(recovered, 0.9),
+        unrecovered=len(faults) - len(recovered),
+    )
+
+
+Series = list[tuple[str, str, list[RunSummary]]]
+"""(label, tone, runs) per config shown on a learning curve."""
+
+
+def learning_series(result: LabResult | Comparison) -> Series:
+    """What a learning curve shows: for a comparison, A, B (their policy runs) and people
+    alone when run; for one config, its policy runs and people alone, when the learning agent
+    proposed anything (else nothing)."""
+    if isinstance(result, Comparison):
+        series: Series = [
+            (f"A: {_config_name(result.a)}", "quiet", result.a.runs.get("policy", [])),
+            (f"B: {_config_name(result.b)}", "info", result.b.runs.get("policy", [])),
+        ]
+        if result.people is not None:
+            series.append(("people alone", "warn", result.people.runs.get("baseline", [])))
+        return series
+    policy = result.runs.get("policy", [])
+    if not any(run.learner_proposals for run in policy):
+        return []
+    series = [("with the policy", "info", policy)]
+    if result.runs.get("baseline"):
+        series.append(("people alone", "warn", result.runs["baseline"]))
+    return series
+
+
+def _config_name(result: LabResult) -> str:
+    return Path(result.config).stem if result.config.endswith((".yaml", ".yml")) else result.config
+
+
+def learning_rows(series: Series, period: float | None) -> list[LearningFigures]:
+    """Per config and phase (the learning period and after it, when the scenario sets one;
+    else the whole run), its figures."""
+    phases = PHASES[:2] if period is not None else PHASES[2:]
+    return [
+        learning_figures(label, runs, period, phase)
+        for phase in phases
+        for label, _, runs in series
+    ]
+
+
+def learning_curve(series: Series, period: float | None) -> dict[str, Any]:
+    """Plain data for the report's learning curves: per config, for the n-th fault of a run
+    (in order of injection), over the seeds that had one: the share whose first action was its
+    fix, and the mean time to recover (a wrong first action shows in the tail a median hides).
+    Faults that fewer than half of the seeds reached are left out (too few to say)."""
+    drawn = []
+    for label, tone, runs in series:
+        acted = any(f.first_action is not None for run in runs for f in run.faults)
+        deepest = max((len(run.faults) for run in runs), default=0)
+        points = []
+        for order in range(deepest):
+            found = [run.faults[order] for run in runs if len(run.faults) > order]
+            if len(found) * 2 < len(runs):
+                break
+            recovered = [f.recover_s for f in found if f.recover_s is not None]
+            points.append(
+                {
+                    "order": order + 1,
+                    "runs": len(found),
+                    "right": (
+                        sum(1 for f in found if f.first_action == "right") / len(found)
+                        if acted
+                        else None
+                    ),
+                    "recover_mean": statistics.fmean(recovered) if recovered else None,
+                }
+            )
+        drawn.append({"label": label, "tone": tone, "points": points})
+    before = None
+    if period is not None and series and series[0][2]:
+        runs = series[0][2]
+        before = statistics.fmean(
+            sum(1 for f in run.faults if f.injected_s < period) for run in runs
+        )
+    return {
+        "series": drawn,
+        "period_s": period,
+        "faults_in_period": before,
+        "rows": [row.to_dict() for row in learning_rows(series, period)],
+    }
+
+
+def render_learning(series: Series, period: float | None, console: Console) -> None:
+    """Side by side, per config: the faults' first actions, wrong actions and recovery, in the
+    learning period and after it."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    if not series:
+        return
+    said = f" ({_span(period)})" if period is not None else ""
+    table = Table(
+        title=Text(f"learning: the faults in the learning period{said} and after it"),
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        caption="first action right: the share of faults whose first action was their fix (no "
+        "action counts as not right); recovery: pooled over the faults of every seed",
+        caption_justify="left",
+    )
+    for column in ("config", "phase", "faults", "first action right", "wrong actions / run",
+                   "recovery p50", "recovery p90", "unrecovered"):  # fmt: skip
+        table.add_column(column, justify="left" if column in ("config", "phase") else "right")
+    for row in learning_rows(series, period):
+        table.add_row(
+            Text(row.label),
+            row.phase,
+            str(row.faults),
+            "-" if row.first_right is None else f"{row.first_right:.0%}",
+            f"{row.wrong_per_run:.2f}",
+            _fmt("mttr_median", row.recover_p50),
+            _fmt("mttr_p90", row.recover_p90),
+            str(row.unrecovered),
+        )
+    console.print(table)
+
+
+def _span(seconds: float) -> str:
+    return format_duration(timedelta(seconds=seconds))
 
 
 # ---------------------------------------------------------------------------- reports
@@ -581,13 +779,14 @@ def write_report(
     lab: LabResult | None,
     console: Console,
     events: list[Event] | None = None,
+    learning: dict[str, Any] | None = None,
 ) -> None:
     """The self-contained HTML page of a run (its incidents' timelines; `events` for a run
     that kept its log in memory) and, for a Monte Carlo run, its distributions
-    (`onduty.report`)."""
+    (`onduty.report`) and, with `learning` (`learning_curve`), its learning curves."""
     from onduty.report.html import write_html
 
-    write_html(path, result, lab, events=events)
+    write_html(path, result, lab, events=events, learning=learning)
     console.print(f"report: {path}")
 
 
@@ -805,6 +1004,7 @@ def lab_command(
     fail_on_worse: bool,
     report: Path | None,
     console: Console,
+    people: bool = False,
 ) -> int:
     """The body of `onduty sim --runs N` and `--compare`: 0 when every expectation holds in
     every run (of B, when comparing; and with `fail_on_worse`, no metric significantly
@@ -850,6 +1050,7 @@ def lab_command(
                 jobs=jobs,
                 progress=progress,
                 control=control,
+                people=people,
             )
         else:
             modes = [mode for mode in MODES if control or mode != "control"]
@@ -865,10 +1066,13 @@ def lab_command(
         render_comparison(comparison, console)
         failed = not comparison.b.passed or (fail_on_worse and bool(comparison.worse))
         lab_result = comparison.b
+        series = learning_series(comparison)
     else:
         render_lab(result, console)
         failed = not result.passed
         lab_result = result
+        series = learning_series(result)
+    render_learning(series, lab_result.learning_period, console)
     if report is not None:
         from onduty.sim.driver import run_scenario
 
@@ -877,5 +1081,6 @@ def lab_command(
         one = run_scenario(
             shown.model_copy(update={"seed": seeds[0]}), config, MEMORY, on_event=events.append
         )
-        write_report(report, one, lab_result, console, events)
+        curve = learning_curve(series, lab_result.learning_period) if series else None
+        write_report(report, one, lab_result, console, events, curve)
     return 1 if failed else 0

@@ -374,6 +374,16 @@ class FleetSpec(Model):
     services: list[FleetService] = Field(min_length=1)
 
 
+class RoutineDeploys(Model):
+    """Harmless releases of one service at random times: a new version that breaks nothing.
+    With `announce_deploys` they are announced like any release, so "a deploy came just
+    before" is a clue, not proof, of a bad release."""
+
+    service: str = Field(min_length=1)
+    rate: Rate
+    """Releases per hour, or N/d."""
+
+
 class Scenario(Model):
     name: str = Field(min_length=1)
     seed: int
@@ -393,6 +403,19 @@ class Scenario(Model):
     control: list[ControlPeriod] = Field(default_factory=list)
     expect: Annotated[Expect, BeforeValidator(_expect_document)] = Field(default_factory=Expect)
     steady_state: SteadyState = Field(default_factory=SteadyState)
+    announce_deploys: bool = False
+    """Announce every release the world makes (a fault's bad release, a routine deploy) as a CD
+    system does: a `DeploymentFinished` signal (labels service, version, severity info) sent
+    resolved: a change record, never an incident. Off: releases happen unannounced."""
+    routine_deploys: list[RoutineDeploys] = Field(default_factory=list)
+    """Harmless releases, at random times drawn from the seed (skipped while a fault is active
+    on the service: a deploy freeze during an incident)."""
+    learning_period: Duration | None = None
+    """How long a learning agent is given to learn: the lab's learning figures count the faults
+    injected after it apart (`onduty sim --compare`)."""
+    fault_spacing: Duration | None = None
+    """Drawn faults (`count`/`rate`) at least this far from every other fault: a time closer is
+    drawn again (up to 100 times), so faults rarely overlap."""
 
     @field_validator("start")
     @classmethod
@@ -508,6 +531,8 @@ class Scenario(Model):
         targets: _Targets | None = None
         planned: list[FaultSpec] = []
         problems: list[str] = []
+        # With `fault_spacing`, drawn times keep clear of the fixed faults and of each other.
+        taken = [spec.at for spec in self.faults if not spec.drawn and spec.at is not None]
         for index, spec in enumerate(self.faults):
             needs_draw = spec.fixed_target is None and not (
                 spec.kind in SIGNAL_KINDS and spec.target == ANY
@@ -515,7 +540,7 @@ class Scenario(Model):
             if needs_draw and targets is None:
                 targets = _Targets.of(self, config)
             concrete = {"count": None, "rate": None, "between": None}
-            times = self._draw_times(spec, rng) if spec.drawn else [spec.at or timedelta(0)]
+            times = self._draw_times(spec, rng, taken) if spec.drawn else [spec.at or timedelta(0)]
             for at in times:
                 target = spec.target
                 if needs_draw:
@@ -533,7 +558,9 @@ class Scenario(Model):
             raise ConfigError(f"scenario {self.name}", problems)
         return planned
 
-    def _draw_times(self, spec: FaultSpec, rng: random.Random) -> list[timedelta]:
+    def _draw_times(
+        self, spec: FaultSpec, rng: random.Random, taken: list[timedelta]
+    ) -> list[timedelta]:
         begin, end = (
             (spec.between[0], spec.between[1])
             if spec.between is not None
@@ -546,13 +573,32 @@ class Scenario(Model):
             assert spec.rate is not None
             count = _poisson(rng, spec.rate * span / 3600.0)
         times: list[timedelta] = []
+        gap = self.fault_spacing
         for _ in range(count):
-            for _attempt in range(100):  # a time in a no-fault control period is drawn again
+            # a time in a no-fault control period (or, with `fault_spacing`, too close to
+            # another fault) is drawn again
+            for _attempt in range(100):
                 at = begin + timedelta(seconds=int(rng.uniform(0, span)))
-                if not any(p.start <= at < p.end for p in self.control):
-                    times.append(at)
-                    break
+                if any(p.start <= at < p.end for p in self.control):
+                    continue
+                if gap is not None and any(abs(at - other) < gap for other in taken):
+                    continue
+                times.append(at)
+                taken.append(at)
+                break
         return sorted(times)
+
+    def planned_deploys(self) -> list[tuple[timedelta, str]]:
+        """The routine deploys of a run with this scenario's seed: (offset, service) in time
+        order, drawn from a generator of their own so they never shift the faults' draws."""
+        rng = random.Random(f"deploys:{self.seed}")
+        hours = self.duration.total_seconds() / 3600.0
+        found: list[tuple[timedelta, str]] = []
+        for routine in self.routine_deploys:
+            for _ in range(_poisson(rng, routine.rate * hours)):
+                seconds = int(rng.uniform(0, self.duration.total_seconds()))
+                found.append((timedelta(seconds=seconds), routine.service))
+        return sorted(found)
 
 
 _AFTER_METRICS = tuple(dict.fromkeys((*METRICS, *STEADY_METRICS)))
@@ -653,6 +699,21 @@ def scenario_problems(scenario: Scenario) -> list[str]:
         problems.append("resend_interval: must not be shorter than eval_interval")
     problems += _fleet_problems(scenario)
     problems += _expectation_problems(scenario)
+    if scenario.fault_spacing is not None and scenario.fault_spacing <= zero:
+        problems.append("fault_spacing: must be longer than zero")
+    learning = scenario.learning_period
+    if learning is not None and not zero < learning < scenario.duration:
+        problems.append(
+            f"learning_period: must be longer than zero and shorter than the scenario "
+            f"({format_duration(scenario.duration)})"
+        )
+    fleet = {spec.name for spec in scenario.fleet.services} if scenario.fleet is not None else None
+    for index, routine in enumerate(scenario.routine_deploys):
+        if fleet is not None and routine.service not in fleet:
+            problems.append(
+                f"routine_deploys[{index}].service: no service {routine.service!r} in the fleet "
+                f"(services: {', '.join(sorted(fleet))})"
+            )
     for index, period in enumerate(scenario.control):
         where = f"control[{index}]"
         if period.end <= period.start:

@@ -34,6 +34,7 @@ from typing import Any, Literal, get_args
 
 from onduty.config import Config, Service
 from onduty.events import Event
+from onduty.lifecycle.learning import AGENT as LEARNER
 from onduty.sim.expectations import Check, check
 from onduty.sim.faults import ANY, SELF, FaultRecord, MalformedSignals
 from onduty.sim.oncall import HUMAN
@@ -154,10 +155,30 @@ class ActionScore:
     tier: str = ""
     fault_kind: str = ""
     """The kind of the fault it was taken for, as far as the truth tells ("" for none)."""
+    fault_id: str = ""
+    """The id of that fault ("" for none)."""
 
     def in_group(self, group: Group) -> bool:
         what, name = group
         return {"kind": self.fault_kind, "service": self.service, "tier": self.tier}[what] == name
+
+
+@dataclass(frozen=True)
+class FaultOutcome:
+    """How one fault went, as plain data: what a learning curve is drawn from."""
+
+    order: int
+    """Its place among the run's faults, in order of injection (0: the first)."""
+    kind: str
+    injected_s: float
+    """Seconds from the start of the scenario."""
+    recover_s: float | None
+    """Seconds from injection to recovery (None: not recovered)."""
+    first_action: str | None
+    """The verdict on onduty's first action taken for it (right, wrong, harmful); None when it
+    took none."""
+    wrong_actions: int
+    """onduty's actions taken for it that fixed nothing (wrong or harmful)."""
 
 
 @dataclass
@@ -206,6 +227,10 @@ class Scorecard:
     signal_faults: list[SignalFaultScore] = field(default_factory=list)
     """Faults of the alerting pipeline, apart from the outages: no figure about faults counts
     them."""
+    start: datetime | None = None
+    """The start of the simulated span."""
+    learner_proposals: int = 0
+    """Actions the learning agent proposed (`learning.agent: on`)."""
 
     @property
     def injected(self) -> int:
@@ -253,6 +278,28 @@ class Scorecard:
 
     def recover_times(self) -> list[timedelta]:
         return [t for f in self.faults if (t := f.time_to_recover) is not None]
+
+    def fault_outcomes(self) -> list[FaultOutcome]:
+        """Every fault in order of injection, with onduty's first action on it and how long it
+        took to recover."""
+        start = self.start
+        ordered = sorted(self.faults, key=lambda f: (f.record.injected_at, f.record.id))
+        outcomes = []
+        for order, fault in enumerate(ordered):
+            record = fault.record
+            taken = sorted((a for a in self.actions if a.fault_id == record.id), key=lambda a: a.at)
+            recover = fault.time_to_recover
+            outcomes.append(
+                FaultOutcome(
+                    order=order,
+                    kind=record.kind,
+                    injected_s=(record.injected_at - start).total_seconds() if start else 0.0,
+                    recover_s=recover.total_seconds() if recover is not None else None,
+                    first_action=taken[0].verdict if taken else None,
+                    wrong_actions=sum(1 for a in taken if a.verdict != "right"),
+                )
+            )
+        return outcomes
 
     def metrics(self, group: Group | None = None) -> Metrics:
         """Every figure by its metric name (durations in seconds; None where there is nothing
@@ -466,6 +513,7 @@ def score(
     grants: dict[str, list[tuple[datetime, str]]] = {}
     requested: dict[str, tuple[datetime, int]] = {}
     total = 0
+    learner = 0
     for event in events:
         total += 1
         data = event.data
@@ -492,6 +540,8 @@ def score(
             requested.setdefault(data["approval_id"], (event.ts, int(data.get("required", 1))))
         elif kind == "ApprovalGranted":
             grants.setdefault(data["approval_id"], []).append((event.ts, event.actor))
+        elif kind == "ActionProposed" and data.get("agent") == LEARNER:
+            learner += 1
         if kind in counts:
             counts[kind] += 1
 
@@ -546,6 +596,8 @@ def score(
         firing_alerts=firing_alerts,
         hours=scenario.duration.total_seconds() / 3600,
         signal_faults=_signal_faults(pipeline, received, refused_signals, tiers, scenario),
+        start=scenario.start_at,
+        learner_proposals=learner,
     )
     first = min((f.injected_at for f in faults), default=None)
     before = {**(steady_before or {}), "open_incidents": _open_at(first, opened, resolved_at)}
@@ -655,6 +707,7 @@ def _judge(
         service=service,
         tier=tiers.get(service, ""),
         fault_kind=cause.kind if cause is not None else "",
+        fault_id=cause.id if cause is not None else "",
     )
 
 

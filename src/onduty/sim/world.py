@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from onduty.config import Config, ConfigError
 from onduty.events import Signal
-from onduty.sim.alerts import AlertEvaluator
+from onduty.sim.alerts import AlertEvaluator, fingerprint
 from onduty.sim.faults import (
     ANY,
     FAULT_KINDS,
@@ -33,7 +33,7 @@ from onduty.sim.faults import (
     Fault,
     FaultRecord,
 )
-from onduty.sim.fleet import Fleet, FleetError
+from onduty.sim.fleet import Fleet, FleetError, bump_patch
 from onduty.sim.scenario import Scenario, scenario_problems
 
 ACTIONS = (
@@ -45,6 +45,10 @@ ACTIONS = (
 )
 INSTANCE_ACTIONS = frozenset({"process.restart", "disk.cleanup"})
 AppliedRecord = tuple[datetime, str, str, Mapping[str, Any], str]
+DEPLOY_ALERT = "DeploymentFinished"
+"""The alert name of a release's announcement (`Scenario.announce_deploys`)."""
+ROUTINE = "routine-deploy"
+"""Who made a routine deploy (`Scenario.routine_deploys`), as the fleet records it."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,8 @@ class World:
         self._steady_before: dict[str, float | None] | None = None
         self._plan = self._plan_faults()
         self._planned = 0
+        self._deploys = self._plan_deploys()
+        self._deployed = 0
         self._injected: list[Fault] = []
         # The injected faults that may still act at the next step, in injection order: one
         # healed at or before a step has nothing left to do at any later one.
@@ -248,6 +254,8 @@ class World:
             ],
             "slo_minutes_lost": self.slo_minutes_lost(),
             "rng": hashlib.sha256(repr(self.rng.getstate()).encode()).hexdigest()[:16],
+            # only with routine deploys, so every other world's snapshot stays as it was
+            **({"deployed": self._deployed} if self._deploys else {}),
         }
 
     # ------------------------------------------------------------------ recovery
@@ -343,8 +351,11 @@ class World:
             )
         while True:
             due = self._plan[self._planned] if self._planned < len(self._plan) else None
+            routine = self._deploys[self._deployed] if self._deployed < len(self._deploys) else None
             if due is not None and due.at <= now and due.at <= self._next_eval:
                 self._inject(due)
+            elif routine is not None and routine[0] <= now and routine[0] <= self._next_eval:
+                self._routine_deploy(*routine)
             elif self._next_eval <= now:
                 self._step(self._next_eval)
                 self._next_eval += self.eval_interval
@@ -357,10 +368,63 @@ class World:
             self._steady_before = self.steady_metrics()
         for earlier in self._injected:
             earlier.refresh(self.fleet, fault.at)
+        versions = {name: state.version for name, state in self.fleet.services.items()}
         fault.inject(self.fleet, fault.at)
         self._injected.append(fault)
         self._live.append(fault)
         self._planned += 1
+        for name, state in self.fleet.services.items():
+            if state.version != versions[name]:  # the fault came with a release
+                self._announce(name, state.version, fault.at)
+
+    def _plan_deploys(self) -> list[tuple[datetime, str]]:
+        services = self.fleet.services
+        unknown = [
+            f"routine_deploys[{index}].service: no service {routine.service!r} in the config "
+            f"(services: {', '.join(services)})"
+            for index, routine in enumerate(self.scenario.routine_deploys)
+            if routine.service not in services
+        ]
+        if unknown:
+            raise ConfigError(f"scenario {self.scenario.name}", unknown)
+        return [(self.start + at, name) for at, name in self.scenario.planned_deploys()]
+
+    def _routine_deploy(self, at: datetime, service: str) -> None:
+        """A harmless release, unless a fault is active on the service (a deploy freeze)."""
+        self._deployed += 1
+        frozen = any(
+            fault.affects(self.fleet, service) and fault.is_active(self.fleet, at)
+            for fault in self._live
+        )
+        if frozen:
+            return
+        version = bump_patch(self.fleet.services[service].version)
+        self.fleet.deploy(service, version, at, by=ROUTINE)
+        self._announce(service, version, at)
+
+    def _announce(self, service: str, version: str, at: datetime) -> None:
+        """A release as a CD system announces it (with `announce_deploys`): a change record
+        sent resolved, which a manager reads as a deploy marker and never as an incident."""
+        if not self.scenario.announce_deploys:
+            return
+        labels = {
+            "alertname": DEPLOY_ALERT,
+            "service": service,
+            "version": version,
+            "severity": "info",
+        }
+        self._outbox.append(
+            Signal(
+                source="sim-cd",
+                fingerprint=fingerprint(labels),
+                status="resolved",
+                labels=labels,
+                annotations={"summary": f"{service} {version} deployed"},
+                starts_at=at,
+                ends_at=at,
+                generator_url="sim://cd/deployments",
+            )
+        )
 
     def _step(self, at: datetime) -> None:
         self.fleet.advance(at)
