@@ -55,15 +55,18 @@ class LearningSettings(Model):
     """`on`: the learning agent proposes (the runbook order only breaks ties); `shadow`: it ranks
     beside the runbook order and records where it would have chosen otherwise
     (`ModelShadowDiverged`), never deciding; `off`: not run at all."""
-    choose: Literal["thompson", "ucb"] = "thompson"
-    """`thompson` (one draw from each action's posterior, seeded from the event being handled so
-    replay is exact: explores while it learns) or `ucb` (the upper end of the credible interval:
-    optimistic, draws nothing)."""
+    choose: Literal["thompson", "ucb"] = "ucb"
+    """`ucb` (the upper end of the credible interval: an action is tried while its chance may
+    still be high, and draws nothing) or `thompson` (one draw from each action's posterior,
+    seeded from the event being handled so replay is exact: keeps exploring longer). On the
+    sim lab's ambiguous faults, `ucb` chose the fix first 89% of the time after learning against
+    77% for `thompson` (BENCHMARKS.md)."""
     online: bool = True
     """Learn from outcomes as they are recorded, on top of the active model."""
-    min_evidence: int = Field(default=3, ge=1)
+    min_evidence: int = Field(default=1, ge=1)
     """A kind of incident with fewer outcomes of an action than this is read at a coarser kind
-    (the same alert on any service, then the alert alone)."""
+    (the same alert on any service, then the alert alone). 1: the finest kind with any outcome
+    (a restart that failed after a deploy says little of one with no deploy)."""
     prior_alpha: float = Field(default=1.0, gt=0)
     """The Beta prior's alpha for an action's chance to verify before any outcome is known (with
     `prior_beta` 1 and 1: uniform). A trained model brings its own prior."""

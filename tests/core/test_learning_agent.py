@@ -8,6 +8,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import pytest
+
 from onduty.commands import StartAction
 from onduty.events import (
     ActionSucceeded,
@@ -109,17 +111,19 @@ def proposals(log: list[Event]) -> list[dict[str, Any]]:
     return of(log, "ActionProposed")
 
 
-def test_it_learns_that_a_leaking_release_needs_a_rollback_and_a_plain_leak_a_restart() -> None:
-    driver = Driver(learning_config(choose="thompson"))
+@pytest.mark.parametrize(("choose", "right_late"), [("ucb", 10), ("thompson", 9)])
+def test_it_learns_that_a_leaking_release_needs_a_rollback_and_a_plain_leak_a_restart(
+    choose: str, right_late: int
+) -> None:
+    driver = Driver(learning_config(choose=choose))
     fleet = Fleet(driver)
     taken = [
         (release, fleet.episode(f"api-{n % 3 + 1}", release=release))
         for n, release in enumerate([False, True] * 15)
     ]
-    late = taken[-10:]
-    assert all(action == RIGHT_FIX[release] for release, action in late), taken
-    wrong_early = sum(action != RIGHT_FIX[release] for release, action in taken[:10])
-    assert wrong_early >= 1  # it had to learn: the prior knows nothing
+    right = [action == RIGHT_FIX[release] for release, action in taken]
+    assert sum(right[-10:]) >= right_late, taken  # thompson keeps exploring a little
+    assert sum(right[:10]) < 10  # it had to learn: the prior knows nothing
     learned = [p for p in proposals(driver.log) if p["agent"] == "learner"]
     assert learned and all(p["model"] == "untrained" for p in learned)
     assert "verified" in learned[-1]["rationale"] and "estimate" in learned[-1]["rationale"]
