@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from onduty.api.console.charts import Chart, Label, Rect, Rule
+from onduty.api.console.charts import Chart, Label, Polyline, Rect, Rule
 
 MODES = ("policy", "baseline", "control")
 """The usual modes, in the order they are drawn (others follow, sorted)."""
@@ -413,5 +413,30 @@ def _curve(
             Rect(x(int(point["order"])) + offset - width / 2, y(value) - 3, width, 6, tone,
                  f"{label}: fault {point['order']}: {said(value)} over {point['runs']} seeds")
         )  # fmt: skip
-    chart.description = f"{title}: " + "; ".join(labels) + f"; {last} faults in order of injection."
+    for label in labels:  # each config's curve: the mean of the faults around each one
+        mine = sorted(
+            (int(point["order"]), float(point[field_name]))
+            for named, _, point in points
+            if named == label
+        )
+        tone = next(tone for named, tone, _ in points if named == label)
+        smoothed = [
+            (
+                order,
+                sum(v for _, v in mine[max(0, i - 1) : i + 2]) / len(mine[max(0, i - 1) : i + 2]),
+            )
+            for i, (order, _) in enumerate(mine)
+        ]
+        if len(smoothed) > 1:
+            chart.lines.append(
+                Polyline(
+                    tuple((x(order), y(value)) for order, value in smoothed),
+                    tone,
+                    f"{label}: mean of each fault and its neighbours",
+                )
+            )
+    chart.description = (
+        f"{title}: " + "; ".join(labels) + f"; {last} faults in order of injection; each "
+        "line is the mean of a fault and its neighbours."
+    )
     return chart

@@ -93,6 +93,15 @@ class Rule:
     y2: float
 
 
+@dataclass(frozen=True)
+class Polyline:
+    """A line through points, in a tone: a curve drawn over the marks it summarises."""
+
+    points: tuple[tuple[float, float], ...]
+    tone: str
+    title: str
+
+
 @dataclass
 class Chart:
     """An SVG chart: rectangles with a title each, text and lines, in a `width` by `height`
@@ -106,6 +115,7 @@ class Chart:
     rects: list[Rect] = field(default_factory=list)
     labels: list[Label] = field(default_factory=list)
     rules: list[Rule] = field(default_factory=list)
+    lines: list[Polyline] = field(default_factory=list)
     empty: str = ""
 
 
