@@ -109,15 +109,16 @@ def test_a_trained_model_is_tried_as_shadow_then_promoted(
 def test_scheduled_training_leaves_a_shadow_candidate_or_activates_it(
     server: Server, demo_store: Path, tmp_path: Path
 ) -> None:
-    def once() -> subprocess.CompletedProcess[str]:
+    def once(*more: str) -> subprocess.CompletedProcess[str]:
         return run_cli.onduty(
             "learn", "train", "--once", "--schedule", "1h", "--store", str(demo_store),
             "--window", "30d", "--min-examples", "5", "--out", str(tmp_path / "models"),
-            "--server", server.url, timeout=60,
+            "--server", server.url, *more, timeout=120,
         )  # fmt: skip
 
-    first = once()
+    first = once("--validate-scenario", "demo", "--validate-runs", "2")
     assert first.returncode == 0, first.stderr
+    assert "validated on demo over 2 seeds: not worse" in first.stdout
     assert "promotion is left to a person" in first.stdout
     candidate = status(server)["candidate"]
     assert candidate["mode"] == "shadow"

@@ -136,6 +136,9 @@ class Schedule:
     server: str
     token: str | None
     min_examples: int
+    scenarios: tuple[str, ...] = ()
+    """Sim lab scenarios the model must not make worse (`onduty learn validate`)."""
+    runs: int = 20
 
 
 def judge(model: Model, status: dict[str, Any], min_examples: int) -> str:
@@ -163,6 +166,26 @@ def judge(model: Model, status: dict[str, Any], min_examples: int) -> str:
     return ""
 
 
+def simulated(path: Path, schedule: Schedule) -> str:
+    """Why the sim lab refuses the model at `path` ("" when no scenario gets worse with it, or
+    none is given): `onduty learn validate`, over `schedule.runs` seeds."""
+    if not schedule.scenarios:
+        return ""
+    from onduty.sim.validation import validate as run_validation
+
+    verdicts = run_validation(path, schedule.scenarios, None, range(1, schedule.runs + 1))
+    failed = next((verdict for verdict in verdicts if not verdict.passed), None)
+    if failed is not None:
+        worse = ", ".join(d.metric for d in failed.comparison.worse) or "an expectation failed"
+        return f"the sim lab's {failed.scenario} gets worse with it ({worse})"
+    out.print(
+        f"validated on {', '.join(markup(s) for s in schedule.scenarios)} over {schedule.runs} "
+        "seeds: not worse",
+        soft_wrap=True,
+    )
+    return ""
+
+
 def scheduled_round(schedule: Schedule) -> None:
     """Train on the window, write the artifact, and hand it to the server when it does no
     worse: activated when the policy's `learning.auto_promote` says so, else as a shadow
@@ -171,7 +194,7 @@ def scheduled_round(schedule: Schedule) -> None:
     model = _learn(schedule.store, None, None, schedule.window)
     path = _save(model, schedule.out_dir)
     _report(model, path)
-    why = judge(model, status, schedule.min_examples)
+    why = judge(model, status, schedule.min_examples) or simulated(path, schedule)
     if why:
         out.print(f"[yellow]not submitted[/]: {markup(why)}", soft_wrap=True)
         return
@@ -300,6 +323,15 @@ def train(
             "at least this many action outcomes.",
         ),
     ] = 20,
+    validate_scenario: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--validate-scenario",
+            help="With --schedule: hand a model over only when this sim lab scenario does not "
+            "get worse with it (as `onduty learn validate`); repeat for several.",
+        ),
+    ] = None,
+    validate_runs: Annotated[int, typer.Option(min=2, help="Seeds per --validate-scenario.")] = 20,
 ) -> None:
     """Learn how often each action verified, by incident kind, from the log (read only), and
     write the model as model-<hash>.json with its offline evaluation. With --schedule (or
@@ -319,7 +351,9 @@ def train(
         return
     if since is not None or until is not None:
         raise UsageProblem("--schedule trains on a --window that moves: not --since or --until")
-    run_schedule(Schedule(store, out_dir, span, server, token, min_examples), every, once)
+    scenarios = tuple(validate_scenario or ())
+    plan = Schedule(store, out_dir, span, server, token, min_examples, scenarios, validate_runs)
+    run_schedule(plan, every, once)
 
 
 # ---------------------------------------------------------------------------- a server's model
