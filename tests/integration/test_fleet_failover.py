@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -129,6 +130,16 @@ def test_a_restarted_node_reads_only_the_tails_its_snapshot_lacks(tmp_path: Path
         for i in range(30):
             assert send(node.url, f"web-{i}") == 202
         wait_for(lambda: len(incidents(node.url)) == 30, 30, "every incident seen")
+        # and settled: the partitions are still deciding (planning, paging) after they open
+        seen: list[Any] = [None]
+
+        def settled() -> bool:
+            now = incidents(node.url)
+            same, seen[0] = now == seen[0], now
+            time.sleep(0.5)
+            return same
+
+        wait_for(settled, 30, "the incidents settled")
         before = incidents(node.url)
         assert node.terminate() == 0
         again = f.server("node-again").start()
