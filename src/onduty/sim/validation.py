@@ -27,24 +27,21 @@ class ScenarioVerdict:
         return self.comparison.b.passed and not self.comparison.worse
 
 
-def with_model(scenario_ref: str, config_path: str | None, model: Path, folder: Path) -> Path:
-    """The scenario's configuration (or `config_path`) with the learning agent on and `model`
-    active, written to a file in `folder`."""
+def configuration_file(
+    scenario_ref: str, config_path: str | None, folder: Path, model: Path | None = None
+) -> Path:
+    """The configuration the scenario runs against (`config_path`, else its own) written to a
+    file in `folder`: as it is, or with the learning agent on and `model` active."""
     _, config = load_setup(scenario_ref, config_path)
     document = config.model_dump(mode="json", by_alias=True, exclude_unset=True)
-    learning = dict(document.get("learning") or {})
-    learning.update({"agent": "on", "model": str(model.resolve())})
-    document["learning"] = learning
-    path = folder / f"{Path(scenario_ref).stem}-with-model.yaml"
-    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
-    return path
-
-
-def as_configured(scenario_ref: str, config_path: str | None, folder: Path) -> Path:
-    """The configuration the scenario runs against now, as a file (the side A of the pairs)."""
-    _, config = load_setup(scenario_ref, config_path)
-    document = config.model_dump(mode="json", by_alias=True, exclude_unset=True)
-    path = folder / f"{Path(scenario_ref).stem}-as-configured.yaml"
+    if model is not None:
+        document["learning"] = {
+            **(document.get("learning") or {}),
+            "agent": "on",
+            "model": str(model.resolve()),
+        }
+    side = "with-model" if model is not None else "as-configured"
+    path = folder / f"{Path(scenario_ref).stem}-{side}.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
     return path
 
@@ -63,8 +60,8 @@ def validate(
     with tempfile.TemporaryDirectory(prefix="onduty-validate-") as scratch:
         folder = Path(scratch)
         for scenario in scenarios:
-            before = as_configured(scenario, config_path, folder)
-            after = with_model(scenario, config_path, model, folder)
+            before = configuration_file(scenario, config_path, folder)
+            after = configuration_file(scenario, config_path, folder, model)
             comparison = compare(
                 scenario,
                 before,
