@@ -66,7 +66,8 @@ class LearningSettings(Model):
     min_evidence: int = Field(default=1, ge=1)
     """A kind of incident with fewer outcomes of an action than this is read at a coarser kind
     (the same alert on any service, then the alert alone). 1: the finest kind with any outcome
-    (a restart that failed after a deploy says little of one with no deploy)."""
+    (a restart that failed after a deploy says little of one with no deploy). It applies to a
+    trained model too."""
     prior_alpha: float = Field(default=1.0, gt=0)
     """The Beta prior's alpha for an action's chance to verify before any outcome is known (with
     `prior_beta` 1 and 1: uniform). A trained model brings its own prior."""

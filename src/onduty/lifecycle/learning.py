@@ -142,7 +142,8 @@ class Learning:
         if body:
             # checked before it was recorded; an unreadable one ranks from the prior
             with contextlib.suppress(ModelBodyProblem):
-                posterior = posterior_from_body(body)
+                trained = posterior_from_body(body)  # its prior, read as the policy says
+                posterior = replace(trained, min_evidence=settings.min_evidence)
         if settings.online:
             for key, (verified, failed) in memory.online.items():
                 *values, action = key.split("\x1f")
@@ -195,8 +196,11 @@ class Learning:
             return
         features = self.features(incident, body.target, event.ts)
         predicted = None
-        if body.agent == AGENT:
-            predicted = self.posterior().evidence(features, body.action).mean
+        if body.agent == AGENT:  # as estimated by the model that chose it (a canary's, maybe)
+            memory = self.memory()
+            canary = memory.candidate is not None and body.model == self.model_id("candidate")
+            role = "candidate" if canary else "active"
+            predicted = self.posterior(role).evidence(features, body.action).mean
         self.memory().pending[body.command_id] = LearnedAction(
             incident_id=body.incident_id,
             action=body.action,
