@@ -28,7 +28,7 @@ typecheck: $(STAMP)
 test: $(STAMP)
 	@bash scripts/services.sh
 	$(MAKE) --no-print-directory lint typecheck
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/onduty bench
