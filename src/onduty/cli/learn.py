@@ -35,6 +35,7 @@ from onduty.cli.base import (
 )
 from onduty.cli.client import call
 from onduty.textsafe import markup
+from onduty.think.features import UNTRAINED
 
 if TYPE_CHECKING:
     from onduty.learn import Model
@@ -373,7 +374,7 @@ def status_lines(status: dict[str, Any]) -> list[str]:
     """The status `GET /api/v1/learn` answers, as lines of rich markup (data escaped)."""
 
     def summary(model: dict[str, Any]) -> str:
-        if model["model_id"] == "untrained":
+        if model["model_id"] == UNTRAINED:
             return "the prior alone"
         window = model.get("training_window") or {}
         span = f"{window.get('first_ts') or '?'} to {window.get('last_ts') or '?'}"

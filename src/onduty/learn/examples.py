@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from onduty.events import Event
-from onduty.think.features import FeatureTracker
+from onduty.think.features import FeatureTracker, recurs
 from onduty.think.learner import IncidentFeatures, Outcome
 
 
@@ -127,6 +127,6 @@ def _recurrences(
         example = found[command]
         if opened.ts - at > recurrence_window:
             del verified[command]
-        elif example.features.alertname == alertname and example.target in places:
+        elif recurs(example.features.alertname, example.target, alertname, places):
             example.outcome = Outcome.RECURRED
             del verified[command]

@@ -41,7 +41,7 @@ from onduty.lifecycle.quality import psi
 from onduty.lifecycle.setup import Setup
 from onduty.state import Incident, LearnedAction, LearningState, State, learning_key
 from onduty.think import Proposal
-from onduty.think.features import DEPLOY_WINDOW, deployish
+from onduty.think.features import UNTRAINED, deployish, features_at, recurs, restarts
 from onduty.think.learner import (
     IncidentFeatures,
     Mode,
@@ -51,21 +51,13 @@ from onduty.think.learner import (
     Ranker,
     kind_mix,
     posterior_from_body,
-    restart_bucket,
     seed_from,
 )
 from onduty.think.learner import (
     Prior as BetaPrior,
 )
 
-UNTRAINED = "untrained"
-"""The model id of the prior alone: no model activated (or rolled back past the first)."""
 AGENT = "learner"
-
-
-def restarts(action: str) -> bool:
-    """Whether an action restarts its target (what `since_restart` counts)."""
-    return "restart" in action
 
 
 @dataclass(frozen=True)
@@ -175,18 +167,15 @@ class Learning:
         # What outlasted its recurrence window first: an alert firing again after it is a new
         # fault, not a recurrence (no tick may have come in between to settle it).
         self._settle_lasting(event.ts)
+        places = {labels.get("instance"), labels.get("service"), service}
         for command_id, learned in list(memory.pending.items()):
-            recurred = (
-                learned.verified_at is not None
-                and learned.features[0] == alertname
-                and learned.target in (labels.get("instance"), labels.get("service"), service)
-            )
-            if recurred:
+            if learned.verified_at is not None and recurs(
+                learned.features[0], learned.target, alertname, places
+            ):
                 self._settle(command_id, verified=False)
-        recent = memory.deploys.get(service)
-        deployed = recent is not None and event.ts - recent <= DEPLOY_WINDOW
+        kind = features_at(alertname, service, memory.deploys.get(service), None, event.ts)
         kinds = memory.kinds.setdefault(service, [])
-        kinds.append(IncidentFeatures(alertname, service, deployed).kind())
+        kinds.append(kind.kind())
         window = self._settings().drift.window
         del kinds[:-window]
 
@@ -287,17 +276,13 @@ class Learning:
         """What is known of an incident when an action on `target` is proposed for it."""
         memory = self.memory()
         primary = self.setup.primary_signal(incident, at)
-        labels = primary.labels if primary is not None else {}
         service = incident.service or ""
-        deployed = memory.deploys.get(service)
-        restarted = memory.restarts.get(target)
-        return IncidentFeatures(
-            alertname=labels.get("alertname") or "unknown",
-            service=service,
-            recent_deploy=deployed is not None and at - deployed <= DEPLOY_WINDOW,
-            since_restart=restart_bucket(
-                None if restarted is None else (at - restarted).total_seconds() / 3600
-            ),
+        return features_at(
+            (primary.labels if primary is not None else {}).get("alertname") or "unknown",
+            service,
+            memory.deploys.get(service),
+            memory.restarts.get(target),
+            at,
         )
 
     def rank(self, role: str, incident: Incident, proposals: list[Proposal]) -> Ranking:

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from onduty.events import Event
+from onduty.think.features import UNTRAINED
 
-UNTRAINED = "untrained"
 """The model id of the prior alone (no model activated, or rolled back past the first)."""
 DIVERGENCES_KEPT = 50
 """Divergence counts are kept for this many models, the newest."""

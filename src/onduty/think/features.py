@@ -15,6 +15,41 @@ DEPLOY_WINDOW = timedelta(hours=1)
 DEPLOY_WORDS = ("deploy", "release", "rollout")
 
 
+UNTRAINED = "untrained"
+"""The model id of the prior alone: no model activated (or rolled back past the first)."""
+
+
+def restarts(action: str) -> bool:
+    """Whether an action restarts its target (what `since_restart` counts)."""
+    return "restart" in action
+
+
+def features_at(
+    alertname: str,
+    service: str,
+    deployed: datetime | None,
+    restarted: datetime | None,
+    at: datetime,
+    deploy_window: timedelta = DEPLOY_WINDOW,
+) -> IncidentFeatures:
+    """An incident's features at `at`, from the last deploy marker of its service and the last
+    restart of the target: the one rule the learning agent and training share."""
+    return IncidentFeatures(
+        alertname=alertname,
+        service=service,
+        recent_deploy=deployed is not None and at - deployed <= deploy_window,
+        since_restart=restart_bucket(
+            None if restarted is None else (at - restarted).total_seconds() / 3600
+        ),
+    )
+
+
+def recurs(alertname: str, target: str, opened_alert: str, places: set[str | None]) -> bool:
+    """Whether an incident of `opened_alert` about `places` (its instance, its service) is the
+    alert a verified action on `target` answered, come back."""
+    return alertname == opened_alert and target in places
+
+
 def deployish(labels: dict[str, Any], annotations: dict[str, Any]) -> bool:
     """A signal that speaks of a deploy: in its alert name, a label or annotation name, or a
     label value."""
@@ -53,7 +88,7 @@ class FeatureTracker:
             self.incident_service[incident] = str(
                 data.get("service") or group.get("service") or labels.get("service") or ""
             )
-        elif event.type == "ActionStarted" and "restart" in str(data.get("action")):
+        elif event.type == "ActionStarted" and restarts(str(data.get("action"))):
             self.restarting[str(data.get("command_id"))] = str(data.get("target"))
         elif event.type == "ActionSucceeded":
             target = self.restarting.pop(str(data.get("command_id")), None)
@@ -62,13 +97,11 @@ class FeatureTracker:
 
     def features(self, incident: str, target: str, at: datetime) -> IncidentFeatures:
         service = self.incident_service.get(incident, "")
-        deployed = self.last_deploy.get(service)
-        restarted = self.last_restart.get(target)
-        return IncidentFeatures(
-            alertname=self.incident_alert.get(incident, "unknown"),
-            service=service,
-            recent_deploy=deployed is not None and at - deployed <= self.deploy_window,
-            since_restart=restart_bucket(
-                None if restarted is None else (at - restarted).total_seconds() / 3600
-            ),
+        return features_at(
+            self.incident_alert.get(incident, "unknown"),
+            service,
+            self.last_deploy.get(service),
+            self.last_restart.get(target),
+            at,
+            self.deploy_window,
         )

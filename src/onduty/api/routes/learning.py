@@ -18,8 +18,8 @@ from onduty.api.routes.common import API, READ, Admin
 from onduty.events.vocabulary import ModelRole
 from onduty.expressions import Condition, ExpressionError
 from onduty.learn.model import Model, ModelProblem, model_from_body
-from onduty.readmodel.learning import UNTRAINED
 from onduty.service import Service
+from onduty.think.features import UNTRAINED
 
 
 class ModelCandidate(BaseModel):
