@@ -22,8 +22,6 @@ from onduty.events import (
     Origin,
     Payload,
     PolicyActivated,
-    SignalReceived,
-    SignalRejected,
     Tick,
     payload,
 )
@@ -43,30 +41,37 @@ Applier = Callable[[Payload, Event], None]
 Reaction = Callable[[Payload, Prior], None]
 
 
-_JUDGED_BEFORE = frozenset({SignalReceived, SignalRejected, Tick})
-"""Inputs the sources' watches fold before the input's own applier (`lifecycle/quality.py`)."""
-
-
 class Part(Protocol):
     """A piece of the core: how it applies events to the state, and how it reacts to inputs
-    (tables of plain functions taking the part first, built in its class body)."""
+    (tables of plain functions taking the part first, built in its class body). A part may also
+    declare `OBSERVERS`: folds of events another part applies, run before that applier, so they
+    see the state as the event found it (a redelivery, a newly firing signal)."""
 
     APPLIERS: ClassVar[dict[type[Payload], Callable[[Any, Any, Event], None]]]
     REACTIONS: ClassVar[dict[type[Payload], Callable[[Any, Any, Prior], None]]]
 
 
-def handlers(*parts: Part) -> tuple[dict[type[Payload], Applier], dict[type[Payload], Reaction]]:
-    """The parts' appliers and reactions, bound to them. An event type is applied by one part
-    at most, and reacted to by one part at most: a second claim is a wiring error."""
+Handlers = tuple[
+    dict[type[Payload], Applier], dict[type[Payload], Reaction], dict[type[Payload], list[Applier]]
+]
+
+
+def handlers(*parts: Part) -> Handlers:
+    """The parts' appliers, reactions and observers, bound to them. An event type is applied by
+    one part at most, and reacted to by one part at most: a second claim is a wiring error.
+    Several parts may observe one type; they do in the order the parts are given."""
     appliers: dict[type[Payload], Applier] = {}
     reactions: dict[type[Payload], Reaction] = {}
+    observers: dict[type[Payload], list[Applier]] = {}
     for part in parts:
         for table, bound in ((part.APPLIERS, appliers), (part.REACTIONS, reactions)):
             for kind, function in table.items():
                 if kind in bound:
                     raise ValueError(f"{kind.__name__} is handled twice: by {type(part).__name__}")
                 bound[kind] = partial(function, part)
-    return appliers, reactions
+        for kind, function in getattr(part, "OBSERVERS", {}).items():
+            observers.setdefault(kind, []).append(partial(function, part))
+    return appliers, reactions, observers
 
 
 class Manager:
@@ -87,7 +92,7 @@ class Manager:
         )
         self.safe_modes = SafeModes(self.state, self.setup, self.emitter, pager)
         self.quality = SourceQuality(self.state, self.setup, self.emitter, self.safe_modes)
-        self._appliers, self._reactions = handlers(
+        self._appliers, self._reactions, self._observers = handlers(
             self,
             self.incidents,
             self.actions,
@@ -133,9 +138,8 @@ class Manager:
 
     def _apply(self, body: Payload, event: Event) -> None:
         kind = type(body)
-        if kind in _JUDGED_BEFORE:  # told from the state as it was before the input
-            self.quality.fold(body, event)
-        self.learning.observe(body, event)  # likewise: features as the event found them
+        for observe in self._observers.get(kind, ()):
+            observe(body, event)
         apply = self._appliers.get(kind)
         if apply is not None:
             apply(body, event)

@@ -30,6 +30,28 @@ def test_an_event_claimed_by_two_parts_is_a_wiring_error() -> None:
 
 def test_handlers_are_bound_to_their_part() -> None:
     part = _TickCounter()
-    _appliers, reactions = handlers(part)
+    _appliers, reactions, _observers = handlers(part)
     reactions[Tick](Tick(timer_id="t"), Prior())
     assert part.seen == 1
+
+
+class _TickWatcher:
+    def __init__(self, name: str, seen: list[str]) -> None:
+        self.name, self.seen = name, seen
+
+    def _saw_tick(self, body: Tick, event: Any) -> None:
+        self.seen.append(self.name)
+
+    APPLIERS: ClassVar[dict[type[Any], Any]] = {}
+    REACTIONS: ClassVar[dict[type[Any], Any]] = {}
+    OBSERVERS: ClassVar[dict[type[Any], Any]] = {Tick: _saw_tick}
+
+
+def test_several_parts_observe_one_type_in_the_order_they_are_wired() -> None:
+    seen: list[str] = []
+    _appliers, _reactions, observers = handlers(
+        _TickWatcher("quality", seen), _TickCounter(), _TickWatcher("learning", seen)
+    )
+    for observe in observers[Tick]:
+        observe(Tick(timer_id="t"), None)
+    assert seen == ["quality", "learning"]

@@ -146,12 +146,10 @@ class Learning:
     # ------------------------------------------------------------------ folding events
 
     def observe(self, body: Payload, event: Event) -> None:
-        """Fold an event into what the agent knows, before the event's own applier."""
-        if self.settings is None:
-            return
-        handler = self._OBSERVERS.get(type(body))
-        if handler is not None:
-            handler(self, body, event)
+        """Fold an event into what the agent knows, before the event's own applier (while the
+        agent runs)."""
+        if self.settings is not None:
+            self._SEEN[type(body)](self, body, event)
 
     def _saw_signal(self, body: SignalReceived, event: Event) -> None:
         if deployish(body.labels, body.annotations):
@@ -431,7 +429,7 @@ class Learning:
         )
         return detail
 
-    _OBSERVERS: ClassVar[dict[type[Payload], Callable[[Any, Any, Event], None]]] = {
+    _SEEN: ClassVar[dict[type[Payload], Callable[[Any, Any, Event], None]]] = {
         SignalReceived: _saw_signal,
         IncidentOpened: _saw_incident,
         ActionProposed: _saw_proposal,
@@ -442,6 +440,9 @@ class Learning:
         IncidentResolved: _saw_resolved,
         Tick: _saw_tick,
     }
+    OBSERVERS: ClassVar[dict[type[Payload], Callable[[Any, Any, Event], None]]] = dict.fromkeys(
+        _SEEN, observe
+    )
     APPLIERS: ClassVar[dict[type[Payload], Callable[[Any, Any, Event], None]]] = {
         ModelActivated: _apply_model,
         ModelDriftDetected: _apply_drift,

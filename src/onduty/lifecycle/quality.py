@@ -391,6 +391,11 @@ class SourceQuality:
         SourceRecovered: _apply_recovered,
     }
     REACTIONS: ClassVar[dict[type[Payload], Callable[[Any, Any, Any], None]]] = {}
+    OBSERVERS: ClassVar[dict[type[Payload], Callable[[Any, Any, Event], None]]] = {
+        SignalReceived: fold,
+        SignalRejected: fold,
+        Tick: fold,
+    }
 
     def pending_timers(self) -> list[ScheduleTimer]:
         return [
