@@ -268,6 +268,12 @@ def learning_key(features: list[str], action: str) -> str:
     return "\x1f".join([*features, action])
 
 
+def learning_key_parts(key: str) -> tuple[list[str], str]:
+    """The features and the action a `learning_key` was made of."""
+    *features, action = key.split("\x1f")
+    return features, action
+
+
 class UndoStatus(StrEnum):
     DECIDED = "decided"
     """The core decided it (applying the action's failure); no `UndoStarted` yet."""

@@ -39,7 +39,14 @@ from onduty.expressions import Condition, prepare
 from onduty.lifecycle.base import Emitter, Prior
 from onduty.lifecycle.quality import psi
 from onduty.lifecycle.setup import Setup
-from onduty.state import Incident, LearnedAction, LearningState, State, learning_key
+from onduty.state import (
+    Incident,
+    LearnedAction,
+    LearningState,
+    State,
+    learning_key,
+    learning_key_parts,
+)
 from onduty.think import Proposal
 from onduty.think.features import UNTRAINED, deployish, features_at, recurs, restarts
 from onduty.think.learner import (
@@ -96,7 +103,7 @@ class Learning:
     _posteriors: dict[str, Posterior] = field(init=False, default_factory=dict)
     """The active model's and the candidate's posteriors with the online outcomes added, built
     on first use and kept in step with what is learned"""
-    _trained: dict[str, Posterior] = field(init=False, default_factory=dict)
+    _trained: dict[str, Posterior | None] = field(init=False, default_factory=dict)
     """and as they were trained (what drift is judged against)."""
 
     # ------------------------------------------------------------------ settings and state
@@ -120,25 +127,37 @@ class Learning:
             body = memory.model if role == "active" else memory.candidate
         return str(body.get("model_id") or UNTRAINED) if body else UNTRAINED
 
+    def trained(self, role: str = "active") -> Posterior | None:
+        """The model in `role` as it was trained (no online outcomes; None: no model, or one
+        that cannot be read, although it was checked before it was recorded)."""
+        if role not in self._trained:
+            memory = self.memory()
+            body = memory.model if role == "active" else memory.candidate
+            found = None
+            if body:
+                with contextlib.suppress(ModelBodyProblem):
+                    found = posterior_from_body(body)
+            self._trained[role] = found
+        return self._trained[role]
+
     def posterior(self, role: str = "active") -> Posterior:
+        """What the model in `role` ranks with: as trained (else the policy's prior), read
+        with the policy's `min_evidence`, plus the outcomes learned online."""
         found = self._posteriors.get(role)
         if found is not None:
             return found
-        memory = self.memory()
-        body = memory.model if role == "active" else memory.candidate
         settings = self.settings or LearningSettings()
-        posterior = Posterior(
-            prior=BetaPrior(settings.prior_alpha, settings.prior_beta),
-            min_evidence=settings.min_evidence,
-        )
-        if body:
-            # checked before it was recorded; an unreadable one ranks from the prior
-            with contextlib.suppress(ModelBodyProblem):
-                trained = posterior_from_body(body)  # its prior, read as the policy says
-                posterior = replace(trained, min_evidence=settings.min_evidence)
+        trained = self.trained(role)
+        if trained is not None:
+            posterior = replace(trained.copy(), min_evidence=settings.min_evidence)
+        else:
+            posterior = Posterior(
+                prior=BetaPrior(settings.prior_alpha, settings.prior_beta),
+                min_evidence=settings.min_evidence,
+            )
         if settings.online:
-            for key, (verified, failed) in memory.online.items():
-                *values, action = key.split("\x1f")
+            for key, (verified, failed) in self.memory().online.items():
+                values, action = learning_key_parts(key)
                 posterior.add(IncidentFeatures.from_values(values), action, verified, failed)
         self._posteriors[role] = posterior
         return posterior
@@ -380,9 +399,7 @@ class Learning:
         model_id = self.model_id(role)
         found: tuple[str, str, float, float] | None = None
         kinds = memory.kinds.get(service, [])
-        if role not in self._trained:
-            self._trained[role] = trained_posterior(memory, role)
-        trained = kind_mix(self._trained[role], service)
+        trained = kind_mix(self.trained(role) or Posterior(), service)
         if model_id != UNTRAINED and len(kinds) >= settings.window and trained:
             live: dict[str, int] = {}
             for kind in kinds:
@@ -448,17 +465,6 @@ class Learning:
         ModelDriftDetected: _apply_drift,
     }
     REACTIONS: ClassVar[dict[type[Payload], Callable[[Any, Any, Prior], None]]] = {}
-
-
-def trained_posterior(memory: LearningState, role: str) -> Posterior:
-    """The trained part of a model alone (no online outcomes): what it was trained on."""
-    body = memory.model if role == "active" else memory.candidate
-    if not body:
-        return Posterior()
-    try:
-        return posterior_from_body(body)
-    except ModelBodyProblem:
-        return Posterior()
 
 
 def _mix_text(mix: dict[str, int]) -> str:
