@@ -74,6 +74,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "onduty.loop",
             "onduty.gateway",
             "onduty.counting",
+            "onduty.consulting",
             "onduty.readmodel",
             "onduty.approvals",
             "onduty.obs",

@@ -106,6 +106,24 @@ class CountAcrossFleet:
     at: datetime
 
 
+@dataclass(frozen=True)
+class ConsultAdvisor:
+    """Ask the language model for a proposal (`request`: an `AdviceRequested`'s fields) and
+    report its answer as an `AdviceReceived` input, or why there is none as `AdviceFailed`.
+    Kept by `request_id`: asked again after a restart, answered once."""
+
+    request_id: str
+    incident_id: str
+    request: dict[str, Any]
+
+
 Command = (
-    StartAction | StartUndo | ScheduleTimer | Notify | CheckOutcome | RunCheck | CountAcrossFleet
+    StartAction
+    | StartUndo
+    | ScheduleTimer
+    | Notify
+    | CheckOutcome
+    | RunCheck
+    | CountAcrossFleet
+    | ConsultAdvisor
 )

@@ -32,6 +32,7 @@ from onduty.act.specs import (
     parse_actuators,
 )
 from onduty.api.access_config import AccessConfig, parse_access
+from onduty.config_advisor import AdvisorSettings
 from onduty.config_checkpoints import CheckpointSettings
 from onduty.config_fleet import FleetSettings, deployment_problems
 from onduty.config_learning import LearningSettings
@@ -269,6 +270,9 @@ class Config(Model):
     learning: LearningSettings = Field(default_factory=LearningSettings)
     """The learning agent: whether it ranks the runbooks' actions by what verified before, how
     it chooses and learns, and when it stops trusting its model."""
+    advisor: AdvisorSettings = Field(default_factory=AdvisorSettings)
+    """The advisor agent: whether a language model is asked for a proposal, when, how often, how
+    far its proposals may go on their own, and where it answers."""
     snapshot_every: int = Field(default=10_000, ge=1)
     """Save a snapshot of the core's state every this many events; a restart folds at most this many
     events after the newest trusted one (snapshots cost the core thread time)."""
@@ -345,6 +349,10 @@ class Config(Model):
         learning = self.learning.model_copy(update={"model": None})
         if learning == LearningSettings():
             unjudged.add("learning")
+        # Where the model answers is the shell's business: the advice itself is recorded.
+        advisor = self.advisor.model_copy(update={"endpoint": AdvisorSettings().endpoint})
+        if advisor == AdvisorSettings():
+            unjudged.add("advisor")
         shell = (
             "store",
             "bus",
@@ -361,6 +369,8 @@ class Config(Model):
         excluded: dict[str, Any] = {name: True for name in (*unjudged, *shell)}
         if "learning" not in unjudged:
             excluded["learning"] = {"model": True}
+        if "advisor" not in unjudged:
+            excluded["advisor"] = {"endpoint": True}
         return self.model_dump(mode="json", exclude=excluded)
 
     @property

@@ -111,6 +111,9 @@ class Runbook(Model):
     name: str = Field(min_length=1)
     """The runbook's name (unique): recorded with each proposal, and what `action.runbook` is in
     guardrail conditions."""
+    description: str = Field(default="", exclude_if=lambda value: value == "")
+    """What the runbook does and when people use it, in words: shown to the advisor (a language
+    model choosing among the runbooks' actions) beside the condition."""
     when: Condition
     """A CEL condition over `signal`, `incident`, `service` and `now` (see "CEL variables"): the
     runbook proposes its steps for incidents where it is true."""

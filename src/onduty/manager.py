@@ -26,6 +26,7 @@ from onduty.events import (
     payload,
 )
 from onduty.lifecycle.actions import ActionLifecycle
+from onduty.lifecycle.advisor import Advisor
 from onduty.lifecycle.base import Decision, Emitter, Pager, Prior, derive_id
 from onduty.lifecycle.incidents import IncidentLifecycle
 from onduty.lifecycle.learning import Learning
@@ -87,9 +88,18 @@ class Manager:
         self.incidents = IncidentLifecycle(self.state, self.setup, self.emitter, pager, self._plan)
         self.undos = Undos(self.state, self.setup, self.emitter, pager)
         self.learning = Learning(self.state, self.setup, self.emitter)
+        self.advisor = Advisor(self.state, self.setup, self.emitter)
         self.actions = ActionLifecycle(
-            self.state, self.setup, self.emitter, pager, self.incidents, self.undos, self.learning
+            self.state,
+            self.setup,
+            self.emitter,
+            pager,
+            self.incidents,
+            self.undos,
+            self.learning,
+            self.advisor,
         )
+        self.advisor.propose = self.actions.offer
         self.safe_modes = SafeModes(self.state, self.setup, self.emitter, pager)
         self.quality = SourceQuality(self.state, self.setup, self.emitter, self.safe_modes)
         self._appliers, self._reactions, self._observers = handlers(
@@ -100,6 +110,7 @@ class Manager:
             self.safe_modes,
             self.quality,
             self.learning,
+            self.advisor,
         )
         self.setup.load_candidate()
         if self.state.policy is not None:
@@ -188,7 +199,8 @@ class Manager:
     def in_doubt(self) -> list[Command]:
         """After a restart: allowed actions never started, and started ones with no outcome
         (checked, never blindly re-run); then undo steps decided but never started (run now,
-        once), and started ones with no outcome (settled the same way as actions)."""
+        once), and started ones with no outcome (settled the same way as actions); fleet-wide
+        counts and consultations of the advisor asked and never answered (asked again)."""
         commands: list[Command] = []
         for action in self.state.actions.values():
             if action.status is ActionStatus.ALLOWED:
@@ -207,6 +219,7 @@ class Manager:
             command = self.undos.command(undo)
             commands.append(command if undo.status is UndoStatus.DECIDED else CheckOutcome(command))
         commands.extend(self.actions.waiting_for_fleet())
+        commands.extend(self.advisor.pending())
         return commands
 
     def snapshot(self) -> dict[str, Any]:

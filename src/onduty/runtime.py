@@ -30,6 +30,7 @@ from onduty.act.runs import RunLocks
 from onduty.commands import (
     CheckOutcome,
     Command,
+    ConsultAdvisor,
     CountAcrossFleet,
     Notify,
     RunCheck,
@@ -38,8 +39,17 @@ from onduty.commands import (
     StartUndo,
 )
 from onduty.config import Config
+from onduty.consulting import Consultant, NoAdvisor
 from onduty.counting import FleetCounts, LocalCounts
-from onduty.events import Event, Payload, PolicyActivated, SnapshotDiscarded, Tick, make_event
+from onduty.events import (
+    AdviceFailed,
+    Event,
+    Payload,
+    PolicyActivated,
+    SnapshotDiscarded,
+    Tick,
+    make_event,
+)
 from onduty.learn.model import model_activation
 from onduty.log import EventLog, SnapshotProblem, check_snapshot
 from onduty.manager import Decision, Manager
@@ -146,6 +156,7 @@ class Runtime:
         runs: RunLocks | None = None,
         background_snapshots: bool = False,
         counts: FleetCounts | None = None,
+        consultant: Consultant | None = None,
     ) -> None:
         self.log = log
         self.manager = manager
@@ -165,6 +176,8 @@ class Runtime:
             runs=runs,
         )
         self._counts: FleetCounts = counts or LocalCounts()
+        self.consultant: Consultant = consultant or NoAdvisor()
+        """Who answers the advisor's consultations (replaced when the configuration changes)."""
         self._spawn = spawn
         self._outcome: Callable[[Payload, str], None] = self._record
         self._timers: dict[str, datetime] = {}
@@ -201,6 +214,7 @@ class Runtime:
         runs: RunLocks | None = None,
         background_snapshots: bool = False,
         counts: FleetCounts | None = None,
+        consultant: Consultant | None = None,
     ) -> tuple[Runtime, RecoveryReport]:
         """Rebuild the core from the newest snapshot bound to this chain plus the log's tail
         (a refused snapshot is recorded as `SnapshotDiscarded`), then activate `config` when it
@@ -229,6 +243,7 @@ class Runtime:
             runs=runs,
             background_snapshots=background_snapshots,
             counts=counts,
+            consultant=consultant,
         )
         # Run locks of settled commands go; those in doubt stay to be waited on.
         runtime._executor.sweep_runs(
@@ -476,6 +491,11 @@ class Runtime:
             # counted on a worker, limited like one actuator's runs
             counter: Any = self._counts
             self._spawn(counter, lambda: self._count(command))
+        elif isinstance(command, ConsultAdvisor):
+            # asked on a worker, one at a time like one actuator's runs: a slow model never
+            # holds up the core
+            lane: Any = self.consultant
+            self._spawn(lane, lambda: self._consult(command))
 
     def _count(self, command: CountAcrossFleet) -> None:
         """Off the core's thread: the fleet-wide counts, recorded as the action's answer."""
@@ -487,6 +507,23 @@ class Runtime:
                 extra={"incident_id": command.incident_id, "command_id": command.command_id},
             )  # fmt: skip
             return  # asked again at the next start (it stays waiting)
+        self._outcome(answer, command.incident_id)
+
+    def _consult(self, command: ConsultAdvisor) -> None:
+        """Off the core's thread: the advisor's answer, or why there is none, recorded."""
+        try:
+            answer = self.consultant.consult(command)
+        except Exception as error:
+            logger.exception(
+                "consulting the advisor on %s failed", command.incident_id,
+                extra={"incident_id": command.incident_id},
+            )  # fmt: skip
+            answer = AdviceFailed(
+                request_id=command.request_id,
+                incident_id=command.incident_id,
+                problem="malformed",
+                reason=f"the consultation failed: {type(error).__name__}",
+            )
         self._outcome(answer, command.incident_id)
 
     def _arm(self, timer: ScheduleTimer) -> None:

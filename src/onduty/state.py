@@ -114,6 +114,9 @@ class ActionState:
     approval_id: str | None = None
     verify_deadline: datetime | None = None
     attempt: int = 0
+    agent: str = "runbook"
+    """Who proposed it (`ActionProposed.agent`): the advisor's proposals have their own autonomy
+    cap, for each step of the runbook they start."""
 
 
 @dataclass(slots=True)
@@ -264,6 +267,19 @@ class LearningState:
     """Services where the model is set aside, with why (`ModelDriftDetected.detail`)."""
 
 
+@dataclass(slots=True)
+class AdvisorState:
+    """What the advisor agent (`lifecycle/advisor.py`) waits for and has spent."""
+
+    pending: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Consultations asked and not answered: the `AdviceRequested` of each, by request id
+    (asked again after a restart)."""
+    calls: list[datetime] = field(default_factory=list)
+    """When the consultations of the last hour were asked, oldest first (the budget)."""
+    consulted: dict[str, int] = field(default_factory=dict)
+    """How many times each open incident was consulted on (its next request's id)."""
+
+
 def learning_key(features: list[str], action: str) -> str:
     return "\x1f".join([*features, action])
 
@@ -339,6 +355,8 @@ class State:
     """The scopes in safe mode, by the problem that put them there (`SafeMode.scope`)."""
     learning: LearningState | None = None
     """What the learning agent knows; None while it has never run."""
+    advisor: AdvisorState | None = None
+    """What the advisor agent waits for and has spent; None while it has never been consulted."""
 
     def to_snapshot(self) -> dict[str, Any]:
         return State.snapshot_of(self.encode())
@@ -389,11 +407,12 @@ FLOAT_FIELDS = (
     "waiting_fleet",
     "sources",
     "learning",
+    "advisor",
 )
 """The fields of `State` that can hold a float (directly or as `Any`); the others cannot."""
 
 OMITTED_WHEN_EMPTY = frozenset(
-    {"undos", "waiting_fleet", "kill_switches", "sources", "safe_modes", "learning"}
+    {"undos", "waiting_fleet", "kill_switches", "sources", "safe_modes", "learning", "advisor"}
 )
 """Fields of `State` added after snapshots existed, left out of a snapshot while empty."""
 _FIELD_NAMES = tuple(State.__dataclass_fields__)

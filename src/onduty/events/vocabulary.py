@@ -101,7 +101,11 @@ class ActionProposed(Payload):
     model: str | None = Field(default=None, exclude_if=lambda value: value is None)
     """The learning model in the decision's context (`ModelActivated`): the one that ranked the
     candidates, or the one set aside (the rationale says why). Written only while the learning
-    agent runs, so events written without it read as they did."""
+    agent runs, so events written without it read as they did. For the advisor's proposals: the
+    language model that answered."""
+    prompt_hash: str | None = Field(default=None, exclude_if=lambda value: value is None)
+    """For the advisor's proposals: the SHA-256 of the request the model answered
+    (`AdviceReceived.prompt_hash`)."""
 
 
 class ProposalRejected(Payload):
@@ -328,6 +332,86 @@ class ModelDriftDetected(Payload):
     detail: str
     value: float
     limit: float
+
+
+class AdviceChoice(Payload):
+    """One action the advisor may choose: the first step of a runbook, its target rendered for
+    the incident."""
+
+    name: str
+    """The runbook's name: what the model answers with."""
+    action: str
+    target: str
+    when: str = ""
+    """The runbook's condition as written: when people meant it to run."""
+    description: str = ""
+
+
+class AdviceRequested(Payload):
+    """The core asks the advisor (a language model) for a proposal for an incident, choosing
+    among `choices` only. Recorded before it is asked (a restart asks again); the shell builds
+    the prompt from this, the incident's similar past incidents and the endpoint's settings."""
+
+    request_id: str
+    incident_id: str
+    title: str
+    service: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    choices: list[AdviceChoice]
+    reason: str
+    """Why the advisor is consulted (no runbook matches, or it is consulted on every incident)."""
+    similar: int = 3
+    """How many similar past incidents the prompt may quote."""
+    max_rationale: int = 400
+
+
+class AdviceReceived(Payload):
+    """What the language model answered, with the request it answered (no header, secrets
+    redacted): recorded so that replay reuses the answer instead of asking again. The core
+    judges it: a valid answer becomes a proposal, anything else is discarded
+    (`AdviceDiscarded`)."""
+
+    request_id: str
+    incident_id: str
+    model: str
+    """The model that answered, as the server named it."""
+    prompt_hash: str
+    """`sha256:` of the request's canonical JSON: which prompt this answer is to."""
+    request: dict[str, Any] = Field(default_factory=dict)
+    content: str
+    """The model's reply, as received (cut at 8,000 characters)."""
+    latency_ms: float = 0.0
+    similar: list[str] = Field(default_factory=list)
+    """The past incidents quoted in the prompt."""
+
+
+AdviceProblem = Literal["unreachable", "timeout", "refused", "malformed", "unconfigured"]
+
+
+class AdviceFailed(Payload):
+    """The advisor gave no answer: its server could not be reached, was too slow, refused the
+    request or answered something that is not a chat completion. onduty carries on without it."""
+
+    request_id: str
+    incident_id: str
+    model: str = ""
+    problem: AdviceProblem
+    reason: str
+    prompt_hash: str | None = None
+    latency_ms: float = 0.0
+
+
+class AdviceDiscarded(Payload):
+    """An answer the core would not use: not the JSON the schema asks for, a choice that is not
+    among the allowed ones, a target that is not the incident's, a rationale too long. Nothing
+    is proposed; the incident goes on without advice."""
+
+    request_id: str
+    incident_id: str
+    model: str
+    prompt_hash: str
+    reason: str
 
 
 class FleetCount(Payload):
@@ -585,6 +669,10 @@ _REGISTERED: list[tuple[type[Payload], Origin]] = [
     (KillSwitchCleared, _I),
     (SnapshotDiscarded, _I),
     (CheckpointSigned, _I),
+    (AdviceRequested, _D),
+    (AdviceReceived, _I),
+    (AdviceFailed, _I),
+    (AdviceDiscarded, _D),
     (FleetCountRequested, _D),
     (FleetCountAnswered, _I),
     (SourceDegraded, _D),

@@ -28,8 +28,13 @@ class AutonomyLevel:
                 f"{self.name}: {where} is at suggest: proposed to humans, not run",
             )
         if level is Autonomy.APPROVE and facts.approved_by is None:
+            needs = (
+                f"the advisor's proposals for {where} need"
+                if facts.proposal.agent == "advisor"
+                else f"{where} needs"
+            )
             return outcome(
-                self.name, "require_approval", f"{self.name}: {where} needs a human to approve"
+                self.name, "require_approval", f"{self.name}: {needs} a human to approve"
             )
         if facts.approved_by is not None:
             return outcome(self.name, "allow", f"{self.name}: approved by {facts.approved_by}")

@@ -31,6 +31,8 @@ from onduty.events import (
     VerificationPassed,
 )
 from onduty.govern.breaker import breaker_key
+from onduty.lifecycle.advisor import AGENT as ADVISOR
+from onduty.lifecycle.advisor import Advisor
 from onduty.lifecycle.base import Emitter, Pager, Prior, derive_id
 from onduty.lifecycle.learning import Learning
 from onduty.lifecycle.setup import Setup
@@ -77,6 +79,7 @@ class ActionLifecycle:
     incidents: Incidents
     undos: Undos
     learning: Learning
+    advisor: Advisor
     verdicts: Verdicts = field(init=False)
     _by_target: dict[str, dict[str, None]] | None = field(init=False, default=None)
     """Command ids by target, in the order `state.actions` holds them, so that planning looks
@@ -103,6 +106,7 @@ class ActionLifecycle:
             params=dict(body.params),
             timeout_s=body.timeout_s,
             service=incident.service if incident else None,
+            agent=body.agent,
         )
         if incident is not None:
             incident.commands.append(body.command_id)
@@ -231,6 +235,7 @@ class ActionLifecycle:
         if not runbooks:
             alert = context["signal"]["labels"].get("alertname", "this alert")
             self.pager.escalate(incident, f"no runbook matches {alert}")
+            self.advisor.consult(incident, context, matched=False)
             return
         offered = [
             proposal
@@ -246,6 +251,28 @@ class ActionLifecycle:
             if (runbook := self._runbook_acting_on(target)) is not None
         }
         winner, losers = arbitrate(proposals, in_flight, setup.excludes)
+        self._reject(incident, losers)
+        self.learning.compare(incident, offered, choice, winner)
+        if winner is None:
+            self.pager.escalate(incident, f"no proposal could go ahead: {losers[0][1]}")
+        else:
+            if choice.set_aside:
+                winner = replace(winner, rationale=f"{winner.rationale}; {choice.set_aside}")
+            self._propose(incident, winner, context)
+        self.advisor.consult(incident, context, matched=True)
+
+    def offer(self, incident: Incident, proposal: Proposal) -> None:
+        """A proposal that arrives after planning (the advisor's): the arbiter weighs it against
+        what is acting on its target, then the guardrails judge it."""
+        acting = self._runbook_acting_on(proposal.target)
+        in_flight = {proposal.target: acting} if acting is not None else {}
+        winner, losers = arbitrate([proposal], in_flight, self.setup.active.excludes)
+        self._reject(incident, losers)
+        if winner is not None:
+            self._propose(incident, winner, self._variables(incident))
+
+    def _reject(self, incident: Incident, losers: list[tuple[Proposal, str]]) -> None:
+        """Record the proposals that lost arbitration, with why."""
         for loser, reason in losers:
             self.emitter.emit(
                 ProposalRejected(
@@ -258,13 +285,6 @@ class ActionLifecycle:
                 ),
                 incident.incident_id,
             )
-        self.learning.compare(incident, offered, choice, winner)
-        if winner is None:
-            self.pager.escalate(incident, f"no proposal could go ahead: {losers[0][1]}")
-            return
-        if choice.set_aside:
-            winner = replace(winner, rationale=f"{winner.rationale}; {choice.set_aside}")
-        self._propose(incident, winner, context)
 
     def _runbook_acting_on(self, target: str) -> str | None:
         """The runbook of the last in-flight action on `target` (in `state.actions` order), as
@@ -284,7 +304,11 @@ class ActionLifecycle:
         return acting
 
     def _propose(self, incident: Incident, proposal: Proposal, context: dict[str, Any]) -> None:
-        command_id = derive_id("cmd", incident.incident_id, proposal.runbook, str(proposal.step))
+        # the advisor may start a runbook the runbook agent started too: its own command ids
+        advised = (ADVISOR,) if proposal.agent == ADVISOR else ()
+        command_id = derive_id(
+            "cmd", incident.incident_id, proposal.runbook, str(proposal.step), *advised
+        )
         proposed = asdict(proposal)
         del proposed["priority"]  # the arbiter's business, already settled
         proposed["model"] = proposal.model or self.learning.context_model()
@@ -470,6 +494,8 @@ class ActionLifecycle:
                 action.runbook, action.step + 1, self._variables(incident)
             )
             if proposal is not None:
+                if action.agent == ADVISOR:  # its next step too, with the advisor's autonomy
+                    proposal = replace(proposal, agent=ADVISOR)
                 self._propose(incident, proposal, self._variables(incident))
             return
         if action.status is ActionStatus.VERIFYING and action.verify_deadline is not None:

@@ -13,6 +13,8 @@ from onduty.commands import Command, Notify, ScheduleTimer
 from onduty.events import (
     ActionFailed,
     ActionOutcomeUnknown,
+    AdviceFailed,
+    AdviceReceived,
     ApprovalDenied,
     ApprovalGranted,
     Escalated,
@@ -117,6 +119,9 @@ class Prior:
     """The undo step an `UndoFinished` settles (applying removes it)."""
     waiting: dict[str, Any] | None = None
     """The `FleetCountRequested` a `FleetCountAnswered` answers (applying removes it)."""
+    advice: dict[str, Any] | None = None
+    """The `AdviceRequested` an `AdviceReceived` or `AdviceFailed` answers (applying removes
+    it)."""
 
     @classmethod
     def of(cls, state: State, body: Payload) -> Prior:
@@ -138,6 +143,9 @@ class Prior:
             return cls(undo=state.undos.get(body.command_id))  # removed, never changed
         if isinstance(body, FleetCountAnswered):
             return cls(waiting=state.waiting_fleet.get(body.command_id))  # removed likewise
+        if isinstance(body, AdviceReceived | AdviceFailed):
+            pending = state.advisor.pending if state.advisor is not None else {}
+            return cls(advice=pending.get(body.request_id))  # removed likewise
         return cls()
 
 

@@ -91,7 +91,9 @@ class Setup:
         assert self.correlator is not None, "no policy is active"
         return self.correlator
 
-    def autonomy(self, service: Service | None, runbook_name: str) -> Autonomy:
+    def autonomy(self, service: Service | None, runbook_name: str, agent: str = "") -> Autonomy:
+        """How far an action may go on its own: the service's level (or its override), capped
+        by its runbook's, and for the advisor's proposals by the advisor's cap."""
         if service is None:
             return Autonomy.SUGGEST  # acting on something we cannot place is never autonomous
         override = self.state.autonomy_overrides.get(service.name)
@@ -99,6 +101,8 @@ class Setup:
         runbook = self.active.agent.runbook(runbook_name)
         if runbook is not None and runbook.autonomy is not None:
             level = min(level, runbook.autonomy)
+        if agent == "advisor":
+            level = min(level, self.active.config.advisor.cap(service.name))
         return level
 
     def service_of(self, labels: dict[str, str]) -> str | None:

@@ -49,7 +49,7 @@ class Verdicts:
         for (`FleetCountRequested`), and their answer completes the verdict (`completed`)."""
         setup = self.setup.active
         proposal = Proposal(
-            agent="runbook",
+            agent=action.agent,
             runbook=action.runbook,
             step=action.step,
             action=action.action,
@@ -175,7 +175,7 @@ class Verdicts:
             incident_service=incident.service,
             services=setup.services,
             owner=setup.owner,
-            autonomy=self.setup.autonomy(service, proposal.runbook),
+            autonomy=self.setup.autonomy(service, proposal.runbook, proposal.agent),
             approved_by=approved_by,
             variables=variables,
             now=self.emitter.now,

@@ -21,7 +21,10 @@ class Proposal:
     params: dict[str, Any] = field(default_factory=dict)
     timeout_s: float = 30.0
     model: str | None = None
-    """The learning model in the decision's context (`ActionProposed.model`)."""
+    """The learning model in the decision's context, or the language model that advised
+    (`ActionProposed.model`)."""
+    prompt_hash: str | None = None
+    """For the advisor's proposals: the hash of the prompt its model answered."""
     priority: int = 0
     """Among proposals acting on the same target, the highest wins (then configuration
     order); the others are recorded as not chosen."""

@@ -45,6 +45,10 @@ class RunbookAgent:
         compiled = self._by_name.get(name)
         return compiled.spec if compiled else None
 
+    def runbooks(self) -> list[Runbook]:
+        """Every runbook, in configuration order."""
+        return [compiled.spec for compiled in self._runbooks]
+
     def matching(self, context: dict[str, Any]) -> list[Runbook]:
         """Runbooks whose `when` holds, highest priority first, then in configuration order."""
         if not self._runbooks:
