@@ -244,8 +244,8 @@ class EventMetrics:
         )
         self.proposals = Counter(
             "onduty_proposals_total",
-            "Actions proposed (ActionProposed), by the agent that proposed them (runbook or "
-            "learner).",
+            "Actions proposed (ActionProposed), by the agent that proposed them (runbook, "
+            "learner or advisor).",
             ["agent"],
             registry=registry,
         )
@@ -260,6 +260,20 @@ class EventMetrics:
             "onduty_model_drift_total",
             "Times the learning model was set aside for a service (ModelDriftDetected), by check.",
             ["check"],
+            registry=registry,
+        )
+        self.advice = Counter(
+            "onduty_advice_total",
+            "Consultations of the advisor (a language model), by outcome: asked, answered, "
+            "failed (no answer: unreachable, timeout, refused, malformed, unconfigured) or "
+            "discarded (an answer outside the schema or the choices).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.advice_latency = Histogram(
+            "onduty_advice_latency_seconds",
+            "How long the advisor's model took to answer (AdviceReceived.latency_ms).",
+            buckets=(0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120),
             registry=registry,
         )
         self._received: dict[str, Any] = {}
@@ -357,6 +371,10 @@ class EventMetrics:
             self.model_divergences.labels(str(data.get("mode", ""))).inc()
         elif kind == "ModelDriftDetected":
             self.model_drift.labels(str(data.get("check", ""))).inc()
+        elif kind in ADVICE_OUTCOMES:
+            self.advice.labels(ADVICE_OUTCOMES[kind]).inc()
+            if kind == "AdviceReceived":
+                self.advice_latency.observe(float(data.get("latency_ms", 0.0)) / 1000)
 
     def _settle_approval_of(self, command_id: str, now: datetime) -> None:
         approval = self._approval_of.pop(command_id, None)
@@ -368,6 +386,14 @@ class EventMetrics:
         asked = self._requested_at.pop(approval_id, None)
         if asked is not None:
             self.approval_wait.labels(outcome).observe(max(0.0, (now - asked).total_seconds()))
+
+
+ADVICE_OUTCOMES = {
+    "AdviceRequested": "asked",
+    "AdviceReceived": "answered",
+    "AdviceFailed": "failed",
+    "AdviceDiscarded": "discarded",
+}
 
 
 class BreakerMetrics:

@@ -17,6 +17,7 @@ from onduty.checkpointer import Checkpointer, open_checkpointer, store_file
 from onduty.commands import Notify
 from onduty.config import Config, ConfigError
 from onduty.configfile import load_config
+from onduty.consulting import Consultant, NoAdvisor, consultant_for
 from onduty.escalate import Deliverer, parse_channels
 from onduty.events import Event, ModelActivated, Payload, PolicyActivated
 from onduty.events.vocabulary import ModelRole
@@ -240,6 +241,7 @@ class Service:
                 attempts=3,
                 runs=self._runs,
                 background_snapshots=True,
+                consultant=self._consultant(self.config),
             )
         except (ValueError, KeyError, TypeError, RuntimeStopped) as error:  # a stored event that
             # does not decode, or a log that refuses appends
@@ -346,12 +348,24 @@ class Service:
         refused = self._reload_access(config)
         if refused is not None:
             return refused
+        if self.runtime is not None:  # where the advisor answers is no part of the policy
+            try:
+                self.runtime.consultant = self._consultant(config) or NoAdvisor()
+            except StartupError as error:
+                return 422, {"error": "the advisor is invalid", "problems": [str(error)]}
         model = self._reload_model(config, actor)
         if model is not None and model[0] >= 400:
             return model
         if config.version == self.read.policy.version:
             return 200, {"version": config.version, "changed": model is not None}
         return self.activate(config, role="active", source=self.config_path, actor=actor)
+
+    def _consultant(self, config: Config) -> Consultant | None:
+        """Who answers the advisor's consultations under `config` (None while it is off)."""
+        try:
+            return consultant_for(config.advisor)
+        except SecretError as error:
+            raise StartupError(f"advisor.endpoint: {error}") from None
 
     def _reload_model(self, config: Config, actor: str) -> tuple[int, dict[str, Any]] | None:
         """Make the file's `learning.model` active when it is not (checked by `load_config`:

@@ -51,6 +51,9 @@ CHANGES = {
     "unmuted": ("muted", "Unmuted", "info"),
     "planned": ("plan", "Planned", "info"),
     "overdue": ("escalation", "Overdue: nobody acknowledged", "bad"),
+    "advice": ("advice", "The advisor's opinion", "info"),
+    "advice_failed": ("advice", "No advice", "warn"),
+    "advice_skipped": ("advice", "The advisor was not consulted", "quiet"),
 }
 """How each `events.IncidentUpdated.change` is shown: (group, title, tone)."""
 EFFECT_TONE = {"allow": "good", "require_approval": "warn", "deny": "bad"}
@@ -103,9 +106,12 @@ def _proposed(event: Event, body: events.ActionProposed) -> Entry:
         f"Proposed {body.action} on {body.target}",
         "info",
         facts(
+            ("agent", body.agent if body.agent != "runbook" else None),
             ("runbook", f"{body.runbook} (step {body.step + 1})"),
             ("why", body.rationale),
             ("params", body.params),
+            ("model", body.model),
+            ("prompt", body.prompt_hash),
             ("command", body.command_id),
         ),
     )
@@ -118,6 +124,52 @@ def _rejected(event: Event, body: events.ProposalRejected) -> Entry:
         f"Not chosen: {body.action} on {body.target}",
         "quiet",
         facts(("runbook", body.runbook), ("reason", body.reason)),
+    )
+
+
+def _advice_requested(event: Event, body: events.AdviceRequested) -> Entry:
+    choices = ", ".join(f"{c.name} ({c.action} on {c.target})" for c in body.choices)
+    return Entry(
+        event,
+        "advice",
+        "Asked the advisor",
+        "info",
+        facts(("why", body.reason), ("choices", choices), ("request", body.request_id)),
+    )
+
+
+def _advice_received(event: Event, body: events.AdviceReceived) -> Entry:
+    return Entry(
+        event,
+        "advice",
+        f"The advisor ({body.model}) answered",
+        "info",
+        facts(
+            ("after", f"{body.latency_ms / 1000:.1f}s"),
+            ("similar", ", ".join(body.similar)),
+            ("prompt", body.prompt_hash),
+        ),
+        text=body.content,
+    )
+
+
+def _advice_failed(event: Event, body: events.AdviceFailed) -> Entry:
+    return Entry(
+        event,
+        "advice",
+        f"No advice ({body.problem})",
+        "warn",
+        facts(("reason", body.reason), ("model", body.model)),
+    )
+
+
+def _advice_discarded(event: Event, body: events.AdviceDiscarded) -> Entry:
+    return Entry(
+        event,
+        "advice",
+        f"The advisor's answer was discarded ({body.model})",
+        "warn",
+        facts(("reason", body.reason), ("prompt", body.prompt_hash)),
     )
 
 
@@ -298,6 +350,10 @@ RENDERERS: dict[type[Payload], Renderer] = {
     events.Acknowledged: _acknowledged,
     events.NotificationSent: _notified,
     events.NotificationFailed: _not_notified,
+    events.AdviceRequested: _advice_requested,
+    events.AdviceReceived: _advice_received,
+    events.AdviceFailed: _advice_failed,
+    events.AdviceDiscarded: _advice_discarded,
 }
 """Payload type → how its event is shown; the others are shown as stored."""
 _BY_NAME = {model.__name__: model for model in RENDERERS}
