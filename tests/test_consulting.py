@@ -6,10 +6,8 @@ recorded as a failure, never raised."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -20,6 +18,7 @@ from onduty.consulting import ChatAdvisor, NoAdvisor
 from onduty.events import AdviceChoice, AdviceFailed, AdviceReceived, AdviceRequested
 from onduty.secrets import remember_secrets
 from onduty.think.advisor import prompt_hash
+from tests.chat_server import ANSWER, ChatServer
 
 REQUEST = AdviceRequested(
     request_id="adv-1",
@@ -32,49 +31,6 @@ REQUEST = AdviceRequested(
     reason="no runbook matches MemoryPressure",
 )
 COMMAND = ConsultAdvisor("adv-1", "inc-1", REQUEST.model_dump(mode="json"))
-ANSWER = {"action": "restart", "target": "web-1", "rationale": "stuck"}
-
-
-class ChatServer:
-    """A chat-completions server on loopback whose behaviour each test sets."""
-
-    def __init__(self) -> None:
-        self.reply: Any = {
-            "model": "served-model",
-            "choices": [{"message": {"role": "assistant", "content": json.dumps(ANSWER)}}],
-        }
-        self.status = 200
-        self.delay = 0.0
-        self.seen: list[tuple[dict[str, str], dict[str, Any]]] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", "0"))
-                body = json.loads(self.rfile.read(length))
-                server.seen.append((dict(self.headers), body))
-                time.sleep(server.delay)
-                payload = (
-                    server.reply if isinstance(server.reply, bytes) else json.dumps(server.reply)
-                )
-                data = payload if isinstance(payload, bytes) else payload.encode()
-                self.send_response(server.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture
