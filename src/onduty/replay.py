@@ -32,6 +32,12 @@ class ReplayReport:
     decisions: int = 0
     differences: list[Difference] = field(default_factory=list)
     manager: Manager | None = None
+    advice_reused: int = 0
+    """Recorded answers of the advisor judged again (never asked of a model)."""
+    advice_unanswered: list[str] = field(default_factory=list)
+    """Consultations the replay decided that the log holds no answer to (a backtest whose
+    policy consults where the recorded one did not): no model is asked, so these incidents go
+    on without advice here."""
 
     @property
     def same(self) -> bool:
@@ -95,8 +101,14 @@ def replay(
 ) -> ReplayReport:
     manager = Manager(config_override=config)
     report = ReplayReport(manager=manager)
+    asked: list[str] = []
+    answered: set[str] = set()
     for count, (event, recorded) in enumerate(_with_decisions(events), start=1):
+        if event.type in ("AdviceReceived", "AdviceFailed"):
+            answered.add(str(event.data.get("request_id")))
+            report.advice_reused += event.type == "AdviceReceived"
         decision = manager.handle(event)
+        asked.extend(e.data["request_id"] for e in decision.events if e.type == "AdviceRequested")
         report.inputs += 1
         report.decisions += len(recorded)
         backtest = config is not None
@@ -113,4 +125,5 @@ def replay(
             )
         if progress is not None and count % 5000 == 0:
             progress(count)
+    report.advice_unanswered = [request for request in asked if request not in answered]
     return report

@@ -46,12 +46,22 @@ def replay(
                 report.inputs += part.inputs
                 report.decisions += part.decisions
                 report.differences.extend(part.differences)
+                report.advice_reused += part.advice_reused
+                report.advice_unanswered += part.advice_unanswered
         else:
             total = log.head()[0]
             with progress("replaying", total=total) as advance:
                 events = counting(log.read(), advance)
                 report = run_replay(events, config=candidate)
     what = f"against {markup(config)}" if config else "with the recorded configuration"
+    if report.advice_reused:
+        out.print(f"the advisor's {report.advice_reused} recorded answers were judged again")
+    if report.advice_unanswered:
+        out.print(
+            f"[yellow]{len(report.advice_unanswered)} consultations of the advisor have no "
+            "recorded answer[/]: no model is asked in a replay, so those incidents went on "
+            "without advice"
+        )
     if report.same:
         out.print(
             f"[green]same[/]: {report.inputs} inputs replayed {what}; all "
