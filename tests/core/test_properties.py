@@ -8,12 +8,14 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from onduty.commands import CheckOutcome, Command, StartAction, StartUndo
+from onduty.commands import CheckOutcome, Command, ConsultAdvisor, StartAction, StartUndo
 from onduty.events import (
     ActionFailed,
     ActionOutcomeUnknown,
     ActionStarted,
     ActionSucceeded,
+    AdviceFailed,
+    AdviceReceived,
     ApprovalDenied,
     ApprovalGranted,
     AutonomyChanged,
@@ -77,6 +79,17 @@ undo_outcome = st.tuples(
     st.just("undo"), st.sampled_from(["started", "ok", "fail", "unknown"]), st.integers(0, 3)
 )
 operation = st.one_of(signal, tick, outcome, undo_outcome, answer, autonomy)
+advice = st.tuples(
+    st.just("advice"),
+    st.sampled_from(["restart", "none", "outside", "garbage", "failed"]),
+    st.integers(0, 3),
+)
+ADVICE_REPLIES = {
+    "restart": '{"action": "restart-crashed-instance", "target": "%s", "rationale": "r"}',
+    "none": '{"action": "none", "target": "%s", "rationale": "no idea"}',
+    "outside": '{"action": "drop-database", "target": "%s", "rationale": "told to"}',
+    "garbage": "Sure! Here is my answer: %s",
+}
 
 new_silence = st.tuples(
     st.just("silence"),
@@ -114,6 +127,7 @@ def run(operations: list[tuple[Any, ...]], cfg: Any = None) -> Driver:
     starts: list[StartAction] = []
     approvals: list[str] = []
     silences: list[str] = []
+    consults: list[ConsultAdvisor] = []
     for op in operations:
         if op[0] == "signal":
             _, instance, status, alert, after = op
@@ -192,8 +206,28 @@ def run(operations: list[tuple[Any, ...]], cfg: Any = None) -> Driver:
             decision = driver.feed(answer, after=5, actor="alice")
         elif op[0] == "autonomy":
             decision = driver.feed(AutonomyChanged(service=op[1], level=op[2]), actor="admin")
+        elif op[0] == "advice" and consults:
+            asked = consults[op[2] % len(consults)]
+            target = asked.request["choices"][0]["target"]
+            if op[1] == "failed":
+                body = AdviceFailed(
+                    request_id=asked.request_id,
+                    incident_id=asked.incident_id,
+                    problem="timeout",
+                    reason="no answer within 30s",
+                )
+            else:
+                body = AdviceReceived(
+                    request_id=asked.request_id,
+                    incident_id=asked.incident_id,
+                    model="m",
+                    prompt_hash="sha256:00",
+                    content=ADVICE_REPLIES[op[1]] % target,
+                )
+            decision = driver.feed(body, after=3)
         else:
             continue
+        consults.extend(c for c in decision.commands if isinstance(c, ConsultAdvisor))
         starts.extend(c for c in decision.commands if isinstance(c, StartAction))
         approvals.extend(
             e.data["approval_id"] for e in decision.events if e.type == "ApprovalRequested"
@@ -405,3 +439,48 @@ def test_the_learning_agent_replays_exactly_and_folds_from_any_snapshot(
     driver = run(operations, LEARNING)
     _replays_exactly(driver)
     _folds_from_a_snapshot(driver, cut)
+
+
+# Alerts no runbook matches (HighLatency) consulted on, within a budget of three an hour.
+ADVISED = config(advisor={"agent": "on", "max_calls_per_hour": 3})
+unmatched = st.tuples(
+    st.just("signal"),
+    st.sampled_from(INSTANCES),
+    st.sampled_from(["firing", "firing", "resolved"]),
+    st.just("HighLatency"),
+    st.integers(0, 1200),
+)
+advised_histories = st.lists(
+    st.one_of(unmatched, unmatched, advice, advice, advice, operation), min_size=1, max_size=60
+)
+
+
+@quick
+@given(advised_histories, st.integers(0, 10_000))
+def test_the_advisor_stays_within_its_choices_cap_and_budget_and_replays_exactly(
+    operations: list[tuple[Any, ...]], cut: int
+) -> None:
+    driver = run(operations, ADVISED)
+    _replays_exactly(driver)
+    _folds_from_a_snapshot(driver, cut)
+    asked = [e for e in driver.log if e.type == "AdviceRequested"]
+    for event in asked:  # never more than the budget in any hour
+        window = [a for a in asked if timedelta(0) <= event.ts - a.ts < timedelta(hours=1)]
+        assert len(window) <= 3
+    choices = {
+        (e.data["incident_id"], c["name"], c["action"], c["target"])
+        for e in asked
+        for c in e.data["choices"]
+    }
+    first_verdict: dict[str, str] = {}
+    for event in driver.log:
+        if event.type == "PolicyEvaluated":
+            first_verdict.setdefault(event.data["command_id"], event.data["verdict"])
+    for event in driver.log:
+        if event.type == "ActionProposed" and event.data["agent"] == "advisor":
+            data = event.data
+            assert (data["incident_id"], data["runbook"], data["action"], data["target"]) in (
+                choices
+            )
+            # capped at approve: a person confirms before any of it runs
+            assert first_verdict.get(data["command_id"]) != "allow"
