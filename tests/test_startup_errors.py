@@ -207,3 +207,20 @@ def test_sim_and_replay_name_a_bad_config(tmp_path: Path) -> None:
     for command in (("sim", "demo", "-c", str(bad)), ("replay", "-c", str(bad))):
         line = one_line(onduty(*command, "--store", str(tmp_path / "x.db"), cwd=tmp_path))
         assert f"onduty: {bad}: runbook: unknown field" in line
+
+
+ADVISOR_WITH_AN_UNSET_KEY = """
+services: [{name: web, autonomy: act, instances: [web-1]}]
+advisor:
+  agent: on
+  endpoint: {base_url: "http://127.0.0.1:9/v1", api_key: "${ENV:ONDUTY_TEST_ADVISOR_KEY}"}
+"""
+
+
+def test_an_unset_advisor_key_names_the_field_and_the_variable(tmp_path: Path) -> None:
+    config = tmp_path / "advisor.yaml"
+    config.write_text(ADVISOR_WITH_AN_UNSET_KEY)
+    line = one_line(serve("-c", str(config), "--store", str(tmp_path / "a.db"), cwd=tmp_path))
+    assert line == (
+        "onduty: advisor.endpoint.api_key: secret ${ENV:ONDUTY_TEST_ADVISOR_KEY} is not set"
+    )

@@ -185,6 +185,8 @@ class Service:
         if self._actuators is None:
             sections["actuators"] = self.config.actuators
         sections["telemetry"] = self.config.telemetry.model_dump(mode="json")
+        if self.config.advisor.enabled:
+            sections["advisor"] = self.config.advisor.model_dump(mode="json")
         return unresolved_references(sections)
 
     def _start_tracing(self) -> None:

@@ -37,6 +37,7 @@ def config_check(
         raise config_problems(error) from None
     sections = {name: getattr(config, name) for name in ("sources", "actuators", "channels")}
     sections["telemetry"] = config.telemetry.model_dump(mode="json")
+    sections["advisor"] = config.advisor.model_dump(mode="json")
     warnings = unresolved_references(sections)
     try:
         # hashes and ingest secrets named by variable or file; body-only signatures
