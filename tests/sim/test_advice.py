@@ -194,6 +194,11 @@ def test_an_advisor_that_knows_each_fault_is_right_on_every_incident_the_runbook
         runbook_verdicts.count(v) for v in advice.VERDICTS
     ]
     assert runbook["right_rate"] < 1.0
+    once = figures["agents_first_incident"]
+    assert once["advisor"]["right_rate"] == 1.0
+    # a release leak the runbook order restarted alerts again: more incidents than faults
+    assert 0 < once["runbook"]["incidents"] < runbook["incidents"]
+    assert once["runbook"]["right_rate"] > runbook["right_rate"]
     assert set(figures["agents"]) == {"runbook", "learning", "advisor"}
     assert set(figures["by_fault_kind"]) >= {"memory_leak", "deploy_leak"}
     asked = figures["advisor"]

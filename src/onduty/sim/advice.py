@@ -33,7 +33,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -119,6 +119,9 @@ class IncidentVerdicts:
     """None while the config does not run the learning agent."""
     runbook_command: str | None = None
     """The command id of the runbook agent's first proposal."""
+    first_of_fault: bool = False
+    """The first incident of one of its faults (a fault that alerts again, after a restart
+    that only relieved it, opens more)."""
 
     def judged(self, agent: Agent) -> Judged | None:
         if agent == "runbook":
@@ -227,8 +230,20 @@ class AdviceLab:
     def agents(self) -> tuple[Agent, ...]:
         return AGENTS if self.learning else ("runbook", "advisor")
 
-    def figures(self, agent: Agent, kinds: str | None = None) -> AgentFigures:
-        return figures(agent, (i for i in self.incidents if kinds is None or i.kinds == kinds))
+    def figures(
+        self, agent: Agent, kinds: str | None = None, *, first_of_fault: bool = False
+    ) -> AgentFigures:
+        """Over every judged incident, or those of one kind of fault, or only each fault's
+        first incident."""
+        return figures(
+            agent,
+            (
+                incident
+                for incident in self.incidents
+                if (kinds is None or incident.kinds == kinds)
+                and (incident.first_of_fault or not first_of_fault)
+            ),
+        )
 
     def kinds(self) -> list[str]:
         return sorted({incident.kinds for incident in self.incidents})
@@ -282,6 +297,9 @@ class AdviceLab:
             "processes": self.jobs,
             "elapsed_s": round(self.elapsed_s, 1),
             "agents": {agent: self.figures(agent).to_dict() for agent in self.agents},
+            "agents_first_incident": {
+                agent: self.figures(agent, first_of_fault=True).to_dict() for agent in self.agents
+            },
             "by_fault_kind": {
                 kinds: {agent: self.figures(agent, kinds).to_dict() for agent in self.agents}
                 for kinds in self.kinds()
@@ -484,6 +502,12 @@ def judge_run(
             )
         )
     incidents.sort(key=lambda incident: (incident.opened_s, incident.incident_id))
+    seen: set[str] = set()
+    for index, incident in enumerate(incidents):
+        ids = {truth.fault_id for truth in incident.faults}
+        if ids - seen:
+            incidents[index] = replace(incident, first_of_fault=True)
+        seen |= ids
     planned_without_advice = {
         incident_id for incident_id in behind if incident_id not in first_consultation
     }
@@ -666,6 +690,17 @@ def _ms(value: float | None) -> str:
     return f"{value:.0f}ms" if value < 1000 else f"{value / 1000:.1f}s"
 
 
+def _figure_row(label: str, figures: AgentFigures) -> list[str]:
+    return [
+        label,
+        str(figures.incidents),
+        *(str(getattr(figures, verdict)) for verdict in VERDICTS),
+        str(figures.no_answer),
+        _share(figures.right, figures.incidents),
+        _share(figures.right, figures.answered),
+    ]
+
+
 def render_advice(result: AdviceLab, console: Console) -> None:
     """Each agent's verdicts, then by fault kind, then what became of the consultations."""
     from rich import box
@@ -694,16 +729,25 @@ def render_advice(result: AdviceLab, console: Console) -> None:
     for column in headers:
         table.add_column(column, justify="right")
     for agent in result.agents:
-        figures = result.figures(agent)
-        table.add_row(
-            LABELS[agent],
-            str(figures.incidents),
-            *(str(getattr(figures, verdict)) for verdict in VERDICTS),
-            str(figures.no_answer),
-            _share(figures.right, figures.incidents),
-            _share(figures.right, figures.answered),
-        )
+        table.add_row(*_figure_row(LABELS[agent], result.figures(agent)))
     console.print(table)
+    console.print()
+    firsts = Table(
+        title=Text(
+            "the same, on each fault's first incident only (a fault alerting again counts once)"
+        ),
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+        show_edge=False,
+    )
+    firsts.add_column("agent", no_wrap=True)
+    for column in headers:
+        firsts.add_column(column, justify="right")
+    for agent in result.agents:
+        firsts.add_row(*_figure_row(LABELS[agent], result.figures(agent, first_of_fault=True)))
+    console.print(firsts)
     console.print(
         "right: the fix of the fault behind the incident, or no proposal where no action fixes "
         "it (escalation); wrong: on the fault's target but not its fix, or any action where "
