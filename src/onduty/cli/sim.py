@@ -71,7 +71,12 @@ def sim(
         ),
     ] = None,
     jobs: Annotated[
-        int | None, typer.Option(min=1, help="Processes for --runs (default: one per CPU).")
+        int | None,
+        typer.Option(
+            min=1,
+            help="Processes for --runs (default: one per CPU; one while the config's advisor "
+            "agent runs, and with --advise).",
+        ),
     ] = None,
     compare: Annotated[
         bool,
@@ -101,7 +106,42 @@ def sim(
         typer.Option(help="With --compare, exit 1 when B is significantly worse on a metric."),
     ] = False,
     report: Annotated[
-        Path | None, typer.Option(help="Also write a self-contained HTML report to this file.")
+        Path | None,
+        typer.Option(
+            help="Also write a self-contained HTML report to this file (with --advise: the "
+            "first seed's run, its incidents' timelines with the advice)."
+        ),
+    ] = None,
+    advise: Annotated[
+        bool,
+        typer.Option(
+            "--advise",
+            help="Benchmark the advisor agent: run --runs seeds (default 1) with the advisor "
+            "consulted on every incident in shadow (and the learning agent in shadow, if the "
+            "config runs it) and score each agent's first choice for every incident against "
+            "the fault behind it; exit 1 if the advisor never answered.",
+        ),
+    ] = False,
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            help="With --advise, the advisor's chat API (default: the config's "
+            "advisor.endpoint.base_url)."
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="With --advise, the model to ask (default: the config's advisor.endpoint.model)."
+        ),
+    ] = None,
+    json_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--json",
+            help="With --advise, also write the figures and every incident's verdicts to this "
+            "file.",
+        ),
     ] = None,
 ) -> None:
     """Run a scenario in virtual time, beside people alone; exit 1 if one of its expectations
@@ -111,6 +151,29 @@ def sim(
         raise UsageProblem("--compare needs two configs: -c A.yaml -c B.yaml")
     if not compare and len(configs) > 1:
         raise UsageProblem("give one config (-c FILE), or two with --compare")
+    if not advise and (base_url is not None or model is not None or json_out is not None):
+        raise UsageProblem("--base-url, --model and --json are for --advise")
+    if advise:
+        from onduty.sim.advice import advise_command
+
+        if compare or people or fail_on_worse or live or pace or fresh:
+            raise UsageProblem(
+                "--advise runs the seeds in memory with the runbook agent deciding: --compare, "
+                "--people, --fail-on-worse, --live, --pace and --fresh do not apply"
+            )
+        code = advise_command(
+            scenario,
+            configs[0] if configs else None,
+            runs=runs if runs is not None else 1,
+            seed=seed,
+            jobs=jobs,
+            base_url=base_url,
+            model=model,
+            json_out=json_out,
+            report=report,
+            console=out,
+        )
+        raise typer.Exit(code)
     if compare or runs is not None:
         from onduty.sim.lab import lab_command
 

@@ -27,6 +27,7 @@ from rich.text import Text
 from onduty.act import ActuatorRegistry
 from onduty.act.sim import SIM_ACTIONS, SimActuator
 from onduty.config import Config
+from onduty.consulting import ChatAdvisor, Consultant, SimilarFinder, consultant_for
 from onduty.events import Event, Signal, SignalReceived
 from onduty.log import EventLog, StoreError, open_log
 from onduty.log.memory import MemoryEventLog
@@ -44,6 +45,11 @@ from onduty.textsafe import markup, safe_text, visible
 
 IN_MEMORY = "memory"
 """The store of a run that keeps its log in memory only (the lab's runs)."""
+
+
+SimilarFor = Callable[[EventLog], SimilarFinder]
+"""Given a run's log, what finds an incident's similar past incidents in it for the advisor's
+prompt (the run's own history is the past a simulated incident has)."""
 
 
 class StoreMismatch(ValueError):
@@ -109,10 +115,13 @@ def run_scenario(
     on_event: Callable[[Event], None] | None = None,
     on_step: Callable[[datetime, World], None] | None = None,
     control_run: bool = False,
+    similar: SimilarFor | None = None,
 ) -> RunResult:
     """Run (or resume) a scenario. `pace` > 0 spreads the simulated span over that many real
     seconds, so a person can follow the live view. A `control_run` is scored as one with no
-    fault: every incident is a false alarm."""
+    fault: every incident is a false alarm. While the config's advisor agent runs, its
+    consultations go to the endpoint the config names, answered at once in virtual time, with
+    the similar incidents `similar` finds in the run's log (none without it)."""
     began = time.perf_counter()
     log: EventLog
     if store == IN_MEMORY:
@@ -121,9 +130,17 @@ def run_scenario(
         if fresh:
             remove_store(store)
         log = open_log(store)
+    consultant: Consultant | None = None
     try:
-        return _run(scenario, config, log, store, on_event, on_step, began, pace, control_run)
+        consultant = consultant_for(
+            config.advisor, similar=similar(log) if similar is not None else None
+        )
+        return _run(
+            scenario, config, log, store, on_event, on_step, began, pace, control_run, consultant
+        )
     finally:
+        if isinstance(consultant, ChatAdvisor):
+            consultant.close()
         log.close()
 
 
@@ -137,6 +154,7 @@ def _run(
     began: float,
     pace: float,
     control_run: bool,
+    consultant: Consultant | None,
 ) -> RunResult:
     key = _run_key(scenario, config)
     head = log.head()[0]
@@ -178,6 +196,7 @@ def _run(
         snapshot_every=config.snapshot_every,
         new_id=counter_ids("ev", head + 1),
         on_event=observe,
+        consultant=consultant,
     )
 
     refused = 0

@@ -329,12 +329,14 @@ def paired_differences(
 
 
 def observe_only(config: Config) -> Config:
-    """The config with every service at autonomy `observe`: onduty records and pages, people
-    do the rest."""
+    """The config with every service at autonomy `observe` and no advisor agent: onduty records
+    and pages, people do the rest (no language model is asked for advice nobody may follow)."""
     document = config.model_dump(mode="json", by_alias=True, exclude_unset=True)
     document["services"] = [
         {**service, "autonomy": Autonomy.OBSERVE.name.lower()} for service in document["services"]
     ]
+    if config.advisor.enabled:
+        document["advisor"] = {**document["advisor"], "agent": "off"}
     return parse_config(document, "baseline (every service at observe)")
 
 
@@ -473,7 +475,11 @@ def _worker_start() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def default_jobs() -> int:
+def default_jobs(config: Config | None = None) -> int:
+    """One process per CPU; one while `config`'s advisor agent runs, as a model served on one
+    machine answers one request at a time."""
+    if config is not None and config.advisor.enabled:
+        return 1
     return os.cpu_count() or 1
 
 
@@ -485,11 +491,12 @@ def run_many(
     jobs: int | None = None,
     progress: Progress | None = None,
 ) -> list[RunSummary]:
-    """Run (seed, mode) tasks, in `jobs` processes (1: in this process), in task order."""
+    """Run (seed, mode) tasks, in `jobs` processes (1: in this process), in task order; by
+    default as `default_jobs` says for the config."""
     from onduty.sim import driver  # noqa: F401 - imported once here, inherited by the workers
 
-    jobs = jobs or default_jobs()
     scenario, config = setup(scenario_ref, config_path)  # forked workers inherit it
+    jobs = jobs or default_jobs(config)
     if tasks:  # a scenario that cannot run fails here, once, before any process starts
         World(config, scenario.model_copy(update={"seed": tasks[0][0]}))
     done: list[RunSummary] = []
@@ -549,7 +556,7 @@ def monte_carlo(
         config=path or "(the scenario's own)",
         seeds=seeds,
         runs=by_mode,
-        jobs=jobs or default_jobs(),
+        jobs=jobs or default_jobs(setup(scenario_ref, path)[1]),
         elapsed_s=time.perf_counter() - began,
         learning_period=period.total_seconds() if period is not None else None,
     )
