@@ -265,7 +265,7 @@ class EventMetrics:
         self.advice = Counter(
             "onduty_advice_total",
             "Consultations of the advisor (a language model), by outcome: asked, answered, "
-            "failed (no answer: unreachable, timeout, refused, malformed, unconfigured) or "
+            "failed (no answer: unreachable, timeout, refused, malformed, unconfigured, error) or "
             "discarded (an answer outside the schema or the choices).",
             ["outcome"],
             registry=registry,

@@ -521,7 +521,7 @@ class Runtime:
             answer = AdviceFailed(
                 request_id=command.request_id,
                 incident_id=command.incident_id,
-                problem="malformed",
+                problem="error",
                 reason=f"the consultation failed: {type(error).__name__}",
             )
         self._outcome(answer, command.incident_id)

@@ -278,6 +278,17 @@ class AdvisorState:
     """When the consultations of the last hour were asked, oldest first (the budget)."""
     consulted: dict[str, int] = field(default_factory=dict)
     """How many times each open incident was consulted on (its next request's id)."""
+    deploys: dict[str, DeployMark] = field(default_factory=dict)
+    """The last deploy marker seen, by service (what the advisor is told of recent changes)."""
+
+
+@dataclass(slots=True)
+class DeployMark:
+    """A signal that spoke of a deploy (`think/features.deployish`)."""
+
+    at: datetime
+    alertname: str
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 def learning_key(features: list[str], action: str) -> str:

@@ -65,7 +65,9 @@ def consultations(decision: Decision) -> list[ConsultAdvisor]:
     return [c for c in decision.commands if isinstance(c, ConsultAdvisor)]
 
 
-def unknown_alert(driver: Driver, instance: str = "web-1", **annotations: str) -> Decision:
+def unknown_alert(
+    driver: Driver, instance: str = "web-1", after: float = 0, **annotations: str
+) -> Decision:
     """An alert no runbook matches."""
     return driver.feed(
         SignalReceived(
@@ -74,7 +76,8 @@ def unknown_alert(driver: Driver, instance: str = "web-1", **annotations: str) -
             status="firing",
             labels={"alertname": "MemoryPressure", "instance": instance, "service": "web"},
             annotations=annotations,
-        )
+        ),
+        after=after,
     )
 
 
@@ -371,3 +374,55 @@ def test_hostile_annotations_stay_data_and_the_answer_can_only_be_a_choice() -> 
     assert of(list(decision.events), "AdviceDiscarded")
     assert not of(list(decision.events), "ActionProposed")
     assert_replays(driver)
+
+
+def test_the_advisor_is_told_of_the_last_deploy_and_the_other_alerts_of_the_service() -> None:
+    driver = Driver(advisor_config())
+    driver.feed(
+        SignalReceived(
+            source="cd",
+            fingerprint="deploy:web:7",
+            status="resolved",
+            labels={"alertname": "DeploymentFinished", "service": "web", "version": "2.4.0"},
+        )
+    )
+    driver.signal("web-2", alertname="HighLatency", after=300)
+    unknown_alert(driver, after=420)
+    latency, request = of(driver.log, "AdviceRequested")  # both alerts match no runbook
+    assert latency["context"]["last_deploy"]["minutes_ago"] == 5
+    assert request["context"] == {
+        "last_deploy": {
+            "alertname": "DeploymentFinished",
+            "labels": {"service": "web", "version": "2.4.0"},
+            "minutes_ago": 12,
+        },
+        "other_alerts": [
+            {"alertname": "HighLatency", "instance": "web-2", "last_seen_minutes_ago": 7}
+        ],
+    }
+    assert_replays(driver)
+
+
+def test_two_runbooks_offering_the_same_action_on_the_same_target_are_one_choice() -> None:
+    twin = {
+        "name": "restart-leaking-instance",
+        "priority": 5,
+        "when": 'signal.labels.alertname == "HighMemory"',
+        "do": [{"action": "process.restart", "target": "{{ signal.labels.instance }}"}],
+    }
+    driver = Driver(
+        config(
+            services=SERVICES,
+            runbooks=[*RUNBOOKS, twin],
+            correlation={"group_by": ["instance", "alertname"]},
+            policy={"guardrails": []},
+            advisor={"agent": "on"},
+        )
+    )
+    unknown_alert(driver)
+    (request,) = of(driver.log, "AdviceRequested")
+    # the preferred runbook (highest priority) speaks for both
+    assert [(c["name"], c["action"], c["target"]) for c in request["choices"]] == [
+        ("restart-leaking-instance", "process.restart", "web-1"),
+        ("rollback-release", "deploy.rollback", "web"),
+    ]

@@ -250,7 +250,7 @@ def test_discarded_answers_and_failed_consultations_are_no_answer(
 ) -> None:
     replies = iter(
         [
-            reply("restart-leaking-instance", "db-1", "another host"),  # not the choice's target
+            reply("restart-crashed-instance", "db-1", "another host"),  # not the choice's target
             (500, "model not loaded"),
         ]
     )
@@ -274,7 +274,7 @@ def test_discarded_answers_and_failed_consultations_are_no_answer(
     assert (asked["consultations"], asked["answered"], asked["discarded"]) == (2, 0, 1)
     assert asked["failed"] == {"refused": 1}
     assert asked["latency_ms"]["answers"] == 1  # the discarded answer took time too
-    assert "is not the target of restart-leaking-instance" in asked["first_problem"]
+    assert "is not the target of restart-crashed-instance" in asked["first_problem"]
     advisor = figures["agents"]["advisor"]
     assert (advisor["no_answer"], advisor["right_rate"], advisor["right_of_answered"]) == (
         2,

@@ -33,6 +33,7 @@ REQUEST = AdviceRequested(
     ],
     reason="no runbook matches MemoryPressure",
     max_rationale=120,
+    context={"last_deploy": {"alertname": "DeploymentFinished", "minutes_ago": 12}},
 )
 SIMILAR = [
     {
@@ -56,6 +57,8 @@ def test_the_prompt_quotes_incident_history_and_choices_as_json() -> None:
     assert "at most 120 characters" in system["content"]
     content = user["content"]
     incident = _section(content, "INCIDENT (data):\n")
+    recent = _section(content, "RECENT CHANGES AND OTHER ALERTS ON ITS SERVICE (data):\n")
+    assert recent == {"last_deploy": {"alertname": "DeploymentFinished", "minutes_ago": 12}}
     assert incident == {
         "title": "MemoryPressure on web-1",
         "service": "web",
@@ -88,13 +91,21 @@ def test_no_annotation_can_leave_its_json_string(text: str) -> None:
     )
 
 
-def test_the_schema_allows_only_the_choices_their_targets_and_a_bounded_rationale() -> None:
+def test_the_schema_ties_each_choice_to_its_own_target_and_bounds_the_rationale() -> None:
     schema = answer_schema(REQUEST)
-    assert schema["properties"]["action"]["enum"] == ["restart", "rollback", NONE]
-    assert schema["properties"]["target"]["enum"] == ["web", "web-1"]
-    assert schema["properties"]["rationale"]["maxLength"] == 120
-    assert schema["additionalProperties"] is False
-    assert schema["required"] == ["action", "target", "rationale"]
+    pairs = [
+        (branch["properties"]["action"], branch["properties"]["target"])
+        for branch in schema["anyOf"]
+    ]
+    assert pairs == [
+        ({"const": "restart"}, {"const": "web-1"}),
+        ({"const": "rollback"}, {"const": "web"}),
+        ({"const": NONE}, {"enum": ["web", "web-1"]}),
+    ]
+    for branch in schema["anyOf"]:
+        assert branch["properties"]["rationale"] == {"type": "string", "maxLength": 120}
+        assert branch["additionalProperties"] is False
+        assert branch["required"] == ["action", "target", "rationale"]
 
 
 def test_the_request_asks_for_the_schema_in_the_endpoints_form() -> None:

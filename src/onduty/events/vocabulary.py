@@ -364,6 +364,10 @@ class AdviceRequested(Payload):
     similar: int = 3
     """How many similar past incidents the prompt may quote."""
     max_rationale: int = 400
+    context: dict[str, Any] = Field(default_factory=dict)
+    """What else the core knows of the incident's service at the time, by event time: the last
+    deploy marker (`last_deploy`, with how many minutes ago) and the other alerts firing
+    (`other_alerts`)."""
 
 
 class AdviceReceived(Payload):
@@ -386,12 +390,13 @@ class AdviceReceived(Payload):
     """The past incidents quoted in the prompt."""
 
 
-AdviceProblem = Literal["unreachable", "timeout", "refused", "malformed", "unconfigured"]
+AdviceProblem = Literal["unreachable", "timeout", "refused", "malformed", "unconfigured", "error"]
 
 
 class AdviceFailed(Payload):
     """The advisor gave no answer: its server could not be reached, was too slow, refused the
-    request or answered something that is not a chat completion. onduty carries on without it."""
+    request or answered something that is not a chat completion; none is set up where onduty
+    runs; or asking failed in onduty itself (`error`). onduty carries on without it."""
 
     request_id: str
     incident_id: str

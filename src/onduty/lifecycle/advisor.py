@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from onduty.commands import ConsultAdvisor
@@ -26,15 +26,21 @@ from onduty.events import (
     Event,
     IncidentResolved,
     Payload,
+    SignalReceived,
 )
 from onduty.lifecycle.base import Emitter, Prior, derive_id
 from onduty.lifecycle.setup import Setup
-from onduty.state import AdvisorState, Incident, State
+from onduty.state import AdvisorState, DeployMark, Incident, State
 from onduty.think import Proposal
 from onduty.think.advisor import choices_for, judge
+from onduty.think.features import deployish
 
 AGENT = "advisor"
 BUDGET_WINDOW = timedelta(hours=1)
+RECENT = timedelta(hours=24)
+"""How far back a deploy marker is still worth telling the advisor of."""
+OTHER_ALERTS = 10
+"""The most other firing alerts of the service the advisor is told of."""
 
 
 @dataclass(eq=False, repr=False)
@@ -50,6 +56,11 @@ class Advisor:
     @property
     def settings(self) -> AdvisorSettings:
         return self.setup.active.config.advisor
+
+    @property
+    def running(self) -> bool:
+        configured = self.setup.configured
+        return configured is not None and configured.config.advisor.enabled
 
     def _known(self) -> AdvisorState:
         if self.state.advisor is None:
@@ -97,6 +108,7 @@ class Advisor:
             reason=f"no runbook matches {alert}" if not matched else "consulted on every incident",
             similar=settings.similar,
             max_rationale=settings.max_rationale,
+            context=self._context(incident, now),
         )
         self.emitter.emit(request, incident.incident_id)
         self.emitter.command(
@@ -104,6 +116,38 @@ class Advisor:
                 request.request_id, incident.incident_id, request.model_dump(mode="json")
             )
         )
+
+    def _context(self, incident: Incident, now: datetime) -> dict[str, Any]:
+        """What else is known of the incident's service now: its last deploy marker and the
+        other alerts firing there, each with how long ago (whole minutes, by event time)."""
+
+        def minutes(at: datetime | None) -> int | None:
+            return None if at is None else int((now - at).total_seconds() // 60)
+
+        context: dict[str, Any] = {}
+        known = self.state.advisor
+        deploy = known.deploys.get(incident.service or "") if known else None
+        if deploy is not None and now - deploy.at <= RECENT:
+            context["last_deploy"] = {
+                "alertname": deploy.alertname,
+                "labels": dict(deploy.labels),
+                "minutes_ago": minutes(deploy.at),
+            }
+        mine = set(incident.fingerprints)
+        others = [
+            {
+                "alertname": signal.labels.get("alertname", ""),
+                "instance": signal.labels.get("instance", ""),
+                "last_seen_minutes_ago": minutes(signal.last_seen),
+            }
+            for fingerprint, signal in self.state.signals.items()
+            if signal.status == "firing"
+            and fingerprint not in mine
+            and incident.service is not None
+            and self.setup.service_of(signal.labels) == incident.service
+        ]
+        context["other_alerts"] = others[:OTHER_ALERTS]
+        return context
 
     def pending(self) -> list[ConsultAdvisor]:
         """After a restart: consultations asked and never answered, to ask again."""
@@ -127,6 +171,18 @@ class Advisor:
     def _apply_answer(self, body: AdviceReceived | AdviceFailed, event: Event) -> None:
         if self.state.advisor is not None:
             self.state.advisor.pending.pop(body.request_id, None)
+
+    def _observe_signal(self, body: SignalReceived, event: Event) -> None:
+        """A signal that speaks of a deploy is remembered for its service (while the advisor
+        runs): the change the advisor is told of."""
+        if not self.running or not deployish(body.labels, body.annotations):
+            return
+        service = self.setup.service_of(body.labels)
+        if service is not None:
+            labels = dict(body.labels)
+            self._known().deploys[service] = DeployMark(
+                event.ts, labels.pop("alertname", ""), labels
+            )
 
     def _observe_resolved(self, body: IncidentResolved, event: Event) -> None:
         """A closed incident needs no advice: what was asked for it is forgotten."""
@@ -219,4 +275,5 @@ class Advisor:
     }
     OBSERVERS: ClassVar[dict[type[Payload], Callable[[Any, Any, Event], None]]] = {
         IncidentResolved: _observe_resolved,
+        SignalReceived: _observe_signal,
     }

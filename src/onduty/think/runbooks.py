@@ -46,8 +46,9 @@ class RunbookAgent:
         return compiled.spec if compiled else None
 
     def runbooks(self) -> list[Runbook]:
-        """Every runbook, in configuration order."""
-        return [compiled.spec for compiled in self._runbooks]
+        """Every runbook, in the order of preference: highest priority first, then in
+        configuration order."""
+        return [compiled.spec for compiled in self._by_priority]
 
     def matching(self, context: dict[str, Any]) -> list[Runbook]:
         """Runbooks whose `when` holds, highest priority first, then in configuration order."""
