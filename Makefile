@@ -23,8 +23,7 @@ $(STAMP): pyproject.toml requirements.lock
 	@touch $(STAMP)
 
 $(LLM_STAMP): $(STAMP)
-	@tag=$$($(BIN)/python -c 'import sys; print("cp%d%d" % sys.version_info[:2])'); \
-	if ! ls $(LLM_WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-$$tag-*.whl >/dev/null 2>&1; then \
+	@if ! ls $(LLM_WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1; then \
 		echo "Compiling llama-cpp-python $(LLAMA_CPP_VERSION) for the language-model tests:" \
 			"about 5 minutes on 2 cores, once per machine (cached in $(LLM_WHEELS))"; \
 		CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip wheel --no-deps \
