@@ -4,6 +4,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The language-model tests' server (the `llm-server` extra). llama-cpp-python has no binary wheel
+# on PyPI: it compiles (about 5 minutes on 2 cores) once per machine into LLM_WHEELS, a cache
+# outside the clone, keyed by the CPU's instruction set since the build targets this CPU.
+LLM_STAMP := $(VENV)/.llm-installed
+LLAMA_CPP_VERSION := $(shell sed -n 's/^llama_cpp_python==//p' requirements.lock)
+CPU_KEY := $(shell grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | cksum | cut -d' ' -f1)
+LLM_WHEELS ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/onduty/wheels/cpu-$(CPU_KEY)
 
 .PHONY: demo test lint typecheck bench docs golden lock clean
 
@@ -15,6 +22,18 @@ $(STAMP): pyproject.toml requirements.lock
 	@$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
 	@touch $(STAMP)
 
+$(LLM_STAMP): $(STAMP)
+	@if ! ls $(LLM_WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1; then \
+		echo "Compiling llama-cpp-python $(LLAMA_CPP_VERSION) for the language-model tests:" \
+			"about 5 minutes on 2 cores, once per machine (cached in $(LLM_WHEELS))"; \
+		CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip wheel --no-deps \
+			--progress-bar off -w $(LLM_WHEELS) 'llama-cpp-python==$(LLAMA_CPP_VERSION)' \
+			|| exit 1; \
+	fi
+	@$(BIN)/python -m pip install --quiet -c requirements.lock --find-links $(LLM_WHEELS) \
+		--only-binary llama-cpp-python -e '.[dev,llm-server]'
+	@touch $(LLM_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/onduty demo
 
@@ -25,7 +44,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP)
+test: $(STAMP) $(LLM_STAMP)
 	@bash scripts/services.sh
 	$(MAKE) --no-print-directory lint typecheck
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
@@ -41,11 +60,12 @@ docs: $(STAMP)
 golden: $(STAMP)
 	$(BIN)/python scripts/golden.py
 
-# Resolve pyproject.toml's dependencies afresh in a scratch environment and pin the result.
+# Resolve pyproject.toml's dependencies afresh in a scratch environment and pin the result
+# (llama-cpp-python from the wheel cache when its newest version is there, else it compiles).
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/python -m pip install --quiet --upgrade pip
-	.lock-venv/bin/python -m pip install --quiet -e '.[dev]'
+	.lock-venv/bin/python -m pip install --quiet --find-links $(LLM_WHEELS) -e '.[dev,llm-server]'
 	{ sed -n '1,2p' requirements.lock; .lock-venv/bin/python -m pip freeze --exclude-editable; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock && rm -rf .lock-venv
 

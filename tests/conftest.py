@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.integration.llm_server import LlmServer, serve
 from tests.postgres import Schemas, require_server
 
 
@@ -22,3 +23,14 @@ def schemas() -> Iterator[Schemas]:
     made = Schemas()
     yield made
     made.drop()
+
+
+@pytest.fixture(scope="session")
+def llm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlmServer]:
+    """A real small language model (SmolLM2-135M-Instruct) behind llama-cpp-python's
+    OpenAI-compatible server on a free port, one per test process, started on first use and
+    stopped at the end of the session. `llm_server.base_url` ends in /v1; `llm_server.model`
+    is the model id to send. See tests/integration/llm_server.py for the response_format shape
+    it accepts. Fails (never skips) when the model or server is not installed."""
+    with serve(tmp_path_factory.mktemp("llm-server") / "server.log") as server:
+        yield server
