@@ -131,7 +131,7 @@ def family(value: str) -> str:
 def label_terms(labels: Mapping[str, str]) -> list[str]:
     """Each label as `name=value`, its family as `name~family`, and the words of its value."""
     terms: list[str] = []
-    for name, raw in labels.items():
+    for name, raw in sorted(labels.items()):  # the same terms whatever order they came in
         value = str(raw)[:VALUE_CHARS].strip()
         if not value:
             continue
@@ -603,9 +603,9 @@ class SimilarIncidents:
         statistics, divided by the query's score against itself."""
         count = len(self.closed)
         average = self._lengths / count if count else 1.0
-        weights = {
+        weights = {  # in term order: the same sums, to the last bit, after a restart
             term: math.log(1 + (count - self._df[term] + 0.5) / (self._df[term] + 0.5))
-            for term in query.terms
+            for term in sorted(query.terms)
         }
         itself = _bm25(weights, query.terms, query.length, average)
         if itself <= 0:
