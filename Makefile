@@ -5,7 +5,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench docs golden lock clean
+.PHONY: demo test test-embeddings lint typecheck bench docs golden lock clean
+
+# The optional `embeddings` extra (similar incidents by sentence embeddings) lives in a venv of
+# its own, so that `make test` never needs PyTorch. TORCH is its CPU build, installed first (a
+# bare `torch` would take a CUDA build of several GB).
+EMB_VENV := .venv-embeddings
+EMB_STAMP := $(EMB_VENV)/.installed
+TORCH := torch==2.13.0
 
 # Dependencies go through the lock file: pyproject.toml says what onduty needs, requirements.lock
 # the exact versions installed.
@@ -14,6 +21,13 @@ $(STAMP): pyproject.toml requirements.lock
 	@$(BIN)/python -m pip install --quiet --upgrade pip
 	@$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
 	@touch $(STAMP)
+
+$(EMB_STAMP): pyproject.toml requirements.lock
+	@test -x $(EMB_VENV)/bin/python || $(PYTHON) -m venv $(EMB_VENV)
+	@$(EMB_VENV)/bin/python -m pip install --quiet --upgrade pip
+	@$(EMB_VENV)/bin/python -m pip install --quiet -c requirements.lock '$(TORCH)'
+	@$(EMB_VENV)/bin/python -m pip install --quiet -c requirements.lock -e '.[dev,embeddings]'
+	@touch $(EMB_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/onduty demo
@@ -30,6 +44,10 @@ test: $(STAMP)
 	$(MAKE) --no-print-directory lint typecheck
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
+# The tests marked `embeddings` (deselected by `make test`): the real model, loaded offline.
+test-embeddings: $(EMB_STAMP)
+	$(EMB_VENV)/bin/python -m pytest -q -m embeddings
+
 bench: $(STAMP)
 	$(BIN)/onduty bench
 
@@ -41,13 +59,17 @@ docs: $(STAMP)
 golden: $(STAMP)
 	$(BIN)/python scripts/golden.py
 
-# Resolve pyproject.toml's dependencies afresh in a scratch environment and pin the result.
+# Resolve pyproject.toml's dependencies afresh in a scratch environment and pin the result
+# (the embeddings extra's too; PyTorch is pinned by TORCH above, not in the lock, since its
+# CPU build carries a local version).
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/python -m pip install --quiet --upgrade pip
-	.lock-venv/bin/python -m pip install --quiet -e '.[dev]'
-	{ sed -n '1,2p' requirements.lock; .lock-venv/bin/python -m pip freeze --exclude-editable; } > requirements.lock.new
+	.lock-venv/bin/python -m pip install --quiet '$(TORCH)'
+	.lock-venv/bin/python -m pip install --quiet -e '.[dev,embeddings]'
+	{ sed -n '1,2p' requirements.lock; .lock-venv/bin/python -m pip freeze --exclude-editable \
+	  | grep -v '^torch=='; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock && rm -rf .lock-venv
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache onduty-demo.db*
+	rm -rf $(VENV) $(EMB_VENV) .pytest_cache .mypy_cache .ruff_cache onduty-demo.db*

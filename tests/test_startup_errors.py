@@ -3,6 +3,7 @@ start is one line on stderr naming the secret, field or file, and exit 2: never 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import subprocess
@@ -207,3 +208,20 @@ def test_sim_and_replay_name_a_bad_config(tmp_path: Path) -> None:
     for command in (("sim", "demo", "-c", str(bad)), ("replay", "-c", str(bad))):
         line = one_line(onduty(*command, "--store", str(tmp_path / "x.db"), cwd=tmp_path))
         assert f"onduty: {bad}: runbook: unknown field" in line
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("sentence_transformers") is not None,
+    reason="the embeddings extra is installed here (make test-embeddings runs its tests)",
+)
+def test_embeddings_without_their_extra_name_it(tmp_path: Path) -> None:
+    config = tmp_path / "onduty.yaml"
+    config.write_text("similar: {method: embeddings}\n")
+    store = tmp_path / "similar.db"
+    line = one_line(serve("-c", str(config), "--store", str(store), cwd=tmp_path))
+    assert line == (
+        "onduty: similar.method: embeddings needs the optional `embeddings` extra, and "
+        "sentence-transformers is not installed: pip install torch==2.13.0 "
+        "'onduty[embeddings]' (or set similar.method: lexical)"
+    )
+    assert not store.exists()  # refused before the log was opened

@@ -32,7 +32,7 @@ class SimilarSettings(Model):
     takes `?limit=` up to 20)."""
     min_score: float | None = Field(default=None, ge=0, le=1)
     """The least similarity a match needs, from 0 to 1 (1: the same terms, or the same
-    meaning). Unset: 0.2 for `lexical`, 0.5 for `embeddings`."""
+    meaning). Unset: 0.2 for `lexical`, 0.6 for `embeddings`."""
     escalations: bool = True
     """Add the one-line summary ("3 similar incidents; a rollback of payments-api fixed 2 of
     them") to escalation messages when there are similar incidents."""

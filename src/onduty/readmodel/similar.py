@@ -56,12 +56,15 @@ TEXT_CHARS = 600
 RECENT_SIGNALS = 64
 """Firing signals remembered until the decision they cause names its incident (a fleet's
 partitions interleave)."""
-MIN_SCORE = {"lexical": 0.2, "embeddings": 0.5}
+MIN_SCORE = {"lexical": 0.2, "embeddings": 0.6}
 """The least similarity a match needs, by method, unless configured (`similar.min_score`)."""
 
 K1 = 1.2
 B = 0.75
 """BM25's term-frequency saturation and length normalisation (the usual values)."""
+BOOSTS = {"alertname": 2.0}
+"""Labels whose match counts more than its rarity says: the same alert is what "seen this
+before" means first (another alert on the same instance comes after it)."""
 
 Outcome = Literal[
     "proposed",
@@ -604,7 +607,8 @@ class SimilarIncidents:
         count = len(self.closed)
         average = self._lengths / count if count else 1.0
         weights = {  # in term order: the same sums, to the last bit, after a restart
-            term: math.log(1 + (count - self._df[term] + 0.5) / (self._df[term] + 0.5))
+            term: _boost(term)
+            * math.log(1 + (count - self._df[term] + 0.5) / (self._df[term] + 0.5))
             for term in sorted(query.terms)
         }
         itself = _bm25(weights, query.terms, query.length, average)
@@ -672,6 +676,11 @@ def _bm25(
         if frequency:
             score += weight * frequency * (K1 + 1) / (frequency + norm)
     return score
+
+
+def _boost(term: str) -> float:
+    name, equals, _ = term.partition("=")
+    return BOOSTS.get(name, 1.0) if equals else 1.0
 
 
 def _action(document: Document, command_id: str) -> _Action | None:
