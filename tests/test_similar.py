@@ -38,6 +38,7 @@ from onduty.events import (
 from onduty.log.sqlite import SQLiteEventLog
 from onduty.readmodel.models import ReadModels
 from onduty.readmodel.similar import (
+    ACTIONS_KEPT,
     SIGNALS_FOLDED,
     TERMS_KEPT,
     Outcome,
@@ -547,3 +548,34 @@ def test_the_command_line_lists_them_from_a_log(tmp_path: Path) -> None:
     assert "3 similar incidents; a deploy.rollback of payments-api fixed 2 of them" in result.stdout
     missing = run_cli.onduty("similar", "inc-nobody", "--store", str(tmp_path / "copy.db"))
     assert missing.returncode == 2 and "there is no incident 'inc-nobody'" in missing.stderr
+
+
+def test_denied_proposals_never_crowd_out_the_actions_that_ran() -> None:
+    """An incident whose proposals were denied again and again, then acted on: the action that
+    ran (and verified) is what its match reports."""
+    history = History()
+    incident = history.incident(
+        "HighErrorRate", "checkout", "checkout-1", "5xx above 5%", close=False
+    )
+    for n in range(ACTIONS_KEPT * 3):
+        history._add(
+            ActionProposed(command_id=f"denied-{n}", incident_id=incident, agent="runbooks",
+                           runbook="roll-back", step=0, action="deploy.rollback",
+                           target="checkout", timeout_s=30, rationale="runbook matched"),
+            incident, id=f"denied-{n}",
+        )  # fmt: skip
+    started = ActionStarted(
+        command_id="denied-59", incident_id=incident, action="deploy.rollback", target="checkout"
+    )
+    history._add(started, incident, id="start")
+    history._add(ActionSucceeded(command_id="denied-59"), incident, id="ok")
+    passed = VerificationPassed(command_id="denied-59", incident_id=incident, check="resolved")
+    history._add(passed, incident, id="verified")
+    history._add(IncidentResolved(incident_id=incident, reason="all signals resolved"), incident,
+                 id="resolved")  # fmt: skip
+    query = history.incident("HighErrorRate", "checkout", "checkout-2", "5xx above 5%", close=False)
+    model = SimilarIncidents().feed_all(history.events)
+    (found,) = model.similar_to(query)
+    assert found.actions == (PastAction("deploy.rollback", "checkout", "roll-back", "verified"),)
+    assert len(model.documents[incident].actions) == ACTIONS_KEPT
+    assert summarize([found]) == "1 similar incident; a deploy.rollback of checkout fixed it"

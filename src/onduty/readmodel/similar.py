@@ -55,7 +55,8 @@ TEXT_CHARS = 600
 """Annotation text kept per incident (its first signals' summaries and descriptions)."""
 RECENT_SIGNALS = 64
 """Firing signals remembered until the decision they cause names its incident (a fleet's
-partitions interleave)."""
+partitions interleave): their labels (at most `SIGNAL_LABELS`) and annotation text."""
+SIGNAL_LABELS = 64
 MIN_SCORE = {"lexical": 0.2, "embeddings": 0.6}
 """The least similarity a match needs, by method, unless configured (`similar.min_score`)."""
 
@@ -154,28 +155,28 @@ def _is_url(value: str) -> bool:
 
 
 def annotation_text(annotations: Mapping[str, str]) -> str:
-    """The prose of a signal's annotations (summary first; links left out)."""
+    """The prose of a signal's annotations (summary first; links left out), at most
+    `TEXT_CHARS`."""
     ordered = sorted(annotations.items(), key=lambda item: (item[0] != "summary", item[0]))
     return " ".join(
-        " ".join(str(value).split())
+        " ".join(str(value)[: TEXT_CHARS * 2].split())
         for name, value in ordered
         if value and "url" not in name.lower() and not _is_url(str(value).strip())
-    )
+    )[:TEXT_CHARS]
 
 
-def terms_of(
-    title: str,
-    service: str | None,
-    labels: Mapping[str, str],
-    annotations: Mapping[str, str] | None = None,
-) -> list[str]:
-    """The terms of an incident's document, in the order they count against `TERMS_KEPT`."""
+def signal_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    """A signal's labels as a document keeps them: sorted by name, at most `SIGNAL_LABELS`,
+    each value at most `VALUE_CHARS`."""
+    named = sorted(labels.items())[:SIGNAL_LABELS]
+    return {str(name): str(value)[:VALUE_CHARS] for name, value in named}
+
+
+def terms_of(title: str, service: str | None) -> list[str]:
+    """The terms of an incident's title and service: the first of its document's."""
     terms = words(title)
     if service:
         terms.append(f"service={service.lower()}")
-    terms += label_terms(labels)
-    if annotations:
-        terms += words(annotation_text(annotations)[:TEXT_CHARS])
     return terms
 
 
@@ -367,16 +368,14 @@ class Document:
                 continue
             self.length += 1
 
-    def fold_signal(self, labels: Mapping[str, str], annotations: Mapping[str, str]) -> None:
+    def fold_signal(self, labels: Mapping[str, str], prose: str) -> None:
+        """Add a signal's labels (`signal_labels`) and annotation text (`annotation_text`)."""
         if self.signals >= SIGNALS_FOLDED:
             return
         self.signals += 1
         if not self.labels:
-            self.labels = {name: str(value)[:VALUE_CHARS] for name, value in sorted(labels.items())}
-            while len(self.labels) > LABELS_KEPT:
-                del self.labels[next(reversed(self.labels))]
+            self.labels = dict(list(labels.items())[:LABELS_KEPT])
         self.add_terms(label_terms(labels))
-        prose = annotation_text(annotations)
         room = TEXT_CHARS - len(self.text)
         if prose and room > 1 and prose not in self.text:
             added = prose[: room - 1] if self.text else prose[:room]
@@ -447,8 +446,8 @@ class SimilarIncidents:
         """The closed incidents kept, in the order they closed."""
         self._commands: dict[str, str] = {}
         """Command ids (actions, undos) → their incident, while it is kept."""
-        self._signals: OrderedDict[str, tuple[dict[str, str], dict[str, str]]] = OrderedDict()
-        """The latest firing signals by event id: (labels, annotations)."""
+        self._signals: OrderedDict[str, tuple[dict[str, str], str]] = OrderedDict()
+        """The latest firing signals by event id: (labels, annotation text)."""
         self._df: Counter[str] = Counter()
         """In how many closed documents each term occurs."""
         self._lengths = 0
@@ -477,8 +476,8 @@ class SimilarIncidents:
         if kind == "SignalReceived":
             if data.get("status") == "firing":
                 self._signals[event.id] = (
-                    dict(data.get("labels") or {}),
-                    dict(data.get("annotations") or {}),
+                    signal_labels(data.get("labels") or {}),
+                    annotation_text(data.get("annotations") or {}),
                 )
                 while len(self._signals) > RECENT_SIGNALS:
                     self._signals.popitem(last=False)
@@ -492,7 +491,7 @@ class SimilarIncidents:
                 service=data.get("service"),
                 opened_at=event.ts,
             )
-            opened.add_terms(terms_of(opened.title, opened.service, {}))
+            opened.add_terms(terms_of(opened.title, opened.service))
             self.documents[opened.incident_id] = opened
             self._signal_behind(opened, event)
             return
@@ -512,7 +511,7 @@ class SimilarIncidents:
             self._close(document, event)
         elif kind == "ActionProposed":
             command = data["command_id"]
-            if command not in self._commands and len(document.actions) < ACTIONS_KEPT:
+            if command not in self._commands and self._room(document):
                 self._commands[command] = document.incident_id
                 document.actions.append(
                     _Action(command, data["action"], data["target"], data.get("runbook", ""))
@@ -523,12 +522,25 @@ class SimilarIncidents:
                 found.undone = kind == "UndoStarted" or bool(data.get("ok"))
         else:
             found = _action(document, data.get("command_id", ""))
-            if found is None and kind == "ActionStarted" and len(document.actions) < ACTIONS_KEPT:
+            if found is None and kind == "ActionStarted" and self._room(document):
                 found = _Action(data["command_id"], data["action"], data["target"], "")
                 self._commands[found.command_id] = document.incident_id
                 document.actions.append(found)
             if found is not None:
                 found.outcome = _OUTCOMES[kind]
+
+    def _room(self, document: Document) -> bool:
+        """Whether another action fits in `document`: when it is full, the oldest proposal
+        that never started (denied, say) makes room; started ones stay."""
+        actions = document.actions
+        if len(actions) < ACTIONS_KEPT:
+            return True
+        for position, action in enumerate(actions):
+            if action.outcome == "proposed":
+                self._commands.pop(action.command_id, None)
+                del actions[position]
+                return True
+        return False
 
     def _signal_behind(self, document: Document, event: Event) -> None:
         found = self._signals.get(event.causation_id or "")
@@ -628,7 +640,7 @@ class SimilarIncidents:
                 "documents": [_document_state(d) for d in self.documents.values()],
                 "closed": list(self.closed),
                 "commands": dict(self._commands),
-                "signals": [[key, dict(a), dict(b)] for key, (a, b) in self._signals.items()],
+                "signals": [[key, dict(a), b] for key, (a, b) in self._signals.items()],
             }
 
     def load(self, state: dict[str, Any]) -> None:
@@ -639,7 +651,7 @@ class SimilarIncidents:
         closed = deque(str(key) for key in state["closed"])
         if any(documents.get(key) is None or documents[key].closed_at is None for key in closed):
             raise ValueError("a closed incident without its document")
-        signals = OrderedDict((str(k), (dict(a), dict(b))) for k, a, b in state["signals"])
+        signals = OrderedDict((str(k), (dict(a), str(b))) for k, a, b in state["signals"])
         commands = {str(k): str(v) for k, v in dict(state["commands"]).items()}
         with self._lock:
             self.documents, self.closed = documents, closed
