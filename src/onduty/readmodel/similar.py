@@ -9,10 +9,13 @@ makes it retrievable. Memory is bounded: the `keep` most recently closed inciden
 ones are forgotten by this model; the log keeps them), each with at most `TERMS_KEPT` distinct
 terms, `ACTIONS_KEPT` actions and `TEXT_CHARS` of annotation text.
 
-Retrieval is lexical by default: Okapi BM25 over the documents' terms (`terms_of`: every label
-as `name=value`, an instance-like value's family without its numeric suffix as `name~family`,
-the words of values, titles and annotations), its score divided by the query's score against
-itself, so that 1.0 is "the same terms" and the threshold reads the same for any query. With an
+Retrieval is lexical by default: Okapi BM25 over the documents' terms (`label_terms`: every
+label as `name=value`, an instance-like value's family without its numeric suffix as
+`name~family`, the words of values; `words` of titles and annotations), its score divided by
+the query's score against itself, so that 1.0 is "the same terms" and the threshold reads the
+same for any query. BM25 is written here, in a few lines, rather than taken from a library
+(rank-bm25, bm25s): their indexes are built in one batch, while this one changes an incident at a
+time (closing adds it to the statistics, leaving removes it). With an
 `Embedder` (`onduty.readmodel.embeddings`, the optional `embeddings` extra) it is the cosine
 similarity of sentence embeddings of each document's text instead.
 
@@ -46,7 +49,8 @@ SIGNALS_FOLDED = 20
 """Signals of one incident whose labels and annotations are folded into its document (the
 first ones): a flood of 40,000 alike signals says no more than its first few."""
 ACTIONS_KEPT = 20
-"""Actions one incident's document keeps (the first started)."""
+"""Actions one incident's document keeps (the first; a proposal that never started gives way
+to one that does)."""
 LABELS_KEPT = 32
 """Labels of its first signal an incident shows with a match."""
 VALUE_CHARS = 200
@@ -57,6 +61,7 @@ RECENT_SIGNALS = 64
 """Firing signals remembered until the decision they cause names its incident (a fleet's
 partitions interleave): their labels (at most `SIGNAL_LABELS`) and annotation text."""
 SIGNAL_LABELS = 64
+"""Labels of one signal that count (the first by name): a signal with thousands is cut."""
 MIN_SCORE = {"lexical": 0.2, "embeddings": 0.6}
 """The least similarity a match needs, by method, unless configured (`similar.min_score`)."""
 
@@ -445,7 +450,7 @@ class SimilarIncidents:
         self.closed: deque[str] = deque()
         """The closed incidents kept, in the order they closed."""
         self._commands: dict[str, str] = {}
-        """Command ids (actions, undos) → their incident, while it is kept."""
+        """Action command ids → their incident, while it is kept (an undo names its action)."""
         self._signals: OrderedDict[str, tuple[dict[str, str], str]] = OrderedDict()
         """The latest firing signals by event id: (labels, annotation text)."""
         self._df: Counter[str] = Counter()
