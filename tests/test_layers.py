@@ -49,6 +49,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "onduty.config_retention",
             "onduty.config_fleet",
             "onduty.config_quality",
+            "onduty.config_similar",
             "onduty.config",
         ],
     ),

@@ -3,6 +3,7 @@ start is one line on stderr naming the secret, field or file, and exit 2: never 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import subprocess
@@ -224,3 +225,18 @@ def test_an_unset_advisor_key_names_the_field_and_the_variable(tmp_path: Path) -
     assert line == (
         "onduty: advisor.endpoint.api_key: secret ${ENV:ONDUTY_TEST_ADVISOR_KEY} is not set"
     )
+@pytest.mark.skipif(
+    importlib.util.find_spec("sentence_transformers") is not None,
+    reason="the embeddings extra is installed here (make test-embeddings runs its tests)",
+)
+def test_embeddings_without_their_extra_name_it(tmp_path: Path) -> None:
+    config = tmp_path / "onduty.yaml"
+    config.write_text("similar: {method: embeddings}\n")
+    store = tmp_path / "similar.db"
+    line = one_line(serve("-c", str(config), "--store", str(store), cwd=tmp_path))
+    assert line == (
+        "onduty: similar.method: embeddings needs the optional `embeddings` extra, and "
+        "sentence-transformers is not installed: pip install torch==2.13.0 "
+        "'onduty[embeddings]' (or set similar.method: lexical)"
+    )
+    assert not store.exists()  # refused before the log was opened

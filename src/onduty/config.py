@@ -54,6 +54,7 @@ from onduty.config_quality import QualitySettings
 from onduty.config_retention import RetentionSettings
 from onduty.config_runbooks import ProbeCheck, PrometheusCheck, Runbook, Step, Template, Verify
 from onduty.config_server import HostName, Network, ServerSettings, Telemetry
+from onduty.config_similar import SimilarSettings
 from onduty.correlate.inhibition import InhibitRule
 from onduty.escalate.specs import AnyChannel, parse_channels
 from onduty.events import to_json
@@ -105,6 +106,7 @@ __all__ = [
     "Runbook",
     "ServerSettings",
     "Service",
+    "SimilarSettings",
     "Step",
     "Telemetry",
     "Template",
@@ -273,6 +275,9 @@ class Config(Model):
     advisor: AdvisorSettings = Field(default_factory=AdvisorSettings)
     """The advisor agent: whether a language model is asked for a proposal, when, how often, how
     far its proposals may go on their own, and where it answers."""
+    similar: SimilarSettings = Field(default_factory=SimilarSettings)
+    """Similar incidents: how the closed incidents most like an incident are found, how many
+    are kept to compare with, and whether escalation messages name them."""
     snapshot_every: int = Field(default=10_000, ge=1)
     """Save a snapshot of the core's state every this many events; a restart folds at most this many
     events after the newest trusted one (snapshots cost the core thread time)."""
@@ -365,6 +370,7 @@ class Config(Model):
             "checkpoints",
             "retention",
             "fleet",
+            "similar",
         )
         excluded: dict[str, Any] = {name: True for name in (*unjudged, *shell)}
         if "learning" not in unjudged:

@@ -114,6 +114,7 @@ class FleetService(Service):
         problems = self.secret_problems()
         if problems:
             raise StartupError(problems[0])
+        self._prepare_similar()
         fleet = self.config.fleet
         try:
             view = FleetView(self.store)
@@ -222,7 +223,12 @@ class FleetService(Service):
         assert self._actuator_registry is not None
         deliverer = None
         if self.config.channels:
-            deliverer = Deliverer(parse_channels(self.config.channels), record, spawn=self._workers)
+            deliverer = Deliverer(
+                parse_channels(self.config.channels),
+                record,
+                spawn=self._workers,
+                amend=self.with_similar,  # as far as this node's read models have followed
+            )
 
         def notify(command: Notify) -> None:
             if deliverer is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
@@ -30,6 +31,13 @@ from onduty.loop import CoreLoop, record
 from onduty.obs import Metrics
 from onduty.readmodel.archive import Archive
 from onduty.readmodel.models import AutonomyView, ReadModels  # noqa: F401 (re-exported)
+from onduty.readmodel.similar import (
+    SimilarIncident,
+    SimilarIncidents,
+    UnknownIncident,
+    document_from_log,
+    summarize,
+)
 from onduty.retention import Retention, ServingLock, StoreBusy, open_retention
 from onduty.runtime import (
     Clock,
@@ -107,7 +115,8 @@ class Service:
         self.max_pending = max_pending
         self.metrics = Metrics()
         self.metrics.per_event = config.telemetry.event_metrics
-        self.read = ReadModels()
+        similar = config.similar
+        self.read = ReadModels(similar=SimilarIncidents(similar.keep, min_score=similar.min_score))
         # Pending approvals as the read models hold them (restored at a restart, moot ones gone).
         self.metrics.projection.approvals_pending.set_function(
             lambda: len(self.read.incidents.approvals)
@@ -164,6 +173,7 @@ class Service:
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise StartupError(problems[0] + more)
+        self._prepare_similar()
         try:
             log = open_log(self.store)
         except StoreError as error:
@@ -177,6 +187,44 @@ class Service:
             log.close()
             self.log = None
             raise
+
+    def _prepare_similar(self) -> None:
+        """With `similar.method: embeddings`, load the model now: a missing extra stops the
+        start, naming it, rather than the first page that asks."""
+        if self.config.similar.method != "embeddings" or self.read.similar.embedder is not None:
+            return
+        from onduty.readmodel.embeddings import EmbeddingsUnavailable, MiniLM
+
+        try:
+            self.read.similar.embedder = MiniLM.load()
+        except EmbeddingsUnavailable as error:
+            raise StartupError(str(error)) from None
+
+    def similar_incidents(self, incident_id: str, limit: int) -> list[SimilarIncident] | None:
+        """The closed incidents most like `incident_id`, best first; None when there is no such
+        incident. One that left the read model's memory is rebuilt from the log."""
+        similar = self.read.similar
+        try:
+            return similar.similar_to(incident_id, limit)
+        except UnknownIncident:
+            pass
+        log = self.log
+        document = document_from_log(log, incident_id) if log is not None else None
+        return None if document is None else similar.similar_to_document(document, limit)
+
+    def with_similar(self, command: Notify) -> Notify:
+        """An escalation's message with the line about similar incidents added, when there are
+        any (and `similar.escalations` is on); every other notification as it is."""
+        settings = self.config.similar
+        if command.kind != "escalation" or not settings.escalations:
+            return command
+        try:
+            matches = self.read.similar.similar_to(command.incident_id, settings.limit)
+        except UnknownIncident:  # not (yet) in the read model: sent as the core said
+            return command
+        if not matches:
+            return command
+        return dataclasses.replace(command, message=f"{command.message}\n{summarize(matches)}")
 
     def secret_problems(self) -> list[str]:
         """The secret references start-up needs that cannot be resolved now: the actuators'
@@ -206,7 +254,10 @@ class Service:
             raise StartupError(f"actuators: {error}") from None
         if self.config.channels and self._deliverer is None:
             self._deliverer = Deliverer(
-                parse_channels(self.config.channels), self._record_outcome, spawn=self._workers
+                parse_channels(self.config.channels),
+                self._record_outcome,
+                spawn=self._workers,
+                amend=self.with_similar,
             )
             for problem in self._deliverer.problems:  # a channel that cannot deliver is skipped
                 logger.error("%s", problem)

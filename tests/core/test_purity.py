@@ -30,6 +30,7 @@ CORE = [
     SOURCE / "config_quality.py",
     SOURCE / "config_learning.py",
     SOURCE / "config_advisor.py",
+    SOURCE / "config_similar.py",
     SOURCE / "values.py",
 ]
 BANNED_MODULES = {
@@ -88,6 +89,7 @@ ALLOWED_PROJECT = {
     "onduty.config_quality",
     "onduty.config_learning",
     "onduty.config_advisor",
+    "onduty.config_similar",
     # The sections the configuration composes: pure models their packages own, checked by
     # tests/test_config_imports.py (they may parse URLs with urllib.parse).
     "onduty.sense.specs",

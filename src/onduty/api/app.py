@@ -90,6 +90,7 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("GET", f"{API}/incidents/{{incident_id}}"): VIEWER,
     ("GET", f"{API}/incidents/{{incident_id}}/signals"): VIEWER,
     ("GET", f"{API}/incidents/{{incident_id}}/trace"): VIEWER,
+    ("GET", f"{API}/incidents/{{incident_id}}/similar"): VIEWER,
     ("GET", f"{API}/approvals"): VIEWER,
     ("GET", f"{API}/silences"): VIEWER,
     ("GET", f"{API}/kill-switches"): VIEWER,

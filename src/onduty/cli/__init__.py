@@ -4,7 +4,7 @@ One module per command group; this one assembles them into `app`, in the order `
 them, and runs it (`main`, the `onduty` entry point and `python -m onduty`):
 
 * `store`: what reads an event log on disk (`audit verify`, `replay`, `incidents`,
-  `events tail`);
+  `similar`, `events tail`);
 * `sim`: what runs offline (`demo`, `sim`, `bench`);
 * `serve`: `onduty serve`;
 * `talk`: what talks to a running server (`approve`, `deny`, `approvals`, `ack`, `autonomy`,
@@ -41,6 +41,7 @@ app.add_typer(sealing.log_app, name="log")
 app.add_typer(config.config_app, name="config")
 app.command()(store.replay)
 app.command()(store.incidents)
+app.command()(store.similar)
 app.command()(report.report)
 app.command()(report.trace)
 app.command()(sim.demo)

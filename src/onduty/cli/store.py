@@ -1,5 +1,5 @@
-"""The commands that read an event log on disk: `replay`, `incidents`, `events tail` (`audit
-verify` is in `onduty.cli.audit`)."""
+"""The commands that read an event log on disk: `replay`, `incidents`, `similar`, `events tail`
+(`audit verify` is in `onduty.cli.audit`)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from onduty.cli.base import (
     out,
     progress,
 )
-from onduty.cli.views import differences_table, event_line, incidents_table
+from onduty.cli.views import differences_table, event_line, incidents_table, similar_table
 from onduty.configfile import load_config
-from onduty.textsafe import markup
+from onduty.textsafe import markup, safe_text
 
 events_app = typer.Typer(no_args_is_help=True, help="Read the event log.")
 
@@ -88,6 +88,34 @@ def incidents(
     with existing_log(store) as log:
         projection = IncidentProjection().feed_all(log.read())
     out.print(incidents_table(projection.ordered(), status))
+
+
+def similar(
+    incident_id: Annotated[str, typer.Argument(help="The incident to compare, open or closed.")],
+    store: StoreOption = "onduty.db",
+    limit: Annotated[int, typer.Option(min=1, max=20, help="Show at most this many.")] = 3,
+) -> None:
+    """Show the closed incidents most like one, what was done about them and how each action
+    ended (BM25 over their labels, annotations and titles)."""
+    from onduty.readmodel.similar import (
+        SimilarIncidents,
+        UnknownIncident,
+        document_from_log,
+        summarize,
+    )
+
+    with existing_log(store) as log:
+        model = SimilarIncidents().feed_all(log.read())
+        try:
+            matches = model.similar_to(incident_id, limit)
+        except UnknownIncident:
+            document = document_from_log(log, incident_id)
+            if document is None:
+                raise UsageProblem(f"there is no incident {incident_id!r} in {store}") from None
+            matches = model.similar_to_document(document, limit)
+    if matches:
+        out.print(similar_table(matches))
+    out.print(safe_text(summarize(matches)))
 
 
 @events_app.command("tail")

@@ -68,6 +68,25 @@ def incidents_table(views: Iterable[Any], status: str = "all") -> Table:
     return table
 
 
+def similar_table(matches: Iterable[Any]) -> Table:
+    """Similar incidents (`onduty.readmodel.similar.SimilarIncident`), best first."""
+    shown = list(matches)
+    table = data_table(
+        "incident", "score", "closed", "service", "title", "actions (outcome)",
+        ids={"incident": [match.incident_id for match in shown]},
+    )  # fmt: skip
+    for match in shown:
+        table.add_row(
+            safe_text(match.incident_id),
+            f"{match.score:.2f}",
+            _utc(match.closed_at),
+            safe_text(match.service or "-"),
+            safe_text(match.title),
+            Text("\n".join(action.describe() for action in match.actions) or "none taken"),
+        )
+    return table
+
+
 def event_line(event: Any, describe: Callable[[Any], str]) -> Text:
     """One event as one line: seq, time, type, stream, actor and its key facts, all as data."""
     actor = f" by {visible(event.actor)}" if event.actor != "onduty" else ""

@@ -128,7 +128,10 @@ class Deliverer:
     `spawn`. Without a `spawn`, the Deliverer starts a worker pool of its own (`close` stops
     it). `sleep` and `clock` are injectable for tests; `env` replaces `os.environ` for secret
     references; `client` is an httpx client to share (the caller closes it); `console_url` is
-    the default base URL for links to incidents (a channel's own `console_url` wins)."""
+    the default base URL for links to incidents (a channel's own `console_url` wins); `amend`
+    gives the notification its last form before it is sent, once, on the delivering thread
+    (the service adds what it knows of similar incidents to an escalation's message): one that
+    raises leaves the notification as it was."""
 
     def __init__(
         self,
@@ -141,8 +144,10 @@ class Deliverer:
         env: Mapping[str, str] | None = None,
         client: httpx.Client | None = None,
         console_url: str | None = None,
+        amend: Callable[[Notify], Notify] | None = None,
     ) -> None:
         self._record = record
+        self._amend = amend
         self._sleep = sleep
         self._own_pool: WorkerPool | None = None
         if spawn is None:
@@ -226,7 +231,16 @@ class Deliverer:
     def deliver(self, command: Notify) -> None:
         """Deliver one notification now, on this thread, and record what happened."""
         with bound_contextvars(incident_id=command.incident_id):
-            self._deliver(command)
+            self._deliver(self._amended(command))
+
+    def _amended(self, command: Notify) -> Notify:
+        if self._amend is None:
+            return command
+        try:
+            return self._amend(command)
+        except Exception:  # what it adds is a courtesy: the page goes out as the core said
+            logger.exception("amending a %s notification failed; sent as it was", command.kind)
+            return command
 
     def _deliver(self, command: Notify) -> None:
         key = dedup_key(command)

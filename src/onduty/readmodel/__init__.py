@@ -9,7 +9,10 @@ One module per projection, each fed events in log order:
 * `autonomy`: autonomy raises waiting for several admins;
 * `silences`: silences and maintenance windows;
 * `policy`: the policy in force and any candidate beside it;
-* `learning`: the learning agent's models in their roles, drift and divergences.
+* `learning`: the learning agent's models in their roles, drift and divergences;
+* `similar`: closed incidents as documents, to find those most like an incident and what fixed
+  them (`SimilarIncidents.similar_to`, `summarize`, `for_prompt`); `embeddings` the optional
+  sentence-embedding ranking.
 
 Everything is imported from here (`from onduty.readmodel import IncidentProjection`).
 """
@@ -22,6 +25,14 @@ from onduty.readmodel.incidents import LIST_KEPT, IncidentProjection, IncidentVi
 from onduty.readmodel.learning import LearningView
 from onduty.readmodel.policy import PolicyView
 from onduty.readmodel.silences import SilenceProjection, SilenceView
+from onduty.readmodel.similar import (
+    PastAction,
+    SimilarIncident,
+    SimilarIncidents,
+    UnknownIncident,
+    for_prompt,
+    summarize,
+)
 from onduty.readmodel.timeline import (
     DECISIONS_FIRST,
     DECISIONS_RECENT,
@@ -53,14 +64,20 @@ __all__ = [
     "IncidentProjection",
     "IncidentView",
     "LearningView",
+    "PastAction",
     "PendingApproval",
     "PolicyView",
     "SignalCursor",
     "SignalPage",
     "SilenceProjection",
     "SilenceView",
+    "SimilarIncident",
+    "SimilarIncidents",
+    "UnknownIncident",
     "Window",
+    "for_prompt",
     "is_signal_event",
     "same_person",
     "signal_page",
+    "summarize",
 ]

@@ -36,6 +36,7 @@ from onduty.readmodel.learning import LearningView
 from onduty.readmodel.policy import PolicyView
 from onduty.readmodel.safemode import SafeModeView
 from onduty.readmodel.silences import SilenceProjection, SilenceView
+from onduty.readmodel.similar import SimilarIncidents
 from onduty.readmodel.timeline import Window
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("onduty")
 
 SNAPSHOT_KEY = "readmodels.snapshot"
-FORMAT = 3
+FORMAT = 4
 """Changes whenever what a snapshot holds changes: an older one is then rebuilt from the log."""
 
 
@@ -97,6 +98,9 @@ class ReadModels:
     kill_switches: KillSwitchesView = field(default_factory=KillSwitchesView)
     safe_mode: SafeModeView = field(default_factory=SafeModeView)
     learning: LearningView = field(default_factory=LearningView)
+    similar: SimilarIncidents = field(default_factory=SimilarIncidents)
+    """Closed incidents to compare an incident with (it has a lock of its own: asking it
+    needs no `lock`)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
     seq: int = 0
     """The seq of the last event fed (0: none), and its hash: what a snapshot is bound to."""
@@ -113,6 +117,7 @@ class ReadModels:
             self.kill_switches.feed(event)
             self.safe_mode.feed(event)
             self.learning.feed(event)
+            self.similar.feed(event)
             self.seq, self.event_hash = event.seq, event.hash
 
     def save(self, log: EventLog) -> int:
@@ -173,6 +178,8 @@ class ReadModels:
 def _load(models: ReadModels, state: dict[str, Any]) -> str:
     try:
         restored = from_state(state)
+        # in place, bounded and ranking as configured here; it changes nothing when it fails
+        models.similar.load(state["similar"])
     except (KeyError, TypeError, ValueError, IndexError) as error:
         return f"its content does not decode ({type(error).__name__}: {error})"
     incidents = restored[0]  # bounded as configured here, not as it was
@@ -332,6 +339,7 @@ def state_of(models: ReadModels) -> dict[str, Any]:
         "kill_switches": [dict(item) for item in models.kill_switches.active.values()],
         "safe_mode": models.safe_mode.state(),
         "learning": _plain(models.learning),
+        "similar": models.similar.state(),
     }
 
 

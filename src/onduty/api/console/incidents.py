@@ -1,6 +1,7 @@
 """The console's incident pages: `/` (open incidents, newest first, and the recently resolved)
 and `/incidents/{id}` (one incident's timeline and a page of its signal events: the latest;
-`?signals_before=SEQ` and `?signals_after=SEQ` the others), and their fragments."""
+`?signals_before=SEQ` and `?signals_after=SEQ` the others; the closed incidents most like it
+and what was done about them), and their fragments."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from onduty.api.console.pages import LISTING, Context, Pages, Problem, clock
 from onduty.api.console.signals import SignalDetails, signal_details
 from onduty.api.console.timeline import Entry, entry
 from onduty.readmodel import IncidentView, SignalCursor, SignalPage, signal_page
+from onduty.readmodel.similar import summarize
 from onduty.service import Service
 
 RESOLVED_SHOWN = 10
@@ -267,7 +269,13 @@ def incidents_router(service: Service, pages: Pages) -> APIRouter:
             message = f"There is no incident {incident_id}."
             return Problem(404, "No such incident", message, brief="not found")
         context = with_signals(context, asked)
-        return {"title": context["incident"].title, **context}
+        similar = service.similar_incidents(incident_id, service.config.similar.limit) or []
+        return {
+            "title": context["incident"].title,
+            **context,
+            "similar": similar,
+            "similar_summary": summarize(similar),
+        }
 
     pages.route(router, "/", LISTING, "_incidents.html", "Incidents", incident_lists)
     pages.route(router, "/incidents/{incident_id}", "incident.html", "_incident.html", "", incident)

@@ -1,5 +1,5 @@
 """`/api/v1/incidents`: the incidents, one incident with its timeline, its signal events a page
-at a time (acknowledging one: `approvals`)."""
+at a time, the closed incidents most like it (acknowledging one: `approvals`)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from onduty.readmodel import (
     SignalPage,
     signal_page,
 )
+from onduty.readmodel.similar import summarize
 from onduty.service import Service
 from onduty.spans import incident_trace, recall_from
 
@@ -171,6 +172,27 @@ def incidents_router(service: Service) -> APIRouter:
                 "total": page.total,
                 "events": [event_json(event) for event in page.events],
                 **_signal_links(incident_id, page, cursor.last_seq, limit),
+            }
+        )
+
+    @router.get(f"{API}/incidents/{{incident_id}}/similar", dependencies=READ)
+    def incident_similar(
+        incident_id: str,
+        limit: Annotated[int | None, Query(ge=1, le=20)] = None,
+    ) -> Response:
+        """The closed incidents most like this one (open or closed), best first, each with
+        its similarity (0 to 1), its labels and the actions taken with how each ended; and
+        the one line the escalation message carries (`summary`)."""
+        wanted = limit if limit is not None else service.config.similar.limit
+        matches = service.similar_incidents(incident_id, wanted)
+        if matches is None:
+            return error(404, f"no incident {incident_id}", "incident_id")
+        return JSONBody(
+            {
+                "incident_id": incident_id,
+                "method": service.read.similar.method,
+                "summary": summarize(matches),
+                "similar": [match.as_json() for match in matches],
             }
         )
 
