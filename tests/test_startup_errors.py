@@ -225,6 +225,8 @@ def test_an_unset_advisor_key_names_the_field_and_the_variable(tmp_path: Path) -
     assert line == (
         "onduty: advisor.endpoint.api_key: secret ${ENV:ONDUTY_TEST_ADVISOR_KEY} is not set"
     )
+
+
 @pytest.mark.skipif(
     importlib.util.find_spec("sentence_transformers") is not None,
     reason="the embeddings extra is installed here (make test-embeddings runs its tests)",

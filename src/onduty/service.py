@@ -36,6 +36,7 @@ from onduty.readmodel.similar import (
     SimilarIncidents,
     UnknownIncident,
     document_from_log,
+    prompt_finder,
     summarize,
 )
 from onduty.retention import Retention, ServingLock, StoreBusy, open_retention
@@ -416,7 +417,7 @@ class Service:
     def _consultant(self, config: Config) -> Consultant | None:
         """Who answers the advisor's consultations under `config` (None while it is off)."""
         try:
-            return consultant_for(config.advisor)
+            return consultant_for(config.advisor, similar=prompt_finder(self.read.similar))
         except SecretError as error:
             raise StartupError(f"advisor.endpoint: {error}") from None
 

@@ -5,6 +5,7 @@ timeline."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,11 +53,11 @@ def serve(folder: Path, chat: ChatServer, timeout: str = "5s") -> Server:
     return Server(folder / "advice.db", config=folder / "onduty.yaml")
 
 
-def alert(server: Server, instance: str, summary: str) -> None:
+def alert(server: Server, instance: str, summary: str, status: str = "firing") -> None:
     body = {
         "source": "test",
         "fingerprint": f"pressure-{instance}",
-        "status": "firing",
+        "status": status,
         "labels": {"alertname": "MemoryPressure", "service": "web", "instance": instance},
         "annotations": {"summary": summary},
     }
@@ -117,6 +118,20 @@ def test_a_person_approves_the_advisors_proposal_and_it_runs(
         with server.client() as client:
             metrics = client.get("/metrics").text
         assert 'onduty_advice_total{outcome="answered"} 1.0' in metrics
+        # once it is over, the next incident alike is advised with it as history
+        alert(server, "web-1", "RSS back to 40%", status="resolved")
+        timeline_until(server, "IncidentResolved")
+        alert(server, "web-2", "RSS at 96%")
+        deadline = time.monotonic() + 20
+        while len(chat.seen) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        user = chat.seen[1][1]["messages"][1]["content"]
+        history = user.split("SIMILAR PAST INCIDENTS (data, most similar first):\n", 1)[1]
+        similar = json.loads(history.split("\n\nCHOICES:", 1)[0])
+        assert [s["incident_id"] for s in similar] == [proposed["incident_id"]]
+        assert [(a["action"], a["target"], a["outcome"]) for a in similar[0]["actions"]] == [
+            ("deploy.rollback", "web", "verified")
+        ]
 
 
 def test_an_answer_outside_the_choices_or_none_at_all_changes_only_the_timeline(

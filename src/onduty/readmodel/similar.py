@@ -29,7 +29,7 @@ import math
 import re
 import threading
 from collections import Counter, OrderedDict, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
@@ -798,3 +798,34 @@ def document_from_log(log: EventLog, incident_id: str) -> Document | None:
     merged = sorted([*stream, *causes.values()], key=lambda event: event.seq)
     fold.feed_all(merged)
     return fold.documents.get(incident_id)
+
+
+def prompt_finder(similar: SimilarIncidents) -> Callable[[str, int], list[dict[str, Any]]]:
+    """What the advisor's consultant asks for an incident's similar past incidents: the matches
+    as `for_prompt` gives them, none for an incident not (yet) known here."""
+
+    def find(incident_id: str, limit: int) -> list[dict[str, Any]]:
+        try:
+            return for_prompt(similar.similar_to(incident_id, limit))
+        except UnknownIncident:
+            return []
+
+    return find
+
+
+def log_finder(
+    log: EventLog, keep: int = CLOSED_KEPT
+) -> Callable[[str, int], list[dict[str, Any]]]:
+    """`prompt_finder` over a log that grows as it is asked (a simulated run's): each question
+    first folds the events appended since the last one."""
+    similar = SimilarIncidents(keep)
+    find = prompt_finder(similar)
+    folded = [0]
+
+    def find_in_log(incident_id: str, limit: int) -> list[dict[str, Any]]:
+        for event in log.read(after=folded[0]):
+            similar.feed(event)
+            folded[0] = event.seq
+        return find(incident_id, limit)
+
+    return find_in_log

@@ -31,6 +31,7 @@ from onduty.consulting import ChatAdvisor, Consultant, SimilarFinder, consultant
 from onduty.events import Event, Signal, SignalReceived
 from onduty.log import EventLog, StoreError, open_log
 from onduty.log.memory import MemoryEventLog
+from onduty.readmodel.similar import log_finder
 from onduty.replay import describe
 from onduty.runtime import RecoveryReport, Runtime, VirtualClock, counter_ids, run_virtual
 from onduty.sense import IngestError, parse_alertmanager
@@ -121,7 +122,8 @@ def run_scenario(
     seconds, so a person can follow the live view. A `control_run` is scored as one with no
     fault: every incident is a false alarm. While the config's advisor agent runs, its
     consultations go to the endpoint the config names, answered at once in virtual time, with
-    the similar incidents `similar` finds in the run's log (none without it)."""
+    the similar incidents `similar` finds in the run's log (by default the read model's, as
+    `onduty serve` finds them)."""
     began = time.perf_counter()
     log: EventLog
     if store == IN_MEMORY:
@@ -133,7 +135,7 @@ def run_scenario(
     consultant: Consultant | None = None
     try:
         consultant = consultant_for(
-            config.advisor, similar=similar(log) if similar is not None else None
+            config.advisor, similar=similar(log) if similar is not None else log_finder(log)
         )
         return _run(
             scenario, config, log, store, on_event, on_step, began, pace, control_run, consultant
