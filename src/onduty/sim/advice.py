@@ -274,13 +274,18 @@ class AdviceLab:
         }
 
     def disagreements(self) -> dict[str, int]:
-        """Where the advisor answered otherwise than the runbook agent chose: how often, and
-        how often each was right there."""
+        """Where the advisor answered otherwise than the runbook agent chose (another action
+        or target; the runbook that names it does not matter): how often, and how often each
+        was right there."""
+
+        def acts(choice: Choice | None) -> str | None:
+            return None if choice is None else str(choice)
+
         differ = [
             incident
             for incident in self.incidents
             if incident.advisor.verdict is not None
-            and incident.advisor.choice != incident.runbook.choice
+            and acts(incident.advisor.choice) != acts(incident.runbook.choice)
         ]
         return {
             "incidents": len(differ),
