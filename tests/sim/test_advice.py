@@ -119,7 +119,9 @@ def test_an_advisor_that_knows_each_fault_is_right_on_every_incident_the_runbook
     # the same seeds consult it in the same order on the same incidents again; from the
     # faults behind each incident, the fix to answer each consultation with.
     first = serve(abstain)
-    scenario, config, learning = advice.setup(AMBIGUOUS, str(EXAMPLE), first.url, "oracle")
+    scenario, config, learning = advice.setup(
+        AMBIGUOUS, str(EXAMPLE), advice.EndpointOverride(first.url, "oracle")
+    )
     assert (config.advisor.agent, config.advisor.consult, config.learning.agent) == (
         "shadow",
         "always",
@@ -175,8 +177,7 @@ def test_an_advisor_that_knows_each_fault_is_right_on_every_incident_the_runbook
         runs=2,
         seed=1,
         jobs=None,
-        base_url=oracle.url,
-        model="oracle",
+        endpoint=advice.EndpointOverride(oracle.url, "oracle"),
         json_out=out,
         report=None,
         console=console,
@@ -262,8 +263,7 @@ def test_discarded_answers_and_failed_consultations_are_no_answer(
         runs=2,
         seed=1,
         jobs=None,
-        base_url=server.url,
-        model="m",
+        endpoint=advice.EndpointOverride(server.url, "m"),
         json_out=out,
         report=None,
         console=quiet(),
@@ -293,7 +293,7 @@ def test_an_advisor_that_never_answers_fails_the_command(tmp_path: Path) -> None
     assert "unreachable" in result.stdout and "no answer" in result.stdout
     refused = onduty("sim", MEMORY_LEAK, "--json", str(tmp_path / "x.json"))
     assert refused.returncode == 2
-    assert "--base-url, --model and --json are for --advise" in refused.stderr
+    assert "--base-url, --model, --response-format and --json are for --advise" in refused.stderr
     assert not (tmp_path / "x.json").exists()
 
 

@@ -135,6 +135,14 @@ def sim(
             help="With --advise, the model to ask (default: the config's advisor.endpoint.model)."
         ),
     ] = None,
+    response_format: Annotated[
+        str | None,
+        typer.Option(
+            help="With --advise, how the answer is bound to its schema: json_schema or "
+            "json_object, llama-cpp-python's server's (default: the config's "
+            "advisor.endpoint.response_format)."
+        ),
+    ] = None,
     json_out: Annotated[
         Path | None,
         typer.Option(
@@ -151,10 +159,11 @@ def sim(
         raise UsageProblem("--compare needs two configs: -c A.yaml -c B.yaml")
     if not compare and len(configs) > 1:
         raise UsageProblem("give one config (-c FILE), or two with --compare")
-    if not advise and (base_url is not None or model is not None or json_out is not None):
-        raise UsageProblem("--base-url, --model and --json are for --advise")
+    overrides = (base_url, model, response_format, json_out)
+    if not advise and any(value is not None for value in overrides):
+        raise UsageProblem("--base-url, --model, --response-format and --json are for --advise")
     if advise:
-        from onduty.sim.advice import advise_command
+        from onduty.sim.advice import EndpointOverride, advise_command
 
         if compare or people or fail_on_worse or live or pace or fresh:
             raise UsageProblem(
@@ -167,8 +176,7 @@ def sim(
             runs=runs if runs is not None else 1,
             seed=seed,
             jobs=jobs,
-            base_url=base_url,
-            model=model,
+            endpoint=EndpointOverride(base_url, model, response_format),
             json_out=json_out,
             report=report,
             console=out,

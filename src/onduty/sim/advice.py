@@ -323,17 +323,35 @@ class AdviceLab:
 # ---------------------------------------------------------------------------- the setup
 
 
-def advising(config: Config, *, base_url: str | None = None, model: str | None = None) -> Config:
-    """`config` with the advisor consulted on every incident in shadow (at `base_url` with
-    `model`, when given) and the learning agent, if it runs, in shadow: the runbook order
-    decides, the other agents' opinions are recorded."""
+@dataclass(frozen=True)
+class EndpointOverride:
+    """What the command line says of the advisor's endpoint, over the config's."""
+
+    base_url: str | None = None
+    model: str | None = None
+    response_format: str | None = None
+
+    def settings(self) -> dict[str, str]:
+        return {
+            name: value
+            for name, value in (
+                ("base_url", self.base_url),
+                ("model", self.model),
+                ("response_format", self.response_format),
+            )
+            if value is not None
+        }
+
+
+def advising(config: Config, endpoint_override: EndpointOverride | None = None) -> Config:
+    """`config` with the advisor consulted on every incident in shadow (at the endpoint the
+    command line says, over the config's) and the learning agent, if it runs, in shadow: the
+    runbook order decides, the other agents' opinions are recorded."""
     document = config.model_dump(mode="json", by_alias=True, exclude_unset=True)
     advisor = dict(document.get("advisor", {}))
     endpoint = dict(advisor.get("endpoint", {}))
-    if base_url is not None:
-        endpoint["base_url"] = base_url
-    if model is not None:
-        endpoint["model"] = model
+    if endpoint_override is not None:
+        endpoint.update(endpoint_override.settings())
     document["advisor"] = {**advisor, "agent": "shadow", "consult": "always", "endpoint": endpoint}
     if config.learning.agent != "off":
         document["learning"] = {**document.get("learning", {}), "agent": "shadow"}
@@ -342,14 +360,14 @@ def advising(config: Config, *, base_url: str | None = None, model: str | None =
 
 @lru_cache(maxsize=8)
 def setup(
-    scenario_ref: str, config_path: str | None, base_url: str | None, model: str | None
+    scenario_ref: str, config_path: str | None, endpoint: EndpointOverride
 ) -> tuple[Scenario, Config, bool]:
     """The scenario, its config as `advising` makes it, and whether the learning agent runs;
     once per process (a pool's workers inherit it)."""
     scenario, config = lab.load_setup(scenario_ref, config_path)
     return (
         scenario,
-        advising(config, base_url=base_url, model=model),
+        advising(config, endpoint),
         config.learning.agent != "off",
     )
 
@@ -575,13 +593,12 @@ def run_advised(
 def _advise_seed(
     scenario_ref: str,
     config_path: str | None,
-    base_url: str | None,
-    model: str | None,
+    endpoint: EndpointOverride,
     seed: int,
     similar: SimilarFor | None,
 ) -> AdvisedRun:
     """One seed in a worker process."""
-    scenario, config, learning = setup(scenario_ref, config_path, base_url, model)
+    scenario, config, learning = setup(scenario_ref, config_path, endpoint)
     return run_advised(scenario, config, seed, learning=learning, similar=similar)[0]
 
 
@@ -591,8 +608,7 @@ def advise_lab(
     seeds: Sequence[int],
     *,
     jobs: int = 1,
-    base_url: str | None = None,
-    model: str | None = None,
+    endpoint: EndpointOverride | None = None,
     similar: SimilarFor | None = None,
     progress: Progress | None = None,
 ) -> AdviceLab:
@@ -601,7 +617,8 @@ def advise_lab(
     `jobs` > 1, in that many processes."""
     began = time.perf_counter()
     path = str(config_path) if config_path is not None else None
-    scenario, config, learning = setup(scenario_ref, path, base_url, model)
+    endpoint = endpoint or EndpointOverride()
+    scenario, config, learning = setup(scenario_ref, path, endpoint)
     seeds = list(seeds)
     jobs = max(1, min(jobs, len(seeds) - 1, lab.default_jobs()))
     asked = 0
@@ -627,7 +644,7 @@ def advise_lab(
             progress(len(runs), len(seeds), asked)
     if jobs > 1 and len(seeds) > 1:
         runs += _in_processes(
-            scenario_ref, path, base_url, model, seeds[1:], jobs, similar, runs, progress
+            scenario_ref, path, endpoint, seeds[1:], jobs, similar, runs, progress
         )
     runs.sort(key=lambda run: run.seed)
     return AdviceLab(
@@ -648,8 +665,7 @@ def advise_lab(
 def _in_processes(
     scenario_ref: str,
     path: str | None,
-    base_url: str | None,
-    model: str | None,
+    endpoint: EndpointOverride,
     seeds: Sequence[int],
     jobs: int,
     similar: SimilarFor | None,
@@ -661,8 +677,7 @@ def _in_processes(
     pool = ProcessPoolExecutor(max_workers=jobs, initializer=lab._worker_start)
     try:
         futures = [
-            pool.submit(_advise_seed, scenario_ref, path, base_url, model, seed, similar)
-            for seed in seeds
+            pool.submit(_advise_seed, scenario_ref, path, endpoint, seed, similar) for seed in seeds
         ]
         for future in as_completed(futures):
             found.append(future.result())
@@ -833,8 +848,7 @@ def advise_command(
     runs: int,
     seed: int | None,
     jobs: int | None,
-    base_url: str | None,
-    model: str | None,
+    endpoint: EndpointOverride,
     json_out: Path | None,
     report: Path | None,
     console: Console,
@@ -852,7 +866,7 @@ def advise_command(
     from onduty.sim.world import World
 
     path = str(config_path) if config_path is not None else None
-    scenario, config, _ = setup(scenario_ref, path, base_url, model)
+    scenario, config, _ = setup(scenario_ref, path, endpoint)
     first = scenario.seed if seed is None else seed
     seeds = list(range(first, first + runs))
     World(config, scenario.model_copy(update={"seed": first}))  # a scenario that cannot run
@@ -876,8 +890,7 @@ def advise_command(
             path,
             seeds,
             jobs=jobs or 1,
-            base_url=base_url,
-            model=model,
+            endpoint=endpoint,
             progress=progress,
         )
     render_advice(result, console)
