@@ -13,11 +13,22 @@ from typing import Any
 
 ANSWER = {"action": "restart", "target": "web-1", "rationale": "stuck"}
 
+Reply = tuple[int, str]
+"""An HTTP status and the model's reply (the message content; the error, for another status)."""
+
+
+def reply(action: str, target: str, rationale: str = "the evidence says so") -> Reply:
+    return 200, json.dumps({"action": action, "target": target, "rationale": rationale})
+
 
 class ChatServer:
-    """A chat-completions server on loopback whose behaviour each test sets."""
+    """A chat-completions server on loopback. By default it answers `ANSWER` as model
+    `served-model`; `respond(body)` answers each request from its body instead (as model
+    `served-<the model asked for>`); `reply` and `status`, set by a test, answer verbatim
+    (bytes, or a JSON document). `seen` keeps every request's headers and body."""
 
-    def __init__(self) -> None:
+    def __init__(self, respond: Callable[[dict[str, Any]], Reply] | None = None) -> None:
+        self.respond = respond
         self.reply: Any = {
             "model": "served-model",
             "choices": [{"message": {"role": "assistant", "content": json.dumps(ANSWER)}}],
@@ -25,8 +36,6 @@ class ChatServer:
         self.status = 200
         self.delay = 0.0
         self.seen: list[tuple[dict[str, str], dict[str, Any]]] = []
-        self.answer: Callable[[dict[str, Any]], dict[str, Any]] | None = None
-        """When set: the answer (action, target, rationale) to each request, from its body."""
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -35,17 +44,17 @@ class ChatServer:
                 body = json.loads(self.rfile.read(length))
                 server.seen.append((dict(self.headers), body))
                 time.sleep(server.delay)
-                if server.answer is not None:
-                    content = json.dumps(server.answer(body))
-                    server.reply = {
-                        "model": "chosen",
-                        "choices": [{"message": {"content": content}}],
-                    }
-                payload = (
-                    server.reply if isinstance(server.reply, bytes) else json.dumps(server.reply)
-                )
-                data = payload if isinstance(payload, bytes) else payload.encode()
-                self.send_response(server.status)
+                status, payload = server.status, server.reply
+                if server.respond is not None:
+                    status, content = server.respond(body)
+                    message = {"role": "assistant", "content": content}
+                    payload = (
+                        {"model": f"served-{body['model']}", "choices": [{"message": message}]}
+                        if status == 200
+                        else {"error": content}
+                    )
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -58,6 +67,10 @@ class ChatServer:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
+
+    @property
+    def bodies(self) -> list[dict[str, Any]]:
+        return [body for _, body in self.seen]
 
     def close(self) -> None:
         self.httpd.shutdown()

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ from onduty.sim import advice, lab
 from onduty.sim.driver import run_scenario_command
 from onduty.sim.faults import FaultRecord
 from onduty.sim.scorecard import Scorecard
+from tests.chat_server import ChatServer, Reply, reply
 from tests.run_cli import onduty
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,13 +30,6 @@ MEMORY_LEAK = str(ROOT / "examples" / "scenarios" / "memory_leak.yaml")
 EXAMPLE = ROOT / "examples" / "advisor" / "advisor.yaml"
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
-Reply = tuple[int, str]
-"""An HTTP status and the model's reply (the message content)."""
-
-
-def reply(action: str, target: str, rationale: str = "the evidence says so") -> Reply:
-    return 200, json.dumps({"action": action, "target": target, "rationale": rationale})
-
 
 def choices(body: dict[str, Any]) -> list[dict[str, str]]:
     """The choices the prompt offers, as the model reads them."""
@@ -45,42 +37,6 @@ def choices(body: dict[str, Any]) -> list[dict[str, str]]:
     listed = user.split("CHOICES:\n", 1)[1].rsplit("\n\nWhich choice", 1)[0]
     found: list[dict[str, str]] = json.loads(listed)
     return found
-
-
-class ChatServer:
-    """A chat-completions server on loopback answering each request with `answer(body)`."""
-
-    def __init__(self, answer: Callable[[dict[str, Any]], Reply]) -> None:
-        self.answer = answer
-        self.seen: list[dict[str, Any]] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.seen.append(body)
-                status, content = server.answer(body)
-                completion = {
-                    "model": f"served-{body['model']}",
-                    "choices": [{"message": {"role": "assistant", "content": content}}],
-                }
-                data = json.dumps(completion if status == 200 else {"error": content}).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture
@@ -165,7 +121,7 @@ def test_an_advisor_that_knows_each_fault_is_right_on_every_incident_the_runbook
                 assert incident.runbook.verdict == outcome.first_action, (seed, fault.record)
                 compared.append(incident.runbook.verdict)
     assert {"right", "wrong"} <= set(compared)  # the restart first: right only for a plain leak
-    assert len(first.seen) == len(script)
+    assert len(first.bodies) == len(script)
 
     oracle_answers = iter(script)
     oracle = serve(lambda body: next(oracle_answers))
@@ -183,9 +139,9 @@ def test_an_advisor_that_knows_each_fault_is_right_on_every_incident_the_runbook
         console=console,
     )
     assert code == 0
-    assert len(oracle.seen) == len(script)  # every consultation again, none more
-    assert {body["model"] for body in oracle.seen} == {"oracle"}
-    assert {body["response_format"]["type"] for body in oracle.seen} == {"json_object"}
+    assert len(oracle.bodies) == len(script)  # every consultation again, none more
+    assert {body["model"] for body in oracle.bodies} == {"oracle"}
+    assert {body["response_format"]["type"] for body in oracle.bodies} == {"json_object"}
     figures = json.loads(out.read_text())
     advisor, runbook = figures["agents"]["advisor"], figures["agents"]["runbook"]
     assert advisor["incidents"] == len(runbook_verdicts) > 0
@@ -240,7 +196,7 @@ def test_the_command_scores_an_advisor_that_picks_another_runbook(
     assert row["advisor"]["choice"]["action"] == "deploy.rollback"
     assert row["advisor"]["detail"] == "a release broke it"
     assert row["faults"][0]["right_fix"] == "process.restart api-2"
-    assert {body["model"] for body in server.seen} == {"contrarian"}
+    assert {body["model"] for body in server.bodies} == {"contrarian"}
     assert "runbook agent" in result.stdout and "advisor" in result.stdout
     assert "served-contrarian" in result.stdout
     assert "would propose deploy.rollback on api" in page.read_text()
@@ -345,5 +301,5 @@ def test_a_simulated_run_asks_the_configured_advisor_and_people_alone_never_do(
     with existing_log(str(store)) as log:
         answers = [event for event in log.read() if event.type == "AdviceReceived"]
     # the run under the policy asked; the same seed with people alone (and with no fault) did not
-    assert len(answers) == len(server.seen) == 1
+    assert len(answers) == len(server.bodies) == 1
     assert "a human should look" in answers[0].data["content"]

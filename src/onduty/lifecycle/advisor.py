@@ -204,16 +204,7 @@ class Advisor:
         judgement = judge(body.content, request)
         name = f"the advisor ({body.model})"
         if judgement.problem is not None:
-            self.emitter.emit(
-                AdviceDiscarded(
-                    request_id=body.request_id,
-                    incident_id=body.incident_id,
-                    model=body.model,
-                    prompt_hash=body.prompt_hash,
-                    reason=judgement.problem,
-                ),
-                body.incident_id,
-            )
+            self._discard(body, judgement.problem)
             return
         choice = judgement.choice
         if choice is None:
@@ -231,16 +222,10 @@ class Advisor:
         step = self.setup.active.agent.propose_step(choice.name, 0, context)
         if step is None or step.target != choice.target or step.action != choice.action:
             now = f"{step.action} on {step.target!r}" if step else "gone"
-            self.emitter.emit(
-                AdviceDiscarded(
-                    request_id=body.request_id,
-                    incident_id=body.incident_id,
-                    model=body.model,
-                    prompt_hash=body.prompt_hash,
-                    reason=f"runbook {choice.name}'s first step is now {now}, not the "
-                    f"{choice.action} on {choice.target!r} the advisor was offered",
-                ),
-                body.incident_id,
+            self._discard(
+                body,
+                f"runbook {choice.name}'s first step is now {now}, not the {choice.action} "
+                f"on {choice.target!r} the advisor was offered",
             )
             return
         self.propose(
@@ -252,6 +237,18 @@ class Advisor:
                 model=body.model,
                 prompt_hash=body.prompt_hash,
             ),
+        )
+
+    def _discard(self, body: AdviceReceived, reason: str) -> None:
+        self.emitter.emit(
+            AdviceDiscarded(
+                request_id=body.request_id,
+                incident_id=body.incident_id,
+                model=body.model,
+                prompt_hash=body.prompt_hash,
+                reason=reason,
+            ),
+            body.incident_id,
         )
 
     def _on_failed(self, body: AdviceFailed, before: Prior) -> None:
