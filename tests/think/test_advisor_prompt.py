@@ -126,6 +126,8 @@ def test_judging_answers() -> None:
     assert good.rationale == "deploy at 09:00" and good.problem is None
     abstain = judge('{"action": "none", "target": "web", "rationale": "unclear"}', REQUEST)
     assert abstain.abstains and abstain.rationale == "unclear"
+    raw_break = judge('{"action": "rollback", "target": "web", "rationale": "a\nb\tc"}', REQUEST)
+    assert raw_break.choice is not None and raw_break.rationale == "a\nb\tc"
     wrong_types = judge('{"action": 3, "target": "web", "rationale": "x"}', REQUEST)
     assert wrong_types.problem == "action, target and rationale must each be a string"
 

@@ -175,7 +175,9 @@ def judge(content: str, request: AdviceRequested) -> Judgement:
     (or "none"), with a rationale no longer than allowed, is an answer; anything else is a
     problem, said in words a person reads on the timeline."""
     try:
-        answer = json.loads(content)
+        # strict=False: a line break written raw inside the rationale (small models do) is
+        # still the rationale; the text stays data wherever it is shown
+        answer = json.loads(content, strict=False)
     except ValueError as error:
         return Judgement(problem=f"the answer is not JSON ({error.__class__.__name__}: {error})")
     if not isinstance(answer, dict):
