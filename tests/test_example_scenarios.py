@@ -20,7 +20,7 @@ SCENARIOS = sorted(p for p in FOLDER.glob("*.yaml") if p.name != "onduty.yaml")
 
 
 # Scenarios beyond one per fault kind, each with the config it runs against.
-MIXES = {"ambiguous_memory": "learning/learning.yaml"}
+MIXES = {"ambiguous_memory": "learning/learning.yaml", "mixed_faults": "onduty.yaml"}
 
 
 def test_there_is_one_scenario_per_fault_kind_and_a_control() -> None:
