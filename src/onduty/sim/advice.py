@@ -688,10 +688,7 @@ def _in_processes(
                 )
                 progress(len(done) + len(found), total, asked)
     except BaseException:
-        workers = list(getattr(pool, "_processes", {}).values())
-        pool.shutdown(wait=False, cancel_futures=True)
-        for worker in workers:
-            worker.terminate()
+        lab.stop_now(pool)
         raise
     pool.shutdown()
     return found

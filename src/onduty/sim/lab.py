@@ -483,6 +483,15 @@ def default_jobs(config: Config | None = None) -> int:
     return os.cpu_count() or 1
 
 
+def stop_now(pool: ProcessPoolExecutor) -> None:
+    """Drop what a pool has not started and stop its workers at once, rather than after the
+    work they hold (a refusal, Ctrl-C)."""
+    workers = list(getattr(pool, "_processes", {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for worker in workers:
+        worker.terminate()
+
+
 def run_many(
     scenario_ref: str,
     config_path: str | None,
@@ -523,10 +532,7 @@ def run_many(
     except BaseException:
         # a refusal or Ctrl-C: drop the batches not started, and stop the workers now rather
         # than after the batches they hold
-        workers = list(getattr(pool, "_processes", {}).values())
-        pool.shutdown(wait=False, cancel_futures=True)
-        for worker in workers:
-            worker.terminate()
+        stop_now(pool)
         raise
     pool.shutdown()
     return sorted(done, key=lambda run: order[(run.seed, run.mode)])
