@@ -219,10 +219,8 @@ class Service:
         settings = self.config.similar
         if command.kind != "escalation" or not settings.escalations:
             return command
-        try:
-            matches = self.read.similar.similar_to(command.incident_id, settings.limit)
-        except UnknownIncident:  # not (yet) in the read model: sent as the core said
-            return command
+        # an incident not (yet) in the read model is sent as the core said
+        matches = self.read.similar.similar_if_known(command.incident_id, settings.limit)
         if not matches:
             return command
         return dataclasses.replace(command, message=f"{command.message}\n{summarize(matches)}")

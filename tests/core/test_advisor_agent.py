@@ -66,15 +66,20 @@ def consultations(decision: Decision) -> list[ConsultAdvisor]:
 
 
 def unknown_alert(
-    driver: Driver, instance: str = "web-1", after: float = 0, **annotations: str
+    driver: Driver,
+    instance: str = "web-1",
+    after: float = 0,
+    status: str = "firing",
+    **annotations: str,
 ) -> Decision:
-    """An alert no runbook matches."""
+    """An alert no runbook matches, on `instance` of the service its name says."""
+    service = instance.rsplit("-", 1)[0]
     return driver.feed(
         SignalReceived(
             source="test",
             fingerprint=f"MemoryPressure:{instance}",
-            status="firing",
-            labels={"alertname": "MemoryPressure", "instance": instance, "service": "web"},
+            status=status,
+            labels={"alertname": "MemoryPressure", "instance": instance, "service": service},
             annotations=annotations,
         ),
         after=after,
@@ -277,37 +282,14 @@ def test_the_budget_counts_consultations_in_any_hour() -> None:
     driver = Driver(advisor_config(max_calls_per_hour=2))
     asked = [consultations(unknown_alert(driver, f"web-{n}")) for n in (1, 2)]
     assert [len(commands) for commands in asked] == [1, 1]
-    third = driver.feed(
-        SignalReceived(
-            source="test",
-            fingerprint="MemoryPressure:db-1",
-            status="firing",
-            labels={"alertname": "MemoryPressure", "instance": "db-1", "service": "db"},
-        ),
-        after=60,
-    )
+    third = unknown_alert(driver, "db-1", after=60)
     assert not consultations(third)
     (note,) = [e.data for e in third.events if e.data.get("change") == "advice_skipped"]
     assert note["detail"] == (
         "the advisor was not consulted: its budget of 2 consultations an hour is spent"
     )
-    driver.feed(
-        SignalReceived(
-            source="test",
-            fingerprint="MemoryPressure:db-1",
-            status="resolved",
-            labels={"alertname": "MemoryPressure", "instance": "db-1", "service": "db"},
-        )
-    )
-    again = driver.feed(
-        SignalReceived(
-            source="test",
-            fingerprint="MemoryPressure:db-1",
-            status="firing",
-            labels={"alertname": "MemoryPressure", "instance": "db-1", "service": "db"},
-        ),
-        after=3600,
-    )
+    unknown_alert(driver, "db-1", status="resolved")
+    again = unknown_alert(driver, "db-1", after=3600)
     assert len(consultations(again)) == 1
     assert_replays(driver)
 

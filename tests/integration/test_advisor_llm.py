@@ -105,4 +105,6 @@ def test_a_real_model_answers_within_the_schema_and_the_guardrails_judge_it(
     ]
     user = received["request"]["messages"][1]["content"]
     assert json.dumps(HOSTILE)[1:-1] in user  # inside a JSON string, quotes escaped
-    print(f"{proposals} of {len(timelines)} answers proposed an action")
+    # at least one answer was a proposal, so the guardrails were seen to judge one (greedy
+    # decoding: this model proposes for both incidents)
+    assert proposals >= 1, [t for t in timelines]

@@ -594,6 +594,14 @@ class SimilarIncidents:
             raise UnknownIncident(incident_id)
         return self.similar_to_document(document, limit)
 
+    def similar_if_known(self, incident_id: str, limit: int = 3) -> list[SimilarIncident]:
+        """`similar_to`, or none for an incident not (yet) here: what is added to a message or
+        a prompt, which go out without it rather than wait."""
+        try:
+            return self.similar_to(incident_id, limit)
+        except UnknownIncident:
+            return []
+
     def similar_to_document(self, query: Document, limit: int = 3) -> list[SimilarIncident]:
         """Like `similar_to`, for a document built elsewhere (one rebuilt from the log). An
         embedder computes without holding the lock (the core's thread feeds meanwhile)."""
@@ -805,10 +813,7 @@ def prompt_finder(similar: SimilarIncidents) -> Callable[[str, int], list[dict[s
     as `for_prompt` gives them, none for an incident not (yet) known here."""
 
     def find(incident_id: str, limit: int) -> list[dict[str, Any]]:
-        try:
-            return for_prompt(similar.similar_to(incident_id, limit))
-        except UnknownIncident:
-            return []
+        return for_prompt(similar.similar_if_known(incident_id, limit))
 
     return find
 
